@@ -1,0 +1,40 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+let package = Package(
+    name: "bucketfs",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "bucketfs", targets: ["bucketfs"]),
+        .library(name: "ObjectStore", targets: ["ObjectStore"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/jpsim/Yams", from: "6.0.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+    ],
+    targets: [
+        // System-library shims: module map + header, no logic.
+        .systemLibrary(name: "CFuse", pkgConfig: "fuse3", providers: [.apt(["libfuse3-dev"])]),
+
+        // Bottom layer: the ObjectStore contract and its backends. The only layer that does store I/O.
+        .target(name: "ObjectStore", dependencies: [.product(name: "Logging", package: "swift-log")]),
+        // Filesystem behaviour without the kernel: inodes, caches, write staging, errno choice.
+        .target(name: "FileSystem", dependencies: ["ObjectStore", .product(name: "Logging", package: "swift-log")]),
+        // libfuse3 low-level adapter: ops table, replies, session lifecycle.
+        .target(name: "FuseBridge", dependencies: ["FileSystem", "CFuse", .product(name: "Logging", package: "swift-log")]),
+        // CLI commands, config, daemon wiring.
+        .target(name: "BucketfsCLI", dependencies: [
+            "ObjectStore", "FileSystem", "FuseBridge",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "Yams", package: "Yams"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        .executableTarget(name: "bucketfs", dependencies: ["BucketfsCLI"]),
+
+        .testTarget(name: "ObjectStoreTests", dependencies: ["ObjectStore"]),
+        .testTarget(name: "FileSystemTests", dependencies: ["FileSystem", "ObjectStore"]),
+        .testTarget(name: "CLITests", dependencies: ["BucketfsCLI"]),
+    ],
+    swiftLanguageModes: [.v6]
+)

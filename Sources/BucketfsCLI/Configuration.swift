@@ -1,0 +1,279 @@
+import Foundation
+import Yams
+
+/// The effective configuration of a mount. Precedence: defaults < YAML file < CLI flags < `-o` options.
+public struct Configuration: Equatable, Sendable {
+    public struct Lock: Equatable, Sendable {
+        public var strategy: String?
+        public var leaseDurationSeconds = 60
+        public var retryAttempts = 3
+        public var retryDelaySeconds = 1.0
+        public var redisHost: String?
+        public var redisPort: Int?
+        public var redisPassword: String?
+        public var redisDB = 0
+        public var fileLockDir: String?
+    }
+
+    public struct Storage: Equatable, Sendable {
+        public var type: String?
+        public var bucket: String?
+        public var prefix: String?
+        public var baseDir: String?
+        public var regionName: String?
+        public var endpointURL: String?
+        public var accessKeyID: String?
+        public var secretAccessKey: String?
+        public var projectID: String?
+        public var credentialsFile: String?
+        public var lock = Lock()
+    }
+
+    public struct Mount: Equatable, Sendable {
+        public var uid: UInt32 = getuid()
+        public var gid: UInt32 = getgid()
+        public var fileMode: UInt32 = 0o644
+        public var dirMode: UInt32 = 0o755
+        public var readOnly = false
+        public var allowOther = false
+        public var metadataTTL = 1.0
+        public var negativeTTL = 1.0
+        public var cacheDir: String = Configuration.defaultCacheDirectory()
+        public var logLevel = "info"
+    }
+
+    public var storage = Storage()
+    public var mount = Mount()
+
+    public init() {}
+
+    public static func defaultCacheDirectory() -> String {
+        if getuid() == 0 { return "/var/cache/bucketfs" }
+        if let xdg = ProcessInfo.processInfo.environment["XDG_CACHE_HOME"], !xdg.isEmpty { return xdg + "/bucketfs" }
+        return NSHomeDirectory() + "/.cache/bucketfs"
+    }
+
+    // MARK: - YAML
+
+    /// Reads a YAML file of seed 000's shape (`storage: {…, lock: {…}}`) plus a `mount:` section.
+    /// Unknown keys and values of the wrong type are errors naming the key.
+    public mutating func apply(yamlFile path: String) throws(CLIError) {
+        let text: String
+        do { text = try String(contentsOfFile: path, encoding: .utf8) } catch {
+            throw CLIError("cannot read config file \(path): \(error.localizedDescription)")
+        }
+        let loaded: Any?
+        do { loaded = try Yams.load(yaml: text) } catch {
+            throw CLIError("config file \(path) is not valid YAML: \(Self.oneLine(error))")
+        }
+        guard let loaded else { return }
+        guard let root = loaded as? [String: Any] else { throw CLIError("config file \(path): expected a mapping at the top") }
+        try apply(root, path: path)
+    }
+
+    mutating func apply(_ root: [String: Any], path: String) throws(CLIError) {
+        var reader = YAMLReader(file: path)
+        for (key, value) in root {
+            switch key {
+            case "storage":
+                let section = try reader.mapping(value, key: "storage")
+                for (k, v) in section {
+                    let name = "storage.\(k)"
+                    switch k {
+                    case "type": storage.type = try reader.string(v, key: name)
+                    case "bucket": storage.bucket = try reader.string(v, key: name)
+                    case "prefix": storage.prefix = try reader.string(v, key: name)
+                    case "base_dir": storage.baseDir = try reader.string(v, key: name)
+                    case "region_name": storage.regionName = try reader.string(v, key: name)
+                    case "endpoint_url": storage.endpointURL = try reader.string(v, key: name)
+                    case "aws_access_key_id": storage.accessKeyID = try reader.string(v, key: name)
+                    case "aws_secret_access_key": storage.secretAccessKey = try reader.string(v, key: name)
+                    case "project_id": storage.projectID = try reader.string(v, key: name)
+                    case "credentials_file": storage.credentialsFile = try reader.string(v, key: name)
+                    case "lock": try applyLock(try reader.mapping(v, key: name), reader: &reader)
+                    default: throw CLIError("unknown config key \"\(name)\" in \(path)")
+                    }
+                }
+            case "mount":
+                for (k, v) in try reader.mapping(value, key: "mount") {
+                    try setMountOption(k, value: v, reader: &reader, origin: "config key \"mount.\(k)\" in \(path)")
+                }
+            default:
+                throw CLIError("unknown config key \"\(key)\" in \(path)")
+            }
+        }
+    }
+
+    private mutating func applyLock(_ section: [String: Any], reader: inout YAMLReader) throws(CLIError) {
+        for (k, v) in section {
+            let name = "storage.lock.\(k)"
+            switch k {
+            case "strategy":
+                let s = try reader.string(v, key: name)
+                guard ["object", "redis", "file"].contains(s) else {
+                    throw CLIError("bad value for \(name) in \(reader.file): \"\(s)\" (expected object, redis or file)")
+                }
+                storage.lock.strategy = s
+            case "lease_duration_seconds": storage.lock.leaseDurationSeconds = try reader.int(v, key: name, min: 1)
+            case "retry_attempts": storage.lock.retryAttempts = try reader.int(v, key: name, min: 0)
+            case "retry_delay_seconds": storage.lock.retryDelaySeconds = try reader.double(v, key: name)
+            case "redis_host": storage.lock.redisHost = try reader.string(v, key: name)
+            case "redis_port": storage.lock.redisPort = try reader.int(v, key: name, min: 1)
+            case "redis_password": storage.lock.redisPassword = try reader.string(v, key: name)
+            case "redis_db": storage.lock.redisDB = try reader.int(v, key: name, min: 0)
+            case "file_lock_dir": storage.lock.fileLockDir = try reader.string(v, key: name)
+            default: throw CLIError("unknown config key \"\(name)\" in \(reader.file)")
+            }
+        }
+    }
+
+    // MARK: - Mount options (YAML `mount:` keys and `-o` options share names and parsing)
+
+    /// Applies `-o a,b=c,…`. Returns nothing; unknown options are errors.
+    public mutating func apply(mountOptions: String) throws(CLIError) {
+        var reader = YAMLReader(file: "-o")
+        for item in mountOptions.split(separator: ",") where !item.isEmpty {
+            let parts = item.split(separator: "=", maxSplits: 1)
+            let key = String(parts[0])
+            let value: Any = parts.count == 2 ? String(parts[1]) : true
+            switch key {
+            case "rw": mount.readOnly = false
+            case "debug": mount.logLevel = "debug"
+            case "config": continue    // read before everything else by the caller
+            default: try setMountOption(key, value: value, reader: &reader, origin: "mount option \"\(key)\"")
+            }
+        }
+    }
+
+    private mutating func setMountOption(_ key: String, value: Any, reader: inout YAMLReader, origin: String) throws(CLIError) {
+        switch key {
+        case "uid": mount.uid = UInt32(try reader.int(value, key: key, min: 0))
+        case "gid": mount.gid = UInt32(try reader.int(value, key: key, min: 0))
+        case "file_mode": mount.fileMode = try reader.mode(value, key: key)
+        case "dir_mode": mount.dirMode = try reader.mode(value, key: key)
+        case "ro", "read_only": mount.readOnly = try reader.bool(value, key: key)
+        case "allow_other": mount.allowOther = try reader.bool(value, key: key)
+        case "metadata_ttl": mount.metadataTTL = try reader.double(value, key: key)
+        case "negative_ttl": mount.negativeTTL = try reader.double(value, key: key)
+        case "cache_dir": mount.cacheDir = try reader.string(value, key: key)
+        case "log_level":
+            let level = try reader.string(value, key: key)
+            guard ["trace", "debug", "info", "notice", "warning", "error", "critical"].contains(level) else {
+                throw CLIError("bad value for \(key): \"\(level)\" (expected trace, debug, info, warning or error)")
+            }
+            mount.logLevel = level
+        default: throw CLIError("unknown \(origin)")
+        }
+    }
+
+    // MARK: - Output
+
+    /// YAML of the effective configuration, secrets replaced by `<redacted>`.
+    public func redactedYAML(source: String?) -> String {
+        func quoted(_ s: String?) -> String { s.map { "\"\($0)\"" } ?? "null" }
+        func secret(_ s: String?) -> String { s == nil ? "null" : "\"<redacted>\"" }
+        var lines: [String] = []
+        if let source { lines.append("source: \(quoted(source))") }
+        lines += [
+            "storage:",
+            "  type: \(quoted(storage.type))",
+            "  bucket: \(quoted(storage.bucket))",
+            "  prefix: \(quoted(storage.prefix))",
+            "  base_dir: \(quoted(storage.baseDir))",
+            "  region_name: \(quoted(storage.regionName))",
+            "  endpoint_url: \(quoted(storage.endpointURL))",
+            "  aws_access_key_id: \(quoted(storage.accessKeyID))",
+            "  aws_secret_access_key: \(secret(storage.secretAccessKey))",
+            "  project_id: \(quoted(storage.projectID))",
+            "  credentials_file: \(quoted(storage.credentialsFile))",
+            "  lock:",
+            "    strategy: \(quoted(storage.lock.strategy))",
+            "    lease_duration_seconds: \(storage.lock.leaseDurationSeconds)",
+            "    retry_attempts: \(storage.lock.retryAttempts)",
+            "    retry_delay_seconds: \(storage.lock.retryDelaySeconds)",
+            "    redis_host: \(quoted(storage.lock.redisHost))",
+            "    redis_port: \(storage.lock.redisPort.map(String.init) ?? "null")",
+            "    redis_password: \(secret(storage.lock.redisPassword))",
+            "    redis_db: \(storage.lock.redisDB)",
+            "    file_lock_dir: \(quoted(storage.lock.fileLockDir))",
+            "mount:",
+            "  uid: \(mount.uid)",
+            "  gid: \(mount.gid)",
+            "  file_mode: \"0\(String(mount.fileMode, radix: 8))\"",
+            "  dir_mode: \"0\(String(mount.dirMode, radix: 8))\"",
+            "  read_only: \(mount.readOnly)",
+            "  allow_other: \(mount.allowOther)",
+            "  metadata_ttl: \(mount.metadataTTL)",
+            "  negative_ttl: \(mount.negativeTTL)",
+            "  cache_dir: \(quoted(mount.cacheDir))",
+            "  log_level: \(quoted(mount.logLevel))",
+        ]
+        return lines.joined(separator: "\n") + "\n"
+    }
+
+    /// The source URL described by the YAML `storage` section, when no SOURCE argument is given.
+    public func sourceFromStorage() -> String? {
+        switch storage.type {
+        case "file": return storage.baseDir.map { "file://" + $0 }
+        case "memory": return "memory://"
+        case "s3": return storage.bucket.map { "s3://\($0)/\(storage.prefix ?? "")" }
+        case "gcs": return storage.bucket.map { "gs://\($0)/\(storage.prefix ?? "")" }
+        default: return nil
+        }
+    }
+
+    static func oneLine(_ error: Error) -> String {
+        "\(error)".split(whereSeparator: \.isNewline).joined(separator: " ")
+    }
+}
+
+/// Typed reads of YAML / `-o` values, each failure naming the key.
+struct YAMLReader {
+    let file: String
+
+    func mapping(_ value: Any, key: String) throws(CLIError) -> [String: Any] {
+        if value is NSNull { return [:] }
+        guard let m = value as? [String: Any] else { throw bad(key, "a mapping") }
+        return m
+    }
+
+    func string(_ value: Any, key: String) throws(CLIError) -> String {
+        switch value {
+        case let s as String: return s
+        case let i as Int: return String(i)
+        default: throw bad(key, "a string")
+        }
+    }
+
+    func int(_ value: Any, key: String, min: Int) throws(CLIError) -> Int {
+        let parsed: Int? = (value as? Int) ?? (value as? String).flatMap { Int($0) }
+        guard let parsed, parsed >= min else { throw bad(key, "an integer ≥ \(min)") }
+        return parsed
+    }
+
+    func double(_ value: Any, key: String) throws(CLIError) -> Double {
+        let parsed: Double? = (value as? Double) ?? (value as? Int).map(Double.init) ?? (value as? String).flatMap { Double($0) }
+        guard let parsed, parsed >= 0 else { throw bad(key, "a number ≥ 0") }
+        return parsed
+    }
+
+    func bool(_ value: Any, key: String) throws(CLIError) -> Bool {
+        if let b = value as? Bool { return b }
+        switch (value as? String)?.lowercased() {
+        case "true", "yes", "1", "on": return true
+        case "false", "no", "0", "off": return false
+        default: throw bad(key, "true or false")
+        }
+    }
+
+    /// An octal permission mode such as `0644` or `644` (YAML may hand it over as an integer).
+    func mode(_ value: Any, key: String) throws(CLIError) -> UInt32 {
+        let text = (value as? String) ?? (value as? Int).map { String($0) } ?? ""
+        guard let parsed = UInt32(text, radix: 8), parsed <= 0o7777 else { throw bad(key, "an octal mode such as 0644") }
+        return parsed
+    }
+
+    private func bad(_ key: String, _ expected: String) -> CLIError {
+        CLIError("bad value for \(key) in \(file): expected \(expected)")
+    }
+}

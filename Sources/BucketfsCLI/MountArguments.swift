@@ -1,0 +1,50 @@
+import ArgumentParser
+
+/// The options that shape a mount's configuration, shared by `mount` and `config print`.
+struct ConfigurationOptions: ParsableArguments {
+    @Option(name: .long, help: "YAML config file (storage: {...}, mount: {...}).")
+    var config: String?
+
+    @Option(name: .customShort("o"), help: ArgumentHelp("Mount options, comma-separated: ro, rw, allow_other, uid=N, gid=N, file_mode=0644, dir_mode=0755, metadata_ttl=SECONDS, negative_ttl=SECONDS, cache_dir=PATH, log_level=LEVEL, debug, config=FILE.", valueName: "k=v,..."))
+    var options: [String] = []
+
+    @Option(help: "Owner shown for objects without uid metadata (default: the mounting user).")
+    var uid: UInt32?
+    @Option(help: "Group shown for objects without gid metadata (default: the mounting user's group).")
+    var gid: UInt32?
+    @Option(help: "Octal mode for files without mode metadata (default 0644).")
+    var fileMode: String?
+    @Option(help: "Octal mode for directories without mode metadata (default 0755).")
+    var dirMode: String?
+    @Flag(name: .long, help: "Mount read-only: every change fails with EROFS.")
+    var readOnly = false
+    @Flag(help: "Let other users access the mount (needs user_allow_other in /etc/fuse.conf for non-root).")
+    var allowOther = false
+    @Option(help: "Seconds attributes and entries are trusted before asking the store again (default 1).")
+    var metadataTTL: Double?
+    @Option(help: "Directory for staged writes and the recovery folder.")
+    var cacheDir: String?
+    @Option(help: "trace, debug, info, warning or error (default info).")
+    var logLevel: String?
+
+    /// defaults < YAML < flags < -o
+    func resolve() throws(CLIError) -> Configuration {
+        var configuration = Configuration()
+        let joined = options.joined(separator: ",")
+        let fileFromOptions = joined.split(separator: ",").first { $0.hasPrefix("config=") }.map { String($0.dropFirst(7)) }
+        if let file = fileFromOptions ?? config { try configuration.apply(yamlFile: file) }
+        var flags: [String] = []
+        if let uid { flags.append("uid=\(uid)") }
+        if let gid { flags.append("gid=\(gid)") }
+        if let fileMode { flags.append("file_mode=\(fileMode)") }
+        if let dirMode { flags.append("dir_mode=\(dirMode)") }
+        if readOnly { flags.append("ro") }
+        if allowOther { flags.append("allow_other") }
+        if let metadataTTL { flags.append("metadata_ttl=\(metadataTTL)") }
+        if let cacheDir { flags.append("cache_dir=\(cacheDir)") }
+        if let logLevel { flags.append("log_level=\(logLevel)") }
+        try configuration.apply(mountOptions: flags.joined(separator: ","))
+        try configuration.apply(mountOptions: joined)
+        return configuration
+    }
+}

@@ -1,0 +1,116 @@
+import ArgumentParser
+import FileSystem
+import Foundation
+import FuseBridge
+import Logging
+import ObjectStore
+
+struct MountCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "mount",
+        abstract: "Mount SOURCE on MOUNTPOINT.",
+        discussion: """
+        Without --foreground the command returns once the mount is ready (exit 0) or has failed (one line on
+        stderr, non-zero exit); the daemon keeps running in the background and logs to CACHE_DIR/logs/.
+        """)
+
+    @Argument(help: "file:///dir/, memory://, s3://bucket/prefix/ or gs://bucket/prefix/")
+    var source: String
+
+    @Argument(help: "An existing, empty directory that is not already a mount point.")
+    var mountpoint: String
+
+    @OptionGroup var settings: ConfigurationOptions
+
+    @Flag(name: [.customShort("f"), .long], help: "Stay in the foreground (for systemd, containers, debugging).")
+    var foreground = false
+
+    func run() throws {
+        let configuration = try settings.resolve()
+        let location: StoreLocation
+        do { location = try StoreLocation(parsing: source) } catch { throw CLIError("\(error)") }
+        let target = try MountPointCheck.validate(mountpoint)
+        try MountPointCheck.requireFuseDevice()
+        // Open the store here as well, so that a missing bucket or directory is reported before forking off.
+        let store: any ObjectStore
+        do { store = try location.makeStore() } catch { throw CLIError("cannot open \(location): \(error)") }
+
+        if foreground {
+            try serve(store: store, location: location, mountpoint: target, configuration: configuration)
+        } else {
+            try DaemonLauncher.launch(source: location.description, mountpoint: target,
+                                      arguments: Array(CommandLine.arguments.dropFirst()),
+                                      logDirectory: configuration.mount.cacheDir + "/logs")
+        }
+    }
+
+    /// The daemon proper: build the filesystem, mount, tell the launcher we're ready, serve until unmounted.
+    private func serve(store: any ObjectStore, location: StoreLocation, mountpoint: String,
+                       configuration: Configuration) throws {
+        let readiness = ReadinessPipe.fromEnvironment()
+        do {
+            var logger = Logger(label: "bucketfs")
+            logger.logLevel = Logger.Level(rawValue: configuration.mount.logLevel) ?? .info
+            let m = configuration.mount
+            let options = FileSystemOptions(prefix: location.prefix, uid: m.uid, gid: m.gid, filePermissions: m.fileMode,
+                                            directoryPermissions: m.dirMode, readOnly: m.readOnly,
+                                            metadataTTL: m.metadataTTL, negativeTTL: m.negativeTTL,
+                                            cacheDirectory: m.cacheDir)
+            let fileSystem: FileSystem
+            do { fileSystem = try FileSystem(store: store, options: options, logger: logger) } catch {
+                throw CLIError("\(error)")
+            }
+            let session = try FuseSession(
+                fileSystem: fileSystem, mountpoint: mountpoint,
+                options: FuseMountOptions(fsName: location.description, readOnly: m.readOnly, allowOther: m.allowOther,
+                                          debug: m.logLevel == "trace"),
+                logger: logger)
+            do { try session.mount() } catch {
+                throw CLIError("\(error)\(m.allowOther && getuid() != 0 ? " (allow_other needs user_allow_other in /etc/fuse.conf)" : "")")
+            }
+            let registration = MountRegistry.register(source: location.description, mountpoint: mountpoint)
+            logger.info("mounted", metadata: ["source": "\(location)", "mountpoint": "\(mountpoint)", "pid": "\(getpid())"])
+            readiness?.signalReady()
+            let signal = session.run()
+            registration?.remove()
+            logger.info("unmounted", metadata: ["mountpoint": "\(mountpoint)", "signal": "\(signal)"])
+        } catch {
+            readiness?.signalFailure("\(error)")
+            throw error
+        }
+    }
+}
+
+struct UnmountCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "unmount", abstract: "Unmount a bucketfs mount after its pending writes are uploaded.")
+
+    @Argument(help: "The mount point.")
+    var mountpoint: String
+
+    @Option(help: "Seconds to wait for the daemon to finish uploading and exit.")
+    var timeout: Double = 120
+
+    func run() throws {
+        let path = MountPointCheck.absolute(mountpoint)
+        guard MountPointCheck.mountType(at: path) == "fuse.bucketfs" else {
+            throw CLIError("not a bucketfs mount: \(path)")
+        }
+        let daemon = MountRegistry.daemonPID(mountpoint: path)
+        let tool = Process()
+        tool.executableURL = URL(fileURLWithPath: "/bin/sh")
+        tool.arguments = ["-c", "exec fusermount3 -u \"$0\" 2>&1", path]
+        let pipe = Pipe()
+        tool.standardOutput = pipe
+        try tool.run()
+        let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        tool.waitUntilExit()
+        guard tool.terminationStatus == 0 else {
+            let reason = output.split(whereSeparator: \.isNewline).last.map(String.init) ?? "fusermount3 failed"
+            throw CLIError("cannot unmount \(path): \(reason)")
+        }
+        if let daemon, !MountRegistry.wait(forExitOf: daemon, seconds: timeout) {
+            throw CLIError("unmounted \(path), but the daemon (pid \(daemon)) is still running after \(Int(timeout))s")
+        }
+    }
+}

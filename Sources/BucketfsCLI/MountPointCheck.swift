@@ -1,0 +1,61 @@
+import Foundation
+import Glibc
+
+/// Checks made before anything is mounted, each failing with one readable line.
+enum MountPointCheck {
+    static func absolute(_ path: String) -> String {
+        let full = path.hasPrefix("/") ? path : FileManager.default.currentDirectoryPath + "/" + path
+        return URL(fileURLWithPath: full).standardizedFileURL.path
+    }
+
+    /// The absolute mount point, if it exists, is a directory and is not already a mount.
+    static func validate(_ path: String) throws(CLIError) -> String {
+        let full = absolute(path)
+        var st = stat()
+        if stat(full, &st) != 0 {
+            if errno == ENOTCONN {
+                throw CLIError("mount point \(full) is a disconnected FUSE mount: run `bucketfs unmount \(full)` or `fusermount3 -u \(full)`")
+            }
+            throw CLIError("mount point \(full) does not exist")
+        }
+        guard st.st_mode & S_IFMT == S_IFDIR else { throw CLIError("mount point \(full) is not a directory") }
+        if let type = mountType(at: full) {
+            throw CLIError("mount point \(full) is already a mount (\(type))")
+        }
+        return full
+    }
+
+    static func requireFuseDevice() throws(CLIError) {
+        guard access("/dev/fuse", R_OK | W_OK) == 0 else {
+            throw CLIError("/dev/fuse is missing or not accessible: install fuse3, or run the container with --device /dev/fuse --cap-add SYS_ADMIN")
+        }
+    }
+
+    /// The filesystem type mounted exactly at `path`, from /proc/self/mountinfo, or nil.
+    static func mountType(at path: String) -> String? {
+        guard let text = try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8) else { return nil }
+        var found: String?
+        for line in text.split(separator: "\n") {
+            // "id parent major:minor root mountpoint options [optional...] - fstype source superopts"
+            let fields = line.split(separator: " ")
+            guard fields.count > 4, let dash = fields.firstIndex(of: "-"), dash + 1 < fields.count else { continue }
+            if unescape(String(fields[4])) == path { found = String(fields[dash + 1]) }
+        }
+        return found
+    }
+
+    /// mountinfo escapes space, tab, newline and backslash as octal `\ooo`.
+    private static func unescape(_ field: String) -> String {
+        var bytes: [UInt8] = []
+        var utf8 = Array(field.utf8)[...]
+        while let byte = utf8.popFirst() {
+            if byte == UInt8(ascii: "\\"), utf8.count >= 3, let value = UInt8(String(decoding: utf8.prefix(3), as: UTF8.self), radix: 8) {
+                bytes.append(value)
+                utf8 = utf8.dropFirst(3)
+            } else {
+                bytes.append(byte)
+            }
+        }
+        return String(decoding: bytes, as: UTF8.self)
+    }
+}

@@ -1,0 +1,133 @@
+import Foundation
+
+public enum NodeKind: Sendable, Equatable {
+    case file
+    case directory
+    case symlink
+}
+
+/// A point in time with nanosecond precision (a `Date` would round nanoseconds away).
+public struct FileTime: Sendable, Equatable, Comparable {
+    public var seconds: Int64
+    public var nanoseconds: UInt32
+
+    public init(seconds: Int64, nanoseconds: UInt32 = 0) {
+        self.seconds = seconds
+        self.nanoseconds = nanoseconds
+    }
+
+    public init(_ date: Date) {
+        let t = date.timeIntervalSince1970
+        let s = t.rounded(.down)
+        self.init(seconds: Int64(s), nanoseconds: UInt32(min(999_999_999, max(0, ((t - s) * 1e9).rounded()))))
+    }
+
+    public static func now() -> FileTime {
+        var ts = timespec()
+        clock_gettime(CLOCK_REALTIME, &ts)
+        return FileTime(seconds: Int64(ts.tv_sec), nanoseconds: UInt32(ts.tv_nsec))
+    }
+
+    /// `seconds.nanoseconds`, the form kept in object metadata (s3fs and rclone read the integer part).
+    public var metadataValue: String {
+        nanoseconds == 0 ? String(seconds) : String(format: "%lld.%09u", seconds, nanoseconds)
+    }
+
+    public init?(metadataValue: String) {
+        let parts = metadataValue.split(separator: ".", maxSplits: 1, omittingEmptySubsequences: false)
+        guard let s = Int64(parts[0]) else { return nil }
+        var ns: UInt32 = 0
+        if parts.count == 2 {
+            let digits = parts[1].prefix(9)
+            guard !digits.isEmpty, let value = UInt32(digits) else { return nil }
+            ns = value * UInt32(pow(10, Double(9 - digits.count)))
+        }
+        self.init(seconds: s, nanoseconds: ns)
+    }
+
+    public static func < (a: FileTime, b: FileTime) -> Bool {
+        (a.seconds, a.nanoseconds) < (b.seconds, b.nanoseconds)
+    }
+}
+
+/// What `stat` shows for a node.
+public struct FileAttributes: Sendable, Equatable {
+    public var ino: UInt64
+    public var kind: NodeKind
+    public var size: UInt64
+    /// Permission bits only (`0o7777`); the file type comes from `kind`.
+    public var permissions: UInt32
+    public var uid: UInt32
+    public var gid: UInt32
+    public var mtime: FileTime
+    public var ctime: FileTime
+
+    public init(ino: UInt64, kind: NodeKind, size: UInt64, permissions: UInt32, uid: UInt32, gid: UInt32,
+                mtime: FileTime, ctime: FileTime) {
+        self.ino = ino
+        self.kind = kind
+        self.size = size
+        self.permissions = permissions
+        self.uid = uid
+        self.gid = gid
+        self.mtime = mtime
+        self.ctime = ctime
+    }
+
+    /// The full `st_mode`: type bits plus permissions.
+    public var mode: UInt32 {
+        switch kind {
+        case .file: return UInt32(S_IFREG) | permissions
+        case .directory: return UInt32(S_IFDIR) | permissions
+        case .symlink: return UInt32(S_IFLNK) | permissions
+        }
+    }
+
+    public var linkCount: UInt32 { kind == .directory ? 2 : 1 }
+}
+
+/// The `setattr` fields that a request asks to change; `nil` leaves a field alone.
+public struct AttributeChanges: Sendable, Equatable {
+    public var permissions: UInt32?
+    public var uid: UInt32?
+    public var gid: UInt32?
+    public var size: UInt64?
+    public var mtime: FileTime?
+
+    public init(permissions: UInt32? = nil, uid: UInt32? = nil, gid: UInt32? = nil, size: UInt64? = nil,
+                mtime: FileTime? = nil) {
+        self.permissions = permissions
+        self.uid = uid
+        self.gid = gid
+        self.size = size
+        self.mtime = mtime
+    }
+
+    public var changesMetadata: Bool { permissions != nil || uid != nil || gid != nil || mtime != nil }
+}
+
+/// Who asks: the owner given to new files and directories.
+public struct Caller: Sendable, Equatable {
+    public var uid: UInt32
+    public var gid: UInt32
+    public init(uid: UInt32, gid: UInt32) {
+        self.uid = uid
+        self.gid = gid
+    }
+}
+
+public struct DirectoryEntry: Sendable, Equatable {
+    public var name: String
+    public var attributes: FileAttributes
+    /// The offset to pass back to continue after this entry.
+    public var nextOffset: UInt64
+}
+
+public struct FileSystemStats: Sendable, Equatable {
+    public var blockSize: UInt64
+    public var totalBlocks: UInt64
+    public var freeBlocks: UInt64
+    public var totalFiles: UInt64
+    public var freeFiles: UInt64
+    public var maxNameLength: UInt64
+}

@@ -1,0 +1,765 @@
+import Foundation
+import Logging
+import ObjectStore
+import Synchronization
+
+/// The filesystem over an `ObjectStore`, with no kernel dependency: `FuseBridge` calls it from libfuse's
+/// worker threads, tests call it directly. Methods block on store I/O, so they never run on Swift's
+/// cooperative pool.
+///
+/// Locking: `state` guards the inode table and handles and is never held across store I/O. A
+/// `StagedFile`'s own lock (held while its content downloads) is taken without `state` held.
+public final class FileSystem: Sendable {
+    public let options: FileSystemOptions
+    public let store: any ObjectStore
+    let keys: KeyMapping
+    let logger: Logger
+    let recovery: RecoveryFolder
+    let stagingDirectory: String
+    let mountTime: FileTime
+    let state: Mutex<State>
+
+    struct OpenFile {
+        var ino: UInt64
+        var writable: Bool
+    }
+
+    struct State {
+        var table: InodeTable
+        var files: [UInt64: OpenFile] = [:]
+        /// Directory handle → the listing taken at its first readdir.
+        var listings: [UInt64: [DirectoryEntry]] = [:]
+        var nextHandle: UInt64 = 1
+        /// Paths known not to exist, until the instant given.
+        var negative: [String: ContinuousClock.Instant] = [:]
+        var reportedInvalidKeys: Set<String> = []
+
+        mutating func allocateHandle() -> UInt64 {
+            defer { nextHandle += 1 }
+            return nextHandle
+        }
+    }
+
+    /// Largest range fetched at once when a file's existing content is copied into a staging file.
+    static let downloadChunk: UInt64 = 8 << 20
+
+    public init(store: any ObjectStore, options: FileSystemOptions, logger: Logger) throws(FSError) {
+        self.store = store
+        self.options = options
+        self.keys = KeyMapping(prefix: options.prefix)
+        self.logger = logger
+        self.stagingDirectory = options.cacheDirectory + "/staging"
+        self.recovery = RecoveryFolder(directory: options.cacheDirectory + "/recovery", logger: logger)
+        self.mountTime = FileTime.now()
+        do {
+            try FileManager.default.createDirectory(atPath: stagingDirectory, withIntermediateDirectories: true)
+        } catch {
+            throw FSError.io("cannot create cache directory \(stagingDirectory): \(error.localizedDescription)")
+        }
+        let root = Node(ino: InodeTable.rootIno, path: "", kind: .directory, size: 0,
+                        permissions: options.directoryPermissions, uid: options.uid, gid: options.gid,
+                        mtime: mountTime, ctime: mountTime, version: nil, inStore: false, metadataKnown: false,
+                        validatedAt: .now, lookups: 1)
+        self.state = Mutex(State(table: InodeTable(root: root)))
+    }
+
+    // MARK: - Names and attributes
+
+    public func lookup(parent: UInt64, name: String) throws(FSError) -> FileAttributes {
+        let path = try childPath(parent: parent, name: name)
+        return try resolve(path, retain: true)
+    }
+
+    public func forget(_ ino: UInt64, count: UInt64) {
+        state.withLock { s in
+            guard var node = s.table[ino] else { return }
+            node.lookups -= min(node.lookups, count)
+            s.table[ino] = node
+            s.table.evictIfUnused(ino)
+        }
+    }
+
+    public func getattr(_ ino: UInt64) throws(FSError) -> FileAttributes {
+        let (attributes, path): (FileAttributes?, String) = try state.withLock { s throws(FSError) in
+            guard let node = s.table[ino] else { throw FSError.notFound }
+            let trusted = ino == InodeTable.rootIno || node.path.isEmpty || node.staged != nil || isFresh(node)
+            return (trusted ? node.attributes() : nil, node.path)
+        }
+        if let attributes { return attributes }
+        return try resolve(path, retain: false, force: true)
+    }
+
+    public func setattr(_ ino: UInt64, _ changes: AttributeChanges) throws(FSError) -> FileAttributes {
+        try requireWritable()
+        if let size = changes.size {
+            let staged = try stage(ino, keepContent: size > 0)
+            try staged.truncate(to: size)
+            state.withLock { s in
+                s.table[ino]?.size = size
+                s.table[ino]?.dirty = true
+                s.table[ino]?.mtime = changes.mtime ?? .now()
+            }
+        }
+        let now = FileTime.now()
+        let (node, uploadNow): (Node, Bool) = try state.withLock { s throws(FSError) in
+            guard var node = s.table[ino] else { throw FSError.notFound }
+            if let p = changes.permissions { node.permissions = p & 0o7777 }
+            if let u = changes.uid { node.uid = u }
+            if let g = changes.gid { node.gid = g }
+            if let m = changes.mtime { node.mtime = m }
+            if changes.changesMetadata {
+                node.ctime = now
+                node.metadataKnown = true
+                // Open with local content: the new metadata travels with the upload at close.
+                if node.staged != nil { node.dirty = true }
+            }
+            s.table[ino] = node
+            return (node, node.staged != nil && node.openHandles == 0)
+        }
+        if uploadNow {
+            // truncate(2) on a file nobody has open: nothing will close it, so upload now.
+            defer { dropStagedIfIdle(ino) }
+            try upload(ino)
+        } else if changes.changesMetadata && node.staged == nil && !node.path.isEmpty {
+            try storeMetadata(of: node)
+        }
+        return try getattr(ino)
+    }
+
+    public func readlink(_ ino: UInt64) throws(FSError) -> String {
+        let node = try existingNode(ino)
+        guard node.kind == .symlink, let target = node.symlinkTarget else { throw FSError.invalidArgument }
+        return target
+    }
+
+    public func statfs() -> FileSystemStats {
+        // Buckets have no fixed size: report a large, constant capacity so that tools checking free space proceed.
+        FileSystemStats(blockSize: 4096, totalBlocks: 1 << 40, freeBlocks: 1 << 40, totalFiles: 1 << 32,
+                        freeFiles: 1 << 32, maxNameLength: 255)
+    }
+
+    // MARK: - Namespace changes
+
+    public func mkdir(parent: UInt64, name: String, permissions: UInt32, caller: Caller) throws(FSError) -> FileAttributes {
+        try requireWritable()
+        let path = try childPath(parent: parent, name: name)
+        try requireAbsent(path)
+        let now = FileTime.now()
+        var node = Node(ino: 0, path: path, kind: .directory, size: 0, permissions: permissions & 0o7777,
+                        uid: caller.uid, gid: caller.gid, mtime: now, ctime: now, version: nil, inStore: true,
+                        metadataKnown: true, validatedAt: .now)
+        let info = try storeCall {
+            try store.put(keys.directoryPrefix(for: path), body: .data(Data()),
+                          options: PutOptions(metadata: node.posixMetadata().objectMetadata))
+        }
+        node.version = info.version
+        return insertNew(node, retain: true)
+    }
+
+    public func symlink(parent: UInt64, name: String, target: String, caller: Caller) throws(FSError) -> FileAttributes {
+        try requireWritable()
+        let path = try childPath(parent: parent, name: name)
+        try requireAbsent(path)
+        let now = FileTime.now()
+        var node = Node(ino: 0, path: path, kind: .symlink, size: 0, permissions: 0o777, uid: caller.uid,
+                        gid: caller.gid, mtime: now, ctime: now, symlinkTarget: target, version: nil, inStore: true,
+                        metadataKnown: true, validatedAt: .now)
+        let info = try storeCall {
+            try store.put(keys.key(for: path), body: .data(Data()),
+                          options: PutOptions(metadata: node.posixMetadata().objectMetadata, condition: .ifAbsent))
+        }
+        node.version = info.version
+        return insertNew(node, retain: true)
+    }
+
+    /// Creates a file that exists only locally until its first flush uploads it (one PUT for create+write+close).
+    public func create(parent: UInt64, name: String, permissions: UInt32, flags: Int32,
+                       caller: Caller) throws(FSError) -> (attributes: FileAttributes, handle: UInt64) {
+        try requireWritable()
+        let path = try childPath(parent: parent, name: name)
+        let staged = try StagedFile(directory: stagingDirectory, loaded: true)
+        let now = FileTime.now()
+        var node = Node(ino: 0, path: path, kind: .file, size: 0, permissions: permissions & 0o7777,
+                        uid: caller.uid, gid: caller.gid, mtime: now, ctime: now, version: nil, inStore: false,
+                        metadataKnown: true, validatedAt: .now)
+        node.staged = staged
+        node.dirty = true
+        node.openHandles = 1
+        let attributes = insertNew(node, retain: true)
+        let handle = state.withLock { s in
+            let h = s.allocateHandle()
+            s.files[h] = OpenFile(ino: attributes.ino, writable: true)
+            return h
+        }
+        return (attributes, handle)
+    }
+
+    public func unlink(parent: UInt64, name: String) throws(FSError) {
+        try requireWritable()
+        let path = try childPath(parent: parent, name: name)
+        let attributes = try resolve(path, retain: false)
+        guard attributes.kind != .directory else { throw FSError.isDirectory }
+        let inStore = state.withLock { $0.table[attributes.ino]?.inStore ?? false }
+        if inStore {
+            try storeCall { try store.delete(keys.key(for: path)) }
+        }
+        state.withLock { s in
+            s.table[attributes.ino]?.unlinked = true
+            s.table[attributes.ino]?.dirty = false
+            s.table.detach(path: path)
+            s.negative[path] = .now + .seconds(options.negativeTTL)
+        }
+    }
+
+    public func rmdir(parent: UInt64, name: String) throws(FSError) {
+        try requireWritable()
+        let path = try childPath(parent: parent, name: name)
+        let attributes = try resolve(path, retain: false)
+        guard attributes.kind == .directory else { throw FSError.notDirectory }
+        let marker = keys.directoryPrefix(for: path)
+        let page = try storeCall { try store.list(ListRequest(prefix: marker, maxKeys: 2)) }
+        let hasPending = state.withLock { !$0.table.pendingChildren(of: path).isEmpty }
+        if hasPending || page.objects.contains(where: { $0.key != marker }) || !page.commonPrefixes.isEmpty {
+            throw FSError.notEmpty
+        }
+        if page.objects.contains(where: { $0.key == marker }) {
+            try storeCall { try store.delete(marker) }
+        }
+        state.withLock { s in
+            s.table.detach(path: path)
+            s.negative[path] = .now + .seconds(options.negativeTTL)
+        }
+    }
+
+    /// File: server-side copy, then delete. Directory: object by object — not atomic (see docs/SEMANTICS.md).
+    public func rename(parent: UInt64, name: String, newParent: UInt64, newName: String,
+                       noReplace: Bool) throws(FSError) {
+        try requireWritable()
+        let from = try childPath(parent: parent, name: name)
+        let to = try childPath(parent: newParent, name: newName)
+        let source = try resolve(from, retain: false)
+        guard from != to else { return }
+        if source.kind == .directory && (to + "/").hasPrefix(from + "/") { throw FSError.invalidArgument }
+        var destination: FileAttributes?
+        do throws(FSError) { destination = try resolve(to, retain: false) } catch .notFound { destination = nil }
+        if let destination {
+            if noReplace { throw FSError.exists }
+            if source.kind == .directory && destination.kind != .directory { throw FSError.notDirectory }
+            if source.kind != .directory && destination.kind == .directory { throw FSError.isDirectory }
+            if destination.kind == .directory {
+                try rmdir(parent: newParent, name: newName)
+            }
+        }
+        if source.kind == .directory {
+            try renameDirectory(from: from, to: to)
+        } else {
+            try renameObject(ino: source.ino, from: from, to: to)
+        }
+    }
+
+    private func renameObject(ino: UInt64, from: String, to: String) throws(FSError) {
+        let inStore = state.withLock { $0.table[ino]?.inStore ?? false }
+        var newVersion: String?
+        if inStore {
+            let info = try storeCall { try store.copy(from: keys.key(for: from), to: keys.key(for: to), metadata: nil,
+                                                      condition: .none) }
+            newVersion = info.version
+            try storeCall { try store.delete(keys.key(for: from)) }
+        }
+        state.withLock { s in
+            s.table.move(from: from, to: to)
+            if let newVersion { s.table[ino]?.version = newVersion }
+            s.negative.removeValue(forKey: to)
+            s.negative[from] = .now + .seconds(options.negativeTTL)
+        }
+    }
+
+    private func renameDirectory(from: String, to: String) throws(FSError) {
+        let oldPrefix = keys.directoryPrefix(for: from)
+        let newPrefix = keys.directoryPrefix(for: to)
+        let objects = try storeCall { try store.listAll(prefix: oldPrefix).objects }
+        var versions: [String: String] = [:]
+        for object in objects {
+            let rest = String(object.key.dropFirst(oldPrefix.count))
+            let info = try storeCall { try store.copy(from: object.key, to: newPrefix + rest, metadata: nil,
+                                                      condition: .none) }
+            versions[rest] = info.version
+        }
+        // Deepest first, so that a local backend can remove emptied directories as their markers go.
+        for object in objects.reversed() {
+            try storeCall { try store.delete(object.key) }
+        }
+        state.withLock { s in
+            s.table.move(from: from, to: to)
+            for (rest, version) in versions where !rest.isEmpty && !rest.hasSuffix("/") {
+                if let ino = s.table.ino(at: to + "/" + rest) { s.table[ino]?.version = version }
+            }
+            if let marker = versions[""], let ino = s.table.ino(at: to) { s.table[ino]?.version = marker }
+            s.negative.removeValue(forKey: to)
+            s.negative[from] = .now + .seconds(options.negativeTTL)
+        }
+    }
+
+    // MARK: - Directory listing
+
+    public func openDirectory(_ ino: UInt64) throws(FSError) -> UInt64 {
+        let node = try existingNode(ino)
+        guard node.kind == .directory else { throw FSError.notDirectory }
+        return state.withLock { $0.allocateHandle() }
+    }
+
+    /// Calls `add` for each entry from `offset` on until it returns false (the reply buffer is full).
+    /// With `plus`, each entry that `add` accepts (other than `.` and `..`) counts as a kernel lookup.
+    public func readDirectory(_ ino: UInt64, handle: UInt64, offset: UInt64, plus: Bool,
+                              add: (DirectoryEntry) -> Bool) throws(FSError) {
+        var listing = state.withLock { $0.listings[handle] }
+        if listing == nil || offset == 0 {
+            let fresh = try list(directory: ino)
+            state.withLock { s in
+                if let old = s.listings[handle] { unpin(old, in: &s) }
+                s.listings[handle] = fresh
+            }
+            listing = fresh
+        }
+        guard let listing, offset < UInt64(listing.count) else { return }
+        for entry in listing[Int(offset)...] {
+            guard add(entry) else { break }
+            if plus && entry.name != "." && entry.name != ".." {
+                state.withLock { $0.table[entry.attributes.ino]?.lookups += 1 }
+            }
+        }
+    }
+
+    public func releaseDirectory(handle: UInt64) {
+        state.withLock { s in
+            if let listing = s.listings.removeValue(forKey: handle) { unpin(listing, in: &s) }
+        }
+    }
+
+    private func unpin(_ listing: [DirectoryEntry], in s: inout State) {
+        for entry in listing where entry.name != "." && entry.name != ".." {
+            s.table[entry.attributes.ino]?.listingPins -= 1
+            s.table.evictIfUnused(entry.attributes.ino)
+        }
+    }
+
+    /// One LIST (per 1,000 keys) of the directory; every entry's attributes come from it, with no HEAD.
+    private func list(directory ino: UInt64) throws(FSError) -> [DirectoryEntry] {
+        let node = try existingNode(ino)
+        guard node.kind == .directory else { throw FSError.notDirectory }
+        let prefix = keys.directoryPrefix(for: node.path)
+        let page = try storeCall { try store.listAll(prefix: prefix, delimiter: "/") }
+
+        var directories: [String] = []
+        var objects: [String: ObjectInfo] = [:]
+        var marker: ObjectInfo?
+        for commonPrefix in page.commonPrefixes {
+            let name = String(commonPrefix.dropFirst(prefix.count).dropLast())
+            if acceptName(name, key: commonPrefix) { directories.append(name) }
+        }
+        for object in page.objects {
+            let name = String(object.key.dropFirst(prefix.count))
+            if name.isEmpty { marker = object; continue }
+            if acceptName(name, key: object.key) { objects[name] = object }
+        }
+        let directoryNames = Set(directories)
+        return state.withLock { s in
+            if let marker { s.table[ino].map { s.table[ino] = apply(observation: .object(marker), to: $0) } }
+            let parentIno = node.path.isEmpty ? ino : (s.table.ino(at: KeyMapping.parent(of: node.path)) ?? ino)
+            var entries: [(String, FileAttributes)] = []
+            for name in directories {
+                entries.append((name, upsert(KeyMapping.join(node.path, name), .implicitDirectory, in: &s)))
+            }
+            // A directory shadows an object of the same name.
+            for (name, object) in objects where !directoryNames.contains(name) {
+                entries.append((name, upsert(KeyMapping.join(node.path, name), .object(object), in: &s)))
+            }
+            for pending in s.table.pendingChildren(of: node.path) {
+                let name = KeyMapping.name(of: pending.path)
+                if objects[name] == nil && !directoryNames.contains(name) { entries.append((name, pending.attributes())) }
+            }
+            entries.sort { $0.0 < $1.0 }
+            for (_, attributes) in entries { s.table[attributes.ino]?.listingPins += 1 }
+            let dots = [(".", s.table[ino]?.attributes()), ("..", s.table[parentIno]?.attributes())]
+            let all = dots.compactMap { name, attributes in attributes.map { (name, $0) } } + entries
+            return all.enumerated().map { index, item in
+                DirectoryEntry(name: item.0, attributes: item.1, nextOffset: UInt64(index + 1))
+            }
+        }
+    }
+
+    private func acceptName(_ name: String, key: String) -> Bool {
+        if KeyMapping.isValidName(name) { return true }
+        let first = state.withLock { $0.reportedInvalidKeys.insert(key).inserted }
+        if first { logger.warning("skipping key that is not a valid path", metadata: ["key": "\(key)"]) }
+        return false
+    }
+
+    // MARK: - File content
+
+    public struct OpenResult: Sendable {
+        public var handle: UInt64
+        /// The object has not changed since the last open: the kernel may keep its cached pages.
+        public var keepCache: Bool
+    }
+
+    public func open(_ ino: UInt64, flags: Int32) throws(FSError) -> OpenResult {
+        let writable = flags & O_ACCMODE != O_RDONLY
+        if writable { try requireWritable() }
+        var node = try existingNode(ino)
+        guard node.kind == .file else { throw node.kind == .directory ? FSError.isDirectory : FSError.invalidArgument }
+        if node.staged == nil && !node.path.isEmpty && !isFresh(node) {
+            _ = try resolve(node.path, retain: false, force: true)    // close-to-open: see other hosts' writes
+            node = try existingNode(ino)
+        }
+        if writable && flags & O_TRUNC != 0 {
+            let staged = try stage(ino, keepContent: false)
+            try staged.truncate(to: 0)
+            state.withLock { s in
+                s.table[ino]?.size = 0
+                s.table[ino]?.dirty = true
+                s.table[ino]?.mtime = .now()
+            }
+        }
+        return state.withLock { s in
+            let handle = s.allocateHandle()
+            s.files[handle] = OpenFile(ino: ino, writable: writable)
+            s.table[ino]?.openHandles += 1
+            let version = s.table[ino]?.version
+            let keep = version != nil && version == s.table[ino]?.lastOpenedVersion
+            s.table[ino]?.lastOpenedVersion = version
+            return OpenResult(handle: handle, keepCache: keep)
+        }
+    }
+
+    public func read(_ ino: UInt64, handle: UInt64, offset: UInt64, size: Int) throws(FSError) -> Data {
+        let node = try existingNode(ino)
+        if let staged = node.staged {
+            try staged.prepare { fd throws(FSError) in try download(path: node.path, into: fd, ino: ino) }
+            return try staged.read(at: offset, count: size)
+        }
+        guard offset < node.size, size > 0 else { return Data() }
+        let range = offset..<(offset + UInt64(size))
+        return try storeCall { try store.get(keys.key(for: node.path), range: range).body }
+    }
+
+    public func write(_ ino: UInt64, handle: UInt64, offset: UInt64, data: UnsafeRawBufferPointer) throws(FSError) -> Int {
+        let staged = try stage(ino, keepContent: true)
+        try staged.write(data, at: offset)
+        let end = offset + UInt64(data.count)
+        state.withLock { s in
+            guard var node = s.table[ino] else { return }
+            node.size = max(node.size, end)
+            node.mtime = .now()
+            node.dirty = true
+            s.table[ino] = node
+        }
+        return data.count
+    }
+
+    /// Every close of a descriptor: upload pending writes so the next open, on any host, sees them.
+    public func flush(_ ino: UInt64, handle: UInt64) throws(FSError) {
+        try upload(ino)
+    }
+
+    public func fsync(_ ino: UInt64, handle: UInt64) throws(FSError) {
+        try upload(ino)
+    }
+
+    public func release(_ ino: UInt64, handle: UInt64) {
+        let stillDirty = state.withLock { s -> Bool in
+            guard s.files.removeValue(forKey: handle) != nil, var node = s.table[ino] else { return false }
+            node.openHandles -= 1
+            s.table[ino] = node
+            return node.openHandles == 0 && node.dirty
+        }
+        if stillDirty {
+            // Writes that no flush carried (e.g. through mmap): upload now; a failure is kept for recovery.
+            do { try upload(ino) } catch { logger.error("upload at release failed", metadata: ["error": "\(error)"]) }
+        }
+        dropStagedIfIdle(ino)
+    }
+
+    /// Uploads every file with pending writes; used when the mount shuts down.
+    public func flushAll() {
+        let dirty = state.withLock { s in s.table.nodes.values.filter { $0.dirty && !$0.unlinked }.map(\.ino) }
+        for ino in dirty {
+            do { try upload(ino) } catch { logger.error("upload at unmount failed", metadata: ["error": "\(error)"]) }
+        }
+    }
+
+    // MARK: - Upload and staging
+
+    /// Uploads the staged content if it changed: conditional on absence for a new file, on the version seen
+    /// otherwise. On failure the content goes to the recovery folder and the error is returned (to close/fsync).
+    func upload(_ ino: UInt64) throws(FSError) {
+        let job: (staged: StagedFile, path: String, options: PutOptions)? = state.withLock { s in
+            guard var node = s.table[ino], node.dirty, !node.unlinked, let staged = node.staged,
+                  !node.path.isEmpty else { return nil }
+            node.dirty = false
+            s.table[ino] = node
+            let condition: PutCondition = node.inStore ? node.version.map { .ifVersionMatches($0) } ?? .none : .ifAbsent
+            return (staged, node.path, PutOptions(metadata: node.posixMetadata().objectMetadata, condition: condition))
+        }
+        guard let job else { return }
+        let key = keys.key(for: job.path)
+        let info: ObjectInfo
+        do {
+            info = try store.put(key, body: .file(path: job.staged.path), options: job.options)
+        } catch {
+            let saved = recovery.save(stagedPath: job.staged.path, key: key, reason: error.description)
+            if saved == nil { state.withLock { $0.table[ino]?.preserveStaged = true } }
+            if case .preconditionFailed = error { throw FSError.stale("\(key) was changed by another writer") }
+            throw FSError.io("upload of \(key) failed: \(error)")
+        }
+        state.withLock { s in
+            guard var node = s.table[ino] else { return }
+            node.inStore = true
+            node.version = info.version
+            node.validatedAt = .now
+            s.table[ino] = node
+        }
+    }
+
+    /// The node's staged file, created on first use; with `keepContent` the object's content is copied in.
+    private func stage(_ ino: UInt64, keepContent: Bool) throws(FSError) -> StagedFile {
+        let node = try existingNode(ino)
+        guard node.kind == .file else { throw FSError.isDirectory }
+        if let staged = node.staged {
+            if keepContent { try staged.prepare { fd throws(FSError) in try download(path: node.path, into: fd, ino: ino) } }
+            return staged
+        }
+        let needsContent = keepContent && node.inStore && node.size > 0
+        let fresh = try StagedFile(directory: stagingDirectory, loaded: !needsContent)
+        let staged = state.withLock { s -> StagedFile in
+            if let existing = s.table[ino]?.staged { return existing }
+            s.table[ino]?.staged = fresh
+            return fresh
+        }
+        if staged !== fresh { fresh.discard() }
+        try staged.prepare { fd throws(FSError) in try download(path: node.path, into: fd, ino: ino) }
+        return staged
+    }
+
+    /// Copies the object into `fd` in bounded ranges. Later uploads are conditional on the version downloaded.
+    private func download(path: String, into fd: Int32, ino: UInt64) throws(FSError) {
+        let key = keys.key(for: path)
+        var offset: UInt64 = 0
+        var version: String?
+        while true {
+            let chunk = try storeCall { try store.get(key, range: offset..<(offset + Self.downloadChunk)) }
+            if let version, version != chunk.info.version { throw FSError.stale("\(key) changed while it was read") }
+            version = chunk.info.version
+            let written = chunk.body.withUnsafeBytes { pwrite(fd, $0.baseAddress, $0.count, off_t(offset)) }
+            guard written == chunk.body.count else { throw FSError.io("staging write failed for \(key)") }
+            offset += UInt64(chunk.body.count)
+            if offset >= chunk.info.size || chunk.body.isEmpty { break }
+        }
+        state.withLock { s in
+            if let version { s.table[ino]?.version = version }
+        }
+    }
+
+    private func dropStagedIfIdle(_ ino: UInt64) {
+        let staged: StagedFile? = state.withLock { s in
+            guard var node = s.table[ino], node.openHandles == 0, !node.dirty, let staged = node.staged else { return nil }
+            node.staged = nil
+            let preserve = node.preserveStaged
+            s.table[ino] = node
+            s.table.evictIfUnused(ino)
+            return preserve ? nil : staged
+        }
+        staged?.discard()
+    }
+
+    /// Writes changed mode/owner/mtime to the store without touching the content.
+    private func storeMetadata(of node: Node) throws(FSError) {
+        let metadata = node.posixMetadata().objectMetadata
+        let info: ObjectInfo
+        if node.kind == .directory {
+            let marker = keys.directoryPrefix(for: node.path)
+            info = try storeCall { try store.put(marker, body: .data(Data()), options: PutOptions(metadata: metadata)) }
+        } else if node.inStore {
+            let key = keys.key(for: node.path)
+            let condition: PutCondition = node.version.map { .ifVersionMatches($0) } ?? .none
+            info = try storeCall { try store.copy(from: key, to: key, metadata: metadata, condition: condition) }
+        } else {
+            return
+        }
+        state.withLock { s in
+            s.table[node.ino]?.version = info.version
+            s.table[node.ino]?.inStore = true
+            s.table[node.ino]?.validatedAt = .now
+        }
+    }
+
+    // MARK: - Resolving paths against the store
+
+    enum Observation {
+        case object(ObjectInfo)
+        case implicitDirectory
+        case directory(marker: ObjectInfo)
+    }
+
+    /// The attributes of `path`: from the table while fresh, else from the store (a LIST for a directory,
+    /// then a HEAD). `retain` counts a kernel lookup on the node.
+    func resolve(_ path: String, retain: Bool, force: Bool = false) throws(FSError) -> FileAttributes {
+        let cached: FileAttributes? = try state.withLock { s throws(FSError) in
+            if let node = s.table.node(at: path), path.isEmpty || node.staged != nil || (!force && isFresh(node)) {
+                if retain { s.table[node.ino]?.lookups += 1 }
+                return node.attributes()
+            }
+            if !force, let until = s.negative[path] {
+                if ContinuousClock.now < until { throw FSError.notFound }
+                s.negative.removeValue(forKey: path)
+            }
+            return nil
+        }
+        if let cached { return cached }
+        guard let observation = try observe(path) else {
+            state.withLock { s in
+                s.table.detach(path: path)
+                s.negative[path] = .now + .seconds(options.negativeTTL)
+            }
+            throw FSError.notFound
+        }
+        return state.withLock { s in
+            let attributes = upsert(path, observation, in: &s)
+            if retain { s.table[attributes.ino]?.lookups += 1 }
+            return attributes
+        }
+    }
+
+    /// Asks the store what `path` is. A directory (any key under `path/`) shadows an object named `path`.
+    private func observe(_ path: String) throws(FSError) -> Observation? {
+        let key = keys.key(for: path)
+        let marker = key + "/"
+        let page = try storeCall { try store.list(ListRequest(prefix: marker, delimiter: "/", maxKeys: 1)) }
+        if let first = page.objects.first, first.key == marker {
+            let info = first.metadata != nil ? first : try storeCall { try store.head(marker) }
+            return .directory(marker: info)
+        }
+        if !page.objects.isEmpty || !page.commonPrefixes.isEmpty { return .implicitDirectory }
+        do throws(ObjectStoreError) {
+            return .object(try store.head(key))
+        } catch .notFound {
+            return nil
+        } catch {
+            throw FSError(error)
+        }
+    }
+
+    /// Records what the store said about `path` and returns the node's attributes. Keeps the inode number when
+    /// the kind is unchanged; local content being written wins over the store's idea of size and mtime.
+    private func upsert(_ path: String, _ observation: Observation, in s: inout State) -> FileAttributes {
+        let kind: NodeKind
+        switch observation {
+        case .implicitDirectory, .directory: kind = .directory
+        case .object(let info): kind = info.metadata?["symlink"] != nil ? .symlink : .file
+        }
+        s.negative.removeValue(forKey: path)
+        if let existing = s.table.node(at: path), existing.kind == kind {
+            if existing.staged != nil { return existing.attributes() }
+            let updated = apply(observation: observation, to: existing)
+            s.table[existing.ino] = updated
+            return updated.attributes()
+        }
+        let now = FileTime.now()
+        let blank = Node(ino: s.table.allocateIno(), path: path, kind: kind, size: 0,
+                         permissions: kind == .directory ? options.directoryPermissions : options.filePermissions,
+                         uid: options.uid, gid: options.gid, mtime: mountTime, ctime: now, version: nil,
+                         inStore: false, metadataKnown: false, validatedAt: .now)
+        let node = apply(observation: observation, to: blank)
+        s.table.insert(node)
+        return node.attributes()
+    }
+
+    private func apply(observation: Observation, to node: Node) -> Node {
+        var node = node
+        node.validatedAt = .now
+        let info: ObjectInfo
+        switch observation {
+        case .implicitDirectory:
+            node.inStore = false
+            return node
+        case .directory(let marker): info = marker
+        case .object(let object): info = object
+        }
+        let sameVersion = node.version == info.version
+        node.inStore = true
+        node.version = info.version
+        if node.kind != .directory { node.size = info.size }
+        if let metadata = info.metadata {
+            let posix = PosixMetadata(metadata)
+            node.permissions = posix.mode.map { $0 & 0o7777 }
+                ?? (node.kind == .directory ? options.directoryPermissions : options.filePermissions)
+            node.uid = posix.uid ?? options.uid
+            node.gid = posix.gid ?? options.gid
+            node.mtime = posix.mtime ?? FileTime(info.lastModified)
+            node.symlinkTarget = posix.symlinkTarget
+            node.metadataKnown = true
+        } else if !(sameVersion && node.metadataKnown) {
+            // A LIST entry: no metadata. Keep what a HEAD told us for this same version, else the defaults.
+            node.mtime = FileTime(info.lastModified)
+            node.metadataKnown = false
+        }
+        node.ctime = node.mtime
+        return node
+    }
+
+    // MARK: - Helpers
+
+    private func isFresh(_ node: Node) -> Bool {
+        ContinuousClock.now < node.validatedAt + .seconds(options.metadataTTL)
+    }
+
+    private func existingNode(_ ino: UInt64) throws(FSError) -> Node {
+        guard let node = state.withLock({ $0.table[ino] }) else { throw FSError.notFound }
+        return node
+    }
+
+    private func childPath(parent: UInt64, name: String) throws(FSError) -> String {
+        guard name.utf8.count <= 255 else { throw FSError.nameTooLong }
+        guard KeyMapping.isValidName(name) else { throw FSError.invalidArgument }
+        let node = try existingNode(parent)
+        guard node.kind == .directory else { throw FSError.notDirectory }
+        guard parent == InodeTable.rootIno || !node.path.isEmpty else { throw FSError.notFound }
+        return KeyMapping.join(node.path, name)
+    }
+
+    private func requireWritable() throws(FSError) {
+        if options.readOnly { throw FSError.readOnly }
+    }
+
+    private func requireAbsent(_ path: String) throws(FSError) {
+        do throws(FSError) {
+            _ = try resolve(path, retain: false)
+            throw FSError.exists
+        } catch .notFound {
+            return
+        }
+    }
+
+    private func insertNew(_ node: Node, retain: Bool) -> FileAttributes {
+        state.withLock { s in
+            var node = node
+            node.ino = s.table.allocateIno()
+            node.lookups = retain ? 1 : 0
+            s.table.insert(node)
+            s.negative.removeValue(forKey: node.path)
+            return node.attributes()
+        }
+    }
+
+    /// Runs a store call, turning its failure into the errno a program sees.
+    private func storeCall<T>(_ body: () throws -> T) throws(FSError) -> T {
+        do {
+            return try body()
+        } catch let error as ObjectStoreError {
+            logger.debug("store call failed", metadata: ["error": "\(error)"])
+            throw FSError(error)
+        } catch {
+            throw FSError.io("\(error)")
+        }
+    }
+}

@@ -1,0 +1,33 @@
+import Foundation
+
+/// How a mount presents the store: defaults for objects without metadata, caching, read-only.
+public struct FileSystemOptions: Sendable, Equatable {
+    /// Key prefix of the mount root: empty, or ending with `/`.
+    public var prefix: String
+    public var uid: UInt32
+    public var gid: UInt32
+    public var filePermissions: UInt32
+    public var directoryPermissions: UInt32
+    public var readOnly: Bool
+    /// How long attributes and directory entries are trusted before asking the store again (also the
+    /// kernel's entry/attr timeout).
+    public var metadataTTL: Double
+    /// How long "does not exist" is trusted.
+    public var negativeTTL: Double
+    /// Staged writes and the recovery folder live here.
+    public var cacheDirectory: String
+
+    public init(prefix: String = "", uid: UInt32 = getuid(), gid: UInt32 = getgid(),
+                filePermissions: UInt32 = 0o644, directoryPermissions: UInt32 = 0o755, readOnly: Bool = false,
+                metadataTTL: Double = 1, negativeTTL: Double = 1, cacheDirectory: String) {
+        self.prefix = prefix
+        self.uid = uid
+        self.gid = gid
+        self.filePermissions = filePermissions
+        self.directoryPermissions = directoryPermissions
+        self.readOnly = readOnly
+        self.metadataTTL = metadataTTL
+        self.negativeTTL = negativeTTL
+        self.cacheDirectory = cacheDirectory
+    }
+}

@@ -1,0 +1,120 @@
+import Foundation
+
+/// What the daemon knows about one inode. Lives in `InodeTable`, always accessed under `FileSystem`'s state lock.
+struct Node {
+    var ino: UInt64
+    /// Path under the mount root; empty for the root. Empty too once the node is detached (unlinked, replaced).
+    var path: String
+    var kind: NodeKind
+    var size: UInt64
+    var permissions: UInt32
+    var uid: UInt32
+    var gid: UInt32
+    var mtime: FileTime
+    var ctime: FileTime
+    var symlinkTarget: String?
+    /// The store's version of the object (file, symlink) or marker (directory) this node was read from.
+    var version: String?
+    /// File/symlink: the object exists. Directory: an explicit marker `dir/` exists.
+    var inStore: Bool
+    /// Whether mode/uid/gid/mtime came from the object's metadata (a LIST on S3 does not return it).
+    var metadataKnown: Bool
+    /// When the attributes were last confirmed by the store (or set by our own write).
+    var validatedAt: ContinuousClock.Instant
+    /// The kernel's lookup count (lookup, create, mkdir, readdirplus add one; forget subtracts).
+    var lookups: UInt64 = 0
+    /// Directory listings currently holding this node in their snapshot.
+    var listingPins: Int = 0
+    var openHandles: Int = 0
+    /// Local content being written; present from the first write (or O_TRUNC) until the last close.
+    var staged: StagedFile?
+    /// The staged content differs from the store.
+    var dirty = false
+    /// Removed from the namespace while still open: never uploaded again.
+    var unlinked = false
+    /// Keep the staged file on discard: it holds data that could not be uploaded nor saved elsewhere.
+    var preserveStaged = false
+    var lastOpenedVersion: String?
+
+    func attributes() -> FileAttributes {
+        FileAttributes(ino: ino, kind: kind, size: kind == .symlink ? UInt64(symlinkTarget?.utf8.count ?? 0) : size,
+                       permissions: permissions, uid: uid, gid: gid, mtime: mtime, ctime: ctime)
+    }
+
+    /// The metadata that goes with the object on every write.
+    func posixMetadata() -> PosixMetadata {
+        PosixMetadata(mode: attributes().mode, uid: uid, gid: gid, mtime: mtime, symlinkTarget: symlinkTarget)
+    }
+
+    var isEvictable: Bool {
+        ino != InodeTable.rootIno && lookups == 0 && listingPins == 0 && openHandles == 0 && staged == nil
+    }
+}
+
+/// Inodes by number and by path. Not thread-safe by itself: `FileSystem` keeps it inside its state lock.
+struct InodeTable {
+    static let rootIno: UInt64 = 1
+
+    private(set) var nodes: [UInt64: Node] = [:]
+    private var byPath: [String: UInt64] = [:]
+    private var nextIno: UInt64 = 2
+
+    init(root: Node) {
+        nodes[root.ino] = root
+        byPath[""] = root.ino
+    }
+
+    subscript(ino: UInt64) -> Node? {
+        get { nodes[ino] }
+        set { nodes[ino] = newValue }
+    }
+
+    func ino(at path: String) -> UInt64? { byPath[path] }
+
+    func node(at path: String) -> Node? { byPath[path].flatMap { nodes[$0] } }
+
+    mutating func allocateIno() -> UInt64 {
+        defer { nextIno += 1 }
+        return nextIno
+    }
+
+    /// Adds `node` at its path, detaching whatever node held the path before.
+    mutating func insert(_ node: Node) {
+        detach(path: node.path)
+        nodes[node.ino] = node
+        byPath[node.path] = node.ino
+    }
+
+    /// The node at `path` leaves the namespace (it stays known by number until the kernel forgets it).
+    mutating func detach(path: String) {
+        guard !path.isEmpty, let ino = byPath.removeValue(forKey: path) else { return }
+        nodes[ino]?.path = ""
+        evictIfUnused(ino)
+    }
+
+    /// Moves the node at `from` (and, for a directory, every node below it) to `to`.
+    mutating func move(from: String, to: String) {
+        detach(path: to)
+        let below = from + "/"
+        let moved = byPath.filter { $0.key == from || $0.key.hasPrefix(below) }
+        for (path, ino) in moved {
+            byPath.removeValue(forKey: path)
+            let newPath = to + path.dropFirst(from.count)
+            detach(path: newPath)
+            byPath[newPath] = ino
+            nodes[ino]?.path = newPath
+        }
+    }
+
+    /// Nodes directly inside directory `path` that exist only locally (created, not yet uploaded).
+    func pendingChildren(of path: String) -> [Node] {
+        nodes.values.filter { !$0.inStore && $0.staged != nil && !$0.unlinked && !$0.path.isEmpty
+            && $0.kind == .file && KeyMapping.parent(of: $0.path) == path }
+    }
+
+    mutating func evictIfUnused(_ ino: UInt64) {
+        guard let node = nodes[ino], node.isEvictable else { return }
+        nodes.removeValue(forKey: ino)
+        if !node.path.isEmpty, byPath[node.path] == ino { byPath.removeValue(forKey: node.path) }
+    }
+}

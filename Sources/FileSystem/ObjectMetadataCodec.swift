@@ -1,0 +1,46 @@
+import Foundation
+import ObjectStore
+
+/// The POSIX attributes bucketfs keeps in an object's user metadata (`x-amz-meta-*` on S3):
+/// `mode` (decimal `st_mode`, as s3fs writes it), `uid`, `gid`, `mtime` (`seconds[.nanoseconds]`) and
+/// `symlink` (the target, percent-encoded so that any byte survives HTTP headers).
+struct PosixMetadata: Equatable {
+    var mode: UInt32?
+    var uid: UInt32?
+    var gid: UInt32?
+    var mtime: FileTime?
+    var symlinkTarget: String?
+
+    init(mode: UInt32? = nil, uid: UInt32? = nil, gid: UInt32? = nil, mtime: FileTime? = nil,
+         symlinkTarget: String? = nil) {
+        self.mode = mode
+        self.uid = uid
+        self.gid = gid
+        self.mtime = mtime
+        self.symlinkTarget = symlinkTarget
+    }
+
+    /// Values that do not parse are ignored (objects written by other tools fall back to the mount defaults).
+    init(_ metadata: ObjectMetadata) {
+        mode = metadata["mode"].flatMap { UInt32($0) }
+        uid = metadata["uid"].flatMap { UInt32($0) }
+        gid = metadata["gid"].flatMap { UInt32($0) }
+        mtime = metadata["mtime"].flatMap { FileTime(metadataValue: $0) }
+        symlinkTarget = metadata["symlink"].flatMap { $0.removingPercentEncoding }
+    }
+
+    var objectMetadata: ObjectMetadata {
+        var result: ObjectMetadata = [:]
+        if let mode { result["mode"] = String(mode) }
+        if let uid { result["uid"] = String(uid) }
+        if let gid { result["gid"] = String(gid) }
+        if let mtime { result["mtime"] = mtime.metadataValue }
+        if let symlinkTarget {
+            result["symlink"] = symlinkTarget.addingPercentEncoding(withAllowedCharacters: Self.symlinkSafe)
+        }
+        return result
+    }
+
+    private static let symlinkSafe = CharacterSet(
+        charactersIn: "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~/")
+}

@@ -1,0 +1,62 @@
+import Foundation
+import Synchronization
+
+/// A local file that holds a file's content while it is being written, until it is uploaded on close/fsync.
+/// Shared by every open handle of the node, so that writes through one descriptor are seen through another.
+final class StagedFile: Sendable {
+    let path: String
+    let fd: Int32
+    /// Whether the object's existing content has been copied in. Held while downloading, so that a
+    /// concurrent writer waits for the download instead of writing into a half-filled file.
+    private let loaded: Mutex<Bool>
+
+    init(directory: String, loaded: Bool) throws(FSError) {
+        var template = Array((directory + "/staged-XXXXXX").utf8CString)
+        let fd = template.withUnsafeMutableBufferPointer { mkstemp($0.baseAddress!) }
+        guard fd >= 0 else { throw FSError.io("cannot create staging file in \(directory): \(String(cString: strerror(errno)))") }
+        self.fd = fd
+        self.path = String(decoding: template.dropLast().map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        self.loaded = Mutex(loaded)
+    }
+
+    /// Runs `load` once (until it succeeds) to fill the file with the object's current content.
+    func prepare(_ load: (Int32) throws(FSError) -> Void) throws(FSError) {
+        try loaded.withLock { (isLoaded: inout Bool) throws(FSError) in
+            guard !isLoaded else { return }
+            try load(fd)
+            isLoaded = true
+        }
+    }
+
+    func write(_ buffer: UnsafeRawBufferPointer, at offset: UInt64) throws(FSError) {
+        var done = 0
+        while done < buffer.count {
+            let n = pwrite(fd, buffer.baseAddress! + done, buffer.count - done, off_t(offset) + off_t(done))
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw errno == ENOSPC ? FSError.noSpace : FSError.io("staging write: \(String(cString: strerror(errno)))")
+            }
+            done += n
+        }
+    }
+
+    func read(at offset: UInt64, count: Int) throws(FSError) -> Data {
+        var data = Data(count: count)
+        let n = data.withUnsafeMutableBytes { pread(fd, $0.baseAddress!, count, off_t(offset)) }
+        guard n >= 0 else { throw FSError.io("staging read: \(String(cString: strerror(errno)))") }
+        data.count = n
+        return data
+    }
+
+    func truncate(to size: UInt64) throws(FSError) {
+        guard ftruncate(fd, off_t(size)) == 0 else {
+            throw FSError.io("staging truncate: \(String(cString: strerror(errno)))")
+        }
+    }
+
+    /// Closes and deletes the file.
+    func discard() {
+        close(fd)
+        unlink(path)
+    }
+}

@@ -1,0 +1,63 @@
+import CFuse
+import FileSystem
+import Glibc
+
+/// Turns `FileSystem` answers into libfuse replies. Every request gets exactly one reply, and every
+/// failure goes through `error(_:_:)`, whose errno comes from `FSError.errno`.
+struct FuseReply {
+    let request: fuse_req_t
+    let timeout: Double
+
+    func error(_ error: FSError) {
+        fuse_reply_err(request, error.errno)
+    }
+
+    func ok() {
+        fuse_reply_err(request, 0)
+    }
+
+    func entry(_ attributes: FileAttributes) {
+        var param = FuseReply.entryParam(attributes, timeout: timeout)
+        fuse_reply_entry(request, &param)
+    }
+
+    func attributes(_ attributes: FileAttributes) {
+        var st = FuseReply.stat(attributes)
+        fuse_reply_attr(request, &st, timeout)
+    }
+
+    /// Runs `body` and replies with the error it throws, if any; `body` sends the success reply itself.
+    func run(_ body: () throws(FSError) -> Void) {
+        do {
+            try body()
+        } catch let failure {
+            error(failure)
+        }
+    }
+
+    static func entryParam(_ attributes: FileAttributes, timeout: Double) -> fuse_entry_param {
+        var param = fuse_entry_param()
+        param.ino = attributes.ino
+        param.generation = 1
+        param.attr = stat(attributes)
+        param.attr_timeout = timeout
+        param.entry_timeout = timeout
+        return param
+    }
+
+    static func stat(_ attributes: FileAttributes) -> Glibc.stat {
+        var st = Glibc.stat()
+        st.st_ino = UInt(attributes.ino)
+        st.st_mode = attributes.mode
+        st.st_nlink = UInt(attributes.linkCount)
+        st.st_uid = attributes.uid
+        st.st_gid = attributes.gid
+        st.st_size = Int(attributes.size)
+        st.st_blksize = 128 * 1024
+        st.st_blocks = Int((attributes.size + 511) / 512)
+        st.st_mtim = timespec(tv_sec: Int(attributes.mtime.seconds), tv_nsec: Int(attributes.mtime.nanoseconds))
+        st.st_atim = st.st_mtim
+        st.st_ctim = timespec(tv_sec: Int(attributes.ctime.seconds), tv_nsec: Int(attributes.ctime.nanoseconds))
+        return st
+    }
+}

@@ -1,0 +1,102 @@
+import CFuse
+import FileSystem
+import Foundation
+import Glibc
+import Logging
+
+/// What the callbacks reach through the request's userdata.
+final class FuseContext: Sendable {
+    let fileSystem: FileSystem
+    init(fileSystem: FileSystem) { self.fileSystem = fileSystem }
+}
+
+public struct FuseMountOptions: Sendable {
+    /// Shown as the source in `mount` and `/proc/mounts`.
+    public var fsName: String
+    public var readOnly: Bool
+    public var allowOther: Bool
+    public var debug: Bool
+    public var maxThreads: Int
+
+    public init(fsName: String, readOnly: Bool = false, allowOther: Bool = false, debug: Bool = false,
+                maxThreads: Int = 16) {
+        self.fsName = fsName
+        self.readOnly = readOnly
+        self.allowOther = allowOther
+        self.debug = debug
+        self.maxThreads = maxThreads
+    }
+}
+
+public struct FuseSessionError: Error, CustomStringConvertible {
+    public let description: String
+}
+
+/// One libfuse low-level session: mount, serve on a multithreaded loop until unmounted or signalled, then
+/// upload what is pending and unmount.
+public final class FuseSession {
+    private let context: FuseContext
+    private let mountpoint: String
+    private let logger: Logger
+    private var session: OpaquePointer?
+    private var operations = FuseOperations.makeTable()
+
+    public init(fileSystem: FileSystem, mountpoint: String, options: FuseMountOptions, logger: Logger) throws {
+        self.context = FuseContext(fileSystem: fileSystem)
+        self.mountpoint = mountpoint
+        self.logger = logger
+
+        var mountOptions = ["fsname=\(options.fsName.replacingOccurrences(of: ",", with: "\\,"))",
+                            "subtype=bucketfs", "default_permissions"]
+        if options.readOnly { mountOptions.append("ro") }
+        if options.allowOther { mountOptions.append("allow_other") }
+        var argv = ["bucketfs", "-o", mountOptions.joined(separator: ",")]
+        if options.debug { argv.append("-d") }
+        // fuse_session_new keeps nothing of argv after it returns.
+        let cArgs = UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>.allocate(capacity: argv.count + 1)
+        for (i, arg) in argv.enumerated() { cArgs[i] = strdup(arg) }
+        cArgs[argv.count] = nil
+        defer {
+            for i in 0..<argv.count { free(cArgs[i]) }
+            cArgs.deallocate()
+        }
+        var args = fuse_args(argc: Int32(argv.count), argv: cArgs, allocated: 0)
+        let userdata = Unmanaged.passUnretained(context).toOpaque()
+        session = withUnsafePointer(to: &operations) { ops in
+            fuse_session_new(&args, ops, MemoryLayout<fuse_lowlevel_ops>.size, userdata)
+        }
+        fuse_opt_free_args(&args)
+        guard session != nil else { throw FuseSessionError(description: "cannot create the FUSE session") }
+        self.maxThreads = options.maxThreads
+    }
+
+    private let maxThreads: Int
+
+    /// Mounts; after this returns the mount point serves requests (they queue until `run`).
+    public func mount() throws {
+        guard fuse_set_signal_handlers(session) == 0 else {
+            throw FuseSessionError(description: "cannot install signal handlers")
+        }
+        guard fuse_session_mount(session, mountpoint) == 0 else {
+            fuse_remove_signal_handlers(session)
+            throw FuseSessionError(description: "cannot mount on \(mountpoint) (see the messages above)")
+        }
+    }
+
+    /// Serves until unmounted (`umount`, `bucketfs unmount`) or SIGINT/SIGTERM/SIGHUP; then uploads pending
+    /// writes and unmounts. Returns 0, or the signal that ended the loop.
+    public func run() -> Int32 {
+        let config = fuse_loop_cfg_create()
+        fuse_loop_cfg_set_max_threads(config, UInt32(maxThreads))
+        fuse_loop_cfg_set_clone_fd(config, 1)
+        let result = cfuse_session_loop_mt(session, config)
+        fuse_loop_cfg_destroy(config)
+        context.fileSystem.flushAll()
+        fuse_remove_signal_handlers(session)
+        fuse_session_unmount(session)
+        fuse_session_destroy(session)
+        session = nil
+        if result < 0 { logger.error("FUSE loop ended with an error", metadata: ["errno": "\(-result)"]) }
+        return result > 0 ? result : 0
+    }
+}

@@ -1,0 +1,354 @@
+import Foundation
+import Synchronization
+
+/// An object store held in process memory (`memory://name`), for tests and throwaway mounts.
+///
+/// All state sits behind one mutex, so every conditional write is checked and applied atomically.
+/// Versions come from a counter that grows on every write (put, copy, completed upload).
+public final class MemoryObjectStore: ObjectStore {
+    public let name: String
+    public var description: String { "memory://\(name)" }
+    public var supportsConditionalWrites: Bool { true }
+
+    private struct StoredObject {
+        var info: ObjectInfo
+        var body: Data
+    }
+
+    private struct Part {
+        var etag: String
+        var body: Data
+    }
+
+    private struct Upload {
+        var key: String
+        var initiated: Date
+        var contentType: String?
+        var metadata: ObjectMetadata
+        var parts: [Int: Part] = [:]
+    }
+
+    private struct State {
+        var objects: [String: StoredObject] = [:]
+        var uploads: [String: Upload] = [:]
+        var counter: UInt64 = 0
+
+        mutating func nextVersion() -> String {
+            counter += 1
+            return String(counter)
+        }
+    }
+
+    private let state = Mutex(State())
+
+    /// Stores created through `shared(named:)`, so that two users of `memory://name` in one process see the same data.
+    private static let registry = Mutex<[String: MemoryObjectStore]>([:])
+
+    /// A new, empty store that nobody else shares.
+    public init(name: String = "") {
+        self.name = name
+    }
+
+    /// The process-wide store for `memory://name`, created on first use.
+    public static func shared(named name: String) -> MemoryObjectStore {
+        registry.withLock { stores in
+            if let store = stores[name] { return store }
+            let store = MemoryObjectStore(name: name)
+            stores[name] = store
+            return store
+        }
+    }
+
+    // MARK: Reading
+
+    public func head(_ key: String) throws(ObjectStoreError) -> ObjectInfo {
+        try state.withLock { (state) throws(ObjectStoreError) -> ObjectInfo in
+            guard let object = state.objects[key] else { throw .notFound(key: key) }
+            return object.info
+        }
+    }
+
+    public func get(_ key: String, range: Range<UInt64>?) throws(ObjectStoreError) -> ObjectData {
+        let object = try state.withLock { (state) throws(ObjectStoreError) -> StoredObject in
+            guard let object = state.objects[key] else { throw .notFound(key: key) }
+            return object
+        }
+        guard let range else { return ObjectData(info: object.info, body: object.body) }
+        // Clamped like an HTTP range; a range starting at or past the end gives an empty body.
+        let size = UInt64(object.body.count)
+        let lower = Int(min(range.lowerBound, size))
+        let upper = Int(min(range.upperBound, size))
+        let start = object.body.startIndex
+        return ObjectData(info: object.info, body: Data(object.body[(start + lower)..<(start + upper)]))
+    }
+
+    public func list(_ request: ListRequest) throws(ObjectStoreError) -> ListPage {
+        let infos = state.withLock { state in
+            state.objects.values.compactMap { object in
+                object.info.key.hasKeyPrefix(request.prefix) ? object.info : nil
+            }
+        }
+        var builder = ListPageBuilder(request)
+        for info in infos.sorted(by: { $0.key.precedesInKeyOrder($1.key) }) {
+            var entry = info
+            entry.contentType = nil
+            entry.metadata = nil
+            guard builder.add(key: info.key, info: { entry }) else { break }
+        }
+        return builder.page
+    }
+
+    // MARK: Writing
+
+    @discardableResult
+    public func put(_ key: String, body: PutBody, options: PutOptions) throws(ObjectStoreError) -> ObjectInfo {
+        try Self.validate(key)
+        let data = try Self.read(body)
+        return try state.withLock { (state) throws(ObjectStoreError) -> ObjectInfo in
+            try options.condition.check(key: key, currentVersion: state.objects[key]?.info.version)
+            return Self.store(data, at: key, contentType: options.contentType, metadata: options.metadata, in: &state)
+        }
+    }
+
+    public func delete(_ key: String, condition: DeleteCondition) throws(ObjectStoreError) {
+        try state.withLock { (state) throws(ObjectStoreError) in
+            if case .ifVersionMatches(let version) = condition {
+                guard let current = state.objects[key] else { throw .notFound(key: key) }
+                guard current.info.version == version else { throw .preconditionFailed(key: key) }
+            }
+            state.objects[key] = nil
+        }
+    }
+
+    @discardableResult
+    public func copy(from source: String, to destination: String, metadata: ObjectMetadata?,
+                     condition: PutCondition) throws(ObjectStoreError) -> ObjectInfo {
+        try Self.validate(destination)
+        if source == destination && metadata == nil {
+            // As S3: a copy onto itself must change something.
+            throw .invalidRequest("copying \(source) onto itself requires new metadata")
+        }
+        return try state.withLock { (state) throws(ObjectStoreError) -> ObjectInfo in
+            guard let original = state.objects[source] else { throw .notFound(key: source) }
+            try condition.check(key: destination, currentVersion: state.objects[destination]?.info.version)
+            return Self.store(original.body, at: destination, contentType: original.info.contentType,
+                              metadata: metadata ?? original.info.metadata ?? [:], in: &state)
+        }
+    }
+
+    // MARK: Multipart uploads
+
+    public func createMultipartUpload(_ key: String, options: PutOptions) throws(ObjectStoreError) -> String {
+        try Self.validate(key)
+        let uploadID = UUID().uuidString.lowercased()
+        let upload = Upload(key: key, initiated: Date(), contentType: options.contentType, metadata: options.metadata)
+        state.withLock { $0.uploads[uploadID] = upload }
+        return uploadID
+    }
+
+    public func uploadPart(_ key: String, uploadID: String, number: Int, body: PutBody) throws(ObjectStoreError) -> String {
+        guard (1...10_000).contains(number) else {
+            throw .invalidRequest("part number \(number) is outside 1...10000")
+        }
+        let data = try Self.read(body)
+        return try state.withLock { (state) throws(ObjectStoreError) -> String in
+            guard state.uploads[uploadID]?.key == key else { throw .notFound(key: key) }
+            let etag = "part-\(number)-\(state.nextVersion())"
+            state.uploads[uploadID]?.parts[number] = Part(etag: etag, body: data)
+            return etag
+        }
+    }
+
+    @discardableResult
+    public func completeMultipartUpload(_ key: String, uploadID: String, parts: [CompletedPart],
+                                        condition: PutCondition) throws(ObjectStoreError) -> ObjectInfo {
+        try validatePartList(parts)
+        return try state.withLock { (state) throws(ObjectStoreError) -> ObjectInfo in
+            guard let upload = state.uploads[uploadID], upload.key == key else { throw .notFound(key: key) }
+            var body = Data()
+            for part in parts {
+                guard let stored = upload.parts[part.number], stored.etag == part.etag else {
+                    throw .invalidRequest("part \(part.number) with etag \(part.etag) was not uploaded to \(uploadID)")
+                }
+                body.append(stored.body)
+            }
+            // A failed condition leaves the upload in place, as S3 does: the caller may retry or abort.
+            try condition.check(key: key, currentVersion: state.objects[key]?.info.version)
+            state.uploads[uploadID] = nil
+            return Self.store(body, at: key, contentType: upload.contentType, metadata: upload.metadata, in: &state)
+        }
+    }
+
+    public func abortMultipartUpload(_ key: String, uploadID: String) throws(ObjectStoreError) {
+        try state.withLock { (state) throws(ObjectStoreError) in
+            guard state.uploads[uploadID]?.key == key else { throw .notFound(key: key) }
+            state.uploads[uploadID] = nil
+        }
+    }
+
+    public func listMultipartUploads(prefix: String) throws(ObjectStoreError) -> [MultipartUploadInfo] {
+        let uploads = state.withLock { state in
+            state.uploads.compactMap { id, upload in
+                upload.key.hasKeyPrefix(prefix)
+                    ? MultipartUploadInfo(key: upload.key, uploadID: id, initiated: upload.initiated) : nil
+            }
+        }
+        return uploads.sorted(by: MultipartUploadInfo.listOrder)
+    }
+
+    // MARK: Helpers
+
+    private static func validate(_ key: String) throws(ObjectStoreError) {
+        guard !key.isEmpty else { throw .invalidKey(key: key, reason: "empty key") }
+    }
+
+    private static func read(_ body: PutBody) throws(ObjectStoreError) -> Data {
+        switch body {
+        case .data(let data):
+            return data
+        case .file(let path):
+            guard let data = FileManager.default.contents(atPath: path) else {
+                throw .invalidRequest("cannot read body file \(path)")
+            }
+            return data
+        }
+    }
+
+    private static func store(_ body: Data, at key: String, contentType: String?, metadata: ObjectMetadata,
+                              in state: inout State) -> ObjectInfo {
+        let info = ObjectInfo(key: key, size: UInt64(body.count), lastModified: Date(), version: state.nextVersion(),
+                              contentType: contentType, metadata: metadata)
+        state.objects[key] = StoredObject(info: info, body: body)
+        return info
+    }
+}
+
+// MARK: - Shared by the in-process backends (memory and local directory)
+
+extension String {
+    /// Byte-wise UTF-8 order: the order S3 lists keys in. (`<` on String compares normalised Unicode.)
+    func precedesInKeyOrder(_ other: String) -> Bool {
+        utf8.lexicographicallyPrecedes(other.utf8)
+    }
+
+    /// A byte-wise prefix test, consistent with `precedesInKeyOrder`.
+    func hasKeyPrefix(_ prefix: String) -> Bool {
+        utf8.starts(with: prefix.utf8)
+    }
+}
+
+extension PutCondition {
+    /// Throws unless the condition holds for an object whose current version is `currentVersion` (nil: absent).
+    func check(key: String, currentVersion: String?) throws(ObjectStoreError) {
+        switch self {
+        case .none:
+            return
+        case .ifAbsent:
+            if currentVersion != nil { throw .preconditionFailed(key: key) }
+        case .ifVersionMatches(let expected):
+            guard let currentVersion else { throw .notFound(key: key) }
+            if currentVersion != expected { throw .preconditionFailed(key: key) }
+        }
+    }
+}
+
+extension MultipartUploadInfo {
+    /// By key, then oldest first — the order S3 lists uploads in.
+    static func listOrder(_ a: MultipartUploadInfo, _ b: MultipartUploadInfo) -> Bool {
+        if a.key != b.key { return a.key.precedesInKeyOrder(b.key) }
+        return a.initiated < b.initiated
+    }
+}
+
+/// Checks what every backend requires of a part list: at least one part, numbers strictly ascending.
+func validatePartList(_ parts: [CompletedPart]) throws(ObjectStoreError) {
+    guard !parts.isEmpty else { throw .invalidRequest("a multipart upload needs at least one part") }
+    for (previous, next) in zip(parts, parts.dropFirst()) where next.number <= previous.number {
+        throw .invalidRequest("parts must be listed in ascending order (part \(next.number) after \(previous.number))")
+    }
+}
+
+/// Builds one page of a listing from keys fed in ascending byte order: applies the prefix, delimiter grouping,
+/// the start position (continuation token or `startAfter`) and `maxKeys`.
+///
+/// The continuation token is simply the last key or common prefix returned; callers treat it as opaque.
+struct ListPageBuilder {
+    let prefix: String
+    /// nil when the request has no (or an empty) delimiter.
+    let delimiter: String?
+    /// Only entries strictly after this key are returned.
+    let marker: String?
+    private let limit: Int
+    private(set) var page = ListPage()
+    private var count = 0
+    private var lastEntry: String?
+    private var lastCommonPrefix: String?
+
+    init(_ request: ListRequest) {
+        prefix = request.prefix
+        delimiter = request.delimiter.flatMap { $0.isEmpty ? nil : $0 }
+        marker = request.continuationToken ?? request.startAfter
+        // A page holds at least one entry so that paging always makes progress.
+        limit = max(1, request.maxKeys)
+    }
+
+    /// Offers the next key. `info` is called only if the key becomes an object entry of this page (it may return
+    /// nil to skip a key that vanished). Returns false once the page is full: stop feeding then.
+    mutating func add(key: String, info: () -> ObjectInfo?) -> Bool {
+        guard key.hasKeyPrefix(prefix) else { return true }
+        if let commonPrefix = commonPrefix(of: key) {
+            guard commonPrefix != lastCommonPrefix, isAfterMarker(commonPrefix) else { return true }
+            guard makeRoom() else { return false }
+            lastCommonPrefix = commonPrefix
+            page.commonPrefixes.append(commonPrefix)
+            record(commonPrefix)
+            return true
+        }
+        guard isAfterMarker(key) else { return true }
+        guard makeRoom() else { return false }
+        guard let entry = info() else { return true }
+        page.objects.append(entry)
+        record(key)
+        return true
+    }
+
+    /// Whether keys under `directoryKey` (which ends with `/`) all come at or before the marker.
+    func skipsEverything(under directoryKey: String) -> Bool {
+        guard let marker else { return false }
+        return directoryKey.precedesInKeyOrder(marker) && !marker.hasKeyPrefix(directoryKey)
+    }
+
+    private func isAfterMarker(_ key: String) -> Bool {
+        guard let marker else { return true }
+        return marker.precedesInKeyOrder(key)
+    }
+
+    /// False (and the continuation token set) when the page is already full.
+    private mutating func makeRoom() -> Bool {
+        guard count < limit else {
+            page.nextContinuationToken = lastEntry
+            return false
+        }
+        return true
+    }
+
+    private mutating func record(_ entry: String) {
+        count += 1
+        lastEntry = entry
+    }
+
+    /// The prefix plus everything up to and including the first delimiter after it, if there is one.
+    private func commonPrefix(of key: String) -> String? {
+        guard let delimiter else { return nil }
+        let bytes = Array(key.utf8)
+        let separator = Array(delimiter.utf8)
+        var index = prefix.utf8.count
+        while index + separator.count <= bytes.count {
+            if bytes[index..<(index + separator.count)].elementsEqual(separator) {
+                return String(decoding: bytes[..<(index + separator.count)], as: UTF8.self)
+            }
+            index += 1
+        }
+        return nil
+    }
+}

@@ -1,0 +1,179 @@
+import Foundation
+
+/// The contract every backend (local directory, memory, S3, GCS) fulfils.
+///
+/// Calls are synchronous and may block on I/O: callers run them on libfuse worker threads or threads of
+/// their own, never on Swift's cooperative pool. Every failure is an `ObjectStoreError`.
+public protocol ObjectStore: Sendable {
+    /// A short description for logs and `config print`, e.g. `file:///srv/data/`.
+    var description: String { get }
+    /// Whether `PutCondition` / `DeleteCondition` are honoured atomically by the store.
+    var supportsConditionalWrites: Bool { get }
+
+    func head(_ key: String) throws(ObjectStoreError) -> ObjectInfo
+    /// The whole object, or `range` of it (clamped to the object's size, as HTTP ranges are).
+    func get(_ key: String, range: Range<UInt64>?) throws(ObjectStoreError) -> ObjectData
+    /// One page of a listing; follow `nextContinuationToken` for the rest.
+    func list(_ request: ListRequest) throws(ObjectStoreError) -> ListPage
+    @discardableResult
+    func put(_ key: String, body: PutBody, options: PutOptions) throws(ObjectStoreError) -> ObjectInfo
+    func delete(_ key: String, condition: DeleteCondition) throws(ObjectStoreError)
+    /// Server-side copy. `metadata == nil` keeps the source's metadata and content type; otherwise they are replaced.
+    @discardableResult
+    func copy(from source: String, to destination: String, metadata: ObjectMetadata?,
+              condition: PutCondition) throws(ObjectStoreError) -> ObjectInfo
+
+    func createMultipartUpload(_ key: String, options: PutOptions) throws(ObjectStoreError) -> String
+    /// Uploads part `number` (1-based). Returns the part's ETag, needed to complete.
+    func uploadPart(_ key: String, uploadID: String, number: Int, body: PutBody) throws(ObjectStoreError) -> String
+    /// Completes with the listed parts, in order. The condition from `createMultipartUpload` is checked here.
+    @discardableResult
+    func completeMultipartUpload(_ key: String, uploadID: String, parts: [CompletedPart],
+                                 condition: PutCondition) throws(ObjectStoreError) -> ObjectInfo
+    func abortMultipartUpload(_ key: String, uploadID: String) throws(ObjectStoreError)
+    func listMultipartUploads(prefix: String) throws(ObjectStoreError) -> [MultipartUploadInfo]
+}
+
+extension ObjectStore {
+    public func get(_ key: String) throws(ObjectStoreError) -> ObjectData {
+        try get(key, range: nil)
+    }
+
+    @discardableResult
+    public func put(_ key: String, data: Data, options: PutOptions = PutOptions()) throws(ObjectStoreError) -> ObjectInfo {
+        try put(key, body: .data(data), options: options)
+    }
+
+    public func delete(_ key: String) throws(ObjectStoreError) {
+        try delete(key, condition: .none)
+    }
+
+    /// Every object and common prefix under `prefix`, following continuation tokens.
+    public func listAll(prefix: String, delimiter: String? = nil) throws(ObjectStoreError) -> ListPage {
+        var all = ListPage()
+        var token: String? = nil
+        repeat {
+            let page = try list(ListRequest(prefix: prefix, delimiter: delimiter, continuationToken: token))
+            all.objects += page.objects
+            all.commonPrefixes += page.commonPrefixes
+            token = page.nextContinuationToken
+        } while token != nil
+        return all
+    }
+}
+
+/// User metadata: lower-case ASCII keys (without any `x-amz-meta-` prefix) and string values.
+public typealias ObjectMetadata = [String: String]
+
+public struct ObjectInfo: Sendable, Equatable {
+    public var key: String
+    public var size: UInt64
+    public var lastModified: Date
+    /// Changes on every write: an ETag on S3, a generation on GCS, a token on the local backends.
+    public var version: String
+    public var contentType: String?
+    /// `nil` when the store did not return it (a LIST entry); `[:]` when the object has none.
+    public var metadata: ObjectMetadata?
+
+    public init(key: String, size: UInt64, lastModified: Date, version: String,
+                contentType: String? = nil, metadata: ObjectMetadata? = nil) {
+        self.key = key
+        self.size = size
+        self.lastModified = lastModified
+        self.version = version
+        self.contentType = contentType
+        self.metadata = metadata
+    }
+}
+
+public struct ObjectData: Sendable {
+    public var info: ObjectInfo
+    public var body: Data
+    public init(info: ObjectInfo, body: Data) {
+        self.info = info
+        self.body = body
+    }
+}
+
+public struct ListRequest: Sendable {
+    public var prefix: String
+    public var delimiter: String?
+    public var continuationToken: String?
+    /// Keys strictly after this one (S3 `start-after`).
+    public var startAfter: String?
+    public var maxKeys: Int
+
+    public init(prefix: String, delimiter: String? = nil, continuationToken: String? = nil,
+                startAfter: String? = nil, maxKeys: Int = 1000) {
+        self.prefix = prefix
+        self.delimiter = delimiter
+        self.continuationToken = continuationToken
+        self.startAfter = startAfter
+        self.maxKeys = maxKeys
+    }
+}
+
+public struct ListPage: Sendable {
+    /// Sorted by key. Entries carry no metadata (`metadata == nil`).
+    public var objects: [ObjectInfo]
+    /// Each ends with the delimiter, e.g. `photos/2024/`.
+    public var commonPrefixes: [String]
+    public var nextContinuationToken: String?
+
+    public init(objects: [ObjectInfo] = [], commonPrefixes: [String] = [], nextContinuationToken: String? = nil) {
+        self.objects = objects
+        self.commonPrefixes = commonPrefixes
+        self.nextContinuationToken = nextContinuationToken
+    }
+}
+
+public enum PutBody: Sendable {
+    case data(Data)
+    /// The bytes of a local file, read at upload time (lets large bodies stream without being held in memory).
+    case file(path: String)
+}
+
+public enum PutCondition: Sendable, Equatable {
+    case none
+    /// Fails with `.preconditionFailed` if the key exists (S3 `If-None-Match: *`, GCS `ifGenerationMatch=0`).
+    case ifAbsent
+    /// Fails with `.preconditionFailed` unless the object's current version is this one (`.notFound` if absent).
+    case ifVersionMatches(String)
+}
+
+public enum DeleteCondition: Sendable, Equatable {
+    case none
+    case ifVersionMatches(String)
+}
+
+public struct PutOptions: Sendable {
+    public var contentType: String?
+    public var metadata: ObjectMetadata
+    public var condition: PutCondition
+
+    public init(contentType: String? = nil, metadata: ObjectMetadata = [:], condition: PutCondition = .none) {
+        self.contentType = contentType
+        self.metadata = metadata
+        self.condition = condition
+    }
+}
+
+public struct CompletedPart: Sendable, Equatable {
+    public var number: Int
+    public var etag: String
+    public init(number: Int, etag: String) {
+        self.number = number
+        self.etag = etag
+    }
+}
+
+public struct MultipartUploadInfo: Sendable, Equatable {
+    public var key: String
+    public var uploadID: String
+    public var initiated: Date
+    public init(key: String, uploadID: String, initiated: Date) {
+        self.key = key
+        self.uploadID = uploadID
+        self.initiated = initiated
+    }
+}

@@ -1,0 +1,2 @@
+import BucketfsCLI
+BucketfsCommand.main()
