@@ -16,9 +16,10 @@ let package = Package(
     targets: [
         // System-library shims: module map + header, no logic.
         .systemLibrary(name: "CFuse", pkgConfig: "fuse3", providers: [.apt(["libfuse3-dev"])]),
+        .systemLibrary(name: "CXattr"),
 
         // Bottom layer: the ObjectStore contract and its backends. The only layer that does store I/O.
-        .target(name: "ObjectStore", dependencies: [.product(name: "Logging", package: "swift-log")]),
+        .target(name: "ObjectStore", dependencies: ["CXattr", .product(name: "Logging", package: "swift-log")]),
         // Filesystem behaviour without the kernel: inodes, caches, write staging, errno choice.
         .target(name: "FileSystem", dependencies: ["ObjectStore", .product(name: "Logging", package: "swift-log")]),
         // libfuse3 low-level adapter: ops table, replies, session lifecycle.

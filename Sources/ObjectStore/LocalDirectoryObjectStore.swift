@@ -1,3 +1,4 @@
+import CXattr
 import Foundation
 import Glibc
 
@@ -363,13 +364,13 @@ public final class LocalDirectoryObjectStore: ObjectStore {
                           metadata: withMetadata ? (attributes?.metadata ?? [:]) : nil)
     }
 
-    /// A listing entry (no metadata); nil if the entry vanished or changed kind since the directory was read.
+    /// A listing entry, with its metadata (read anyway for the version); nil if the entry vanished or changed kind since the directory was read.
     private func listEntry(key: String, directory: Bool) -> ObjectInfo? {
         let path = absolutePath(directory ? String(key.dropLast()) : key)
         guard let status = statusFollowingLinks(path),
               directory ? Self.isDirectory(status) : Self.isRegularFile(status) else { return nil }
         let attributes = Self.decodeAttributes(readAttribute(Self.attributeName, path: path))
-        return info(key: key, status: status, attributes: attributes, withMetadata: false)
+        return info(key: key, status: status, attributes: attributes, withMetadata: true)
     }
 
     private func statusFollowingLinks(_ path: String) -> stat? {
@@ -677,7 +678,6 @@ public final class LocalDirectoryObjectStore: ObjectStore {
     }
 
     private func setAttribute(_ name: String, _ value: Data, fd: Int32, key: String) throws(ObjectStoreError) {
-        guard let fsetxattr = Xattr.fset else { throw unsupportedAttributes() }
         let result = value.withUnsafeBytes { fsetxattr(fd, name, $0.baseAddress, $0.count, 0) }
         guard result != 0 else { return }
         switch errno {
@@ -688,12 +688,10 @@ public final class LocalDirectoryObjectStore: ObjectStore {
     }
 
     private func readAttribute(_ name: String, fd: Int32) -> Data? {
-        guard let fgetxattr = Xattr.fget else { return nil }
         return Self.readAttribute { fgetxattr(fd, name, $0, $1) }
     }
 
     private func readAttribute(_ name: String, path: String) -> Data? {
-        guard let getxattr = Xattr.get else { return nil }
         return Self.readAttribute { getxattr(path, name, $0, $1) }
     }
 
@@ -754,21 +752,5 @@ public final class LocalDirectoryObjectStore: ObjectStore {
         case ENOTDIR, EISDIR, ENAMETOOLONG: return .invalidKey(key: key, reason: message)
         default: return .other("\(operation) \(path): \(message)")
         }
-    }
-}
-
-/// `<sys/xattr.h>` is not part of Swift's Glibc module, so the calls are looked up in libc at run time.
-private enum Xattr {
-    typealias FSet = @convention(c) (Int32, UnsafePointer<CChar>, UnsafeRawPointer?, Int, Int32) -> Int32
-    typealias FGet = @convention(c) (Int32, UnsafePointer<CChar>, UnsafeMutableRawPointer?, Int) -> Int
-    typealias Get = @convention(c) (UnsafePointer<CChar>, UnsafePointer<CChar>, UnsafeMutableRawPointer?, Int) -> Int
-
-    static let fset: FSet? = load("fsetxattr")
-    static let fget: FGet? = load("fgetxattr")
-    static let get: Get? = load("getxattr")
-
-    private static func load<Function>(_ name: String) -> Function? {
-        // A nil handle is RTLD_DEFAULT: search the libraries already loaded.
-        dlsym(nil, name).map { unsafeBitCast($0, to: Function.self) }
     }
 }

@@ -18,7 +18,8 @@ public protocol ObjectStore: Sendable {
     @discardableResult
     func put(_ key: String, body: PutBody, options: PutOptions) throws(ObjectStoreError) -> ObjectInfo
     func delete(_ key: String, condition: DeleteCondition) throws(ObjectStoreError)
-    /// Server-side copy. `metadata == nil` keeps the source's metadata and content type; otherwise they are replaced.
+    /// Server-side copy. `metadata == nil` keeps the source's metadata; otherwise it is replaced. The content type
+    /// is always the source's. Copying a key onto itself needs new metadata (S3 refuses it otherwise).
     @discardableResult
     func copy(from source: String, to destination: String, metadata: ObjectMetadata?,
               condition: PutCondition) throws(ObjectStoreError) -> ObjectInfo
@@ -26,7 +27,8 @@ public protocol ObjectStore: Sendable {
     func createMultipartUpload(_ key: String, options: PutOptions) throws(ObjectStoreError) -> String
     /// Uploads part `number` (1-based). Returns the part's ETag, needed to complete.
     func uploadPart(_ key: String, uploadID: String, number: Int, body: PutBody) throws(ObjectStoreError) -> String
-    /// Completes with the listed parts, in order. The condition from `createMultipartUpload` is checked here.
+    /// Completes with the listed parts, in order, checking `condition` atomically at completion
+    /// (`PutOptions.condition` given to `createMultipartUpload` is not used).
     @discardableResult
     func completeMultipartUpload(_ key: String, uploadID: String, parts: [CompletedPart],
                                  condition: PutCondition) throws(ObjectStoreError) -> ObjectInfo
@@ -114,7 +116,8 @@ public struct ListRequest: Sendable {
 }
 
 public struct ListPage: Sendable {
-    /// Sorted by key. Entries carry no metadata (`metadata == nil`).
+    /// Sorted by key. Entries carry metadata only where the backend has it without another request (the local
+    /// directory); S3, GCS and memory listings leave `metadata == nil`, as a real LIST does.
     public var objects: [ObjectInfo]
     /// Each ends with the delimiter, e.g. `photos/2024/`.
     public var commonPrefixes: [String]

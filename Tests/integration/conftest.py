@@ -1,0 +1,111 @@
+"""Real mounts through /dev/fuse, driven by ordinary programs.
+
+Each test gets a fresh backing directory and mount point under a temp dir; mounts are unmounted (and, if that
+fails, lazily detached and their daemon killed) even when the test fails.
+"""
+import os
+import pathlib
+import signal
+import subprocess
+import time
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+BIN = os.environ.get("BUCKETFS_BIN", str(ROOT / ".build" / "debug" / "bucketfs"))
+
+
+def run(*args, check=True, timeout=120, **kwargs):
+    """Runs a command, returning CompletedProcess with text output."""
+    result = subprocess.run(args, capture_output=True, text=True, timeout=timeout, **kwargs)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{args} exited {result.returncode}: {result.stderr.strip()}")
+    return result
+
+
+def sh(script, **kwargs):
+    return run("bash", "-euo", "pipefail", "-c", script, **kwargs)
+
+
+def is_mounted(path):
+    path = os.path.realpath(path)
+    with open("/proc/self/mountinfo") as f:
+        return any(line.split()[4] == path for line in f)
+
+
+def daemon_pid(mountpoint):
+    """The pid of the daemon serving `mountpoint`, from its command line."""
+    mountpoint = os.path.realpath(mountpoint)
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        if b"--foreground" in argv and mountpoint.encode() in argv:
+            return int(entry)
+    return None
+
+
+class Mount:
+    def __init__(self, tmp, name, source=None, options=()):
+        self.backing = tmp / f"{name}-bucket"
+        self.path = tmp / f"{name}-mnt"
+        self.cache = tmp / f"{name}-cache"
+        self.backing.mkdir(exist_ok=True)
+        self.path.mkdir(exist_ok=True)
+        self.source = source or f"file://{self.backing}/"
+        self.options = list(options)
+
+    def mount(self):
+        result = run(BIN, "mount", self.source, str(self.path), "--cache-dir", str(self.cache), *self.options)
+        assert is_mounted(self.path), result.stderr
+        return result
+
+    def unmount(self):
+        pid = daemon_pid(self.path)
+        run(BIN, "unmount", str(self.path))
+        assert not is_mounted(self.path)
+        if pid:
+            assert not os.path.exists(f"/proc/{pid}"), "daemon still running after unmount"
+
+    def remount(self):
+        self.unmount()
+        self.mount()
+
+    def force_cleanup(self):
+        if is_mounted(self.path):
+            pid = daemon_pid(self.path)
+            subprocess.run(["fusermount3", "-uz", str(self.path)], capture_output=True)
+            if pid:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                time.sleep(0.2)
+
+    def __truediv__(self, other):
+        return self.path / other
+
+
+@pytest.fixture
+def make_mount(tmp_path):
+    mounts = []
+
+    def factory(name="m", **kwargs):
+        m = Mount(tmp_path, name, **kwargs)
+        mounts.append(m)
+        return m
+
+    yield factory
+    for m in mounts:
+        m.force_cleanup()
+
+
+@pytest.fixture
+def mnt(make_mount):
+    m = make_mount()
+    m.mount()
+    return m
