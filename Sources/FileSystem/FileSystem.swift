@@ -199,13 +199,17 @@ public final class FileSystem: Sendable {
         let path = try childPath(parent: parent, name: name)
         let attributes = try resolve(path, retain: false)
         guard attributes.kind != .directory else { throw FSError.isDirectory }
-        let inStore = state.withLock { $0.table[attributes.ino]?.inStore ?? false }
-        if inStore {
+        let node = try existingNode(attributes.ino)
+        if node.kind == .file && node.openHandles > 0 && node.inStore {
+            // POSIX keeps an unlinked file readable through descriptors still open: keep a local copy.
+            _ = try stage(node.ino, keepContent: true)
+        }
+        if node.inStore {
             try storeCall { try store.delete(keys.key(for: path)) }
         }
         state.withLock { s in
-            s.table[attributes.ino]?.unlinked = true
-            s.table[attributes.ino]?.dirty = false
+            s.table[node.ino]?.unlinked = true
+            s.table[node.ino]?.dirty = false
             s.table.detach(path: path)
             s.negative[path] = .now + .seconds(options.negativeTTL)
         }
@@ -634,7 +638,14 @@ public final class FileSystem: Sendable {
     private func observe(_ path: String) throws(FSError) -> Observation? {
         let key = keys.key(for: path)
         let marker = key + "/"
-        let page = try storeCall { try store.list(ListRequest(prefix: marker, delimiter: "/", maxKeys: 1)) }
+        let page: ListPage
+        do throws(ObjectStoreError) {
+            page = try store.list(ListRequest(prefix: marker, delimiter: "/", maxKeys: 1))
+        } catch .invalidKey {
+            return nil    // a name this backend cannot hold (e.g. its own state folder) does not exist
+        } catch {
+            throw FSError(error)
+        }
         if let first = page.objects.first, first.key == marker {
             let info = first.metadata != nil ? first : try storeCall { try store.head(marker) }
             return .directory(marker: info)
@@ -642,7 +653,7 @@ public final class FileSystem: Sendable {
         if !page.objects.isEmpty || !page.commonPrefixes.isEmpty { return .implicitDirectory }
         do throws(ObjectStoreError) {
             return .object(try store.head(key))
-        } catch .notFound {
+        } catch .notFound, .invalidKey {
             return nil
         } catch {
             throw FSError(error)

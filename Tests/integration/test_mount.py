@@ -221,3 +221,13 @@ def test_memory_source_mounts(make_mount):
     (m / "a").write_text("in memory")
     assert (m / "a").read_text() == "in memory"
     assert os.listdir(m.backing) == []
+
+
+def test_unlinked_file_stays_readable_through_open_descriptor(mnt):
+    # Written behind the mount, so the kernel has no cached pages and reads must reach the daemon.
+    (mnt.backing / "tmpfile").write_bytes(b"still here" * 1000)
+    with open(mnt / "tmpfile", "rb") as f:
+        os.unlink(mnt / "tmpfile")
+        assert not (mnt.backing / "tmpfile").exists()
+        assert f.read() == b"still here" * 1000
+    assert not os.path.exists(mnt / "tmpfile")
