@@ -3,6 +3,7 @@
 Each test gets a fresh backing directory and mount point under a temp dir; mounts are unmounted (and, if that
 fails, lazily detached and their daemon killed) even when the test fails.
 """
+import json
 import os
 import pathlib
 import signal
@@ -49,14 +50,44 @@ def daemon_pid(mountpoint):
     return None
 
 
+class FileBucket:
+    """A file:// bucket, inspected directly in its backing directory."""
+
+    def __init__(self, directory):
+        self.directory = directory
+        self.directory.mkdir(exist_ok=True)
+        self.url = f"file://{directory}/"
+
+    def get(self, key):
+        path = self.directory / key
+        return path.read_bytes() if path.is_file() else None
+
+    def put(self, key, data):
+        path = self.directory / key
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+
+    def exists(self, key):
+        """An object or a directory (implicit or marker) under this name."""
+        return (self.directory / key).exists()
+
+    def keys(self):
+        """Every object that is not a directory marker, sorted."""
+        return sorted(str(p.relative_to(self.directory)) for p in self.directory.rglob("*")
+                      if p.is_file() and ".bucketfs-local" not in p.parts)
+
+    def metadata(self, key):
+        value = os.getxattr(self.directory / key, "user.bucketfs")
+        return json.loads(value)["metadata"]
+
+
 class Mount:
-    def __init__(self, tmp, name, source=None, options=()):
-        self.backing = tmp / f"{name}-bucket"
+    def __init__(self, tmp, name, bucket=None, source=None, options=()):
         self.path = tmp / f"{name}-mnt"
         self.cache = tmp / f"{name}-cache"
-        self.backing.mkdir(exist_ok=True)
         self.path.mkdir(exist_ok=True)
-        self.source = source or f"file://{self.backing}/"
+        self.bucket = bucket or FileBucket(tmp / f"{name}-bucket")
+        self.source = source or self.bucket.url
         self.options = list(options)
 
     def mount(self):

@@ -57,7 +57,7 @@ def test_mount_point_not_a_directory(dirs, tmp_path):
 def test_mount_point_already_a_mount(make_mount):
     m = make_mount()
     m.mount()
-    line = mount_fails(f"file://{m.backing}/", str(m.path), expect="already a mount")
+    line = mount_fails(m.source, str(m.path), expect="already a mount")
     assert "fuse.bucketfs" in line
 
 

@@ -10,6 +10,13 @@ import pytest
 from conftest import BIN, is_mounted, run, sh
 
 
+def assert_tree_in_bucket(src, bucket, prefix):
+    files = [p for p in src.rglob("*") if p.is_file()]
+    for p in files:
+        assert bucket.get(prefix + str(p.relative_to(src))) == p.read_bytes(), p
+    assert len([k for k in bucket.keys() if k.startswith(prefix)]) == len(files)
+
+
 def make_tree(root, files=300):
     """A tree of nested directories with files of varied sizes (some empty, some a few hundred KiB)."""
     rng = random.Random(42)
@@ -26,16 +33,15 @@ def test_cp_a_tree_then_diff(mnt, tmp_path):
     make_tree(src)
     sh(f"cp -a {src} {mnt.path}/tree")
     sh(f"diff -r {src} {mnt.path}/tree")
-    # The data is in the backing directory too, byte for byte.
-    sh(f"diff -r {src} {mnt.backing}/tree")
+    # The data is in the bucket too, byte for byte.
+    assert_tree_in_bucket(src, mnt.bucket, "tree/")
     # And it survives a remount (read back from the store, not from the kernel's cache).
     mnt.remount()
     sh(f"diff -r {src} {mnt.path}/tree")
 
 
 def test_ls_l_shows_sizes_and_kinds(mnt):
-    (mnt.backing / "d").mkdir()
-    (mnt.backing / "d" / "five").write_bytes(b"12345")
+    mnt.bucket.put("d/five", b"12345")
     out = run("ls", "-l", str(mnt / "d")).stdout
     line = next(l for l in out.splitlines() if l.endswith(" five"))
     assert line.startswith("-rw-r--r--") and " 5 " in line
@@ -47,34 +53,34 @@ def test_mv_file_and_directory(mnt):
     (mnt / "a.txt").write_text("A")
     sh(f"mkdir -p {mnt.path}/dir/inner && echo deep > {mnt.path}/dir/inner/f && echo top > {mnt.path}/dir/g")
     run("mv", str(mnt / "a.txt"), str(mnt / "b.txt"))
-    assert not (mnt.backing / "a.txt").exists()
-    assert (mnt.backing / "b.txt").read_text() == "A"
+    assert not mnt.bucket.exists("a.txt")
+    assert mnt.bucket.get("b.txt") == b"A"
     run("mv", str(mnt / "dir"), str(mnt / "moved"))
     assert not os.path.exists(mnt / "dir")
     assert (mnt / "moved" / "inner" / "f").read_text() == "deep\n"
-    assert (mnt.backing / "moved" / "g").read_text() == "top\n"
-    assert not (mnt.backing / "dir").exists()
+    assert mnt.bucket.get("moved/g") == b"top\n"
+    assert not mnt.bucket.exists("dir")
 
 
 def test_rm_r_and_mkdir_p(mnt):
     sh(f"mkdir -p {mnt.path}/x/y/z && touch {mnt.path}/x/y/z/f {mnt.path}/x/f2")
-    assert (mnt.backing / "x" / "y" / "z" / "f").exists()
+    assert mnt.bucket.get("x/y/z/f") == b""
     run("rm", "-r", str(mnt / "x"))
     assert not os.path.exists(mnt / "x")
-    assert not (mnt.backing / "x").exists()
+    assert not mnt.bucket.exists("x")
     assert os.listdir(mnt.path) == []
 
 
 def test_append_with_shell_redirect(mnt):
     sh(f"echo one > {mnt.path}/log && echo two >> {mnt.path}/log && echo three >> {mnt.path}/log")
     assert (mnt / "log").read_text() == "one\ntwo\nthree\n"
-    assert (mnt.backing / "log").read_text() == "one\ntwo\nthree\n"
+    assert mnt.bucket.get("log") == b"one\ntwo\nthree\n"
 
 
 def test_truncate_shrinks_and_grows(mnt):
     (mnt / "t").write_bytes(b"0123456789")
     run("truncate", "-s", "4", str(mnt / "t"))
-    assert (mnt.backing / "t").read_bytes() == b"0123"
+    assert mnt.bucket.get("t") == b"0123"
     run("truncate", "-s", "6", str(mnt / "t"))
     assert (mnt / "t").read_bytes() == b"0123\0\0"
     assert os.stat(mnt / "t").st_size == 6
@@ -117,14 +123,14 @@ def test_64_mib_dd_and_cmp(mnt, tmp_path):
     sh(f"head -c 67108864 /dev/urandom > {src}")
     sh(f"dd if={src} of={mnt.path}/big bs=1M status=none")
     sh(f"cmp {src} {mnt.path}/big")
-    sh(f"cmp {src} {mnt.backing}/big")
+    assert mnt.bucket.get("big") == src.read_bytes()
     mnt.remount()
     sh(f"cmp {src} {mnt.path}/big")
 
 
 def test_read_only_mount_refuses_changes(make_mount):
     m = make_mount(options=["-o", "ro"])
-    (m.backing / "existing").write_text("old")
+    m.bucket.put("existing", b"old")
     m.mount()
     assert (m / "existing").read_text() == "old"
     for action in (lambda: (m / "new").write_text("x"),
@@ -135,7 +141,7 @@ def test_read_only_mount_refuses_changes(make_mount):
         with pytest.raises(OSError) as e:
             action()
         assert e.value.errno == errno.EROFS
-    assert (m.backing / "existing").read_text() == "old"
+    assert m.bucket.get("existing") == b"old"
 
 
 def test_enoent_and_enotempty(mnt):
@@ -151,17 +157,17 @@ def test_enoent_and_enotempty(mnt):
     assert e.value.errno == errno.ENOTEMPTY
     os.rmdir(mnt / "full" / "child")
     os.rmdir(mnt / "full")
-    assert not (mnt.backing / "full").exists()
+    assert not mnt.bucket.exists("full")
 
 
-def test_data_visible_in_backing_dir_after_close(mnt):
+def test_data_in_bucket_after_close(mnt):
     f = open(mnt / "pending.txt", "w")
     f.write("written")
     f.flush()  # to the kernel; bucketfs uploads on close
     f.close()
-    assert (mnt.backing / "pending.txt").read_text() == "written"
-    meta = run("getfattr", "--only-values", "-n", "user.bucketfs", str(mnt.backing / "pending.txt")).stdout
-    assert json.loads(meta)["metadata"]["mode"] == str(0o100644)
+    assert mnt.bucket.get("pending.txt") == b"written"
+    meta = mnt.bucket.metadata("pending.txt")
+    assert meta["mode"] == str(0o100644) and meta["uid"] == str(os.getuid())
 
 
 def test_new_file_visible_in_mount_before_close(mnt):
@@ -169,14 +175,14 @@ def test_new_file_visible_in_mount_before_close(mnt):
         f.write("x")
         f.flush()
         assert "new.txt" in os.listdir(mnt.path)
-        assert not (mnt.backing / "new.txt").exists()
-    assert (mnt.backing / "new.txt").exists()
+        assert mnt.bucket.get("new.txt") is None
+    assert mnt.bucket.get("new.txt") == b"x"
 
 
 def test_changes_in_the_store_seen_after_ttl(mnt):
     (mnt / "f").write_text("v1")
     assert (mnt / "f").read_text() == "v1"
-    (mnt.backing / "f").write_text("version 2")
+    mnt.bucket.put("f", b"version 2")
     import time
     time.sleep(1.5)  # the default metadata TTL is 1 s
     assert (mnt / "f").read_text() == "version 2"
@@ -190,8 +196,8 @@ def test_unmount_idle(mnt):
 def test_unmount_after_writes(mnt):
     sh(f"for i in $(seq 1 20); do echo $i > {mnt.path}/f$i; done")
     mnt.unmount()
-    assert sorted(os.listdir(mnt.backing / ".")) == sorted([".bucketfs-local"] + [f"f{i}" for i in range(1, 21)])
-    assert (mnt.backing / "f7").read_text() == "7\n"
+    assert mnt.bucket.keys() == sorted(f"f{i}" for i in range(1, 21))
+    assert mnt.bucket.get("f7") == b"7\n"
 
 
 def test_sigterm_unmounts_after_flushing_open_files(mnt):
@@ -211,7 +217,7 @@ def test_sigterm_unmounts_after_flushing_open_files(mnt):
     writer.kill()
     writer.wait()
     assert not os.path.exists(f"/proc/{pid}")
-    assert (mnt.backing / "open.txt").read_text() == "kept\n"
+    assert mnt.bucket.get("open.txt") == b"kept\n"
     assert not is_mounted(mnt.path)
 
 
@@ -220,14 +226,14 @@ def test_memory_source_mounts(make_mount):
     m.mount()
     (m / "a").write_text("in memory")
     assert (m / "a").read_text() == "in memory"
-    assert os.listdir(m.backing) == []
+    assert m.bucket.keys() == []
 
 
 def test_unlinked_file_stays_readable_through_open_descriptor(mnt):
     # Written behind the mount, so the kernel has no cached pages and reads must reach the daemon.
-    (mnt.backing / "tmpfile").write_bytes(b"still here" * 1000)
+    mnt.bucket.put("tmpfile", b"still here" * 1000)
     with open(mnt / "tmpfile", "rb") as f:
         os.unlink(mnt / "tmpfile")
-        assert not (mnt.backing / "tmpfile").exists()
+        assert not mnt.bucket.exists("tmpfile")
         assert f.read() == b"still here" * 1000
     assert not os.path.exists(mnt / "tmpfile")
