@@ -18,10 +18,14 @@ public final class FileSystem: Sendable {
     let stagingDirectory: String
     let mountTime: FileTime
     let state: Mutex<State>
+    let workers: WorkerPool
+    let prefetchBudget: PrefetchBudget
 
     struct OpenFile {
         var ino: UInt64
         var writable: Bool
+        /// Created by the first read of a file that has no local content.
+        var prefetcher: ReadPrefetcher?
     }
 
     struct State {
@@ -51,6 +55,8 @@ public final class FileSystem: Sendable {
         self.stagingDirectory = options.cacheDirectory + "/staging"
         self.recovery = RecoveryFolder(directory: options.cacheDirectory + "/recovery", logger: logger)
         self.mountTime = FileTime.now()
+        self.workers = WorkerPool(threads: 16, name: "bucketfs-io")
+        self.prefetchBudget = PrefetchBudget(bytes: options.readAheadBudget)
         do {
             try FileManager.default.createDirectory(atPath: stagingDirectory, withIntermediateDirectories: true)
         } catch {
@@ -61,6 +67,10 @@ public final class FileSystem: Sendable {
                         mtime: mountTime, ctime: mountTime, version: nil, inStore: false, metadataKnown: false,
                         validatedAt: .now, lookups: 1)
         self.state = Mutex(State(table: InodeTable(root: root)))
+    }
+
+    deinit {
+        workers.stop()
     }
 
     // MARK: - Names and attributes
@@ -443,8 +453,18 @@ public final class FileSystem: Sendable {
             return try staged.read(at: offset, count: size)
         }
         guard offset < node.size, size > 0 else { return Data() }
-        let range = offset..<(offset + UInt64(size))
-        return try storeCall { try store.get(keys.key(for: node.path), range: range).body }
+        let prefetcher = state.withLock { s -> ReadPrefetcher? in
+            guard var file = s.files[handle] else { return nil }
+            if file.prefetcher == nil {
+                file.prefetcher = ReadPrefetcher(store: store, key: keys.key(for: node.path), size: node.size,
+                                                 settings: ReadPrefetcher.Settings(), budget: prefetchBudget,
+                                                 workers: workers)
+                s.files[handle] = file
+            }
+            return file.prefetcher
+        }
+        guard let prefetcher else { throw FSError.badHandle }
+        return try storeCall { try prefetcher.read(offset: offset, count: size) }
     }
 
     public func write(_ ino: UInt64, handle: UInt64, offset: UInt64, data: UnsafeRawBufferPointer) throws(FSError) -> Int {
@@ -472,7 +492,9 @@ public final class FileSystem: Sendable {
 
     public func release(_ ino: UInt64, handle: UInt64) {
         let stillDirty = state.withLock { s -> Bool in
-            guard s.files.removeValue(forKey: handle) != nil, var node = s.table[ino] else { return false }
+            guard let file = s.files.removeValue(forKey: handle) else { return false }
+            file.prefetcher?.close()
+            guard var node = s.table[ino] else { return false }
             node.openHandles -= 1
             s.table[ino] = node
             return node.openHandles == 0 && node.dirty

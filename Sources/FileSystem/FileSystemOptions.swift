@@ -16,10 +16,13 @@ public struct FileSystemOptions: Sendable, Equatable {
     public var negativeTTL: Double
     /// Staged writes and the recovery folder live here.
     public var cacheDirectory: String
+    /// Bytes that read-ahead may hold for all open files together.
+    public var readAheadBudget: Int
 
     public init(prefix: String = "", uid: UInt32 = getuid(), gid: UInt32 = getgid(),
                 filePermissions: UInt32 = 0o644, directoryPermissions: UInt32 = 0o755, readOnly: Bool = false,
-                metadataTTL: Double = 1, negativeTTL: Double = 1, cacheDirectory: String) {
+                metadataTTL: Double = 1, negativeTTL: Double = 1, cacheDirectory: String,
+                readAheadBudget: Int = 128 << 20) {
         self.prefix = prefix
         self.uid = uid
         self.gid = gid
@@ -29,5 +32,6 @@ public struct FileSystemOptions: Sendable, Equatable {
         self.metadataTTL = metadataTTL
         self.negativeTTL = negativeTTL
         self.cacheDirectory = cacheDirectory
+        self.readAheadBudget = readAheadBudget
     }
 }

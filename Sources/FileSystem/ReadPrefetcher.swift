@@ -1,0 +1,181 @@
+import Foundation
+import ObjectStore
+import Synchronization
+
+/// Bytes that all read-ahead buffers of a mount may hold together.
+final class PrefetchBudget: Sendable {
+    private let available: Mutex<Int>
+
+    init(bytes: Int) { available = Mutex(bytes) }
+
+    func reserve(_ bytes: Int) -> Bool {
+        available.withLock { left in
+            guard left >= bytes else { return false }
+            left -= bytes
+            return true
+        }
+    }
+
+    func release(_ bytes: Int) {
+        available.withLock { $0 += bytes }
+    }
+}
+
+/// Read-ahead for one open file that is not being written: a sequential reader gets a window that doubles
+/// from `initialWindow` to `maxWindow`, fetched as parallel ranged GETs of up to `partSize`; a seek outside
+/// the buffered range starts over with the initial window. Chunks ahead of the reader count against the
+/// mount's `PrefetchBudget`; when it is spent, reads are fetched on demand only.
+final class ReadPrefetcher: @unchecked Sendable {
+    struct Settings {
+        var initialWindow = 1 << 20
+        var maxWindow = 64 << 20
+        var partSize = 8 << 20
+    }
+
+    private final class Chunk {
+        let start: UInt64
+        let end: UInt64
+        /// Counted against the budget (read-ahead), as opposed to fetched because a read asked for it.
+        let budgeted: Bool
+        var data: Data?
+        var error: ObjectStoreError?
+        var done: Bool { data != nil || error != nil }
+        init(start: UInt64, end: UInt64, budgeted: Bool) {
+            self.start = start
+            self.end = end
+            self.budgeted = budgeted
+        }
+    }
+
+    private let store: any ObjectStore
+    private let key: String
+    private let size: UInt64
+    private let settings: Settings
+    private let budget: PrefetchBudget
+    private let workers: WorkerPool
+
+    // Everything below is guarded by `condition`; workers broadcast on it when a chunk completes.
+    private let condition = NSCondition()
+    private var chunks: [Chunk] = []
+    private var window: Int
+    private var closed = false
+
+    init(store: any ObjectStore, key: String, size: UInt64, settings: Settings, budget: PrefetchBudget,
+         workers: WorkerPool) {
+        self.store = store
+        self.key = key
+        self.size = size
+        self.settings = settings
+        self.budget = budget
+        self.workers = workers
+        self.window = settings.initialWindow
+    }
+
+    func read(offset: UInt64, count: Int) throws(ObjectStoreError) -> Data {
+        let end = min(size, offset + UInt64(count))
+        guard offset < end else { return Data() }
+        condition.lock()
+        defer { condition.unlock() }
+
+        let covered = chunks.contains { $0.start <= offset && offset < $0.end }
+        if !covered {
+            // A seek (or the first read): drop what was fetched for another position, start small again.
+            dropChunks { _ in true }
+            window = settings.initialWindow
+        }
+        var cursor = offset
+        while cursor < end {
+            if let chunk = chunks.first(where: { $0.start <= cursor && cursor < $0.end }) {
+                cursor = chunk.end
+            } else {
+                let next = chunks.first(where: { $0.start > cursor })?.start ?? UInt64.max
+                let chunkEnd = min(size, next, cursor + UInt64(max(count, settings.initialWindow)))
+                start(Chunk(start: cursor, end: chunkEnd, budgeted: false))
+                cursor = chunkEnd
+            }
+        }
+        readAhead(from: end)
+
+        var result = Data(capacity: Int(end - offset))
+        cursor = offset
+        while cursor < end {
+            guard let chunk = chunks.first(where: { $0.start <= cursor && cursor < $0.end }) else {
+                throw .other("read-ahead lost a chunk of \(key)")
+            }
+            while !chunk.done { condition.wait() }
+            if let error = chunk.error {
+                dropChunks { $0 === chunk }
+                throw error
+            }
+            let data = chunk.data!
+            let from = Int(cursor - chunk.start)
+            let to = min(data.count, Int(min(end, chunk.end) - chunk.start))
+            if from < to { result.append(data[data.startIndex + from ..< data.startIndex + to]) }
+            if to < Int(min(end, chunk.end) - chunk.start) { break }    // the object is shorter than we thought
+            cursor = chunk.end
+        }
+        // Sequential progress: forget what is behind the reader, widen the window.
+        dropChunks { $0.end <= offset }
+        window = min(settings.maxWindow, window * 2)
+        return result
+    }
+
+    /// Stops read-ahead; chunks still in flight are dropped when they land.
+    func close() {
+        condition.lock()
+        closed = true
+        dropChunks { _ in true }
+        condition.unlock()
+    }
+
+    /// Starts fetching `[from, from + window)` in parts, as far as the budget allows. Called with the lock held.
+    private func readAhead(from: UInt64) {
+        guard !closed else { return }
+        var cursor = max(from, chunks.map(\.end).max() ?? from)
+        let limit = min(size, from + UInt64(window))
+        while cursor < limit {
+            let length = Int(min(UInt64(settings.partSize), limit - cursor))
+            guard budget.reserve(length) else { return }
+            start(Chunk(start: cursor, end: cursor + UInt64(length), budgeted: true))
+            cursor += UInt64(length)
+        }
+    }
+
+    private func start(_ chunk: Chunk) {
+        chunks.append(chunk)
+        chunks.sort { $0.start < $1.start }
+        let (store, key) = (store, key)
+        let range = chunk.start..<chunk.end
+        nonisolated(unsafe) let target = chunk
+        workers.submit { [self] in
+            let outcome: Result<Data, ObjectStoreError>
+            do throws(ObjectStoreError) {
+                outcome = .success(try store.get(key, range: range).body)
+            } catch {
+                outcome = .failure(error)
+            }
+            condition.lock()
+            switch outcome {
+            case .success(let data): target.data = data
+            case .failure(let error): target.error = error
+            }
+            // Dropped while in flight: its budget comes back now.
+            if target.budgeted && !chunks.contains(where: { $0 === target }) { budget.release(target.end - target.start) }
+            condition.broadcast()
+            condition.unlock()
+        }
+    }
+
+    /// Removes matching chunks, returning the budget of those that completed (in-flight ones return it on landing).
+    private func dropChunks(where predicate: (Chunk) -> Bool) {
+        chunks.removeAll { chunk in
+            guard predicate(chunk) else { return false }
+            if chunk.budgeted && chunk.done { budget.release(Int(chunk.end - chunk.start)) }
+            return true
+        }
+    }
+}
+
+private extension PrefetchBudget {
+    func release(_ bytes: UInt64) { release(Int(bytes)) }
+}
