@@ -102,6 +102,7 @@ public final class FileSystem: Sendable {
     public func setattr(_ ino: UInt64, _ changes: AttributeChanges) throws(FSError) -> FileAttributes {
         try requireWritable()
         if let size = changes.size {
+            if let stream = state.withLock({ $0.table[ino]?.stream }) { dropStream(stream, of: ino) }
             let staged = try stage(ino, keepContent: size > 0)
             try staged.truncate(to: size)
             state.withLock { s in
@@ -116,7 +117,10 @@ public final class FileSystem: Sendable {
             if let p = changes.permissions { node.permissions = p & 0o7777 }
             if let u = changes.uid { node.uid = u }
             if let g = changes.gid { node.gid = g }
-            if let m = changes.mtime { node.mtime = m }
+            if let m = changes.mtime {
+                node.mtime = m
+                node.mtimeExplicit = true
+            }
             if changes.changesMetadata {
                 node.ctime = now
                 node.metadataKnown = true
@@ -195,6 +199,7 @@ public final class FileSystem: Sendable {
         node.staged = staged
         node.dirty = true
         node.openHandles = 1
+        node.stream = makeStream(for: node)
         let attributes = insertNew(node, retain: true)
         let handle = state.withLock { s in
             let h = s.allocateHandle()
@@ -217,6 +222,7 @@ public final class FileSystem: Sendable {
         if node.inStore {
             try storeCall { try store.delete(keys.key(for: path)) }
         }
+        if let stream = node.stream { dropStream(stream, of: node.ino) }
         state.withLock { s in
             s.table[node.ino]?.unlinked = true
             s.table[node.ino]?.dirty = false
@@ -429,11 +435,17 @@ public final class FileSystem: Sendable {
         if writable && flags & O_TRUNC != 0 {
             let staged = try stage(ino, keepContent: false)
             try staged.truncate(to: 0)
-            state.withLock { s in
-                s.table[ino]?.size = 0
-                s.table[ino]?.dirty = true
-                s.table[ino]?.mtime = .now()
+            let abandoned: StreamingUpload? = state.withLock { s in
+                guard var node = s.table[ino] else { return nil }
+                let old = node.stream
+                node.size = 0
+                node.dirty = true
+                node.mtime = .now()
+                node.stream = makeStream(for: node)
+                s.table[ino] = node
+                return old
             }
+            abandoned?.abort()
         }
         return state.withLock { s in
             let handle = s.allocateHandle()
@@ -469,14 +481,24 @@ public final class FileSystem: Sendable {
 
     public func write(_ ino: UInt64, handle: UInt64, offset: UInt64, data: UnsafeRawBufferPointer) throws(FSError) -> Int {
         let staged = try stage(ino, keepContent: true)
-        try staged.write(data, at: offset)
+        let stream = state.withLock { $0.table[ino]?.stream }
+        if let stream, try stream.write(data, at: offset, into: staged) {
+            // Sequential so far: the stream took the write.
+        } else {
+            if let stream { dropStream(stream, of: ino) }
+            try staged.write(data, at: offset)
+        }
         let end = offset + UInt64(data.count)
-        state.withLock { s in
-            guard var node = s.table[ino] else { return }
+        let size = state.withLock { s -> UInt64 in
+            guard var node = s.table[ino] else { return end }
             node.size = max(node.size, end)
             node.mtime = .now()
             node.dirty = true
             s.table[ino] = node
+            return node.size
+        }
+        if let stream, state.withLock({ $0.table[ino]?.stream }) === stream {
+            stream.advance(stagedFD: staged.fd, contiguousEnd: size)
         }
         return data.count
     }
@@ -519,16 +541,25 @@ public final class FileSystem: Sendable {
     /// Uploads the staged content if it changed: conditional on absence for a new file, on the version seen
     /// otherwise. On failure the content goes to the recovery folder and the error is returned (to close/fsync).
     func upload(_ ino: UInt64) throws(FSError) {
-        let job: (staged: StagedFile, path: String, options: PutOptions)? = state.withLock { s in
+        let job: (staged: StagedFile, node: Node, options: PutOptions)? = state.withLock { s in
             guard var node = s.table[ino], node.dirty, !node.unlinked, let staged = node.staged,
                   !node.path.isEmpty else { return nil }
+            let job = node
             node.dirty = false
+            node.stream = nil    // consumed by this upload; later writes go to a plain PUT
+            node.mtimeExplicit = false
             s.table[ino] = node
             let condition: PutCondition = node.inStore ? node.version.map { .ifVersionMatches($0) } ?? .none : .ifAbsent
-            return (staged, node.path, PutOptions(metadata: node.posixMetadata().objectMetadata, condition: condition))
+            return (staged, job, PutOptions(metadata: node.posixMetadata().objectMetadata, condition: condition))
         }
         guard let job else { return }
-        let key = keys.key(for: job.path)
+        let key = keys.key(for: job.node.path)
+        if let stream = job.node.stream {
+            if stream.key == key, let info = try? completeStream(stream, job: job) {
+                return recordUpload(ino, info)
+            }
+            stream.abort()
+        }
         let info: ObjectInfo
         do {
             info = try store.put(key, body: .file(path: job.staged.path), options: job.options)
@@ -538,6 +569,10 @@ public final class FileSystem: Sendable {
             if case .preconditionFailed = error { throw FSError.stale("\(key) was changed by another writer") }
             throw FSError.io("upload of \(key) failed: \(error)")
         }
+        recordUpload(ino, info)
+    }
+
+    private func recordUpload(_ ino: UInt64, _ info: ObjectInfo) {
         state.withLock { s in
             guard var node = s.table[ino] else { return }
             node.inStore = true
@@ -545,6 +580,43 @@ public final class FileSystem: Sendable {
             node.validatedAt = .now
             s.table[ino] = node
         }
+    }
+
+    /// Finishes a streamed multipart upload. Metadata set since the stream began (chmod, an explicit mtime)
+    /// follows with a metadata-only copy. Returns nil when the file never filled a part (plain PUT instead).
+    private func completeStream(_ stream: StreamingUpload, job: (staged: StagedFile, node: Node, options: PutOptions)) throws(ObjectStoreError) -> ObjectInfo? {
+        guard var info = try stream.finish(stagedFD: job.staged.fd, size: job.node.size, condition: job.options.condition)
+        else { return nil }
+        var sent = stream.metadata
+        sent["mtime"] = job.options.metadata["mtime"]
+        if job.node.mtimeExplicit || sent != job.options.metadata {
+            // The content is safely in the store now: a failure here costs only the metadata, so log it
+            // rather than letting the caller upload the content again.
+            do throws(ObjectStoreError) {
+                info = try store.copy(from: info.key, to: info.key, metadata: job.options.metadata,
+                                      condition: .ifVersionMatches(info.version))
+            } catch {
+                logger.error("could not store metadata after upload", metadata: ["key": "\(info.key)", "error": "\(error)"])
+            }
+        }
+        return info
+    }
+
+    /// A stream for a new or truncated file, when the mount streams uploads.
+    private func makeStream(for node: Node) -> StreamingUpload? {
+        guard let partSize = options.multipartPartSize else { return nil }
+        var metadata = node.posixMetadata().objectMetadata
+        metadata["mtime"] = nil
+        return StreamingUpload(store: store, key: keys.key(for: node.path), metadata: metadata, partSize: partSize,
+                               maxInFlight: options.multipartMaxInFlight, workers: workers)
+    }
+
+    /// The file stopped being a sequential write: abandon its stream; the close uploads the staged file.
+    private func dropStream(_ stream: StreamingUpload, of ino: UInt64) {
+        state.withLock { s in
+            if s.table[ino]?.stream === stream { s.table[ino]?.stream = nil }
+        }
+        stream.abort()
     }
 
     /// The node's staged file, created on first use; with `keepContent` the object's content is copied in.

@@ -18,11 +18,16 @@ public struct FileSystemOptions: Sendable, Equatable {
     public var cacheDirectory: String
     /// Bytes that read-ahead may hold for all open files together.
     public var readAheadBudget: Int
+    /// Part size for streaming a sequentially written file as a multipart upload; nil uploads at close with
+    /// one PUT (best for the local backend, where assembling parts is a copy).
+    public var multipartPartSize: Int?
+    /// Parts uploaded at once per file; the writer waits beyond that.
+    public var multipartMaxInFlight: Int
 
     public init(prefix: String = "", uid: UInt32 = getuid(), gid: UInt32 = getgid(),
                 filePermissions: UInt32 = 0o644, directoryPermissions: UInt32 = 0o755, readOnly: Bool = false,
                 metadataTTL: Double = 1, negativeTTL: Double = 1, cacheDirectory: String,
-                readAheadBudget: Int = 128 << 20) {
+                readAheadBudget: Int = 128 << 20, multipartPartSize: Int? = nil, multipartMaxInFlight: Int = 4) {
         self.prefix = prefix
         self.uid = uid
         self.gid = gid
@@ -33,5 +38,7 @@ public struct FileSystemOptions: Sendable, Equatable {
         self.negativeTTL = negativeTTL
         self.cacheDirectory = cacheDirectory
         self.readAheadBudget = readAheadBudget
+        self.multipartPartSize = multipartPartSize
+        self.multipartMaxInFlight = multipartMaxInFlight
     }
 }

@@ -30,6 +30,10 @@ struct Node {
     var staged: StagedFile?
     /// The staged content differs from the store.
     var dirty = false
+    /// A multipart upload fed while a new or truncated file is written sequentially.
+    var stream: StreamingUpload?
+    /// mtime was set by `setattr` (touch, cp -p) rather than by writing.
+    var mtimeExplicit = false
     /// Removed from the namespace while still open: never uploaded again.
     var unlinked = false
     /// Keep the staged file on discard: it holds data that could not be uploaded nor saved elsewhere.

@@ -28,9 +28,9 @@ class FileSystemTestCase: XCTestCase {
 
     /// A filesystem over `store` with its own cache directory. A long TTL by default, so that no test depends
     /// on timing unless it asks for a TTL of 0.
-    func makeFileSystem(_ store: any ObjectStore, readOnly: Bool = false, metadataTTL: Double = 60,
+    func makeFileSystem(_ store: any ObjectStore, prefix: String = "", readOnly: Bool = false, metadataTTL: Double = 60,
                         negativeTTL: Double = 60, cacheDirectory: String? = nil) throws -> FileSystem {
-        let options = FileSystemOptions(uid: 100, gid: 200, readOnly: readOnly, metadataTTL: metadataTTL,
+        let options = FileSystemOptions(prefix: prefix, uid: 100, gid: 200, readOnly: readOnly, metadataTTL: metadataTTL,
                                         negativeTTL: negativeTTL, cacheDirectory: try cacheDirectory ?? makeCacheDirectory())
         return try FileSystem(store: store, options: options, logger: Logger(label: "bucketfs.tests"))
     }
@@ -87,6 +87,12 @@ class FileSystemTestCase: XCTestCase {
     }
 
     // MARK: Assertions
+
+    /// Tests of behaviour the code gets wrong today are skipped (with the reason shown) unless
+    /// `BUCKETFS_KNOWN_BUGS=1` is set; remove the call once the bug is fixed.
+    func skipKnownBug(_ reason: String) throws {
+        try XCTSkipUnless(ProcessInfo.processInfo.environment["BUCKETFS_KNOWN_BUGS"] == "1", "known bug: \(reason)")
+    }
 
     /// Asserts that `body` throws an `FSError` with the errno of `expected` (`.stale` and `.io` carry details
     /// that tests do not pin down, so errors are compared by errno).

@@ -81,6 +81,93 @@ class FileBucket:
         return json.loads(value)["metadata"]
 
 
+class S3Bucket:
+    """An s3:// bucket on the test's moto_server, inspected with boto3."""
+
+    def __init__(self, client, name):
+        self.client = client
+        self.name = name
+        client.create_bucket(Bucket=name)
+        self.url = f"s3://{name}/"
+
+    def get(self, key):
+        try:
+            return self.client.get_object(Bucket=self.name, Key=key)["Body"].read()
+        except self.client.exceptions.NoSuchKey:
+            return None
+
+    def put(self, key, data):
+        self.client.put_object(Bucket=self.name, Key=key, Body=data, ContentType="application/octet-stream")
+
+    def exists(self, key):
+        if self.get(key) is not None:
+            return True
+        return self.client.list_objects_v2(Bucket=self.name, Prefix=key + "/", MaxKeys=1)["KeyCount"] > 0
+
+    def all_keys(self):
+        keys = []
+        for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.name):
+            keys += [o["Key"] for o in page.get("Contents", [])]
+        return sorted(keys)
+
+    def keys(self):
+        return [k for k in self.all_keys() if not k.endswith("/")]
+
+    def metadata(self, key):
+        return self.client.head_object(Bucket=self.name, Key=key)["Metadata"]
+
+
+class MotoServer:
+    """moto_server on a free loopback port, with dummy credentials exported for bucketfs and boto3."""
+
+    def __init__(self, log):
+        import socket
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = sock.getsockname()[1]
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self.process = subprocess.Popen(["moto_server", "-H", "127.0.0.1", "-p", str(self.port)],
+                                        stdout=log, stderr=subprocess.STDOUT)
+        import urllib.request
+        for _ in range(100):
+            try:
+                urllib.request.urlopen(self.endpoint + "/moto-api/", timeout=1)
+                break
+            except Exception:
+                time.sleep(0.1)
+        else:
+            raise RuntimeError("moto_server did not start")
+        import boto3
+        self.client = boto3.client("s3", endpoint_url=self.endpoint, region_name="us-east-1",
+                                   aws_access_key_id="testing", aws_secret_access_key="testing")
+        self.buckets = 0
+
+    def new_bucket(self):
+        self.buckets += 1
+        return S3Bucket(self.client, f"bucket-{self.buckets}")
+
+    def stop(self):
+        self.process.terminate()
+        self.process.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def moto(tmp_path_factory):
+    log = open(tmp_path_factory.mktemp("moto") / "moto.log", "w")
+    server = MotoServer(log)
+    saved = {k: os.environ.get(k) for k in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
+                                             "AWS_REGION")}
+    os.environ.update(AWS_ENDPOINT_URL=server.endpoint, AWS_ACCESS_KEY_ID="testing",
+                      AWS_SECRET_ACCESS_KEY="testing", AWS_REGION="us-east-1")
+    yield server
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+    server.stop()
+
+
 class Mount:
     def __init__(self, tmp, name, bucket=None, source=None, options=()):
         self.path = tmp / f"{name}-mnt"

@@ -1,0 +1,143 @@
+import Foundation
+import ObjectStore
+
+/// Streams a sequentially written new (or truncated) file to the store as a multipart upload while it is
+/// being written: each time the staged file holds another full part, that part is read back and uploaded on a
+/// worker thread, at most `maxInFlight` at once (the writer waits beyond that, which bounds memory to
+/// `maxInFlight × partSize`). At close the rest goes up as the last part and the upload completes with the
+/// file's condition. A file that never filled a part is left to a single PUT.
+///
+/// The staged file still holds every byte, so if anything goes wrong the caller aborts the stream and
+/// uploads the staged file the ordinary way.
+final class StreamingUpload: @unchecked Sendable {
+    private let store: any ObjectStore
+    let key: String
+    private let partSize: Int
+    private let maxInFlight: Int
+    private let workers: WorkerPool
+    /// Sent with CreateMultipartUpload; mtime is left out so that the store's Last-Modified (completion) is it.
+    let metadata: ObjectMetadata
+
+    // Guarded by `condition`.
+    private let condition = NSCondition()
+    private var uploadID: String?
+    /// Bytes handed to parts so far; the writer must continue exactly here for the stream to stay valid.
+    private var streamed: UInt64 = 0
+    private var etags: [Int: String] = [:]
+    private var inFlight = 0
+    private var failure: ObjectStoreError?
+
+    init(store: any ObjectStore, key: String, metadata: ObjectMetadata, partSize: Int, maxInFlight: Int,
+         workers: WorkerPool) {
+        self.store = store
+        self.key = key
+        self.metadata = metadata
+        self.partSize = partSize
+        self.maxInFlight = maxInFlight
+        self.workers = workers
+    }
+
+    /// Writes into the staged file if that keeps the stream valid (nothing already streamed may change) and
+    /// returns true; returns false, writing nothing, otherwise. Holding the lock across the write keeps a part
+    /// from being read back while a write into it is still landing.
+    func write(_ buffer: UnsafeRawBufferPointer, at offset: UInt64, into staged: StagedFile) throws(FSError) -> Bool {
+        condition.lock()
+        defer { condition.unlock() }
+        guard failure == nil && offset >= streamed else { return false }
+        try staged.write(buffer, at: offset)
+        return true
+    }
+
+    /// Uploads every full part below `end` (the staged file's contiguous size). Blocks while too many parts
+    /// are in flight.
+    func advance(stagedFD fd: Int32, contiguousEnd end: UInt64) {
+        condition.lock()
+        defer { condition.unlock() }
+        while failure == nil && end - min(end, streamed) >= UInt64(partSize) {
+            while inFlight >= maxInFlight && failure == nil { condition.wait() }
+            guard failure == nil else { return }
+            if uploadID == nil {
+                do throws(ObjectStoreError) {
+                    uploadID = try store.createMultipartUpload(key, options: PutOptions(metadata: metadata))
+                } catch {
+                    failure = error
+                    return
+                }
+            }
+            let offset = streamed
+            guard let part = Self.readPart(fd: fd, offset: offset, count: partSize) else {
+                failure = .other("cannot read back the staging file of \(key)")
+                return
+            }
+            streamed += UInt64(partSize)
+            let number = Int(offset / UInt64(partSize)) + 1
+            submit(part: part, number: number)
+        }
+    }
+
+    /// Uploads the remaining bytes up to `size` as the last part and completes. Returns nil when no part was
+    /// ever started (the caller does a single PUT); throws when the stream failed (the caller aborts and falls back).
+    func finish(stagedFD fd: Int32, size: UInt64, condition putCondition: PutCondition) throws(ObjectStoreError) -> ObjectInfo? {
+        condition.lock()
+        defer { condition.unlock() }
+        guard let uploadID else { return nil }
+        if failure == nil && size > streamed {
+            guard let part = Self.readPart(fd: fd, offset: streamed, count: Int(size - streamed)) else {
+                throw .other("cannot read back the staging file of \(key)")
+            }
+            let number = Int(streamed / UInt64(partSize)) + 1
+            streamed = size
+            submit(part: part, number: number)
+        }
+        while inFlight > 0 { condition.wait() }
+        if let failure { throw failure }
+        guard streamed == size else { throw .other("stream of \(key) does not match the file size") }
+        let parts = etags.keys.sorted().map { CompletedPart(number: $0, etag: etags[$0]!) }
+        return try store.completeMultipartUpload(key, uploadID: uploadID, parts: parts, condition: putCondition)
+    }
+
+    /// Gives up the stream (waiting for parts in flight) and aborts the multipart upload, if any.
+    func abort() {
+        condition.lock()
+        if failure == nil { failure = .other("stream abandoned") }
+        while inFlight > 0 { condition.wait() }
+        let id = uploadID
+        uploadID = nil
+        condition.unlock()
+        if let id { try? store.abortMultipartUpload(key, uploadID: id) }
+    }
+
+    /// Called with the lock held.
+    private func submit(part: Data, number: Int) {
+        inFlight += 1
+        let (store, key, id) = (store, key, uploadID!)
+        workers.submit { [self] in
+            let result: Result<String, ObjectStoreError>
+            do throws(ObjectStoreError) {
+                result = .success(try store.uploadPart(key, uploadID: id, number: number, body: .data(part)))
+            } catch {
+                result = .failure(error)
+            }
+            condition.lock()
+            switch result {
+            case .success(let etag): etags[number] = etag
+            case .failure(let error): if failure == nil { failure = error }
+            }
+            inFlight -= 1
+            condition.broadcast()
+            condition.unlock()
+        }
+    }
+
+    private static func readPart(fd: Int32, offset: UInt64, count: Int) -> Data? {
+        var data = Data(count: count)
+        var done = 0
+        while done < count {
+            let n = data.withUnsafeMutableBytes { pread(fd, $0.baseAddress! + done, count - done, off_t(offset) + off_t(done)) }
+            if n < 0 && errno == EINTR { continue }
+            guard n > 0 else { return nil }
+            done += n
+        }
+        return data
+    }
+}

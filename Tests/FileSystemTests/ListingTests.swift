@@ -1,0 +1,221 @@
+import FileSystem
+import Foundation
+import Glibc
+import ObjectStore
+import XCTest
+
+/// Directory listings, their pagination, and what the metadata cache saves in store requests.
+final class ListingTests: FileSystemTestCase {
+    // MARK: Caching
+
+    func testSecondLookupWithinTTLMakesNoStoreRequest() throws {
+        let base = MemoryObjectStore()
+        try put(base, "c.txt", "cached")
+        let store = CountingStore(base)
+        let fs = try makeFileSystem(store, metadataTTL: 60)
+
+        let first = try fs.lookup(parent: Self.root, name: "c.txt")
+        XCTAssertGreaterThan(store.total, 0)
+        store.reset()
+        let second = try fs.lookup(parent: Self.root, name: "c.txt")
+        XCTAssertEqual(store.total, 0)
+        XCTAssertEqual(second, first)
+        _ = try fs.getattr(first.ino)
+        XCTAssertEqual(store.total, 0)
+    }
+
+    func testLookupWithZeroTTLAsksTheStoreEveryTime() throws {
+        let base = MemoryObjectStore()
+        try put(base, "c.txt", "v1")
+        let store = CountingStore(base)
+        let fs = try makeFileSystem(store, metadataTTL: 0)
+
+        let first = try fs.lookup(parent: Self.root, name: "c.txt")
+        store.reset()
+        try put(base, "c.txt", "version 2")
+        let second = try fs.lookup(parent: Self.root, name: "c.txt")
+        XCTAssertGreaterThan(store.total, 0)
+        XCTAssertEqual(store.count(.head), 1)
+        XCTAssertEqual(second.ino, first.ino, "same kind: the inode number is kept")
+        XCTAssertEqual(second.size, 9)
+    }
+
+    func testNegativeLookupIsCached() throws {
+        let store = CountingStore(MemoryObjectStore())
+        let fs = try makeFileSystem(store, negativeTTL: 60)
+        assertFails(.notFound) { () throws(FSError) in try fs.lookup(parent: Self.root, name: "nope") }
+        store.reset()
+        assertFails(.notFound) { () throws(FSError) in try fs.lookup(parent: Self.root, name: "nope") }
+        XCTAssertEqual(store.total, 0)
+    }
+
+    func testCreateClearsNegativeEntry() throws {
+        let store = MemoryObjectStore()
+        let fs = try makeFileSystem(store, negativeTTL: 60)
+        assertFails(.notFound) { () throws(FSError) in try fs.lookup(parent: Self.root, name: "later") }
+        let (file, handle) = try fs.create(parent: Self.root, name: "later", permissions: 0o644, flags: O_WRONLY, caller: caller)
+        XCTAssertEqual(try fs.lookup(parent: Self.root, name: "later").ino, file.ino)
+        fs.release(file.ino, handle: handle)
+        XCTAssertEqual(try keys(store), ["later"])
+    }
+
+    func testReadDirectoryCostsOneListAndNoHead() throws {
+        let base = MemoryObjectStore()
+        for i in 1...5 { try put(base, "d/file\(i)", String(repeating: "x", count: i)) }
+        let store = CountingStore(base)
+        let fs = try makeFileSystem(store)
+        let dir = try fs.lookup(parent: Self.root, name: "d")
+        store.reset()
+
+        let handle = try fs.openDirectory(dir.ino)
+        defer { fs.releaseDirectory(handle: handle) }
+        var listing: [DirectoryEntry] = []
+        try fs.readDirectory(dir.ino, handle: handle, offset: 0, plus: false) { listing.append($0); return true }
+
+        XCTAssertEqual(store.count(.list), 1)
+        XCTAssertEqual(store.count(.head), 0)
+        XCTAssertEqual(store.total, 1)
+        XCTAssertEqual(listing.map(\.name), [".", "..", "file1", "file2", "file3", "file4", "file5"])
+        XCTAssertEqual(listing.dropFirst(2).map(\.attributes.size), [1, 2, 3, 4, 5])
+        XCTAssertTrue(listing.dropFirst(2).allSatisfy { $0.attributes.kind == .file })
+
+        // The listing fed the attribute cache: looking up its entries (as `ls -l` does) costs nothing.
+        store.reset()
+        let third = try fs.lookup(parent: dir.ino, name: "file3")
+        XCTAssertEqual(store.total, 0)
+        XCTAssertEqual(third.ino, listing[4].attributes.ino)
+        XCTAssertEqual(third.size, 3)
+    }
+
+    func testDotEntriesPointAtDirectoryAndParent() throws {
+        let store = MemoryObjectStore()
+        try put(store, "a/b/c", "x")
+        let fs = try makeFileSystem(store)
+        let a = try fs.lookup(parent: Self.root, name: "a")
+        let b = try fs.lookup(parent: a.ino, name: "b")
+        let listing = try entries(fs, b.ino)
+        XCTAssertEqual(listing.map(\.name), [".", "..", "c"])
+        XCTAssertEqual(listing[0].attributes.ino, b.ino)
+        XCTAssertEqual(listing[1].attributes.ino, a.ino)
+        let rootListing = try entries(fs, Self.root)
+        XCTAssertEqual(rootListing[0].attributes.ino, Self.root)
+        XCTAssertEqual(rootListing[1].attributes.ino, Self.root)
+    }
+
+    func testOpenDirectoryOnFileIsNotDirectory() throws {
+        let store = MemoryObjectStore()
+        try put(store, "f", "x")
+        let fs = try makeFileSystem(store)
+        let file = try fs.lookup(parent: Self.root, name: "f")
+        assertFails(.notDirectory) { () throws(FSError) in try fs.openDirectory(file.ino) }
+        assertFails(.isDirectory) { () throws(FSError) in try fs.open(Self.root, flags: O_RDONLY) }
+    }
+
+    func testMountUnderAPrefixSeesAndWritesOnlyItsKeys() throws {
+        let store = MemoryObjectStore()
+        try put(store, "team/alice/notes.txt", "mine")
+        try put(store, "team/alice/sub/deep.txt", "deep")
+        try put(store, "team/bob/secret.txt", "not mine")
+        try put(store, "top.txt", "outside")
+        let fs = try makeFileSystem(store, prefix: "team/alice/")
+
+        XCTAssertEqual(try names(fs, Self.root), [".", "..", "notes.txt", "sub"])
+        assertFails(.notFound) { () throws(FSError) in try fs.lookup(parent: Self.root, name: "top.txt") }
+        let sub = try fs.lookup(parent: Self.root, name: "sub")
+        XCTAssertEqual(try names(fs, sub.ino), [".", "..", "deep.txt"])
+
+        let (file, handle) = try fs.create(parent: sub.ino, name: "new.txt", permissions: 0o644, flags: O_WRONLY, caller: caller)
+        try write(fs, file.ino, handle: handle, at: 0, "written")
+        try fs.flush(file.ino, handle: handle)
+        fs.release(file.ino, handle: handle)
+        _ = try fs.mkdir(parent: Self.root, name: "made", permissions: 0o755, caller: caller)
+        XCTAssertEqual(try body(store, "team/alice/sub/new.txt"), "written")
+        XCTAssertEqual(try keys(store, prefix: "team/alice/"),
+                       ["team/alice/made/", "team/alice/notes.txt", "team/alice/sub/deep.txt", "team/alice/sub/new.txt"])
+        XCTAssertEqual(try keys(store).count, 6)
+    }
+
+    // MARK: Pagination
+
+    func testReadDirectoryResumesFromNextOffset() throws {
+        let store = MemoryObjectStore()
+        for name in ["e", "a", "c", "b", "d"] { try put(store, name, name) }
+        let fs = try makeFileSystem(store)
+        let handle = try fs.openDirectory(Self.root)
+        defer { fs.releaseDirectory(handle: handle) }
+
+        var firstPage: [DirectoryEntry] = []
+        try fs.readDirectory(Self.root, handle: handle, offset: 0, plus: false) { entry in
+            guard firstPage.count < 3 else { return false }
+            firstPage.append(entry)
+            return true
+        }
+        XCTAssertEqual(firstPage.count, 3)
+        let resume = try XCTUnwrap(firstPage.last?.nextOffset)
+
+        var secondPage: [DirectoryEntry] = []
+        try fs.readDirectory(Self.root, handle: handle, offset: resume, plus: false) { secondPage.append($0); return true }
+
+        let names = (firstPage + secondPage).map(\.name)
+        XCTAssertEqual(names, [".", "..", "a", "b", "c", "d", "e"])
+        XCTAssertEqual(Set(names).count, names.count)
+        XCTAssertEqual(names.filter { $0 == "." }.count, 1)
+        XCTAssertEqual(names.filter { $0 == ".." }.count, 1)
+
+        // Past the end: nothing more.
+        var afterEnd: [DirectoryEntry] = []
+        let end = try XCTUnwrap(secondPage.last?.nextOffset)
+        try fs.readDirectory(Self.root, handle: handle, offset: end, plus: false) { afterEnd.append($0); return true }
+        XCTAssertEqual(afterEnd, [])
+    }
+
+    func testResumedReadUsesTheSnapshotTakenAtOffsetZero() throws {
+        let base = MemoryObjectStore()
+        for name in ["a", "b", "c", "d"] { try put(base, name, name) }
+        let store = CountingStore(base)
+        let fs = try makeFileSystem(store)
+        let handle = try fs.openDirectory(Self.root)
+        defer { fs.releaseDirectory(handle: handle) }
+
+        var firstPage: [String] = []
+        var resume: UInt64 = 0
+        try fs.readDirectory(Self.root, handle: handle, offset: 0, plus: false) { entry in
+            guard firstPage.count < 3 else { return false }
+            firstPage.append(entry.name)
+            resume = entry.nextOffset
+            return true
+        }
+        // A key appearing mid-listing neither shifts nor duplicates entries of this handle.
+        try put(base, "aa", "new")
+        store.reset()
+        var rest: [String] = []
+        try fs.readDirectory(Self.root, handle: handle, offset: resume, plus: false) { rest.append($0.name); return true }
+        XCTAssertEqual(store.total, 0)
+        XCTAssertEqual(firstPage + rest, [".", "..", "a", "b", "c", "d"])
+    }
+
+    func testReaddirplusCountsLookupsSoForgetBalancesThem() throws {
+        let store = MemoryObjectStore()
+        try put(store, "f", "x")
+        let fs = try makeFileSystem(store)
+        let handle = try fs.openDirectory(Self.root)
+        var seen: [DirectoryEntry] = []
+        try fs.readDirectory(Self.root, handle: handle, offset: 0, plus: true) { seen.append($0); return true }
+        fs.releaseDirectory(handle: handle)
+        let file = try XCTUnwrap(seen.first { $0.name == "f" })
+
+        // readdirplus counted one lookup: the node stays until the kernel forgets it.
+        XCTAssertEqual(try fs.getattr(file.attributes.ino).ino, file.attributes.ino)
+        fs.forget(file.attributes.ino, count: 1)
+        assertFails(.notFound) { () throws(FSError) in try fs.getattr(file.attributes.ino) }
+    }
+
+    func testPlainReaddirEntriesAreEvictedWhenHandleIsReleased() throws {
+        let store = MemoryObjectStore()
+        try put(store, "f", "x")
+        let fs = try makeFileSystem(store)
+        let listing = try entries(fs, Self.root)     // releases its handle
+        let file = try XCTUnwrap(listing.first { $0.name == "f" })
+        assertFails(.notFound) { () throws(FSError) in try fs.getattr(file.attributes.ino) }
+    }
+}
