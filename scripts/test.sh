@@ -12,6 +12,6 @@ python3 -m pytest --version >/dev/null 2>&1 || python3 -m pip install -q pytest
 echo "==> building"
 swift build --build-tests
 echo "==> unit tests"
-swift test --skip-build
+swift test --skip-build --disable-swift-testing
 echo "==> real-mount tests"
 BUCKETFS_BIN="$PWD/.build/debug/bucketfs" python3 -m pytest -q Tests/integration "$@"

@@ -62,13 +62,34 @@ public struct Configuration: Equatable, Sendable {
         do { text = try String(contentsOfFile: path, encoding: .utf8) } catch {
             throw CLIError("cannot read config file \(path): \(error.localizedDescription)")
         }
-        let loaded: Any?
-        do { loaded = try Yams.load(yaml: text) } catch {
+        let document: Node?
+        do { document = try Yams.compose(yaml: text) } catch {
             throw CLIError("config file \(path) is not valid YAML: \(Self.oneLine(error))")
         }
-        guard let loaded else { return }
-        guard let root = loaded as? [String: Any] else { throw CLIError("config file \(path): expected a mapping at the top") }
+        guard let document else { return }
+        guard let root = Self.plain(document) as? [String: Any] else {
+            throw CLIError("config file \(path): expected a mapping at the top")
+        }
         try apply(root, path: path)
+    }
+
+    /// The document with every scalar as the text written, so that `file_mode: 0644` stays the digits "0644"
+    /// (YAML 1.1 would read an octal number, 1.2 a decimal one) and each key is parsed by its own rule.
+    /// A plain `null`, `~` or empty value becomes NSNull: the key is left at its default.
+    static func plain(_ node: Node) -> Any {
+        switch node {
+        case .scalar(let scalar):
+            if scalar.style == .plain && ["", "~", "null", "Null", "NULL"].contains(scalar.string) { return NSNull() }
+            return scalar.string
+        case .mapping(let mapping):
+            var result: [String: Any] = [:]
+            for (key, value) in mapping { result[key.string ?? "\(key)"] = plain(value) }
+            return result
+        case .sequence(let sequence):
+            return sequence.map(plain)
+        case .alias:
+            return NSNull()
+        }
     }
 
     mutating func apply(_ root: [String: Any], path: String) throws(CLIError) {
@@ -77,7 +98,7 @@ public struct Configuration: Equatable, Sendable {
             switch key {
             case "storage":
                 let section = try reader.mapping(value, key: "storage")
-                for (k, v) in section {
+                for (k, v) in section where !(v is NSNull) {
                     let name = "storage.\(k)"
                     switch k {
                     case "type": storage.type = try reader.string(v, key: name)
@@ -95,8 +116,9 @@ public struct Configuration: Equatable, Sendable {
                     }
                 }
             case "mount":
-                for (k, v) in try reader.mapping(value, key: "mount") {
-                    try setMountOption(k, value: v, reader: &reader, origin: "config key \"mount.\(k)\" in \(path)")
+                for (k, v) in try reader.mapping(value, key: "mount") where !(v is NSNull) {
+                    try setMountOption(k, value: v, reader: &reader, label: "mount.\(k)",
+                                       origin: "config key \"mount.\(k)\" in \(path)")
                 }
             default:
                 throw CLIError("unknown config key \"\(key)\" in \(path)")
@@ -105,7 +127,7 @@ public struct Configuration: Equatable, Sendable {
     }
 
     private mutating func applyLock(_ section: [String: Any], reader: inout YAMLReader) throws(CLIError) {
-        for (k, v) in section {
+        for (k, v) in section where !(v is NSNull) {
             let name = "storage.lock.\(k)"
             switch k {
             case "strategy":
@@ -140,26 +162,27 @@ public struct Configuration: Equatable, Sendable {
             case "rw": mount.readOnly = false
             case "debug": mount.logLevel = "debug"
             case "config": continue    // read before everything else by the caller
-            default: try setMountOption(key, value: value, reader: &reader, origin: "mount option \"\(key)\"")
+            default: try setMountOption(key, value: value, reader: &reader, label: key, origin: "mount option \"\(key)\"")
             }
         }
     }
 
-    private mutating func setMountOption(_ key: String, value: Any, reader: inout YAMLReader, origin: String) throws(CLIError) {
+    private mutating func setMountOption(_ key: String, value: Any, reader: inout YAMLReader, label: String,
+                                         origin: String) throws(CLIError) {
         switch key {
-        case "uid": mount.uid = UInt32(try reader.int(value, key: key, min: 0))
-        case "gid": mount.gid = UInt32(try reader.int(value, key: key, min: 0))
-        case "file_mode": mount.fileMode = try reader.mode(value, key: key)
-        case "dir_mode": mount.dirMode = try reader.mode(value, key: key)
-        case "ro", "read_only": mount.readOnly = try reader.bool(value, key: key)
-        case "allow_other": mount.allowOther = try reader.bool(value, key: key)
-        case "metadata_ttl": mount.metadataTTL = try reader.double(value, key: key)
-        case "negative_ttl": mount.negativeTTL = try reader.double(value, key: key)
-        case "cache_dir": mount.cacheDir = try reader.string(value, key: key)
+        case "uid": mount.uid = UInt32(try reader.int(value, key: label, min: 0))
+        case "gid": mount.gid = UInt32(try reader.int(value, key: label, min: 0))
+        case "file_mode": mount.fileMode = try reader.mode(value, key: label)
+        case "dir_mode": mount.dirMode = try reader.mode(value, key: label)
+        case "ro", "read_only": mount.readOnly = try reader.bool(value, key: label)
+        case "allow_other": mount.allowOther = try reader.bool(value, key: label)
+        case "metadata_ttl": mount.metadataTTL = try reader.double(value, key: label)
+        case "negative_ttl": mount.negativeTTL = try reader.double(value, key: label)
+        case "cache_dir": mount.cacheDir = try reader.string(value, key: label)
         case "log_level":
-            let level = try reader.string(value, key: key)
+            let level = try reader.string(value, key: label)
             guard ["trace", "debug", "info", "notice", "warning", "error", "critical"].contains(level) else {
-                throw CLIError("bad value for \(key): \"\(level)\" (expected trace, debug, info, warning or error)")
+                throw CLIError("bad value for \(label): \"\(level)\" (expected trace, debug, info, warning or error)")
             }
             mount.logLevel = level
         default: throw CLIError("unknown \(origin)")
@@ -238,22 +261,19 @@ struct YAMLReader {
     }
 
     func string(_ value: Any, key: String) throws(CLIError) -> String {
-        switch value {
-        case let s as String: return s
-        case let i as Int: return String(i)
-        default: throw bad(key, "a string")
-        }
+        guard let s = value as? String else { throw bad(key, "a string") }
+        return s
     }
 
     func int(_ value: Any, key: String, min: Int) throws(CLIError) -> Int {
-        let parsed: Int? = (value as? Int) ?? (value as? String).flatMap { Int($0) }
-        guard let parsed, parsed >= min else { throw bad(key, "an integer ≥ \(min)") }
+        guard let parsed = (value as? String).flatMap({ Int($0) }), parsed >= min else {
+            throw bad(key, "an integer ≥ \(min)")
+        }
         return parsed
     }
 
     func double(_ value: Any, key: String) throws(CLIError) -> Double {
-        let parsed: Double? = (value as? Double) ?? (value as? Int).map(Double.init) ?? (value as? String).flatMap { Double($0) }
-        guard let parsed, parsed >= 0 else { throw bad(key, "a number ≥ 0") }
+        guard let parsed = (value as? String).flatMap({ Double($0) }), parsed >= 0 else { throw bad(key, "a number ≥ 0") }
         return parsed
     }
 
@@ -266,9 +286,9 @@ struct YAMLReader {
         }
     }
 
-    /// An octal permission mode such as `0644` or `644` (YAML may hand it over as an integer).
+    /// An octal permission mode such as `0644` or `644`.
     func mode(_ value: Any, key: String) throws(CLIError) -> UInt32 {
-        let text = (value as? String) ?? (value as? Int).map { String($0) } ?? ""
+        let text = value as? String ?? ""
         guard let parsed = UInt32(text, radix: 8), parsed <= 0o7777 else { throw bad(key, "an octal mode such as 0644") }
         return parsed
     }

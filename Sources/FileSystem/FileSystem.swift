@@ -112,8 +112,9 @@ public final class FileSystem: Sendable {
             }
         }
         let now = FileTime.now()
-        let (node, uploadNow): (Node, Bool) = try state.withLock { s throws(FSError) in
+        let (before, node, uploadNow): (Node, Node, Bool) = try state.withLock { s throws(FSError) in
             guard var node = s.table[ino] else { throw FSError.notFound }
+            let before = node
             if let p = changes.permissions { node.permissions = p & 0o7777 }
             if let u = changes.uid { node.uid = u }
             if let g = changes.gid { node.gid = g }
@@ -128,14 +129,24 @@ public final class FileSystem: Sendable {
                 if node.staged != nil { node.dirty = true }
             }
             s.table[ino] = node
-            return (node, node.staged != nil && node.openHandles == 0)
+            return (before, node, node.staged != nil && node.openHandles == 0)
         }
         if uploadNow {
             // truncate(2) on a file nobody has open: nothing will close it, so upload now.
             defer { dropStagedIfIdle(ino) }
             try upload(ino)
         } else if changes.changesMetadata && node.staged == nil && !node.path.isEmpty {
-            try storeMetadata(of: node)
+            do {
+                try storeMetadata(of: node)
+            } catch {
+                state.withLock { s in
+                    guard var current = s.table[ino] else { return }
+                    (current.permissions, current.uid, current.gid) = (before.permissions, before.uid, before.gid)
+                    (current.mtime, current.ctime, current.metadataKnown) = (before.mtime, before.ctime, before.metadataKnown)
+                    s.table[ino] = current
+                }
+                throw error
+            }
         }
         return try getattr(ino)
     }
@@ -383,6 +394,18 @@ public final class FileSystem: Sendable {
             if acceptName(name, key: object.key) { objects[name] = object }
         }
         let directoryNames = Set(directories)
+        // A symlink is a zero-byte object that only its metadata tells apart from an empty file: HEAD the
+        // zero-byte entries a LIST gave without metadata, unless this version was seen already.
+        let unknownEmpty = state.withLock { s in
+            objects.filter { name, object in
+                guard object.metadata == nil, object.size == 0, !directoryNames.contains(name) else { return false }
+                let known = s.table.node(at: KeyMapping.join(node.path, name))
+                return !(known?.version == object.version && known?.metadataKnown == true)
+            }.map(\.key)
+        }
+        for name in unknownEmpty {
+            if let full = try? store.head(objects[name]!.key) { objects[name] = full }
+        }
         return state.withLock { s in
             if let marker { s.table[ino].map { s.table[ino] = apply(observation: .object(marker), to: $0) } }
             let parentIno = node.path.isEmpty ? ino : (s.table.ino(at: KeyMapping.parent(of: node.path)) ?? ino)
@@ -566,7 +589,11 @@ public final class FileSystem: Sendable {
         } catch {
             let saved = recovery.save(stagedPath: job.staged.path, key: key, reason: error.description)
             if saved == nil { state.withLock { $0.table[ino]?.preserveStaged = true } }
-            if case .preconditionFailed = error { throw FSError.stale("\(key) was changed by another writer") }
+            switch (error, job.options.condition) {
+            case (.preconditionFailed, _), (.notFound, .ifVersionMatches):
+                throw FSError.stale("\(key) was changed or deleted by another writer")
+            default: break
+            }
             throw FSError.io("upload of \(key) failed: \(error)")
         }
         recordUpload(ino, info)
@@ -642,11 +669,12 @@ public final class FileSystem: Sendable {
     /// Copies the object into `fd` in bounded ranges. Later uploads are conditional on the version downloaded.
     private func download(path: String, into fd: Int32, ino: UInt64) throws(FSError) {
         let key = keys.key(for: path)
+        // The version seen at open: the content written on top of must be that one.
+        var version = state.withLock { $0.table[ino]?.version }
         var offset: UInt64 = 0
-        var version: String?
         while true {
             let chunk = try storeCall { try store.get(key, range: offset..<(offset + Self.downloadChunk)) }
-            if let version, version != chunk.info.version { throw FSError.stale("\(key) changed while it was read") }
+            if let version, version != chunk.info.version { throw FSError.stale("\(key) was changed by another writer") }
             version = chunk.info.version
             let written = chunk.body.withUnsafeBytes { pwrite(fd, $0.baseAddress, $0.count, off_t(offset)) }
             guard written == chunk.body.count else { throw FSError.io("staging write failed for \(key)") }
@@ -760,7 +788,14 @@ public final class FileSystem: Sendable {
         let kind: NodeKind
         switch observation {
         case .implicitDirectory, .directory: kind = .directory
-        case .object(let info): kind = info.metadata?["symlink"] != nil ? .symlink : .file
+        case .object(let info):
+            if let metadata = info.metadata {
+                kind = metadata["symlink"] != nil ? .symlink : .file
+            } else if let known = s.table.node(at: path), known.kind != .directory, known.version == info.version {
+                kind = known.kind    // a LIST entry cannot tell a symlink from a file; a HEAD did
+            } else {
+                kind = .file
+            }
         }
         s.negative.removeValue(forKey: path)
         if let existing = s.table.node(at: path), existing.kind == kind {

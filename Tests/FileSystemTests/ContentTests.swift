@@ -203,8 +203,6 @@ final class ContentTests: FileSystemTestCase {
 
     /// The contract (DESIGN.md, "Conflict detection"): the upload is conditional on the version seen at open.
     func testChangeBehindOurBackAfterOpenIsStale() throws {
-        try skipKnownBug("the first write downloads the object and adopts its *current* version, so a change made "
-                         + "between open and the first write is silently merged and overwritten")
         let store = MemoryObjectStore()
         try put(store, "c", "original")
         let fs = try makeFileSystem(store)
@@ -372,8 +370,6 @@ final class ContentTests: FileSystemTestCase {
     }
 
     func testFailedMetadataChangeIsNotShownAsDone() throws {
-        try skipKnownBug("setattr updates the node before storeMetadata; when the store call fails, stat shows the "
-                         + "new mode until the metadata TTL expires")
         let base = MemoryObjectStore()
         try put(base, "f", "abc")
         let store = FailingStore(base)

@@ -329,8 +329,6 @@ final class NamespaceTests: FileSystemTestCase {
     }
 
     func testSymlinkStaysASymlinkInListings() throws {
-        try skipKnownBug("a LIST entry has no metadata, so upsert() sees a zero-byte *file* and replaces the "
-                         + "symlink node; after readdirplus, lookups within the TTL say it is a regular file")
         let store = MemoryObjectStore()
         let fs = try makeFileSystem(store)
         let link = try fs.symlink(parent: Self.root, name: "ln", target: "target", caller: caller)
