@@ -6,7 +6,8 @@ import Synchronization
 /// store calls a filesystem operation costs.
 final class CountingStore: ObjectStore {
     enum Operation: String, Sendable, CaseIterable {
-        case head, get, list, put, delete, copy, multipart
+        case head, get, list, put, delete, copy
+        case createMultipartUpload, uploadPart, completeMultipartUpload, abortMultipartUpload, listMultipartUploads
     }
 
     let base: any ObjectStore
@@ -55,28 +56,28 @@ final class CountingStore: ObjectStore {
     }
 
     func createMultipartUpload(_ key: String, options: PutOptions) throws(ObjectStoreError) -> String {
-        record(.multipart)
+        record(.createMultipartUpload)
         return try base.createMultipartUpload(key, options: options)
     }
 
     func uploadPart(_ key: String, uploadID: String, number: Int, body: PutBody) throws(ObjectStoreError) -> String {
-        record(.multipart)
+        record(.uploadPart)
         return try base.uploadPart(key, uploadID: uploadID, number: number, body: body)
     }
 
     func completeMultipartUpload(_ key: String, uploadID: String, parts: [CompletedPart],
                                  condition: PutCondition) throws(ObjectStoreError) -> ObjectInfo {
-        record(.multipart)
+        record(.completeMultipartUpload)
         return try base.completeMultipartUpload(key, uploadID: uploadID, parts: parts, condition: condition)
     }
 
     func abortMultipartUpload(_ key: String, uploadID: String) throws(ObjectStoreError) {
-        record(.multipart)
+        record(.abortMultipartUpload)
         try base.abortMultipartUpload(key, uploadID: uploadID)
     }
 
     func listMultipartUploads(prefix: String) throws(ObjectStoreError) -> [MultipartUploadInfo] {
-        record(.multipart)
+        record(.listMultipartUploads)
         return try base.listMultipartUploads(prefix: prefix)
     }
 }

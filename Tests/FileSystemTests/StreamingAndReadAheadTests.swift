@@ -1,0 +1,124 @@
+import FileSystem
+import Foundation
+import Glibc
+import Logging
+import ObjectStore
+import XCTest
+
+/// Sequential writes streamed as multipart uploads, and read-ahead for sequential reads.
+final class StreamingAndReadAheadTests: FileSystemTestCase {
+    static let partSize = 1 << 20
+
+    func makeStreamingFileSystem(_ store: any ObjectStore) throws -> FileSystem {
+        let options = FileSystemOptions(uid: 100, gid: 200, metadataTTL: 60, negativeTTL: 60,
+                                        cacheDirectory: try makeCacheDirectory(), multipartPartSize: Self.partSize)
+        return try FileSystem(store: store, options: options, logger: Logger(label: "bucketfs.tests"))
+    }
+
+    func bytes(_ count: Int, seed: UInt8) -> [UInt8] {
+        (0..<count).map { UInt8(truncatingIfNeeded: $0 &* 31) ^ seed }
+    }
+
+    func write(_ fs: FileSystem, _ ino: UInt64, _ handle: UInt64, _ data: [UInt8], at offset: UInt64) throws {
+        _ = try data.withUnsafeBytes { (buffer) throws(FSError) in
+            try fs.write(ino, handle: handle, offset: offset, data: buffer)
+        }
+    }
+
+    func testSequentialWriteStreamsPartsBeforeClose() throws {
+        let store = CountingStore(MemoryObjectStore())
+        let fs = try makeStreamingFileSystem(store)
+        let created = try fs.create(parent: Self.root, name: "big", permissions: 0o600, flags: O_WRONLY, caller: caller)
+        let content = bytes(3 * Self.partSize + 12345, seed: 7)
+        for offset in stride(from: 0, to: content.count, by: 128 << 10) {
+            let chunk = Array(content[offset..<min(content.count, offset + (128 << 10))])
+            try write(fs, created.attributes.ino, created.handle, chunk, at: UInt64(offset))
+        }
+        // Before close: an upload is in progress and its full parts are already sent.
+        XCTAssertEqual(try store.listMultipartUploads(prefix: "").map(\.key), ["big"])
+        XCTAssertGreaterThanOrEqual(store.count(.uploadPart), 3)
+        XCTAssertThrowsError(try store.head("big"))
+
+        try fs.flush(created.attributes.ino, handle: created.handle)
+        fs.release(created.attributes.ino, handle: created.handle)
+        XCTAssertEqual(Array(try store.get("big").body), content)
+        XCTAssertEqual(store.count(.uploadPart), 4, "three full parts and the rest")
+        XCTAssertEqual(store.count(.put), 0, "no second upload of the whole file")
+        XCTAssertEqual(try store.listMultipartUploads(prefix: ""), [])
+        XCTAssertEqual(try store.head("big").metadata?["mode"], String(0o100600))
+    }
+
+    func testSmallFileIsOnePut() throws {
+        let store = CountingStore(MemoryObjectStore())
+        let fs = try makeStreamingFileSystem(store)
+        let created = try fs.create(parent: Self.root, name: "small", permissions: 0o644, flags: O_WRONLY, caller: caller)
+        try write(fs, created.attributes.ino, created.handle, bytes(1000, seed: 1), at: 0)
+        try fs.flush(created.attributes.ino, handle: created.handle)
+        XCTAssertEqual(store.count(.put), 1)
+        XCTAssertEqual(store.count(.createMultipartUpload), 0)
+        XCTAssertEqual(try store.get("small").body.count, 1000)
+    }
+
+    func testRewriteBehindTheStreamFallsBackToOneUploadOfTheWholeFile() throws {
+        let store = CountingStore(MemoryObjectStore())
+        let fs = try makeStreamingFileSystem(store)
+        let created = try fs.create(parent: Self.root, name: "f", permissions: 0o644, flags: O_WRONLY, caller: caller)
+        var content = bytes(2 * Self.partSize + 10, seed: 3)
+        try write(fs, created.attributes.ino, created.handle, content, at: 0)
+        XCTAssertEqual(try store.listMultipartUploads(prefix: "").count, 1)
+        // Rewrite the first bytes, which were already streamed: the stream is abandoned (and aborted).
+        try write(fs, created.attributes.ino, created.handle, [9, 9, 9], at: 0)
+        content.replaceSubrange(0..<3, with: [9, 9, 9])
+        XCTAssertEqual(try store.listMultipartUploads(prefix: ""), [])
+        try fs.flush(created.attributes.ino, handle: created.handle)
+        XCTAssertEqual(Array(try store.get("f").body), content)
+        XCTAssertEqual(store.count(.put), 1)
+    }
+
+    func testExplicitMtimeSurvivesAStreamedUpload() throws {
+        let store = MemoryObjectStore()
+        let fs = try makeStreamingFileSystem(store)
+        let created = try fs.create(parent: Self.root, name: "f", permissions: 0o644, flags: O_WRONLY, caller: caller)
+        try write(fs, created.attributes.ino, created.handle, bytes(2 * Self.partSize, seed: 5), at: 0)
+        let stamp = FileTime(seconds: 1_577_934_245, nanoseconds: 5)
+        _ = try fs.setattr(created.attributes.ino, AttributeChanges(permissions: 0o640, mtime: stamp))
+        try fs.flush(created.attributes.ino, handle: created.handle)
+        let metadata = try XCTUnwrap(try store.head("f").metadata)
+        XCTAssertEqual(metadata["mtime"], stamp.metadataValue)
+        XCTAssertEqual(metadata["mode"], String(0o100640))
+    }
+
+    func testSequentialReadFetchesLargeRangesAndReturnsTheRightBytes() throws {
+        let base = MemoryObjectStore()
+        let content = bytes(6 << 20, seed: 11)
+        try base.put("r", data: Data(content))
+        let store = CountingStore(base)
+        let fs = try makeFileSystem(store)
+        let ino = try fs.lookup(parent: Self.root, name: "r").ino
+        let handle = try fs.open(ino, flags: O_RDONLY).handle
+        var read: [UInt8] = []
+        let request = 128 << 10
+        while read.count < content.count {
+            read += Array(try fs.read(ino, handle: handle, offset: UInt64(read.count), size: request))
+        }
+        fs.release(ino, handle: handle)
+        XCTAssertEqual(read, content)
+        // 48 kernel-sized reads; the growing window turns them into far fewer GETs.
+        XCTAssertLessThanOrEqual(store.count(.get), 12)
+    }
+
+    func testSeekReadsTheRightBytes() throws {
+        let store = MemoryObjectStore()
+        let content = bytes(5 << 20, seed: 13)
+        try store.put("s", data: Data(content))
+        let fs = try makeFileSystem(store)
+        let ino = try fs.lookup(parent: Self.root, name: "s").ino
+        let handle = try fs.open(ino, flags: O_RDONLY).handle
+        for offset in [4_000_000, 17, 2_500_000, 5_242_000, 1 << 20] {
+            let got = Array(try fs.read(ino, handle: handle, offset: UInt64(offset), size: 4096))
+            XCTAssertEqual(got, Array(content[offset..<min(content.count, offset + 4096)]), "at \(offset)")
+        }
+        XCTAssertEqual(try fs.read(ino, handle: handle, offset: UInt64(content.count), size: 10).count, 0)
+        fs.release(ino, handle: handle)
+    }
+}
