@@ -1,4 +1,5 @@
 import Foundation
+import ObjectStore
 import Yams
 
 /// The effective configuration of a mount. Precedence: defaults < YAML file < CLI flags < `-o` options.
@@ -24,6 +25,11 @@ public struct Configuration: Equatable, Sendable {
         public var endpointURL: String?
         public var accessKeyID: String?
         public var secretAccessKey: String?
+        public var sessionToken: String?
+        public var profile: String?
+        /// Path-style addressing; nil lets the S3 backend choose (path-style for custom endpoints).
+        public var pathStyle: Bool?
+        public var noSignRequest = false
         public var projectID: String?
         public var credentialsFile: String?
         public var lock = Lock()
@@ -39,6 +45,10 @@ public struct Configuration: Equatable, Sendable {
         public var metadataTTL = 1.0
         public var negativeTTL = 1.0
         public var cacheDir: String = Configuration.defaultCacheDirectory()
+        /// Part size of streamed multipart uploads (S3); 0 turns streaming off.
+        public var partSizeMiB = 8
+        public var partsInFlight = 4
+        public var readAheadMiB = 128
         public var logLevel = "info"
     }
 
@@ -109,6 +119,10 @@ public struct Configuration: Equatable, Sendable {
                     case "endpoint_url": storage.endpointURL = try reader.string(v, key: name)
                     case "aws_access_key_id": storage.accessKeyID = try reader.string(v, key: name)
                     case "aws_secret_access_key": storage.secretAccessKey = try reader.string(v, key: name)
+                    case "aws_session_token": storage.sessionToken = try reader.string(v, key: name)
+                    case "profile": storage.profile = try reader.string(v, key: name)
+                    case "path_style": storage.pathStyle = try reader.bool(v, key: name)
+                    case "no_sign_request": storage.noSignRequest = try reader.bool(v, key: name)
                     case "project_id": storage.projectID = try reader.string(v, key: name)
                     case "credentials_file": storage.credentialsFile = try reader.string(v, key: name)
                     case "lock": try applyLock(try reader.mapping(v, key: name), reader: &reader)
@@ -179,6 +193,14 @@ public struct Configuration: Equatable, Sendable {
         case "metadata_ttl": mount.metadataTTL = try reader.double(value, key: label)
         case "negative_ttl": mount.negativeTTL = try reader.double(value, key: label)
         case "cache_dir": mount.cacheDir = try reader.string(value, key: label)
+        case "part_size_mib":
+            let size = try reader.int(value, key: label, min: 0)
+            guard size == 0 || (5...5120).contains(size) else {
+                throw CLIError("bad value for \(label): \(size) (S3 parts are 5 to 5120 MiB; 0 turns streaming off)")
+            }
+            mount.partSizeMiB = size
+        case "parts_in_flight": mount.partsInFlight = try reader.int(value, key: label, min: 1)
+        case "read_ahead_mib": mount.readAheadMiB = try reader.int(value, key: label, min: 0)
         case "log_level":
             let level = try reader.string(value, key: label)
             guard ["trace", "debug", "info", "notice", "warning", "error", "critical"].contains(level) else {
@@ -207,6 +229,10 @@ public struct Configuration: Equatable, Sendable {
             "  endpoint_url: \(quoted(storage.endpointURL))",
             "  aws_access_key_id: \(quoted(storage.accessKeyID))",
             "  aws_secret_access_key: \(secret(storage.secretAccessKey))",
+            "  aws_session_token: \(secret(storage.sessionToken))",
+            "  profile: \(quoted(storage.profile))",
+            "  path_style: \(storage.pathStyle.map { "\($0)" } ?? "null")",
+            "  no_sign_request: \(storage.noSignRequest)",
             "  project_id: \(quoted(storage.projectID))",
             "  credentials_file: \(quoted(storage.credentialsFile))",
             "  lock:",
@@ -229,6 +255,9 @@ public struct Configuration: Equatable, Sendable {
             "  metadata_ttl: \(mount.metadataTTL)",
             "  negative_ttl: \(mount.negativeTTL)",
             "  cache_dir: \(quoted(mount.cacheDir))",
+            "  part_size_mib: \(mount.partSizeMiB)",
+            "  parts_in_flight: \(mount.partsInFlight)",
+            "  read_ahead_mib: \(mount.readAheadMiB)",
             "  log_level: \(quoted(mount.logLevel))",
         ]
         return lines.joined(separator: "\n") + "\n"
@@ -243,6 +272,14 @@ public struct Configuration: Equatable, Sendable {
         case "gcs": return storage.bucket.map { "gs://\($0)/\(storage.prefix ?? "")" }
         default: return nil
         }
+    }
+
+    /// S3 settings for `bucket`; what is unset here comes from the environment and `~/.aws`.
+    public func s3Configuration(bucket: String) -> S3Configuration {
+        S3Configuration(bucket: bucket, region: storage.regionName, endpointURL: storage.endpointURL,
+                        pathStyle: storage.pathStyle, accessKeyID: storage.accessKeyID,
+                        secretAccessKey: storage.secretAccessKey, sessionToken: storage.sessionToken,
+                        profile: storage.profile, noSignRequest: storage.noSignRequest)
     }
 
     static func oneLine(_ error: Error) -> String {

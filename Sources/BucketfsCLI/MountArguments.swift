@@ -5,7 +5,7 @@ struct ConfigurationOptions: ParsableArguments {
     @Option(name: .long, help: "YAML config file (storage: {...}, mount: {...}).")
     var config: String?
 
-    @Option(name: .customShort("o"), help: ArgumentHelp("Mount options, comma-separated: ro, rw, allow_other, uid=N, gid=N, file_mode=0644, dir_mode=0755, metadata_ttl=SECONDS, negative_ttl=SECONDS, cache_dir=PATH, log_level=LEVEL, debug, config=FILE.", valueName: "k=v,..."))
+    @Option(name: .customShort("o"), help: ArgumentHelp("Mount options, comma-separated: ro, rw, allow_other, uid=N, gid=N, file_mode=0644, dir_mode=0755, metadata_ttl=SECONDS, negative_ttl=SECONDS, cache_dir=PATH, part_size_mib=N, parts_in_flight=N, read_ahead_mib=N, log_level=LEVEL, debug, config=FILE.", valueName: "k=v,..."))
     var options: [String] = []
 
     @Option(help: "Owner shown for objects without uid metadata (default: the mounting user).")
@@ -27,6 +27,17 @@ struct ConfigurationOptions: ParsableArguments {
     @Option(help: "trace, debug, info, warning or error (default info).")
     var logLevel: String?
 
+    @Option(help: "S3 endpoint, e.g. http://127.0.0.1:9000 (default: AWS_ENDPOINT_URL, then AWS).")
+    var endpointURL: String?
+    @Option(help: "S3 region (default: AWS_REGION, AWS_DEFAULT_REGION, the profile's, us-east-1).")
+    var region: String?
+    @Option(help: "AWS profile in ~/.aws/credentials and ~/.aws/config (default: AWS_PROFILE, then default).")
+    var profile: String?
+    @Flag(help: "S3 path-style addressing (endpoint/bucket/key); the default with --endpoint-url.")
+    var pathStyle = false
+    @Flag(help: "Anonymous S3 access (public buckets): requests are not signed.")
+    var noSignRequest = false
+
     /// defaults < YAML < flags < -o
     func resolve() throws(CLIError) -> Configuration {
         var configuration = Configuration()
@@ -44,6 +55,11 @@ struct ConfigurationOptions: ParsableArguments {
         if let cacheDir { flags.append("cache_dir=\(cacheDir)") }
         if let logLevel { flags.append("log_level=\(logLevel)") }
         try configuration.apply(mountOptions: flags.joined(separator: ","))
+        if let endpointURL { configuration.storage.endpointURL = endpointURL }
+        if let region { configuration.storage.regionName = region }
+        if let profile { configuration.storage.profile = profile }
+        if pathStyle { configuration.storage.pathStyle = true }
+        if noSignRequest { configuration.storage.noSignRequest = true }
         try configuration.apply(mountOptions: joined)
         return configuration
     }

@@ -32,8 +32,7 @@ struct MountCommand: ParsableCommand {
         let target = try MountPointCheck.validate(mountpoint)
         try MountPointCheck.requireFuseDevice()
         // Open the store here as well, so that a missing bucket or directory is reported before forking off.
-        let store: any ObjectStore
-        do { store = try location.makeStore() } catch { throw CLIError("cannot open \(location): \(error)") }
+        let store = try Self.openStore(location, configuration: configuration)
 
         if foreground {
             try serve(store: store, location: location, mountpoint: target, configuration: configuration)
@@ -41,6 +40,23 @@ struct MountCommand: ParsableCommand {
             try DaemonLauncher.launch(source: location.description, mountpoint: target,
                                       arguments: Array(CommandLine.arguments.dropFirst()),
                                       logDirectory: configuration.mount.cacheDir + "/logs")
+        }
+    }
+
+    /// Opens the store and checks that it answers, so that a missing bucket, wrong credentials or an
+    /// unreachable endpoint end here with one line, before anything is mounted.
+    static func openStore(_ location: StoreLocation, configuration: Configuration) throws(CLIError) -> any ObjectStore {
+        do {
+            switch location.kind {
+            case .s3(let bucket, _):
+                let store = try location.makeStore(s3: configuration.s3Configuration(bucket: bucket))
+                if let s3 = store as? S3ObjectStore { try s3.validateBucket() }
+                return store
+            default:
+                return try location.makeStore()
+            }
+        } catch {
+            throw CLIError("cannot open \(location): \(error)")
         }
     }
 
@@ -55,7 +71,10 @@ struct MountCommand: ParsableCommand {
             let options = FileSystemOptions(prefix: location.prefix, uid: m.uid, gid: m.gid, filePermissions: m.fileMode,
                                             directoryPermissions: m.dirMode, readOnly: m.readOnly,
                                             metadataTTL: m.metadataTTL, negativeTTL: m.negativeTTL,
-                                            cacheDirectory: m.cacheDir)
+                                            cacheDirectory: m.cacheDir, readAheadBudget: m.readAheadMiB << 20,
+                                            multipartPartSize: Self.streamsUploads(location) && m.partSizeMiB > 0
+                                                ? m.partSizeMiB << 20 : nil,
+                                            multipartMaxInFlight: m.partsInFlight)
             let fileSystem: FileSystem
             do { fileSystem = try FileSystem(store: store, options: options, logger: logger) } catch {
                 throw CLIError("\(error)")
@@ -77,6 +96,16 @@ struct MountCommand: ParsableCommand {
         } catch {
             readiness?.signalFailure("\(error)")
             throw error
+        }
+    }
+}
+
+extension MountCommand {
+    /// Streaming multipart pays on remote stores; on the local backend assembling parts is only an extra copy.
+    static func streamsUploads(_ location: StoreLocation) -> Bool {
+        switch location.kind {
+        case .s3, .gcs: return true
+        default: return false
         }
     }
 }

@@ -578,8 +578,13 @@ public final class FileSystem: Sendable {
         guard let job else { return }
         let key = keys.key(for: job.node.path)
         if let stream = job.node.stream {
-            if stream.key == key, let info = try? completeStream(stream, job: job) {
-                return recordUpload(ino, info)
+            if stream.key == key {
+                do throws(ObjectStoreError) {
+                    if let info = try completeStream(stream, job: job) { return recordUpload(ino, info) }
+                } catch {
+                    logger.warning("streamed upload failed; uploading the staged file instead",
+                                   metadata: ["key": "\(key)", "error": "\(error)"])
+                }
             }
             stream.abort()
         }

@@ -126,17 +126,9 @@ class MotoServer:
             sock.bind(("127.0.0.1", 0))
             self.port = sock.getsockname()[1]
         self.endpoint = f"http://127.0.0.1:{self.port}"
-        self.process = subprocess.Popen(["moto_server", "-H", "127.0.0.1", "-p", str(self.port)],
-                                        stdout=log, stderr=subprocess.STDOUT)
-        import urllib.request
-        for _ in range(100):
-            try:
-                urllib.request.urlopen(self.endpoint + "/moto-api/", timeout=1)
-                break
-            except Exception:
-                time.sleep(0.1)
-        else:
-            raise RuntimeError("moto_server did not start")
+        self.log = log
+        self.log_path = log.name
+        self.start()
         import boto3
         self.client = boto3.client("s3", endpoint_url=self.endpoint, region_name="us-east-1",
                                    aws_access_key_id="testing", aws_secret_access_key="testing")
@@ -146,9 +138,26 @@ class MotoServer:
         self.buckets += 1
         return S3Bucket(self.client, f"bucket-{self.buckets}")
 
+    def start(self):
+        self.process = subprocess.Popen(["moto_server", "-H", "127.0.0.1", "-p", str(self.port)],
+                                        stdout=self.log, stderr=subprocess.STDOUT)
+        import urllib.request
+        for _ in range(150):
+            try:
+                urllib.request.urlopen(self.endpoint + "/moto-api/", timeout=1)
+                return
+            except Exception:
+                time.sleep(0.1)
+        raise RuntimeError("moto_server did not start")
+
+    def restart(self):
+        self.stop()
+        self.start()
+
     def stop(self):
-        self.process.terminate()
-        self.process.wait(timeout=10)
+        if self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
 
 
 @pytest.fixture(scope="session")
@@ -208,11 +217,22 @@ class Mount:
         return self.path / other
 
 
+# The mount suite runs once per backend; BUCKETFS_TEST_BACKENDS=file runs the file:// half only.
+BACKENDS = [b for b in os.environ.get("BUCKETFS_TEST_BACKENDS", "file,s3").split(",") if b]
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request):
+    return request.param
+
+
 @pytest.fixture
-def make_mount(tmp_path):
+def make_mount(tmp_path, backend, request):
     mounts = []
 
     def factory(name="m", **kwargs):
+        if backend == "s3" and "bucket" not in kwargs and "source" not in kwargs:
+            kwargs["bucket"] = request.getfixturevalue("moto").new_bucket()
         m = Mount(tmp_path, name, **kwargs)
         mounts.append(m)
         return m

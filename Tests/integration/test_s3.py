@@ -1,0 +1,134 @@
+"""s3:// on moto_server: conflicts, faults and the requests each operation costs, counted by the server."""
+import errno
+import os
+import re
+import subprocess
+import time
+
+import pytest
+
+from conftest import BIN, Mount, MotoServer, S3Bucket, daemon_pid, is_mounted, run, sh
+
+pytestmark = pytest.mark.skipif("s3" not in os.environ.get("BUCKETFS_TEST_BACKENDS", "file,s3"),
+                                reason="s3 backend not selected")
+
+
+@pytest.fixture(params=["s3"])
+def backend(request):
+    return request.param
+
+
+def recovery_files(m):
+    folder = m.cache / "recovery"
+    return sorted(folder.iterdir()) if folder.exists() else []
+
+
+class RequestLog:
+    """Requests moto logged (werkzeug access lines) since `mark()`."""
+
+    def __init__(self, path):
+        self.path = path
+        self.offset = 0
+
+    def mark(self):
+        time.sleep(0.2)
+        self.offset = os.path.getsize(self.path)
+
+    def since_mark(self, bucket):
+        time.sleep(0.2)
+        with open(self.path) as f:
+            f.seek(self.offset)
+            lines = f.read().splitlines()
+        found = []
+        for line in lines:
+            m = re.search(r'"(GET|PUT|POST|HEAD|DELETE) (\S+) HTTP', line)
+            if m and m.group(2).startswith(f"/{bucket}"):
+                path = m.group(2)
+                kind = m.group(1)
+                if kind == "GET" and "list-type=2" in path:
+                    kind = "LIST"
+                found.append(kind)
+        return found
+
+
+@pytest.fixture
+def counted(moto):
+    return RequestLog(moto.log_path)
+
+
+def test_conflict_keeps_both_versions(mnt):
+    mnt.bucket.put("doc.txt", b"original")
+    f = open(mnt / "doc.txt", "r+")
+    f.write("ours")
+    f.flush()
+    mnt.bucket.put("doc.txt", b"theirs, written meanwhile")
+    with pytest.raises(OSError) as e:
+        f.close()
+    assert e.value.errno in (errno.ESTALE, errno.EIO)
+    assert mnt.bucket.get("doc.txt") == b"theirs, written meanwhile"
+    saved = [p for p in recovery_files(mnt) if p.suffix == ".data"]
+    assert len(saved) == 1 and saved[0].read_bytes() == b"oursinal"
+
+
+def test_multipart_file_read_back(mnt, tmp_path):
+    src = tmp_path / "parts"
+    sh(f"head -c {20 * 1024 * 1024 + 12345} /dev/urandom > {src}")
+    sh(f"dd if={src} of={mnt.path}/parts bs=1M status=none")
+    assert mnt.bucket.get("parts") == src.read_bytes()
+    # Three full 8 MiB parts would be two and a rest: the ETag of a multipart object ends in -<parts>.
+    etag = mnt.bucket.client.head_object(Bucket=mnt.bucket.name, Key="parts")["ETag"]
+    assert etag.strip('"').endswith("-3")
+    mnt.remount()
+    sh(f"cmp {src} {mnt.path}/parts")
+
+
+def test_append_overwrite_truncate_existing_object(mnt):
+    mnt.bucket.put("e", b"0123456789")
+    sh(f"echo -n ABC >> {mnt.path}/e")
+    assert mnt.bucket.get("e") == b"0123456789ABC"
+    sh(f"printf XY | dd of={mnt.path}/e bs=1 seek=4 conv=notrunc status=none")
+    assert mnt.bucket.get("e") == b"0123XY6789ABC"
+    run("truncate", "-s", "3", str(mnt / "e"))
+    assert mnt.bucket.get("e") == b"012"
+
+
+def test_request_counts(mnt, counted):
+    bucket = mnt.bucket.name
+    for i in range(5):
+        mnt.bucket.put(f"dir/f{i}", b"x" * (i + 1))
+    mnt.remount()
+    counted.mark()
+    run("ls", "-l", str(mnt / "dir"))
+    assert counted.since_mark(bucket).count("HEAD") == 0
+    counted.mark()
+    assert (mnt / "dir" / "f3").read_bytes() == b"xxxx"
+    assert counted.since_mark(bucket) == ["GET"]
+    counted.mark()
+    run("touch", str(mnt / "dir" / "new"))
+    assert counted.since_mark(bucket).count("PUT") == 1
+
+
+def test_store_down_then_back(make_mount, tmp_path):
+    log = open(tmp_path / "moto-fault.log", "w")
+    server = MotoServer(log)
+    bucket = S3Bucket(server.client, "fault")
+    env = dict(os.environ, AWS_ENDPOINT_URL=server.endpoint)
+    m = make_mount(bucket=bucket)
+    run(BIN, "mount", m.source, str(m.path), "--cache-dir", str(m.cache), "-o", "metadata_ttl=0", env=env)
+    try:
+        f = open(m / "during-outage.txt", "w")
+        f.write("must not be lost")
+        server.stop()
+        with pytest.raises(OSError) as e:
+            f.close()
+        assert e.value.errno == errno.EIO
+        saved = [p for p in recovery_files(m) if p.suffix == ".data"]
+        assert [p.read_bytes() for p in saved] == [b"must not be lost"]
+        # The server comes back (empty: moto keeps nothing) on the same port; the mount works again.
+        server.restart()
+        bucket = S3Bucket(server.client, "fault")
+        bucket.put("after.txt", b"back")
+        assert (m / "after.txt").read_bytes() == b"back"
+    finally:
+        m.force_cleanup()
+        server.stop()
