@@ -17,9 +17,11 @@ let package = Package(
         // System-library shims: module map + header, no logic.
         .systemLibrary(name: "CFuse", pkgConfig: "fuse3", providers: [.apt(["libfuse3-dev"])]),
         .systemLibrary(name: "CXattr"),
+        .systemLibrary(name: "CCurl", pkgConfig: "libcurl", providers: [.apt(["libcurl4-openssl-dev"])]),
+        .systemLibrary(name: "COpenSSL", pkgConfig: "openssl", providers: [.apt(["libssl-dev"])]),
 
         // Bottom layer: the ObjectStore contract and its backends. The only layer that does store I/O.
-        .target(name: "ObjectStore", dependencies: ["CXattr", .product(name: "Logging", package: "swift-log")]),
+        .target(name: "ObjectStore", dependencies: ["CXattr", "CCurl", "COpenSSL", .product(name: "Logging", package: "swift-log")]),
         // Filesystem behaviour without the kernel: inodes, caches, write staging, errno choice.
         .target(name: "FileSystem", dependencies: ["ObjectStore", .product(name: "Logging", package: "swift-log")]),
         // libfuse3 low-level adapter: ops table, replies, session lifecycle.

@@ -4,10 +4,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
 
-# fuse3: mounts; attr: getfattr; util-linux: unshare (the no-/dev/fuse test).
-install_system_packages fuse3 libfuse3-dev pkg-config attr util-linux
+# fuse3: mounts; libcurl/libssl: the S3 backend; attr: getfattr; util-linux: unshare (the no-/dev/fuse test).
+install_system_packages fuse3 libfuse3-dev pkg-config libcurl4-openssl-dev libssl-dev attr util-linux
 require_swift
-python3 -m pytest --version >/dev/null 2>&1 || python3 -m pip install -q pytest
+# pytest drives the real mounts; moto_server is the S3 the tests start on loopback; boto3 inspects it.
+python3 -c "import pytest, boto3, moto.server" 2>/dev/null || python3 -m pip install -q pytest boto3 "moto[server]"
 
 echo "==> building"
 swift build --build-tests

@@ -102,7 +102,9 @@ public final class FileSystem: Sendable {
     public func setattr(_ ino: UInt64, _ changes: AttributeChanges) throws(FSError) -> FileAttributes {
         try requireWritable()
         if let size = changes.size {
-            if let stream = state.withLock({ $0.table[ino]?.stream }) { dropStream(stream, of: ino) }
+            if let stream = state.withLock({ $0.table[ino]?.stream }), !stream.allowsTruncate(to: size) {
+                dropStream(stream, of: ino)
+            }
             let staged = try stage(ino, keepContent: size > 0)
             try staged.truncate(to: size)
             state.withLock { s in
@@ -527,7 +529,15 @@ public final class FileSystem: Sendable {
     }
 
     /// Every close of a descriptor: upload pending writes so the next open, on any host, sees them.
+    ///
+    /// One exception: a new file that is still empty is not uploaded by a flush. Shells, `touch` and `dd` open a
+    /// file and close a duplicate of the descriptor before writing; uploading then would cost a second PUT for
+    /// every file they create. Such a file is uploaded by the flush that follows its first write, or at release.
     public func flush(_ ino: UInt64, handle: UInt64) throws(FSError) {
+        let emptyAndNew = state.withLock { s in
+            s.table[ino].map { !$0.inStore && $0.size == 0 && !$0.mtimeExplicit } ?? false
+        }
+        if emptyAndNew { return }
         try upload(ino)
     }
 
@@ -567,9 +577,13 @@ public final class FileSystem: Sendable {
         let job: (staged: StagedFile, node: Node, options: PutOptions)? = state.withLock { s in
             guard var node = s.table[ino], node.dirty, !node.unlinked, let staged = node.staged,
                   !node.path.isEmpty else { return nil }
-            let job = node
+            var job = node
             node.dirty = false
-            node.stream = nil    // consumed by this upload; later writes go to a plain PUT
+            if node.stream?.hasStarted == true {
+                node.stream = nil    // completed by this upload; later writes go to a plain PUT
+            } else {
+                job.stream = nil     // not started: a PUT now, and the stream stays for the writes to come
+            }
             node.mtimeExplicit = false
             s.table[ino] = node
             let condition: PutCondition = node.inStore ? node.version.map { .ifVersionMatches($0) } ?? .none : .ifAbsent

@@ -48,6 +48,21 @@ final class StreamingUpload: @unchecked Sendable {
         return true
     }
 
+    /// Whether any part has been sent. Until then a flush (dd and shells close a duplicate descriptor before
+    /// writing) uploads the file with a PUT and the stream stays usable for the writes that follow.
+    var hasStarted: Bool {
+        condition.lock()
+        defer { condition.unlock() }
+        return uploadID != nil
+    }
+
+    /// Whether truncating to `size` leaves the bytes already streamed alone (dd truncates its output at open).
+    func allowsTruncate(to size: UInt64) -> Bool {
+        condition.lock()
+        defer { condition.unlock() }
+        return failure == nil && size >= streamed
+    }
+
     /// Uploads every full part below `end` (the staged file's contiguous size). Blocks while too many parts
     /// are in flight.
     func advance(stagedFD fd: Int32, contiguousEnd end: UInt64) {

@@ -74,8 +74,11 @@ final class StoreLocationTests: XCTestCase {
         XCTAssertThrowsError(try other.head("k"))
         XCTAssertEqual(first.description, "memory://\(name)")
 
-        XCTAssertThrowsError(try StoreLocation(parsing: "s3://bucket/p/").makeStore()) {
-            XCTAssertEqual($0 as? ObjectStoreError, .other("s3:// is not supported yet (coming with the S3 backend)"))
+        // Without credentials (an empty environment), an S3 store refuses to start with a message that says why.
+        XCTAssertThrowsError(try StoreLocation(parsing: "s3://bucket/p/").makeStore(
+            s3: S3Configuration(bucket: "ignored", environment: ["HOME": "/nonexistent"]))) {
+            guard case ObjectStoreError.unauthorized(let detail) = $0 else { return XCTFail("got \($0)") }
+            XCTAssertTrue(detail.contains("AWS_ACCESS_KEY_ID"), detail)
         }
         XCTAssertThrowsError(try StoreLocation(parsing: "gs://bucket").makeStore()) {
             guard case ObjectStoreError.other = $0 else { return XCTFail("got \($0)") }

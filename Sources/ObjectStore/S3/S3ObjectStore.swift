@@ -1,0 +1,604 @@
+import Foundation
+import Glibc
+import Synchronization
+
+/// An S3 (or S3-compatible) bucket, over SigV4-signed REST calls on libcurl.
+///
+/// Keys are full object keys (the FileSystem applies the mount prefix). The version of an object is its ETag without
+/// quotes; it is sent back quoted in `If-Match`. User metadata travels as `x-amz-meta-*` headers, lower-case keys
+/// without the prefix.
+///
+/// Every call blocks its thread (see `HTTPClient`): call it from libfuse workers or threads of your own.
+///
+/// CopyObject's destination condition is also checked with a HEAD just before the request, because moto (and
+/// older S3-compatible servers) ignore `If-Match`/`If-None-Match` there. The conditional header is still sent, so a
+/// server that honours it (AWS) makes the copy atomic; one that does not leaves a window between the HEAD and the
+/// copy in which another writer can slip in.
+public final class S3ObjectStore: ObjectStore {
+    public let bucket: String
+    public let region: String
+    /// The resolved endpoint, e.g. `https://s3.eu-west-1.amazonaws.com` or `http://127.0.0.1:5000`.
+    public let endpoint: String
+    public let pathStyle: Bool
+    /// `nil` for anonymous (unsigned) access.
+    private let signer: SigV4Signer?
+    private let client: HTTPClient
+    private let maxRetries: Int
+    private let scheme: String
+    /// `host[:port]` the requests go to (the bucket is in front of it when virtual-hosted).
+    private let requestHost: String
+    private let basePath: String
+    /// Every HTTP attempt, retries included: a metric, and how tests see retries happen.
+    let attemptCount = Atomic<Int>(0)
+
+    public var description: String { "s3://\(bucket)/" }
+    public var supportsConditionalWrites: Bool { true }
+
+    /// Resolves credentials, region and endpoint (see `S3Configuration`); makes no request. Fails with
+    /// `.unauthorized` when no credentials are found and `noSignRequest` is not set.
+    public init(configuration: S3Configuration) throws(ObjectStoreError) {
+        let environment = configuration.environment ?? ProcessInfo.processInfo.environment
+        guard !configuration.bucket.isEmpty, !configuration.bucket.contains("/") else {
+            throw .invalidRequest("invalid bucket name \"\(configuration.bucket)\"")
+        }
+        bucket = configuration.bucket
+        let region = S3Credentials.region(configuration, environment: environment)
+        self.region = region
+        let credentials = try S3Credentials.resolve(configuration, environment: environment)
+        signer = credentials.map {
+            SigV4Signer(accessKeyID: $0.accessKeyID, secretAccessKey: $0.secretAccessKey, sessionToken: $0.sessionToken,
+                        region: region, service: "s3")
+        }
+        let custom = [configuration.endpointURL, environment["AWS_ENDPOINT_URL_S3"], environment["AWS_ENDPOINT_URL"]]
+            .compactMap { $0 }.first { !$0.isEmpty }
+        var endpoint = custom ?? "https://s3.\(region).amazonaws.com"
+        if !endpoint.contains("://") { endpoint = "https://" + endpoint }
+        while endpoint.hasSuffix("/") { endpoint.removeLast() }
+        self.endpoint = endpoint
+        let separator = endpoint.range(of: "://")!
+        scheme = endpoint[..<separator.lowerBound].lowercased()
+        let rest = endpoint[separator.upperBound...]
+        let authority = String(rest.prefix { $0 != "/" })
+        guard !authority.isEmpty, scheme == "http" || scheme == "https" else {
+            throw .invalidRequest("invalid S3 endpoint URL \"\(endpoint)\"")
+        }
+        basePath = String(rest.dropFirst(authority.count))
+        // Dotted bucket names break TLS wildcard certificates when virtual-hosted, so they default to path-style.
+        pathStyle = configuration.pathStyle ?? (custom != nil || bucket.contains("."))
+        requestHost = pathStyle ? authority : "\(bucket).\(authority)"
+        maxRetries = max(0, configuration.maxRetries)
+        client = HTTPClient(options: HTTPClient.Options(
+            connectTimeout: configuration.connectTimeout, lowSpeedLimit: configuration.lowSpeedLimit,
+            lowSpeedTime: configuration.lowSpeedTime, caBundle: environment["AWS_CA_BUNDLE"]))
+    }
+
+    /// One cheap request (ListObjectsV2, max-keys=1) so that a missing bucket, rejected credentials or an unreachable
+    /// endpoint are reported, in one clear line, before anything is mounted. Retries at most once: a user waiting
+    /// at the command line should hear about a dead endpoint quickly.
+    public func validateBucket() throws(ObjectStoreError) {
+        do {
+            _ = try list(ListRequest(prefix: "", maxKeys: 1), maxRetries: min(1, maxRetries))
+        } catch {
+            switch error {
+            case .noSuchBucket:
+                throw .noSuchBucket("\(bucket) (at \(endpoint))")
+            case .unauthorized(let detail):
+                throw .unauthorized("\(endpoint) rejected the credentials for bucket \(bucket): \(detail)")
+            case .accessDenied(let detail):
+                throw .accessDenied("cannot list bucket \(bucket) at \(endpoint): \(detail)")
+            case .transport(let detail):
+                throw .transport("cannot reach S3 endpoint \(endpoint): \(detail)")
+            default:
+                throw error
+            }
+        }
+    }
+
+    // MARK: Reading
+
+    public func head(_ key: String) throws(ObjectStoreError) -> ObjectInfo {
+        try checkKey(key)
+        let sent = try send(Request(method: "HEAD", key: key))
+        guard sent.response.status == 200 else { throw mapError(sent.response, key: key) }
+        return info(key: key, headers: sent.response.headers, size: nil)
+    }
+
+    /// A range starting at or past the end reads as empty (S3 answers 416; a HEAD then supplies the object's info),
+    /// as the local backend does. The body is allocated at the range's size up front.
+    public func get(_ key: String, range: Range<UInt64>?) throws(ObjectStoreError) -> ObjectData {
+        try checkKey(key)
+        var request = Request(method: "GET", key: key)
+        if let range {
+            if range.isEmpty { return ObjectData(info: try head(key), body: Data()) }
+            request.headers.append(("range", "bytes=\(range.lowerBound)-\(range.upperBound - 1)"))
+            request.expectedResponseSize = Int(clamping: range.count)
+        }
+        let sent = try send(request)
+        let response = sent.response
+        switch response.status {
+        case 200:
+            let info = info(key: key, headers: response.headers, size: UInt64(response.body.count))
+            guard let range else { return ObjectData(info: info, body: response.body) }
+            // The server ignored the range and sent everything: cut the range out.
+            let lower = Int(clamping: min(range.lowerBound, UInt64(response.body.count)))
+            let upper = Int(clamping: min(range.upperBound, UInt64(response.body.count)))
+            return ObjectData(info: info, body: response.body.subdata(in: lower..<upper))
+        case 206:
+            let total = response.headers["content-range"].flatMap { $0.split(separator: "/").last }.flatMap { UInt64($0) }
+            return ObjectData(info: info(key: key, headers: response.headers, size: total), body: response.body)
+        case 416:
+            return ObjectData(info: try head(key), body: Data())
+        default:
+            throw mapError(response, key: key)
+        }
+    }
+
+    public func list(_ request: ListRequest) throws(ObjectStoreError) -> ListPage {
+        try list(request, maxRetries: maxRetries)
+    }
+
+    private func list(_ request: ListRequest, maxRetries: Int) throws(ObjectStoreError) -> ListPage {
+        // encoding-type=url: keys may hold characters XML 1.0 cannot carry; S3 then percent-encodes them.
+        var query = [("list-type", "2"), ("encoding-type", "url"), ("max-keys", String(min(1000, max(1, request.maxKeys))))]
+        if !request.prefix.isEmpty { query.append(("prefix", request.prefix)) }
+        if let delimiter = request.delimiter, !delimiter.isEmpty { query.append(("delimiter", delimiter)) }
+        if let token = request.continuationToken { query.append(("continuation-token", token)) }
+        if let startAfter = request.startAfter, !startAfter.isEmpty { query.append(("start-after", startAfter)) }
+        let sent = try send(Request(method: "GET", key: nil, query: query), maxRetries: maxRetries)
+        guard sent.response.status == 200 else { throw mapError(sent.response, key: nil) }
+        guard let xml = S3XML.parse(sent.response.body), xml.name == "ListBucketResult" else {
+            throw .other("S3 ListObjectsV2 on \(bucket): unreadable response")
+        }
+        // Decode only if the server says it encoded (some S3-compatible servers ignore encoding-type).
+        let encoded = xml.value("EncodingType")?.lowercased() == "url"
+        func decode(_ text: String) -> String { encoded ? Self.urlDecode(text) : text }
+        var page = ListPage()
+        for entry in xml.all("Contents") {
+            guard let key = entry.value("Key") else { continue }
+            page.objects.append(ObjectInfo(
+                key: decode(key), size: entry.value("Size").flatMap { UInt64($0) } ?? 0,
+                lastModified: entry.value("LastModified").flatMap(S3Timestamp.parseISO8601) ?? Date(timeIntervalSince1970: 0),
+                version: Self.unquote(entry.value("ETag") ?? ""), contentType: nil, metadata: nil))
+        }
+        page.commonPrefixes = xml.all("CommonPrefixes").compactMap { $0.value("Prefix").map(decode) }
+        if xml.value("IsTruncated") == "true" {
+            page.nextContinuationToken = xml.value("NextContinuationToken")
+        }
+        return page
+    }
+
+    // MARK: Writing
+
+    /// The body is hashed for the signature before it is sent (a file is read twice: once to hash, once to
+    /// stream). That costs one extra local read, and buys S3's end-to-end check that the bytes received are the
+    /// bytes hashed: a file changed during the upload is rejected instead of stored torn.
+    @discardableResult
+    public func put(_ key: String, body: PutBody, options: PutOptions) throws(ObjectStoreError) -> ObjectInfo {
+        try checkKey(key)
+        var headers = [("content-type", options.contentType ?? "application/octet-stream")]
+        headers += try metadataHeaders(options.metadata)
+        headers += conditionHeaders(options.condition)
+        let sent = try send(Request(method: "PUT", key: key, headers: headers, body: body))
+        let response = sent.response
+        if response.status == 200 {
+            return ObjectInfo(key: key, size: sent.bodyLength, lastModified: responseDate(response),
+                              version: Self.unquote(response.headers["etag"] ?? ""),
+                              contentType: options.contentType ?? "application/octet-stream", metadata: options.metadata)
+        }
+        // A retried conditional PUT whose first attempt did land (the response was lost) fails its own condition.
+        // If the object now holds exactly our bytes (single-part ETag = MD5 of the body), it was our write. With
+        // SSE-KMS/SSE-C the ETag is not the MD5 and the 412 stands (rare: it needs a lost response first).
+        if response.status == 412, sent.attempts > 1, options.condition != .none,
+           let current = try? head(key), current.version == (try? md5Hex(body)) {
+            return current
+        }
+        throw mapError(response, key: key)
+    }
+
+    /// A conditional delete sends `If-Match` (honoured by AWS and moto: 412 on another version, 404 when absent).
+    /// A server that refuses the header (501) gets a HEAD check and a plain DELETE, with a window between the two.
+    /// A retried conditional delete whose first attempt did succeed reports `.notFound`.
+    public func delete(_ key: String, condition: DeleteCondition) throws(ObjectStoreError) {
+        try checkKey(key)
+        var headers: [(String, String)] = []
+        if case .ifVersionMatches(let version) = condition { headers.append(("if-match", Self.quote(version))) }
+        var sent = try send(Request(method: "DELETE", key: key, headers: headers))
+        if sent.response.status == 501, case .ifVersionMatches(let version) = condition {
+            guard try head(key).version == version else { throw .preconditionFailed(key: key) }
+            sent = try send(Request(method: "DELETE", key: key))
+        }
+        switch sent.response.status {
+        case 200, 204:
+            return
+        case 404 where condition == .none && errorCode(sent.response) != "NoSuchBucket":
+            return  // deleting a missing key is not an error
+        default:
+            throw mapError(sent.response, key: key)
+        }
+    }
+
+    /// Always HEADs the source first: for its size and content type (kept when metadata is replaced, since S3 would
+    /// otherwise reset it) and for a `.notFound` naming the source. Objects over 5 GiB need a multipart copy, which
+    /// this does not do (S3 answers InvalidRequest).
+    @discardableResult
+    public func copy(from source: String, to destination: String, metadata: ObjectMetadata?,
+                     condition: PutCondition) throws(ObjectStoreError) -> ObjectInfo {
+        try checkKey(source)
+        try checkKey(destination)
+        let sourceInfo = try head(source)
+        switch condition {
+        case .none:
+            break
+        case .ifAbsent:
+            if try exists(destination) { throw .preconditionFailed(key: destination) }
+        case .ifVersionMatches(let version):
+            let current = source == destination ? sourceInfo : try head(destination)
+            guard current.version == version else { throw .preconditionFailed(key: destination) }
+        }
+        var headers = [("x-amz-copy-source", "/\(bucket)/\(SigV4Signer.uriEncode(source, keepSlash: true))")]
+        if let metadata {
+            headers.append(("x-amz-metadata-directive", "REPLACE"))
+            headers.append(("content-type", sourceInfo.contentType ?? "application/octet-stream"))
+            headers += try metadataHeaders(metadata)
+        } else {
+            headers.append(("x-amz-metadata-directive", "COPY"))
+        }
+        headers += conditionHeaders(condition)
+        let sent = try send(Request(method: "PUT", key: destination, headers: headers, errorMayComeWith200: true))
+        guard sent.response.status == 200, let xml = S3XML.parse(sent.response.body), xml.name == "CopyObjectResult" else {
+            throw mapError(sent.response, key: source, conditionKey: destination)
+        }
+        return ObjectInfo(key: destination, size: sourceInfo.size,
+                          lastModified: xml.value("LastModified").flatMap(S3Timestamp.parseISO8601) ?? responseDate(sent.response),
+                          version: Self.unquote(xml.value("ETag") ?? ""), contentType: sourceInfo.contentType,
+                          metadata: metadata ?? sourceInfo.metadata)
+    }
+
+    // MARK: Multipart
+
+    public func createMultipartUpload(_ key: String, options: PutOptions) throws(ObjectStoreError) -> String {
+        try checkKey(key)
+        var headers = [("content-type", options.contentType ?? "application/octet-stream")]
+        headers += try metadataHeaders(options.metadata)
+        let sent = try send(Request(method: "POST", key: key, query: [("uploads", "")], headers: headers))
+        guard sent.response.status == 200, let uploadID = S3XML.parse(sent.response.body)?.value("UploadId"),
+              !uploadID.isEmpty else {
+            throw mapError(sent.response, key: key)
+        }
+        return uploadID
+    }
+
+    public func uploadPart(_ key: String, uploadID: String, number: Int, body: PutBody) throws(ObjectStoreError) -> String {
+        try checkKey(key)
+        let query = [("partNumber", String(number)), ("uploadId", uploadID)]
+        let sent = try send(Request(method: "PUT", key: key, query: query, body: body, probeUpload: uploadID))
+        guard sent.response.status == 200, let etag = sent.response.headers["etag"] else {
+            throw mapError(sent.response, key: key)
+        }
+        return Self.unquote(etag)
+    }
+
+    /// The size and date of the new object come from a HEAD after completion (the response carries neither).
+    /// A retried completion whose first attempt succeeded can come back NoSuchUpload (`.notFound`) or 412; unlike a
+    /// single PUT, the multipart ETag cannot be checked locally, so that rare case is reported as an error.
+    @discardableResult
+    public func completeMultipartUpload(_ key: String, uploadID: String, parts: [CompletedPart],
+                                        condition: PutCondition) throws(ObjectStoreError) -> ObjectInfo {
+        try checkKey(key)
+        guard !parts.isEmpty else { throw .invalidRequest("a multipart upload needs at least one part") }
+        guard zip(parts, parts.dropFirst()).allSatisfy({ $0.number < $1.number }) else {
+            throw .invalidRequest("parts must be listed in ascending order of part number")
+        }
+        var xml = "<CompleteMultipartUpload xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">"
+        for part in parts {
+            xml += "<Part><PartNumber>\(part.number)</PartNumber><ETag>\(S3XML.escape(Self.quote(part.etag)))</ETag></Part>"
+        }
+        xml += "</CompleteMultipartUpload>"
+        let headers = [("content-type", "application/xml")] + conditionHeaders(condition)
+        let sent = try send(Request(method: "POST", key: key, query: [("uploadId", uploadID)], headers: headers,
+                                    body: .data(Data(xml.utf8)), errorMayComeWith200: true, probeUpload: uploadID))
+        // AWS names the root CompleteMultipartUploadResult, moto CompleteMultipartUploadResponse.
+        guard sent.response.status == 200, let result = S3XML.parse(sent.response.body),
+              result.name.hasPrefix("CompleteMultipartUpload") else {
+            throw mapError(sent.response, key: key)
+        }
+        let version = Self.unquote(result.value("ETag") ?? sent.response.headers["etag"] ?? "")
+        var info = try head(key)
+        // Should someone have overwritten the key since, the HEAD describes their object; the version stays ours so
+        // that a later conditional write notices.
+        info.version = version
+        return info
+    }
+
+    public func abortMultipartUpload(_ key: String, uploadID: String) throws(ObjectStoreError) {
+        try checkKey(key)
+        let sent = try send(Request(method: "DELETE", key: key, query: [("uploadId", uploadID)]))
+        guard sent.response.status == 204 || sent.response.status == 200 else { throw mapError(sent.response, key: key) }
+    }
+
+    public func listMultipartUploads(prefix: String) throws(ObjectStoreError) -> [MultipartUploadInfo] {
+        var uploads: [MultipartUploadInfo] = []
+        var keyMarker: String?
+        var uploadIDMarker: String?
+        repeat {
+            var query = [("uploads", ""), ("encoding-type", "url")]
+            if !prefix.isEmpty { query.append(("prefix", prefix)) }
+            if let keyMarker { query.append(("key-marker", keyMarker)) }
+            if let uploadIDMarker { query.append(("upload-id-marker", uploadIDMarker)) }
+            let sent = try send(Request(method: "GET", key: nil, query: query))
+            guard sent.response.status == 200 else { throw mapError(sent.response, key: nil) }
+            guard let xml = S3XML.parse(sent.response.body), xml.name == "ListMultipartUploadsResult" else {
+                throw .other("S3 ListMultipartUploads on \(bucket): unreadable response")
+            }
+            let encoded = xml.value("EncodingType")?.lowercased() == "url"
+            for upload in xml.all("Upload") {
+                guard let key = upload.value("Key"), let id = upload.value("UploadId") else { continue }
+                uploads.append(MultipartUploadInfo(
+                    key: encoded ? Self.urlDecode(key) : key, uploadID: id,
+                    initiated: upload.value("Initiated").flatMap(S3Timestamp.parseISO8601) ?? Date(timeIntervalSince1970: 0)))
+            }
+            guard xml.value("IsTruncated") == "true" else { break }
+            keyMarker = xml.value("NextKeyMarker").map { encoded ? Self.urlDecode($0) : $0 }
+            uploadIDMarker = xml.value("NextUploadIdMarker")
+        } while keyMarker != nil
+        return uploads
+    }
+
+    // MARK: Requests and retries
+
+    private struct Request {
+        var method: String
+        /// `nil` addresses the bucket itself.
+        var key: String?
+        var query: [(String, String)] = []
+        var headers: [(String, String)] = []
+        var body: PutBody?
+        var expectedResponseSize: Int?
+        /// CopyObject and CompleteMultipartUpload may answer 200 and put an error in the body.
+        var errorMayComeWith200 = false
+        /// For UploadPart/CompleteMultipartUpload: on a 500, ask (ListParts) whether the upload exists before
+        /// retrying. moto answers 500 instead of NoSuchUpload for unknown upload ids on these two calls; on AWS the
+        /// probe just costs one request on a path that is failing anyway.
+        var probeUpload: String?
+    }
+
+    private struct Sent {
+        var response: HTTPResponse
+        var attempts: Int
+        var bodyLength: UInt64
+    }
+
+    private func send(_ request: Request) throws(ObjectStoreError) -> Sent {
+        try send(request, maxRetries: maxRetries)
+    }
+
+    /// Sends with retries: exponential backoff with full jitter (100 ms doubling, capped at 5 s) on connection
+    /// failures, 500/502/503/504, 429, SlowDown and RequestTimeout. Every body can be sent again (Data is kept,
+    /// a file is reopened), so every request is retried, conditional ones included (see `put` for the 412 case).
+    private func send(_ request: Request, maxRetries: Int) throws(ObjectStoreError) -> Sent {
+        let path = canonicalPath(key: request.key)
+        let queryString = SigV4Signer.canonicalQueryString(request.query)
+        let url = "\(scheme)://\(requestHost)\(path)\(queryString.isEmpty ? "" : "?" + queryString)"
+        let (body, payloadHash, length) = try prepare(request.body)
+        var attempt = 0
+        while true {
+            attempt += 1
+            attemptCount.add(1, ordering: .relaxed)
+            var headers = [("host", requestHost)] + request.headers
+            if let signer {
+                headers += signer.signingHeaders(method: request.method, path: path, query: request.query,
+                                                 headers: headers, payloadHash: payloadHash, date: Date())
+            }
+            let httpRequest = HTTPRequest(method: request.method, url: url, headers: headers, body: body,
+                                          expectedResponseSize: request.expectedResponseSize)
+            let retriesLeft = attempt <= maxRetries
+            do {
+                var response = try client.perform(httpRequest)
+                if request.errorMayComeWith200, response.status == 200,
+                   let xml = S3XML.parse(response.body), xml.name == "Error" {
+                    response.status = xml.value("Code") == "SlowDown" ? 503 : 500
+                }
+                if response.status == 500, let uploadID = request.probeUpload, let key = request.key,
+                   let missing = try? missingUploadResponse(key: key, uploadID: uploadID) {
+                    return Sent(response: missing, attempts: attempt, bodyLength: length)
+                }
+                if retriesLeft, isRetryable(response) {
+                    backoff(attempt: attempt)
+                    continue
+                }
+                return Sent(response: response, attempts: attempt, bodyLength: length)
+            } catch {
+                guard retriesLeft, case .transport = error else { throw error }
+                backoff(attempt: attempt)
+            }
+        }
+    }
+
+    /// The NoSuchUpload answer of ListParts when the upload does not exist; `nil` when it does (or we can't tell).
+    private func missingUploadResponse(key: String, uploadID: String) throws(ObjectStoreError) -> HTTPResponse? {
+        let probe = Request(method: "GET", key: key, query: [("uploadId", uploadID), ("max-parts", "1")])
+        let response = try send(probe, maxRetries: 0).response
+        return response.status == 404 && errorCode(response) == "NoSuchUpload" ? response : nil
+    }
+
+    private func isRetryable(_ response: HTTPResponse) -> Bool {
+        switch response.status {
+        case 429, 500, 502, 503, 504: return true
+        case 400: return errorCode(response) == "RequestTimeout"
+        default: return false
+        }
+    }
+
+    private func backoff(attempt: Int) {
+        let ceiling = min(5.0, 0.1 * pow(2.0, Double(attempt - 1)))
+        let delay = Double.random(in: 0...ceiling)
+        usleep(UInt32(delay * 1_000_000))
+    }
+
+    private func prepare(_ body: PutBody?) throws(ObjectStoreError) -> (HTTPBody, String, UInt64) {
+        switch body {
+        case nil:
+            return (.none, SigV4Signer.emptyPayloadHash, 0)
+        case .data(let data):
+            let hash = signer == nil ? SigV4Signer.emptyPayloadHash : Hashing.hex(Hashing.sha256(data))
+            return (.data(data), hash, UInt64(data.count))
+        case .file(let path):
+            let digest = try Hashing.fileDigest(path: path)
+            return (.file(path: path, length: digest.length), Hashing.hex(digest.digest), digest.length)
+        }
+    }
+
+    /// `/<bucket>/<key>` (path-style) or `/<key>`, each key segment URI-encoded once, `/` kept.
+    private func canonicalPath(key: String?) -> String {
+        var path = basePath
+        if pathStyle { path += "/" + SigV4Signer.uriEncode(bucket, keepSlash: false) }
+        if let key {
+            path += "/" + SigV4Signer.uriEncode(key, keepSlash: true)
+        }
+        return path.isEmpty ? "/" : path
+    }
+
+    // MARK: Errors
+
+    /// The one place S3 answers become `ObjectStoreError`s. `key` is named by not-found errors, `conditionKey`
+    /// (default `key`) by failed conditions — they differ for a copy (missing source, condition on the destination).
+    private func mapError(_ response: HTTPResponse, key: String?, conditionKey: String? = nil) -> ObjectStoreError {
+        let xml = S3XML.parse(response.body)
+        let code = xml?.value("Code") ?? ""
+        let message = xml?.value("Message") ?? ""
+        let detail = code.isEmpty ? "HTTP \(response.status)" : "\(code)\(message.isEmpty ? "" : ": \(message)") (HTTP \(response.status))"
+        let conditionKey = conditionKey ?? key ?? ""
+        switch code {
+        case "NoSuchKey", "NoSuchUpload", "NoSuchVersion":
+            return .notFound(key: key ?? "")
+        case "NoSuchBucket":
+            return .noSuchBucket(bucket)
+        case "PreconditionFailed", "ConditionalRequestConflict":
+            return .preconditionFailed(key: conditionKey)
+        case "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken", "TokenRefreshRequired",
+             "AuthorizationHeaderMalformed", "MissingSecurityHeader", "RequestTimeTooSkewed", "InvalidClientTokenId":
+            return .unauthorized(detail)
+        case "AccessDenied", "AllAccessDisabled", "AccountProblem":
+            return .accessDenied(detail)
+        case "SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded", "TooManyRequests":
+            return .throttled(detail)
+        case "InvalidPart", "InvalidPartOrder", "EntityTooSmall", "EntityTooLarge", "InvalidArgument", "InvalidRequest",
+             "MalformedXML", "InvalidDigest", "BadDigest", "XAmzContentSHA256Mismatch", "KeyTooLongError",
+             "MetadataTooLarge", "InvalidBucketName", "IncompleteBody", "MissingContentLength":
+            return .invalidRequest(detail)
+        case "PermanentRedirect":
+            let other = response.headers["x-amz-bucket-region"].map { "region \($0)" } ?? "another region"
+            return .other("bucket \(bucket) is in \(other), not \(region): set the region (\(detail))")
+        default:
+            break
+        }
+        switch response.status {
+        case 301:
+            let other = response.headers["x-amz-bucket-region"].map { "region \($0)" } ?? "another region"
+            return .other("bucket \(bucket) is in \(other), not \(region): set the region")
+        case 404:
+            return key.map { .notFound(key: $0) } ?? .noSuchBucket(bucket)
+        case 409 where code.isEmpty, 412:
+            return .preconditionFailed(key: conditionKey)
+        case 400 where code == "RequestTimeout":
+            return .transport("\(detail) from \(endpoint)")
+        case 401:
+            return .unauthorized(detail)
+        case 403:
+            // A HEAD has no body: wrong credentials and missing permission look alike.
+            return .accessDenied(code.isEmpty ? "HTTP 403 (wrong credentials or no permission)" : detail)
+        case 429, 503:
+            return .throttled(detail)
+        case 500...599:
+            return .transport("\(detail) from \(endpoint)")
+        case 400..<500:
+            return .invalidRequest(detail)
+        default:
+            return .other("S3 \(detail)")
+        }
+    }
+
+    private func errorCode(_ response: HTTPResponse) -> String? {
+        S3XML.parse(response.body)?.value("Code")
+    }
+
+    // MARK: Helpers
+
+    private func exists(_ key: String) throws(ObjectStoreError) -> Bool {
+        do {
+            _ = try head(key)
+            return true
+        } catch {
+            if case .notFound = error { return false }
+            throw error
+        }
+    }
+
+    private func checkKey(_ key: String) throws(ObjectStoreError) {
+        if key.isEmpty { throw .invalidKey(key: key, reason: "empty key") }
+        if key.utf8.count > 1024 { throw .invalidKey(key: key, reason: "longer than 1024 bytes (S3's limit)") }
+    }
+
+    /// Metadata must survive HTTP headers unchanged: token-character keys, printable ASCII values without
+    /// surrounding blanks. Anything else is refused rather than silently altered (callers percent-encode).
+    private func metadataHeaders(_ metadata: ObjectMetadata) throws(ObjectStoreError) -> [(String, String)] {
+        var headers: [(String, String)] = []
+        for (key, value) in metadata.sorted(by: { $0.key < $1.key }) {
+            let keyOK = !key.isEmpty && key.utf8.allSatisfy {
+                ($0 >= 0x61 && $0 <= 0x7a) || ($0 >= 0x30 && $0 <= 0x39) || $0 == 0x2d || $0 == 0x5f || $0 == 0x2e
+            }
+            let valueOK = value.utf8.allSatisfy { $0 >= 0x20 && $0 < 0x7f } && value.trimmingCharacters(in: .whitespaces) == value
+            guard keyOK, valueOK else {
+                throw .invalidRequest("metadata \(key)=\(value) cannot be sent as an x-amz-meta header")
+            }
+            headers.append(("x-amz-meta-\(key)", value))
+        }
+        return headers
+    }
+
+    private func conditionHeaders(_ condition: PutCondition) -> [(String, String)] {
+        switch condition {
+        case .none: return []
+        case .ifAbsent: return [("if-none-match", "*")]
+        case .ifVersionMatches(let version): return [("if-match", Self.quote(version))]
+        }
+    }
+
+    private func info(key: String, headers: [String: String], size: UInt64?) -> ObjectInfo {
+        var metadata: ObjectMetadata = [:]
+        for (name, value) in headers where name.hasPrefix("x-amz-meta-") {
+            metadata[String(name.dropFirst("x-amz-meta-".count))] = value
+        }
+        return ObjectInfo(
+            key: key, size: size ?? headers["content-length"].flatMap { UInt64($0) } ?? 0,
+            lastModified: headers["last-modified"].flatMap(S3Timestamp.parseHTTPDate) ?? Date(timeIntervalSince1970: 0),
+            version: Self.unquote(headers["etag"] ?? ""), contentType: headers["content-type"], metadata: metadata)
+    }
+
+    private func responseDate(_ response: HTTPResponse) -> Date {
+        response.headers["date"].flatMap(S3Timestamp.parseHTTPDate) ?? Date()
+    }
+
+    private func md5Hex(_ body: PutBody) throws(ObjectStoreError) -> String {
+        switch body {
+        case .data(let data): return Hashing.hex(Hashing.md5(data))
+        case .file(let path): return Hashing.hex(try Hashing.fileDigest(path: path, md5: true).digest)
+        }
+    }
+
+    static func unquote(_ etag: String) -> String {
+        var value = etag.hasPrefix("W/") ? String(etag.dropFirst(2)) : etag
+        if value.count >= 2, value.hasPrefix("\""), value.hasSuffix("\"") { value = String(value.dropFirst().dropLast()) }
+        return value
+    }
+
+    static func quote(_ version: String) -> String {
+        "\"\(version)\""
+    }
+
+    /// Decodes `encoding-type=url` values: `%XY` escapes, and `+` as a space (as S3 and the AWS SDKs do).
+    static func urlDecode(_ text: String) -> String {
+        let spaced = text.replacingOccurrences(of: "+", with: " ")
+        return spaced.removingPercentEncoding ?? text
+    }
+}

@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# bench/run.sh — bucketfs, s3fs and rclone (cache off) on one moto_server, measured in the same run, with the
+# server measured directly; prints a table with bucketfs's ratios against each goal.
+#
+#   bench/run.sh                 everything (about 30 minutes)
+#   BENCH_TARGETS="bucketfs moto-direct" bench/run.sh   a subset
+#
+# Uses the team's peer harness (PEERS_BENCH, default ../shared/bench beside the project) for moto, s3fs,
+# rclone and the figures (fsbench.sh). Results go to bench/results/ (not committed). Needs root.
+set -euo pipefail
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+ROOT="$(dirname "$HERE")"
+PEERS_BENCH=${PEERS_BENCH:-$(cd "$ROOT/../shared/bench" 2>/dev/null && pwd)}
+[ -x "$PEERS_BENCH/fsbench.sh" ] || { echo "bench: peer harness not found (set PEERS_BENCH)" >&2; exit 1; }
+source "$ROOT/scripts/lib.sh"
+source "$PEERS_BENCH/common.sh"
+
+RESULTS=${BENCH_RESULTS:-$HERE/results}
+TARGETS=(${BENCH_TARGETS:-moto-direct bucketfs s3fs rclone-off peak-rss})
+MNT_BUCKETFS=/tmp/mnt-bench-bucketfs
+BFS_BUCKET=bench-bucketfs
+mkdir -p "$RESULTS"
+
+install_system_packages fuse3 libfuse3-dev pkg-config libcurl4-openssl-dev libssl-dev s3fs rclone fio attr
+require_swift
+(cd "$ROOT" && swift build -c release --product bucketfs >&2)
+BIN="$ROOT/.build/release/bucketfs"
+
+"$PEERS_BENCH/setup.sh" moto >&2
+python3 - <<PY
+import boto3
+s3 = boto3.client("s3", endpoint_url="$MOTO_URL", region_name="us-east-1",
+                  aws_access_key_id="test", aws_secret_access_key="test")
+try:
+    s3.create_bucket(Bucket="$BFS_BUCKET")
+except s3.exceptions.BucketAlreadyOwnedByYou:
+    pass
+PY
+
+mount_bucketfs() {
+    mkdir -p "$MNT_BUCKETFS"
+    "$BIN" mount "s3://$BFS_BUCKET/" "$MNT_BUCKETFS" --endpoint-url "$MOTO_URL" --cache-dir /tmp/bench-bucketfs-cache >&2
+}
+unmount_bucketfs() { "$BIN" unmount "$MNT_BUCKETFS" >&2 || fusermount3 -uz "$MNT_BUCKETFS"; }
+
+fsbench() {  # fsbench NAME MOUNTPOINT BUCKET REMOUNT_CMD
+    log "=== $1"
+    FSBENCH_S3_URL="$MOTO_URL/$3" FSBENCH_REMOUNT="$4" timeout -k 10 900 "$PEERS_BENCH/fsbench.sh" "$2" \
+        > "$RESULTS/$1.txt" 2> "$RESULTS/$1.log" || log "$1: fsbench exited $?"
+    cat "$RESULTS/$1.txt" >&2
+}
+
+# Peak RSS of the daemon while 4 writers and 4 readers move 256 MiB files at once.
+peak_rss() {
+    mount_bucketfs
+    local pid dir="$MNT_BUCKETFS/rss-$$"
+    pid=$(pgrep -f -- "--foreground.*$MNT_BUCKETFS" | head -1)
+    mkdir -p "$dir"
+    head -c $((256 << 20)) /dev/urandom > /tmp/bench-rss-src
+    for i in 1 2 3 4; do cp /tmp/bench-rss-src "$dir/r$i"; done
+    unmount_bucketfs; mount_bucketfs
+    pid=$(pgrep -f -- "--foreground.*$MNT_BUCKETFS" | head -1)
+    local jobs=()
+    for i in 1 2 3 4; do
+        dd if=/tmp/bench-rss-src of="$dir/w$i" bs=1M status=none & jobs+=($!)
+        dd if="$dir/r$i" of=/dev/null bs=1M status=none & jobs+=($!)
+    done
+    wait "${jobs[@]}"
+    echo "peak_rss_4w4r_256MiB $(awk '/VmHWM/{printf "%.0f", $2/1024}' /proc/$pid/status) MiB" > "$RESULTS/peak-rss.txt"
+    rm -rf "$dir"
+    unmount_bucketfs
+    cat "$RESULTS/peak-rss.txt" >&2
+}
+
+for t in "${TARGETS[@]}"; do
+    case "$t" in
+        moto-direct)
+            python3 "$PEERS_BENCH/moto_direct.py" "$MOTO_URL" "$BUCKET" > "$RESULTS/moto-direct.txt" 2> "$RESULTS/moto-direct.log"
+            cat "$RESULTS/moto-direct.txt" >&2 ;;
+        bucketfs)
+            mount_bucketfs
+            fsbench bucketfs "$MNT_BUCKETFS" "$BFS_BUCKET" "$BIN unmount $MNT_BUCKETFS && $BIN mount s3://$BFS_BUCKET/ $MNT_BUCKETFS --endpoint-url $MOTO_URL --cache-dir /tmp/bench-bucketfs-cache"
+            unmount_bucketfs ;;
+        s3fs)
+            "$PEERS_BENCH/setup.sh" mount s3fs >&2
+            fsbench s3fs "$MNT_S3FS" "$BUCKET" "$PEERS_BENCH/setup.sh remount s3fs"
+            "$PEERS_BENCH/setup.sh" umount s3fs >&2 ;;
+        rclone-off)
+            export RCLONE_BUCKET=bench-rclone RCLONE_BUCKET_VERSIONED=1
+            "$PEERS_BENCH/setup.sh" mount rclone-off >&2
+            fsbench rclone-off "$MNT_RCLONE" "$RCLONE_BUCKET" "$PEERS_BENCH/setup.sh remount rclone-off"
+            "$PEERS_BENCH/setup.sh" umount rclone-off >&2
+            unset RCLONE_BUCKET RCLONE_BUCKET_VERSIONED ;;
+        peak-rss) peak_rss ;;
+        *) echo "unknown target $t" >&2; exit 2 ;;
+    esac
+done
+python3 "$HERE/compare.py" "$RESULTS"
