@@ -16,7 +16,7 @@ public struct BucketfsCommand: ParsableCommand {
           bucketfs unmount /mnt/bucket
         """,
         version: version,
-        subcommands: [MountCommand.self, UnmountCommand.self, ConfigCommand.self]
+        subcommands: [MountCommand.self, UnmountCommand.self, ConfigCommand.self, RecoverCommand.self]
     )
 
     public init() {}

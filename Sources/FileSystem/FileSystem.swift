@@ -53,7 +53,8 @@ public final class FileSystem: Sendable {
         self.keys = KeyMapping(prefix: options.prefix)
         self.logger = logger
         self.stagingDirectory = options.cacheDirectory + "/staging"
-        self.recovery = RecoveryFolder(directory: options.cacheDirectory + "/recovery", logger: logger)
+        self.recovery = RecoveryFolder(directory: options.cacheDirectory + "/recovery", store: store.description,
+                                       logger: logger)
         self.mountTime = FileTime.now()
         self.workers = WorkerPool(threads: 16, name: "bucketfs-io")
         self.prefetchBudget = PrefetchBudget(bytes: options.readAheadBudget)

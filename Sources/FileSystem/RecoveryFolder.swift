@@ -2,9 +2,12 @@ import Foundation
 import Logging
 
 /// Where the content of a file whose upload failed is kept, so that nothing is lost silently:
-/// `<cache>/recovery/<time>-<n>.data` with `<time>-<n>.json` naming the key and the reason.
+/// `<cache>/recovery/<time>-<n>.data` with `<time>-<n>.json` naming the store, the key and the reason.
+/// `bucketfs recover list|push` reads them.
 struct RecoveryFolder: Sendable {
     let directory: String
+    /// The store's URL (`s3://bucket/`), so that `bucketfs recover push` knows where the key goes.
+    let store: String
     let logger: Logger
 
     /// Copies `stagedPath` into the folder. Returns the copy's path, or nil if even that failed (logged).
@@ -15,7 +18,8 @@ struct RecoveryFolder: Sendable {
         do {
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
             try FileManager.default.copyItem(atPath: stagedPath, toPath: base + ".data")
-            let info: [String: String] = ["key": key, "reason": reason, "saved": stamp, "data": base + ".data"]
+            let info: [String: String] = ["store": store, "key": key, "reason": reason, "saved": stamp,
+                                          "data": base + ".data"]
             let json = try JSONSerialization.data(withJSONObject: info, options: [.prettyPrinted, .sortedKeys])
             try json.write(to: URL(fileURLWithPath: base + ".json"))
             logger.error("upload failed; content kept for recovery", metadata: [

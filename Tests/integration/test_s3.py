@@ -68,6 +68,13 @@ def test_conflict_keeps_both_versions(mnt):
     assert mnt.bucket.get("doc.txt") == b"theirs, written meanwhile"
     saved = [p for p in recovery_files(mnt) if p.suffix == ".data"]
     assert len(saved) == 1 and saved[0].read_bytes() == b"oursinal"
+    # The user decides ours wins: list, then push it back.
+    listing = run(BIN, "recover", "list", "--cache-dir", str(mnt.cache)).stdout.splitlines()
+    assert len(listing) == 1 and f"{mnt.bucket.url}doc.txt" in listing[0] and "8 bytes" in listing[0]
+    entry = listing[0].split("\t")[0]
+    run(BIN, "recover", "push", entry, "--cache-dir", str(mnt.cache))
+    assert mnt.bucket.get("doc.txt") == b"oursinal"
+    assert run(BIN, "recover", "list", "--cache-dir", str(mnt.cache)).stdout == ""
 
 
 def test_multipart_file_read_back(mnt, tmp_path):

@@ -1,0 +1,80 @@
+import ArgumentParser
+import Foundation
+import ObjectStore
+
+/// Files whose upload failed (conflict, store down) are kept in `CACHE_DIR/recovery/`; this lists them and
+/// pushes one back to its key once the user has decided it should win.
+struct RecoverCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "recover", abstract: "List or push back the content of uploads that failed.",
+        subcommands: [List.self, Push.self])
+
+    struct Entry {
+        var id: String
+        var store: String
+        var key: String
+        var reason: String
+        var saved: String
+        var dataPath: String
+        var size: UInt64
+    }
+
+    static func entries(in cacheDir: String) -> [Entry] {
+        let folder = cacheDir + "/recovery"
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: folder)) ?? []
+        return names.filter { $0.hasSuffix(".json") }.sorted().compactMap { name in
+            guard let data = FileManager.default.contents(atPath: folder + "/" + name),
+                  let info = try? JSONSerialization.jsonObject(with: data) as? [String: String],
+                  let key = info["key"], let dataPath = info["data"] else { return nil }
+            let size = (try? FileManager.default.attributesOfItem(atPath: dataPath)[.size] as? UInt64) ?? 0
+            return Entry(id: String(name.dropLast(5)), store: info["store"] ?? "?", key: key,
+                         reason: info["reason"] ?? "", saved: info["saved"] ?? "", dataPath: dataPath, size: size)
+        }
+    }
+
+    struct List: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "List saved uploads: id, store, key, size, reason.")
+
+        @Option(help: "The mount's cache directory.")
+        var cacheDir = Configuration.defaultCacheDirectory()
+
+        func run() throws {
+            for e in RecoverCommand.entries(in: cacheDir) {
+                print("\(e.id)\t\(e.store)\(e.key)\t\(e.size) bytes\t\(e.saved)\t\(e.reason)")
+            }
+        }
+    }
+
+    struct Push: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Upload a saved file to its key (overwriting what is there), then remove it from the folder.")
+
+        @Argument(help: "The id shown by `bucketfs recover list`.")
+        var id: String
+
+        @Option(help: "Upload to this key instead of the original one.")
+        var key: String?
+
+        @OptionGroup var settings: ConfigurationOptions
+
+        func run() throws {
+            let configuration = try settings.resolve()
+            let cacheDir = configuration.mount.cacheDir
+            guard let entry = RecoverCommand.entries(in: cacheDir).first(where: { $0.id == id }) else {
+                throw CLIError("no saved upload \(id) in \(cacheDir)/recovery (see `bucketfs recover list`)")
+            }
+            let location: StoreLocation
+            do { location = try StoreLocation(parsing: entry.store) } catch { throw CLIError("\(error)") }
+            let store = try MountCommand.openStore(location, configuration: configuration)
+            let target = key ?? entry.key
+            do {
+                try store.put(target, body: .file(path: entry.dataPath), options: PutOptions())
+            } catch {
+                throw CLIError("cannot upload \(entry.store)\(target): \(error)")
+            }
+            try? FileManager.default.removeItem(atPath: entry.dataPath)
+            try? FileManager.default.removeItem(atPath: "\(cacheDir)/recovery/\(entry.id).json")
+            print("pushed \(entry.size) bytes to \(entry.store)\(target)")
+        }
+    }
+}
