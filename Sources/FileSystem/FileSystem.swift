@@ -312,16 +312,26 @@ public final class FileSystem: Sendable {
         let oldPrefix = keys.directoryPrefix(for: from)
         let newPrefix = keys.directoryPrefix(for: to)
         let objects = try storeCall { try store.listAll(prefix: oldPrefix).objects }
-        var versions: [String: String] = [:]
-        for object in objects {
-            let rest = String(object.key.dropFirst(oldPrefix.count))
-            let info = try storeCall { try store.copy(from: object.key, to: newPrefix + rest, metadata: nil,
-                                                      condition: .none) }
-            versions[rest] = info.version
+        let backend = store
+        let objectKeys = objects.map(\.key)
+        // Copies in parallel; every copy must succeed before anything is deleted.
+        let copies = workers.map(objectKeys.count, width: options.renameParallelism) { i in
+            Self.copy(backend, from: objectKeys[i], to: newPrefix + objectKeys[i].dropFirst(oldPrefix.count))
         }
-        // Deepest first, so that a local backend can remove emptied directories as their markers go.
-        for object in objects.reversed() {
-            try storeCall { try store.delete(object.key) }
+        var versions: [String: String] = [:]
+        for (key, result) in zip(objectKeys, copies) {
+            switch result {
+            case .success(let version): versions[String(key.dropFirst(oldPrefix.count))] = version
+            case .failure(let error): throw FSError(error)
+            }
+        }
+        // Then the deletes: objects in parallel, then the directory markers deepest first (the local backend
+        // removes a directory when its marker goes, which it can only do once the directory is empty).
+        let files = objectKeys.filter { !$0.hasSuffix("/") }
+        let deletes = workers.map(files.count, width: options.renameParallelism) { i in Self.delete(backend, files[i]) }
+        for case .failure(let error) in deletes { throw FSError(error) }
+        for marker in objectKeys.filter({ $0.hasSuffix("/") }).sorted(by: >) {
+            if case .failure(let error) = Self.delete(backend, marker) { throw FSError(error) }
         }
         state.withLock { s in
             s.table.move(from: from, to: to)
@@ -331,6 +341,23 @@ public final class FileSystem: Sendable {
             if let marker = versions[""], let ino = s.table.ino(at: to) { s.table[ino]?.version = marker }
             s.negative.removeValue(forKey: to)
             s.negative[from] = .now + .seconds(options.negativeTTL)
+        }
+    }
+
+    private static func copy(_ store: any ObjectStore, from: String, to: String) -> Result<String, ObjectStoreError> {
+        do throws(ObjectStoreError) {
+            return .success(try store.copy(from: from, to: to, metadata: nil, condition: .none).version)
+        } catch {
+            return .failure(error)
+        }
+    }
+
+    private static func delete(_ store: any ObjectStore, _ key: String) -> Result<Void, ObjectStoreError> {
+        do throws(ObjectStoreError) {
+            try store.delete(key)
+            return .success(())
+        } catch {
+            return .failure(error)
         }
     }
 

@@ -23,11 +23,14 @@ public struct FileSystemOptions: Sendable, Equatable {
     public var multipartPartSize: Int?
     /// Parts uploaded at once per file; the writer waits beyond that.
     public var multipartMaxInFlight: Int
+    /// Objects copied (then deleted) at once when a directory is renamed.
+    public var renameParallelism: Int
 
     public init(prefix: String = "", uid: UInt32 = getuid(), gid: UInt32 = getgid(),
                 filePermissions: UInt32 = 0o644, directoryPermissions: UInt32 = 0o755, readOnly: Bool = false,
                 metadataTTL: Double = 1, negativeTTL: Double = 1, cacheDirectory: String,
-                readAheadBudget: Int = 128 << 20, multipartPartSize: Int? = nil, multipartMaxInFlight: Int = 4) {
+                readAheadBudget: Int = 128 << 20, multipartPartSize: Int? = nil, multipartMaxInFlight: Int = 4,
+                renameParallelism: Int = 16) {
         self.prefix = prefix
         self.uid = uid
         self.gid = gid
@@ -40,5 +43,6 @@ public struct FileSystemOptions: Sendable, Equatable {
         self.readAheadBudget = readAheadBudget
         self.multipartPartSize = multipartPartSize
         self.multipartMaxInFlight = multipartMaxInFlight
+        self.renameParallelism = renameParallelism
     }
 }
