@@ -144,3 +144,45 @@ def test_store_down_then_back(make_mount, tmp_path):
     finally:
         m.force_cleanup()
         server.stop()
+
+
+def mount_error(source, mountpoint, *args, env=None):
+    result = run(BIN, "mount", source, str(mountpoint), *args, check=False, env=env)
+    assert result.returncode != 0
+    lines = [l for l in result.stderr.splitlines() if l.strip()]
+    assert len(lines) == 1, result.stderr
+    assert not is_mounted(mountpoint)
+    return lines[0]
+
+
+def test_missing_bucket_is_one_line(moto, tmp_path):
+    line = mount_error("s3://no-such-bucket-here/", tmp_path)
+    assert "no such bucket" in line and "no-such-bucket-here" in line
+
+
+def test_unreachable_endpoint_is_one_line(moto, tmp_path):
+    line = mount_error("s3://whatever/", tmp_path, "--endpoint-url", "http://127.0.0.1:9")
+    assert "127.0.0.1:9" in line
+
+
+def test_wrong_credentials_are_one_line(tmp_path):
+    # A moto that checks credentials after its first request (which creates the bucket).
+    log = open(tmp_path / "moto-auth.log", "w")
+    env = dict(os.environ, INITIAL_NO_AUTH_ACTION_COUNT="1")
+    saved = os.environ.get("INITIAL_NO_AUTH_ACTION_COUNT")
+    os.environ["INITIAL_NO_AUTH_ACTION_COUNT"] = "1"
+    try:
+        server = MotoServer(log)
+    finally:
+        if saved is None:
+            del os.environ["INITIAL_NO_AUTH_ACTION_COUNT"]
+        else:
+            os.environ["INITIAL_NO_AUTH_ACTION_COUNT"] = saved
+    try:
+        server.client.create_bucket(Bucket="guarded")
+        env = dict(os.environ, AWS_ENDPOINT_URL=server.endpoint, AWS_ACCESS_KEY_ID="AKIAWRONG",
+                   AWS_SECRET_ACCESS_KEY="wrong")
+        line = mount_error("s3://guarded/", tmp_path, env=env)
+        assert "unauthorized" in line or "credentials" in line or "InvalidAccessKeyId" in line, line
+    finally:
+        server.stop()
