@@ -49,6 +49,9 @@ public struct Configuration: Equatable, Sendable {
         public var partSizeMiB = 8
         public var partsInFlight = 4
         public var readAheadMiB = 128
+        public var renameParallelism = 16
+        /// Bound of the staging area in MiB; 0: only the disk's.
+        public var stagingMaxMiB = 0
         public var logLevel = "info"
     }
 
@@ -201,6 +204,8 @@ public struct Configuration: Equatable, Sendable {
             mount.partSizeMiB = size
         case "parts_in_flight": mount.partsInFlight = try reader.int(value, key: label, min: 1)
         case "read_ahead_mib": mount.readAheadMiB = try reader.int(value, key: label, min: 0)
+        case "rename_parallelism": mount.renameParallelism = try reader.int(value, key: label, min: 1)
+        case "staging_max_mib": mount.stagingMaxMiB = try reader.int(value, key: label, min: 0)
         case "log_level":
             let level = try reader.string(value, key: label)
             guard ["trace", "debug", "info", "notice", "warning", "error", "critical"].contains(level) else {
@@ -258,6 +263,8 @@ public struct Configuration: Equatable, Sendable {
             "  part_size_mib: \(mount.partSizeMiB)",
             "  parts_in_flight: \(mount.partsInFlight)",
             "  read_ahead_mib: \(mount.readAheadMiB)",
+            "  rename_parallelism: \(mount.renameParallelism)",
+            "  staging_max_mib: \(mount.stagingMaxMiB)",
             "  log_level: \(quoted(mount.logLevel))",
         ]
         return lines.joined(separator: "\n") + "\n"

@@ -74,7 +74,9 @@ struct MountCommand: ParsableCommand {
                                             cacheDirectory: m.cacheDir, readAheadBudget: m.readAheadMiB << 20,
                                             multipartPartSize: Self.streamsUploads(location) && m.partSizeMiB > 0
                                                 ? m.partSizeMiB << 20 : nil,
-                                            multipartMaxInFlight: m.partsInFlight)
+                                            multipartMaxInFlight: m.partsInFlight,
+                                            renameParallelism: m.renameParallelism,
+                                            stagingLimit: UInt64(m.stagingMaxMiB) << 20)
             let fileSystem: FileSystem
             do { fileSystem = try FileSystem(store: store, options: options, logger: logger) } catch {
                 throw CLIError("\(error)")

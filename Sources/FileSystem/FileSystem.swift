@@ -533,6 +533,13 @@ public final class FileSystem: Sendable {
     }
 
     public func write(_ ino: UInt64, handle: UInt64, offset: UInt64, data: UnsafeRawBufferPointer) throws(FSError) -> Int {
+        if options.stagingLimit > 0 {
+            let end = offset + UInt64(data.count)
+            let over = state.withLock { s in
+                s.table.stagedBytes + (end - min(end, s.table[ino]?.size ?? 0)) > options.stagingLimit
+            }
+            if over { throw FSError.noSpace }    // the staging area is full: ENOSPC, nothing half-written
+        }
         let staged = try stage(ino, keepContent: true)
         let stream = state.withLock { $0.table[ino]?.stream }
         if let stream, try stream.write(data, at: offset, into: staged) {

@@ -25,12 +25,15 @@ public struct FileSystemOptions: Sendable, Equatable {
     public var multipartMaxInFlight: Int
     /// Objects copied (then deleted) at once when a directory is renamed.
     public var renameParallelism: Int
+    /// Bytes that files being written may hold in the staging area together; 0 means no bound but the disk's.
+    /// A write beyond it fails with ENOSPC.
+    public var stagingLimit: UInt64
 
     public init(prefix: String = "", uid: UInt32 = getuid(), gid: UInt32 = getgid(),
                 filePermissions: UInt32 = 0o644, directoryPermissions: UInt32 = 0o755, readOnly: Bool = false,
                 metadataTTL: Double = 1, negativeTTL: Double = 1, cacheDirectory: String,
                 readAheadBudget: Int = 128 << 20, multipartPartSize: Int? = nil, multipartMaxInFlight: Int = 4,
-                renameParallelism: Int = 16) {
+                renameParallelism: Int = 16, stagingLimit: UInt64 = 0) {
         self.prefix = prefix
         self.uid = uid
         self.gid = gid
@@ -44,5 +47,6 @@ public struct FileSystemOptions: Sendable, Equatable {
         self.multipartPartSize = multipartPartSize
         self.multipartMaxInFlight = multipartMaxInFlight
         self.renameParallelism = renameParallelism
+        self.stagingLimit = stagingLimit
     }
 }

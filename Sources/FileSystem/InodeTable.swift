@@ -62,6 +62,8 @@ struct InodeTable {
     private(set) var nodes: [UInt64: Node] = [:]
     private var byPath: [String: UInt64] = [:]
     private var nextIno: UInt64 = 2
+    /// Nodes that have a staged file, kept so that the staged total is cheap to add up.
+    private var stagedInos: Set<UInt64> = []
 
     init(root: Node) {
         nodes[root.ino] = root
@@ -70,7 +72,19 @@ struct InodeTable {
 
     subscript(ino: UInt64) -> Node? {
         get { nodes[ino] }
-        set { nodes[ino] = newValue }
+        set {
+            nodes[ino] = newValue
+            noteStaging(ino)
+        }
+    }
+
+    /// Bytes held by staged files: each staged file is as large as its node.
+    var stagedBytes: UInt64 {
+        stagedInos.reduce(0) { $0 + (nodes[$1]?.size ?? 0) }
+    }
+
+    private mutating func noteStaging(_ ino: UInt64) {
+        if nodes[ino]?.staged != nil { stagedInos.insert(ino) } else { stagedInos.remove(ino) }
     }
 
     func ino(at path: String) -> UInt64? { byPath[path] }
@@ -86,6 +100,7 @@ struct InodeTable {
     mutating func insert(_ node: Node) {
         detach(path: node.path)
         nodes[node.ino] = node
+        noteStaging(node.ino)
         byPath[node.path] = node.ino
     }
 
@@ -119,6 +134,7 @@ struct InodeTable {
     mutating func evictIfUnused(_ ino: UInt64) {
         guard let node = nodes[ino], node.isEvictable else { return }
         nodes.removeValue(forKey: ino)
+        stagedInos.remove(ino)
         if !node.path.isEmpty, byPath[node.path] == ino { byPath.removeValue(forKey: node.path) }
     }
 }

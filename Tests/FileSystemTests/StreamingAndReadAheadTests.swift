@@ -122,3 +122,29 @@ final class StreamingAndReadAheadTests: FileSystemTestCase {
         fs.release(ino, handle: handle)
     }
 }
+
+final class StagingLimitTests: FileSystemTestCase {
+    private func write(_ fs: FileSystem, _ file: (attributes: FileAttributes, handle: UInt64), count: Int) throws {
+        let chunk = [UInt8](repeating: 1, count: count)
+        _ = try chunk.withUnsafeBytes { (buffer) throws(FSError) in
+            try fs.write(file.attributes.ino, handle: file.handle, offset: 0, data: buffer)
+        }
+    }
+
+    func testWritesBeyondTheStagingLimitFailWithENOSPCUntilSpaceIsFreed() throws {
+        let store = MemoryObjectStore()
+        let options = FileSystemOptions(uid: 100, gid: 200, metadataTTL: 60, negativeTTL: 60,
+                                        cacheDirectory: try makeCacheDirectory(), stagingLimit: 1 << 20)
+        let fs = try FileSystem(store: store, options: options, logger: Logger(label: "bucketfs.tests"))
+        let a = try fs.create(parent: Self.root, name: "a", permissions: 0o644, flags: O_WRONLY, caller: caller)
+        let b = try fs.create(parent: Self.root, name: "b", permissions: 0o644, flags: O_WRONLY, caller: caller)
+        try write(fs, a, count: 600 << 10)
+        XCTAssertThrowsError(try write(fs, b, count: 600 << 10)) { XCTAssertEqual(($0 as? FSError)?.errno, ENOSPC) }
+        // Once a is uploaded and closed its staged copy goes, and b fits.
+        try fs.flush(a.attributes.ino, handle: a.handle)
+        fs.release(a.attributes.ino, handle: a.handle)
+        try write(fs, b, count: 600 << 10)
+        try fs.flush(b.attributes.ino, handle: b.handle)
+        XCTAssertEqual(try store.get("b").body.count, 600 << 10)
+    }
+}
