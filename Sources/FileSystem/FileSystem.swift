@@ -18,7 +18,10 @@ public final class FileSystem: Sendable {
     let stagingDirectory: String
     let mountTime: FileTime
     let state: Mutex<State>
+    /// Read-ahead and part uploads.
     let workers: WorkerPool
+    /// Bulk copies and deletes of a directory rename, kept apart so that a large rename cannot starve read-ahead.
+    let bulkWorkers: WorkerPool
     let prefetchBudget: PrefetchBudget
 
     struct OpenFile {
@@ -57,6 +60,7 @@ public final class FileSystem: Sendable {
                                        logger: logger)
         self.mountTime = FileTime.now()
         self.workers = WorkerPool(threads: 16, name: "bucketfs-io")
+        self.bulkWorkers = WorkerPool(threads: max(1, options.renameParallelism), name: "bucketfs-bulk")
         self.prefetchBudget = PrefetchBudget(bytes: options.readAheadBudget)
         do {
             try FileManager.default.createDirectory(atPath: stagingDirectory, withIntermediateDirectories: true)
@@ -72,6 +76,7 @@ public final class FileSystem: Sendable {
 
     deinit {
         workers.stop()
+        bulkWorkers.stop()
     }
 
     // MARK: - Names and attributes
@@ -301,6 +306,11 @@ public final class FileSystem: Sendable {
             try storeCall { try store.delete(keys.key(for: from)) }
         }
         state.withLock { s in
+            if !inStore, let replaced = s.table.node(at: to), replaced.inStore, replaced.kind != .directory {
+                // Not uploaded yet: its upload now replaces the object that was there.
+                s.table[ino]?.inStore = true
+                s.table[ino]?.version = replaced.version
+            }
             s.table.move(from: from, to: to)
             if let newVersion { s.table[ino]?.version = newVersion }
             s.negative.removeValue(forKey: to)
@@ -315,7 +325,7 @@ public final class FileSystem: Sendable {
         let backend = store
         let objectKeys = objects.map(\.key)
         // Copies in parallel; every copy must succeed before anything is deleted.
-        let copies = workers.map(objectKeys.count, width: options.renameParallelism) { i in
+        let copies = bulkWorkers.map(objectKeys.count, width: options.renameParallelism) { i in
             Self.copy(backend, from: objectKeys[i], to: newPrefix + objectKeys[i].dropFirst(oldPrefix.count))
         }
         var versions: [String: String] = [:]
@@ -328,7 +338,7 @@ public final class FileSystem: Sendable {
         // Then the deletes: objects in parallel, then the directory markers deepest first (the local backend
         // removes a directory when its marker goes, which it can only do once the directory is empty).
         let files = objectKeys.filter { !$0.hasSuffix("/") }
-        let deletes = workers.map(files.count, width: options.renameParallelism) { i in Self.delete(backend, files[i]) }
+        let deletes = bulkWorkers.map(files.count, width: options.renameParallelism) { i in Self.delete(backend, files[i]) }
         for case .failure(let error) in deletes { throw FSError(error) }
         for marker in objectKeys.filter({ $0.hasSuffix("/") }).sorted(by: >) {
             if case .failure(let error) = Self.delete(backend, marker) { throw FSError(error) }
@@ -553,7 +563,8 @@ public final class FileSystem: Sendable {
             guard var node = s.table[ino] else { return end }
             node.size = max(node.size, end)
             node.mtime = .now()
-            node.dirty = true
+            // An unlinked or replaced file keeps its bytes for its open descriptors only: nothing to upload.
+            if !node.unlinked && !node.path.isEmpty { node.dirty = true }
             s.table[ino] = node
             return node.size
         }
@@ -581,17 +592,23 @@ public final class FileSystem: Sendable {
     }
 
     public func release(_ ino: UInt64, handle: UInt64) {
-        let stillDirty = state.withLock { s -> Bool in
-            guard let file = s.files.removeValue(forKey: handle) else { return false }
-            file.prefetcher?.close()
-            guard var node = s.table[ino] else { return false }
+        let (prefetcher, stillDirty) = state.withLock { s -> (ReadPrefetcher?, Bool) in
+            guard let file = s.files.removeValue(forKey: handle) else { return (nil, false) }
+            guard var node = s.table[ino] else { return (file.prefetcher, false) }
             node.openHandles -= 1
             s.table[ino] = node
-            return node.openHandles == 0 && node.dirty
+            return (file.prefetcher, node.openHandles == 0 && node.dirty)
         }
+        prefetcher?.close()
         if stillDirty {
             // Writes that no flush carried (e.g. through mmap): upload now; a failure is kept for recovery.
-            do { try upload(ino) } catch { logger.error("upload at release failed", metadata: ["error": "\(error)"]) }
+            do { try upload(ino) } catch {
+                // Nobody is left to report it to: the content is in the recovery folder (logged there).
+                logger.error("upload at release failed", metadata: ["error": "\(error)"])
+                state.withLock { s in
+                    if s.table[ino]?.preserveStaged == false { s.table[ino]?.dirty = false }
+                }
+            }
         }
         dropStagedIfIdle(ino)
     }
@@ -609,6 +626,12 @@ public final class FileSystem: Sendable {
     /// Uploads the staged content if it changed: conditional on absence for a new file, on the version seen
     /// otherwise. On failure the content goes to the recovery folder and the error is returned (to close/fsync).
     func upload(_ ino: UInt64) throws(FSError) {
+        guard let staged = state.withLock({ $0.table[ino]?.staged }) else { return }
+        try staged.uploading.withLock { _ throws(FSError) in try uploadSerialised(ino) }
+    }
+
+    /// `upload`, with the file's upload lock held.
+    private func uploadSerialised(_ ino: UInt64) throws(FSError) {
         let job: (staged: StagedFile, node: Node, options: PutOptions)? = state.withLock { s in
             guard var node = s.table[ino], node.dirty, !node.unlinked, let staged = node.staged,
                   !node.path.isEmpty else { return nil }
@@ -622,7 +645,8 @@ public final class FileSystem: Sendable {
             node.mtimeExplicit = false
             s.table[ino] = node
             let condition: PutCondition = node.inStore ? node.version.map { .ifVersionMatches($0) } ?? .none : .ifAbsent
-            return (staged, job, PutOptions(metadata: node.posixMetadata().objectMetadata, condition: condition))
+            return (staged, job, PutOptions(contentType: node.contentType, metadata: node.objectMetadata(),
+                                            condition: condition))
         }
         guard let job else { return }
         let key = keys.key(for: job.node.path)
@@ -645,8 +669,11 @@ public final class FileSystem: Sendable {
             if saved == nil { state.withLock { $0.table[ino]?.preserveStaged = true } }
             switch (error, job.options.condition) {
             case (.preconditionFailed, _), (.notFound, .ifVersionMatches):
+                // A conflict stays one: retrying would fail the same way. The user decides (recover push).
                 throw FSError.stale("\(key) was changed or deleted by another writer")
-            default: break
+            default:
+                // The store may come back: the next flush, fsync or release tries again.
+                state.withLock { s in s.table[ino]?.dirty = true }
             }
             throw FSError.io("upload of \(key) failed: \(error)")
         }
@@ -670,6 +697,7 @@ public final class FileSystem: Sendable {
         else { return nil }
         var sent = stream.metadata
         sent["mtime"] = job.options.metadata["mtime"]
+        for (key, value) in job.node.foreignMetadata where sent[key] == nil { sent[key] = value }
         if job.node.mtimeExplicit || sent != job.options.metadata {
             // The content is safely in the store now: a failure here costs only the metadata, so log it
             // rather than letting the caller upload the content again.
@@ -705,10 +733,18 @@ public final class FileSystem: Sendable {
         let node = try existingNode(ino)
         guard node.kind == .file else { throw FSError.isDirectory }
         if let staged = node.staged {
-            if keepContent { try staged.prepare { fd throws(FSError) in try download(path: node.path, into: fd, ino: ino) } }
+            if keepContent {
+                try staged.prepare { fd throws(FSError) in try download(path: node.path, into: fd, ino: ino) }
+            } else {
+                staged.markLoaded()
+            }
             return staged
         }
         let needsContent = keepContent && node.inStore && node.size > 0
+        if needsContent && options.stagingLimit > 0 {
+            let over = state.withLock { $0.table.stagedBytes + node.size > options.stagingLimit }
+            if over { throw FSError.noSpace }
+        }
         let fresh = try StagedFile(directory: stagingDirectory, loaded: !needsContent)
         let staged = state.withLock { s -> StagedFile in
             if let existing = s.table[ino]?.staged { return existing }
@@ -716,7 +752,18 @@ public final class FileSystem: Sendable {
             return fresh
         }
         if staged !== fresh { fresh.discard() }
-        try staged.prepare { fd throws(FSError) in try download(path: node.path, into: fd, ino: ino) }
+        do {
+            try staged.prepare { fd throws(FSError) in try download(path: node.path, into: fd, ino: ino) }
+        } catch {
+            // Leave no half-filled copy behind: a later O_TRUNC or write starts from a clean slate.
+            let dropped = state.withLock { s -> Bool in
+                guard let node = s.table[ino], node.staged === staged, !node.dirty else { return false }
+                s.table[ino]?.staged = nil
+                return true
+            }
+            if dropped { staged.discard() }
+            throw error
+        }
         return staged
     }
 
@@ -729,6 +776,7 @@ public final class FileSystem: Sendable {
         while true {
             let chunk = try storeCall { try store.get(key, range: offset..<(offset + Self.downloadChunk)) }
             if let version, version != chunk.info.version { throw FSError.stale("\(key) was changed by another writer") }
+            if version == nil || offset == 0 { keepForeignAttributes(of: chunk.info, ino: ino) }
             version = chunk.info.version
             let written = chunk.body.withUnsafeBytes { pwrite(fd, $0.baseAddress, $0.count, off_t(offset)) }
             guard written == chunk.body.count else { throw FSError.io("staging write failed for \(key)") }
@@ -740,9 +788,20 @@ public final class FileSystem: Sendable {
         }
     }
 
+    /// Content type and metadata of other tools, seen when the object is read for writing, go back with the upload.
+    private func keepForeignAttributes(of info: ObjectInfo, ino: UInt64) {
+        guard let metadata = info.metadata else { return }
+        state.withLock { s in
+            s.table[ino]?.contentType = info.contentType
+            s.table[ino]?.foreignMetadata = PosixMetadata.foreign(metadata)
+        }
+    }
+
     private func dropStagedIfIdle(_ ino: UInt64) {
         let staged: StagedFile? = state.withLock { s in
-            guard var node = s.table[ino], node.openHandles == 0, !node.dirty, let staged = node.staged else { return nil }
+            guard var node = s.table[ino], node.openHandles == 0, let staged = node.staged,
+                  !node.dirty || node.unlinked || node.path.isEmpty else { return nil }
+            node.dirty = false
             node.staged = nil
             let preserve = node.preserveStaged
             s.table[ino] = node
@@ -754,7 +813,7 @@ public final class FileSystem: Sendable {
 
     /// Writes changed mode/owner/mtime to the store without touching the content.
     private func storeMetadata(of node: Node) throws(FSError) {
-        let metadata = node.posixMetadata().objectMetadata
+        let metadata = node.objectMetadata()
         let info: ObjectInfo
         if node.kind == .directory {
             let marker = keys.directoryPrefix(for: node.path)
@@ -892,6 +951,8 @@ public final class FileSystem: Sendable {
             node.mtime = posix.mtime ?? FileTime(info.lastModified)
             node.symlinkTarget = posix.symlinkTarget
             node.metadataKnown = true
+            node.foreignMetadata = PosixMetadata.foreign(metadata)
+            node.contentType = info.contentType ?? node.contentType
         } else if !(sameVersion && node.metadataKnown) {
             // A LIST entry: no metadata. Keep what a HEAD told us for this same version, else the defaults.
             node.mtime = FileTime(info.lastModified)

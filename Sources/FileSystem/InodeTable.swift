@@ -1,4 +1,5 @@
 import Foundation
+import ObjectStore
 
 /// What the daemon knows about one inode. Lives in `InodeTable`, always accessed under `FileSystem`'s state lock.
 struct Node {
@@ -39,6 +40,9 @@ struct Node {
     /// Keep the staged file on discard: it holds data that could not be uploaded nor saved elsewhere.
     var preserveStaged = false
     var lastOpenedVersion: String?
+    /// Set by other tools: kept so that our uploads and metadata changes do not drop them.
+    var contentType: String?
+    var foreignMetadata: ObjectMetadata = [:]
 
     func attributes() -> FileAttributes {
         FileAttributes(ino: ino, kind: kind, size: kind == .symlink ? UInt64(symlinkTarget?.utf8.count ?? 0) : size,
@@ -48,6 +52,11 @@ struct Node {
     /// The metadata that goes with the object on every write.
     func posixMetadata() -> PosixMetadata {
         PosixMetadata(mode: attributes().mode, uid: uid, gid: gid, mtime: mtime, symlinkTarget: symlinkTarget)
+    }
+
+    /// Our POSIX metadata over whatever else the object carried.
+    func objectMetadata() -> ObjectMetadata {
+        foreignMetadata.merging(posixMetadata().objectMetadata) { _, ours in ours }
     }
 
     var isEvictable: Bool {

@@ -29,6 +29,13 @@ struct PosixMetadata: Equatable {
         symlinkTarget = metadata["symlink"].flatMap { $0.removingPercentEncoding }
     }
 
+    static let keys: Set<String> = ["mode", "uid", "gid", "mtime", "symlink"]
+
+    /// The entries of `metadata` that are not ours.
+    static func foreign(_ metadata: ObjectMetadata) -> ObjectMetadata {
+        metadata.filter { !keys.contains($0.key) }
+    }
+
     var objectMetadata: ObjectMetadata {
         var result: ObjectMetadata = [:]
         if let mode { result["mode"] = String(mode) }

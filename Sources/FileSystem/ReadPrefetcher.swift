@@ -84,17 +84,28 @@ final class ReadPrefetcher: @unchecked Sendable {
             window = settings.initialWindow
         }
         var cursor = offset
+        var demand: [Chunk] = []
         while cursor < end {
             if let chunk = chunks.first(where: { $0.start <= cursor && cursor < $0.end }) {
                 cursor = chunk.end
             } else {
                 let next = chunks.first(where: { $0.start > cursor })?.start ?? UInt64.max
                 let chunkEnd = min(size, next, cursor + UInt64(max(count, settings.initialWindow)))
-                start(Chunk(start: cursor, end: chunkEnd, budgeted: false))
+                let chunk = Chunk(start: cursor, end: chunkEnd, budgeted: false)
+                insert(chunk)
+                demand.append(chunk)
                 cursor = chunkEnd
             }
         }
         readAhead(from: end)
+        // What this read needs now is fetched on the caller's own (libfuse) thread, so that a busy worker pool
+        // (read-ahead of other files, part uploads) never delays it.
+        for chunk in demand {
+            condition.unlock()
+            let outcome = fetch(chunk.start..<chunk.end)
+            condition.lock()
+            complete(chunk, with: outcome)
+        }
 
         var result = Data(capacity: Int(end - offset))
         cursor = offset
@@ -141,29 +152,42 @@ final class ReadPrefetcher: @unchecked Sendable {
         }
     }
 
+    /// Adds a read-ahead chunk and fetches it on a worker thread. Called with the lock held.
     private func start(_ chunk: Chunk) {
-        chunks.append(chunk)
-        chunks.sort { $0.start < $1.start }
-        let (store, key) = (store, key)
+        insert(chunk)
         let range = chunk.start..<chunk.end
         nonisolated(unsafe) let target = chunk
         workers.submit { [self] in
-            let outcome: Result<Data, ObjectStoreError>
-            do throws(ObjectStoreError) {
-                outcome = .success(try store.get(key, range: range).body)
-            } catch {
-                outcome = .failure(error)
-            }
+            let outcome = fetch(range)
             condition.lock()
-            switch outcome {
-            case .success(let data): target.data = data
-            case .failure(let error): target.error = error
-            }
-            // Dropped while in flight: its budget comes back now.
-            if target.budgeted && !chunks.contains(where: { $0 === target }) { budget.release(target.end - target.start) }
-            condition.broadcast()
+            complete(target, with: outcome)
             condition.unlock()
         }
+    }
+
+    private func insert(_ chunk: Chunk) {
+        chunks.append(chunk)
+        chunks.sort { $0.start < $1.start }
+    }
+
+    /// One ranged GET; called without the lock.
+    private func fetch(_ range: Range<UInt64>) -> Result<Data, ObjectStoreError> {
+        do throws(ObjectStoreError) {
+            return .success(try store.get(key, range: range).body)
+        } catch {
+            return .failure(error)
+        }
+    }
+
+    /// Called with the lock held.
+    private func complete(_ chunk: Chunk, with outcome: Result<Data, ObjectStoreError>) {
+        switch outcome {
+        case .success(let data): chunk.data = data
+        case .failure(let error): chunk.error = error
+        }
+        // Dropped while in flight: its budget comes back now.
+        if chunk.budgeted && !chunks.contains(where: { $0 === chunk }) { budget.release(chunk.end - chunk.start) }
+        condition.broadcast()
     }
 
     /// Removes matching chunks, returning the budget of those that completed (in-flight ones return it on landing).

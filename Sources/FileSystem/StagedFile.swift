@@ -28,6 +28,16 @@ final class StagedFile: Sendable {
         }
     }
 
+    /// The content no longer depends on the object's (O_TRUNC, truncate to 0): waits for a download in flight,
+    /// then makes sure none starts later and writes over what comes next.
+    func markLoaded() {
+        loaded.withLock { $0 = true }
+    }
+
+    /// Serialises the uploads of one file, so that a close cannot return before an upload already running for
+    /// the same file has ended, and each upload's condition sees the version the previous one made.
+    let uploading = Mutex(())
+
     func write(_ buffer: UnsafeRawBufferPointer, at offset: UInt64) throws(FSError) {
         var done = 0
         while done < buffer.count {

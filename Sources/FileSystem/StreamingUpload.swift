@@ -1,5 +1,6 @@
 import Foundation
 import ObjectStore
+import Synchronization
 
 /// Streams a sequentially written new (or truncated) file to the store as a multipart upload while it is
 /// being written: each time the staged file holds another full part, that part is read back and uploaded on a
@@ -50,11 +51,11 @@ final class StreamingUpload: @unchecked Sendable {
 
     /// Whether any part has been sent. Until then a flush (dd and shells close a duplicate descriptor before
     /// writing) uploads the file with a PUT and the stream stays usable for the writes that follow.
-    var hasStarted: Bool {
-        condition.lock()
-        defer { condition.unlock() }
-        return uploadID != nil
-    }
+    var hasStarted: Bool { started.load(ordering: .acquiring) }
+
+    /// Set once CreateMultipartUpload succeeded. Atomic rather than under `condition`, because callers ask while
+    /// holding the filesystem's state lock and `condition` may be held across a CreateMultipartUpload.
+    private let started = Atomic<Bool>(false)
 
     /// Whether truncating to `size` leaves the bytes already streamed alone (dd truncates its output at open).
     func allowsTruncate(to size: UInt64) -> Bool {
@@ -74,6 +75,7 @@ final class StreamingUpload: @unchecked Sendable {
             if uploadID == nil {
                 do throws(ObjectStoreError) {
                     uploadID = try store.createMultipartUpload(key, options: PutOptions(metadata: metadata))
+                    started.store(true, ordering: .releasing)
                 } catch {
                     failure = error
                     return
