@@ -289,6 +289,25 @@ public struct Configuration: Equatable, Sendable {
                         profile: storage.profile, noSignRequest: storage.noSignRequest)
     }
 
+    /// How the store is reached, beside saved uploads: endpoint, region, path style (no secrets).
+    public func storeContext() -> [String: String] {
+        let environment = ProcessInfo.processInfo.environment
+        var context: [String: String] = [:]
+        context["endpoint_url"] = storage.endpointURL ?? environment["AWS_ENDPOINT_URL_S3"] ?? environment["AWS_ENDPOINT_URL"]
+        context["region"] = storage.regionName ?? environment["AWS_REGION"] ?? environment["AWS_DEFAULT_REGION"]
+        context["path_style"] = storage.pathStyle.map { String($0) }
+        context["profile"] = storage.profile
+        return context
+    }
+
+    /// Fills what this configuration leaves unset from a saved `storeContext()`.
+    public mutating func adopt(storeContext context: [String: String]) {
+        storage.endpointURL = storage.endpointURL ?? context["endpoint_url"]
+        storage.regionName = storage.regionName ?? context["region"]
+        storage.pathStyle = storage.pathStyle ?? context["path_style"].flatMap { Bool($0) }
+        storage.profile = storage.profile ?? context["profile"]
+    }
+
     static func oneLine(_ error: Error) -> String {
         "\(error)".split(whereSeparator: \.isNewline).joined(separator: " ")
     }

@@ -12,7 +12,7 @@ enum DaemonLauncher {
         do { try FileManager.default.createDirectory(atPath: logDirectory, withIntermediateDirectories: true) } catch {
             throw CLIError("cannot create log directory \(logDirectory): \(error.localizedDescription)")
         }
-        let logFile = logDirectory + "/mount" + mountpoint.replacingOccurrences(of: "/", with: "_") + ".log"
+        let logFile = logDirectory + "/mount-" + MountRegistry.fileName(for: mountpoint) + ".log"
 
         var fds: [Int32] = [0, 0]
         guard pipe(&fds) == 0 else { throw CLIError("cannot create a pipe: \(String(cString: strerror(errno)))") }
@@ -72,7 +72,7 @@ enum DaemonLauncher {
         var exitStatus: Int32 = 0
         waitpid(pid, &exitStatus, 0)
         if answer.hasPrefix(ReadinessPipe.errorPrefix) {
-            throw CLIError(String(answer.dropFirst(ReadinessPipe.errorPrefix.count)))
+            throw CLIError(String(answer.dropFirst(ReadinessPipe.errorPrefix.count)) + " (log: \(logFile))")
         }
         throw CLIError("the daemon exited before the mount was ready (status \(exitStatus)); see \(logFile)")
     }

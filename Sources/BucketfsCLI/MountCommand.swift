@@ -76,7 +76,8 @@ struct MountCommand: ParsableCommand {
                                                 ? m.partSizeMiB << 20 : nil,
                                             multipartMaxInFlight: m.partsInFlight,
                                             renameParallelism: m.renameParallelism,
-                                            stagingLimit: UInt64(m.stagingMaxMiB) << 20)
+                                            stagingLimit: UInt64(m.stagingMaxMiB) << 20,
+                                            recoveryContext: configuration.storeContext())
             let fileSystem: FileSystem
             do { fileSystem = try FileSystem(store: store, options: options, logger: logger) } catch {
                 throw CLIError("\(error)")

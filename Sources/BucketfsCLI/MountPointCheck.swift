@@ -3,9 +3,12 @@ import Glibc
 
 /// Checks made before anything is mounted, each failing with one readable line.
 enum MountPointCheck {
+    /// The absolute path with symlinks resolved, as /proc/self/mountinfo shows mount points.
     static func absolute(_ path: String) -> String {
         let full = path.hasPrefix("/") ? path : FileManager.default.currentDirectoryPath + "/" + path
-        return URL(fileURLWithPath: full).standardizedFileURL.path
+        guard let resolved = realpath(full, nil) else { return URL(fileURLWithPath: full).standardizedFileURL.path }
+        defer { free(resolved) }
+        return String(cString: resolved)
     }
 
     /// The absolute mount point, if it exists, is a directory and is not already a mount.

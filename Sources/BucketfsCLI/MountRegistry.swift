@@ -15,7 +15,12 @@ struct MountRegistry {
     }
 
     static func file(for mountpoint: String) -> String {
-        directory + "/" + mountpoint.replacingOccurrences(of: "/", with: "_") + ".json"
+        directory + "/" + fileName(for: mountpoint) + ".json"
+    }
+
+    /// A file name for a mount point, one-to-one: `%` and `/` are percent-escaped.
+    static func fileName(for mountpoint: String) -> String {
+        mountpoint.replacingOccurrences(of: "%", with: "%25").replacingOccurrences(of: "/", with: "%2F")
     }
 
     static func register(source: String, mountpoint: String) -> MountRegistry? {

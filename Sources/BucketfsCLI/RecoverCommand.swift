@@ -17,6 +17,8 @@ struct RecoverCommand: ParsableCommand {
         var saved: String
         var dataPath: String
         var size: UInt64
+        /// How the store was reached when the upload failed (endpoint, region…).
+        var context: [String: String]
     }
 
     static func entries(in cacheDir: String) -> [Entry] {
@@ -28,7 +30,8 @@ struct RecoverCommand: ParsableCommand {
                   let key = info["key"], let dataPath = info["data"] else { return nil }
             let size = (try? FileManager.default.attributesOfItem(atPath: dataPath)[.size] as? UInt64) ?? 0
             return Entry(id: String(name.dropLast(5)), store: info["store"] ?? "?", key: key,
-                         reason: info["reason"] ?? "", saved: info["saved"] ?? "", dataPath: dataPath, size: size)
+                         reason: info["reason"] ?? "", saved: info["saved"] ?? "", dataPath: dataPath, size: size,
+                         context: info)
         }
     }
 
@@ -58,13 +61,18 @@ struct RecoverCommand: ParsableCommand {
         @OptionGroup var settings: ConfigurationOptions
 
         func run() throws {
-            let configuration = try settings.resolve()
+            var configuration = try settings.resolve()
             let cacheDir = configuration.mount.cacheDir
             guard let entry = RecoverCommand.entries(in: cacheDir).first(where: { $0.id == id }) else {
                 throw CLIError("no saved upload \(id) in \(cacheDir)/recovery (see `bucketfs recover list`)")
             }
             let location: StoreLocation
             do { location = try StoreLocation(parsing: entry.store) } catch { throw CLIError("\(error)") }
+            if case .memory = location.kind {
+                throw CLIError("cannot push to \(entry.store): that bucket lived in the daemon that saved the file; the data stays at \(entry.dataPath)")
+            }
+            // The endpoint and region of the mount that saved it, unless given now.
+            configuration.adopt(storeContext: entry.context)
             let store = try MountCommand.openStore(location, configuration: configuration)
             let target = key ?? entry.key
             do {

@@ -57,7 +57,7 @@ public final class FileSystem: Sendable {
         self.logger = logger
         self.stagingDirectory = options.cacheDirectory + "/staging"
         self.recovery = RecoveryFolder(directory: options.cacheDirectory + "/recovery", store: store.description,
-                                       logger: logger)
+                                       context: options.recoveryContext, logger: logger)
         self.mountTime = FileTime.now()
         self.workers = WorkerPool(threads: 16, name: "bucketfs-io")
         self.bulkWorkers = WorkerPool(threads: max(1, options.renameParallelism), name: "bucketfs-bulk")

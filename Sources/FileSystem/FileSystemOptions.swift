@@ -28,12 +28,15 @@ public struct FileSystemOptions: Sendable, Equatable {
     /// Bytes that files being written may hold in the staging area together; 0 means no bound but the disk's.
     /// A write beyond it fails with ENOSPC.
     public var stagingLimit: UInt64
+    /// Written beside each saved upload (e.g. the S3 endpoint and region), so that it can be pushed back later.
+    public var recoveryContext: [String: String]
 
     public init(prefix: String = "", uid: UInt32 = getuid(), gid: UInt32 = getgid(),
                 filePermissions: UInt32 = 0o644, directoryPermissions: UInt32 = 0o755, readOnly: Bool = false,
                 metadataTTL: Double = 1, negativeTTL: Double = 1, cacheDirectory: String,
                 readAheadBudget: Int = 128 << 20, multipartPartSize: Int? = nil, multipartMaxInFlight: Int = 4,
-                renameParallelism: Int = 16, stagingLimit: UInt64 = 0) {
+                renameParallelism: Int = 16, stagingLimit: UInt64 = 0,
+                recoveryContext: [String: String] = [:]) {
         self.prefix = prefix
         self.uid = uid
         self.gid = gid
@@ -48,5 +51,6 @@ public struct FileSystemOptions: Sendable, Equatable {
         self.multipartMaxInFlight = multipartMaxInFlight
         self.renameParallelism = renameParallelism
         self.stagingLimit = stagingLimit
+        self.recoveryContext = recoveryContext
     }
 }

@@ -8,6 +8,8 @@ struct RecoveryFolder: Sendable {
     let directory: String
     /// The store's URL (`s3://bucket/`), so that `bucketfs recover push` knows where the key goes.
     let store: String
+    /// How the store was reached (endpoint, region…), so that a push goes to the same place.
+    let context: [String: String]
     let logger: Logger
 
     /// Copies `stagedPath` into the folder. Returns the copy's path, or nil if even that failed (logged).
@@ -18,8 +20,8 @@ struct RecoveryFolder: Sendable {
         do {
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
             try FileManager.default.copyItem(atPath: stagedPath, toPath: base + ".data")
-            let info: [String: String] = ["store": store, "key": key, "reason": reason, "saved": stamp,
-                                          "data": base + ".data"]
+            let info = context.merging(["store": store, "key": key, "reason": reason, "saved": stamp,
+                                        "data": base + ".data"]) { _, fixed in fixed }
             let json = try JSONSerialization.data(withJSONObject: info, options: [.prettyPrinted, .sortedKeys])
             try json.write(to: URL(fileURLWithPath: base + ".json"))
             logger.error("upload failed; content kept for recovery", metadata: [

@@ -79,7 +79,7 @@ public final class FuseSession {
         }
         guard fuse_session_mount(session, mountpoint) == 0 else {
             fuse_remove_signal_handlers(session)
-            throw FuseSessionError(description: "cannot mount on \(mountpoint) (see the messages above)")
+            throw FuseSessionError(description: "cannot mount on \(mountpoint) (libfuse logged why)")
         }
     }
 

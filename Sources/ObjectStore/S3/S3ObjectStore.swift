@@ -303,9 +303,10 @@ public final class S3ObjectStore: ObjectStore {
             throw mapError(sent.response, key: key)
         }
         let version = Self.unquote(result.value("ETag") ?? sent.response.headers["etag"] ?? "")
-        var info = try head(key)
-        // Should someone have overwritten the key since, the HEAD describes their object; the version stays ours so
-        // that a later conditional write notices.
+        // The upload is complete: a failing HEAD must not turn that into an error (the caller would upload again).
+        // Should the HEAD fail, or someone have overwritten the key since, the version stays ours so that a later
+        // conditional write notices; the size is then unknown (0).
+        var info = (try? head(key)) ?? ObjectInfo(key: key, size: 0, lastModified: Date(), version: version)
         info.version = version
         return info
     }
