@@ -7,6 +7,7 @@ let package = Package(
     products: [
         .executable(name: "bucketfs", targets: ["bucketfs"]),
         .library(name: "ObjectStore", targets: ["ObjectStore"]),
+        .library(name: "Locking", targets: ["Locking"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -19,9 +20,12 @@ let package = Package(
         .systemLibrary(name: "CXattr"),
         .systemLibrary(name: "CCurl", pkgConfig: "libcurl", providers: [.apt(["libcurl4-openssl-dev"])]),
         .systemLibrary(name: "COpenSSL", pkgConfig: "openssl", providers: [.apt(["libssl-dev"])]),
+        .systemLibrary(name: "CHiredis", pkgConfig: "hiredis", providers: [.apt(["libhiredis-dev"])]),
 
         // Bottom layer: the ObjectStore contract and its backends. The only layer that does store I/O.
         .target(name: "ObjectStore", dependencies: ["CXattr", "CCurl", "COpenSSL", .product(name: "Logging", package: "swift-log")]),
+        // Distributed advisory locks: file, object and Redis strategies, leases, renewal.
+        .target(name: "Locking", dependencies: ["ObjectStore", "CHiredis", .product(name: "Logging", package: "swift-log")]),
         // Filesystem behaviour without the kernel: inodes, caches, write staging, errno choice.
         .target(name: "FileSystem", dependencies: ["ObjectStore", .product(name: "Logging", package: "swift-log")]),
         // libfuse3 low-level adapter: ops table, replies, session lifecycle.
@@ -38,6 +42,7 @@ let package = Package(
         .testTarget(name: "ObjectStoreTests", dependencies: ["ObjectStore"]),
         .testTarget(name: "FileSystemTests", dependencies: ["FileSystem", "ObjectStore"]),
         .testTarget(name: "CLITests", dependencies: ["BucketfsCLI"]),
+        .testTarget(name: "LockingTests", dependencies: ["Locking", "ObjectStore"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -21,7 +21,7 @@ MNT_BUCKETFS=/tmp/mnt-bench-bucketfs
 BFS_BUCKET=bench-bucketfs
 mkdir -p "$RESULTS"
 
-install_system_packages fuse3 libfuse3-dev pkg-config libcurl4-openssl-dev libssl-dev s3fs rclone fio attr
+install_system_packages fuse3 libfuse3-dev pkg-config libcurl4-openssl-dev libssl-dev libhiredis-dev s3fs rclone fio attr
 require_swift
 (cd "$ROOT" && swift build -c release --product bucketfs >&2)
 BIN="$ROOT/.build/release/bucketfs"
@@ -41,7 +41,12 @@ mount_bucketfs() {
     mkdir -p "$MNT_BUCKETFS"
     "$BIN" mount "s3://$BFS_BUCKET/" "$MNT_BUCKETFS" --endpoint-url "$MOTO_URL" --cache-dir /tmp/bench-bucketfs-cache >&2
 }
-unmount_bucketfs() { "$BIN" unmount "$MNT_BUCKETFS" >&2 || fusermount3 -uz "$MNT_BUCKETFS"; }
+unmount_bucketfs() {
+    mountpoint -q "$MNT_BUCKETFS" || return 0
+    "$BIN" unmount "$MNT_BUCKETFS" >&2 || fusermount3 -uz "$MNT_BUCKETFS"
+}
+unmount_bucketfs    # left over from an interrupted run
+trap unmount_bucketfs EXIT
 
 fsbench() {  # fsbench NAME MOUNTPOINT BUCKET REMOUNT_CMD
     log "=== $1"
@@ -54,12 +59,12 @@ fsbench() {  # fsbench NAME MOUNTPOINT BUCKET REMOUNT_CMD
 peak_rss() {
     mount_bucketfs
     local pid dir="$MNT_BUCKETFS/rss-$$"
-    pid=$(pgrep -f -- "--foreground.*$MNT_BUCKETFS" | head -1)
     mkdir -p "$dir"
     head -c $((256 << 20)) /dev/urandom > /tmp/bench-rss-src
     for i in 1 2 3 4; do cp /tmp/bench-rss-src "$dir/r$i"; done
     unmount_bucketfs; mount_bucketfs
-    pid=$(pgrep -f -- "--foreground.*$MNT_BUCKETFS" | head -1)
+    # The daemon is the background copy started with --foreground (after the mount point on its command line).
+    pid=$(pgrep -f -- "$MNT_BUCKETFS.*--foreground" | head -1)
     local jobs=()
     for i in 1 2 3 4; do
         dd if=/tmp/bench-rss-src of="$dir/w$i" bs=1M status=none & jobs+=($!)

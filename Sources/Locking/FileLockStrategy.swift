@@ -1,0 +1,189 @@
+import Foundation
+import Glibc
+import Synchronization
+
+/// `flock(LOCK_EX|LOCK_NB)` on `<directory>/<escaped resource>.lock`, held by keeping the descriptor open.
+///
+/// One host only (flock does not cross NFS reliably, and not hosts at all on local disks). The kernel drops the
+/// lock when the holder dies, so the lease is only written into the record for people to read; it never expires.
+/// flock locks belong to the open file description, so two acquisitions in this very process (each opens the file
+/// anew) exclude each other just as two processes do.
+///
+/// The lock file holds the JSON `LockRecord` of the last grant. Its token is read and incremented while holding
+/// the flock, so tokens grow across holders. Lock files are never deleted: unlinking one while another process
+/// waits on its old inode would let two holders coexist, and it would reset the token.
+public final class FileLockStrategy: LockStrategy {
+    public let directory: String
+    public var name: String { "file" }
+
+    /// Open descriptors of held locks, by `resource` + token.
+    private let descriptors = Mutex<[HeldKey: Int32]>([:])
+
+    private struct HeldKey: Hashable {
+        var resource: String
+        var token: UInt64
+    }
+
+    /// Creates `directory` if needed.
+    public init(directory: String) throws(LockError) {
+        var path = directory
+        while path.count > 1 && path.hasSuffix("/") { path.removeLast() }
+        guard !path.isEmpty else { throw .invalid("file_lock_dir is empty") }
+        do {
+            try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+        } catch {
+            throw .unavailable("cannot create lock directory \(path): \(error)")
+        }
+        self.directory = path
+    }
+
+    deinit {
+        // Only reached when nobody can release any more: let the kernel drop the locks.
+        for fd in descriptors.withLock({ Array($0.values) }) { close(fd) }
+    }
+
+    public func tryAcquire(_ resource: String, owner: LockOwner, lease: Double) throws(LockError) -> Lease? {
+        try validateResource(resource)
+        try validateLease(lease)
+        let path = lockPath(resource)
+        let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { throw .unavailable("open \(path): \(String(cString: strerror(errno)))") }
+        guard flockRetryingEINTR(fd, LOCK_EX | LOCK_NB) == 0 else {
+            let error = errno
+            close(fd)
+            if error == EWOULDBLOCK { return nil }
+            throw .unavailable("flock \(path): \(String(cString: strerror(error)))")
+        }
+        // Ours now; an unreadable or foreign file restarts the count rather than blocking the lock forever.
+        let previous = (try? LockRecord.decode(readAll(fd)))?.token ?? 0
+        let now = Date()
+        let granted = Lease(resource: resource, owner: owner, token: previous + 1, acquired: now,
+                            expires: now.addingTimeInterval(lease), duration: lease)
+        do {
+            try writeRecord(granted.record, to: fd, path: path)
+        } catch {
+            close(fd)  // drops the flock too
+            throw error
+        }
+        descriptors.withLock { $0[HeldKey(resource: resource, token: granted.token)] = fd }
+        return granted
+    }
+
+    public func renew(_ lease: Lease) throws(LockError) -> Lease {
+        guard let fd = descriptors.withLock({ $0[HeldKey(resource: lease.resource, token: lease.token)] }) else {
+            throw .lost(lease.resource)
+        }
+        var renewed = lease
+        renewed.expires = Date().addingTimeInterval(lease.duration).lockPrecision
+        try writeRecord(renewed.record, to: fd, path: lockPath(lease.resource))
+        return renewed
+    }
+
+    public func release(_ lease: Lease) throws(LockError) {
+        guard let fd = descriptors.withLock({ $0.removeValue(forKey: HeldKey(resource: lease.resource, token: lease.token)) }) else {
+            throw .lost(lease.resource)
+        }
+        defer { close(fd) }
+        var record = lease.record
+        record.expires = Date().addingTimeInterval(-0.001).lockPrecision  // in the past, after rounding
+        record.released = true
+        // The token must survive for the next holder; a failed write only costs the record's accuracy.
+        try? writeRecord(record, to: fd, path: lockPath(lease.resource))
+        _ = flock(fd, LOCK_UN)
+    }
+
+    /// Files whose flock is taken right now (probed with a shared non-blocking flock on a fresh descriptor; a
+    /// `tryAcquire` at the very instant of a probe is refused, as if the lock were held, and may simply retry).
+    public func holders() throws(LockError) -> [LockRecord] {
+        let names: [String]
+        do {
+            names = try FileManager.default.contentsOfDirectory(atPath: directory)
+        } catch {
+            throw .unavailable("cannot list lock directory \(directory): \(error)")
+        }
+        var records: [LockRecord] = []
+        for name in names.sorted() where name.hasSuffix(".lock") {
+            let fd = open("\(directory)/\(name)", O_RDONLY | O_CLOEXEC)
+            guard fd >= 0 else { continue }
+            defer { close(fd) }
+            if flockRetryingEINTR(fd, LOCK_SH | LOCK_NB) == 0 {
+                _ = flock(fd, LOCK_UN)
+                continue  // nobody holds it
+            }
+            // Held: the holder may be rewriting the record this instant; skip what does not parse.
+            if let record = try? LockRecord.decode(readAll(fd)) { records.append(record) }
+        }
+        return records
+    }
+
+    // MARK: Files
+
+    func lockPath(_ resource: String) -> String {
+        "\(directory)/\(Self.fileName(for: resource))"
+    }
+
+    /// Percent-escapes everything but `[A-Za-z0-9._-]`, so any key (slashes included) is one flat file name.
+    /// Names too long for the filesystem keep a readable prefix and end with a hash of the whole resource.
+    static func fileName(for resource: String) -> String {
+        var escaped = ""
+        for byte in resource.utf8 {
+            switch byte {
+            case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"),
+                 UInt8(ascii: "0")...UInt8(ascii: "9"), UInt8(ascii: "."), UInt8(ascii: "_"), UInt8(ascii: "-"):
+                escaped.append(Character(Unicode.Scalar(byte)))
+            default:
+                escaped += String(format: "%%%02X", byte)
+            }
+        }
+        if escaped.utf8.count > 200 {
+            escaped = String(escaped.prefix(150)) + "~" + String(fnv1a(resource), radix: 16)
+        }
+        return escaped + ".lock"
+    }
+
+    /// FNV-1a, 64 bits: enough to tell long names apart, and stable across runs (unlike `hashValue`).
+    private static func fnv1a(_ text: String) -> UInt64 {
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        for byte in text.utf8 {
+            hash ^= UInt64(byte)
+            hash = hash &* 0x100_0000_01b3
+        }
+        return hash
+    }
+
+    private func flockRetryingEINTR(_ fd: Int32, _ operation: Int32) -> Int32 {
+        while true {
+            let result = flock(fd, operation)
+            if result == 0 || errno != EINTR { return result }
+        }
+    }
+
+    private func readAll(_ fd: Int32) -> Data {
+        var data = Data()
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        var offset: off_t = 0
+        while true {
+            let n = pread(fd, &buffer, buffer.count, offset)
+            if n < 0 && errno == EINTR { continue }
+            if n <= 0 { break }
+            data.append(contentsOf: buffer[0..<n])
+            offset += off_t(n)
+        }
+        return data
+    }
+
+    /// Writes in place, then trims: there is never a moment with an empty file (and no token).
+    private func writeRecord(_ record: LockRecord, to fd: Int32, path: String) throws(LockError) {
+        let bytes = [UInt8](record.encoded())
+        var done = 0
+        while done < bytes.count {
+            let n = bytes.withUnsafeBytes { pwrite(fd, $0.baseAddress! + done, bytes.count - done, off_t(done)) }
+            if n < 0 && errno == EINTR { continue }
+            guard n > 0 else { throw .unavailable("write \(path): \(String(cString: strerror(errno)))") }
+            done += n
+        }
+        guard ftruncate(fd, off_t(bytes.count)) == 0 else {
+            throw .unavailable("truncate \(path): \(String(cString: strerror(errno)))")
+        }
+    }
+}

@@ -1,0 +1,76 @@
+import Foundation
+import Glibc
+@testable import Locking
+import XCTest
+
+final class FileLockStrategyTests: XCTestCase {
+    private var directory = ""
+    private var suite: LockingSuite!
+
+    override func setUpWithError() throws {
+        directory = FileManager.default.temporaryDirectory.appendingPathComponent("bucketfs-locks-\(UUID().uuidString)").path
+        let directory = self.directory
+        suite = LockingSuite(leasesExpire: false, makeStrategy: { try FileLockStrategy(directory: directory) })
+    }
+
+    override func tearDown() {
+        try? FileManager.default.removeItem(atPath: directory)
+        super.tearDown()
+    }
+
+    // MARK: The shared suite
+
+    func testExclusionAndTokens() throws { try suite.exclusionAndTokens() }
+    func testExpiryTakeover() throws { try suite.expiryTakeover() }
+    func testRenewExtends() throws { try suite.renewExtends() }
+    func testHoldersListing() throws { try suite.holdersListing() }
+    func testRacingAcquirers() throws { try suite.racingAcquirers() }
+    func testManagerRenews() throws { try suite.managerRenews() }
+    func testManagerWaits() throws { try suite.managerWaits() }
+    func testWithLockHelper() throws { try suite.withLockHelper() }
+    func testInvalidRequests() throws { try suite.invalidRequests() }
+
+    // MARK: File specifics
+
+    /// flock locks belong to the open file description: another descriptor in this very process is refused.
+    func testAnotherDescriptorInThisProcessIsExcluded() throws {
+        let strategy = try FileLockStrategy(directory: directory)
+        let lease = try XCTUnwrap(try strategy.tryAcquire("a/b", owner: suite.owner("a"), lease: 5))
+        let path = strategy.lockPath("a/b")
+        XCTAssertEqual(path, "\(directory)/a%2Fb.lock")
+        let fd = open(path, O_RDONLY)
+        XCTAssertGreaterThanOrEqual(fd, 0)
+        defer { close(fd) }
+        XCTAssertEqual(flock(fd, LOCK_EX | LOCK_NB), -1)
+        XCTAssertEqual(errno, EWOULDBLOCK)
+        try strategy.release(lease)
+        XCTAssertEqual(flock(fd, LOCK_EX | LOCK_NB), 0, "free after release")
+        XCTAssertNil(try strategy.tryAcquire("a/b", owner: suite.owner("b"), lease: 5), "and our raw flock now excludes the strategy")
+        _ = flock(fd, LOCK_UN)
+    }
+
+    /// The token lives in the lock file: a new process (a new strategy) continues the count.
+    func testTokenSurvivesInTheLockFile() throws {
+        let first = try FileLockStrategy(directory: directory)
+        var last: UInt64 = 0
+        for _ in 0..<3 {
+            let lease = try XCTUnwrap(try first.tryAcquire("counter", owner: suite.owner("a"), lease: 5))
+            XCTAssertEqual(lease.token, last + 1)
+            last = lease.token
+            try first.release(lease)
+        }
+        let later = try FileLockStrategy(directory: directory)
+        XCTAssertEqual(try later.tryAcquire("counter", owner: suite.owner("b"), lease: 5)?.token, last + 1)
+        let record = try LockRecord.decode(Data(contentsOf: URL(fileURLWithPath: later.lockPath("counter"))))
+        XCTAssertEqual(record.token, last + 1)
+    }
+
+    func testFileNamesAreFlat() {
+        XCTAssertEqual(FileLockStrategy.fileName(for: "plain-name_1.txt"), "plain-name_1.txt.lock")
+        XCTAssertEqual(FileLockStrategy.fileName(for: "../x y"), "..%2Fx%20y.lock")
+        XCTAssertEqual(FileLockStrategy.fileName(for: "é"), "%C3%A9.lock")
+        let long = FileLockStrategy.fileName(for: String(repeating: "/", count: 300))
+        XCTAssertLessThan(long.utf8.count, 255)
+        XCTAssertNotEqual(long, FileLockStrategy.fileName(for: String(repeating: "/", count: 301)))
+    }
+}

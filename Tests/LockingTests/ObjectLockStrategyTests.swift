@@ -1,0 +1,174 @@
+import Foundation
+@testable import Locking
+import ObjectStore
+import XCTest
+
+/// The object strategy over the in-memory store.
+final class MemoryObjectLockTests: XCTestCase {
+    private var store: MemoryObjectStore!
+    private var suite: LockingSuite!
+
+    override func setUp() {
+        let store = MemoryObjectStore()
+        self.store = store
+        suite = LockingSuite(makeStrategy: { ObjectLockStrategy(store: store, prefix: "mnt/") })
+    }
+
+    // MARK: The shared suite
+
+    func testExclusionAndTokens() throws { try suite.exclusionAndTokens() }
+    func testExpiryTakeover() throws { try suite.expiryTakeover() }
+    func testRenewExtends() throws { try suite.renewExtends() }
+    func testHoldersListing() throws { try suite.holdersListing() }
+    func testRacingAcquirers() throws { try suite.racingAcquirers() }
+    func testManagerRenews() throws { try suite.managerRenews() }
+    func testManagerWaits() throws { try suite.managerWaits() }
+    func testWithLockHelper() throws { try suite.withLockHelper() }
+    func testInvalidRequests() throws { try suite.invalidRequests() }
+
+    // MARK: Object specifics
+
+    /// Release overwrites the lock object with a released record that keeps the token, so tokens never go back.
+    func testReleaseKeepsTheTokenInTheObject() throws {
+        let strategy = ObjectLockStrategy(store: store, prefix: "mnt/")
+        XCTAssertEqual(strategy.key(for: "dir/file"), "mnt/.bucketfs/locks/dir/file.lock")
+        let lease = try XCTUnwrap(try strategy.tryAcquire("dir/file", owner: suite.owner("a"), lease: 30))
+        let held = try LockRecord.decode(store.get("mnt/.bucketfs/locks/dir/file.lock").body)
+        XCTAssertEqual(held, lease.record)
+        XCTAssertEqual(try store.head("mnt/.bucketfs/locks/dir/file.lock").contentType, "application/json")
+        try strategy.release(lease)
+        let released = try LockRecord.decode(store.get("mnt/.bucketfs/locks/dir/file.lock").body)
+        XCTAssertEqual(released.released, true)
+        XCTAssertEqual(released.token, lease.token)
+        XCTAssertLessThanOrEqual(released.expires, Date())
+        XCTAssertEqual(try strategy.holders(), [])
+        XCTAssertEqual(try strategy.tryAcquire("dir/file", owner: suite.owner("b"), lease: 30)?.token, lease.token + 1)
+    }
+
+    /// Someone rewrote our lock object (by hand, or a takeover we did not see): renew and release report it lost.
+    func testForeignWriteMeansLost() throws {
+        let strategy = ObjectLockStrategy(store: store)
+        let lease = try XCTUnwrap(try strategy.tryAcquire("r", owner: suite.owner("a"), lease: 30))
+        var record = lease.record
+        record.owner = "intruder"
+        try store.put(strategy.key(for: "r"), data: record.encoded())
+        XCTAssertThrowsError(try strategy.renew(lease)) { XCTAssertEqual($0 as? LockError, .lost("r")) }
+        XCTAssertThrowsError(try strategy.release(lease)) { XCTAssertEqual($0 as? LockError, .lost("r")) }
+    }
+
+    /// The best-effort mode (no conditional writes) passes the sequential checks; races are its documented weakness.
+    func testBestEffortMode() throws {
+        let store = self.store!
+        let bestEffort = LockingSuite(makeStrategy: { ObjectLockStrategy(store: store, prefix: "be/", bestEffort: true) })
+        XCTAssertTrue(ObjectLockStrategy(store: store, bestEffort: true).bestEffort)
+        XCTAssertFalse(ObjectLockStrategy(store: store).bestEffort, "the memory store has conditional writes")
+        try bestEffort.exclusionAndTokens()
+        try bestEffort.expiryTakeover()
+        try bestEffort.renewExtends()
+        try bestEffort.holdersListing()
+    }
+
+    func testStoreFailuresAreUnavailable() throws {
+        let missing = try ObjectLockStrategy(store: LocalDirectoryObjectStore(root: NSTemporaryDirectory()), prefix: "")
+        XCTAssertThrowsError(try missing.tryAcquire("x\u{0}y", owner: suite.owner("a"), lease: 1)) {
+            guard case LockError.invalid = $0 else { return XCTFail("got \($0)") }
+        }
+        XCTAssertEqual(ObjectLockStrategy.map(.transport("down")), .unavailable("transport error: down"))
+        XCTAssertEqual(ObjectLockStrategy.map(.invalidKey(key: "k", reason: "r")), .invalid("invalid key k: r"))
+    }
+}
+
+/// The object strategy over a local directory (each client opens its own store on the same root).
+final class LocalDirectoryObjectLockTests: XCTestCase {
+    private var root = ""
+    private var suite: LockingSuite!
+
+    override func setUpWithError() throws {
+        root = FileManager.default.temporaryDirectory.appendingPathComponent("bucketfs-objlocks-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
+        let root = self.root
+        suite = LockingSuite(makeStrategy: { ObjectLockStrategy(store: try LocalDirectoryObjectStore(root: root), prefix: "mnt/") })
+    }
+
+    override func tearDown() {
+        try? FileManager.default.removeItem(atPath: root)
+        super.tearDown()
+    }
+
+    // MARK: The shared suite
+
+    func testExclusionAndTokens() throws { try suite.exclusionAndTokens() }
+    func testExpiryTakeover() throws { try suite.expiryTakeover() }
+    func testRenewExtends() throws { try suite.renewExtends() }
+    func testHoldersListing() throws { try suite.holdersListing() }
+    func testRacingAcquirers() throws { try suite.racingAcquirers() }
+    func testManagerRenews() throws { try suite.managerRenews() }
+    func testManagerWaits() throws { try suite.managerWaits() }
+    func testWithLockHelper() throws { try suite.withLockHelper() }
+    func testInvalidRequests() throws { try suite.invalidRequests() }
+}
+
+/// The object strategy over S3 (moto on loopback; one server for the class, a bucket per test).
+final class S3ObjectLockTests: XCTestCase {
+    nonisolated(unsafe) private static var moto: MotoServer?
+    nonisolated(unsafe) private static var startError: (any Error)?
+    private var suite: LockingSuite!
+
+    override class func setUp() {
+        super.setUp()
+        do { moto = try MotoServer() } catch { startError = error }
+    }
+
+    override class func tearDown() {
+        moto?.stop()
+        moto = nil
+        super.tearDown()
+    }
+
+    override func setUpWithError() throws {
+        if let error = Self.startError { throw error }
+        let moto = try XCTUnwrap(Self.moto)
+        let bucket = "bucketfs-locks-\(UUID().uuidString.prefix(8).lowercased())"
+        try moto.createBucket(bucket)
+        suite = LockingSuite(makeStrategy: { ObjectLockStrategy(store: try moto.makeStore(bucket: bucket), prefix: "mnt/") })
+    }
+
+    // MARK: The shared suite
+
+    func testExclusionAndTokens() throws { try suite.exclusionAndTokens() }
+    func testExpiryTakeover() throws { try suite.expiryTakeover() }
+    func testRenewExtends() throws { try suite.renewExtends() }
+    func testHoldersListing() throws { try suite.holdersListing() }
+    func testRacingAcquirers() throws { try suite.racingAcquirers() }
+    func testManagerRenews() throws { try suite.managerRenews() }
+    func testManagerWaits() throws { try suite.managerWaits() }
+    func testWithLockHelper() throws { try suite.withLockHelper() }
+    func testInvalidRequests() throws { try suite.invalidRequests() }
+}
+
+extension MemoryObjectLockTests {
+    /// A damaged lock object is reported, not silently taken over (its token would be a guess).
+    func testDamagedLockObjectIsInvalid() throws {
+        let strategy = ObjectLockStrategy(store: store)
+        try store.put(strategy.key(for: "bad"), data: Data("not json".utf8))
+        XCTAssertThrowsError(try strategy.tryAcquire("bad", owner: suite.owner("a"), lease: 1)) {
+            guard case LockError.invalid(let detail) = $0 else { return XCTFail("got \($0)") }
+            XCTAssertTrue(detail.contains(".bucketfs/locks/bad.lock"), detail)
+        }
+        XCTAssertEqual(try strategy.holders(), [])
+    }
+
+    /// A shut-down manager grants nothing more (nothing would renew it).
+    func testShutDownManagerRefuses() throws {
+        let manager = LockManager(strategy: ObjectLockStrategy(store: store), owner: suite.owner("m"), leaseDuration: 5)
+        let lease = try XCTUnwrap(try manager.tryAcquire("r"))
+        manager.shutdown()
+        XCTAssertTrue(manager.held.isEmpty, "released on shutdown")
+        XCTAssertEqual(manager.metrics.released, 1)
+        XCTAssertNotNil(try ObjectLockStrategy(store: store).tryAcquire("r", owner: suite.owner("b"), lease: 1))
+        XCTAssertThrowsError(try manager.tryAcquire("other")) {
+            guard case LockError.unavailable = $0 else { return XCTFail("got \($0)") }
+        }
+        _ = lease
+    }
+}
