@@ -39,6 +39,21 @@ public final class FileSystem: Sendable {
         var nextHandle: UInt64 = 1
         /// Paths known not to exist, until the instant given.
         var negative: [String: ContinuousClock.Instant] = [:]
+        /// Directories whose complete list of names is known (listed, or made by us), until the instant given:
+        /// a name not in it does not exist, with no request (a fresh directory fills up at one PUT per file).
+        var listed: [String: (names: Set<String>, until: ContinuousClock.Instant)] = [:]
+
+        /// Records that `path` exists, in its parent's known listing.
+        mutating func noteExists(_ path: String) {
+            let parent = KeyMapping.parent(of: path)
+            if listed[parent] != nil { listed[parent]?.names.insert(KeyMapping.name(of: path)) }
+        }
+
+        /// Whether `path` is known not to exist because its parent's listing is known and lacks it.
+        func listedAbsent(_ path: String, now: ContinuousClock.Instant) -> Bool {
+            guard !path.isEmpty, let known = listed[KeyMapping.parent(of: path)], now < known.until else { return false }
+            return !known.names.contains(KeyMapping.name(of: path))
+        }
         var reportedInvalidKeys: Set<String> = []
 
         mutating func allocateHandle() -> UInt64 {
@@ -312,6 +327,7 @@ public final class FileSystem: Sendable {
                 s.table[ino]?.version = replaced.version
             }
             s.table.move(from: from, to: to)
+            s.noteExists(to)
             if let newVersion { s.table[ino]?.version = newVersion }
             s.negative.removeValue(forKey: to)
             s.negative[from] = .now + .seconds(options.negativeTTL)
@@ -345,6 +361,8 @@ public final class FileSystem: Sendable {
         }
         state.withLock { s in
             s.table.move(from: from, to: to)
+            s.noteExists(to)
+            s.listed = s.listed.filter { !($0.key == from || $0.key.hasPrefix(from + "/")) }
             for (rest, version) in versions where !rest.isEmpty && !rest.hasSuffix("/") {
                 if let ino = s.table.ino(at: to + "/" + rest) { s.table[ino]?.version = version }
             }
@@ -463,6 +481,7 @@ public final class FileSystem: Sendable {
             }
             entries.sort { $0.0 < $1.0 }
             for (_, attributes) in entries { s.table[attributes.ino]?.listingPins += 1 }
+            s.listed[node.path] = (Set(entries.map(\.0)), .now + .seconds(options.negativeTTL))
             let dots = [(".", s.table[ino]?.attributes()), ("..", s.table[parentIno]?.attributes())]
             let all = dots.compactMap { name, attributes in attributes.map { (name, $0) } } + entries
             return all.enumerated().map { index, item in
@@ -852,10 +871,14 @@ public final class FileSystem: Sendable {
                 if ContinuousClock.now < until { throw FSError.notFound }
                 s.negative.removeValue(forKey: path)
             }
+            if !force && s.table.node(at: path) == nil && s.listedAbsent(path, now: .now) { throw FSError.notFound }
             return nil
         }
         if let cached { return cached }
-        guard let observation = try observe(path) else {
+        let knownObject = state.withLock { s in
+            s.table.node(at: path).map { $0.kind != .directory && $0.inStore } ?? false
+        }
+        guard let observation = try observe(path, knownObject: knownObject) else {
             state.withLock { s in
                 s.table.detach(path: path)
                 s.negative[path] = .now + .seconds(options.negativeTTL)
@@ -865,14 +888,26 @@ public final class FileSystem: Sendable {
         return state.withLock { s in
             let attributes = upsert(path, observation, in: &s)
             if retain { s.table[attributes.ino]?.lookups += 1 }
+            s.noteExists(path)
             return attributes
         }
     }
 
     /// Asks the store what `path` is. A directory (any key under `path/`) shadows an object named `path`.
-    private func observe(_ path: String) throws(FSError) -> Observation? {
+    private func observe(_ path: String, knownObject: Bool = false) throws(FSError) -> Observation? {
         let key = keys.key(for: path)
         let marker = key + "/"
+        if knownObject {
+            // Revalidating what was a file: one HEAD. (A directory appearing under the same name is seen once
+            // the object goes, or by a listing.)
+            do throws(ObjectStoreError) {
+                return .object(try store.head(key))
+            } catch .notFound, .invalidKey {
+                // gone, or now a directory: ask the full question below
+            } catch {
+                throw FSError(error)
+            }
+        }
         let page: ListPage
         do throws(ObjectStoreError) {
             page = try store.list(ListRequest(prefix: marker, delimiter: "/", maxKeys: 1))
@@ -1002,6 +1037,8 @@ public final class FileSystem: Sendable {
             node.lookups = retain ? 1 : 0
             s.table.insert(node)
             s.negative.removeValue(forKey: node.path)
+            s.noteExists(node.path)
+            if node.kind == .directory { s.listed[node.path] = ([], .now + .seconds(options.negativeTTL)) }
             return node.attributes()
         }
     }

@@ -47,6 +47,9 @@ final class ReadPrefetcher: @unchecked Sendable {
         }
     }
 
+    /// How far out of order the kernel's concurrent reads of one sequential reader may arrive.
+    private static let slack: UInt64 = 4 << 20
+
     private let store: any ObjectStore
     private let key: String
     private let size: UInt64
@@ -77,9 +80,13 @@ final class ReadPrefetcher: @unchecked Sendable {
         condition.lock()
         defer { condition.unlock() }
 
-        let covered = chunks.contains { $0.start <= offset && offset < $0.end }
-        if !covered {
-            // A seek (or the first read): drop what was fetched for another position, start small again.
+        // The kernel sends several reads of a sequential reader at once (async read-ahead), a little out of order:
+        // a read near the buffered region is still sequential. Only a read far from it is a seek, which drops what
+        // was fetched for another position and starts small again.
+        let near = chunks.first.map { first in
+            offset + Self.slack >= first.start && offset <= (chunks.map(\.end).max() ?? 0) + UInt64(window)
+        } ?? false
+        if !near {
             dropChunks { _ in true }
             window = settings.initialWindow
         }
@@ -125,8 +132,9 @@ final class ReadPrefetcher: @unchecked Sendable {
             if to < Int(min(end, chunk.end) - chunk.start) { break }    // the object is shorter than we thought
             cursor = chunk.end
         }
-        // Sequential progress: forget what is behind the reader, widen the window.
-        dropChunks { $0.end <= offset }
+        // Sequential progress: forget what is well behind the reader (concurrent reads may still need what is just
+        // behind), widen the window.
+        dropChunks { $0.end + Self.slack <= offset }
         window = min(settings.maxWindow, window * 2)
         return result
     }
