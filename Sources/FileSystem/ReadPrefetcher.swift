@@ -147,13 +147,15 @@ final class ReadPrefetcher: @unchecked Sendable {
         condition.unlock()
     }
 
-    /// Starts fetching `[from, from + window)` in parts, as far as the budget allows. Called with the lock held.
+    /// Starts fetching up to `from + window` in parts, as far as the budget allows. Called with the lock held.
     private func readAhead(from: UInt64) {
         guard !closed else { return }
         var cursor = max(from, chunks.map(\.end).max() ?? from)
         let limit = min(size, from + UInt64(window))
         while cursor < limit {
-            let length = Int(min(UInt64(settings.partSize), limit - cursor))
+            // Parts as large as the window allows (the window may be overshot by one part): clipping the last part
+            // to the window would add a sliver of a GET per kernel read once the window stops growing.
+            let length = Int(min(UInt64(min(settings.partSize, window)), size - cursor))
             guard budget.reserve(length) else { return }
             start(Chunk(start: cursor, end: cursor + UInt64(length), budgeted: true))
             cursor += UInt64(length)

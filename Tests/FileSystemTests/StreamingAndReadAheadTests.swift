@@ -110,6 +110,24 @@ final class StreamingAndReadAheadTests: FileSystemTestCase {
         XCTAssertLessThanOrEqual(store.count(.get), 12)
     }
 
+    func testReadingPastTheLargestWindowKeepsWholeParts() throws {
+        // 96 MiB: longer than the 64 MiB window, where each read used to add a 128 KiB GET at the window's edge.
+        let base = MemoryObjectStore()
+        try base.put("long", data: Data(count: 96 << 20))
+        let store = CountingStore(base)
+        let fs = try makeFileSystem(store)
+        let ino = try fs.lookup(parent: Self.root, name: "long").ino
+        let handle = try fs.open(ino, flags: O_RDONLY).handle
+        var offset: UInt64 = 0
+        while offset < (96 << 20) {
+            offset += UInt64(try fs.read(ino, handle: handle, offset: offset, size: 128 << 10).count)
+        }
+        fs.release(ino, handle: handle)
+        XCTAssertEqual(offset, 96 << 20)
+        // 12 parts of 8 MiB, plus the smaller ones while the window grows.
+        XCTAssertLessThanOrEqual(store.count(.get), 20)
+    }
+
     func testSeekReadsTheRightBytes() throws {
         let store = MemoryObjectStore()
         let content = bytes(5 << 20, seed: 13)
