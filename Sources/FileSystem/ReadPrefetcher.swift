@@ -147,6 +147,11 @@ final class ReadPrefetcher: @unchecked Sendable {
         condition.unlock()
     }
 
+    /// Range of one read-ahead GET: `partSize` while the window is small, half the window once it is large. A long
+    /// sequential read then costs few requests — what matters where a request has a cost of its own beyond its
+    /// bytes (per-request overhead on S3, a full-object copy per ranged GET on moto) — with two still in flight.
+    private var partSize: Int { max(min(settings.partSize, window), window / 2) }
+
     /// Starts fetching up to `from + window` in parts, as far as the budget allows. Called with the lock held.
     private func readAhead(from: UInt64) {
         guard !closed else { return }
@@ -155,7 +160,7 @@ final class ReadPrefetcher: @unchecked Sendable {
         while cursor < limit {
             // Parts as large as the window allows (the window may be overshot by one part): clipping the last part
             // to the window would add a sliver of a GET per kernel read once the window stops growing.
-            let length = Int(min(UInt64(min(settings.partSize, window)), size - cursor))
+            let length = Int(min(UInt64(partSize), size - cursor))
             guard budget.reserve(length) else { return }
             start(Chunk(start: cursor, end: cursor + UInt64(length), budgeted: true))
             cursor += UInt64(length)
