@@ -16,7 +16,7 @@ source "$ROOT/scripts/lib.sh"
 source "$PEERS_BENCH/common.sh"
 
 RESULTS=${BENCH_RESULTS:-$HERE/results}
-TARGETS=(${BENCH_TARGETS:-moto-direct bucketfs s3fs rclone-off peak-rss})
+TARGETS=(${BENCH_TARGETS:-bucketfs s3fs rclone-off moto-direct peak-rss})
 MNT_BUCKETFS=/tmp/mnt-bench-bucketfs
 BFS_BUCKET=bench-bucketfs
 mkdir -p "$RESULTS"
@@ -80,7 +80,11 @@ peak_rss() {
 for t in "${TARGETS[@]}"; do
     case "$t" in
         moto-direct)
-            python3 "$PEERS_BENCH/moto_direct.py" "$MOTO_URL" "$BUCKET" > "$RESULTS/moto-direct.txt" 2> "$RESULTS/moto-direct.log"
+            # moto_direct.py uploads the same source file fsbench.sh writes; make it if fsbench did not run.
+            src=/tmp/fsbench-src-256M
+            [ -s "$src" ] || head -c $((256 << 20)) /dev/urandom > "$src"
+            python3 "$PEERS_BENCH/moto_direct.py" "$MOTO_URL" "$BUCKET" > "$RESULTS/moto-direct.txt" \
+                2> "$RESULTS/moto-direct.log" || log "moto-direct exited $?"
             cat "$RESULTS/moto-direct.txt" >&2 ;;
         bucketfs)
             mount_bucketfs
