@@ -17,13 +17,13 @@ let package = Package(
     targets: [
         // System-library shims: module map + header, no logic.
         .systemLibrary(name: "CFuse", pkgConfig: "fuse3", providers: [.apt(["libfuse3-dev"])]),
-        .systemLibrary(name: "CXattr"),
+        .systemLibrary(name: "CLibc"),
         .systemLibrary(name: "CCurl", pkgConfig: "libcurl", providers: [.apt(["libcurl4-openssl-dev"])]),
         .systemLibrary(name: "COpenSSL", pkgConfig: "openssl", providers: [.apt(["libssl-dev"])]),
         .systemLibrary(name: "CHiredis", pkgConfig: "hiredis", providers: [.apt(["libhiredis-dev"])]),
 
         // Bottom layer: the ObjectStore contract and its backends. The only layer that does store I/O.
-        .target(name: "ObjectStore", dependencies: ["CXattr", "CCurl", "COpenSSL", .product(name: "Logging", package: "swift-log")]),
+        .target(name: "ObjectStore", dependencies: ["CLibc", "CCurl", "COpenSSL", .product(name: "Logging", package: "swift-log")]),
         // Distributed advisory locks: file, object and Redis strategies, leases, renewal.
         .target(name: "Locking", dependencies: ["ObjectStore", "CHiredis", .product(name: "Logging", package: "swift-log")]),
         // Filesystem behaviour without the kernel: inodes, caches, write staging, errno choice.
@@ -32,7 +32,7 @@ let package = Package(
         .target(name: "FuseBridge", dependencies: ["FileSystem", "CFuse", .product(name: "Logging", package: "swift-log")]),
         // CLI commands, config, daemon wiring.
         .target(name: "BucketfsCLI", dependencies: [
-            "ObjectStore", "FileSystem", "FuseBridge",
+            "ObjectStore", "FileSystem", "FuseBridge", "CLibc",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Yams", package: "Yams"),
             .product(name: "Logging", package: "swift-log"),

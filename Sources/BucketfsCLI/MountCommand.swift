@@ -1,4 +1,5 @@
 import ArgumentParser
+import CLibc
 import FileSystem
 import Foundation
 import FuseBridge
@@ -60,10 +61,20 @@ struct MountCommand: ParsableCommand {
         }
     }
 
+    /// glibc keeps freed memory in per-thread arenas and, after large buffers are freed, raises its mmap
+    /// threshold so that later ones come from those arenas too: with read-ahead and part buffers of several MiB
+    /// on many threads the daemon's RSS grew to twice what it used (measured: 543 → 292 MiB, bench peak-rss).
+    /// Large buffers are mmapped and returned at once, and arenas are few.
+    static func boundMallocRetention() {
+        _ = mallopt(M_MMAP_THRESHOLD, 1 << 20)
+        _ = mallopt(M_ARENA_MAX, 2)
+    }
+
     /// The daemon proper: build the filesystem, mount, tell the launcher we're ready, serve until unmounted.
     private func serve(store: any ObjectStore, location: StoreLocation, mountpoint: String,
                        configuration: Configuration) throws {
         let readiness = ReadinessPipe.fromEnvironment()
+        Self.boundMallocRetention()
         do {
             var logger = Logger(label: "bucketfs")
             logger.logLevel = Logger.Level(rawValue: configuration.mount.logLevel) ?? .info

@@ -1,4 +1,4 @@
-import CXattr
+import CLibc
 import Foundation
 import Glibc
 
