@@ -4,6 +4,7 @@
 #
 #   bench/run.sh                 everything (about 30 minutes)
 #   BENCH_TARGETS="bucketfs moto-direct" bench/run.sh   a subset
+#   BENCH_BUCKETFS_OPTIONS="-o read_ahead_mib=64" bench/run.sh   bucketfs with other mount options
 #
 # Uses the team's peer harness (PEERS_BENCH, default ../shared/bench beside the project) for moto, s3fs,
 # rclone and the figures (fsbench.sh). Results go to bench/results/ (not committed). Needs root.
@@ -39,7 +40,9 @@ PY
 
 mount_bucketfs() {
     mkdir -p "$MNT_BUCKETFS"
-    "$BIN" mount "s3://$BFS_BUCKET/" "$MNT_BUCKETFS" --endpoint-url "$MOTO_URL" --cache-dir /tmp/bench-bucketfs-cache >&2
+    # BENCH_BUCKETFS_OPTIONS: extra mount flags, e.g. "-o parts_in_flight=2,read_ahead_mib=64".
+    "$BIN" mount "s3://$BFS_BUCKET/" "$MNT_BUCKETFS" --endpoint-url "$MOTO_URL" --cache-dir /tmp/bench-bucketfs-cache \
+        ${BENCH_BUCKETFS_OPTIONS:-} >&2
 }
 unmount_bucketfs() {
     mountpoint -q "$MNT_BUCKETFS" || return 0
