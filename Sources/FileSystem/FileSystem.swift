@@ -26,7 +26,6 @@ public final class FileSystem: Sendable {
 
     struct OpenFile {
         var ino: UInt64
-        var writable: Bool
         /// Created by the first read of a file that has no local content.
         var prefetcher: ReadPrefetcher?
     }
@@ -237,7 +236,7 @@ public final class FileSystem: Sendable {
         let attributes = insertNew(node, retain: true)
         let handle = state.withLock { s in
             let h = s.allocateHandle()
-            s.files[h] = OpenFile(ino: attributes.ino, writable: true)
+            s.files[h] = OpenFile(ino: attributes.ino)
             return h
         }
         return (attributes, handle)
@@ -531,7 +530,7 @@ public final class FileSystem: Sendable {
         }
         return state.withLock { s in
             let handle = s.allocateHandle()
-            s.files[handle] = OpenFile(ino: ino, writable: writable)
+            s.files[handle] = OpenFile(ino: ino)
             s.table[ino]?.openHandles += 1
             let version = s.table[ino]?.version
             let keep = version != nil && version == s.table[ino]?.lastOpenedVersion
@@ -862,22 +861,21 @@ public final class FileSystem: Sendable {
     /// The attributes of `path`: from the table while fresh, else from the store (a LIST for a directory,
     /// then a HEAD). `retain` counts a kernel lookup on the node.
     func resolve(_ path: String, retain: Bool, force: Bool = false) throws(FSError) -> FileAttributes {
-        let cached: FileAttributes? = try state.withLock { s throws(FSError) in
-            if let node = s.table.node(at: path), path.isEmpty || node.staged != nil || (!force && isFresh(node)) {
+        // The cached answer, or whether the store must be asked about what was known to be an object.
+        let (cached, knownObject): (FileAttributes?, Bool) = try state.withLock { s throws(FSError) in
+            let node = s.table.node(at: path)
+            if let node, path.isEmpty || node.staged != nil || (!force && isFresh(node)) {
                 if retain { s.table[node.ino]?.lookups += 1 }
-                return node.attributes()
+                return (node.attributes(), false)
             }
             if !force, let until = s.negative[path] {
                 if ContinuousClock.now < until { throw FSError.notFound }
                 s.negative.removeValue(forKey: path)
             }
-            if !force && s.table.node(at: path) == nil && s.listedAbsent(path, now: .now) { throw FSError.notFound }
-            return nil
+            if !force && node == nil && s.listedAbsent(path, now: .now) { throw FSError.notFound }
+            return (nil, node.map { $0.kind != .directory && $0.inStore } ?? false)
         }
         if let cached { return cached }
-        let knownObject = state.withLock { s in
-            s.table.node(at: path).map { $0.kind != .directory && $0.inStore } ?? false
-        }
         guard let observation = try observe(path, knownObject: knownObject) else {
             state.withLock { s in
                 s.table.detach(path: path)
