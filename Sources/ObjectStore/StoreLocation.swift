@@ -63,15 +63,22 @@ public struct StoreLocation: Sendable, Equatable, CustomStringConvertible {
     }
 
     /// The store for this location. Memory stores are shared per name within the process, so two users of
-    /// `memory://x` see the same objects. An S3 store is configured from the environment and `~/.aws`.
+    /// `memory://x` see the same objects. An S3 store is configured from the environment and `~/.aws`, a GCS store
+    /// from the environment (`STORAGE_EMULATOR_HOST`, `GOOGLE_APPLICATION_CREDENTIALS`, the metadata server).
     public func makeStore() throws(ObjectStoreError) -> any ObjectStore {
-        try makeStore(s3: nil)
+        try makeStore(s3: nil, gcs: nil)
     }
 
     /// As `makeStore()`, with S3 settings (region, endpoint, credentials, path-style…) from the configuration;
     /// its `bucket` is replaced by the URL's. Other kinds ignore `s3`. The store takes full keys: the prefix is
     /// applied by its user.
     public func makeStore(s3: S3Configuration?) throws(ObjectStoreError) -> any ObjectStore {
+        try makeStore(s3: s3, gcs: nil)
+    }
+
+    /// As `makeStore()`, with S3 or GCS settings from the configuration (each used for its own kind only; its
+    /// `bucket` is replaced by the URL's).
+    public func makeStore(s3: S3Configuration?, gcs: GCSConfiguration?) throws(ObjectStoreError) -> any ObjectStore {
         switch kind {
         case .file(let path): return try LocalDirectoryObjectStore(root: path)
         case .memory(let name): return MemoryObjectStore.shared(named: name)
@@ -79,7 +86,10 @@ public struct StoreLocation: Sendable, Equatable, CustomStringConvertible {
             var configuration = s3 ?? S3Configuration(bucket: bucket)
             configuration.bucket = bucket
             return try S3ObjectStore(configuration: configuration)
-        case .gcs: throw .other("gs:// is not supported yet (coming with the GCS backend)")
+        case .gcs(let bucket, _):
+            var configuration = gcs ?? GCSConfiguration(bucket: bucket)
+            configuration.bucket = bucket
+            return try GCSObjectStore(configuration: configuration)
         }
     }
 }

@@ -80,9 +80,11 @@ final class StoreLocationTests: XCTestCase {
             guard case ObjectStoreError.unauthorized(let detail) = $0 else { return XCTFail("got \($0)") }
             XCTAssertTrue(detail.contains("AWS_ACCESS_KEY_ID"), detail)
         }
-        XCTAssertThrowsError(try StoreLocation(parsing: "gs://bucket").makeStore()) {
-            guard case ObjectStoreError.other = $0 else { return XCTFail("got \($0)") }
-        }
+        // A GCS store makes no request until used; the URL's bucket wins over the configuration's.
+        let gcs = try StoreLocation(parsing: "gs://bucket/p/").makeStore(
+            s3: nil, gcs: GCSConfiguration(bucket: "ignored", endpointURL: "http://127.0.0.1:1", environment: [:]))
+        XCTAssertTrue(gcs is GCSObjectStore)
+        XCTAssertEqual(gcs.description, "gs://bucket/")
     }
 
     private func expect(_ source: String, _ error: StoreLocationError, _ message: String,

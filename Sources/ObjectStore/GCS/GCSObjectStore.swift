@@ -1,0 +1,643 @@
+import Foundation
+import Glibc
+import Synchronization
+
+/// A Google Cloud Storage bucket, over the JSON API on libcurl (the same blocking `HTTPClient` as S3).
+///
+/// Keys are full object names (the FileSystem applies the mount prefix). The version of an object is its
+/// generation; conditions are `ifGenerationMatch` (`0`: must not exist). Custom metadata travels in the object
+/// resource's `metadata` map, with the same keys as S3 user metadata.
+///
+/// Every call blocks its thread (see `HTTPClient`): call it from libfuse workers or threads of your own.
+///
+/// Uploads: a body up to `resumableThreshold` (and every conditional write of that size) goes in one
+/// `uploadType=multipart` request with its metadata; a larger one as a resumable upload in chunks. Multipart
+/// uploads of the `ObjectStore` protocol become parts stored as temporary objects, composed on completion (see
+/// `GCSObjectStore+Multipart.swift`).
+///
+/// Emulators: fake-gcs-server honours `ifGenerationMatch` only on multipart uploads. With a custom endpoint
+/// (`emulator`), a conditional delete, copy, compose or resumable upload is also checked with a metadata read just
+/// before the request; the condition is still sent, so a server that honours it (GCS) stays atomic.
+public final class GCSObjectStore: ObjectStore {
+    public let bucket: String
+    /// The resolved endpoint, e.g. `https://storage.googleapis.com` or `http://127.0.0.1:4443`.
+    public let endpoint: String
+    /// From the configuration, the credentials file or `GOOGLE_CLOUD_PROJECT`; object calls do not need it.
+    public let projectID: String?
+    /// A custom endpoint or `STORAGE_EMULATOR_HOST`: conditions the emulator ignores are also checked by a read.
+    public let emulator: Bool
+    let tokens: GCSTokenProvider?
+    let client: HTTPClient
+    let maxRetries: Int
+    let resumableThreshold: UInt64
+    let chunkSize: Int
+    let uploadsPrefix: String
+    /// Multipart uploads this store created and has not finished: their parts need no existence check.
+    let openUploads = Mutex<Set<String>>([])
+    /// Every HTTP attempt to the storage endpoint, retries included: a metric, and how tests see retries happen.
+    let attemptCount = Atomic<Int>(0)
+
+    public var description: String { "gs://\(bucket)/" }
+    public var supportsConditionalWrites: Bool { true }
+
+    /// Resolves endpoint and credentials (see `GCSCredentials`); makes no request (a service-account key is parsed).
+    public init(configuration: GCSConfiguration) throws(ObjectStoreError) {
+        let environment = configuration.environment ?? ProcessInfo.processInfo.environment
+        guard !configuration.bucket.isEmpty, !configuration.bucket.contains("/") else {
+            throw .invalidRequest("invalid bucket name \"\(configuration.bucket)\"")
+        }
+        bucket = configuration.bucket
+        let emulatorHost = environment["STORAGE_EMULATOR_HOST"].flatMap { $0.isEmpty ? nil : $0 }
+        let custom = configuration.endpointURL.flatMap { $0.isEmpty ? nil : $0 } ?? emulatorHost
+        var endpoint = custom ?? "https://storage.googleapis.com"
+        if !endpoint.contains("://") { endpoint = (custom == emulatorHost ? "http://" : "https://") + endpoint }
+        while endpoint.hasSuffix("/") { endpoint.removeLast() }
+        let scheme = endpoint.prefix { $0 != ":" }.lowercased()
+        guard scheme == "http" || scheme == "https", endpoint.count > scheme.count + 3 else {
+            throw .invalidRequest("invalid GCS endpoint URL \"\(endpoint)\"")
+        }
+        self.endpoint = endpoint
+        emulator = custom != nil
+        client = HTTPClient(options: HTTPClient.Options(
+            connectTimeout: configuration.connectTimeout, lowSpeedLimit: configuration.lowSpeedLimit,
+            lowSpeedTime: configuration.lowSpeedTime, caBundle: nil))
+        let (credentials, fileProject) = try GCSCredentials.resolve(configuration, environment: environment,
+                                                                     emulator: emulator)
+        tokens = credentials == .none ? nil : try GCSTokenProvider(credentials: credentials, client: client)
+        projectID = configuration.projectID ?? fileProject ?? environment["GOOGLE_CLOUD_PROJECT"]
+        maxRetries = max(0, configuration.maxRetries)
+        resumableThreshold = UInt64(max(0, configuration.resumableThreshold))
+        chunkSize = max(256 << 10, configuration.resumableChunkSize / (256 << 10) * (256 << 10))
+        var uploads = configuration.uploadsPrefix
+        if !uploads.isEmpty && !uploads.hasSuffix("/") { uploads += "/" }
+        uploadsPrefix = uploads
+    }
+
+    /// One cheap request (a list of at most one object) so that a missing bucket, rejected credentials or an
+    /// unreachable endpoint are reported in one clear line before anything is mounted. Retries at most once.
+    public func validateBucket() throws(ObjectStoreError) {
+        do {
+            _ = try list(ListRequest(prefix: "", maxKeys: 1), maxRetries: min(1, maxRetries))
+        } catch {
+            switch error {
+            case .noSuchBucket:
+                throw .noSuchBucket("\(bucket) (at \(endpoint))")
+            case .unauthorized(let detail):
+                throw .unauthorized("\(endpoint) rejected the credentials for bucket \(bucket): \(detail)")
+            case .accessDenied(let detail):
+                throw .accessDenied("cannot list bucket \(bucket) at \(endpoint): \(detail)")
+            case .transport(let detail):
+                throw .transport("cannot reach GCS endpoint \(endpoint): \(detail)")
+            default:
+                throw error
+            }
+        }
+    }
+
+    // MARK: Reading
+
+    public func head(_ key: String) throws(ObjectStoreError) -> ObjectInfo {
+        try checkKey(key)
+        let sent = try send(Request(method: "GET", path: objectPath(key)))
+        guard sent.response.status == 200 else { throw mapError(sent.response, key: key) }
+        guard let resource = GCSJSON.object(sent.response.body), let info = GCSJSON.objectInfo(resource) else {
+            throw .other("GCS metadata of \(key): unreadable response")
+        }
+        return info
+    }
+
+    /// One media request; the object's info comes from the response headers (`x-goog-generation`,
+    /// `x-goog-meta-*`). A range starting at or past the end reads as empty (GCS answers 416; a metadata read then
+    /// supplies the info).
+    public func get(_ key: String, range: Range<UInt64>?) throws(ObjectStoreError) -> ObjectData {
+        try checkKey(key)
+        var request = Request(method: "GET", path: objectPath(key), query: [("alt", "media")])
+        if let range {
+            if range.isEmpty { return ObjectData(info: try head(key), body: Data()) }
+            request.headers.append(("range", "bytes=\(range.lowerBound)-\(range.upperBound - 1)"))
+            request.expectedResponseSize = Int(clamping: range.count)
+        }
+        // Without it, an object stored gzip-encoded would be decompressed by the server and ranges ignored.
+        request.headers.append(("accept-encoding", "gzip"))
+        let response = try send(request).response
+        switch response.status {
+        case 200:
+            let info = mediaInfo(key: key, headers: response.headers, size: UInt64(response.body.count))
+            guard let range else { return ObjectData(info: info, body: response.body) }
+            let lower = Int(clamping: min(range.lowerBound, UInt64(response.body.count)))
+            let upper = Int(clamping: min(range.upperBound, UInt64(response.body.count)))
+            return ObjectData(info: info, body: response.body.subdata(in: lower..<upper))
+        case 206:
+            let total = response.headers["content-range"].flatMap { $0.split(separator: "/").last }.flatMap { UInt64($0) }
+            return ObjectData(info: mediaInfo(key: key, headers: response.headers, size: total), body: response.body)
+        case 416:
+            return ObjectData(info: try head(key), body: Data())
+        default:
+            throw mapError(response, key: key)
+        }
+    }
+
+    public func list(_ request: ListRequest) throws(ObjectStoreError) -> ListPage {
+        try list(request, maxRetries: maxRetries)
+    }
+
+    /// Continuation tokens are ours: `p:<pageToken>` carries the server's, `k:<key>`/`d:<prefix>` resume after an
+    /// entry. The latter serve two cases: pages cut to `maxKeys` (fake-gcs-server ignores `maxResults` when a
+    /// delimiter is given) and `startAfter`, which GCS only offers as the inclusive `startOffset`.
+    private func list(_ request: ListRequest, maxRetries: Int) throws(ObjectStoreError) -> ListPage {
+        let maxKeys = min(1000, max(1, request.maxKeys))
+        var after: String?
+        var afterIsPrefix = false
+        var pageToken: String?
+        if let token = request.continuationToken {
+            if token.hasPrefix("p:") {
+                pageToken = String(token.dropFirst(2))
+                after = request.startAfter.flatMap { $0.isEmpty ? nil : $0 }
+            } else if token.hasPrefix("k:") || token.hasPrefix("d:") {
+                after = String(token.dropFirst(2))
+                afterIsPrefix = token.hasPrefix("d:")
+            } else {
+                throw .invalidRequest("not a GCS continuation token: \(token)")
+            }
+        } else if let startAfter = request.startAfter, !startAfter.isEmpty {
+            after = startAfter
+        }
+        var query = [("maxResults", String(min(1000, maxKeys + (after == nil ? 0 : 1)))),
+                     ("projection", "noAcl")]
+        if !request.prefix.isEmpty { query.append(("prefix", request.prefix)) }
+        if let delimiter = request.delimiter, !delimiter.isEmpty { query.append(("delimiter", delimiter)) }
+        if let after {
+            // startOffset is inclusive; past a common prefix, start at the first name that cannot share it.
+            query.append(("startOffset", afterIsPrefix ? Self.successor(after) ?? after : after))
+        }
+        if let pageToken { query.append(("pageToken", pageToken)) }
+        let sent = try send(Request(method: "GET", path: bucketPath() + "/o", query: query), maxRetries: maxRetries)
+        guard sent.response.status == 200 else { throw mapError(sent.response, key: nil) }
+        guard let document = GCSJSON.object(sent.response.body) else {
+            throw .other("GCS list of \(bucket): unreadable response")
+        }
+        // Entries at or before the cursor go; a common prefix that holds names past a key cursor stays.
+        func isPast(_ name: String, isPrefix: Bool) -> Bool {
+            guard let after else { return true }
+            if afterIsPrefix { return !name.hasPrefix(after) && Self.precedes(after, name) }
+            return Self.precedes(after, name) || (isPrefix && after.hasPrefix(name))
+        }
+        var objects = ((document["items"] as? [[String: Any]]) ?? []).compactMap { GCSJSON.objectInfo($0) }
+            .filter { isPast($0.key, isPrefix: false) }
+        var prefixes = ((document["prefixes"] as? [String]) ?? []).filter { isPast($0, isPrefix: true) }
+        objects.sort { Self.precedes($0.key, $1.key) }
+        prefixes.sort { Self.precedes($0, $1) }
+        var page = ListPage(objects: objects, commonPrefixes: prefixes)
+        if objects.count + prefixes.count > maxKeys {
+            // Keep the first maxKeys entries in name order; resume after the last one kept.
+            let entries = (objects.map { ($0.key, false) } + prefixes.map { ($0, true) }).sorted { Self.precedes($0.0, $1.0) }
+            let last = entries[maxKeys - 1]
+            page.objects = objects.filter { !Self.precedes(last.0, $0.key) }
+            page.commonPrefixes = prefixes.filter { !Self.precedes(last.0, $0) }
+            page.nextContinuationToken = (last.1 ? "d:" : "k:") + last.0
+        } else if let next = document["nextPageToken"] as? String, !next.isEmpty {
+            page.nextContinuationToken = "p:" + next
+        }
+        return page
+    }
+
+    // MARK: Writing
+
+    @discardableResult
+    public func put(_ key: String, body: PutBody, options: PutOptions) throws(ObjectStoreError) -> ObjectInfo {
+        try checkKey(key)
+        let length = try Self.length(of: body)
+        if length > resumableThreshold {
+            return try resumableUpload(key, body: body, length: length, options: options)
+        }
+        return try multipartUpload(key, data: try Self.read(body, offset: 0, count: Int(length)), options: options)
+    }
+
+    /// One `uploadType=multipart` request: the object resource (name, content type, metadata) and the bytes.
+    /// The condition is `ifGenerationMatch`, which the emulator honours here too.
+    func multipartUpload(_ key: String, data: Data, options: PutOptions) throws(ObjectStoreError) -> ObjectInfo {
+        let contentType = options.contentType ?? "application/octet-stream"
+        var resource: [String: Any] = ["name": key, "contentType": contentType]
+        if !options.metadata.isEmpty { resource["metadata"] = options.metadata }
+        let json = try GCSJSON.encode(resource)
+        var boundary = "bucketfs-" + UUID().uuidString
+        while data.range(of: Data(boundary.utf8)) != nil { boundary = "bucketfs-" + UUID().uuidString }
+        var body = Data("--\(boundary)\r\ncontent-type: application/json; charset=UTF-8\r\n\r\n".utf8)
+        body.append(json)
+        body.append(Data("\r\n--\(boundary)\r\ncontent-type: \(contentType)\r\n\r\n".utf8))
+        body.append(data)
+        body.append(Data("\r\n--\(boundary)--\r\n".utf8))
+        var query = [("uploadType", "multipart")]
+        query += try conditionQuery(options.condition, key: key)
+        let sent = try send(Request(method: "POST", path: "/upload" + bucketPath() + "/o", query: query,
+                                    headers: [("content-type", "multipart/related; boundary=\(boundary)")],
+                                    body: .data(body)))
+        if sent.response.status == 200, let resource = GCSJSON.object(sent.response.body),
+           let info = GCSJSON.objectInfo(resource) {
+            return info
+        }
+        // A retried conditional upload whose first attempt did land (the response was lost) fails its own
+        // condition: if the object now holds exactly our bytes, it was our write.
+        if sent.response.status == 412, sent.attempts > 1, options.condition != .none,
+           let current = try? rawResource(key), GCSJSON.md5(current) == Data(Hashing.md5(data)).base64EncodedString(),
+           let info = GCSJSON.objectInfo(current) {
+            return info
+        }
+        throw try conditionError(sent.response, key: key, condition: options.condition)
+    }
+
+    /// A conditional delete sends `ifGenerationMatch` (checked first with a read on emulators, which ignore it).
+    /// Deleting a missing key without a condition is not an error.
+    public func delete(_ key: String, condition: DeleteCondition) throws(ObjectStoreError) {
+        try checkKey(key)
+        var query: [(String, String)] = []
+        if case .ifVersionMatches(let version) = condition {
+            if emulator {
+                guard try head(key).version == version else { throw .preconditionFailed(key: key) }
+            }
+            query = try conditionQuery(.ifVersionMatches(version), key: key)
+        }
+        let response = try send(Request(method: "DELETE", path: objectPath(key), query: query)).response
+        switch response.status {
+        case 200, 204:
+            return
+        case 404 where condition == .none:
+            return
+        default:
+            throw try conditionError(response, key: key, condition: condition == .none ? .none : .ifVersionMatches(""))
+        }
+    }
+
+    /// A rewrite (server-side, any size: followed through its rewrite tokens). Reads the source's metadata first,
+    /// for its content type (kept when the metadata is replaced, since a resource in the request replaces all of
+    /// it) and so that the copy is pinned to that generation (`ifSourceGenerationMatch`).
+    @discardableResult
+    public func copy(from source: String, to destination: String, metadata: ObjectMetadata?,
+                     condition: PutCondition) throws(ObjectStoreError) -> ObjectInfo {
+        try checkKey(source)
+        try checkKey(destination)
+        let sourceInfo = try head(source)
+        if emulator { try checkCondition(condition, key: destination, current: source == destination ? sourceInfo : nil) }
+        var resource: [String: Any] = [:]
+        if let metadata {
+            resource["metadata"] = metadata
+            resource["contentType"] = sourceInfo.contentType ?? "application/octet-stream"
+        }
+        let body = try GCSJSON.encode(resource)
+        var query = try conditionQuery(condition, key: destination)
+        query.append(("ifSourceGenerationMatch", sourceInfo.version))
+        let path = objectPath(source) + "/rewriteTo/b/" + Self.encode(bucket) + "/o/" + Self.encode(destination)
+        var rewriteToken: String?
+        while true {
+            var pageQuery = query
+            if let rewriteToken { pageQuery.append(("rewriteToken", rewriteToken)) }
+            let response = try send(Request(method: "POST", path: path, query: pageQuery,
+                                            headers: [("content-type", "application/json")], body: .data(body))).response
+            guard response.status == 200, let document = GCSJSON.object(response.body) else {
+                if response.status == 404 { throw .notFound(key: source) }
+                throw try conditionError(response, key: destination, condition: condition)
+            }
+            if document["done"] as? Bool == false, let token = document["rewriteToken"] as? String, !token.isEmpty {
+                rewriteToken = token
+                continue
+            }
+            guard let resource = document["resource"] as? [String: Any], let info = GCSJSON.objectInfo(resource) else {
+                throw .other("GCS rewrite of \(source) to \(destination): unreadable response")
+            }
+            return info
+        }
+    }
+
+    // MARK: Resumable uploads
+
+    /// A resumable session: the resource (and condition) at the start, then the body in `chunkSize` chunks (read
+    /// one at a time from the file, so memory stays bounded). A chunk that fails is resumed from the offset the
+    /// server reports as persisted.
+    private func resumableUpload(_ key: String, body: PutBody, length: UInt64,
+                                 options: PutOptions) throws(ObjectStoreError) -> ObjectInfo {
+        let contentType = options.contentType ?? "application/octet-stream"
+        if emulator { try checkCondition(options.condition, key: key, current: nil) }
+        var resource: [String: Any] = ["name": key, "contentType": contentType]
+        if !options.metadata.isEmpty { resource["metadata"] = options.metadata }
+        var query = [("uploadType", "resumable")]
+        query += try conditionQuery(options.condition, key: key)
+        let start = try send(Request(method: "POST", path: "/upload" + bucketPath() + "/o", query: query,
+                                     headers: [("content-type", "application/json; charset=UTF-8"),
+                                               ("x-upload-content-type", contentType),
+                                               ("x-upload-content-length", String(length))],
+                                     body: .data(try GCSJSON.encode(resource)))).response
+        guard start.status == 200, let session = start.headers["location"], !session.isEmpty else {
+            throw try conditionError(start, key: key, condition: options.condition)
+        }
+        var offset: UInt64 = 0
+        var failures = 0
+        while true {
+            let count = Int(min(UInt64(chunkSize), length - offset))
+            let chunk = try Self.read(body, offset: offset, count: count)
+            let last = offset + UInt64(count) == length
+            let range = count == 0 ? "bytes */\(length)"
+                : "bytes \(offset)-\(offset + UInt64(count) - 1)/\(last ? String(length) : "*")"
+            let response: HTTPResponse
+            do {
+                response = try send(Request(method: "PUT", url: session, headers: [("content-type", contentType),
+                                                                                   ("content-range", range)],
+                                            body: .data(chunk)), maxRetries: 0).response
+            } catch {
+                guard case .transport = error, failures < maxRetries else { throw error }
+                failures += 1
+                backoff(attempt: failures)
+                offset = try persistedOffset(session: session, length: length) ?? offset
+                continue
+            }
+            switch response.status {
+            case 200, 201:
+                guard let resource = GCSJSON.object(response.body), let info = GCSJSON.objectInfo(resource) else {
+                    throw .other("GCS resumable upload of \(key): unreadable response")
+                }
+                return info
+            case 308:
+                offset = Self.persistedOffset(response) ?? offset + UInt64(count)
+            case let status where Self.isRetryable(status) && failures < maxRetries:
+                failures += 1
+                backoff(attempt: failures)
+                offset = try persistedOffset(session: session, length: length) ?? offset
+            default:
+                throw try conditionError(response, key: key, condition: options.condition)
+            }
+        }
+    }
+
+    /// Asks a session how much it has (`Content-Range: bytes */total`); `nil` if it cannot tell.
+    private func persistedOffset(session: String, length: UInt64) throws(ObjectStoreError) -> UInt64? {
+        let status = try? send(Request(method: "PUT", url: session, headers: [("content-range", "bytes */\(length)")],
+                                       body: .data(Data())), maxRetries: 1).response
+        guard let status, status.status == 308 else { return nil }
+        return Self.persistedOffset(status) ?? 0
+    }
+
+    /// The offset after `Range: bytes=0-N` of a 308 answer; `0` when the header is absent (nothing persisted).
+    private static func persistedOffset(_ response: HTTPResponse) -> UInt64? {
+        guard let range = response.headers["range"] else { return 0 }
+        return range.split(separator: "-").last.flatMap { UInt64($0) }.map { $0 + 1 }
+    }
+
+    // MARK: Requests and retries
+
+    struct Request {
+        var method: String
+        /// Path after the endpoint (already encoded), unless `url` is given.
+        var path: String = ""
+        /// A full URL (a resumable session's), used as is.
+        var url: String?
+        var query: [(String, String)] = []
+        var headers: [(String, String)] = []
+        var body: HTTPBody = .none
+        var expectedResponseSize: Int?
+
+        init(method: String, path: String, query: [(String, String)] = [], headers: [(String, String)] = [],
+             body: HTTPBody = .none) {
+            self.method = method
+            self.path = path
+            self.query = query
+            self.headers = headers
+            self.body = body
+        }
+
+        init(method: String, url: String, headers: [(String, String)], body: HTTPBody) {
+            self.method = method
+            self.url = url
+            self.headers = headers
+            self.body = body
+        }
+    }
+
+    struct Sent {
+        var response: HTTPResponse
+        var attempts: Int
+    }
+
+    func send(_ request: Request) throws(ObjectStoreError) -> Sent {
+        try send(request, maxRetries: maxRetries)
+    }
+
+    /// Sends with retries: exponential backoff with full jitter (100 ms doubling, capped at 5 s) on connection
+    /// failures, 408, 429 and 5xx. A 401 drops the cached token and tries once more with a fresh one.
+    func send(_ request: Request, maxRetries: Int) throws(ObjectStoreError) -> Sent {
+        var url = request.url ?? endpoint + request.path
+        if !request.query.isEmpty {
+            url += "?" + request.query.map { "\(Self.encode($0.0))=\(Self.encode($0.1))" }.joined(separator: "&")
+        }
+        var attempt = 0
+        var renewedToken = false
+        while true {
+            attempt += 1
+            attemptCount.add(1, ordering: .relaxed)
+            var headers = request.headers
+            if let tokens { headers.append(("authorization", "Bearer \(try tokens.token())")) }
+            let httpRequest = HTTPRequest(method: request.method, url: url, headers: headers, body: request.body,
+                                          expectedResponseSize: request.expectedResponseSize)
+            let retriesLeft = attempt <= maxRetries
+            do {
+                let response = try client.perform(httpRequest)
+                if response.status == 401, let tokens, !renewedToken {
+                    tokens.invalidate()
+                    renewedToken = true
+                    continue
+                }
+                if retriesLeft, Self.isRetryable(response.status) {
+                    backoff(attempt: attempt)
+                    continue
+                }
+                return Sent(response: response, attempts: attempt)
+            } catch {
+                guard retriesLeft, case .transport = error else { throw error }
+                backoff(attempt: attempt)
+            }
+        }
+    }
+
+    static func isRetryable(_ status: Int) -> Bool {
+        [408, 429, 500, 502, 503, 504].contains(status)
+    }
+
+    func backoff(attempt: Int) {
+        let ceiling = min(5.0, 0.1 * pow(2.0, Double(attempt - 1)))
+        usleep(UInt32(Double.random(in: 0...ceiling) * 1_000_000))
+    }
+
+    // MARK: Conditions and errors
+
+    /// `ifGenerationMatch` for a condition; a version that is not a generation can never match.
+    func conditionQuery(_ condition: PutCondition, key: String) throws(ObjectStoreError) -> [(String, String)] {
+        switch condition {
+        case .none: return []
+        case .ifAbsent: return [("ifGenerationMatch", "0")]
+        case .ifVersionMatches(let version):
+            guard !version.isEmpty, version.utf8.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }) else {
+                throw .preconditionFailed(key: key)
+            }
+            return [("ifGenerationMatch", version)]
+        }
+    }
+
+    /// The emulator's stand-in for conditions it ignores: compare with the current object. `current` saves the
+    /// read when the caller has it.
+    func checkCondition(_ condition: PutCondition, key: String, current: ObjectInfo?) throws(ObjectStoreError) {
+        switch condition {
+        case .none:
+            return
+        case .ifAbsent:
+            if current != nil { throw .preconditionFailed(key: key) }
+            if try exists(key) { throw .preconditionFailed(key: key) }
+        case .ifVersionMatches(let version):
+            let info: ObjectInfo
+            if let current { info = current } else { info = try head(key) }
+            guard info.version == version else { throw .preconditionFailed(key: key) }
+        }
+    }
+
+    /// A failed write's error. GCS answers 412 both when the generation differs and when a generation is required
+    /// of a missing object; the protocol wants `.notFound` for the latter, so a 412 on `ifVersionMatches` looks.
+    func conditionError(_ response: HTTPResponse, key: String, condition: PutCondition) throws(ObjectStoreError) -> ObjectStoreError {
+        if response.status == 412, case .ifVersionMatches = condition, !(try exists(key)) {
+            return .notFound(key: key)
+        }
+        if response.status == 404, case .ifVersionMatches = condition {
+            return .notFound(key: key)
+        }
+        return mapError(response, key: key)
+    }
+
+    /// The one place GCS answers become `ObjectStoreError`s. `key == nil`: a bucket-level call (404 = no bucket).
+    func mapError(_ response: HTTPResponse, key: String?) -> ObjectStoreError {
+        let parsed = GCSJSON.errorDetail(response.body)
+        let reason = parsed?.reason ?? ""
+        let message = parsed?.message ?? ""
+        let detail = message.isEmpty ? "HTTP \(response.status)" : "\(reason.isEmpty ? "" : reason + ": ")\(message) (HTTP \(response.status))"
+        switch response.status {
+        case 404:
+            return key.map { .notFound(key: $0) } ?? .noSuchBucket(bucket)
+        case 409, 412:
+            return .preconditionFailed(key: key ?? "")
+        case 401:
+            return .unauthorized(detail)
+        case 403:
+            return reason.contains("RateLimit") ? .throttled(detail) : .accessDenied(detail)
+        case 429:
+            return .throttled(detail)
+        case 400, 411, 413, 416, 422:
+            return .invalidRequest(detail)
+        case 408, 500...599:
+            return .transport("\(detail) from \(endpoint)")
+        default:
+            return .other("GCS \(detail)")
+        }
+    }
+
+    // MARK: Helpers
+
+    func rawResource(_ key: String) throws(ObjectStoreError) -> [String: Any] {
+        let response = try send(Request(method: "GET", path: objectPath(key))).response
+        guard response.status == 200, let resource = GCSJSON.object(response.body) else {
+            throw mapError(response, key: key)
+        }
+        return resource
+    }
+
+    func exists(_ key: String) throws(ObjectStoreError) -> Bool {
+        do {
+            _ = try head(key)
+            return true
+        } catch {
+            if case .notFound = error { return false }
+            throw error
+        }
+    }
+
+    func checkKey(_ key: String) throws(ObjectStoreError) {
+        if key.isEmpty { throw .invalidKey(key: key, reason: "empty key") }
+        if key.utf8.count > 1024 { throw .invalidKey(key: key, reason: "longer than 1024 bytes (GCS's limit)") }
+        if key.utf8.contains(where: { $0 == 0x0a || $0 == 0x0d }) {
+            throw .invalidKey(key: key, reason: "GCS object names cannot contain line breaks")
+        }
+    }
+
+    func bucketPath() -> String {
+        "/storage/v1/b/" + Self.encode(bucket)
+    }
+
+    func objectPath(_ key: String) -> String {
+        bucketPath() + "/o/" + Self.encode(key)
+    }
+
+    private func mediaInfo(key: String, headers: [String: String], size: UInt64?) -> ObjectInfo {
+        var metadata: ObjectMetadata = [:]
+        for (name, value) in headers where name.hasPrefix("x-goog-meta-") {
+            metadata[String(name.dropFirst("x-goog-meta-".count))] = value
+        }
+        let total = size ?? headers["x-goog-stored-content-length"].flatMap { UInt64($0) }
+            ?? headers["content-length"].flatMap { UInt64($0) } ?? 0
+        return ObjectInfo(
+            key: key, size: total,
+            lastModified: headers["last-modified"].flatMap(S3Timestamp.parseHTTPDate) ?? Date(timeIntervalSince1970: 0),
+            version: headers["x-goog-generation"] ?? "", contentType: headers["content-type"], metadata: metadata)
+    }
+
+    static func length(of body: PutBody) throws(ObjectStoreError) -> UInt64 {
+        switch body {
+        case .data(let data): return UInt64(data.count)
+        case .file(let path):
+            var status = stat()
+            guard stat(path, &status) == 0 else {
+                throw .invalidRequest("cannot read body file \(path): \(String(cString: strerror(errno)))")
+            }
+            return UInt64(status.st_size)
+        }
+    }
+
+    /// `count` bytes at `offset` of a body (a file is read with `pread`, so chunks need no shared position).
+    static func read(_ body: PutBody, offset: UInt64, count: Int) throws(ObjectStoreError) -> Data {
+        switch body {
+        case .data(let data):
+            let start = data.startIndex + Int(offset)
+            return data.subdata(in: start..<(start + count))
+        case .file(let path):
+            let fd = open(path, O_RDONLY | O_CLOEXEC)
+            guard fd >= 0 else {
+                throw .invalidRequest("cannot read body file \(path): \(String(cString: strerror(errno)))")
+            }
+            defer { close(fd) }
+            var data = Data(count: count)
+            var done = 0
+            while done < count {
+                let got = data.withUnsafeMutableBytes { pread(fd, $0.baseAddress! + done, count - done, off_t(offset) + off_t(done)) }
+                if got < 0 && errno == EINTR { continue }
+                guard got > 0 else {
+                    throw .invalidRequest(got < 0 ? "cannot read body file \(path): \(String(cString: strerror(errno)))"
+                                                  : "body file \(path) shrank while it was being uploaded")
+                }
+                done += got
+            }
+            return data
+        }
+    }
+
+    /// Unreserved characters (RFC 3986): everything else in a name or query value is percent-encoded, `/` included.
+    static let unreserved = CharacterSet(charactersIn: "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~")
+
+    static func encode(_ text: String) -> String {
+        text.addingPercentEncoding(withAllowedCharacters: unreserved) ?? text
+    }
+
+    /// Byte order of UTF-8, which is how GCS orders names.
+    static func precedes(_ a: String, _ b: String) -> Bool {
+        a.utf8.lexicographicallyPrecedes(b.utf8)
+    }
+
+    /// The smallest name after every name starting with `prefix` (its last byte plus one), when that is ASCII.
+    static func successor(_ prefix: String) -> String? {
+        guard var last = prefix.utf8.last, last < 0x7f else { return nil }
+        last += 1
+        return String(decoding: Array(prefix.utf8.dropLast()) + [last], as: UTF8.self)
+    }
+}
