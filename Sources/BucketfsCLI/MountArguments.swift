@@ -27,12 +27,16 @@ struct ConfigurationOptions: ParsableArguments {
     @Option(help: "trace, debug, info, warning or error (default info).")
     var logLevel: String?
 
-    @Option(help: "S3 endpoint, e.g. http://127.0.0.1:9000 (default: AWS_ENDPOINT_URL, then AWS).")
+    @Option(help: "S3 or GCS endpoint, e.g. http://127.0.0.1:9000 (default: AWS_ENDPOINT_URL, then AWS; for gs://, STORAGE_EMULATOR_HOST, then Google).")
     var endpointURL: String?
     @Option(help: "S3 region (default: AWS_REGION, AWS_DEFAULT_REGION, the profile's, us-east-1).")
     var region: String?
     @Option(help: "AWS profile in ~/.aws/credentials and ~/.aws/config (default: AWS_PROFILE, then default).")
     var profile: String?
+    @Option(help: "GCS service-account JSON file (default: GOOGLE_APPLICATION_CREDENTIALS, then the metadata server).")
+    var credentialsFile: String?
+    @Option(help: "GCS project (default: the credentials file's project_id, then GOOGLE_CLOUD_PROJECT).")
+    var projectID: String?
     @Flag(help: "S3 path-style addressing (endpoint/bucket/key); the default with --endpoint-url.")
     var pathStyle = false
     @Flag(help: "Anonymous S3 access (public buckets): requests are not signed.")
@@ -60,6 +64,8 @@ struct ConfigurationOptions: ParsableArguments {
         if let profile { configuration.storage.profile = profile }
         if pathStyle { configuration.storage.pathStyle = true }
         if noSignRequest { configuration.storage.noSignRequest = true }
+        if let credentialsFile { configuration.storage.credentialsFile = credentialsFile }
+        if let projectID { configuration.storage.projectID = projectID }
         try configuration.apply(mountOptions: joined)
         return configuration
     }

