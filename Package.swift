@@ -27,12 +27,12 @@ let package = Package(
         // Distributed advisory locks: file, object and Redis strategies, leases, renewal.
         .target(name: "Locking", dependencies: ["ObjectStore", "CHiredis", .product(name: "Logging", package: "swift-log")]),
         // Filesystem behaviour without the kernel: inodes, caches, write staging, errno choice.
-        .target(name: "FileSystem", dependencies: ["ObjectStore", .product(name: "Logging", package: "swift-log")]),
+        .target(name: "FileSystem", dependencies: ["ObjectStore", "Locking", .product(name: "Logging", package: "swift-log")]),
         // libfuse3 low-level adapter: ops table, replies, session lifecycle.
         .target(name: "FuseBridge", dependencies: ["FileSystem", "CFuse", .product(name: "Logging", package: "swift-log")]),
         // CLI commands, config, daemon wiring.
         .target(name: "BucketfsCLI", dependencies: [
-            "ObjectStore", "FileSystem", "FuseBridge", "CLibc",
+            "ObjectStore", "Locking", "FileSystem", "FuseBridge", "CLibc",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Yams", package: "Yams"),
             .product(name: "Logging", package: "swift-log"),
@@ -40,7 +40,7 @@ let package = Package(
         .executableTarget(name: "bucketfs", dependencies: ["BucketfsCLI"]),
 
         .testTarget(name: "ObjectStoreTests", dependencies: ["ObjectStore"]),
-        .testTarget(name: "FileSystemTests", dependencies: ["FileSystem", "ObjectStore"]),
+        .testTarget(name: "FileSystemTests", dependencies: ["FileSystem", "ObjectStore", "Locking"]),
         .testTarget(name: "CLITests", dependencies: ["BucketfsCLI"]),
         .testTarget(name: "LockingTests", dependencies: ["Locking", "ObjectStore"]),
     ],

@@ -19,6 +19,12 @@ public enum FSError: Error, Sendable, Equatable, CustomStringConvertible {
     /// The store failed (transport, server, unexpected answer); detail for the log.
     case io(String)
     case badHandle
+    /// A non-blocking lock request met a lock held here or by another mount.
+    case wouldBlock
+    /// A blocking lock request was interrupted by a signal (or the mount is going away).
+    case interrupted
+    /// The lock strategy could not be reached or refused the request; detail for the log.
+    case lockUnavailable(String)
 
     public var errno: Int32 {
         switch self {
@@ -36,6 +42,9 @@ public enum FSError: Error, Sendable, Equatable, CustomStringConvertible {
         case .stale: return ESTALE
         case .io: return EIO
         case .badHandle: return EBADF
+        case .wouldBlock: return EAGAIN
+        case .interrupted: return EINTR
+        case .lockUnavailable: return ENOLCK
         }
     }
 
@@ -55,6 +64,7 @@ public enum FSError: Error, Sendable, Equatable, CustomStringConvertible {
         switch self {
         case .stale(let detail): return "stale: \(detail)"
         case .io(let detail): return "I/O error: \(detail)"
+        case .lockUnavailable(let detail): return "lock unavailable: \(detail)"
         default: return String(cString: strerror(errno))
         }
     }

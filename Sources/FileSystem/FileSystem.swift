@@ -1,4 +1,5 @@
 import Foundation
+import Locking
 import Logging
 import ObjectStore
 import Synchronization
@@ -23,6 +24,10 @@ public final class FileSystem: Sendable {
     /// Bulk copies and deletes of a directory rename, kept apart so that a large rename cannot starve read-ahead.
     let bulkWorkers: WorkerPool
     let prefetchBudget: PrefetchBudget
+    /// flock/fcntl locks: POSIX detail within the mount, a strategy lease per locked file across mounts.
+    let locks: FileLockCoordinator
+    /// Drops the kernel's cached attributes and pages of an inode (set by the FUSE layer once mounted).
+    let kernelCacheInvalidator = Mutex<(@Sendable (UInt64) -> Void)?>(nil)
 
     struct OpenFile {
         var ino: UInt64
@@ -64,7 +69,10 @@ public final class FileSystem: Sendable {
     /// Largest range fetched at once when a file's existing content is copied into a staging file.
     static let downloadChunk: UInt64 = 8 << 20
 
-    public init(store: any ObjectStore, options: FileSystemOptions, logger: Logger) throws(FSError) {
+    /// `lockManager` makes locks hold across mounts (nil: within this mount only); `lockResource` names a
+    /// file's path (relative to the mount root) to its strategy.
+    public init(store: any ObjectStore, options: FileSystemOptions, logger: Logger, lockManager: LockManager? = nil,
+                lockResource: @escaping @Sendable (String) -> String = { $0 }) throws(FSError) {
         self.store = store
         self.options = options
         self.keys = KeyMapping(prefix: options.prefix)
@@ -76,6 +84,7 @@ public final class FileSystem: Sendable {
         self.workers = WorkerPool(threads: 16, name: "bucketfs-io")
         self.bulkWorkers = WorkerPool(threads: max(1, options.renameParallelism), name: "bucketfs-bulk")
         self.prefetchBudget = PrefetchBudget(bytes: options.readAheadBudget)
+        self.locks = FileLockCoordinator(manager: lockManager, resourceName: lockResource, logger: logger)
         do {
             try FileManager.default.createDirectory(atPath: stagingDirectory, withIntermediateDirectories: true)
         } catch {
@@ -86,9 +95,11 @@ public final class FileSystem: Sendable {
                         mtime: mountTime, ctime: mountTime, version: nil, inStore: false, metadataKnown: false,
                         validatedAt: .now, lookups: 1)
         self.state = Mutex(State(table: InodeTable(root: root)))
+        installLockRetry()
     }
 
     deinit {
+        locks.shutdown()
         workers.stop()
         bulkWorkers.stop()
     }
@@ -960,7 +971,7 @@ public final class FileSystem: Sendable {
         return node.attributes()
     }
 
-    private func apply(observation: Observation, to node: Node) -> Node {
+    func apply(observation: Observation, to node: Node) -> Node {
         var node = node
         node.validatedAt = .now
         let info: ObjectInfo
@@ -1041,8 +1052,25 @@ public final class FileSystem: Sendable {
         }
     }
 
+    /// Files whose content has not reached the store yet: written and not uploaded, a streamed multipart upload
+    /// under way, or an upload running now (its lock is held). For `bucketfs status`; a snapshot, not a promise.
+    public var pendingUploadCount: Int {
+        let (pending, others) = state.withLock { s -> (Int, [StagedFile]) in
+            var pending = 0
+            var others: [StagedFile] = []
+            for node in s.table.nodes.values where !node.unlinked {
+                if node.dirty || node.stream?.hasStarted == true { pending += 1 } else if let staged = node.staged {
+                    others.append(staged)
+                }
+            }
+            return (pending, others)
+        }
+        // Outside `state` (lock order: uploading before state); a held upload lock is an upload in progress.
+        return pending + others.filter { $0.uploading.withLockIfAvailable { _ in true } == nil }.count
+    }
+
     /// Runs a store call, turning its failure into the errno a program sees.
-    private func storeCall<T>(_ body: () throws -> T) throws(FSError) -> T {
+    func storeCall<T>(_ body: () throws -> T) throws(FSError) -> T {
         do {
             return try body()
         } catch let error as ObjectStoreError {

@@ -34,6 +34,15 @@ final class StagedFile: Sendable {
         loaded.withLock { $0 = true }
     }
 
+    /// The object changed in the store and nothing here was written: empty the copy, so that the next read
+    /// downloads the new content.
+    func forgetContent() {
+        loaded.withLock { isLoaded in
+            _ = ftruncate(fd, 0)
+            isLoaded = false
+        }
+    }
+
     /// Serialises the uploads of one file, so that a close cannot return before an upload already running for
     /// the same file has ended, and each upload's condition sees the version the previous one made.
     let uploading = Mutex(())

@@ -160,6 +160,9 @@ enum FuseOperations {
         ops.flush = { req, ino, fi in
             let (fs, r) = FuseOperations.reply(req)
             r.run { () throws(FSError) in
+                // Upload first, then end the closing process's POSIX locks: what it wrote under a lock is in
+                // the store before another mount can take the lock.
+                defer { fs.closeLockOwner(ino, owner: fi!.pointee.lock_owner) }
                 try fs.flush(ino, handle: fi!.pointee.fh)
                 r.ok()
             }
@@ -174,7 +177,31 @@ enum FuseOperations {
         ops.release = { req, ino, fi in
             let (fs, r) = FuseOperations.reply(req)
             fs.release(ino, handle: fi!.pointee.fh)
+            // The kernel sends no LOCK_UN when a flocked file is closed: the lock ends here (NOTES).
+            fs.releaseLocks(ino, handle: fi!.pointee.fh,
+                            flockOwner: fi!.pointee.flock_release != 0 ? fi!.pointee.lock_owner : nil)
             r.ok()
+        }
+        ops.flock = { req, ino, fi, operation in
+            FuseOperations.flock(req, ino, fi!.pointee, operation)
+        }
+        ops.getlk = { req, ino, fi, lock in
+            let (fs, _) = FuseOperations.reply(req)
+            var answer = lock!.pointee
+            let request = FuseOperations.fileLock(answer, owner: fi!.pointee.lock_owner, handle: fi!.pointee.fh)
+            if let holder = fs.testLock(ino, request) {
+                answer.l_type = Int16(holder.mode == .exclusive ? F_WRLCK : F_RDLCK)
+                answer.l_whence = Int16(SEEK_SET)
+                answer.l_start = Int(holder.start)
+                answer.l_len = holder.end == .max ? 0 : Int(holder.end - holder.start + 1)
+                answer.l_pid = Int32(bitPattern: holder.pid)
+            } else {
+                answer.l_type = Int16(F_UNLCK)
+            }
+            fuse_reply_lock(req, &answer)
+        }
+        ops.setlk = { req, ino, fi, lock, sleep in
+            FuseOperations.setlk(req, ino, fi!.pointee, lock!.pointee, wait: sleep != 0)
         }
         ops.opendir = { req, ino, fi in
             let (fs, r) = FuseOperations.reply(req)
@@ -213,6 +240,48 @@ enum FuseOperations {
             fuse_reply_statfs(req, &sv)
         }
         return ops
+    }
+
+    /// `flock(2)`: LOCK_SH / LOCK_EX (with LOCK_NB: answer at once) or LOCK_UN, owned by the open file description.
+    static func flock(_ req: fuse_req_t?, _ ino: fuse_ino_t, _ fi: fuse_file_info, _ operation: Int32) {
+        let (fs, r) = FuseOperations.reply(req)
+        let owner = fi.lock_owner
+        if operation & LOCK_UN != 0 {
+            fs.unlock(ino, owner: owner, kind: .flock)
+            return r.ok()
+        }
+        let mode: LockMode = operation & LOCK_EX != 0 ? .exclusive : .shared
+        let pid = fuse_req_ctx(req)!.pointee.pid
+        let request = FileLock(owner: owner, kind: .flock, mode: mode, pid: UInt32(bitPattern: pid), handle: fi.fh)
+        lock(req, ino, request, wait: operation & LOCK_NB == 0)
+    }
+
+    /// `fcntl(2)` F_SETLK / F_SETLKW (and OFD locks, which arrive the same way with the description as owner).
+    static func setlk(_ req: fuse_req_t?, _ ino: fuse_ino_t, _ fi: fuse_file_info, _ lock: Glibc.flock, wait: Bool) {
+        let (fs, r) = FuseOperations.reply(req)
+        let request = fileLock(lock, owner: fi.lock_owner, handle: fi.fh)
+        if lock.l_type == Int16(F_UNLCK) {
+            fs.unlock(ino, owner: request.owner, kind: .posix, start: request.start, end: request.end)
+            return r.ok()
+        }
+        FuseOperations.lock(req, ino, request, wait: wait)
+    }
+
+    /// Asks for `request`; a blocked waiting request is answered later from the lock waiter thread, and a FUSE
+    /// interrupt (the caller got a signal) ends it with EINTR.
+    static func lock(_ req: fuse_req_t?, _ ino: fuse_ino_t, _ request: FileLock, wait: Bool) {
+        let (fs, _) = FuseOperations.reply(req)
+        let pending = PendingRequest(request: req!)
+        fs.setLock(ino, request, wait: wait, interrupted: { pending.interrupted }) { error in
+            pending.answer(error)
+        }
+    }
+
+    static func fileLock(_ lock: Glibc.flock, owner: UInt64, handle: UInt64) -> FileLock {
+        let start = UInt64(max(0, lock.l_start))
+        let end = lock.l_len <= 0 ? UInt64.max : start + UInt64(lock.l_len) - 1
+        return FileLock(owner: owner, kind: .posix, mode: lock.l_type == Int16(F_WRLCK) ? .exclusive : .shared,
+                        start: start, end: end, pid: UInt32(bitPattern: lock.l_pid), handle: handle)
     }
 
     static func readDirectory(_ req: fuse_req_t?, _ ino: fuse_ino_t, _ size: Int, _ offset: off_t,

@@ -4,6 +4,11 @@ import Foundation
 import Glibc
 import Logging
 
+/// The session pointer, for notifications sent from lock threads; libfuse's notify calls are thread-safe.
+struct SessionHandle: @unchecked Sendable {
+    let session: OpaquePointer
+}
+
 /// What the callbacks reach through the request's userdata.
 final class FuseContext: Sendable {
     let fileSystem: FileSystem
@@ -66,8 +71,13 @@ public final class FuseSession {
             fuse_session_new(&args, ops, MemoryLayout<fuse_lowlevel_ops>.size, userdata)
         }
         fuse_opt_free_args(&args)
-        guard session != nil else { throw FuseSessionError(description: "cannot create the FUSE session") }
+        guard let created = session else { throw FuseSessionError(description: "cannot create the FUSE session") }
         self.maxThreads = options.maxThreads
+        let handle = SessionHandle(session: created)
+        fileSystem.setKernelCacheInvalidator { ino in
+            // Attributes and every cached page of the inode (offset 0, length 0: all of it).
+            _ = fuse_lowlevel_notify_inval_inode(handle.session, ino, 0, 0)
+        }
     }
 
     private let maxThreads: Int
@@ -92,6 +102,9 @@ public final class FuseSession {
         let result = cfuse_session_loop_mt(session, config)
         fuse_loop_cfg_destroy(config)
         context.fileSystem.flushAll()
+        // Leases go back after the uploads, so another mount that takes a lock next sees the writes.
+        context.fileSystem.shutdownLocks()
+        context.fileSystem.setKernelCacheInvalidator { _ in }
         fuse_remove_signal_handlers(session)
         fuse_session_unmount(session)
         fuse_session_destroy(session)
