@@ -296,10 +296,25 @@ public struct Configuration: Equatable, Sendable {
                          projectID: storage.projectID)
     }
 
+    /// GCS settings for `bucket`; what is unset here comes from the environment (`STORAGE_EMULATOR_HOST`,
+    /// `GOOGLE_APPLICATION_CREDENTIALS`, the metadata server). `endpoint_url` serves both kinds of store.
+    public func gcsConfiguration(bucket: String) -> GCSConfiguration {
+        GCSConfiguration(bucket: bucket, endpointURL: storage.endpointURL, credentialsFile: storage.credentialsFile,
+                         projectID: storage.projectID)
+    }
+
     /// How the store is reached, beside saved uploads: endpoint, region, path style (no secrets).
-    public func storeContext() -> [String: String] {
+    public func storeContext(for location: StoreLocation? = nil) -> [String: String] {
         let environment = ProcessInfo.processInfo.environment
         var context: [String: String] = [:]
+        if case .gcs = location?.kind {
+            // AWS variables say nothing about GCS: an emulator's endpoint and the credentials file do.
+            let emulator = environment["STORAGE_EMULATOR_HOST"].map { $0.contains("://") ? $0 : "http://" + $0 }
+            context["endpoint_url"] = storage.endpointURL ?? emulator
+            context["credentials_file"] = storage.credentialsFile ?? environment["GOOGLE_APPLICATION_CREDENTIALS"]
+            context["project_id"] = storage.projectID
+            return context
+        }
         context["endpoint_url"] = storage.endpointURL ?? environment["AWS_ENDPOINT_URL_S3"] ?? environment["AWS_ENDPOINT_URL"]
         context["region"] = storage.regionName ?? environment["AWS_REGION"] ?? environment["AWS_DEFAULT_REGION"]
         context["path_style"] = storage.pathStyle.map { String($0) }
@@ -313,6 +328,8 @@ public struct Configuration: Equatable, Sendable {
         storage.regionName = storage.regionName ?? context["region"]
         storage.pathStyle = storage.pathStyle ?? context["path_style"].flatMap { Bool($0) }
         storage.profile = storage.profile ?? context["profile"]
+        storage.credentialsFile = storage.credentialsFile ?? context["credentials_file"]
+        storage.projectID = storage.projectID ?? context["project_id"]
     }
 
     static func oneLine(_ error: Error) -> String {

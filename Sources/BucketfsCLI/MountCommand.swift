@@ -57,6 +57,10 @@ struct MountCommand: ParsableCommand {
                 let store = try location.makeStore(s3: nil, gcs: configuration.gcsConfiguration(bucket: bucket))
                 if let gcs = store as? GCSObjectStore { try gcs.validateBucket() }
                 return store
+            case .gcs(let bucket, _):
+                let store = try location.makeStore(s3: nil, gcs: configuration.gcsConfiguration(bucket: bucket))
+                if let gcs = store as? GCSObjectStore { try gcs.validateBucket() }
+                return store
             default:
                 return try location.makeStore()
             }
@@ -92,7 +96,7 @@ struct MountCommand: ParsableCommand {
                                             multipartMaxInFlight: m.partsInFlight,
                                             renameParallelism: m.renameParallelism,
                                             stagingLimit: UInt64(m.stagingMaxMiB) << 20,
-                                            recoveryContext: configuration.storeContext())
+                                            recoveryContext: configuration.storeContext(for: location))
             let fileSystem: FileSystem
             do { fileSystem = try FileSystem(store: store, options: options, logger: logger) } catch {
                 throw CLIError("\(error)")
