@@ -57,10 +57,6 @@ struct MountCommand: ParsableCommand {
                 let store = try location.makeStore(s3: nil, gcs: configuration.gcsConfiguration(bucket: bucket))
                 if let gcs = store as? GCSObjectStore { try gcs.validateBucket() }
                 return store
-            case .gcs(let bucket, _):
-                let store = try location.makeStore(s3: nil, gcs: configuration.gcsConfiguration(bucket: bucket))
-                if let gcs = store as? GCSObjectStore { try gcs.validateBucket() }
-                return store
             default:
                 return try location.makeStore()
             }
