@@ -296,13 +296,6 @@ public struct Configuration: Equatable, Sendable {
                          projectID: storage.projectID)
     }
 
-    /// GCS settings for `bucket`; what is unset here comes from the environment (`STORAGE_EMULATOR_HOST`,
-    /// `GOOGLE_APPLICATION_CREDENTIALS`, the metadata server). `endpoint_url` serves both kinds of store.
-    public func gcsConfiguration(bucket: String) -> GCSConfiguration {
-        GCSConfiguration(bucket: bucket, endpointURL: storage.endpointURL, credentialsFile: storage.credentialsFile,
-                         projectID: storage.projectID)
-    }
-
     /// How the store is reached, beside saved uploads: endpoint, region, path style (no secrets).
     public func storeContext(for location: StoreLocation? = nil) -> [String: String] {
         let environment = ProcessInfo.processInfo.environment
