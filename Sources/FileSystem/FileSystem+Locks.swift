@@ -92,7 +92,6 @@ extension FileSystem {
 
     func attemptLock(_ ino: UInt64, _ request: FileLock) throws(FSError) -> FileLockCoordinator.Outcome {
         guard let node = state.withLock({ $0.table[ino] }) else { throw FSError.notFound }
-        guard node.kind == .file else { throw FSError.invalidArgument }
         let outcome = try locks.attempt(ino, path: node.path, request)
         if case .granted(newLease: true) = outcome { revalidateAfterLockGrant(ino) }
         return outcome
@@ -103,9 +102,8 @@ extension FileSystem {
     /// Local writes not uploaded yet win.
     private func revalidateAfterLockGrant(_ ino: UInt64) {
         guard let (path, before, staged) = state.withLock({ s -> (String, String?, StagedFile?)? in
-            guard let node = s.table[ino], !node.path.isEmpty, !node.dirty, node.stream?.hasStarted != true else {
-                return nil
-            }
+            guard let node = s.table[ino], node.kind == .file, !node.path.isEmpty, !node.dirty,
+                  node.stream?.hasStarted != true else { return nil }
             return (node.path, node.version, node.staged)
         }) else { return }
         var changed = true

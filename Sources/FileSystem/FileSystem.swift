@@ -70,9 +70,9 @@ public final class FileSystem: Sendable {
     static let downloadChunk: UInt64 = 8 << 20
 
     /// `lockManager` makes locks hold across mounts (nil: within this mount only); `lockResource` names a
-    /// file's path (relative to the mount root) to its strategy.
+    /// file's path (relative to the mount root, "" for the root) to its strategy.
     public init(store: any ObjectStore, options: FileSystemOptions, logger: Logger, lockManager: LockManager? = nil,
-                lockResource: @escaping @Sendable (String) -> String = { $0 }) throws(FSError) {
+                lockResource: @escaping @Sendable (String) -> String = { $0.isEmpty ? "." : $0 }) throws(FSError) {
         self.store = store
         self.options = options
         self.keys = KeyMapping(prefix: options.prefix)
