@@ -39,10 +39,12 @@ let package = Package(
         ]),
         .executableTarget(name: "bucketfs", dependencies: ["BucketfsCLI"]),
 
+        // Store wrappers shared by the test targets (request counting).
+        .target(name: "TestSupport", dependencies: ["ObjectStore"], path: "Tests/TestSupport"),
         .testTarget(name: "ObjectStoreTests", dependencies: ["ObjectStore"]),
-        .testTarget(name: "FileSystemTests", dependencies: ["FileSystem", "ObjectStore", "Locking"]),
+        .testTarget(name: "FileSystemTests", dependencies: ["FileSystem", "ObjectStore", "Locking", "TestSupport"]),
         .testTarget(name: "CLITests", dependencies: ["BucketfsCLI"]),
-        .testTarget(name: "LockingTests", dependencies: ["Locking", "ObjectStore"]),
+        .testTarget(name: "LockingTests", dependencies: ["Locking", "ObjectStore", "TestSupport"]),
     ],
     swiftLanguageModes: [.v6]
 )

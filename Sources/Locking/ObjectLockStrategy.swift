@@ -1,5 +1,6 @@
 import Foundation
 import ObjectStore
+import Synchronization
 
 /// A lock object `<prefix>.bucketfs/locks/<resource>.lock` whose JSON body is the holder's `LockRecord`,
 /// kept in the same store as the data, so every mount of the bucket sees it without another service.
@@ -16,6 +17,10 @@ import ObjectStore
 /// wrote with its own. A reader whose clock runs ahead of the holder's takes over early by the skew; keep hosts
 /// NTP-synchronised and leases much longer than any plausible skew (seconds vs the default 60 s).
 ///
+/// Round trips: a first acquire is one conditional PUT; release is one. Re-acquiring a lock this strategy
+/// released last is one PUT conditional on the version of that released record (remembered here), so an
+/// uncontended acquire+release costs 2; only when someone else wrote the object since does acquire read it (3).
+///
 /// `bestEffort` (stores without conditional writes): plain PUT, then GET to check the body is ours. Two racers
 /// can both read "free", both PUT, and the first can verify before the second's PUT lands: both believe they
 /// hold the lock. It narrows the window; it does not close it. Prefer `redis` there.
@@ -25,6 +30,11 @@ public final class ObjectLockStrategy: LockStrategy {
     public let prefix: String
     public let bestEffort: Bool
     public var name: String { "object" }
+
+    /// Records this strategy released, by resource: version and token, so the next acquire can skip the read.
+    private let released = Mutex<[String: (version: String, token: UInt64)]>([:])
+    /// How many released records are remembered (one per file locked recently); beyond, the map starts over.
+    static let rememberedLimit = 4096
 
     /// The folder every lock object lives under.
     public var locksPrefix: String { "\(prefix).bucketfs/locks/" }
@@ -48,7 +58,13 @@ public final class ObjectLockStrategy: LockStrategy {
         if bestEffort { return try bestEffortAcquire(resource, owner: owner, lease: lease) }
         let key = key(for: resource)
 
-        if let granted = try write(resource, owner: owner, lease: lease, token: 1, key: key, condition: .ifAbsent) {
+        if let known = released.withLock({ $0.removeValue(forKey: resource) }) {
+            // Our own released record, if nobody wrote since: one conditional PUT takes it.
+            if let granted = try write(resource, owner: owner, lease: lease, token: known.token + 1, key: key,
+                                       condition: .ifVersionMatches(known.version)) {
+                return granted
+            }
+        } else if let granted = try write(resource, owner: owner, lease: lease, token: 1, key: key, condition: .ifAbsent) {
             return granted
         }
         // It exists. Read it: still held, or stale and ours to take over with a write conditional on that version.
@@ -100,7 +116,12 @@ public final class ObjectLockStrategy: LockStrategy {
         var record = lease.record
         record.expires = Date().addingTimeInterval(-0.001).lockPrecision  // in the past, after rounding
         record.released = true
-        _ = try replace(lease, with: record)
+        let version = try replace(lease, with: record)
+        guard !bestEffort else { return }
+        released.withLock { known in
+            if known.count >= Self.rememberedLimit { known.removeAll() }
+            known[lease.resource] = (version, lease.token)
+        }
     }
 
     /// Overwrites our lock object, only if it is still the version we wrote. Returns the new version.

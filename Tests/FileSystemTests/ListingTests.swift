@@ -2,6 +2,7 @@ import FileSystem
 import Foundation
 import Glibc
 import ObjectStore
+import TestSupport
 import XCTest
 
 /// Directory listings, their pagination, and what the metadata cache saves in store requests.

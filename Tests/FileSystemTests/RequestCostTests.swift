@@ -2,6 +2,7 @@ import FileSystem
 import Foundation
 import Glibc
 import ObjectStore
+import TestSupport
 import XCTest
 
 /// What common operations cost in store requests.

@@ -3,6 +3,7 @@ import Foundation
 import Glibc
 import Logging
 import ObjectStore
+import TestSupport
 import XCTest
 
 /// Sequential writes streamed as multipart uploads, and read-ahead for sequential reads.

@@ -1,6 +1,7 @@
 import Foundation
 @testable import Locking
 import ObjectStore
+import TestSupport
 import XCTest
 
 /// The object strategy over the in-memory store.
@@ -43,6 +44,28 @@ final class MemoryObjectLockTests: XCTestCase {
         XCTAssertLessThanOrEqual(released.expires, Date())
         XCTAssertEqual(try strategy.holders(), [])
         XCTAssertEqual(try strategy.tryAcquire("dir/file", owner: suite.owner("b"), lease: 30)?.token, lease.token + 1)
+    }
+
+    /// Store round trips per acquire+release: 2 when uncontended, also when re-acquiring (the released record's
+    /// version is remembered); a record someone else wrote since costs one read more, and the token still grows.
+    func testAcquireAndReleaseCostTwoRoundTrips() throws {
+        let counting = CountingStore(store)
+        let strategy = ObjectLockStrategy(store: counting)
+        var tokens: [UInt64] = []
+        for _ in 0..<3 {
+            counting.reset()
+            let lease = try XCTUnwrap(try strategy.tryAcquire("f", owner: suite.owner("a"), lease: 30))
+            try strategy.release(lease)
+            XCTAssertEqual(counting.total, 2)
+            tokens.append(lease.token)
+        }
+        // Another owner (another mount) takes and releases it: our remembered version is stale now.
+        let other = ObjectLockStrategy(store: store)
+        try other.release(try XCTUnwrap(try other.tryAcquire("f", owner: suite.owner("b"), lease: 30)))
+        counting.reset()
+        let lease = try XCTUnwrap(try strategy.tryAcquire("f", owner: suite.owner("a"), lease: 30))
+        XCTAssertEqual(counting.total, 3)    // refused conditional PUT, GET, conditional PUT
+        XCTAssertEqual(tokens + [lease.token], [1, 2, 3, 5])
     }
 
     /// Someone rewrote our lock object (by hand, or a takeover we did not see): renew and release report it lost.

@@ -1,0 +1,83 @@
+import Foundation
+import ObjectStore
+import Synchronization
+
+/// Forwards to another store and counts the requests by operation, so that tests can assert how many
+/// store calls a filesystem operation costs.
+public final class CountingStore: ObjectStore {
+    public enum Operation: String, Sendable, CaseIterable {
+        case head, get, list, put, delete, copy
+        case createMultipartUpload, uploadPart, completeMultipartUpload, abortMultipartUpload, listMultipartUploads
+    }
+
+    public let base: any ObjectStore
+    private let counts = Mutex<[Operation: Int]>([:])
+
+    public init(_ base: any ObjectStore) { self.base = base }
+
+    public var description: String { "counting(\(base.description))" }
+    public var supportsConditionalWrites: Bool { base.supportsConditionalWrites }
+
+    public func count(_ operation: Operation) -> Int { counts.withLock { $0[operation] ?? 0 } }
+    public var total: Int { counts.withLock { $0.values.reduce(0, +) } }
+    public func reset() { counts.withLock { $0 = [:] } }
+
+    private func record(_ operation: Operation) { counts.withLock { $0[operation, default: 0] += 1 } }
+
+    public func head(_ key: String) throws(ObjectStoreError) -> ObjectInfo {
+        record(.head)
+        return try base.head(key)
+    }
+
+    public func get(_ key: String, range: Range<UInt64>?) throws(ObjectStoreError) -> ObjectData {
+        record(.get)
+        return try base.get(key, range: range)
+    }
+
+    public func list(_ request: ListRequest) throws(ObjectStoreError) -> ListPage {
+        record(.list)
+        return try base.list(request)
+    }
+
+    public func put(_ key: String, body: PutBody, options: PutOptions) throws(ObjectStoreError) -> ObjectInfo {
+        record(.put)
+        return try base.put(key, body: body, options: options)
+    }
+
+    public func delete(_ key: String, condition: DeleteCondition) throws(ObjectStoreError) {
+        record(.delete)
+        try base.delete(key, condition: condition)
+    }
+
+    public func copy(from source: String, to destination: String, metadata: ObjectMetadata?,
+              condition: PutCondition) throws(ObjectStoreError) -> ObjectInfo {
+        record(.copy)
+        return try base.copy(from: source, to: destination, metadata: metadata, condition: condition)
+    }
+
+    public func createMultipartUpload(_ key: String, options: PutOptions) throws(ObjectStoreError) -> String {
+        record(.createMultipartUpload)
+        return try base.createMultipartUpload(key, options: options)
+    }
+
+    public func uploadPart(_ key: String, uploadID: String, number: Int, body: PutBody) throws(ObjectStoreError) -> String {
+        record(.uploadPart)
+        return try base.uploadPart(key, uploadID: uploadID, number: number, body: body)
+    }
+
+    public func completeMultipartUpload(_ key: String, uploadID: String, parts: [CompletedPart],
+                                 condition: PutCondition) throws(ObjectStoreError) -> ObjectInfo {
+        record(.completeMultipartUpload)
+        return try base.completeMultipartUpload(key, uploadID: uploadID, parts: parts, condition: condition)
+    }
+
+    public func abortMultipartUpload(_ key: String, uploadID: String) throws(ObjectStoreError) {
+        record(.abortMultipartUpload)
+        try base.abortMultipartUpload(key, uploadID: uploadID)
+    }
+
+    public func listMultipartUploads(prefix: String) throws(ObjectStoreError) -> [MultipartUploadInfo] {
+        record(.listMultipartUploads)
+        return try base.listMultipartUploads(prefix: prefix)
+    }
+}
