@@ -2,6 +2,7 @@
 # Installs bucketfs on Debian 12 and mounts the default local-directory bucket (no cloud account needed).
 #   BUCKETFS_BUCKET_DIR  backing directory  (default /var/lib/bucketfs/default, or ~/.local/share/bucketfs/default)
 #   BUCKETFS_MOUNTPOINT  mount point        (default /mnt/bucketfs, or ~/bucketfs)
+#   BUCKETFS_SKIP_MOUNT=1  install only, mount nothing (image builds: no /dev/fuse there)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
@@ -25,7 +26,18 @@ mkdir -p "$bindir" "$bucket" "$mountpoint"
 install -m 0755 .build/release/bucketfs "$bindir/bucketfs"
 echo "==> installed $bindir/bucketfs ($("$bindir/bucketfs" --version))"
 case ":$PATH:" in *":$bindir:"*) ;; *) echo "    note: $bindir is not on your PATH" ;; esac
+install_completions "$bindir/bucketfs"
+if [ "$(id -u)" = 0 ]; then
+    install_mount_helpers "$bindir/bucketfs"
+    install_systemd_unit "$bindir/bucketfs"
+else
+    echo "==> not root: mount.bucketfs and bucketfs@.service not installed (run as root for mount -t bucketfs)"
+fi
 
+if [ "${BUCKETFS_SKIP_MOUNT:-0}" = 1 ]; then
+    echo "==> BUCKETFS_SKIP_MOUNT=1: nothing mounted. Mount with: bucketfs mount file://$bucket/ $mountpoint"
+    exit 0
+fi
 if grep -q " $mountpoint fuse.bucketfs " /proc/self/mountinfo; then
     echo "==> $mountpoint is already a bucketfs mount"
 else

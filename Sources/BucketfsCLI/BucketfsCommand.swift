@@ -14,9 +14,12 @@ public struct BucketfsCommand: ParsableCommand {
           bucketfs mount file:///srv/bucket/ /mnt/bucket --config /etc/bucketfs/team.yaml
           bucketfs config print file:///srv/bucket/ -o metadata_ttl=5
           bucketfs unmount /mnt/bucket
+          bucketfs status
+          mount -t bucketfs file:///srv/bucket/ /mnt/bucket -o ro,uid=1000
         """,
         version: version,
-        subcommands: [MountCommand.self, UnmountCommand.self, ConfigCommand.self, RecoverCommand.self]
+        subcommands: [MountCommand.self, UnmountCommand.self, StatusCommand.self, ConfigCommand.self,
+                      RecoverCommand.self]
     )
 
     public init() {}

@@ -179,9 +179,24 @@ public struct Configuration: Equatable, Sendable {
             case "rw": mount.readOnly = false
             case "debug": mount.logLevel = "debug"
             case "config": continue    // read before everything else by the caller
+            case _ where Self.isMountCommandOption(key): continue
             default: try setMountOption(key, value: value, reader: &reader, label: key, origin: "mount option \"\(key)\"")
             }
         }
+    }
+
+    /// Options that mount(8), mount.fuse3 and fstab add for every filesystem, which mean nothing to bucketfs
+    /// (or are the kernel's business, such as nosuid/nodev, which FUSE mounts get anyway): accepted and ignored.
+    static let mountCommandOptions: Set<String> = [
+        "defaults", "auto", "noauto", "user", "users", "nouser", "owner", "group", "_netdev", "nofail",
+        "exec", "noexec", "suid", "nosuid", "dev", "nodev", "async", "atime", "noatime", "relatime", "norelatime",
+        "strictatime", "nostrictatime", "diratime", "nodiratime", "lazytime", "nolazytime", "loud", "silent",
+    ]
+
+    /// `x-systemd.*` and other `x-*` options are for userspace tools (systemd's fstab generator, udisks);
+    /// `comment=` is fstab's old spelling of the same.
+    static func isMountCommandOption(_ key: String) -> Bool {
+        mountCommandOptions.contains(key) || key.hasPrefix("x-") || key == "comment"
     }
 
     private mutating func setMountOption(_ key: String, value: Any, reader: inout YAMLReader, label: String,

@@ -41,6 +41,9 @@ enum DaemonLauncher {
         let argv = ["/proc/self/exe"] + arguments + ["--foreground"]
         var environment = ProcessInfo.processInfo.environment
         environment[ReadinessPipe.environmentKey] = String(readyFD)
+        // Its stderr is the log file, not the journal: keep the timestamps on its lines (see DaemonLogHandler).
+        environment["JOURNAL_STREAM"] = nil
+        environment["INVOCATION_ID"] = nil
         let envp = environment.map { "\($0.key)=\($0.value)" }
 
         var pid: pid_t = 0

@@ -28,10 +28,12 @@ struct MountCommand: ParsableCommand {
 
     func run() throws {
         let configuration = try settings.resolve()
+        DaemonLogHandler.bootstrap(level: configuration.mount.logLevel)
         let location: StoreLocation
         do { location = try StoreLocation(parsing: source) } catch { throw CLIError("\(error)") }
         let target = try MountPointCheck.validate(mountpoint)
         try MountPointCheck.requireFuseDevice()
+        try FuseConfiguration.requireAllowOtherPermitted(allowOther: configuration.mount.allowOther)
         // Open the store here as well, so that a missing bucket or directory is reported before forking off.
         let store = try Self.openStore(location, configuration: configuration)
 
@@ -78,6 +80,7 @@ struct MountCommand: ParsableCommand {
     private func serve(store: any ObjectStore, location: StoreLocation, mountpoint: String,
                        configuration: Configuration) throws {
         let readiness = ReadinessPipe.fromEnvironment()
+        let systemd = SystemdNotifier.fromEnvironment()
         Self.boundMallocRetention()
         do {
             var logger = Logger(label: "bucketfs")
@@ -106,9 +109,13 @@ struct MountCommand: ParsableCommand {
                 throw CLIError("\(error)\(m.allowOther && getuid() != 0 ? " (allow_other needs user_allow_other in /etc/fuse.conf)" : "")")
             }
             let registration = MountRegistry.register(source: location.description, mountpoint: mountpoint)
+            registration?.refresh(every: 2, pendingUploads: { fileSystem.pendingUploadCount },
+                                  heldLocks: { [] })    // held locks: filled in by the lock wiring
             logger.info("mounted", metadata: ["source": "\(location)", "mountpoint": "\(mountpoint)", "pid": "\(getpid())"])
             readiness?.signalReady()
+            systemd?.ready(status: "serving \(location) at \(mountpoint)")
             let signal = session.run()
+            systemd?.stopping()
             registration?.remove()
             logger.info("unmounted", metadata: ["mountpoint": "\(mountpoint)", "signal": "\(signal)"])
         } catch {

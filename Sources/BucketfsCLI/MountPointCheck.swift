@@ -29,6 +29,16 @@ enum MountPointCheck {
     }
 
     static func requireFuseDevice() throws(CLIError) {
+        // Users other than root open the device too (libfuse then mounts through the setuid fusermount3).
+        if getuid() != 0, access("/dev/fuse", F_OK) == 0 {
+            guard access("/dev/fuse", R_OK | W_OK) == 0 else {
+                throw CLIError("/dev/fuse is not open to users other than root here: as root, chmod 0666 /dev/fuse (the mode udev gives it on a standard system), or mount as root")
+            }
+            guard FuseConfiguration.fusermountPath() != nil else {
+                throw CLIError("fusermount3 is missing: install fuse3 (users other than root mount through it)")
+            }
+            return
+        }
         guard access("/dev/fuse", R_OK | W_OK) == 0 else {
             throw CLIError("/dev/fuse is missing or not accessible: install fuse3, or run the container with --device /dev/fuse --cap-add SYS_ADMIN")
         }

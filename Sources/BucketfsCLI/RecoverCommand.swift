@@ -50,22 +50,45 @@ struct RecoverCommand: ParsableCommand {
 
     struct Push: ParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Upload a saved file to its key (overwriting what is there), then remove it from the folder.")
+            abstract: "Upload saved files to their keys (overwriting what is there), then remove them from the folder.",
+            discussion: "On a terminal a progress line shows which file is being uploaded, its size and the time so far.")
 
-        @Argument(help: "The id shown by `bucketfs recover list`.")
-        var id: String
+        @Argument(help: "Ids shown by `bucketfs recover list`.")
+        var ids: [String]
 
-        @Option(help: "Upload to this key instead of the original one.")
+        @Option(help: "Upload to this key instead of the original one (one id only).")
         var key: String?
 
         @OptionGroup var settings: ConfigurationOptions
 
+        func validate() throws {
+            if ids.isEmpty { throw ValidationError("give the id of a saved upload (see `bucketfs recover list`)") }
+            if key != nil && ids.count > 1 { throw ValidationError("--key applies to one id only") }
+        }
+
         func run() throws {
-            var configuration = try settings.resolve()
+            let configuration = try settings.resolve()
             let cacheDir = configuration.mount.cacheDir
-            guard let entry = RecoverCommand.entries(in: cacheDir).first(where: { $0.id == id }) else {
-                throw CLIError("no saved upload \(id) in \(cacheDir)/recovery (see `bucketfs recover list`)")
+            let saved = RecoverCommand.entries(in: cacheDir)
+            let entries = try ids.map { id throws(CLIError) -> Entry in
+                guard let entry = saved.first(where: { $0.id == id }) else {
+                    throw CLIError("no saved upload \(id) in \(cacheDir)/recovery (see `bucketfs recover list`)")
+                }
+                return entry
             }
+            let progress = ProgressLine()
+            for (index, entry) in entries.enumerated() {
+                let started = Date()
+                let counter = entries.count > 1 ? "[\(index + 1)/\(entries.count)] " : ""
+                let label = "\(counter)pushing \(entry.store)\(key ?? entry.key) (\(ProgressLine.bytes(entry.size)))"
+                try progress.repeating({ "\(label) \(ProgressLine.duration(Date().timeIntervalSince(started)))" }) {
+                    try push(entry, configuration: configuration, cacheDir: cacheDir)
+                }
+            }
+        }
+
+        private func push(_ entry: Entry, configuration: Configuration, cacheDir: String) throws(CLIError) {
+            var configuration = configuration
             let location: StoreLocation
             do { location = try StoreLocation(parsing: entry.store) } catch { throw CLIError("\(error)") }
             if case .memory = location.kind {

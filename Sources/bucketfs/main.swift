@@ -1,2 +1,4 @@
 import BucketfsCLI
-BucketfsCommand.main()
+
+// `bucketfs SOURCE MOUNTPOINT -o …` (how mount.fuse3 calls it) is `bucketfs mount SOURCE MOUNTPOINT -o …`.
+BucketfsCommand.main(MountHelperInvocation.arguments(Array(CommandLine.arguments.dropFirst())))
