@@ -78,7 +78,7 @@ public final class S3ObjectStore: ObjectStore {
     /// at the command line should hear about a dead endpoint quickly.
     public func validateBucket() throws(ObjectStoreError) {
         do {
-            _ = try list(ListRequest(prefix: "", maxKeys: 1), maxRetries: min(1, maxRetries))
+            _ = try list(ListRequest(prefix: "", maxKeys: 1), maxRetries: min(1, maxRetries), quiet: true)
         } catch {
             switch error {
             case .noSuchBucket:
@@ -138,14 +138,14 @@ public final class S3ObjectStore: ObjectStore {
         try list(request, maxRetries: maxRetries)
     }
 
-    private func list(_ request: ListRequest, maxRetries: Int) throws(ObjectStoreError) -> ListPage {
+    private func list(_ request: ListRequest, maxRetries: Int, quiet: Bool = false) throws(ObjectStoreError) -> ListPage {
         // encoding-type=url: keys may hold characters XML 1.0 cannot carry; S3 then percent-encodes them.
         var query = [("list-type", "2"), ("encoding-type", "url"), ("max-keys", String(min(1000, max(1, request.maxKeys))))]
         if !request.prefix.isEmpty { query.append(("prefix", request.prefix)) }
         if let delimiter = request.delimiter, !delimiter.isEmpty { query.append(("delimiter", delimiter)) }
         if let token = request.continuationToken { query.append(("continuation-token", token)) }
         if let startAfter = request.startAfter, !startAfter.isEmpty { query.append(("start-after", startAfter)) }
-        let sent = try send(Request(method: "GET", key: nil, query: query), maxRetries: maxRetries)
+        let sent = try send(Request(method: "GET", key: nil, query: query, quiet: quiet), maxRetries: maxRetries)
         guard sent.response.status == 200 else { throw mapError(sent.response, key: nil) }
         guard let xml = S3XML.parse(sent.response.body), xml.name == "ListBucketResult" else {
             throw .other("S3 ListObjectsV2 on \(bucket): unreadable response")
@@ -362,6 +362,8 @@ public final class S3ObjectStore: ObjectStore {
         /// retrying. moto answers 500 instead of NoSuchUpload for unknown upload ids on these two calls; on AWS the
         /// probe just costs one request on a path that is failing anyway.
         var probeUpload: String?
+        /// The caller reports a failure itself (the check before mounting prints one line): not logged.
+        var quiet = false
     }
 
     private struct Sent {
@@ -427,6 +429,7 @@ public final class S3ObjectStore: ObjectStore {
     /// and turn into a result (404 on reading or deleting an object, 412 condition failed, 304) are debug; the rest
     /// (a 404 on a write means the bucket is gone) are warnings.
     private func logFailure(_ request: Request, status: String, code: String?, attempts: Int, error: String? = nil) {
+        guard !request.quiet else { return }
         var metadata: Logger.Metadata = ["operation": "\(Self.operationName(request))", "bucket": "\(bucket)",
                                          "key": "\(request.key ?? "")", "status": "\(status)",
                                          "retries": "\(attempts - 1)"]
