@@ -13,6 +13,9 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/jpsim/Yams", from: "6.0.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+        // Lock metrics through the swift-metrics API; the daemon renders them as Prometheus text.
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.5.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.0.0"),
     ],
     targets: [
         // System-library shims: module map + header, no logic.
@@ -25,7 +28,8 @@ let package = Package(
         // Bottom layer: the ObjectStore contract and its backends. The only layer that does store I/O.
         .target(name: "ObjectStore", dependencies: ["CLibc", "CCurl", "COpenSSL", .product(name: "Logging", package: "swift-log")]),
         // Distributed advisory locks: file, object and Redis strategies, leases, renewal.
-        .target(name: "Locking", dependencies: ["ObjectStore", "CHiredis", .product(name: "Logging", package: "swift-log")]),
+        .target(name: "Locking", dependencies: ["ObjectStore", "CHiredis", .product(name: "Logging", package: "swift-log"),
+                                               .product(name: "CoreMetrics", package: "swift-metrics")]),
         // Filesystem behaviour without the kernel: inodes, caches, write staging, errno choice.
         .target(name: "FileSystem", dependencies: ["ObjectStore", "Locking", .product(name: "Logging", package: "swift-log")]),
         // libfuse3 low-level adapter: ops table, replies, session lifecycle.
@@ -36,6 +40,8 @@ let package = Package(
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Yams", package: "Yams"),
             .product(name: "Logging", package: "swift-log"),
+            .product(name: "CoreMetrics", package: "swift-metrics"),
+            .product(name: "Prometheus", package: "swift-prometheus"),
         ]),
         .executableTarget(name: "bucketfs", dependencies: ["BucketfsCLI"]),
 

@@ -18,7 +18,7 @@ public struct BucketfsCommand: ParsableCommand {
           mount -t bucketfs file:///srv/bucket/ /mnt/bucket -o ro,uid=1000
         """,
         version: version,
-        subcommands: [MountCommand.self, UnmountCommand.self, StatusCommand.self, ConfigCommand.self,
+        subcommands: [MountCommand.self, UnmountCommand.self, StatusCommand.self, LockCommand.self, ConfigCommand.self,
                       RecoverCommand.self]
     )
 

@@ -13,6 +13,8 @@ public struct Configuration: Equatable, Sendable {
         public var redisPort: Int?
         public var redisPassword: String?
         public var redisDB = 0
+        /// `redis://[user:password@]host[:port][/db]`, instead of the four keys above.
+        public var redisURL: String?
         public var fileLockDir: String?
     }
 
@@ -53,6 +55,8 @@ public struct Configuration: Equatable, Sendable {
         /// Bound of the staging area in MiB; 0: only the disk's.
         public var stagingMaxMiB = 0
         public var logLevel = "info"
+        /// HOST:PORT of the Prometheus text endpoint; nil: none.
+        public var metricsAddress: String?
     }
 
     public var storage = Storage()
@@ -147,23 +151,43 @@ public struct Configuration: Equatable, Sendable {
         for (k, v) in section where !(v is NSNull) {
             let name = "storage.lock.\(k)"
             switch k {
-            case "strategy":
-                let s = try reader.string(v, key: name)
-                guard ["object", "redis", "file"].contains(s) else {
-                    throw CLIError("bad value for \(name) in \(reader.file): \"\(s)\" (expected object, redis or file)")
-                }
-                storage.lock.strategy = s
-            case "lease_duration_seconds": storage.lock.leaseDurationSeconds = try reader.int(v, key: name, min: 1)
+            case "strategy", "lease_duration_seconds", "redis_url", "file_lock_dir":
+                try setLockOption(k, value: v, reader: &reader, label: name)
             case "retry_attempts": storage.lock.retryAttempts = try reader.int(v, key: name, min: 0)
             case "retry_delay_seconds": storage.lock.retryDelaySeconds = try reader.double(v, key: name)
             case "redis_host": storage.lock.redisHost = try reader.string(v, key: name)
             case "redis_port": storage.lock.redisPort = try reader.int(v, key: name, min: 1)
             case "redis_password": storage.lock.redisPassword = try reader.string(v, key: name)
             case "redis_db": storage.lock.redisDB = try reader.int(v, key: name, min: 0)
-            case "file_lock_dir": storage.lock.fileLockDir = try reader.string(v, key: name)
             default: throw CLIError("unknown config key \"\(name)\" in \(reader.file)")
             }
         }
+    }
+
+    /// Lock settings that YAML (`storage.lock.*`) and `-o` (`lock_strategy=`, …) share.
+    private mutating func setLockOption(_ key: String, value: Any, reader: inout YAMLReader, label: String) throws(CLIError) {
+        switch key {
+        case "strategy", "lock_strategy":
+            let s = try reader.string(value, key: label)
+            guard Self.lockStrategies.contains(s) else {
+                throw CLIError("bad value for \(label): \"\(s)\" (expected object, redis, file or none)")
+            }
+            storage.lock.strategy = s
+        case "lease_duration_seconds", "lock_lease_seconds":
+            storage.lock.leaseDurationSeconds = try reader.int(value, key: label, min: 1)
+        case "redis_url": storage.lock.redisURL = try reader.string(value, key: label)
+        default: storage.lock.fileLockDir = try reader.string(value, key: label)    // file_lock_dir
+        }
+    }
+
+    /// `none`: locks hold within the mount only (what other bucket mounts offer).
+    static let lockStrategies = ["object", "redis", "file", "none"]
+
+    /// A URL with its password (if any) replaced, for printing.
+    static func redactedURL(_ url: String) -> String {
+        guard var components = URLComponents(string: url), components.password != nil else { return url }
+        components.password = "<redacted>"
+        return components.string ?? "<redacted>"
     }
 
     // MARK: - Mount options (YAML `mount:` keys and `-o` options share names and parsing)
@@ -221,6 +245,9 @@ public struct Configuration: Equatable, Sendable {
         case "read_ahead_mib": mount.readAheadMiB = try reader.int(value, key: label, min: 0)
         case "rename_parallelism": mount.renameParallelism = try reader.int(value, key: label, min: 1)
         case "staging_max_mib": mount.stagingMaxMiB = try reader.int(value, key: label, min: 0)
+        case "lock_strategy", "lock_lease_seconds", "redis_url", "file_lock_dir":
+            try setLockOption(key, value: value, reader: &reader, label: label)
+        case "metrics_addr": mount.metricsAddress = try reader.string(value, key: label)
         case "log_level":
             let level = try reader.string(value, key: label)
             guard ["trace", "debug", "info", "notice", "warning", "error", "critical"].contains(level) else {
@@ -264,6 +291,7 @@ public struct Configuration: Equatable, Sendable {
             "    redis_port: \(storage.lock.redisPort.map(String.init) ?? "null")",
             "    redis_password: \(secret(storage.lock.redisPassword))",
             "    redis_db: \(storage.lock.redisDB)",
+            "    redis_url: \(storage.lock.redisURL.map { Self.redactedURL($0) }.map { quoted($0) } ?? "null")",
             "    file_lock_dir: \(quoted(storage.lock.fileLockDir))",
             "mount:",
             "  uid: \(mount.uid)",
@@ -281,6 +309,7 @@ public struct Configuration: Equatable, Sendable {
             "  rename_parallelism: \(mount.renameParallelism)",
             "  staging_max_mib: \(mount.stagingMaxMiB)",
             "  log_level: \(quoted(mount.logLevel))",
+            "  metrics_addr: \(quoted(mount.metricsAddress))",
         ]
         return lines.joined(separator: "\n") + "\n"
     }

@@ -42,6 +42,15 @@ struct ConfigurationOptions: ParsableArguments {
     @Flag(help: "Anonymous S3 access (public buckets): requests are not signed.")
     var noSignRequest = false
 
+    @Option(help: "How locks on files hold across mounts: object (a lock object in the bucket; default), redis, file (one host) or none (this mount only).")
+    var lockStrategy: String?
+    @Option(help: "Redis for --lock-strategy redis: redis://[user:password@]host[:port][/db].")
+    var redisURL: String?
+    @Option(help: "Serve metrics (locks: attempts, failures, latency, hold time, renewals, lost) as Prometheus text on HOST:PORT.")
+    var metricsAddr: String?
+    @Option(help: "Lease of a lock held across mounts, renewed at a third of it; how long a crashed mount's locks last (default 60).")
+    var lockLeaseSeconds: Int?
+
     /// defaults < YAML < flags < -o
     func resolve() throws(CLIError) -> Configuration {
         var configuration = Configuration()
@@ -58,6 +67,10 @@ struct ConfigurationOptions: ParsableArguments {
         if let metadataTTL { flags.append("metadata_ttl=\(metadataTTL)") }
         if let cacheDir { flags.append("cache_dir=\(cacheDir)") }
         if let logLevel { flags.append("log_level=\(logLevel)") }
+        if let lockStrategy { flags.append("lock_strategy=\(lockStrategy)") }
+        if let redisURL { flags.append("redis_url=\(redisURL)") }
+        if let lockLeaseSeconds { flags.append("lock_lease_seconds=\(lockLeaseSeconds)") }
+        if let metricsAddr { flags.append("metrics_addr=\(metricsAddr)") }
         try configuration.apply(mountOptions: flags.joined(separator: ","))
         if let endpointURL { configuration.storage.endpointURL = endpointURL }
         if let region { configuration.storage.regionName = region }

@@ -5,6 +5,8 @@ import Foundation
 import FuseBridge
 import Logging
 import ObjectStore
+import Prometheus
+import CoreMetrics
 
 struct MountCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -36,9 +38,12 @@ struct MountCommand: ParsableCommand {
         try FuseConfiguration.requireAllowOtherPermitted(allowOther: configuration.mount.allowOther)
         // Open the store here as well, so that a missing bucket or directory is reported before forking off.
         let store = try Self.openStore(location, configuration: configuration)
+        let locking = try LockSetup(configuration: configuration, location: location, store: store)
+        try locking.validate()
 
         if foreground {
-            try serve(store: store, location: location, mountpoint: target, configuration: configuration)
+            try serve(store: store, locking: locking, location: location, mountpoint: target,
+                      configuration: configuration)
         } else {
             try DaemonLauncher.launch(source: location.description, mountpoint: target,
                                       arguments: Array(CommandLine.arguments.dropFirst()),
@@ -77,7 +82,7 @@ struct MountCommand: ParsableCommand {
     }
 
     /// The daemon proper: build the filesystem, mount, tell the launcher we're ready, serve until unmounted.
-    private func serve(store: any ObjectStore, location: StoreLocation, mountpoint: String,
+    private func serve(store: any ObjectStore, locking: LockSetup, location: StoreLocation, mountpoint: String,
                        configuration: Configuration) throws {
         let readiness = ReadinessPipe.fromEnvironment()
         let systemd = SystemdNotifier.fromEnvironment()
@@ -86,6 +91,7 @@ struct MountCommand: ParsableCommand {
             var logger = Logger(label: "bucketfs")
             logger.logLevel = Logger.Level(rawValue: configuration.mount.logLevel) ?? .info
             let m = configuration.mount
+            try Self.startMetrics(address: m.metricsAddress)
             let options = FileSystemOptions(prefix: location.prefix, uid: m.uid, gid: m.gid, filePermissions: m.fileMode,
                                             directoryPermissions: m.dirMode, readOnly: m.readOnly,
                                             metadataTTL: m.metadataTTL, negativeTTL: m.negativeTTL,
@@ -97,7 +103,11 @@ struct MountCommand: ParsableCommand {
                                             stagingLimit: UInt64(m.stagingMaxMiB) << 20,
                                             recoveryContext: configuration.storeContext(for: location))
             let fileSystem: FileSystem
-            do { fileSystem = try FileSystem(store: store, options: options, logger: logger) } catch {
+            do {
+                fileSystem = try FileSystem(store: store, options: options, logger: logger,
+                                            lockManager: locking.makeManager(logger: logger),
+                                            lockResource: locking.resourceName)
+            } catch {
                 throw CLIError("\(error)")
             }
             let session = try FuseSession(
@@ -110,7 +120,7 @@ struct MountCommand: ParsableCommand {
             }
             let registration = MountRegistry.register(source: location.description, mountpoint: mountpoint)
             registration?.refresh(every: 2, pendingUploads: { fileSystem.pendingUploadCount },
-                                  heldLocks: { [] })    // held locks: filled in by the lock wiring
+                                  heldLocks: { fileSystem.heldLockLeases.map(\.resource) })
             logger.info("mounted", metadata: ["source": "\(location)", "mountpoint": "\(mountpoint)", "pid": "\(getpid())"])
             readiness?.signalReady()
             systemd?.ready(status: "serving \(location) at \(mountpoint)")
@@ -126,6 +136,15 @@ struct MountCommand: ParsableCommand {
 }
 
 extension MountCommand {
+    /// Metrics go to a Prometheus registry (before any lock manager exists, so every metric lands there);
+    /// with an address, it is served as text there.
+    static func startMetrics(address: String?) throws(CLIError) {
+        let registry = PrometheusCollectorRegistry()
+        MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
+        guard let address else { return }
+        try MetricsEndpoint(address: address, registry: registry).start()
+    }
+
     /// Streaming multipart pays on remote stores; on the local backend assembling parts is only an extra copy.
     static func streamsUploads(_ location: StoreLocation) -> Bool {
         switch location.kind {

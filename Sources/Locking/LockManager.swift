@@ -46,6 +46,7 @@ public final class LockManager: Sendable {
     }
 
     private let state: Mutex<State>
+    private let export: LockMetricsExport
     /// Wakes the renewal thread early: a new lease may be due sooner than it planned, or we are stopping.
     private let wakeup = DispatchSemaphore(value: 0)
 
@@ -61,6 +62,7 @@ public final class LockManager: Sendable {
         self.logger = logger
         self.onLost = onLost
         state = Mutex(State(metrics: LockMetrics(strategy: strategy.name)))
+        export = LockMetricsExport(strategy: strategy.name)
     }
 
     deinit {
@@ -141,7 +143,7 @@ public final class LockManager: Sendable {
 
     private func granted(_ lease: Lease, startedAt started: Date) {
         let now = Date()
-        let startThread = state.withLock { state -> Bool in
+        let startThread = changingMetrics { state -> Bool in
             state.nextID += 1
             state.held[lease.resource] = Held(entry: Entry(lease, id: state.nextID), lease: lease,
                                               renewAt: Self.renewalTime(lease, now: now), acquired: now)
@@ -159,7 +161,7 @@ public final class LockManager: Sendable {
     /// Gives `lease` up. Throws `.lost` if it had been lost already (reported through `onLost` then), or the
     /// backend's error; the manager forgets the lease either way.
     public func release(_ lease: Lease) throws(LockError) {
-        let removed = state.withLock { state -> Held? in
+        let removed = changingMetrics { state -> Held? in
             // Lock order is entry then state (see `renew`): never take an entry's mutex in here.
             guard let held = state.held[lease.resource], held.lease.token == lease.token else { return nil }
             state.held[lease.resource] = nil
@@ -247,7 +249,7 @@ public final class LockManager: Sendable {
             do throws(LockError) {
                 lease = try strategy.renew(lease)
                 let renewed = lease
-                state.withLock { state in
+                changingMetrics { state in
                     state.held[resource]?.renewAt = Self.renewalTime(renewed, now: Date())
                     state.held[resource]?.lease = renewed
                     state.metrics.renewals += 1
@@ -271,7 +273,7 @@ public final class LockManager: Sendable {
             }
         }
         guard let (lease, error) = lostWith else { return }
-        state.withLock { state in
+        changingMetrics { state in
             guard state.held[resource]?.entry.id == entry.id else { return }
             state.held[resource] = nil
             state.lost.append(LostLease(lease: lease, reason: error.description, at: Date()))
@@ -292,7 +294,19 @@ public final class LockManager: Sendable {
     }
 
     private func count(_ update: (inout LockMetrics) -> Void) {
-        state.withLock { update(&$0.metrics) }
+        changingMetrics { update(&$0.metrics) }
+    }
+
+    /// `state.withLock`, after which the metric changes `body` made also go to swift-metrics.
+    @discardableResult
+    private func changingMetrics<T: Sendable>(_ body: (inout State) -> T) -> T {
+        let (result, before, after) = state.withLock { state in
+            let before = state.metrics
+            let result = body(&state)
+            return (result, before, state.metrics)
+        }
+        export.emit(from: before, to: after)
+        return result
     }
 
     private static func reason(_ error: LockError) -> String {

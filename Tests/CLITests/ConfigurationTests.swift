@@ -281,6 +281,35 @@ final class ConfigurationTests: XCTestCase {
 
     // MARK: Output
 
+    func testLockSettingsFromMountOptionsAndYAML() throws {
+        var configuration = try load("""
+            storage:
+              lock:
+                strategy: redis
+                redis_url: redis://user:hunter2@10.0.0.5:6380/2
+                lease_duration_seconds: 30
+            """)
+        XCTAssertEqual(configuration.storage.lock.strategy, "redis")
+        XCTAssertEqual(configuration.storage.lock.redisURL, "redis://user:hunter2@10.0.0.5:6380/2")
+        XCTAssertEqual(configuration.storage.lock.leaseDurationSeconds, 30)
+        try configuration.apply(mountOptions: "lock_strategy=file,file_lock_dir=/tmp/l,lock_lease_seconds=7,metrics_addr=127.0.0.1:9464")
+        XCTAssertEqual(configuration.storage.lock.strategy, "file")
+        XCTAssertEqual(configuration.storage.lock.fileLockDir, "/tmp/l")
+        XCTAssertEqual(configuration.storage.lock.leaseDurationSeconds, 7)
+        XCTAssertEqual(configuration.mount.metricsAddress, "127.0.0.1:9464")
+        let printed = configuration.redactedYAML(source: nil)
+        XCTAssertFalse(printed.contains("hunter2"), printed)
+        XCTAssertTrue(printed.contains("10.0.0.5:6380"), printed)
+    }
+
+    func testBadLockStrategyIsNamed() {
+        var configuration = Configuration()
+        let text = errorText { () throws(CLIError) in try configuration.apply(mountOptions: "lock_strategy=zookeeper") }
+        XCTAssertTrue(text.contains("lock_strategy") && text.contains("zookeeper") && text.contains("none"), text)
+        let lease = errorText { () throws(CLIError) in try configuration.apply(mountOptions: "lock_lease_seconds=0") }
+        XCTAssertTrue(lease.contains("lock_lease_seconds"), lease)
+    }
+
     func testRedactedYAMLHidesSecrets() throws {
         let configuration = try load("""
             storage:

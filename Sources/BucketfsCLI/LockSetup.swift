@@ -1,0 +1,80 @@
+import Foundation
+import Glibc
+import Locking
+import Logging
+import ObjectStore
+
+/// The lock strategy a configuration names, and how a file of the mount is named to it. `bucketfs mount` and
+/// `bucketfs lock` share this, so a `bucketfs lock run SOURCE data/x` excludes a flock on `MOUNT/data/x`.
+struct LockSetup {
+    let strategy: (any LockStrategy)?
+    /// Path under the mount root ("" for the root itself, named ".") → the strategy's resource name.
+    let resourceName: @Sendable (String) -> String
+    let leaseSeconds: Double
+    let retryAttempts: Int
+    let retryDelay: Double
+
+    /// `none`: locks hold within one mount only; `object` is the default on every backend.
+    init(configuration: Configuration, location: StoreLocation, store: any ObjectStore) throws(CLIError) {
+        let lock = configuration.storage.lock
+        leaseSeconds = Double(lock.leaseDurationSeconds)
+        retryAttempts = lock.retryAttempts
+        retryDelay = lock.retryDelaySeconds
+        // The object strategy lives under the mount's own prefix; Redis and lock files are shared by every
+        // bucket, so their names carry the source.
+        let source = location.description.hasSuffix("/") ? location.description : location.description + "/"
+        let local: @Sendable (String) -> String = { $0.isEmpty ? "." : $0 }
+        switch lock.strategy ?? "object" {
+        case "none":
+            strategy = nil
+            resourceName = local
+        case "object":
+            strategy = ObjectLockStrategy(store: store, prefix: location.prefix)
+            resourceName = local
+        case "redis":
+            let endpoint: RedisEndpoint
+            do {
+                if let url = lock.redisURL {
+                    endpoint = try RedisEndpoint(url: url)
+                } else {
+                    endpoint = RedisEndpoint(host: lock.redisHost ?? "127.0.0.1", port: lock.redisPort ?? 6379,
+                                             password: lock.redisPassword, db: lock.redisDB)
+                }
+            } catch {
+                throw CLIError("bad Redis settings: \(error)")
+            }
+            strategy = RedisLockStrategy(endpoint: endpoint)
+            resourceName = { source + local($0) }
+        default:    // "file"
+            let directory = lock.fileLockDir ?? Self.defaultFileLockDirectory()
+            do { strategy = try FileLockStrategy(directory: directory) } catch {
+                throw CLIError("cannot use lock directory \(directory): \(error)")
+            }
+            resourceName = { source + local($0) }
+        }
+    }
+
+    var strategyName: String { strategy?.name ?? "none" }
+
+    /// Checks that the strategy answers (Redis reachable, lock objects listable), so that a mount with a lock
+    /// backend it cannot reach fails at once with one line.
+    func validate() throws(CLIError) {
+        guard let strategy else { return }
+        do { _ = try strategy.holders() } catch {
+            throw CLIError("lock strategy \(strategy.name) unavailable: \(error)")
+        }
+    }
+
+    func makeManager(logger: Logger) -> LockManager? {
+        guard let strategy else { return nil }
+        return LockManager(strategy: strategy, owner: .current(), leaseDuration: leaseSeconds, logger: logger)
+    }
+
+    static func defaultFileLockDirectory() -> String {
+        if getuid() == 0 { return "/run/bucketfs/locks" }
+        if let runtime = ProcessInfo.processInfo.environment["XDG_RUNTIME_DIR"], !runtime.isEmpty {
+            return runtime + "/bucketfs/locks"
+        }
+        return "/tmp/bucketfs-\(getuid())/locks"
+    }
+}

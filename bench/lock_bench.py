@@ -1,0 +1,168 @@
+#!/usr/bin/env python3
+"""Lock figures per strategy, through real mounts: flock acquire+release latency (p50/p99, uncontended) and the
+contended counter (4 processes on each of two mounts, N rounds of `flock counter: read, add 1, write`).
+
+Starts moto_server and redis-server on loopback, mounts the same bucket twice per strategy, and counts the
+store requests the object strategy makes per acquire+release from moto's request log.
+
+    python3 bench/lock_bench.py [--bin .build/release/bucketfs] [--rounds 50] [--samples 200]
+"""
+import argparse
+import fcntl
+import os
+import pathlib
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_port(port, seconds=15):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on {port}")
+
+
+def run(*args, **kwargs):
+    return subprocess.run(args, check=True, capture_output=True, text=True, **kwargs)
+
+
+class Servers:
+    def __init__(self, work):
+        self.moto_port, self.redis_port = free_port(), free_port()
+        self.moto_log = open(work / "moto.log", "w")
+        self.moto = subprocess.Popen(["moto_server", "-H", "127.0.0.1", "-p", str(self.moto_port)],
+                                     stdout=self.moto_log, stderr=subprocess.STDOUT)
+        self.redis = subprocess.Popen(["redis-server", "--port", str(self.redis_port), "--bind", "127.0.0.1",
+                                       "--save", "", "--appendonly", "no", "--dir", str(work)],
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_port(self.moto_port)
+        wait_port(self.redis_port)
+        os.environ.update(AWS_ENDPOINT_URL=f"http://127.0.0.1:{self.moto_port}", AWS_ACCESS_KEY_ID="bench",
+                          AWS_SECRET_ACCESS_KEY="bench", AWS_REGION="us-east-1")
+        import boto3
+        boto3.client("s3").create_bucket(Bucket="locks")
+
+    def moto_requests(self):
+        """Requests moto has logged so far that touched lock objects."""
+        self.moto_log.flush()
+        with open(self.moto_log.name) as f:
+            return sum(1 for line in f if "/.bucketfs/locks/" in line and "HTTP/1.1" in line)
+
+    def stop(self):
+        for p in (self.moto, self.redis):
+            p.terminate()
+            p.wait(timeout=10)
+
+
+def mount(binary, source, path, cache, options):
+    path.mkdir(parents=True, exist_ok=True)
+    run(binary, "mount", source, str(path), "--cache-dir", str(cache), *options)
+
+
+def unmount(binary, path):
+    subprocess.run([binary, "unmount", str(path)], capture_output=True)
+
+
+def latency(path, samples):
+    """flock(LOCK_EX) + flock(LOCK_UN) on an open file, uncontended: seconds per pair."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        for _ in range(5):  # warm: the first acquire creates the lock object
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        times = []
+        for _ in range(samples):
+            started = time.perf_counter()
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            times.append(time.perf_counter() - started)
+        return times
+    finally:
+        os.close(fd)
+
+
+def counter(a, b, rounds, workers=4):
+    a.write_text("0\n")
+    time.sleep(1.2)  # let B's cached attributes of the file expire
+    step = 'n=$(cat "$0"); echo $((n + 1)) > "$0"'
+    script = f'for i in $(seq {rounds}); do flock "$0" bash -c {step!r} "$0" || exit 1; done'
+    started = time.perf_counter()
+    procs = [subprocess.Popen(["bash", "-c", script, str(p)]) for p in [a] * workers + [b] * workers]
+    ok = all(p.wait() == 0 for p in procs)
+    elapsed = time.perf_counter() - started
+    return int(a.read_text()), elapsed, ok
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--bin", default=str(ROOT / ".build" / "release" / "bucketfs"))
+    parser.add_argument("--rounds", type=int, default=50)
+    parser.add_argument("--samples", type=int, default=200)
+    args = parser.parse_args()
+    work = pathlib.Path(tempfile.mkdtemp(prefix="bucketfs-lockbench-"))
+    servers = Servers(work)
+    scenarios = [
+        ("file", "file://", []),
+        ("redis", "file://", ["--redis-url", f"redis://127.0.0.1:{servers.redis_port}/0"]),
+        ("object", "file://", []),
+        ("object", "s3://", []),
+    ]
+    rows = []
+    try:
+        for index, (strategy, scheme, extra) in enumerate(scenarios):
+            if scheme == "file://":
+                (work / f"bucket{index}").mkdir()
+                source = f"file://{work}/bucket{index}/"
+            else:
+                source = f"s3://locks/run{index}/"
+            options = ["--lock-strategy", strategy, *extra]
+            if strategy == "file":
+                options += ["-o", f"file_lock_dir={work}/locks{index}"]
+            a, b = work / f"a{index}", work / f"b{index}"
+            mount(args.bin, source, a, work / f"ca{index}", options)
+            mount(args.bin, source, b, work / f"cb{index}", options)
+            try:
+                (a / "latency").write_text("x")
+                before = servers.moto_requests()
+                times = latency(a / "latency", args.samples)
+                trips = (servers.moto_requests() - before) / args.samples if scheme == "s3://" else None
+                total, elapsed, ok = counter(a / "counter", b / "counter", args.rounds)
+                expected = args.rounds * 8
+                rows.append((f"{strategy} on {scheme}", statistics.median(times) * 1000,
+                             sorted(times)[int(len(times) * 0.99) - 1] * 1000, trips, total, expected,
+                             expected / elapsed, ok))
+            finally:
+                unmount(args.bin, a)
+                unmount(args.bin, b)
+    finally:
+        servers.stop()
+    print(f"\nflock acquire+release through the mount ({args.samples} samples, uncontended), and the counter:"
+          f" 4 processes on each of two mounts x {args.rounds} rounds\n")
+    print("| strategy | p50 ms | p99 ms | store requests per acquire+release | counter | increments/s |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for name, p50, p99, trips, total, expected, rate, ok in rows:
+        trips_text = f"{trips:.2f}" if trips is not None else "—"
+        verdict = f"{total}/{expected}" + ("" if total == expected and ok else " LOST")
+        print(f"| {name} | {p50:.2f} | {p99:.2f} | {trips_text} | {verdict} | {rate:.1f} |")
+    lost = [r for r in rows if r[4] != r[5] or not r[7]]
+    sys.exit(1 if lost else 0)
+
+
+if __name__ == "__main__":
+    main()
