@@ -141,6 +141,7 @@ public final class FileSystem: Sendable {
             state.withLock { s in
                 s.table[ino]?.size = size
                 s.table[ino]?.dirty = true
+                s.table[ino]?.noteChange(from: size)
                 s.table[ino]?.mtime = changes.mtime ?? .now()
             }
         }
@@ -532,6 +533,7 @@ public final class FileSystem: Sendable {
                 let old = node.stream
                 node.size = 0
                 node.dirty = true
+                node.noteChange(from: 0)
                 node.mtime = .now()
                 node.stream = makeStream(for: node)
                 s.table[ino] = node
@@ -591,6 +593,7 @@ public final class FileSystem: Sendable {
         let size = state.withLock { s -> UInt64 in
             guard var node = s.table[ino] else { return end }
             node.size = max(node.size, end)
+            node.noteChange(from: offset)
             node.mtime = .now()
             // An unlinked or replaced file keeps its bytes for its open descriptors only: nothing to upload.
             if !node.unlinked && !node.path.isEmpty { node.dirty = true }
@@ -666,6 +669,7 @@ public final class FileSystem: Sendable {
                   !node.path.isEmpty else { return nil }
             var job = node
             node.dirty = false
+            node.changedFrom = nil
             if node.stream?.hasStarted == true {
                 node.stream = nil    // completed by this upload; later writes go to a plain PUT
             } else {
@@ -690,10 +694,12 @@ public final class FileSystem: Sendable {
             }
             stream.abort()
         }
+        if let info = uploadReusingStoredParts(job, key: key) { return recordUpload(ino, info) }
         let info: ObjectInfo
         do {
             info = try store.put(key, body: .file(path: job.staged.path), options: job.options)
         } catch {
+            state.withLock { $0.table[ino]?.noteChange(from: 0) }    // next time: upload it all
             let saved = recovery.save(stagedPath: job.staged.path, key: key, reason: error.description)
             if saved == nil { state.withLock { $0.table[ino]?.preserveStaged = true } }
             switch (error, job.options.condition) {
@@ -714,6 +720,7 @@ public final class FileSystem: Sendable {
             guard var node = s.table[ino] else { return }
             node.inStore = true
             node.version = info.version
+            node.storedSize = info.size
             node.validatedAt = .now
             s.table[ino] = node
         }
@@ -985,6 +992,7 @@ public final class FileSystem: Sendable {
         let sameVersion = node.version == info.version
         node.inStore = true
         node.version = info.version
+        node.storedSize = info.size
         if node.kind != .directory { node.size = info.size }
         if let metadata = info.metadata {
             let posix = PosixMetadata(metadata)

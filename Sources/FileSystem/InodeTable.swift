@@ -31,6 +31,11 @@ struct Node {
     var staged: StagedFile?
     /// The staged content differs from the store.
     var dirty = false
+    /// Lowest byte offset written or truncated since the staged copy last matched the stored version (nil: none):
+    /// the bytes before it, up to `storedSize`, can be copied on the server instead of uploaded again.
+    var changedFrom: UInt64?
+    /// Size of the stored version `version` names.
+    var storedSize: UInt64 = 0
     /// A multipart upload fed while a new or truncated file is written sequentially.
     var stream: StreamingUpload?
     /// mtime was set by `setattr` (touch, cp -p) rather than by writing.
@@ -43,6 +48,10 @@ struct Node {
     /// Set by other tools: kept so that our uploads and metadata changes do not drop them.
     var contentType: String?
     var foreignMetadata: ObjectMetadata = [:]
+
+    mutating func noteChange(from offset: UInt64) {
+        changedFrom = min(changedFrom ?? offset, offset)
+    }
 
     func attributes() -> FileAttributes {
         FileAttributes(ino: ino, kind: kind, size: kind == .symlink ? UInt64(symlinkTarget?.utf8.count ?? 0) : size,

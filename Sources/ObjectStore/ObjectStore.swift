@@ -27,6 +27,11 @@ public protocol ObjectStore: Sendable {
     func createMultipartUpload(_ key: String, options: PutOptions) throws(ObjectStoreError) -> String
     /// Uploads part `number` (1-based). Returns the part's ETag, needed to complete.
     func uploadPart(_ key: String, uploadID: String, number: Int, body: PutBody) throws(ObjectStoreError) -> String
+    /// Uploads part `number` as `range` of the object `source`, which must still be at `sourceVersion` (if given:
+    /// `.preconditionFailed` otherwise). S3 copies on the server (UploadPartCopy); the default reads the range and
+    /// uploads it. Returns the part's ETag.
+    func uploadPartCopy(_ key: String, uploadID: String, number: Int, source: String, range: Range<UInt64>,
+                        sourceVersion: String?) throws(ObjectStoreError) -> String
     /// Completes with the listed parts, in order, checking `condition` atomically at completion
     /// (`PutOptions.condition` given to `createMultipartUpload` is not used).
     @discardableResult
@@ -37,6 +42,17 @@ public protocol ObjectStore: Sendable {
 }
 
 extension ObjectStore {
+    /// A client-side UploadPartCopy: GET of the range (checked against `sourceVersion`), then UploadPart.
+    public func uploadPartCopy(_ key: String, uploadID: String, number: Int, source: String, range: Range<UInt64>,
+                               sourceVersion: String?) throws(ObjectStoreError) -> String {
+        let data = try get(source, range: range)
+        if let sourceVersion, data.info.version != sourceVersion { throw .preconditionFailed(key: source) }
+        guard data.body.count == range.count else {
+            throw .invalidRequest("\(source) has no bytes \(range.lowerBound)..<\(range.upperBound)")
+        }
+        return try uploadPart(key, uploadID: uploadID, number: number, body: .data(data.body))
+    }
+
     public func get(_ key: String) throws(ObjectStoreError) -> ObjectData {
         try get(key, range: nil)
     }

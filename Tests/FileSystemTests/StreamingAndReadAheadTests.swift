@@ -170,3 +170,64 @@ final class StagingLimitTests: FileSystemTestCase {
         XCTAssertEqual(try store.get("b").body.count, 600 << 10)
     }
 }
+
+/// Appending to a large stored object: the unchanged parts are copied on the server, only the tail is uploaded.
+final class PartReuseTests: FileSystemTestCase {
+    func makeStreamingFileSystem(_ store: any ObjectStore) throws -> FileSystem {
+        let options = FileSystemOptions(uid: 100, gid: 200, metadataTTL: 60, negativeTTL: 60,
+                                        cacheDirectory: try makeCacheDirectory(), multipartPartSize: 5 << 20)
+        return try FileSystem(store: store, options: options, logger: Logger(label: "bucketfs.tests"))
+    }
+
+    func testAppendCopiesUnchangedPartsAndUploadsTheTail() throws {
+        let memory = MemoryObjectStore()
+        let original = Data((0..<(12 << 20)).map { UInt8(truncatingIfNeeded: $0 &* 31) })
+        try memory.put("log", data: original, options: PutOptions(metadata: ["mode": "33188"]))
+        let counting = CountingStore(memory)
+        let fs = try makeStreamingFileSystem(counting)
+        let ino = try fs.lookup(parent: FileSystemTestCase.root, name: "log").ino
+        let handle = try fs.open(ino, flags: O_WRONLY | O_APPEND).handle
+        counting.reset()
+        try write(fs, ino, handle: handle, at: 12 << 20, "appended line\n")
+        try fs.flush(ino, handle: handle)
+        fs.release(ino, handle: handle)
+        XCTAssertEqual(counting.count(.uploadPartCopy), 2)    // 2 × 5 MiB copied on the server
+        XCTAssertEqual(counting.count(.uploadPart), 1)        // 2 MiB + the new line from the staged file
+        XCTAssertEqual(counting.count(.completeMultipartUpload), 1)
+        XCTAssertEqual(counting.count(.put), 0)
+        XCTAssertEqual(try memory.get("log").body, original + Data("appended line\n".utf8))
+        XCTAssertEqual(try memory.head("log").metadata?["mode"], "33188")
+    }
+
+    func testChangeNearTheStartUploadsTheWholeFile() throws {
+        let memory = MemoryObjectStore()
+        try memory.put("log", data: Data(repeating: 7, count: 12 << 20))
+        let counting = CountingStore(memory)
+        let fs = try makeStreamingFileSystem(counting)
+        let ino = try fs.lookup(parent: FileSystemTestCase.root, name: "log").ino
+        let handle = try fs.open(ino, flags: O_RDWR).handle
+        counting.reset()
+        try write(fs, ino, handle: handle, at: 100, "x")
+        try fs.flush(ino, handle: handle)
+        fs.release(ino, handle: handle)
+        XCTAssertEqual(counting.count(.uploadPartCopy), 0)
+        XCTAssertEqual(counting.count(.put), 1)
+        XCTAssertEqual(try memory.get("log", range: 100..<101).body, Data("x".utf8))
+    }
+
+    func testConflictDuringReuseStillFailsAndKeepsTheContent() throws {
+        let memory = MemoryObjectStore()
+        try memory.put("log", data: Data(repeating: 7, count: 12 << 20))
+        let fs = try makeStreamingFileSystem(memory)
+        let ino = try fs.lookup(parent: FileSystemTestCase.root, name: "log").ino
+        let handle = try fs.open(ino, flags: O_WRONLY | O_APPEND).handle
+        try write(fs, ino, handle: handle, at: 12 << 20, "mine")
+        try memory.put("log", data: Data("theirs".utf8))    // another writer, meanwhile
+        assertFails(.stale("")) { () throws(FSError) in try fs.flush(ino, handle: handle) }
+        fs.release(ino, handle: handle)
+        XCTAssertEqual(try memory.get("log").body, Data("theirs".utf8))
+        let saved = recoveryFiles(fs).data
+        XCTAssertEqual(saved.count, 1)
+        XCTAssertEqual(FileManager.default.contents(atPath: saved[0])?.count, (12 << 20) + 4)
+    }
+}

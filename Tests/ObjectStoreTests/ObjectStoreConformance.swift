@@ -38,6 +38,7 @@ struct ObjectStoreConformance {
             ("copy", copy),
             ("multipart", multipart),
             ("multipartConditionAndAbort", multipartConditionAndAbort),
+            ("uploadPartCopy", uploadPartCopy),
             ("multipartErrors", multipartErrors),
             ("putFromFile", putFromFile),
             ("directoryMarker", directoryMarker),
@@ -299,6 +300,24 @@ struct ObjectStoreConformance {
         XCTAssertEqual(head.contentType, "application/x-test")
         XCTAssertEqual(head.version, info.version)
         XCTAssertEqual(try store.listMultipartUploads(prefix: p), [], "a completed upload is gone")
+    }
+
+    /// Parts copied from ranges of an existing object, then a new tail: the append path of a staged file.
+    func uploadPartCopy(_ store: any ObjectStore, _ p: String) throws {
+        let key = p + "log"
+        let first = Data((0..<(2 * partSize)).map { UInt8(truncatingIfNeeded: $0 * 7) })
+        let old = try store.put(key, data: first)
+        let uploadID = try store.createMultipartUpload(key, options: PutOptions())
+        let size = UInt64(partSize)
+        let etag1 = try store.uploadPartCopy(key, uploadID: uploadID, number: 1, source: key, range: 0..<size,
+                                             sourceVersion: old.version)
+        let etag2 = try store.uploadPartCopy(key, uploadID: uploadID, number: 2, source: key, range: size..<(2 * size),
+                                             sourceVersion: old.version)
+        let etag3 = try store.uploadPart(key, uploadID: uploadID, number: 3, body: .data(Data("appended".utf8)))
+        try store.completeMultipartUpload(key, uploadID: uploadID, parts: [CompletedPart(number: 1, etag: etag1),
+                                          CompletedPart(number: 2, etag: etag2), CompletedPart(number: 3, etag: etag3)],
+                                          condition: .ifVersionMatches(old.version))
+        XCTAssertEqual(try store.get(key).body, first + Data("appended".utf8))
     }
 
     func multipartConditionAndAbort(_ store: any ObjectStore, _ p: String) throws {

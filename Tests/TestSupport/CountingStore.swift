@@ -7,7 +7,7 @@ import Synchronization
 public final class CountingStore: ObjectStore {
     public enum Operation: String, Sendable, CaseIterable {
         case head, get, list, put, delete, copy
-        case createMultipartUpload, uploadPart, completeMultipartUpload, abortMultipartUpload, listMultipartUploads
+        case createMultipartUpload, uploadPart, uploadPartCopy, completeMultipartUpload, abortMultipartUpload, listMultipartUploads
     }
 
     public let base: any ObjectStore
@@ -63,6 +63,13 @@ public final class CountingStore: ObjectStore {
     public func uploadPart(_ key: String, uploadID: String, number: Int, body: PutBody) throws(ObjectStoreError) -> String {
         record(.uploadPart)
         return try base.uploadPart(key, uploadID: uploadID, number: number, body: body)
+    }
+
+    public func uploadPartCopy(_ key: String, uploadID: String, number: Int, source: String, range: Range<UInt64>,
+                               sourceVersion: String?) throws(ObjectStoreError) -> String {
+        record(.uploadPartCopy)
+        return try base.uploadPartCopy(key, uploadID: uploadID, number: number, source: source, range: range,
+                                       sourceVersion: sourceVersion)
     }
 
     public func completeMultipartUpload(_ key: String, uploadID: String, parts: [CompletedPart],

@@ -101,6 +101,22 @@ def test_append_overwrite_truncate_existing_object(mnt):
     assert mnt.bucket.get("e") == b"012"
 
 
+def test_append_to_a_large_object_copies_its_unchanged_parts(mnt, counted, tmp_path):
+    src = tmp_path / "log"
+    sh(f"head -c {17 * 1024 * 1024} /dev/urandom > {src}")
+    mnt.bucket.put("log", src.read_bytes())
+    before = mnt.bucket.client.head_object(Bucket=mnt.bucket.name, Key="log")["ETag"]
+    counted.mark()
+    sh(f"echo appended >> {mnt.path}/log")
+    requests = counted.since_mark(mnt.bucket.name)
+    assert mnt.bucket.get("log") == src.read_bytes() + b"appended\n"
+    # Two 8 MiB parts copied on the server (UploadPartCopy) and one uploaded: a multipart object of 3 parts,
+    # made from a POST (create), three PUTs and a POST (complete) after the reads that staged the file.
+    etag = mnt.bucket.client.head_object(Bucket=mnt.bucket.name, Key="log")["ETag"]
+    assert etag != before and etag.strip('"').endswith("-3")
+    assert requests.count("POST") == 2 and requests.count("PUT") == 3, requests
+
+
 def test_request_counts(mnt, counted):
     bucket = mnt.bucket.name
     for i in range(5):

@@ -279,6 +279,25 @@ public final class S3ObjectStore: ObjectStore {
         return Self.unquote(etag)
     }
 
+    /// UploadPartCopy: the server copies `range` of `source` into the part. `x-amz-copy-source-if-match` guards
+    /// the version (not every S3-compatible server honours it; the completion's own condition still does).
+    public func uploadPartCopy(_ key: String, uploadID: String, number: Int, source: String, range: Range<UInt64>,
+                               sourceVersion: String?) throws(ObjectStoreError) -> String {
+        try checkKey(key)
+        guard !range.isEmpty else { throw .invalidRequest("empty copy range") }
+        let query = [("partNumber", String(number)), ("uploadId", uploadID)]
+        var headers = [("x-amz-copy-source", "/\(bucket)/\(SigV4Signer.uriEncode(source, keepSlash: true))"),
+                       ("x-amz-copy-source-range", "bytes=\(range.lowerBound)-\(range.upperBound - 1)")]
+        if let sourceVersion { headers.append(("x-amz-copy-source-if-match", Self.quote(sourceVersion))) }
+        let sent = try send(Request(method: "PUT", key: key, query: query, headers: headers, errorMayComeWith200: true,
+                                    probeUpload: uploadID))
+        guard sent.response.status == 200, let xml = S3XML.parse(sent.response.body), xml.name == "CopyPartResult",
+              let etag = xml.value("ETag") else {
+            throw mapError(sent.response, key: source, conditionKey: source)
+        }
+        return Self.unquote(etag)
+    }
+
     /// The size and date of the new object come from a HEAD after completion (the response carries neither).
     /// A retried completion whose first attempt succeeded can come back NoSuchUpload (`.notFound`) or 412; unlike a
     /// single PUT, the multipart ETag cannot be checked locally, so that rare case is reported as an error.
