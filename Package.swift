@@ -47,7 +47,7 @@ let package = Package(
 
         // Store wrappers shared by the test targets (request counting).
         .target(name: "TestSupport", dependencies: ["ObjectStore"], path: "Tests/TestSupport"),
-        .testTarget(name: "ObjectStoreTests", dependencies: ["ObjectStore"]),
+        .testTarget(name: "ObjectStoreTests", dependencies: ["ObjectStore", "TestSupport"]),
         .testTarget(name: "FileSystemTests", dependencies: ["FileSystem", "ObjectStore", "Locking", "TestSupport"]),
         .testTarget(name: "CLITests", dependencies: ["BucketfsCLI"]),
         .testTarget(name: "LockingTests", dependencies: ["Locking", "ObjectStore", "TestSupport"]),

@@ -121,15 +121,20 @@ extension FileSystem {
             logger.warning("could not revalidate a file after locking it", metadata: ["path": "\(path)", "error": "\(error)"])
         }
         guard changed else { return }
-        let prefetchers = state.withLock { s -> [ReadPrefetcher] in
-            var dropped: [ReadPrefetcher] = []
+        let dropped = state.withLock { s -> [OpenFile] in
+            var dropped: [OpenFile] = []
             for (handle, file) in s.files where file.ino == ino {
-                if let prefetcher = file.prefetcher { dropped.append(prefetcher) }
+                dropped.append(file)
                 s.files[handle]?.prefetcher = nil
+                s.files[handle]?.stream = nil
+                s.files[handle]?.content = nil
             }
             return dropped
         }
-        for prefetcher in prefetchers { prefetcher.close() }
+        for file in dropped {
+            file.prefetcher?.close()
+            file.stream?.close()
+        }
         kernelCacheInvalidator.withLock { $0 }?(ino)
     }
 

@@ -33,6 +33,11 @@ public final class FileSystem: Sendable {
         var ino: UInt64
         /// Created by the first read of a file that has no local content.
         var prefetcher: ReadPrefetcher?
+        /// The whole content of a small file, read by the lookup that preceded the open.
+        var content: Data?
+        /// A streaming GET ahead of a reader that started at byte 0 of a large file.
+        var stream: SequentialStream?
+        var streamTried = false
     }
 
     struct State {
@@ -59,12 +64,26 @@ public final class FileSystem: Sendable {
             return !known.names.contains(KeyMapping.name(of: path))
         }
         var reportedInvalidKeys: Set<String> = []
+        var smallContents = SmallContentCache(capacity: FileSystem.smallContentCapacity)
+        /// Sizes of objects (not directories) seen in listings, kept after their nodes are forgotten: a hint of
+        /// which question to ask the store first when such a path is looked up again (a HEAD or small GET, not a
+        /// LIST). Never trusted for existence. Emptied when it holds `fileHintLimit` paths.
+        var fileHints: [String: UInt64] = [:]
 
         mutating func allocateHandle() -> UInt64 {
             defer { nextHandle += 1 }
             return nextHandle
         }
     }
+
+    /// A file known to be at most this big is revalidated with a GET of this range rather than a HEAD: the same
+    /// one request, and the content is there for the open that usually follows.
+    static let smallObjectLimit: UInt64 = 64 << 10
+    /// Bytes of such contents kept for opens to come.
+    static let smallContentCapacity = 16 << 20
+    static let fileHintLimit = 100_000
+    /// A file at least this big, read from its first byte, is read through one streaming GET.
+    static let streamThreshold: UInt64 = 8 << 20
 
     /// Largest range fetched at once when a file's existing content is copied into a staging file.
     static let downloadChunk: UInt64 = 8 << 20
@@ -483,7 +502,9 @@ public final class FileSystem: Sendable {
                 entries.append((name, upsert(KeyMapping.join(node.path, name), .implicitDirectory, in: &s)))
             }
             // A directory shadows an object of the same name.
+            if s.fileHints.count + objects.count > Self.fileHintLimit { s.fileHints = [:] }
             for (name, object) in objects where !directoryNames.contains(name) {
+                s.fileHints[KeyMapping.join(node.path, name)] = object.size
                 entries.append((name, upsert(KeyMapping.join(node.path, name), .object(object), in: &s)))
             }
             for pending in s.table.pendingChildren(of: node.path) {
@@ -543,9 +564,10 @@ public final class FileSystem: Sendable {
         }
         return state.withLock { s in
             let handle = s.allocateHandle()
-            s.files[handle] = OpenFile(ino: ino)
-            s.table[ino]?.openHandles += 1
             let version = s.table[ino]?.version
+            let content = s.table[ino]?.staged == nil ? s.smallContents.take(ino, version: version) : nil
+            s.files[handle] = OpenFile(ino: ino, content: content)
+            s.table[ino]?.openHandles += 1
             let keep = version != nil && version == s.table[ino]?.lastOpenedVersion
             s.table[ino]?.lastOpenedVersion = version
             return OpenResult(handle: handle, keepCache: keep)
@@ -559,6 +581,11 @@ public final class FileSystem: Sendable {
             return try staged.read(at: offset, count: size)
         }
         guard offset < node.size, size > 0 else { return Data() }
+        if let content = state.withLock({ $0.files[handle]?.content }), UInt64(content.count) == node.size {
+            let end = min(content.count, Int(offset) + size)
+            return content.subdata(in: Int(offset)..<end)
+        }
+        if let data = try readStreaming(node, handle: handle, offset: offset, size: size) { return data }
         let prefetcher = state.withLock { s -> ReadPrefetcher? in
             guard var file = s.files[handle] else { return nil }
             if file.prefetcher == nil {
@@ -571,6 +598,39 @@ public final class FileSystem: Sendable {
         }
         guard let prefetcher else { throw FSError.badHandle }
         return try storeCall { try prefetcher.read(offset: offset, count: size) }
+    }
+
+    /// Serves a read from the handle's streaming GET, starting one for a first read at byte 0 of a large file;
+    /// nil when there is no stream (any more): a seek ends it and ranged read-ahead takes over.
+    private func readStreaming(_ node: Node, handle: UInt64, offset: UInt64, size: Int) throws(FSError) -> Data? {
+        let (existing, start) = state.withLock { s -> (SequentialStream?, Bool) in
+            guard var file = s.files[handle] else { return (nil, false) }
+            if file.stream == nil && !file.streamTried && file.prefetcher == nil && offset == 0
+                && node.size >= Self.streamThreshold {
+                file.streamTried = true
+                s.files[handle] = file
+                return (nil, true)
+            }
+            return (file.stream, false)
+        }
+        var stream = existing
+        if start, let started = SequentialStream.start(store: store, key: keys.key(for: node.path), version: node.version,
+                                                       from: 0, size: node.size, budget: prefetchBudget) {
+            let kept = state.withLock { s -> Bool in
+                guard s.files[handle] != nil else { return false }
+                s.files[handle]?.stream = started
+                return true
+            }
+            if !kept { started.close() }
+            stream = kept ? started : nil
+        }
+        guard let stream else { return nil }
+        if let data = try storeCall({ try stream.read(offset: offset, count: size) }) { return data }
+        state.withLock { s in
+            if s.files[handle]?.stream === stream { s.files[handle]?.stream = nil }
+        }
+        stream.close()
+        return nil
     }
 
     public func write(_ ino: UInt64, handle: UInt64, offset: UInt64, data: UnsafeRawBufferPointer) throws(FSError) -> Int {
@@ -624,14 +684,15 @@ public final class FileSystem: Sendable {
     }
 
     public func release(_ ino: UInt64, handle: UInt64) {
-        let (prefetcher, stillDirty) = state.withLock { s -> (ReadPrefetcher?, Bool) in
+        let (file, stillDirty) = state.withLock { s -> (OpenFile?, Bool) in
             guard let file = s.files.removeValue(forKey: handle) else { return (nil, false) }
-            guard var node = s.table[ino] else { return (file.prefetcher, false) }
+            guard var node = s.table[ino] else { return (file, false) }
             node.openHandles -= 1
             s.table[ino] = node
-            return (file.prefetcher, node.openHandles == 0 && node.dirty)
+            return (file, node.openHandles == 0 && node.dirty)
         }
-        prefetcher?.close()
+        file?.prefetcher?.close()
+        file?.stream?.close()
         if stillDirty {
             // Writes that no flush carried (e.g. through mmap): upload now; a failure is kept for recovery.
             do { try upload(ino) } catch {
@@ -880,21 +941,28 @@ public final class FileSystem: Sendable {
     /// then a HEAD). `retain` counts a kernel lookup on the node.
     func resolve(_ path: String, retain: Bool, force: Bool = false) throws(FSError) -> FileAttributes {
         // The cached answer, or whether the store must be asked about what was known to be an object.
-        let (cached, knownObject): (FileAttributes?, Bool) = try state.withLock { s throws(FSError) in
+        let (cached, knownObject, knownSmall): (FileAttributes?, Bool, Bool) = try state.withLock { s throws(FSError) in
             let node = s.table.node(at: path)
             if let node, path.isEmpty || node.staged != nil || (!force && isFresh(node)) {
                 if retain { s.table[node.ino]?.lookups += 1 }
-                return (node.attributes(), false)
+                return (node.attributes(), false, false)
             }
             if !force, let until = s.negative[path] {
                 if ContinuousClock.now < until { throw FSError.notFound }
                 s.negative.removeValue(forKey: path)
             }
             if !force && node == nil && s.listedAbsent(path, now: .now) { throw FSError.notFound }
-            return (nil, node.map { $0.kind != .directory && $0.inStore } ?? false)
+            if let node {
+                return (nil, node.kind != .directory && node.inStore,
+                        node.kind == .file && node.inStore && node.size <= Self.smallObjectLimit)
+            }
+            let hint = s.fileHints[path]
+            return (nil, hint != nil, hint.map { $0 <= Self.smallObjectLimit } ?? false)
         }
         if let cached { return cached }
-        guard let observation = try observe(path, knownObject: knownObject) else {
+        var content: Data?
+        guard let observation = try observe(path, knownObject: knownObject, fetchSmall: knownSmall, content: &content)
+        else {
             state.withLock { s in
                 s.table.detach(path: path)
                 s.negative[path] = .now + .seconds(options.negativeTTL)
@@ -905,19 +973,28 @@ public final class FileSystem: Sendable {
             let attributes = upsert(path, observation, in: &s)
             if retain { s.table[attributes.ino]?.lookups += 1 }
             s.noteExists(path)
+            if let content, case .object(let info) = observation, s.table[attributes.ino]?.version == info.version {
+                s.smallContents.put(attributes.ino, version: info.version, data: content)
+            }
             return attributes
         }
     }
 
     /// Asks the store what `path` is. A directory (any key under `path/`) shadows an object named `path`.
-    private func observe(_ path: String, knownObject: Bool = false) throws(FSError) -> Observation? {
+    /// `fetchSmall`: it was a small file; revalidate with a GET of its first `smallObjectLimit` bytes, and if
+    /// that is all of it, hand the bytes back in `content`.
+    private func observe(_ path: String, knownObject: Bool = false, fetchSmall: Bool = false,
+                         content: inout Data?) throws(FSError) -> Observation? {
         let key = keys.key(for: path)
         let marker = key + "/"
         if knownObject {
-            // Revalidating what was a file: one HEAD. (A directory appearing under the same name is seen once
-            // the object goes, or by a listing.)
+            // Revalidating what was a file: one HEAD, or one GET. (A directory appearing under the same name is
+            // seen once the object goes, or by a listing.)
             do throws(ObjectStoreError) {
-                return .object(try store.head(key))
+                guard fetchSmall else { return .object(try store.head(key)) }
+                let data = try store.get(key, range: 0..<Self.smallObjectLimit)
+                if UInt64(data.body.count) == data.info.size { content = data.body }
+                return .object(data.info)
             } catch .notFound, .invalidKey {
                 // gone, or now a directory: ask the full question below
             } catch {

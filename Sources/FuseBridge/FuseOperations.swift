@@ -159,12 +159,14 @@ enum FuseOperations {
         }
         ops.flush = { req, ino, fi in
             let (fs, r) = FuseOperations.reply(req)
-            r.run { () throws(FSError) in
-                // Upload first, then end the closing process's POSIX locks: what it wrote under a lock is in
-                // the store before another mount can take the lock.
-                defer { fs.closeLockOwner(ino, owner: fi!.pointee.lock_owner) }
-                try fs.flush(ino, handle: fi!.pointee.fh)
-                r.ok()
+            let uploaded = Result { () throws(FSError) in try fs.flush(ino, handle: fi!.pointee.fh) }
+            // After the upload (what was written under a lock is in the store before another mount can take
+            // it) and before the reply (the locks are gone when close returns), the closing process's POSIX
+            // locks on the file end.
+            fs.closeLockOwner(ino, owner: fi!.pointee.lock_owner)
+            switch uploaded {
+            case .success: r.ok()
+            case .failure(let error): r.error(error)
             }
         }
         ops.fsync = { req, ino, _, fi in

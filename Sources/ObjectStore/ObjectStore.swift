@@ -32,6 +32,12 @@ public protocol ObjectStore: Sendable {
     /// uploads it. Returns the part's ETag.
     func uploadPartCopy(_ key: String, uploadID: String, number: Int, source: String, range: Range<UInt64>,
                         sourceVersion: String?) throws(ObjectStoreError) -> String
+    /// Hands `range` of `key` to `consumer` in the pieces it arrives in, for as long as `consumer` returns true;
+    /// blocks until the range is done or `consumer` stops it. The object must be at `version`, if given
+    /// (`.preconditionFailed` otherwise). S3 sends one streaming GET (resumed where it broke off); the default
+    /// reads 8 MiB ranges one after another.
+    func getStreaming(_ key: String, range: Range<UInt64>, version: String?,
+                      consumer: @escaping (UnsafeRawBufferPointer) -> Bool) throws(ObjectStoreError)
     /// Completes with the listed parts, in order, checking `condition` atomically at completion
     /// (`PutOptions.condition` given to `createMultipartUpload` is not used).
     @discardableResult
@@ -51,6 +57,18 @@ extension ObjectStore {
             throw .invalidRequest("\(source) has no bytes \(range.lowerBound)..<\(range.upperBound)")
         }
         return try uploadPart(key, uploadID: uploadID, number: number, body: .data(data.body))
+    }
+
+    public func getStreaming(_ key: String, range: Range<UInt64>, version: String?,
+                             consumer: @escaping (UnsafeRawBufferPointer) -> Bool) throws(ObjectStoreError) {
+        var offset = range.lowerBound
+        while offset < range.upperBound {
+            let piece = try get(key, range: offset..<min(range.upperBound, offset + (8 << 20)))
+            if let version, piece.info.version != version { throw .preconditionFailed(key: key) }
+            if piece.body.isEmpty { return }
+            guard piece.body.withUnsafeBytes({ consumer($0) }) else { return }
+            offset += UInt64(piece.body.count)
+        }
     }
 
     public func get(_ key: String) throws(ObjectStoreError) -> ObjectData {

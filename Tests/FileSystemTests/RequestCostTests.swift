@@ -43,16 +43,20 @@ final class RequestCostTests: FileSystemTestCase {
         XCTAssertGreaterThan(store.total, 0)
     }
 
-    func testRevalidatingAKnownFileIsOneHead() throws {
+    func testRevalidatingAKnownFileIsOneRequest() throws {
         let base = MemoryObjectStore()
         try put(base, "f", "content")
+        try base.put("large", data: Data(count: 100 << 10))
         let store = CountingStore(base)
         let fs = try makeFileSystem(store, metadataTTL: 0)
         _ = try fs.lookup(parent: Self.root, name: "f")
+        _ = try fs.lookup(parent: Self.root, name: "large")
         store.reset()
         _ = try fs.lookup(parent: Self.root, name: "f")
-        XCTAssertEqual(store.count(.head), 1)
-        XCTAssertEqual(store.count(.list), 0)
+        XCTAssertEqual(store.count(.get), 1, "small: a GET, whose bytes the next open reads")
+        _ = try fs.lookup(parent: Self.root, name: "large")
+        XCTAssertEqual(store.count(.head), 1, "larger than 64 KiB: a HEAD")
+        XCTAssertEqual(store.total, 2)
         // Replaced by a directory: seen as one.
         try base.delete("f")
         try put(base, "f/inner", "x")

@@ -231,3 +231,65 @@ final class PartReuseTests: FileSystemTestCase {
         XCTAssertEqual(FileManager.default.contents(atPath: saved[0])?.count, (12 << 20) + 4)
     }
 }
+
+/// A large file read from its start goes through one streaming GET; a small one known from a lookup is read
+/// with the lookup's GET.
+final class SequentialStreamTests: FileSystemTestCase {
+    func testReadingALargeFileFromTheStartIsOneStreamingRequest() throws {
+        let memory = MemoryObjectStore()
+        let body = Data((0..<(20 << 20)).map { UInt8(truncatingIfNeeded: $0 &* 7) })
+        try memory.put("big", data: body)
+        let counting = CountingStore(memory)
+        let fs = try makeFileSystem(counting)
+        let ino = try fs.lookup(parent: FileSystemTestCase.root, name: "big").ino
+        let handle = try fs.open(ino, flags: O_RDONLY).handle
+        counting.reset()
+        var read = Data()
+        while read.count < body.count {
+            let piece = try fs.read(ino, handle: handle, offset: UInt64(read.count), size: 1 << 20)
+            XCTAssertFalse(piece.isEmpty)
+            read.append(piece)
+        }
+        fs.release(ino, handle: handle)
+        XCTAssertEqual(read, body)
+        XCTAssertEqual(counting.count(.get), 1)
+    }
+
+    func testASeekLeavesTheStreamForRangedReads() throws {
+        let memory = MemoryObjectStore()
+        let body = Data((0..<(40 << 20)).map { UInt8(truncatingIfNeeded: $0 &* 3) })
+        try memory.put("big", data: body)
+        let fs = try makeFileSystem(memory)
+        let ino = try fs.lookup(parent: FileSystemTestCase.root, name: "big").ino
+        let handle = try fs.open(ino, flags: O_RDONLY).handle
+        XCTAssertEqual(try fs.read(ino, handle: handle, offset: 0, size: 4096), body.subdata(in: 0..<4096))
+        let far = 35 << 20
+        XCTAssertEqual(try fs.read(ino, handle: handle, offset: UInt64(far), size: 4096), body.subdata(in: far..<(far + 4096)))
+        XCTAssertEqual(try fs.read(ino, handle: handle, offset: 8192, size: 100), body.subdata(in: 8192..<8292))
+        fs.release(ino, handle: handle)
+    }
+
+    func testColdCatOfASmallListedFileIsOneRequest() throws {
+        let memory = MemoryObjectStore()
+        try memory.put("dir/small", data: Data("hello".utf8))
+        let counting = CountingStore(memory)
+        let fs = try makeFileSystem(counting, metadataTTL: 0.5)
+        let dir = try fs.lookup(parent: FileSystemTestCase.root, name: "dir").ino
+        _ = try names(fs, dir)    // a listing knows the file and its size...
+        Thread.sleep(forTimeInterval: 0.6)    // ...but that is too old now: the lookup revalidates
+        counting.reset()
+        let ino = try fs.lookup(parent: dir, name: "small").ino
+        let handle = try fs.open(ino, flags: O_RDONLY).handle
+        XCTAssertEqual(try readAll(fs, ino, handle: handle), "hello")
+        fs.release(ino, handle: handle)
+        XCTAssertEqual(counting.total, 1, "lookup's GET serves the read: \(CountingStore.Operation.allCases.map { "\($0)=\(counting.count($0))" })")
+        XCTAssertEqual(counting.count(.get), 1)
+        // A changed object is not served from what the lookup read before.
+        try memory.put("dir/small", data: Data("changed!".utf8))
+        Thread.sleep(forTimeInterval: 0.6)
+        let again = try fs.lookup(parent: dir, name: "small").ino
+        let second = try fs.open(again, flags: O_RDONLY).handle
+        XCTAssertEqual(try readAll(fs, again, handle: second), "changed!")
+        fs.release(again, handle: second)
+    }
+}

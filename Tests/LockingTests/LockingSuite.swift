@@ -1,6 +1,7 @@
 import Foundation
 import Locking
 import Synchronization
+import TestSupport
 import XCTest
 
 /// The behaviour every strategy must show, run the same way on each. `makeStrategy` gives a new client of the
@@ -274,11 +275,4 @@ struct LockingSuite {
             guard case LockError.invalid = $0 else { return XCTFail("got \($0)") }
         }
     }
-}
-
-/// A value shared between threads (a `Mutex` cannot be captured by an escaping closure).
-final class Locked<Value: Sendable>: Sendable {
-    private let mutex: Mutex<Value>
-    init(_ value: Value) { mutex = Mutex(value) }
-    func withLock<R: Sendable>(_ body: (inout Value) -> R) -> R { mutex.withLock { body(&$0) } }
 }

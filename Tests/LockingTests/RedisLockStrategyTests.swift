@@ -1,5 +1,6 @@
 import Foundation
 @testable import Locking
+import TestSupport
 import XCTest
 
 /// The redis strategy against a `redis-server` started for the class.

@@ -1,5 +1,6 @@
 import Foundation
 import ObjectStore
+import TestSupport
 import Synchronization
 import XCTest
 
@@ -39,6 +40,7 @@ struct ObjectStoreConformance {
             ("multipart", multipart),
             ("multipartConditionAndAbort", multipartConditionAndAbort),
             ("uploadPartCopy", uploadPartCopy),
+            ("streamingGet", streamingGet),
             ("multipartErrors", multipartErrors),
             ("putFromFile", putFromFile),
             ("directoryMarker", directoryMarker),
@@ -318,6 +320,29 @@ struct ObjectStoreConformance {
                                           CompletedPart(number: 2, etag: etag2), CompletedPart(number: 3, etag: etag3)],
                                           condition: .ifVersionMatches(old.version))
         XCTAssertEqual(try store.get(key).body, first + Data("appended".utf8))
+    }
+
+    /// A range handed over in pieces; a consumer that stops ends it; another version is refused.
+    func streamingGet(_ store: any ObjectStore, _ p: String) throws {
+        let key = p + "stream"
+        let body = Data((0..<(3 << 20) + 17).map { UInt8(truncatingIfNeeded: $0 &* 13) })
+        let info = try store.put(key, data: body)
+        let received = Locked(Data())
+        try store.getStreaming(key, range: 100..<UInt64(body.count), version: info.version) { piece in
+            received.update { $0.append(contentsOf: piece) }
+            return true
+        }
+        XCTAssertEqual(received.value, body.subdata(in: 100..<body.count))
+        let pieces = Locked(0)
+        try store.getStreaming(key, range: 0..<UInt64(body.count), version: nil) { _ in
+            pieces.update { $0 += 1 }
+            return false
+        }
+        XCTAssertEqual(pieces.value, 1)
+        try store.put(key, data: Data("changed".utf8))
+        expectError(.preconditionFailed(key: key)) {
+            try store.getStreaming(key, range: 0..<7, version: info.version) { _ in true }
+        }
     }
 
     func multipartConditionAndAbort(_ store: any ObjectStore, _ p: String) throws {

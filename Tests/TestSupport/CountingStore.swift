@@ -34,6 +34,12 @@ public final class CountingStore: ObjectStore {
         return try base.get(key, range: range)
     }
 
+    public func getStreaming(_ key: String, range: Range<UInt64>, version: String?,
+                             consumer: @escaping (UnsafeRawBufferPointer) -> Bool) throws(ObjectStoreError) {
+        record(.get)
+        try base.getStreaming(key, range: range, version: version, consumer: consumer)
+    }
+
     public func list(_ request: ListRequest) throws(ObjectStoreError) -> ListPage {
         record(.list)
         return try base.list(request)

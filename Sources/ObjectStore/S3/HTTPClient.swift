@@ -32,10 +32,16 @@ final class HTTPClient: Sendable {
         caBundleExists = options.caBundle.map { FileManager.default.fileExists(atPath: $0) } ?? false
     }
 
-    func perform(_ request: HTTPRequest) throws(ObjectStoreError) -> HTTPResponse {
+    /// With `bodySink`, a response body whose status is in `sinkStatuses` goes to the sink piece by piece as it
+    /// arrives instead of into `HTTPResponse.body`; the sink returns false to stop the transfer (the response then
+    /// comes back normally, with what headers it had). Other statuses (errors) are collected as usual.
+    func perform(_ request: HTTPRequest, sinkStatuses: Set<Int> = [],
+                 bodySink: ((UnsafeRawBufferPointer) -> Bool)? = nil) throws(ObjectStoreError) -> HTTPResponse {
         let handle = try checkOut()
         defer { checkIn(handle) }
-        let transfer = Transfer(reserveFromContentLength: request.method != "HEAD")
+        let transfer = Transfer(reserveFromContentLength: request.method != "HEAD" && bodySink == nil)
+        transfer.sink = bodySink
+        transfer.sinkStatuses = sinkStatuses
         if let expected = request.expectedResponseSize, expected > 0 { transfer.reserve(expected) }
         defer { if transfer.uploadFD >= 0 { close(transfer.uploadFD) } }
 
@@ -66,6 +72,13 @@ final class HTTPClient: Sendable {
             let transfer = Unmanaged<Transfer>.fromOpaque(userdata!).takeUnretainedValue()
             let total = size * count
             if let buffer, total > 0 {
+                if let sink = transfer.sink, transfer.sinkStatuses.contains(transfer.status) {
+                    guard sink(UnsafeRawBufferPointer(start: buffer, count: total)) else {
+                        transfer.sinkStopped = true
+                        return 0    // curl ends the transfer with CURLE_WRITE_ERROR
+                    }
+                    return total
+                }
                 UnsafeRawPointer(buffer).withMemoryRebound(to: UInt8.self, capacity: total) {
                     transfer.body.append($0, count: total)
                 }
@@ -73,6 +86,7 @@ final class HTTPClient: Sendable {
             return total
         }
         ccurl_easy_setopt_pointer(curl, CURLOPT_WRITEDATA, box)
+        if bodySink != nil { ccurl_easy_setopt_long(curl, CURLOPT_BUFFERSIZE, 512 << 10) }
         ccurl_easy_setopt_callback(curl, CURLOPT_HEADERFUNCTION) { buffer, size, count, userdata in
             let transfer = Unmanaged<Transfer>.fromOpaque(userdata!).takeUnretainedValue()
             let total = size * count
@@ -122,7 +136,7 @@ final class HTTPClient: Sendable {
 
         let code = withExtendedLifetime(transfer) { curl_easy_perform(curl) }
         if let readError = transfer.readError { throw .invalidRequest(readError) }
-        guard code == CURLE_OK else {
+        guard code == CURLE_OK || (code == CURLE_WRITE_ERROR && transfer.sinkStopped) else {
             let detail = String(cString: handle.errorBuffer)
             let text = detail.isEmpty ? String(cString: curl_easy_strerror(code)) : detail
             throw .transport("\(request.method) \(request.host): \(text) (curl error \(code.rawValue))")
@@ -174,6 +188,11 @@ private final class Transfer {
     var uploadPath = ""
     var uploadRemaining: UInt64 = 0
     var readError: String?
+    /// The status of the response being received (from its status line), for the sink's decision.
+    var status = 0
+    var sink: ((UnsafeRawBufferPointer) -> Bool)?
+    var sinkStatuses: Set<Int> = []
+    var sinkStopped = false
     private var reserved = false
 
     init(reserveFromContentLength: Bool) {
@@ -189,6 +208,7 @@ private final class Transfer {
         let line = raw.trimmingCharacters(in: .whitespacesAndNewlines)
         if line.hasPrefix("HTTP/") {
             headers = [:]  // a new response (after an interim one): forget the previous headers
+            status = line.split(separator: " ").dropFirst().first.flatMap { Int($0) } ?? 0
             return
         }
         guard let colon = line.firstIndex(of: ":") else { return }

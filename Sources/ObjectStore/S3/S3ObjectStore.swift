@@ -134,6 +134,50 @@ public final class S3ObjectStore: ObjectStore {
         }
     }
 
+    /// One GET for the whole range, its body handed on as it arrives. A connection that breaks mid-way is resumed
+    /// from the byte where it stopped (up to 3 times), conditional on the same version so the pieces match.
+    public func getStreaming(_ key: String, range: Range<UInt64>, version: String?,
+                             consumer: @escaping (UnsafeRawBufferPointer) -> Bool) throws(ObjectStoreError) {
+        try checkKey(key)
+        let progress = StreamProgress(position: range.lowerBound)
+        var breaks = 0
+        while progress.position < range.upperBound && !progress.stopped {
+            var request = Request(method: "GET", key: key)
+            request.headers = [("range", "bytes=\(progress.position)-\(range.upperBound - 1)")]
+            if let version { request.headers.append(("if-match", Self.quote(version))) }
+            // A 200 (range ignored) is the whole object: usable only from byte 0.
+            let accepted: Set<Int> = progress.position == 0 ? [200, 206] : [206]
+            let startedAt = progress.position
+            let sent: Sent
+            do {
+                sent = try send(request, maxRetries: 0, sinkStatuses: accepted) { piece in
+                    guard consumer(piece) else {
+                        progress.stopped = true
+                        return false
+                    }
+                    progress.position += UInt64(piece.count)
+                    return true
+                }
+            } catch .transport(let detail) {
+                breaks += 1
+                guard breaks <= 3 else { throw .transport(detail) }
+                backoff(attempt: breaks)
+                continue
+            }
+            switch sent.response.status {
+            case 200, 206:
+                if sent.response.status == 200 { return }    // all of it went to the consumer
+                if progress.position == startedAt && !progress.stopped {
+                    throw .transport("GET \(key): the server sent no bytes of the range")
+                }
+            case 416:
+                return    // past the end
+            default:
+                throw mapError(sent.response, key: key, conditionKey: key)
+            }
+        }
+    }
+
     public func list(_ request: ListRequest) throws(ObjectStoreError) -> ListPage {
         try list(request, maxRetries: maxRetries)
     }
@@ -398,7 +442,8 @@ public final class S3ObjectStore: ObjectStore {
     /// Sends with retries: exponential backoff with full jitter (100 ms doubling, capped at 5 s) on connection
     /// failures, 500/502/503/504, 429, SlowDown and RequestTimeout. Every body can be sent again (Data is kept,
     /// a file is reopened), so every request is retried, conditional ones included (see `put` for the 412 case).
-    private func send(_ request: Request, maxRetries: Int) throws(ObjectStoreError) -> Sent {
+    private func send(_ request: Request, maxRetries: Int, sinkStatuses: Set<Int> = [],
+                      bodySink: ((UnsafeRawBufferPointer) -> Bool)? = nil) throws(ObjectStoreError) -> Sent {
         let path = canonicalPath(key: request.key)
         let queryString = SigV4Signer.canonicalQueryString(request.query)
         let url = "\(scheme)://\(requestHost)\(path)\(queryString.isEmpty ? "" : "?" + queryString)"
@@ -416,7 +461,7 @@ public final class S3ObjectStore: ObjectStore {
                                           expectedResponseSize: request.expectedResponseSize)
             let retriesLeft = attempt <= maxRetries
             do {
-                var response = try client.perform(httpRequest)
+                var response = try client.perform(httpRequest, sinkStatuses: sinkStatuses, bodySink: bodySink)
                 if request.errorMayComeWith200, response.status == 200,
                    let xml = S3XML.parse(response.body), xml.name == "Error" {
                     response.status = xml.value("Code") == "SlowDown" ? 503 : 500
@@ -667,4 +712,11 @@ public final class S3ObjectStore: ObjectStore {
         let spaced = text.replacingOccurrences(of: "+", with: " ")
         return spaced.removingPercentEncoding ?? text
     }
+}
+
+/// How far a streaming GET got, shared with its body sink.
+private final class StreamProgress {
+    var position: UInt64
+    var stopped = false
+    init(position: UInt64) { self.position = position }
 }

@@ -1,0 +1,125 @@
+import Foundation
+import ObjectStore
+
+/// One streaming GET that runs ahead of a reader going through a large file from its start (`cat`, `cp`, a
+/// checksum): a single request instead of a range per window, so the store sends at its full single-stream rate.
+/// It stays at most `ahead` bytes in front of the reader (the transfer pauses meanwhile) and keeps `behind` bytes
+/// already read for the kernel's slightly out-of-order reads. A read it cannot serve (a seek) returns nil: the
+/// caller stops the stream and goes on with ranged reads.
+final class SequentialStream: @unchecked Sendable {
+    static let ahead: UInt64 = 16 << 20
+    static let behind: UInt64 = 4 << 20
+    /// What the stream may hold at once, counted against the mount's read-ahead budget.
+    static var footprint: Int { Int(ahead + behind + (1 << 20)) }
+
+    private struct Block {
+        var start: UInt64
+        var data: Data
+    }
+
+    private let size: UInt64
+    private let budget: PrefetchBudget
+    // Everything below is guarded by `condition`.
+    private let condition = NSCondition()
+    private var blocks: [Block] = []
+    /// Bytes received so far reach this offset.
+    private var received: UInt64
+    /// The furthest the reader has read.
+    private var readTo: UInt64
+    private var finished = false
+    private var failure: ObjectStoreError?
+    private var closed = false
+
+    /// Starts the transfer of `start..<size` on a thread of its own, or returns nil when the budget is spent.
+    static func start(store: any ObjectStore, key: String, version: String?, from start: UInt64, size: UInt64,
+                      budget: PrefetchBudget) -> SequentialStream? {
+        guard budget.reserve(footprint) else { return nil }
+        let stream = SequentialStream(size: size, from: start, budget: budget)
+        let thread = Thread {
+            do throws(ObjectStoreError) {
+                try store.getStreaming(key, range: start..<size, version: version) { stream.receive($0) }
+                stream.end(nil)
+            } catch {
+                stream.end(error)
+            }
+        }
+        thread.name = "bucketfs-stream"
+        thread.start()
+        return stream
+    }
+
+    private init(size: UInt64, from start: UInt64, budget: PrefetchBudget) {
+        self.size = size
+        self.budget = budget
+        received = start
+        readTo = start
+    }
+
+    /// `count` bytes at `offset`, waiting for them to arrive; nil when the stream cannot serve that range.
+    func read(offset: UInt64, count: Int) throws(ObjectStoreError) -> Data? {
+        let end = min(size, offset + UInt64(count))
+        condition.lock()
+        defer { condition.unlock() }
+        let kept = blocks.first?.start ?? received
+        guard !closed, offset >= kept, offset <= received + Self.ahead else { return nil }
+        while received < end && !finished && failure == nil && !closed {
+            condition.wait()
+        }
+        if let failure { throw failure }
+        guard offset < received else { return offset >= size ? Data() : nil }    // ended short: ranged reads
+        var data = Data(capacity: Int(min(end, received) - offset))
+        for block in blocks where block.start < end && block.start + UInt64(block.data.count) > offset {
+            let from = Int(max(offset, block.start) - block.start)
+            let to = Int(min(end, block.start + UInt64(block.data.count)) - block.start)
+            data.append(block.data[block.data.startIndex + from ..< block.data.startIndex + to])
+        }
+        readTo = max(readTo, offset + UInt64(data.count))
+        // Drop what lies well behind the reader, and let the transfer go on.
+        while let first = blocks.first, first.start + UInt64(first.data.count) + Self.behind < readTo {
+            blocks.removeFirst()
+        }
+        condition.broadcast()
+        return data
+    }
+
+    /// The transfer's sink: waits while far enough ahead; false stops the transfer (closed).
+    private func receive(_ piece: UnsafeRawBufferPointer) -> Bool {
+        condition.lock()
+        defer { condition.unlock() }
+        while received >= readTo + Self.ahead && !closed {
+            condition.wait()
+        }
+        if closed { return false }
+        if var last = blocks.last, last.data.count < 1 << 20 {
+            last.data.append(contentsOf: piece)
+            blocks[blocks.count - 1] = last
+        } else {
+            blocks.append(Block(start: received, data: Data(piece)))
+        }
+        received += UInt64(piece.count)
+        condition.broadcast()
+        return true
+    }
+
+    /// The transfer is over (all of it, or failed). Reads of what arrived go on until `close`.
+    private func end(_ error: ObjectStoreError?) {
+        condition.lock()
+        finished = true
+        if !closed { failure = error }
+        let release = closed
+        condition.broadcast()
+        condition.unlock()
+        if release { budget.release(Self.footprint) }
+    }
+
+    /// Stops the transfer and frees the buffer (the handle is released, or the reader went elsewhere).
+    func close() {
+        condition.lock()
+        closed = true
+        blocks = []
+        let release = finished
+        condition.broadcast()
+        condition.unlock()
+        if release { budget.release(Self.footprint) }
+    }
+}
