@@ -8,6 +8,7 @@ let package = Package(
         .executable(name: "bucketfs", targets: ["bucketfs"]),
         .library(name: "ObjectStore", targets: ["ObjectStore"]),
         .library(name: "Locking", targets: ["Locking"]),
+        .library(name: "Records", targets: ["Records"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -30,13 +31,15 @@ let package = Package(
         // Distributed advisory locks: file, object and Redis strategies, leases, renewal.
         .target(name: "Locking", dependencies: ["ObjectStore", "CHiredis", .product(name: "Logging", package: "swift-log"),
                                                .product(name: "CoreMetrics", package: "swift-metrics")]),
+        // JSON record stores (sessions, checkpoints, upload states…) over any ObjectStore or Redis.
+        .target(name: "Records", dependencies: ["ObjectStore", "Locking"]),
         // Filesystem behaviour without the kernel: inodes, caches, write staging, errno choice.
-        .target(name: "FileSystem", dependencies: ["ObjectStore", "Locking", .product(name: "Logging", package: "swift-log")]),
+        .target(name: "FileSystem", dependencies: ["ObjectStore", "Locking", "Records", .product(name: "Logging", package: "swift-log")]),
         // libfuse3 low-level adapter: ops table, replies, session lifecycle.
         .target(name: "FuseBridge", dependencies: ["FileSystem", "CFuse", .product(name: "Logging", package: "swift-log")]),
         // CLI commands, config, daemon wiring.
         .target(name: "BucketfsCLI", dependencies: [
-            "ObjectStore", "Locking", "FileSystem", "FuseBridge", "CLibc",
+            "ObjectStore", "Locking", "Records", "FileSystem", "FuseBridge", "CLibc",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Yams", package: "Yams"),
             .product(name: "Logging", package: "swift-log"),
@@ -51,6 +54,7 @@ let package = Package(
         .testTarget(name: "FileSystemTests", dependencies: ["FileSystem", "ObjectStore", "Locking", "TestSupport"]),
         .testTarget(name: "CLITests", dependencies: ["BucketfsCLI"]),
         .testTarget(name: "LockingTests", dependencies: ["Locking", "ObjectStore", "TestSupport"]),
+        .testTarget(name: "RecordsTests", dependencies: ["Records", "Locking", "ObjectStore", "TestSupport"]),
     ],
     swiftLanguageModes: [.v6]
 )

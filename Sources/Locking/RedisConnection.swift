@@ -48,7 +48,7 @@ public struct RedisEndpoint: Sendable, Equatable, CustomStringConvertible {
 }
 
 /// A Redis reply, copied out of hiredis' reply object.
-enum RedisValue: Sendable, Equatable {
+package enum RedisValue: Sendable, Equatable {
     case status(String)
     case error(String)
     case integer(Int64)
@@ -56,7 +56,7 @@ enum RedisValue: Sendable, Equatable {
     case null
     case array([RedisValue])
 
-    var text: String? {
+    package var text: String? {
         switch self {
         case .string(let text), .status(let text): return text
         case .integer(let number): return String(number)
@@ -72,8 +72,8 @@ enum RedisValue: Sendable, Equatable {
 /// A broken connection (server restarted, idle socket closed) is replaced and the command sent once more; if
 /// that fails too the error is `LockError.unavailable`. A command may therefore run twice when the first
 /// attempt reached the server before the connection broke: callers keep that harmless (see `RedisLockStrategy`).
-final class RedisConnection: Sendable {
-    let endpoint: RedisEndpoint
+package final class RedisConnection: Sendable {
+    package let endpoint: RedisEndpoint
     private let connectTimeout: Double
     private let commandTimeout: Double
 
@@ -87,16 +87,16 @@ final class RedisConnection: Sendable {
 
     /// Grows whenever a command found its connection broken and had to reconnect: callers compare it before
     /// and after a command to know whether the command may have run twice.
-    var reconnections: UInt64 { brokenConnections.load(ordering: .acquiring) }
+    package var reconnections: UInt64 { brokenConnections.load(ordering: .acquiring) }
 
-    init(endpoint: RedisEndpoint, connectTimeout: Double = 2, commandTimeout: Double = 5) {
+    package init(endpoint: RedisEndpoint, connectTimeout: Double = 2, commandTimeout: Double = 5) {
         self.endpoint = endpoint
         self.connectTimeout = connectTimeout
         self.commandTimeout = commandTimeout
     }
 
     /// Sends one command; an error reply from the server is returned as `.error`, not thrown.
-    func command(_ arguments: [String]) throws(LockError) -> RedisValue {
+    package func command(_ arguments: [String]) throws(LockError) -> RedisValue {
         try state.withLock { (state: inout State) throws(LockError) -> RedisValue in
             var lastFailure = ""
             for _ in 0..<2 {
@@ -113,7 +113,7 @@ final class RedisConnection: Sendable {
     }
 
     /// Drops the connection; the next command connects again.
-    func disconnect() {
+    package func disconnect() {
         state.withLock { state in
             if let context = state.context { redisFree(context) }
             state.context = nil

@@ -1,0 +1,66 @@
+import Foundation
+import Locking
+import ObjectStore
+
+/// Every record store over one backend.
+public struct RecordStores: Sendable {
+    /// The default folder of records under a mount's prefix.
+    public static let defaultPrefix = ".bucketfs/"
+
+    public let backend: any RecordBackend
+    public let sessions: SessionStore
+    public let conversations: ConversationStore
+    public let checkpoints: CheckpointStore
+    public let tasks: TaskContextStore
+    public let uploads: UploadStateStore
+    public let buffers: ThreadBufferStore
+    public let registry: ThreadRegistry
+
+    /// `ttl`: seconds that buffer slots and registry entries live (seed 004: 24 h); `nil` for ever.
+    public init(backend: any RecordBackend, ttl: Double? = 86_400) {
+        self.backend = backend
+        sessions = SessionStore(backend: backend)
+        conversations = ConversationStore(backend: backend)
+        checkpoints = CheckpointStore(backend: backend)
+        tasks = TaskContextStore(backend: backend)
+        uploads = UploadStateStore(backend: backend)
+        buffers = ThreadBufferStore(backend: backend, ttl: ttl)
+        registry = ThreadRegistry(backend: backend, ttl: ttl)
+    }
+
+    /// Records in `store` under `<mount prefix><records prefix>`.
+    public init(store: any ObjectStore, mountPrefix: String, recordsPrefix: String = defaultPrefix, ttl: Double? = 86_400) {
+        self.init(backend: ObjectStoreRecordBackend(store: store, prefix: mountPrefix + Self.normalized(recordsPrefix)), ttl: ttl)
+    }
+
+    /// A backend from a URL: `redis://[:password@]host[:port][/db]` (keys `bucketfs:records:<key>`), or any mount
+    /// source (`s3://`, `gs://`, `file://`, `memory://`), whose records are under `<prefix><recordsPrefix>`.
+    /// `makeStore` builds the object store (the CLI passes its configured S3/GCS settings).
+    public static func backend(url: String, recordsPrefix: String = defaultPrefix,
+                               makeStore: (StoreLocation) throws -> any ObjectStore = { try $0.makeStore() })
+        throws(RecordError) -> any RecordBackend {
+        if url.lowercased().hasPrefix("redis://") {
+            do {
+                return RedisRecordBackend(endpoint: try RedisEndpoint(url: url))
+            } catch {
+                throw .invalid(String(describing: error))
+            }
+        }
+        let location: StoreLocation
+        do {
+            location = try StoreLocation(parsing: url)
+        } catch {
+            throw .invalid(error.description)
+        }
+        do {
+            return ObjectStoreRecordBackend(store: try makeStore(location), prefix: location.prefix + normalized(recordsPrefix))
+        } catch {
+            throw .unavailable(String(describing: error))
+        }
+    }
+
+    static func normalized(_ prefix: String) -> String {
+        let trimmed = prefix.trimmingCharacters(in: CharacterSet(charactersIn: "/"))
+        return trimmed.isEmpty ? "" : trimmed + "/"
+    }
+}

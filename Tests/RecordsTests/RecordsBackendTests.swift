@@ -1,0 +1,148 @@
+import Foundation
+import Locking
+import ObjectStore
+import Records
+import TestSupport
+import XCTest
+
+/// The shared suite, once per backend: each subclass says how to reach its backend.
+class RecordsBackendTestCase: XCTestCase {
+    var suite: RecordsSuite!
+
+    override func setUpWithError() throws {
+        if type(of: self) == RecordsBackendTestCase.self { throw XCTSkip("abstract") }
+    }
+
+    func testSessionLifecycle() throws { try suite.sessionLifecycle() }
+    func testConcurrentIncrementsLoseNothing() throws { try suite.concurrentIncrements() }
+    func testCleanupExpiredSessions() throws { try suite.cleanupExpiredSessions() }
+    func testConversations() throws { try suite.conversations() }
+    func testCheckpoints() throws { try suite.checkpoints() }
+    func testTaskContexts() throws { try suite.taskContexts() }
+    func testUploadStates() throws { try suite.uploadStates() }
+    func testThreadBuffers() throws { try suite.threadBuffers() }
+    func testRegistry() throws { try suite.registry() }
+    func testMigrationRoundTrip() throws {
+        try suite.migrationRoundTrip(via: ObjectStoreRecordBackend(store: MemoryObjectStore(), prefix: "elsewhere/.bucketfs/"))
+    }
+}
+
+final class MemoryRecordsTests: RecordsBackendTestCase {
+    override func setUpWithError() throws {
+        let store = MemoryObjectStore()
+        suite = RecordsSuite { ObjectStoreRecordBackend(store: store, prefix: "mount/\($0).bucketfs/") }
+    }
+
+    /// Through a counting store: an uncontended update is one GET and one conditional PUT.
+    func testUpdateCostsOneReadAndOneWrite() throws {
+        let store = CountingStore(MemoryObjectStore())
+        let stores = RecordStores(store: store, mountPrefix: "p/")
+        try stores.sessions.create(id: "s", userID: "u")
+        store.reset()
+        try stores.sessions.update("s", incrementRequests: 1)
+        XCTAssertEqual(store.count(.get), 1)
+        XCTAssertEqual(store.count(.put), 1)
+        XCTAssertEqual(store.total, 2)
+        XCTAssertNotNil(try store.head("p/.bucketfs/sessions/s.json"))
+    }
+}
+
+final class FileRecordsTests: RecordsBackendTestCase {
+    private var directory = ""
+
+    override func setUpWithError() throws {
+        directory = NSTemporaryDirectory() + "records-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let store = try LocalDirectoryObjectStore(root: directory)
+        suite = RecordsSuite { ObjectStoreRecordBackend(store: store, prefix: "\($0).bucketfs/") }
+    }
+
+    override func tearDown() {
+        try? FileManager.default.removeItem(atPath: directory)
+        super.tearDown()
+    }
+
+    /// Records are plain files a person can read.
+    func testRecordsAreFiles() throws {
+        let stores = RecordStores(store: try LocalDirectoryObjectStore(root: directory), mountPrefix: "")
+        try stores.sessions.create(id: "visible", userID: "u")
+        let text = try String(contentsOfFile: directory + "/.bucketfs/sessions/visible.json", encoding: .utf8)
+        XCTAssertTrue(text.contains("\"session_id\" : \"visible\""), text)
+    }
+}
+
+final class S3RecordsTests: RecordsBackendTestCase {
+    nonisolated(unsafe) private static var moto: RecordServer?
+    nonisolated(unsafe) private static var startError: (any Error)?
+    nonisolated(unsafe) private static var store: S3ObjectStore?
+
+    override class func setUp() {
+        super.setUp()
+        do {
+            let server = try RecordServer.moto()
+            moto = server
+            store = try server.s3Store(bucket: "records")
+        } catch { startError = error }
+    }
+
+    override class func tearDown() {
+        moto?.stop()
+        moto = nil
+        super.tearDown()
+    }
+
+    override func setUpWithError() throws {
+        if let error = Self.startError { throw error }
+        let store = try XCTUnwrap(Self.store)
+        suite = RecordsSuite { ObjectStoreRecordBackend(store: store, prefix: "team/\($0).bucketfs/") }
+    }
+
+    /// memory → file → s3: every record arrives byte for byte.
+    func testMigrationMemoryFileS3() throws {
+        let memory = RecordStores(store: MemoryObjectStore(), mountPrefix: "")
+        try memory.sessions.create(id: "mig", userID: "u", metadata: ["x": 1.5])
+        try memory.checkpoints.store(thread: "th", id: "c1", data: ["deep": ["a": [1, 2, nil]]])
+        try memory.uploads.save(UploadStateRecord(id: "up", key: "k", uploadID: "U", parts: [.init(partNumber: 1, etag: "e")]))
+        let directory = NSTemporaryDirectory() + "records-mig-\(UUID().uuidString)"
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let file = ObjectStoreRecordBackend(store: try LocalDirectoryObjectStore(root: directory), prefix: ".bucketfs/")
+        let s3 = ObjectStoreRecordBackend(store: try XCTUnwrap(Self.store), prefix: "mig-\(UUID().uuidString.prefix(6))/.bucketfs/")
+        try RecordMigration(from: memory.backend, to: file).run()
+        try RecordMigration(from: file, to: s3).run()
+        XCTAssertEqual(try suite.snapshot(s3), try suite.snapshot(memory.backend))
+        XCTAssertEqual(try suite.snapshot(s3).count, 3)
+    }
+}
+
+final class RedisRecordsTests: RecordsBackendTestCase {
+    nonisolated(unsafe) private static var redis: RecordServer?
+    nonisolated(unsafe) private static var startError: (any Error)?
+
+    override class func setUp() {
+        super.setUp()
+        do { redis = try RecordServer.redis() } catch { startError = error }
+    }
+
+    override class func tearDown() {
+        redis?.stop()
+        redis = nil
+        super.tearDown()
+    }
+
+    override func setUpWithError() throws {
+        if let error = Self.startError { throw error }
+        let port = try XCTUnwrap(Self.redis).port
+        suite = RecordsSuite { RedisRecordBackend(endpoint: RedisEndpoint(port: port), namespace: "test:\($0)") }
+    }
+
+    /// A URL selects the Redis backend; an unreachable one is reported as unavailable.
+    func testBackendFromURL() throws {
+        let port = try XCTUnwrap(Self.redis).port
+        let backend = try RecordStores.backend(url: "redis://127.0.0.1:\(port)/0")
+        XCTAssertTrue(backend is RedisRecordBackend)
+        try backend.ping()
+        let dead = try RecordStores.backend(url: "redis://127.0.0.1:1/0")
+        XCTAssertThrowsError(try dead.ping()) { XCTAssertTrue("\($0)".contains("unavailable"), "\($0)") }
+    }
+}
