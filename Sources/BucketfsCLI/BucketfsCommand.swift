@@ -19,7 +19,8 @@ public struct BucketfsCommand: ParsableCommand {
         """,
         version: version,
         subcommands: [MountCommand.self, UnmountCommand.self, StatusCommand.self, LockCommand.self, ConfigCommand.self,
-                      RecoverCommand.self]
+                      RecoverCommand.self, SessionsCommand.self, CheckpointsCommand.self, RecordsCommand.self,
+                      HealthCommand.self, UploadsCommand.self]
     )
 
     public init() {}

@@ -57,6 +57,13 @@ public struct Configuration: Equatable, Sendable {
         public var logLevel = "info"
         /// HOST:PORT of the Prometheus text endpoint; nil: none.
         public var metricsAddress: String?
+        /// Name of the read-only control directory at the mount root; "" shows none.
+        public var controlDir = ".bucketfs"
+        /// Where records (the mount's session, upload states) go: nil is the mounted store itself, else a
+        /// redis:// URL or another source URL.
+        public var recordsURL: String?
+        /// Folder of records under the records store's prefix.
+        public var recordsPrefix = ".bucketfs/"
     }
 
     public var storage = Storage()
@@ -248,6 +255,12 @@ public struct Configuration: Equatable, Sendable {
         case "lock_strategy", "lock_lease_seconds", "redis_url", "file_lock_dir":
             try setLockOption(key, value: value, reader: &reader, label: label)
         case "metrics_addr": mount.metricsAddress = try reader.string(value, key: label)
+        case "control_dir":
+            let name = try reader.string(value, key: label)
+            guard !name.contains("/"), name != ".", name != ".." else { throw CLIError("bad value for \(label): \"\(name)\" (a single name)") }
+            mount.controlDir = name
+        case "records_url": mount.recordsURL = try reader.string(value, key: label)
+        case "records_prefix": mount.recordsPrefix = try reader.string(value, key: label)
         case "log_level":
             let level = try reader.string(value, key: label)
             guard ["trace", "debug", "info", "notice", "warning", "error", "critical"].contains(level) else {
@@ -310,6 +323,9 @@ public struct Configuration: Equatable, Sendable {
             "  staging_max_mib: \(mount.stagingMaxMiB)",
             "  log_level: \(quoted(mount.logLevel))",
             "  metrics_addr: \(quoted(mount.metricsAddress))",
+            "  control_dir: \(quoted(mount.controlDir))",
+            "  records_url: \(quoted(mount.recordsURL.map { Self.redactedURL($0) }))",
+            "  records_prefix: \(quoted(mount.recordsPrefix))",
         ]
         return lines.joined(separator: "\n") + "\n"
     }

@@ -6,6 +6,7 @@ import FuseBridge
 import Logging
 import ObjectStore
 import Prometheus
+import Records
 import CoreMetrics
 
 struct MountCommand: ParsableCommand {
@@ -91,7 +92,13 @@ struct MountCommand: ParsableCommand {
             var logger = Logger(label: "bucketfs")
             logger.logLevel = Logger.Level(rawValue: configuration.mount.logLevel) ?? .info
             let m = configuration.mount
-            try Self.startMetrics(address: m.metricsAddress)
+            let registry = try Self.startMetrics(address: m.metricsAddress)
+            // Records: the mount's session (counters from the store meter) and the control directory.
+            let meter = MeteredStore(store)
+            let records = try Self.recordStores(configuration: configuration, location: location, store: store)
+            let control = Self.controlSettings(configuration: configuration, source: location.description, records: records,
+                                               separateRecords: m.recordsURL != nil, registry: registry, meter: meter,
+                                               locking: locking)
             let options = FileSystemOptions(prefix: location.prefix, uid: m.uid, gid: m.gid, filePermissions: m.fileMode,
                                             directoryPermissions: m.dirMode, readOnly: m.readOnly,
                                             metadataTTL: m.metadataTTL, negativeTTL: m.negativeTTL,
@@ -104,9 +111,9 @@ struct MountCommand: ParsableCommand {
                                             recoveryContext: configuration.storeContext(for: location))
             let fileSystem: FileSystem
             do {
-                fileSystem = try FileSystem(store: store, options: options, logger: logger,
+                fileSystem = try FileSystem(store: meter, options: options, logger: logger,
                                             lockManager: locking.makeManager(logger: logger),
-                                            lockResource: locking.resourceName)
+                                            lockResource: locking.resourceName, control: control)
             } catch {
                 throw CLIError("\(error)")
             }
@@ -121,12 +128,18 @@ struct MountCommand: ParsableCommand {
             let registration = MountRegistry.register(source: location.description, mountpoint: mountpoint)
             registration?.refresh(every: 2, pendingUploads: { fileSystem.pendingUploadCount },
                                   heldLocks: { fileSystem.heldLockLeases.map(\.resource) })
+            let mountSession = MountSession(stores: records, meter: meter, logger: logger, metadata: [
+                "host": .string(ProcessInfo.processInfo.hostName), "uid": .integer(Int64(getuid())), "pid": .integer(Int64(getpid())),
+                "source": .string(location.description), "mount_point": .string(mountpoint), "version": .string(BucketfsCommand.version),
+            ])
+            mountSession?.refresh(every: 5)
             logger.info("mounted", metadata: ["source": "\(location)", "mountpoint": "\(mountpoint)", "pid": "\(getpid())"])
             readiness?.signalReady()
             systemd?.ready(status: "serving \(location) at \(mountpoint)")
             let signal = session.run()
             systemd?.stopping()
             registration?.remove()
+            mountSession?.end(status: signal == 0 ? "unmounted" : "stopped")
             logger.info("unmounted", metadata: ["mountpoint": "\(mountpoint)", "signal": "\(signal)"])
         } catch {
             readiness?.signalFailure("\(error)")
@@ -138,11 +151,13 @@ struct MountCommand: ParsableCommand {
 extension MountCommand {
     /// Metrics go to a Prometheus registry (before any lock manager exists, so every metric lands there);
     /// with an address, it is served as text there.
-    static func startMetrics(address: String?) throws(CLIError) {
+    @discardableResult
+    static func startMetrics(address: String?) throws(CLIError) -> PrometheusCollectorRegistry {
         let registry = PrometheusCollectorRegistry()
         MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
-        guard let address else { return }
+        guard let address else { return registry }
         try MetricsEndpoint(address: address, registry: registry).start()
+        return registry
     }
 
     /// Streaming multipart pays on remote stores; on the local backend assembling parts is only an extra copy.

@@ -292,3 +292,14 @@ final class FileLockCoordinator: Sendable {
         Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
     }
 }
+
+extension FileLockCoordinator {
+    /// Files with local locks or a lease, and queued blocking requests: what `.bucketfs/locks/` shows.
+    var snapshot: (held: [(ino: UInt64, locks: [FileLock], lease: Lease?)], waiting: [(ino: UInt64, request: FileLock)]) {
+        state.withLock { s in
+            (s.files.compactMap { ino, entry in
+                entry.locks.isEmpty && entry.lease == nil ? nil : (ino: ino, locks: entry.locks.locks, lease: entry.lease)
+            }, s.waiters.map { (ino: $0.ino, request: $0.request) })
+        }
+    }
+}

@@ -2,6 +2,7 @@ import Foundation
 import Locking
 import Logging
 import ObjectStore
+import Records
 import Synchronization
 
 /// The filesystem over an `ObjectStore`, with no kernel dependency: `FuseBridge` calls it from libfuse's
@@ -26,6 +27,8 @@ public final class FileSystem: Sendable {
     let prefetchBudget: PrefetchBudget
     /// flock/fcntl locks: POSIX detail within the mount, a strategy lease per locked file across mounts.
     let locks: FileLockCoordinator
+    /// The read-only `.bucketfs/` directory (ControlDirectory), if the mount shows one.
+    public let control: ControlDirectory?
     /// Drops the kernel's cached attributes and pages of an inode (set by the FUSE layer once mounted).
     let kernelCacheInvalidator = Mutex<(@Sendable (UInt64) -> Void)?>(nil)
 
@@ -91,7 +94,8 @@ public final class FileSystem: Sendable {
     /// `lockManager` makes locks hold across mounts (nil: within this mount only); `lockResource` names a
     /// file's path (relative to the mount root, "" for the root) to its strategy.
     public init(store: any ObjectStore, options: FileSystemOptions, logger: Logger, lockManager: LockManager? = nil,
-                lockResource: @escaping @Sendable (String) -> String = { $0.isEmpty ? "." : $0 }) throws(FSError) {
+                lockResource: @escaping @Sendable (String) -> String = { $0.isEmpty ? "." : $0 },
+                control: ControlDirectory.Settings? = nil) throws(FSError) {
         self.store = store
         self.options = options
         self.keys = KeyMapping(prefix: options.prefix)
@@ -104,6 +108,10 @@ public final class FileSystem: Sendable {
         self.bulkWorkers = WorkerPool(threads: max(1, options.renameParallelism), name: "bucketfs-bulk")
         self.prefetchBudget = PrefetchBudget(bytes: options.readAheadBudget)
         self.locks = FileLockCoordinator(manager: lockManager, resourceName: lockResource, logger: logger)
+        self.control = control.map {
+            ControlDirectory(settings: $0, storeFolder: ObjectStoreRecordBackend(store: store, prefix: options.prefix + $0.name + "/"),
+                             uid: options.uid, gid: options.gid)
+        }
         do {
             try FileManager.default.createDirectory(atPath: stagingDirectory, withIntermediateDirectories: true)
         } catch {
@@ -115,6 +123,7 @@ public final class FileSystem: Sendable {
                         validatedAt: .now, lookups: 1)
         self.state = Mutex(State(table: InodeTable(root: root)))
         installLockRetry()
+        installControlDirectory()
     }
 
     deinit {
@@ -126,6 +135,7 @@ public final class FileSystem: Sendable {
     // MARK: - Names and attributes
 
     public func lookup(parent: UInt64, name: String) throws(FSError) -> FileAttributes {
+        if let attributes = try controlLookup(parent: parent, name: name) { return attributes }    // control dir
         let path = try childPath(parent: parent, name: name)
         return try resolve(path, retain: true)
     }
@@ -140,6 +150,7 @@ public final class FileSystem: Sendable {
     }
 
     public func getattr(_ ino: UInt64) throws(FSError) -> FileAttributes {
+        if let control, control.owns(ino) { return try control.getattr(ino) }    // control dir
         let (attributes, path): (FileAttributes?, String) = try state.withLock { s throws(FSError) in
             guard let node = s.table[ino] else { throw FSError.notFound }
             let trusted = ino == InodeTable.rootIno || node.path.isEmpty || node.staged != nil || isFresh(node)
@@ -151,6 +162,7 @@ public final class FileSystem: Sendable {
 
     public func setattr(_ ino: UInt64, _ changes: AttributeChanges) throws(FSError) -> FileAttributes {
         try requireWritable()
+        if control?.owns(ino) == true { throw FSError.readOnly }    // control dir
         if let size = changes.size {
             if let stream = state.withLock({ $0.table[ino]?.stream }), !stream.allowsTruncate(to: size) {
                 dropStream(stream, of: ino)
@@ -422,6 +434,7 @@ public final class FileSystem: Sendable {
     // MARK: - Directory listing
 
     public func openDirectory(_ ino: UInt64) throws(FSError) -> UInt64 {
+        if let control, control.owns(ino) { return state.withLock { $0.allocateHandle() } }    // control dir
         let node = try existingNode(ino)
         guard node.kind == .directory else { throw FSError.notDirectory }
         return state.withLock { $0.allocateHandle() }
@@ -431,6 +444,7 @@ public final class FileSystem: Sendable {
     /// With `plus`, each entry that `add` accepts (other than `.` and `..`) counts as a kernel lookup.
     public func readDirectory(_ ino: UInt64, handle: UInt64, offset: UInt64, plus: Bool,
                               add: (DirectoryEntry) -> Bool) throws(FSError) {
+        if let control, control.owns(ino) { return try control.readDirectory(ino, offset: offset, add: add) }    // control dir
         var listing = state.withLock { $0.listings[handle] }
         if listing == nil || offset == 0 {
             let fresh = try list(directory: ino)
@@ -464,6 +478,7 @@ public final class FileSystem: Sendable {
 
     /// One LIST (per 1,000 keys) of the directory; every entry's attributes come from it, with no HEAD.
     private func list(directory ino: UInt64) throws(FSError) -> [DirectoryEntry] {
+        let controlEntry = ino == InodeTable.rootIno ? control.map { ($0.name, $0.rootEntryAttributes()) } : nil
         let node = try existingNode(ino)
         guard node.kind == .directory else { throw FSError.notDirectory }
         let prefix = keys.directoryPrefix(for: node.path)
@@ -474,12 +489,12 @@ public final class FileSystem: Sendable {
         var marker: ObjectInfo?
         for commonPrefix in page.commonPrefixes {
             let name = String(commonPrefix.dropFirst(prefix.count).dropLast())
-            if acceptName(name, key: commonPrefix) { directories.append(name) }
+            if acceptName(name, key: commonPrefix) && !controlShadows(node.path, name) { directories.append(name) }
         }
         for object in page.objects {
             let name = String(object.key.dropFirst(prefix.count))
             if name.isEmpty { marker = object; continue }
-            if acceptName(name, key: object.key) { objects[name] = object }
+            if acceptName(name, key: object.key) && !controlShadows(node.path, name) { objects[name] = object }
         }
         let directoryNames = Set(directories)
         // A symlink is a zero-byte object that only its metadata tells apart from an empty file: HEAD the
@@ -515,7 +530,7 @@ public final class FileSystem: Sendable {
             for (_, attributes) in entries { s.table[attributes.ino]?.listingPins += 1 }
             s.listed[node.path] = (Set(entries.map(\.0)), .now + .seconds(options.negativeTTL))
             let dots = [(".", s.table[ino]?.attributes()), ("..", s.table[parentIno]?.attributes())]
-            let all = dots.compactMap { name, attributes in attributes.map { (name, $0) } } + entries
+            let all = dots.compactMap { name, attributes in attributes.map { (name, $0) } } + entries + (controlEntry.map { [$0] } ?? [])
             return all.enumerated().map { index, item in
                 DirectoryEntry(name: item.0, attributes: item.1, nextOffset: UInt64(index + 1))
             }
@@ -538,6 +553,7 @@ public final class FileSystem: Sendable {
     }
 
     public func open(_ ino: UInt64, flags: Int32) throws(FSError) -> OpenResult {
+        if let control, control.owns(ino) { return OpenResult(handle: try control.open(ino, flags: flags), keepCache: false) }    // control dir
         let writable = flags & O_ACCMODE != O_RDONLY
         if writable { try requireWritable() }
         var node = try existingNode(ino)
@@ -575,6 +591,7 @@ public final class FileSystem: Sendable {
     }
 
     public func read(_ ino: UInt64, handle: UInt64, offset: UInt64, size: Int) throws(FSError) -> Data {
+        if let control, control.owns(ino) { return try control.read(handle: handle, offset: offset, size: size) }    // control dir
         let node = try existingNode(ino)
         if let staged = node.staged {
             try staged.prepare { fd throws(FSError) in try download(path: node.path, into: fd, ino: ino) }
@@ -684,6 +701,7 @@ public final class FileSystem: Sendable {
     }
 
     public func release(_ ino: UInt64, handle: UInt64) {
+        if let control, control.owns(ino) { return control.release(handle: handle) }    // control dir
         let (file, stillDirty) = state.withLock { s -> (OpenFile?, Bool) in
             guard let file = s.files.removeValue(forKey: handle) else { return (nil, false) }
             guard var node = s.table[ino] else { return (file, false) }
@@ -1105,6 +1123,7 @@ public final class FileSystem: Sendable {
     private func childPath(parent: UInt64, name: String) throws(FSError) -> String {
         guard name.utf8.count <= 255 else { throw FSError.nameTooLong }
         guard KeyMapping.isValidName(name) else { throw FSError.invalidArgument }
+        if control?.refusesChange(parent: parent, name: name) == true { throw FSError.readOnly }    // control dir
         let node = try existingNode(parent)
         guard node.kind == .directory else { throw FSError.notDirectory }
         guard parent == InodeTable.rootIno || !node.path.isEmpty else { throw FSError.notFound }
