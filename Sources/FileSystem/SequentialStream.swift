@@ -90,11 +90,13 @@ final class SequentialStream: @unchecked Sendable {
             condition.wait()
         }
         if closed { return false }
-        if var last = blocks.last, last.data.count < 1 << 20 {
-            last.data.append(contentsOf: piece)
-            blocks[blocks.count - 1] = last
+        // Only the count is looked at: holding a copy of the block would make the append copy it.
+        if let filled = blocks.last?.data.count, filled < 1 << 20 {
+            blocks[blocks.count - 1].data.append(contentsOf: piece)    // in place: no copy of the block
         } else {
-            blocks.append(Block(start: received, data: Data(piece)))
+            var data = Data(capacity: 1 << 20)
+            data.append(contentsOf: piece)
+            blocks.append(Block(start: received, data: data))
         }
         received += UInt64(piece.count)
         condition.broadcast()
