@@ -17,9 +17,9 @@ import pytest
 
 from conftest import BIN, FileBucket, Mount, daemon_pid, run, sh
 
-# (strategy, backend): the object strategy on both stores, Redis and lock files on the local backend.
-SCENARIOS = [("object", "file"), ("object", "s3"), ("redis", "file"), ("file", "file")]
-BACKENDS = os.environ.get("BUCKETFS_TEST_BACKENDS", "file,s3").split(",")
+# (strategy, backend): the object strategy on every store, Redis and lock files on the local backend.
+SCENARIOS = [("object", "file"), ("object", "s3"), ("object", "gs"), ("redis", "file"), ("file", "file")]
+BACKENDS = os.environ.get("BUCKETFS_TEST_BACKENDS", "file,s3,gs").split(",")
 LEASE = 4
 
 
@@ -75,7 +75,12 @@ class Pair:
 @pytest.fixture(params=[s for s in SCENARIOS if s[1] in BACKENDS], ids=lambda s: f"{s[0]}-{s[1]}")
 def pair(request, tmp_path):
     strategy, backend = request.param
-    bucket = request.getfixturevalue("moto").new_bucket() if backend == "s3" else FileBucket(tmp_path / "bucket")
+    if backend == "s3":
+        bucket = request.getfixturevalue("moto").new_bucket()
+    elif backend == "gs":
+        bucket = request.getfixturevalue("fake_gcs").new_bucket()
+    else:
+        bucket = FileBucket(tmp_path / "bucket")
     options = ["--lock-strategy", strategy, "--lock-lease-seconds", str(LEASE)]
     if strategy == "redis":
         options += ["--redis-url", request.getfixturevalue("redis").url]
