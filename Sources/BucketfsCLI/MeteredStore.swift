@@ -20,6 +20,7 @@ final class MeteredStore: ObjectStore {
 
     var description: String { base.description }
     var supportsConditionalWrites: Bool { base.supportsConditionalWrites }
+    var prefersStreamingReads: Bool { base.prefersStreamingReads }
     var snapshot: Counters { counters.withLock { $0 } }
 
     /// Runs one request and counts it; "not found" and "changed by another writer" are answers, not errors.

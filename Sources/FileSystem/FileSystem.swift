@@ -623,7 +623,7 @@ public final class FileSystem: Sendable {
         let (existing, start) = state.withLock { s -> (SequentialStream?, Bool) in
             guard var file = s.files[handle] else { return (nil, false) }
             if file.stream == nil && !file.streamTried && file.prefetcher == nil && offset == 0
-                && node.size >= Self.streamThreshold {
+                && node.size >= Self.streamThreshold && store.prefersStreamingReads {
                 file.streamTried = true
                 s.files[handle] = file
                 return (nil, true)

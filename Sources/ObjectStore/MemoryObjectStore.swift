@@ -9,6 +9,7 @@ public final class MemoryObjectStore: ObjectStore {
     public let name: String
     public var description: String { "memory://\(name)" }
     public var supportsConditionalWrites: Bool { true }
+    public var prefersStreamingReads: Bool { true }
 
     private struct StoredObject {
         var info: ObjectInfo

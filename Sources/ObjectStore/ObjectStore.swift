@@ -9,6 +9,9 @@ public protocol ObjectStore: Sendable {
     var description: String { get }
     /// Whether `PutCondition` / `DeleteCondition` are honoured atomically by the store.
     var supportsConditionalWrites: Bool { get }
+    /// Whether a reader going through an object from its start is best served by one `getStreaming` call (S3: a
+    /// single request at the store's full single-stream rate) rather than by parallel ranged GETs.
+    var prefersStreamingReads: Bool { get }
 
     func head(_ key: String) throws(ObjectStoreError) -> ObjectInfo
     /// The whole object, or `range` of it (clamped to the object's size, as HTTP ranges are).
@@ -48,6 +51,8 @@ public protocol ObjectStore: Sendable {
 }
 
 extension ObjectStore {
+    public var prefersStreamingReads: Bool { false }
+
     /// A client-side UploadPartCopy: GET of the range (checked against `sourceVersion`), then UploadPart.
     public func uploadPartCopy(_ key: String, uploadID: String, number: Int, source: String, range: Range<UInt64>,
                                sourceVersion: String?) throws(ObjectStoreError) -> String {

@@ -17,6 +17,7 @@ public final class CountingStore: ObjectStore {
 
     public var description: String { "counting(\(base.description))" }
     public var supportsConditionalWrites: Bool { base.supportsConditionalWrites }
+    public var prefersStreamingReads: Bool { base.prefersStreamingReads }
 
     public func count(_ operation: Operation) -> Int { counts.withLock { $0[operation] ?? 0 } }
     public var total: Int { counts.withLock { $0.values.reduce(0, +) } }

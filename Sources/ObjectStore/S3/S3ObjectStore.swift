@@ -34,6 +34,7 @@ public final class S3ObjectStore: ObjectStore {
 
     public var description: String { "s3://\(bucket)/" }
     public var supportsConditionalWrites: Bool { true }
+    public var prefersStreamingReads: Bool { true }
 
     /// Resolves credentials, region and endpoint (see `S3Configuration`); makes no request. Fails with
     /// `.unauthorized` when no credentials are found and `noSignRequest` is not set.
