@@ -7,7 +7,7 @@ import ObjectStore
 /// already read for the kernel's slightly out-of-order reads. A read it cannot serve (a seek) returns nil: the
 /// caller stops the stream and goes on with ranged reads.
 final class SequentialStream: @unchecked Sendable {
-    static let ahead: UInt64 = 16 << 20
+    static let ahead: UInt64 = 8 << 20
     static let behind: UInt64 = 4 << 20
     /// What the stream may hold at once, counted against the mount's read-ahead budget.
     static var footprint: Int { Int(ahead + behind + (1 << 20)) }
