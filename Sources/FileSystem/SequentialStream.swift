@@ -61,10 +61,12 @@ final class SequentialStream: @unchecked Sendable {
         condition.lock()
         defer { condition.unlock() }
         let kept = blocks.first?.start ?? received
-        guard !closed, offset >= kept, offset <= received + Self.ahead else { return nil }
+        // The transfer pauses `ahead` bytes past the furthest read: a read beyond that would wait forever.
+        guard !closed, offset >= kept, end <= readTo + Self.ahead else { return nil }
         while received < end && !finished && failure == nil && !closed {
             condition.wait()
         }
+        if closed { return nil }    // closed meanwhile (revalidated, released): the caller reads by range
         if let failure { throw failure }
         guard offset < received else { return offset >= size ? Data() : nil }    // ended short: ranged reads
         var data = Data(capacity: Int(min(end, received) - offset))
