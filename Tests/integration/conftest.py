@@ -50,6 +50,16 @@ def daemon_pid(mountpoint):
     return None
 
 
+def is_daemon_state(key):
+    """The daemon keeps its session records (and lock objects) under `.bucketfs/` in the bucket."""
+    return key.startswith(".bucketfs/")
+
+
+def listdir(path):
+    """A directory's names, without the mount's read-only `.bucketfs/` control directory."""
+    return sorted(n for n in os.listdir(path) if n != ".bucketfs")
+
+
 class FileBucket:
     """A file:// bucket, inspected directly in its backing directory."""
 
@@ -72,9 +82,10 @@ class FileBucket:
         return (self.directory / key).exists()
 
     def keys(self):
-        """Every object that is not a directory marker, sorted."""
+        """Every object that is not a directory marker nor the daemon's own state (`.bucketfs/`), sorted."""
         return sorted(str(p.relative_to(self.directory)) for p in self.directory.rglob("*")
-                      if p.is_file() and ".bucketfs-local" not in p.parts)
+                      if p.is_file() and ".bucketfs-local" not in p.parts and not is_daemon_state(
+                          str(p.relative_to(self.directory))))
 
     def metadata(self, key):
         value = os.getxattr(self.directory / key, "user.bucketfs")
@@ -111,7 +122,8 @@ class S3Bucket:
         return sorted(keys)
 
     def keys(self):
-        return [k for k in self.all_keys() if not k.endswith("/")]
+        """Objects that are not directory markers nor the daemon's own state (`.bucketfs/`)."""
+        return [k for k in self.all_keys() if not k.endswith("/") and not is_daemon_state(k)]
 
     def metadata(self, key):
         return self.client.head_object(Bucket=self.name, Key=key)["Metadata"]
@@ -224,7 +236,8 @@ class GCSBucket:
         return sorted(self._list())
 
     def keys(self):
-        return [k for k in self.all_keys() if not k.endswith("/")]
+        """Objects that are not directory markers nor the daemon's own state (`.bucketfs/`)."""
+        return [k for k in self.all_keys() if not k.endswith("/") and not is_daemon_state(k)]
 
     def metadata(self, key):
         _, body = self.server.call("GET", self._object(key))

@@ -7,7 +7,7 @@ import stat
 
 import pytest
 
-from conftest import BIN, is_mounted, run, sh
+from conftest import BIN, is_mounted, listdir, run, sh
 
 
 def assert_tree_in_bucket(src, bucket, prefix):
@@ -68,7 +68,7 @@ def test_rm_r_and_mkdir_p(mnt):
     run("rm", "-r", str(mnt / "x"))
     assert not os.path.exists(mnt / "x")
     assert not mnt.bucket.exists("x")
-    assert os.listdir(mnt.path) == []
+    assert listdir(mnt.path) == []
 
 
 def test_append_with_shell_redirect(mnt):
