@@ -110,13 +110,17 @@ struct MountCommand: ParsableCommand {
                                             stagingLimit: UInt64(m.stagingMaxMiB) << 20,
                                             recoveryContext: configuration.storeContext(for: location))
             let fileSystem: FileSystem
+            let journal = MountUploadJournal(uploads: records.uploads, logger: logger)
             do {
                 fileSystem = try FileSystem(store: meter, options: options, logger: logger,
                                             lockManager: locking.makeManager(logger: logger),
-                                            lockResource: locking.resourceName, control: control)
+                                            lockResource: locking.resourceName, control: control,
+                                            uploadJournal: journal)
             } catch {
                 throw CLIError("\(error)")
             }
+            // Uploads a crashed daemon on this host left behind: content to the recovery folder, upload aborted.
+            journal.recoverInterrupted(store: store, fileSystem: fileSystem)
             let session = try FuseSession(
                 fileSystem: fileSystem, mountpoint: mountpoint,
                 options: FuseMountOptions(fsName: location.description, readOnly: m.readOnly, allowOther: m.allowOther,

@@ -29,6 +29,8 @@ public final class FileSystem: Sendable {
     let locks: FileLockCoordinator
     /// The read-only `.bucketfs/` directory (ControlDirectory), if the mount shows one.
     public let control: ControlDirectory?
+    /// Notes multipart uploads in flight (the mount's UploadState records), so a crash does not lose them.
+    let uploadJournal: (any UploadJournal)?
     /// Drops the kernel's cached attributes and pages of an inode (set by the FUSE layer once mounted).
     let kernelCacheInvalidator = Mutex<(@Sendable (UInt64) -> Void)?>(nil)
 
@@ -95,8 +97,9 @@ public final class FileSystem: Sendable {
     /// file's path (relative to the mount root, "" for the root) to its strategy.
     public init(store: any ObjectStore, options: FileSystemOptions, logger: Logger, lockManager: LockManager? = nil,
                 lockResource: @escaping @Sendable (String) -> String = { $0.isEmpty ? "." : $0 },
-                control: ControlDirectory.Settings? = nil) throws(FSError) {
+                control: ControlDirectory.Settings? = nil, uploadJournal: (any UploadJournal)? = nil) throws(FSError) {
         self.store = store
+        self.uploadJournal = uploadJournal
         self.options = options
         self.keys = KeyMapping(prefix: options.prefix)
         self.logger = logger
@@ -678,7 +681,7 @@ public final class FileSystem: Sendable {
             return node.size
         }
         if let stream, state.withLock({ $0.table[ino]?.stream }) === stream {
-            stream.advance(stagedFD: staged.fd, contiguousEnd: size)
+            stream.advance(staged: staged, contiguousEnd: size)
         }
         return data.count
     }
@@ -722,6 +725,12 @@ public final class FileSystem: Sendable {
             }
         }
         dropStagedIfIdle(ino)
+    }
+
+    /// Keeps a staged file of an upload that a crash interrupted in the recovery folder (see `UploadJournal`).
+    /// Returns where the content went, or nil if it could not be saved.
+    public func keepForRecovery(stagedPath: String, key: String, reason: String) -> String? {
+        recovery.save(stagedPath: stagedPath, key: key, reason: reason)
     }
 
     /// Uploads every file with pending writes; used when the mount shuts down.
@@ -832,7 +841,7 @@ public final class FileSystem: Sendable {
         var metadata = node.posixMetadata().objectMetadata
         metadata["mtime"] = nil
         return StreamingUpload(store: store, key: keys.key(for: node.path), metadata: metadata, partSize: partSize,
-                               maxInFlight: options.multipartMaxInFlight, workers: workers)
+                               maxInFlight: options.multipartMaxInFlight, workers: workers, journal: uploadJournal)
     }
 
     /// The file stopped being a sequential write: abandon its stream; the close uploads the staged file.

@@ -16,12 +16,15 @@ final class StreamingUpload: @unchecked Sendable {
     private let partSize: Int
     private let maxInFlight: Int
     private let workers: WorkerPool
+    private let journal: (any UploadJournal)?
     /// Sent with CreateMultipartUpload; mtime is left out so that the store's Last-Modified (completion) is it.
     let metadata: ObjectMetadata
 
     // Guarded by `condition`.
     private let condition = NSCondition()
     private var uploadID: String?
+    /// This upload's entry in the journal, while it is in flight.
+    private var journalID: String?
     /// Bytes handed to parts so far; the writer must continue exactly here for the stream to stay valid.
     private var streamed: UInt64 = 0
     private var etags: [Int: String] = [:]
@@ -29,8 +32,9 @@ final class StreamingUpload: @unchecked Sendable {
     private var failure: ObjectStoreError?
 
     init(store: any ObjectStore, key: String, metadata: ObjectMetadata, partSize: Int, maxInFlight: Int,
-         workers: WorkerPool) {
+         workers: WorkerPool, journal: (any UploadJournal)? = nil) {
         self.store = store
+        self.journal = journal
         self.key = key
         self.metadata = metadata
         self.partSize = partSize
@@ -66,7 +70,8 @@ final class StreamingUpload: @unchecked Sendable {
 
     /// Uploads every full part below `end` (the staged file's contiguous size). Blocks while too many parts
     /// are in flight.
-    func advance(stagedFD fd: Int32, contiguousEnd end: UInt64) {
+    func advance(staged: StagedFile, contiguousEnd end: UInt64) {
+        let fd = staged.fd
         condition.lock()
         defer { condition.unlock() }
         while failure == nil && end - min(end, streamed) >= UInt64(partSize) {
@@ -74,7 +79,9 @@ final class StreamingUpload: @unchecked Sendable {
             guard failure == nil else { return }
             if uploadID == nil {
                 do throws(ObjectStoreError) {
-                    uploadID = try store.createMultipartUpload(key, options: PutOptions(metadata: metadata))
+                    let id = try store.createMultipartUpload(key, options: PutOptions(metadata: metadata))
+                    uploadID = id
+                    journalID = journal?.begun(key: key, uploadID: id, stagedPath: staged.path)
                     started.store(true, ordering: .releasing)
                 } catch {
                     failure = error
@@ -110,7 +117,10 @@ final class StreamingUpload: @unchecked Sendable {
         if let failure { throw failure }
         guard streamed == size else { throw .other("stream of \(key) does not match the file size") }
         let parts = etags.keys.sorted().map { CompletedPart(number: $0, etag: etags[$0]!) }
-        return try store.completeMultipartUpload(key, uploadID: uploadID, parts: parts, condition: putCondition)
+        let info = try store.completeMultipartUpload(key, uploadID: uploadID, parts: parts, condition: putCondition)
+        if let journalID { journal?.ended(journalID) }
+        journalID = nil
+        return info
     }
 
     /// Gives up the stream (waiting for parts in flight) and aborts the multipart upload, if any.
@@ -119,9 +129,12 @@ final class StreamingUpload: @unchecked Sendable {
         if failure == nil { failure = .other("stream abandoned") }
         while inFlight > 0 { condition.wait() }
         let id = uploadID
+        let entry = journalID
         uploadID = nil
+        journalID = nil
         condition.unlock()
         if let id { try? store.abortMultipartUpload(key, uploadID: id) }
+        if let entry { journal?.ended(entry) }
     }
 
     /// Called with the lock held.

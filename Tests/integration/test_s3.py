@@ -1,6 +1,7 @@
 """s3:// on moto_server: conflicts, faults and the requests each operation costs, counted by the server."""
 import errno
 import os
+import sys
 import re
 import subprocess
 import time
@@ -115,6 +116,37 @@ def test_append_to_a_large_object_copies_its_unchanged_parts(mnt, counted, tmp_p
     etag = mnt.bucket.client.head_object(Bucket=mnt.bucket.name, Key="log")["ETag"]
     assert etag != before and etag.strip('"').endswith("-3")
     assert requests.count("POST") == 2 and requests.count("PUT") == 3, requests
+
+
+def test_upload_interrupted_by_a_crash_is_kept_and_aborted_at_next_mount(make_mount):
+    import signal
+    import subprocess
+    from conftest import daemon_pid
+    m = make_mount()
+    m.mount()
+    client, bucket = m.bucket.client, m.bucket.name
+    # 20 MiB written and kept open: two 8 MiB parts are streamed as a multipart upload, recorded in .bucketfs/.
+    writer = subprocess.Popen([sys.executable, "-c", "import sys, time; f = open(sys.argv[1], 'wb'); "
+                               "f.write(b'x' * (20 << 20)); f.flush(); time.sleep(120)", str(m / "big")])
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        uploads = client.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
+        if uploads and any(k.startswith(".bucketfs/uploads/") for k in m.bucket.all_keys()):
+            break
+        time.sleep(0.2)
+    assert uploads, "no multipart upload in flight"
+    os.kill(daemon_pid(m.path), signal.SIGKILL)
+    writer.kill()
+    writer.wait()
+    m.force_cleanup()
+    m.mount()    # the next mount on this host finds the record of the dead daemon
+    assert client.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+    assert not any(k.startswith(".bucketfs/uploads/") for k in m.bucket.all_keys())
+    assert m.bucket.get("big") is None
+    listing = run(BIN, "recover", "list", "--cache-dir", str(m.cache)).stdout.splitlines()
+    assert len(listing) == 1 and "big" in listing[0] and f"{20 << 20} bytes" in listing[0], listing
+    logs = "".join(p.read_text() for p in (m.cache / "logs").glob("*.log"))
+    assert "interrupted upload found and aborted" in logs
 
 
 def test_request_counts(mnt, counted):
