@@ -5,11 +5,12 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 
 import pytest
 
-from conftest import BIN, run, sh
+from conftest import BIN, FileBucket, run, sh
 
 
 def read_json(path):
@@ -152,3 +153,44 @@ def test_records_migrate_is_idempotent(tmp_path):
     again = run(BIN, "records", "migrate", "--from", f"file://{source}/", "--to", f"file://{target}/").stdout
     assert "0 copied" in again and "2 unchanged" in again, again
     assert run(BIN, "checkpoints", "list", f"file://{target}/", "t1", check=False).returncode in (0, 1)
+
+
+def test_checkpoints_cli_reads_records_written_by_another_program(tmp_path):
+    # A program (here: this test) keeps checkpoints as JSON objects in the bucket; the CLI lists and shows them.
+    bucket = FileBucket(tmp_path / "cp-bucket")
+    for cp, when, step in [("cp1", "2026-11-22T08:00:00.000Z", 1), ("cp2", "2026-11-22T08:05:00.000Z", 2)]:
+        record = {"checkpoint_id": cp, "created_at": when, "data": {"step": step}, "metadata": {},
+                  "schema_version": 1, "thread_id": "t1"}
+        bucket.put(f".bucketfs/checkpoints/t1/{cp}.json", json.dumps(record).encode())
+    assert run(BIN, "checkpoints", "list", bucket.url).stdout.split() == ["t1"]
+    listed = [line.split("\t")[0] for line in run(BIN, "checkpoints", "list", bucket.url, "t1").stdout.splitlines()]
+    assert listed == ["cp2", "cp1"], "newest first"
+    latest = json.loads(run(BIN, "checkpoints", "show", bucket.url, "t1").stdout)
+    assert latest["checkpoint_id"] == "cp2" and latest["data"] == {"step": 2}
+    assert json.loads(run(BIN, "checkpoints", "show", bucket.url, "t1", "cp1").stdout)["data"] == {"step": 1}
+    missing = run(BIN, "checkpoints", "show", bucket.url, "t1", "cp9", check=False)
+    assert missing.returncode != 0 and "cp9" in missing.stderr
+
+
+def test_uploads_cli_lists_and_cleans_up_an_upload_in_flight(make_mount, backend):
+    if backend != "s3":
+        pytest.skip("streamed multipart uploads are checked on s3")
+    m = make_mount()
+    m.mount()
+    client, name = m.bucket.client, m.bucket.name
+    writer = subprocess.Popen([sys.executable, "-c", "import sys, time; f = open(sys.argv[1], 'wb'); "
+                               "f.write(b'y' * (20 << 20)); f.flush(); time.sleep(60)", str(m / "big")])
+    try:
+        deadline = time.monotonic() + 60
+        lines = []
+        while time.monotonic() < deadline and not lines:
+            lines = run(BIN, "uploads", "list", m.source).stdout.splitlines()
+            time.sleep(0.2)
+        assert len(lines) == 1 and "\tbig\t" in lines[0], lines
+        cleaned = run(BIN, "uploads", "cleanup", m.source, "--older-than", "0").stdout
+        assert "aborted" in cleaned and "big" in cleaned
+        assert client.list_multipart_uploads(Bucket=name).get("Uploads", []) == []
+        assert run(BIN, "uploads", "list", m.source).stdout == ""
+    finally:
+        writer.kill()
+        writer.wait()
