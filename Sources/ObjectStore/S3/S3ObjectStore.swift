@@ -174,6 +174,12 @@ public final class S3ObjectStore: ObjectStore {
             case 416:
                 return    // past the end
             default:
+                // 500/503/SlowDown…: nothing reached the consumer, so the same range can be asked again.
+                if isRetryable(sent.response) && breaks < 3 {
+                    breaks += 1
+                    backoff(attempt: breaks)
+                    continue
+                }
                 throw mapError(sent.response, key: key, conditionKey: key)
             }
         }
