@@ -61,37 +61,33 @@ struct LockCommand: ParsableCommand {
             logger.logLevel = .warning
             guard let manager = setup.makeManager(logger: logger) else { throw ExitCode.failure }
             let name = setup.resourceName(LockCommand.path(resource))
-            let lease: Lease?
+            let status: Int32
             do {
                 if let wait {
-                    lease = try manager.acquire(name, timeout: wait)
+                    let lease: Lease?
+                    do { lease = try manager.acquire(name, timeout: wait) } catch {
+                        throw LockAcquisitionError(resource: name, attempts: 1, lastError: error)
+                    }
+                    guard let lease else { throw LockAcquisitionError(resource: name, attempts: 1, lastError: nil) }
+                    status = ChildProcess.run(command)
+                    try manager.release(lease)
                 } else {
-                    lease = try withRetries(manager, name, attempts: setup.retryAttempts, delay: setup.retryDelay)
+                    // The library's `withLock`: `retry_attempts` tries, `retry_delay_seconds` apart (seed 000).
+                    status = try withLock(name, manager: manager, retryAttempts: setup.retryAttempts,
+                                          retryDelay: setup.retryDelay) { ChildProcess.run(command) }
                 }
-            } catch {
-                throw CLIError("cannot take the lock on \(resource): \(error)")
-            }
-            guard let lease else {
+            } catch let error as LockAcquisitionError where error.lastError == nil {
                 FileHandle.standardError.write(Data("bucketfs: \(resource) is locked by another holder\n".utf8))
                 throw ExitCode.failure
-            }
-            let status = ChildProcess.run(command)
-            do {
-                try manager.release(lease)
+            } catch let error as LockAcquisitionError {
+                throw CLIError("cannot take the lock on \(resource): \(error)")
             } catch {
+                // Only a release fails here: the lease was gone (or unreachable) before the command ended.
                 FileHandle.standardError.write(Data("bucketfs: the lock on \(resource) was lost while the command ran: \(error)\n".utf8))
                 throw ExitCode.failure
             }
             manager.shutdown()
             if status != 0 { throw ExitCode(status) }
-        }
-
-        private func withRetries(_ manager: LockManager, _ name: String, attempts: Int, delay: Double) throws(LockError) -> Lease? {
-            for attempt in 1...max(1, attempts) {
-                if let lease = try manager.tryAcquire(name) { return lease }
-                if attempt < attempts { Thread.sleep(forTimeInterval: delay) }
-            }
-            return nil
         }
     }
 

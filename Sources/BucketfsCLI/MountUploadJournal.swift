@@ -70,8 +70,6 @@ struct MountUploadJournal: UploadJournal {
     private func isOrphan(_ state: UploadStateRecord) -> Bool {
         guard case .string(let host)? = state.metadata["host"], host == Self.host,
               case .integer(let pid)? = state.metadata["pid"], pid != Int64(getpid()) else { return false }
-        guard kill(pid_t(pid), 0) == 0 else { return true }
-        let cmdline = (try? String(contentsOfFile: "/proc/\(pid)/cmdline", encoding: .utf8)) ?? ""
-        return !cmdline.contains("bucketfs")
+        return !MountRegistry.isAlive(pid_t(pid))
     }
 }

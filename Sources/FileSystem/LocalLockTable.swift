@@ -121,8 +121,4 @@ struct LocalLockTable: Sendable, Equatable {
         locks.removeAll { $0.handle == handle }
         return locks.count != before
     }
-
-    func holds(owner: UInt64, kind: LockKind) -> Bool {
-        locks.contains { $0.owner == owner && $0.kind == kind }
-    }
 }

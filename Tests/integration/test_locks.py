@@ -281,6 +281,11 @@ def test_lock_run_and_mount_exclude_each_other(pair):
                       check=False)
         assert refused.returncode == 1, refused.stderr
         assert "locked" in refused.stderr
+        # Without --wait: the configured retries (3 tries, 1 s apart), then the same answer.
+        started = time.monotonic()
+        retried = run(BIN, "lock", "run", source, "lockfile", *pair.lock_options, "--", "true", check=False)
+        assert retried.returncode == 1 and "locked" in retried.stderr, retried.stderr
+        assert time.monotonic() - started >= 1.9
     finally:
         holder.kill()
         holder.wait()
