@@ -18,7 +18,12 @@ from conftest import BACKENDS
 
 PYTHON = "/usr/bin/python3"
 MODULES = ["test_os", "test_shutil", "test_tempfile", "test_fcntl"]
-RERUN_AT_MOST = 40  # beyond that, the first failure is the report
+RERUN_AT_MOST = 8  # failed tests run again alone, at most this many; the first failure is the report anyway
+# On s3:// (moto: ~100 requests/s) the four modules take ~6 min here, so the classes that only create and delete
+# many temporary files or archives (the same filesystem paths, already run on file://) are left out there.
+S3_LEFT_OUT = ["test.test_tempfile.TestTemporaryDirectory.*", "test.test_tempfile.TestMkstempInner.*",
+               "test.test_tempfile.TestMkdtemp.*", "test.test_tempfile.TestMktemp.*",
+               "test.test_shutil.TestArchives.*", "test.test_shutil.TestZeroCopySendfile.*"]
 
 # test id -> why it cannot pass on bucketfs. (Hard links: link(2) is EPERM, which these modules skip on.)
 EXPECTED_FAILURES = {
@@ -95,5 +100,6 @@ def check_modules(mnt, tmp_path, modules, skip):
 
 @pytest.mark.xfail(strict=False, reason="issue 11: see KNOWN_BUGS and programs-report (special files, non-UTF-8 "
                    "names, utime of directories, ESTALE after create/unlink)")
-def test_cpython_os_shutil_tempfile_fcntl(mnt, tmp_path):
-    check_modules(mnt, tmp_path, MODULES, list(EXPECTED_FAILURES) + list(KNOWN_BUGS))
+def test_cpython_os_shutil_tempfile_fcntl(mnt, tmp_path, backend):
+    skip = list(EXPECTED_FAILURES) + list(KNOWN_BUGS) + (S3_LEFT_OUT if backend == "s3" else [])
+    check_modules(mnt, tmp_path, MODULES, skip)

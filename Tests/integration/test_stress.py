@@ -32,6 +32,20 @@ def backend(request):
     return request.param
 
 
+# Fail on main today (issue 11): test name -> the bug. Remove an entry when its fix lands.
+KNOWN_BUGS = {
+    f"test_stress_ng_filesystem_stressor[{b}-rename]": "rename stressor: rmdir of its emptied directory gives "
+    "ENOTEMPTY after its files were renamed and unlinked" for b in ("file", "s3")
+}
+
+
+@pytest.fixture(autouse=True)
+def known_bug(request):
+    reason = KNOWN_BUGS.get(request.node.name)
+    if reason:
+        request.node.add_marker(pytest.mark.xfail(strict=False, reason="issue 11: " + reason))
+
+
 def files_under(path):
     return sorted(os.path.relpath(os.path.join(d, f), path) for d, _, fs in os.walk(path) for f in fs)
 
