@@ -16,9 +16,13 @@ extension MountCommand {
             return RecordStores(store: store, mountPrefix: location.prefix, recordsPrefix: m.recordsPrefix)
         }
         do {
-            return RecordStores(backend: try RecordStores.backend(url: url, recordsPrefix: m.recordsPrefix) { other in
+            let backend = try RecordStores.backend(url: url, recordsPrefix: m.recordsPrefix) { other in
                 try openStore(other, configuration: configuration)
-            })
+            }
+            // A bad URL, wrong password or missing database ends here, before anything is mounted (PostgreSQL:
+            // the first connection also creates or migrates the schema).
+            try backend.ping()
+            return RecordStores(backend: backend)
         } catch {
             throw CLIError("records_url \(Configuration.redactedURL(url)): \(error)")
         }

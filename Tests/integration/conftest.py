@@ -382,3 +382,12 @@ def mnt(make_mount):
     m = make_mount()
     m.mount()
     return m
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A PostgreSQL server on loopback for the records tests (postgres_server.py)."""
+    from postgres_server import PostgresServer
+    server = PostgresServer()
+    yield server
+    server.stop()
