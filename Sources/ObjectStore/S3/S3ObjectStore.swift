@@ -22,7 +22,7 @@ public final class S3ObjectStore: ObjectStore {
     public let endpoint: String
     public let pathStyle: Bool
     /// `nil` for anonymous (unsigned) access.
-    private let signer: SigV4Signer?
+    let credentialProvider: S3CredentialProvider?
     private let client: HTTPClient
     private let maxRetries: Int
     private let scheme: String
@@ -46,10 +46,8 @@ public final class S3ObjectStore: ObjectStore {
         bucket = configuration.bucket
         let region = S3Credentials.region(configuration, environment: environment)
         self.region = region
-        let credentials = try S3Credentials.resolve(configuration, environment: environment)
-        signer = credentials.map {
-            SigV4Signer(accessKeyID: $0.accessKeyID, secretAccessKey: $0.secretAccessKey, sessionToken: $0.sessionToken,
-                        region: region, service: "s3")
+        credentialProvider = try S3CredentialSource.resolve(configuration, environment: environment).map {
+            S3CredentialProvider(source: $0, region: region, environment: environment)
         }
         let custom = [configuration.endpointURL, environment["AWS_ENDPOINT_URL_S3"], environment["AWS_ENDPOINT_URL"]]
             .compactMap { $0 }.first { !$0.isEmpty }
@@ -78,6 +76,15 @@ public final class S3ObjectStore: ObjectStore {
     /// endpoint are reported, in one clear line, before anything is mounted. Retries at most once: a user waiting
     /// at the command line should hear about a dead endpoint quickly.
     public func validateBucket() throws(ObjectStoreError) {
+        // Credentials from a service (STS, metadata) first, so that their failure is reported as theirs.
+        if let credentialProvider {
+            do { _ = try credentialProvider.credentials() } catch {
+                if case .instanceMetadata = credentialProvider.source {
+                    throw .unauthorized("\(S3Credentials.missingMessage) (nor from \(credentialProvider.source): \(error))")
+                }
+                throw .unauthorized("cannot get AWS credentials from \(credentialProvider.source): \(error)")
+            }
+        }
         do {
             _ = try list(ListRequest(prefix: "", maxKeys: 1), maxRetries: min(1, maxRetries), quiet: true)
         } catch {
@@ -460,7 +467,10 @@ public final class S3ObjectStore: ObjectStore {
             attempt += 1
             attemptCount.add(1, ordering: .relaxed)
             var headers = [("host", requestHost)] + request.headers
-            if let signer {
+            if let credentialProvider {
+                let keys = try credentialProvider.credentials()
+                let signer = SigV4Signer(accessKeyID: keys.accessKeyID, secretAccessKey: keys.secretAccessKey,
+                                         sessionToken: keys.sessionToken, region: region, service: "s3")
                 headers += signer.signingHeaders(method: request.method, path: path, query: request.query,
                                                  headers: headers, payloadHash: payloadHash, date: Date())
             }
@@ -558,7 +568,7 @@ public final class S3ObjectStore: ObjectStore {
         case nil:
             return (.none, SigV4Signer.emptyPayloadHash, 0)
         case .data(let data):
-            let hash = signer == nil ? SigV4Signer.emptyPayloadHash : Hashing.hex(Hashing.sha256(data))
+            let hash = credentialProvider == nil ? SigV4Signer.emptyPayloadHash : Hashing.hex(Hashing.sha256(data))
             return (.data(data), hash, UInt64(data.count))
         case .file(let path):
             let digest = try Hashing.fileDigest(path: path)
