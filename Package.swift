@@ -53,7 +53,7 @@ let package = Package(
         .target(name: "TestSupport", dependencies: ["ObjectStore"], path: "Tests/TestSupport"),
         .testTarget(name: "ObjectStoreTests", dependencies: ["ObjectStore", "TestSupport"]),
         .testTarget(name: "FileSystemTests", dependencies: ["FileSystem", "ObjectStore", "Locking", "TestSupport"]),
-        .testTarget(name: "CLITests", dependencies: ["BucketfsCLI"]),
+        .testTarget(name: "CLITests", dependencies: ["BucketfsCLI", "FileSystem", "ObjectStore", "Records"]),
         .testTarget(name: "LockingTests", dependencies: ["Locking", "ObjectStore", "TestSupport"]),
         .testTarget(name: "RecordsTests", dependencies: ["Records", "Locking", "ObjectStore", "TestSupport"]),
     ],
