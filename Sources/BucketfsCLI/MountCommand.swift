@@ -109,7 +109,8 @@ struct MountCommand: ParsableCommand {
                                             multipartMaxInFlight: m.partsInFlight,
                                             renameParallelism: m.renameParallelism,
                                             stagingLimit: UInt64(m.stagingMaxMiB) << 20,
-                                            recoveryContext: configuration.storeContext(for: location))
+                                            recoveryContext: configuration.storeContext(for: location),
+                                            blockCacheSize: UInt64(m.blockCacheMiB) << 20)
             // Staged files a killed daemon left: uploaded conditionally or kept in the recovery folder.
             let recovery = RecoveryFolder(directory: m.cacheDir + "/recovery", store: meter.description,
                                           context: options.recoveryContext, logger: logger)
