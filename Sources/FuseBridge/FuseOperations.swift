@@ -191,7 +191,8 @@ enum FuseOperations {
             let (fs, _) = FuseOperations.reply(req)
             var answer = lock!.pointee
             let request = FuseOperations.fileLock(answer, owner: fi!.pointee.lock_owner, handle: fi!.pointee.fh)
-            if let holder = fs.testLock(ino, request) {
+            // Another mount's lock is asked of the strategy (a round trip) when this mount cannot rule it out.
+            if let holder = fs.testLockAcrossMounts(ino, request) {
                 answer.l_type = Int16(holder.mode == .exclusive ? F_WRLCK : F_RDLCK)
                 answer.l_whence = Int16(SEEK_SET)
                 answer.l_start = Int(holder.start)
