@@ -6,6 +6,7 @@ Every backend offers: `read(key) -> bytes | None`, `create(key, data) -> bool` (
 `update(key, change) -> bytes | None`, an atomic read-modify-write: `change(old bytes or None)` returns the new
 bytes (or None to leave it), and no concurrent update is lost.
 """
+import errno
 import fcntl
 import os
 import random
@@ -16,10 +17,8 @@ import uuid
 class DirectoryBackend:
     """Records as files under `root` (e.g. `/mnt/data/graphs/.bucketfs`): plain file I/O. Create is
     `O_CREAT|O_EXCL`; a whole write goes to a temp file renamed over the record (readers see old or new, never
-    half); `update` holds `flock` on `<key>.lock` while it reads and rewrites — on a bucketfs mount that lock is
-    a cross-host lock, so updaters on several mounts exclude each other too."""
-
-    LOCK_SUFFIX = ".lock"
+    half); `update` holds `flock` on the record while it reads and rewrites it — on a bucketfs mount that lock
+    is a cross-host lock, so updaters on several mounts exclude each other too."""
 
     def __init__(self, root):
         self.root = os.fspath(root).rstrip("/")
@@ -74,14 +73,10 @@ class DirectoryBackend:
             os.unlink(self._path(key))
         except FileNotFoundError:
             return False
-        try:
-            os.unlink(self._path(key) + self.LOCK_SUFFIX)
-        except FileNotFoundError:
-            pass
         return True
 
     def keys(self, prefix=""):
-        """Every record key under `prefix` (recursively), sorted; lock and temp files are left out."""
+        """Every record key under `prefix` (recursively), sorted; temp files are left out."""
         base, _, start = prefix.rpartition("/")
         top = os.path.join(self.root, base) if base else self.root
         found = []
@@ -90,30 +85,77 @@ class DirectoryBackend:
             rel = "" if rel == "." else rel + "/"
             for name in files:
                 key = rel + name
-                if name.startswith(".") or name.endswith(self.LOCK_SUFFIX) or not key.startswith(prefix):
+                if name.startswith(".") or not key.startswith(prefix):
                     continue
                 found.append(key)
         return sorted(found)
 
-    def update(self, key, change):
+    def update(self, key, change, attempts=20):
+        """`_update_once`, again when a bucketfs mount refuses the upload as stale (ESTALE: another mount wrote
+        the record after this one's view of it was taken), after a pause that outlasts the mount's cache."""
+        for attempt in range(attempts):
+            try:
+                return self._update_once(key, change)
+            except OSError as error:
+                if error.errno != errno.ESTALE or attempt == attempts - 1:
+                    raise
+                time.sleep(0.2 * (attempt + 1) + random.random() * 0.2)
+
+    def _update_once(self, key, change):
+        """Holds `flock(LOCK_EX)` on the record itself while it reads and rewrites it in place. On a bucketfs
+        mount that lock is a cross-host lock whose grant revalidates the file, so the read sees the last
+        writer's bytes on any mount; readers of such records use `read_locked` (a shared lock)."""
         path = self._path(key)
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        lock = os.open(path + self.LOCK_SUFFIX, os.O_RDWR | os.O_CREAT, 0o644)
+        lock = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(lock, fcntl.LOCK_EX)
-            new = change(self.read(key))
-            if new is not None:
-                self.write(key, new)
+            # Opened again once the lock is ours: an open after the other writer's close sees its version, and a
+            # bucketfs upload is conditional on the version seen at open.
+            fd = os.open(path, os.O_RDWR)
+            try:
+                new = change(_read_all(fd) or None)
+                if new is not None:
+                    os.ftruncate(fd, 0)
+                    _write_all(fd, new, offset=0)
+                    os.fsync(fd)
+            finally:
+                os.close(fd)    # on a mount the upload happens at fsync/close, under the lock
             return new
         finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-            os.close(lock)
+            os.close(lock)    # releases the lock
+
+    def read_locked(self, key):
+        """`read` under a shared lock, for records changed by `update` (never half-written)."""
+        try:
+            fd = os.open(self._path(key), os.O_RDONLY)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH)
+            return _read_all(fd) or None
+        finally:
+            os.close(fd)
 
 
-def _write_all(fd, data):
+def _read_all(fd):
+    chunks, offset = [], 0
+    while True:
+        chunk = os.pread(fd, 1 << 20, offset)
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+        offset += len(chunk)
+
+
+def _write_all(fd, data, offset=None):
     view = memoryview(data)
     while view:
-        view = view[os.write(fd, view):]
+        if offset is None:
+            view = view[os.write(fd, view):]
+        else:
+            written = os.pwrite(fd, view, offset)
+            view, offset = view[written:], offset + written
 
 
 class RedisBackend:
@@ -153,6 +195,8 @@ class RedisBackend:
     def read(self, key):
         found = self.read_versioned(key)
         return found and found[0]
+
+    read_locked = read
 
     def create(self, key, data):
         return self.client.eval(self.CREATE, 1, self.namespace + key, data, str(uuid.uuid4()).upper(),

@@ -23,7 +23,10 @@ class Checkpoints:
         keys.validate(checkpoint_id, "checkpoint id")
         record = {"checkpoint_id": checkpoint_id, "created_at": created_at or coding.now(), "data": data,
                   "metadata": metadata or {}, "schema_version": coding.SCHEMA_VERSION, "thread_id": thread}
-        self.backend.write(keys.checkpoint(thread, checkpoint_id), coding.encode(record))
+        key, data = keys.checkpoint(thread, checkpoint_id), coding.encode(record)
+        # A new id (the usual case) is one exclusive create; an existing one is replaced whole.
+        if not self.backend.create(key, data):
+            self.backend.write(key, data)
         return record
 
     def get(self, thread, checkpoint_id=None):
@@ -69,7 +72,7 @@ class Checkpoints:
 
     def get_writes(self, thread, checkpoint_id):
         key = keys.writes(thread, checkpoint_id)
-        record = _load(self.backend.read(key), key)
+        record = _load(self.backend.read_locked(key), key)
         return record["writes"] if record else []
 
 
