@@ -16,6 +16,8 @@ public struct Configuration: Equatable, Sendable {
         /// `redis://[user:password@]host[:port][/db]`, instead of the four keys above.
         public var redisURL: String?
         public var fileLockDir: String?
+        /// `best_effort`: mount with the object strategy even on a store found to ignore conditional writes.
+        public var mode: String?
     }
 
     public struct Storage: Equatable, Sendable {
@@ -51,6 +53,7 @@ public struct Configuration: Equatable, Sendable {
         public var partSizeMiB = 8
         public var partsInFlight = 4
         public var readAheadMiB = 128
+        public var blockCacheMiB = 1024
         public var renameParallelism = 16
         /// Bound of the staging area in MiB; 0: only the disk's.
         public var stagingMaxMiB = 0
@@ -165,7 +168,7 @@ public struct Configuration: Equatable, Sendable {
         for (k, v) in section where !(v is NSNull) {
             let name = "storage.lock.\(k)"
             switch k {
-            case "strategy", "lease_duration_seconds", "redis_url", "file_lock_dir":
+            case "strategy", "lease_duration_seconds", "redis_url", "file_lock_dir", "mode":
                 try setLockOption(k, value: v, reader: &reader, label: name)
             case "retry_attempts": storage.lock.retryAttempts = try reader.int(v, key: name, in: Bounds.retryAttempts)
             case "retry_delay_seconds":
@@ -191,6 +194,12 @@ public struct Configuration: Equatable, Sendable {
         case "lease_duration_seconds", "lock_lease_seconds":
             storage.lock.leaseDurationSeconds = try reader.int(value, key: label, in: Bounds.leaseSeconds)
         case "redis_url": storage.lock.redisURL = try reader.string(value, key: label)
+        case "mode", "lock_mode":
+            let mode = try reader.string(value, key: label)
+            guard ["strict", "best_effort"].contains(mode) else {
+                throw CLIError("bad value for \(label): \"\(mode)\" (expected strict or best_effort)")
+            }
+            storage.lock.mode = mode
         default: storage.lock.fileLockDir = try reader.string(value, key: label)    // file_lock_dir
         }
     }
@@ -262,10 +271,11 @@ public struct Configuration: Equatable, Sendable {
             mount.partSizeMiB = size
         case "parts_in_flight": mount.partsInFlight = try reader.int(value, key: label, in: Bounds.partsInFlight)
         case "read_ahead_mib": mount.readAheadMiB = try reader.int(value, key: label, in: Bounds.readAheadMiB)
+        case "block_cache_mib": mount.blockCacheMiB = try reader.int(value, key: label, in: Bounds.blockCacheMiB)
         case "rename_parallelism":
             mount.renameParallelism = try reader.int(value, key: label, in: Bounds.renameParallelism)
         case "staging_max_mib": mount.stagingMaxMiB = try reader.int(value, key: label, in: Bounds.stagingMaxMiB)
-        case "lock_strategy", "lock_lease_seconds", "redis_url", "file_lock_dir":
+        case "lock_strategy", "lock_lease_seconds", "redis_url", "file_lock_dir", "lock_mode":
             try setLockOption(key, value: value, reader: &reader, label: label)
         case "metrics_addr": mount.metricsAddress = try reader.string(value, key: label)
         case "control_dir":
@@ -321,6 +331,7 @@ public struct Configuration: Equatable, Sendable {
             "    strategy: \(quoted(storage.lock.strategy))",
             "    lease_duration_seconds: \(storage.lock.leaseDurationSeconds)",
             "    retry_attempts: \(storage.lock.retryAttempts)",
+            "    mode: \(quoted(storage.lock.mode))",
             "    retry_delay_seconds: \(storage.lock.retryDelaySeconds)",
             "    redis_host: \(quoted(storage.lock.redisHost))",
             "    redis_port: \(storage.lock.redisPort.map(String.init) ?? "null")",
@@ -341,6 +352,7 @@ public struct Configuration: Equatable, Sendable {
             "  part_size_mib: \(mount.partSizeMiB)",
             "  parts_in_flight: \(mount.partsInFlight)",
             "  read_ahead_mib: \(mount.readAheadMiB)",
+            "  block_cache_mib: \(mount.blockCacheMiB)",
             "  rename_parallelism: \(mount.renameParallelism)",
             "  staging_max_mib: \(mount.stagingMaxMiB)",
             "  log_level: \(quoted(mount.logLevel))",
@@ -428,6 +440,7 @@ enum Bounds {
     static let partsInFlight = 1...64
     /// MiB of read-ahead memory (64 GiB).
     static let readAheadMiB = 0...65_536
+    static let blockCacheMiB = 0...16_777_216
     /// Threads copying objects at once.
     static let renameParallelism = 1...256
     /// MiB (1 PiB): the byte count (MiB << 20) stays far inside 64 bits.

@@ -93,6 +93,8 @@ struct MountCommand: ParsableCommand {
             var logger = Logger(label: "bucketfs")
             logger.logLevel = Logger.Level(rawValue: configuration.mount.logLevel) ?? .info
             let m = configuration.mount
+            try Self.checkConditionalWrites(store: store, location: location, configuration: configuration,
+                                            locking: locking, logger: logger)
             let registry = try Self.startMetrics(address: m.metricsAddress)
             // Records: the mount's session (counters from the store meter) and the control directory.
             let meter = MeteredStore(store)
@@ -109,7 +111,8 @@ struct MountCommand: ParsableCommand {
                                             multipartMaxInFlight: m.partsInFlight,
                                             renameParallelism: m.renameParallelism,
                                             stagingLimit: UInt64(m.stagingMaxMiB) << 20,
-                                            recoveryContext: configuration.storeContext(for: location))
+                                            recoveryContext: configuration.storeContext(for: location),
+                                            blockCacheSize: UInt64(m.blockCacheMiB) << 20)
             // Staged files a killed daemon left: uploaded conditionally or kept in the recovery folder.
             let recovery = RecoveryFolder(directory: m.cacheDir + "/recovery", store: meter.description,
                                           context: options.recoveryContext, logger: logger)
