@@ -18,6 +18,8 @@ public enum FSError: Error, Sendable, Equatable, CustomStringConvertible {
     /// A name that is not valid UTF-8: object keys cannot hold it, and altering it would rename the file.
     case illegalName
     case noSpace
+    /// Beyond the largest object a store holds (S3: 5 TiB).
+    case fileTooLarge
     /// Someone else changed the object since we read it; our content went to the recovery folder.
     case stale(String)
     /// The store failed (transport, server, unexpected answer); detail for the log.
@@ -45,6 +47,7 @@ public enum FSError: Error, Sendable, Equatable, CustomStringConvertible {
         case .notPermitted: return EPERM
         case .illegalName: return EILSEQ
         case .noSpace: return ENOSPC
+        case .fileTooLarge: return EFBIG
         case .stale: return ESTALE
         case .io: return EIO
         case .badHandle: return EBADF

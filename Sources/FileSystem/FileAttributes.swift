@@ -100,9 +100,11 @@ public struct FileAttributes: Sendable, Equatable {
     public var atime: FileTime
     /// Device number of a character or block device (0 otherwise).
     public var rdev: UInt32
+    /// Names the node has: 0 once unlinked (or replaced) while still open.
+    public var linkCount: UInt32
 
     public init(ino: UInt64, kind: NodeKind, size: UInt64, permissions: UInt32, uid: UInt32, gid: UInt32,
-                mtime: FileTime, ctime: FileTime, atime: FileTime? = nil, rdev: UInt32 = 0) {
+                mtime: FileTime, ctime: FileTime, atime: FileTime? = nil, rdev: UInt32 = 0, linked: Bool = true) {
         self.ino = ino
         self.kind = kind
         self.size = size
@@ -113,12 +115,11 @@ public struct FileAttributes: Sendable, Equatable {
         self.ctime = ctime
         self.atime = atime ?? mtime
         self.rdev = rdev
+        self.linkCount = linked ? (kind == .directory ? 2 : 1) : 0
     }
 
     /// The full `st_mode`: type bits plus permissions.
     public var mode: UInt32 { kind.typeBits | permissions }
-
-    public var linkCount: UInt32 { kind == .directory ? 2 : 1 }
 }
 
 /// The `setattr` fields that a request asks to change; `nil` leaves a field alone.

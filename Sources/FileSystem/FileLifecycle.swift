@@ -13,7 +13,7 @@ import Foundation
 ///
 /// Which condition an upload carries is not part of the state: it is the node's `base` (absent, or the last
 /// version this mount read or wrote), which every upload, copy and rename moves forward.
-enum ContentState: Equatable {
+enum ContentState: Hashable {
     /// Nothing to upload: the local copy, if any, is the stored version.
     case clean
     /// Local changes (or a new file) not in the store yet.

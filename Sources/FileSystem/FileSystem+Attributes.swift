@@ -19,6 +19,7 @@ extension FileSystem {
     private func truncate(_ ino: UInt64, to size: UInt64, mtime: FileTime, now: FileTime) throws(FSError) {
         let node = try existingNode(ino)
         guard node.kind == .file else { throw node.kind == .directory ? FSError.isDirectory : FSError.invalidArgument }
+        guard size <= Self.maxFileSize else { throw FSError.fileTooLarge }
         if let stream = node.stream, !stream.allowsTruncate(to: size) { dropStream(stream, of: ino) }
         let staged = try stage(ino, keepContent: size > 0)
         try staged.truncate(to: size)
@@ -81,8 +82,7 @@ extension FileSystem {
         let metadata = node.objectMetadata()
         let info: ObjectInfo
         if node.kind == .directory {
-            let marker = keys.directoryPrefix(for: node.path)
-            guard !marker.isEmpty else { return }    // the root of a whole bucket has no marker: kept in memory
+            let marker = markerKey(for: node.path)
             info = try storeCall { try store.put(marker, body: .data(Data()), options: PutOptions(metadata: metadata)) }
         } else if node.inStore {
             let key = keys.key(for: node.path)

@@ -112,6 +112,7 @@ extension FileSystem {
     }
 
     public func write(_ ino: UInt64, handle: UInt64, offset: UInt64, data: UnsafeRawBufferPointer) throws(FSError) -> Int {
+        guard offset + UInt64(data.count) <= Self.maxFileSize else { throw FSError.fileTooLarge }
         if options.stagingLimit > 0 {
             let end = offset + UInt64(data.count)
             let over = state.withLock { s in

@@ -106,6 +106,9 @@ public final class FileSystem: Sendable {
     /// A file at least this big, read from its first byte, is read through one streaming GET.
     static let streamThreshold: UInt64 = 8 << 20
 
+    /// The largest file: S3's largest object (5 TiB); a write or truncate beyond it is EFBIG.
+    static let maxFileSize: UInt64 = 5 << 40
+
     /// Largest range fetched at once when a file's existing content is copied into a staging file.
     static let downloadChunk: UInt64 = 8 << 20
 
@@ -143,6 +146,7 @@ public final class FileSystem: Sendable {
                         mtime: mountTime, ctime: mountTime, version: nil, inStore: false, metadataKnown: false,
                         validatedAt: .now, lookups: 1)
         self.state = Mutex(State(table: InodeTable(root: root)))
+        loadRootAttributes()
         installLockRetry()
         installControlDirectory()
     }
@@ -177,7 +181,25 @@ public final class FileSystem: Sendable {
 
     /// The key a node's object lives at: the marker for a directory.
     func objectKey(of node: Node) -> String {
-        node.kind == .directory ? keys.directoryPrefix(for: node.path) : keys.key(for: node.path)
+        node.kind == .directory ? markerKey(for: node.path) : keys.key(for: node.path)
+    }
+
+    /// Where a directory's mode, owner and times are kept: its marker `dir/`. The root of a whole bucket has no
+    /// marker of its own; its attributes live in `.bucketfs/root/`, beside the mount's other records.
+    func markerKey(for path: String) -> String {
+        path.isEmpty && options.prefix.isEmpty ? Self.bucketRootMarker : keys.directoryPrefix(for: path)
+    }
+
+    static let bucketRootMarker = ".bucketfs/root/"
+
+    /// The root's attributes as last set (chmod, touch, rsync of a tree onto the mount root); a failure to ask
+    /// leaves the mount's defaults.
+    private func loadRootAttributes() {
+        guard let marker = try? store.head(markerKey(for: "")), marker.metadata?.isEmpty == false else { return }
+        state.withLock { s in
+            guard let root = s.table[InodeTable.rootIno] else { return }
+            s.table[InodeTable.rootIno] = apply(observation: .directory(marker: marker), to: root)
+        }
     }
 
     func requireWritable() throws(FSError) {

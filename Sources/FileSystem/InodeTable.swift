@@ -66,7 +66,7 @@ struct Node {
     func attributes() -> FileAttributes {
         FileAttributes(ino: ino, kind: kind, size: kind == .symlink ? UInt64(symlinkTarget?.utf8.count ?? 0) : size,
                        permissions: permissions, uid: uid, gid: gid, mtime: mtime, ctime: ctime, atime: atime ?? mtime,
-                       rdev: rdev)
+                       rdev: rdev, linked: content != .detached)
     }
 
     /// The metadata that goes with the object on every write.
