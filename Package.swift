@@ -25,14 +25,15 @@ let package = Package(
         .systemLibrary(name: "CCurl", pkgConfig: "libcurl", providers: [.apt(["libcurl4-openssl-dev"])]),
         .systemLibrary(name: "COpenSSL", pkgConfig: "openssl", providers: [.apt(["libssl-dev"])]),
         .systemLibrary(name: "CHiredis", pkgConfig: "hiredis", providers: [.apt(["libhiredis-dev"])]),
+        .systemLibrary(name: "CPostgres", pkgConfig: "libpq", providers: [.apt(["libpq-dev"])]),
 
         // Bottom layer: the ObjectStore contract and its backends. The only layer that does store I/O.
         .target(name: "ObjectStore", dependencies: ["CLibc", "CCurl", "COpenSSL", .product(name: "Logging", package: "swift-log")]),
         // Distributed advisory locks: file, object and Redis strategies, leases, renewal.
         .target(name: "Locking", dependencies: ["ObjectStore", "CHiredis", .product(name: "Logging", package: "swift-log"),
                                                .product(name: "CoreMetrics", package: "swift-metrics")]),
-        // JSON record stores (sessions, checkpoints, upload states…) over any ObjectStore or Redis.
-        .target(name: "Records", dependencies: ["ObjectStore", "Locking"]),
+        // JSON record stores (sessions, checkpoints, upload states…) over any ObjectStore, Redis or PostgreSQL.
+        .target(name: "Records", dependencies: ["ObjectStore", "Locking", "CPostgres"]),
         // Filesystem behaviour without the kernel: inodes, caches, write staging, errno choice.
         .target(name: "FileSystem", dependencies: ["ObjectStore", "Locking", "Records", .product(name: "Logging", package: "swift-log")]),
         // libfuse3 low-level adapter: ops table, replies, session lifecycle.
@@ -52,7 +53,7 @@ let package = Package(
         .target(name: "TestSupport", dependencies: ["ObjectStore"], path: "Tests/TestSupport"),
         .testTarget(name: "ObjectStoreTests", dependencies: ["ObjectStore", "TestSupport"]),
         .testTarget(name: "FileSystemTests", dependencies: ["FileSystem", "ObjectStore", "Locking", "TestSupport"]),
-        .testTarget(name: "CLITests", dependencies: ["BucketfsCLI"]),
+        .testTarget(name: "CLITests", dependencies: ["BucketfsCLI", "FileSystem", "ObjectStore", "Records"]),
         .testTarget(name: "LockingTests", dependencies: ["Locking", "ObjectStore", "TestSupport"]),
         .testTarget(name: "RecordsTests", dependencies: ["Records", "Locking", "ObjectStore", "TestSupport"]),
     ],

@@ -28,7 +28,7 @@ GCS_BFS_BUCKET=bench-bucketfs-gcs
 GCS_DIRECT_BUCKET=bench-gcs-direct
 mkdir -p "$RESULTS"
 
-install_system_packages fuse3 libfuse3-dev pkg-config libcurl4-openssl-dev libssl-dev libhiredis-dev s3fs rclone fio attr
+install_system_packages fuse3 libfuse3-dev pkg-config libcurl4-openssl-dev libssl-dev libhiredis-dev libpq-dev s3fs rclone fio attr
 require_swift
 BUILD_PATH=${BENCH_BUILD_PATH:-.build}
 (cd "$ROOT" && swift build -c release --product bucketfs --scratch-path "$BUILD_PATH" >&2)

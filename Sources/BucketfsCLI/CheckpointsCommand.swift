@@ -10,7 +10,7 @@ struct CheckpointsCommand: ParsableCommand {
     struct List: ParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Newest first: id and time; without THREAD, the threads that have checkpoints.")
-        @Argument(help: "A mount source or a redis:// URL.") var source: String
+        @Argument(help: "A mount source, a redis:// or a postgres:// URL.") var source: String
         @Argument(help: "The thread id.") var thread: String?
         @Option(help: "At most this many.") var limit = 10
         @OptionGroup var settings: ConfigurationOptions
@@ -29,7 +29,7 @@ struct CheckpointsCommand: ParsableCommand {
 
     struct Show: ParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Print a checkpoint (the latest without ID) as JSON.")
-        @Argument(help: "A mount source or a redis:// URL.") var source: String
+        @Argument(help: "A mount source, a redis:// or a postgres:// URL.") var source: String
         @Argument(help: "The thread id.") var thread: String
         @Argument(help: "The checkpoint id.") var id: String?
         @OptionGroup var settings: ConfigurationOptions

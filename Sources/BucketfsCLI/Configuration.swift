@@ -59,6 +59,8 @@ public struct Configuration: Equatable, Sendable {
         public var metricsAddress: String?
         /// Name of the read-only control directory at the mount root; "" shows none.
         public var controlDir = ".bucketfs"
+        /// Read bits of the control directory's files (0400: the mount's owner only; 0444: every local user).
+        public var controlDirMode: UInt32 = 0o400
         /// Where records (the mount's session, upload states) go: nil is the mounted store itself, else a
         /// redis:// URL or another source URL.
         public var recordsURL: String?
@@ -160,12 +162,13 @@ public struct Configuration: Equatable, Sendable {
             switch k {
             case "strategy", "lease_duration_seconds", "redis_url", "file_lock_dir":
                 try setLockOption(k, value: v, reader: &reader, label: name)
-            case "retry_attempts": storage.lock.retryAttempts = try reader.int(v, key: name, min: 0)
-            case "retry_delay_seconds": storage.lock.retryDelaySeconds = try reader.double(v, key: name)
+            case "retry_attempts": storage.lock.retryAttempts = try reader.int(v, key: name, in: Bounds.retryAttempts)
+            case "retry_delay_seconds":
+                storage.lock.retryDelaySeconds = try reader.double(v, key: name, in: Bounds.retryDelaySeconds)
             case "redis_host": storage.lock.redisHost = try reader.string(v, key: name)
-            case "redis_port": storage.lock.redisPort = try reader.int(v, key: name, min: 1)
+            case "redis_port": storage.lock.redisPort = try reader.int(v, key: name, in: Bounds.port)
             case "redis_password": storage.lock.redisPassword = try reader.string(v, key: name)
-            case "redis_db": storage.lock.redisDB = try reader.int(v, key: name, min: 0)
+            case "redis_db": storage.lock.redisDB = try reader.int(v, key: name, in: Bounds.redisDB)
             default: throw CLIError("unknown config key \"\(name)\" in \(reader.file)")
             }
         }
@@ -181,7 +184,7 @@ public struct Configuration: Equatable, Sendable {
             }
             storage.lock.strategy = s
         case "lease_duration_seconds", "lock_lease_seconds":
-            storage.lock.leaseDurationSeconds = try reader.int(value, key: label, min: 1)
+            storage.lock.leaseDurationSeconds = try reader.int(value, key: label, in: Bounds.leaseSeconds)
         case "redis_url": storage.lock.redisURL = try reader.string(value, key: label)
         default: storage.lock.fileLockDir = try reader.string(value, key: label)    // file_lock_dir
         }
@@ -190,11 +193,15 @@ public struct Configuration: Equatable, Sendable {
     /// `none`: locks hold within the mount only (what other bucket mounts offer).
     static let lockStrategies = ["object", "redis", "file", "none"]
 
-    /// A URL with its password (if any) replaced, for printing.
+    /// A URL with its password (if any) replaced, for printing. A URL that does not parse may hide a password
+    /// anywhere before its last '@': then all of it is hidden.
     static func redactedURL(_ url: String) -> String {
-        guard var components = URLComponents(string: url), components.password != nil else { return url }
-        components.password = "<redacted>"
-        return components.string ?? "<redacted>"
+        guard var components = URLComponents(string: url) else {
+            return url.contains("@") ? URLRedaction.placeholder : url
+        }
+        guard components.password != nil else { return url }
+        components.password = URLRedaction.placeholder
+        return components.string ?? URLRedaction.placeholder
     }
 
     // MARK: - Mount options (YAML `mount:` keys and `-o` options share names and parsing)
@@ -233,25 +240,26 @@ public struct Configuration: Equatable, Sendable {
     private mutating func setMountOption(_ key: String, value: Any, reader: inout YAMLReader, label: String,
                                          origin: String) throws(CLIError) {
         switch key {
-        case "uid": mount.uid = UInt32(try reader.int(value, key: label, min: 0))
-        case "gid": mount.gid = UInt32(try reader.int(value, key: label, min: 0))
+        case "uid": mount.uid = UInt32(try reader.int(value, key: label, in: Bounds.id))
+        case "gid": mount.gid = UInt32(try reader.int(value, key: label, in: Bounds.id))
         case "file_mode": mount.fileMode = try reader.mode(value, key: label)
         case "dir_mode": mount.dirMode = try reader.mode(value, key: label)
         case "ro", "read_only": mount.readOnly = try reader.bool(value, key: label)
         case "allow_other": mount.allowOther = try reader.bool(value, key: label)
-        case "metadata_ttl": mount.metadataTTL = try reader.double(value, key: label)
-        case "negative_ttl": mount.negativeTTL = try reader.double(value, key: label)
+        case "metadata_ttl": mount.metadataTTL = try reader.double(value, key: label, in: Bounds.ttl)
+        case "negative_ttl": mount.negativeTTL = try reader.double(value, key: label, in: Bounds.ttl)
         case "cache_dir": mount.cacheDir = try reader.string(value, key: label)
         case "part_size_mib":
-            let size = try reader.int(value, key: label, min: 0)
+            let size = try reader.int(value, key: label, in: 0...5120)
             guard size == 0 || (5...5120).contains(size) else {
                 throw CLIError("bad value for \(label): \(size) (S3 parts are 5 to 5120 MiB; 0 turns streaming off)")
             }
             mount.partSizeMiB = size
-        case "parts_in_flight": mount.partsInFlight = try reader.int(value, key: label, min: 1)
-        case "read_ahead_mib": mount.readAheadMiB = try reader.int(value, key: label, min: 0)
-        case "rename_parallelism": mount.renameParallelism = try reader.int(value, key: label, min: 1)
-        case "staging_max_mib": mount.stagingMaxMiB = try reader.int(value, key: label, min: 0)
+        case "parts_in_flight": mount.partsInFlight = try reader.int(value, key: label, in: Bounds.partsInFlight)
+        case "read_ahead_mib": mount.readAheadMiB = try reader.int(value, key: label, in: Bounds.readAheadMiB)
+        case "rename_parallelism":
+            mount.renameParallelism = try reader.int(value, key: label, in: Bounds.renameParallelism)
+        case "staging_max_mib": mount.stagingMaxMiB = try reader.int(value, key: label, in: Bounds.stagingMaxMiB)
         case "lock_strategy", "lock_lease_seconds", "redis_url", "file_lock_dir":
             try setLockOption(key, value: value, reader: &reader, label: label)
         case "metrics_addr": mount.metricsAddress = try reader.string(value, key: label)
@@ -259,6 +267,12 @@ public struct Configuration: Equatable, Sendable {
             let name = try reader.string(value, key: label)
             guard !name.contains("/"), name != ".", name != ".." else { throw CLIError("bad value for \(label): \"\(name)\" (a single name)") }
             mount.controlDir = name
+        case "control_dir_mode":
+            let mode = try reader.mode(value, key: label)
+            guard mode & ~0o444 == 0 else {
+                throw CLIError("bad value for \(label): 0\(String(mode, radix: 8)) (read bits only: 0400, 0440 or 0444)")
+            }
+            mount.controlDirMode = mode
         case "records_url": mount.recordsURL = try reader.string(value, key: label)
         case "records_prefix": mount.recordsPrefix = try reader.string(value, key: label)
         case "log_level":
@@ -275,7 +289,10 @@ public struct Configuration: Equatable, Sendable {
 
     /// YAML of the effective configuration, secrets replaced by `<redacted>`.
     public func redactedYAML(source: String?) -> String {
-        func quoted(_ s: String?) -> String { s.map { "\"\($0)\"" } ?? "null" }
+        func quoted(_ s: String?) -> String {
+            s.map { "\"" + $0.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"") + "\"" }
+                ?? "null"
+        }
         func secret(_ s: String?) -> String { s == nil ? "null" : "\"<redacted>\"" }
         var lines: [String] = []
         if let source { lines.append("source: \(quoted(source))") }
@@ -286,7 +303,7 @@ public struct Configuration: Equatable, Sendable {
             "  prefix: \(quoted(storage.prefix))",
             "  base_dir: \(quoted(storage.baseDir))",
             "  region_name: \(quoted(storage.regionName))",
-            "  endpoint_url: \(quoted(storage.endpointURL))",
+            "  endpoint_url: \(quoted(storage.endpointURL.map { Self.redactedURL($0) }))",
             "  aws_access_key_id: \(quoted(storage.accessKeyID))",
             "  aws_secret_access_key: \(secret(storage.secretAccessKey))",
             "  aws_session_token: \(secret(storage.sessionToken))",
@@ -324,6 +341,7 @@ public struct Configuration: Equatable, Sendable {
             "  log_level: \(quoted(mount.logLevel))",
             "  metrics_addr: \(quoted(mount.metricsAddress))",
             "  control_dir: \(quoted(mount.controlDir))",
+            "  control_dir_mode: \"0\(String(mount.controlDirMode, radix: 8))\"",
             "  records_url: \(quoted(mount.recordsURL.map { Self.redactedURL($0) }))",
             "  records_prefix: \(quoted(mount.recordsPrefix))",
         ]
@@ -390,6 +408,31 @@ public struct Configuration: Equatable, Sendable {
     }
 }
 
+/// The allowed range of every numeric option: a value outside is one clear error, never a trap or a thread per
+/// unit of an absurd number.
+enum Bounds {
+    /// uid/gid: 32 bits, less (uid_t)-1, which chown(2) reads as "leave unchanged".
+    static let id = 0...Int(UInt32.max - 1)
+    /// Seconds; a day is already far longer than any sensible cache lifetime.
+    static let ttl = 0.0...86_400
+    static let leaseSeconds = 1...86_400
+    static let retryAttempts = 0...1_000
+    static let retryDelaySeconds = 0.0...3_600
+    static let port = 1...65_535
+    static let redisDB = 0...1_000_000
+    static let partsInFlight = 1...64
+    /// MiB of read-ahead memory (64 GiB).
+    static let readAheadMiB = 0...65_536
+    /// Threads copying objects at once.
+    static let renameParallelism = 1...256
+    /// MiB (1 PiB): the byte count (MiB << 20) stays far inside 64 bits.
+    static let stagingMaxMiB = 0...(1 << 30)
+
+    static func text(_ number: Double) -> String {
+        number == number.rounded() ? String(Int(number)) : String(number)
+    }
+}
+
 /// Typed reads of YAML / `-o` values, each failure naming the key.
 struct YAMLReader {
     let file: String
@@ -405,15 +448,19 @@ struct YAMLReader {
         return s
     }
 
-    func int(_ value: Any, key: String, min: Int) throws(CLIError) -> Int {
-        guard let parsed = (value as? String).flatMap({ Int($0) }), parsed >= min else {
-            throw bad(key, "an integer ≥ \(min)")
+    /// An integer inside `range`; the error names the key and the range.
+    func int(_ value: Any, key: String, in range: ClosedRange<Int>) throws(CLIError) -> Int {
+        guard let parsed = (value as? String).flatMap({ Int($0) }), range.contains(parsed) else {
+            throw bad(key, "an integer from \(range.lowerBound) to \(range.upperBound)")
         }
         return parsed
     }
 
-    func double(_ value: Any, key: String) throws(CLIError) -> Double {
-        guard let parsed = (value as? String).flatMap({ Double($0) }), parsed >= 0 else { throw bad(key, "a number ≥ 0") }
+    /// A finite number inside `range` (`inf` and `nan` trap in Duration arithmetic).
+    func double(_ value: Any, key: String, in range: ClosedRange<Double>) throws(CLIError) -> Double {
+        guard let parsed = (value as? String).flatMap({ Double($0) }), parsed.isFinite, range.contains(parsed) else {
+            throw bad(key, "a number from \(Bounds.text(range.lowerBound)) to \(Bounds.text(range.upperBound))")
+        }
         return parsed
     }
 

@@ -1,6 +1,7 @@
 import Foundation
 import Glibc
 import Logging
+import ObjectStore
 
 /// The daemon's log lines, one per event, on stderr: `2026-11-22T03:18:32.123Z warning bucketfs: message k=v`.
 /// Under systemd (stderr goes to the journal, which stamps each line itself) the timestamp is left out and the
@@ -50,7 +51,8 @@ struct DaemonLogHandler: LogHandler {
     static func format(level: Logger.Level, label: String, message: String, metadata: Logger.Metadata,
                        journal: Bool, date: Date) -> String {
         let fields = metadata.sorted { $0.key < $1.key }.map { "\($0.key)=\(quoted("\($0.value)"))" }
-        let text = ([oneLine(message)] + fields).joined(separator: " ")
+        // No URL password reaches a log, whoever wrote the message.
+        let text = URLRedaction.redact(([oneLine(message)] + fields).joined(separator: " "))
         if journal { return "<\(syslogPriority(level))>\(level) \(label): \(text)\n" }
         return "\(timestamp(date)) \(level) \(label): \(text)\n"
     }

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Foundation
 
 /// The options that shape a mount's configuration, shared by `mount` and `config print`.
 struct ConfigurationOptions: ParsableArguments {
@@ -51,12 +52,28 @@ struct ConfigurationOptions: ParsableArguments {
     @Option(help: "Lease of a lock held across mounts, renewed at a third of it; how long a crashed mount's locks last (default 60).")
     var lockLeaseSeconds: Int?
 
-    /// defaults < YAML < flags < -o
-    func resolve() throws(CLIError) -> Configuration {
+    /// defaults < YAML < environment (`BUCKETFS_*`) < flags < -o
+    func resolve(environment: [String: String] = ProcessInfo.processInfo.environment) throws(CLIError) -> Configuration {
+        try layers(environment: environment).last!.configuration
+    }
+
+    /// The configuration after each layer, in order: the defaults, the YAML file, each `BUCKETFS_*` variable, the
+    /// flags, the `-o` options. `config print --sources` names the last layer that changed each value.
+    func layers(environment: [String: String] = ProcessInfo.processInfo.environment)
+        throws(CLIError) -> [(source: String, configuration: Configuration)] {
         var configuration = Configuration()
+        var layers = [(source: "default", configuration: configuration)]
         let joined = options.joined(separator: ",")
         let fileFromOptions = joined.split(separator: ",").first { $0.hasPrefix("config=") }.map { String($0.dropFirst(7)) }
-        if let file = fileFromOptions ?? config { try configuration.apply(yamlFile: file) }
+        let fileFromEnvironment = environment[Configuration.configFileVariable].flatMap { $0.isEmpty ? nil : $0 }
+        if let file = fileFromOptions ?? config ?? fileFromEnvironment {
+            try configuration.apply(yamlFile: file)
+            layers.append((source: file, configuration: configuration))
+        }
+        for (name, value) in Configuration.optionVariables(in: environment) {
+            try configuration.apply(environmentVariable: name, value: value)
+            layers.append((source: name, configuration: configuration))
+        }
         var flags: [String] = []
         if let uid { flags.append("uid=\(uid)") }
         if let gid { flags.append("gid=\(gid)") }
@@ -79,7 +96,9 @@ struct ConfigurationOptions: ParsableArguments {
         if noSignRequest { configuration.storage.noSignRequest = true }
         if let credentialsFile { configuration.storage.credentialsFile = credentialsFile }
         if let projectID { configuration.storage.projectID = projectID }
+        layers.append((source: "flag", configuration: configuration))
         try configuration.apply(mountOptions: joined)
-        return configuration
+        layers.append((source: "-o", configuration: configuration))
+        return layers
     }
 }

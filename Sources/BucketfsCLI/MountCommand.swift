@@ -37,6 +37,7 @@ struct MountCommand: ParsableCommand {
         let target = try MountPointCheck.validate(mountpoint)
         try MountPointCheck.requireFuseDevice()
         try FuseConfiguration.requireAllowOtherPermitted(allowOther: configuration.mount.allowOther)
+        try DaemonLauncher.prepareCacheDirectory(configuration.mount.cacheDir)
         // Open the store here as well, so that a missing bucket or directory is reported before forking off.
         let store = try Self.openStore(location, configuration: configuration)
         let locking = try LockSetup(configuration: configuration, location: location, store: store)
@@ -109,8 +110,20 @@ struct MountCommand: ParsableCommand {
                                             renameParallelism: m.renameParallelism,
                                             stagingLimit: UInt64(m.stagingMaxMiB) << 20,
                                             recoveryContext: configuration.storeContext(for: location))
+            // Staged files a killed daemon left: uploaded conditionally or kept in the recovery folder.
+            let recovery = RecoveryFolder(directory: m.cacheDir + "/recovery", store: meter.description,
+                                          context: options.recoveryContext, logger: logger)
+            let staging: StagingJournal
+            do {
+                staging = try StagingJournal(directory: m.cacheDir + "/staging", store: meter.description,
+                                             context: options.recoveryContext, logger: logger)
+            } catch {
+                throw CLIError("\(error)")
+            }
+            staging.recover(store: store, recovery: recovery)
             let fileSystem: FileSystem
-            let journal = MountUploadJournal(uploads: records.uploads, logger: logger)
+            let journal = MountUploadJournal(uploads: records.uploads, logger: logger,
+                                             stagingDirectory: m.cacheDir + "/staging", mountID: staging.mountID)
             do {
                 fileSystem = try FileSystem(store: meter, options: options, logger: logger,
                                             lockManager: locking.makeManager(logger: logger),
@@ -120,7 +133,7 @@ struct MountCommand: ParsableCommand {
                 throw CLIError("\(error)")
             }
             // Uploads a crashed daemon on this host left behind: content to the recovery folder, upload aborted.
-            journal.recoverInterrupted(store: store, fileSystem: fileSystem)
+            journal.recoverInterrupted(store: store, recovery: recovery)
             let session = try FuseSession(
                 fileSystem: fileSystem, mountpoint: mountpoint,
                 options: FuseMountOptions(fsName: location.description, readOnly: m.readOnly, allowOther: m.allowOther,
@@ -141,6 +154,7 @@ struct MountCommand: ParsableCommand {
             readiness?.signalReady()
             systemd?.ready(status: "serving \(location) at \(mountpoint)")
             let signal = session.run()
+            withExtendedLifetime(staging) {}    // its lock marks this run's staged files as owned until here
             systemd?.stopping()
             registration?.remove()
             mountSession?.end(status: signal == 0 ? "unmounted" : "stopped")

@@ -16,9 +16,13 @@ extension MountCommand {
             return RecordStores(store: store, mountPrefix: location.prefix, recordsPrefix: m.recordsPrefix)
         }
         do {
-            return RecordStores(backend: try RecordStores.backend(url: url, recordsPrefix: m.recordsPrefix) { other in
+            let backend = try RecordStores.backend(url: url, recordsPrefix: m.recordsPrefix) { other in
                 try openStore(other, configuration: configuration)
-            })
+            }
+            // A bad URL, wrong password or missing database ends here, before anything is mounted (PostgreSQL:
+            // the first connection also creates or migrates the schema).
+            try backend.ping()
+            return RecordStores(backend: backend)
         } catch {
             throw CLIError("records_url \(Configuration.redactedURL(url)): \(error)")
         }
@@ -48,7 +52,7 @@ extension MountCommand {
                     """
             },
             health: { healthJSON(meter: meter, records: records, locking: locking) },
-            config: { config })
+            config: { config }, fileMode: configuration.mount.controlDirMode)
     }
 
     /// `health.json`: one LIST to the store, the records backend and the lock strategy each.

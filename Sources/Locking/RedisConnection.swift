@@ -22,10 +22,14 @@ public struct RedisEndpoint: Sendable, Equatable, CustomStringConvertible {
 
     /// `redis://[[user]:password@]host[:port][/db]`.
     public init(url: String) throws(LockError) {
-        guard let components = URLComponents(string: url), components.scheme?.lowercased() == "redis" else {
-            throw .invalid("not a redis:// URL: \(url)")
+        // Never quote the URL in an error: it may hold the password (and does, when it failed to parse).
+        guard let components = URLComponents(string: url) else {
+            throw .invalid("not a valid URL (redis://[user:password@]host[:port][/db]; percent-encode special characters)")
         }
-        guard let host = components.host, !host.isEmpty else { throw .invalid("no host in \(url)") }
+        guard components.scheme?.lowercased() == "redis" else {
+            throw .invalid("not a redis:// URL (scheme \"\(components.scheme ?? "")\")")
+        }
+        guard let host = components.host, !host.isEmpty else { throw .invalid("no host in the Redis URL") }
         self.host = host
         self.port = components.port ?? 6379
         let user = components.percentEncodedUser.flatMap { $0.removingPercentEncoding }
@@ -37,7 +41,7 @@ public struct RedisEndpoint: Sendable, Equatable, CustomStringConvertible {
         } else if let db = Int(path), db >= 0 {
             self.db = db
         } else {
-            throw .invalid("bad database number '\(path)' in \(url)")
+            throw .invalid("bad database number '\(path)' in the Redis URL (expected 0 or more)")
         }
     }
 

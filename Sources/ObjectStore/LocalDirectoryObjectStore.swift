@@ -9,42 +9,42 @@ import Glibc
 /// - Content type and user metadata live in the extended attribute `user.bucketfs` (JSON). Every write builds a
 ///   temp file in `<root>/.bucketfs-local/tmp/` with its attribute set, then renames it in, so data and metadata
 ///   appear together.
+/// - Durable when acknowledged: the temp file is fsynced before the rename and the directory after it (likewise
+///   for created and removed entries), so a write that returned survives a crash or power cut, as on S3.
 /// - Conditional writes are atomic across threads and processes sharing the root: the check and the rename happen
 ///   under an exclusive `flock` on `<root>/.bucketfs-local/lock`, opened anew for every mutation.
 /// - Keys that cannot be paths (empty segments, `.`/`..`, NUL) and keys under `.bucketfs-local/` are `.invalidKey`
 ///   for every operation, so that no key can reach outside its own file.
-/// - Symbolic links in the backing directory are followed when they point to files; links to directories are
-///   not followed (no loops, no escaping the root) and do not list.
+/// - Symbolic links in the backing directory never lead outside it (see `LocalRoot`): every directory is opened
+///   without following links, so a key below a link to a directory is absent (and cannot be written); a link as
+///   the last component of a file's key is followed only to a file beneath the root. Links to directories do not
+///   list.
 public final class LocalDirectoryObjectStore: ObjectStore {
     /// The backing directory, absolute, without a trailing slash (except for `/`).
     public let root: String
-    private let stateDirectory: String
-    private let tempDirectory: String
-    private let multipartDirectory: String
-    private let lockPath: String
+    let paths: LocalRoot
 
     /// The hidden folder for backend state; never listed, and reserved as a key.
     static let stateFolderName = ".bucketfs-local"
-    private static let attributeName = "user.bucketfs"
-    private static let partETagAttributeName = "user.bucketfs.etag"
+    static let attributeName = "user.bucketfs"
+    static let partETagAttributeName = "user.bucketfs.etag"
 
     public var description: String { root == "/" ? "file:///" : "file://\(root)/" }
     public var supportsConditionalWrites: Bool { true }
 
     /// Opens the store on an existing directory; `.noSuchBucket` when `root` is missing or not a directory.
-    public init(root: String) throws(ObjectStoreError) {
+    /// `trace` hears of every fsync and rename (for tests of durability).
+    public init(root: String, trace: (@Sendable (String) -> Void)? = nil) throws(ObjectStoreError) {
         var path = root.hasPrefix("/") ? root : FileManager.default.currentDirectoryPath + "/" + root
         while path.count > 1 && path.hasSuffix("/") { path.removeLast() }
         var status = stat()
         guard stat(path, &status) == 0, Self.isDirectory(status) else { throw .noSuchBucket(path) }
         self.root = path
-        let base = path == "/" ? "" : path
-        stateDirectory = "\(base)/\(Self.stateFolderName)"
-        tempDirectory = "\(stateDirectory)/tmp"
-        multipartDirectory = "\(stateDirectory)/multipart"
-        lockPath = "\(stateDirectory)/lock"
+        paths = LocalRoot(path: path, trace: trace)
         // Best effort: a read-only root still serves reads; writes will report the error when they happen.
-        createStateDirectories()
+        for folder in ["tmp", "multipart"] {
+            if let fd = try? openStateDirectory(folder) { close(fd) }
+        }
     }
 
     // MARK: Reading
@@ -84,30 +84,6 @@ public final class LocalDirectoryObjectStore: ObjectStore {
         return ObjectData(info: info, body: body)
     }
 
-    /// Walks only what the request needs: with delimiter `/` one directory, otherwise the subtree under the prefix,
-    /// in key order, stopping when the page is full.
-    public func list(_ request: ListRequest) throws(ObjectStoreError) -> ListPage {
-        var builder = ListPageBuilder(request)
-        let prefix = request.prefix
-        // The deepest directory the prefix names: only it and what lies below can hold matching keys.
-        var startDirectory = ""
-        if let slash = prefix.utf8.lastIndex(of: UInt8(ascii: "/")) {
-            startDirectory = String(prefix[..<slash])
-        }
-        if !startDirectory.isEmpty {
-            guard Self.problem(withPath: startDirectory) == nil,
-                  let status = statusFollowingLinks(absolutePath(startDirectory)), Self.isDirectory(status)
-            else { return builder.page }
-            // The start directory is itself the marker `dir/`, listed when the prefix is exactly `dir/`.
-            let markerKey = startDirectory + "/"
-            guard builder.add(key: markerKey, info: { listEntry(key: markerKey, directory: true) }) else {
-                return builder.page
-            }
-        }
-        _ = try walk(startDirectory, into: &builder)
-        return builder.page
-    }
-
     // MARK: Writing
 
     @discardableResult
@@ -138,13 +114,20 @@ public final class LocalDirectoryObjectStore: ObjectStore {
             if case .ifVersionMatches(let expected) = condition, current.version != expected {
                 throw .preconditionFailed(key: key)
             }
+            let parent = try openParent(of: location, create: false)
+            defer { close(parent) }
             if location.isMarker {
-                if rmdir(location.path) != 0 && errno != ENOTEMPTY && errno != EEXIST && errno != ENOENT {
-                    throw failure("rmdir", location.path, key: key)
+                if unlinkat(parent, location.name, AT_REMOVEDIR) != 0 {
+                    guard [ENOTEMPTY, EEXIST, ENOENT].contains(errno) else {
+                        throw failure("rmdir", location.path, key: key)
+                    }
+                    return
                 }
-            } else if unlink(location.path) != 0 && errno != ENOENT {
-                throw failure("unlink", location.path, key: key)
+            } else if unlinkat(parent, location.name, 0) != 0 {
+                guard errno == ENOENT else { throw failure("unlink", location.path, key: key) }
+                return
             }
+            try sync(parent, location.path)
         }
     }
 
@@ -176,123 +159,31 @@ public final class LocalDirectoryObjectStore: ObjectStore {
         return try commit(temp, to: to, condition: condition)
     }
 
-    // MARK: Multipart uploads
-
-    /// Staged in `<root>/.bucketfs-local/multipart/<uploadID>/`: `upload.json` plus one `part-<n>` file per part.
-    public func createMultipartUpload(_ key: String, options: PutOptions) throws(ObjectStoreError) -> String {
-        let location = try locate(key)
-        guard !location.isMarker else {
-            throw .invalidKey(key: key, reason: "a directory marker cannot be uploaded in parts")
-        }
-        let uploadID = UUID().uuidString.lowercased()
-        let directory = uploadDirectory(uploadID)
-        if mkdir(directory, 0o777) != 0 {
-            createStateDirectories()
-            guard mkdir(directory, 0o777) == 0 else { throw failure("mkdir", directory, key: key) }
-        }
-        let record = UploadRecord(key: key, initiated: Date(), contentType: options.contentType,
-                                  metadata: options.metadata)
-        do {
-            try JSONEncoder().encode(record).write(to: URL(fileURLWithPath: "\(directory)/upload.json"), options: .atomic)
-        } catch {
-            try? FileManager.default.removeItem(atPath: directory)
-            throw .other("create multipart upload for \(key): \(error.localizedDescription)")
-        }
-        return uploadID
-    }
-
-    /// The ETag is a random token per part write (not a content hash); `complete` checks it so that a part
-    /// re-uploaded meanwhile is not silently mixed in.
-    public func uploadPart(_ key: String, uploadID: String, number: Int, body: PutBody) throws(ObjectStoreError) -> String {
-        guard (1...10_000).contains(number) else {
-            throw .invalidRequest("part number \(number) is outside 1...10000")
-        }
-        _ = try loadUpload(key, uploadID: uploadID)
-        let etag = UUID().uuidString.lowercased()
-        let partPath = "\(uploadDirectory(uploadID))/part-\(number)"
-        let temp = "\(partPath).tmp-\(etag)"
-        let fd = open(temp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o666)
-        guard fd >= 0 else {
-            throw errno == ENOENT ? .notFound(key: key) : failure("create", temp, key: key)
-        }
-        do throws(ObjectStoreError) {
-            defer { close(fd) }
-            try write(body, to: fd)
-            try setAttribute(Self.partETagAttributeName, Data(etag.utf8), fd: fd, key: key)
-            guard rename(temp, partPath) == 0 else { throw failure("rename", partPath, key: key) }
-        } catch {
-            unlink(temp)
-            throw error
-        }
-        return etag
-    }
-
-    @discardableResult
-    public func completeMultipartUpload(_ key: String, uploadID: String, parts: [CompletedPart],
-                                        condition: PutCondition) throws(ObjectStoreError) -> ObjectInfo {
-        let record = try loadUpload(key, uploadID: uploadID)
-        try validatePartList(parts)
-        let location = try locate(key)
-        let directory = uploadDirectory(uploadID)
-        let attributes = StoredAttributes(contentType: record.contentType, metadata: record.metadata)
-        let temp = try stageTempFile(attributes: attributes) { (fd) throws(ObjectStoreError) in
-            for part in parts {
-                let partPath = "\(directory)/part-\(part.number)"
-                let partFD = open(partPath, O_RDONLY | O_CLOEXEC)
-                guard partFD >= 0 else {
-                    throw .invalidRequest("part \(part.number) was not uploaded to \(uploadID)")
-                }
-                defer { close(partFD) }
-                guard readAttribute(Self.partETagAttributeName, fd: partFD) == Data(part.etag.utf8) else {
-                    throw .invalidRequest("part \(part.number) of \(uploadID) does not have etag \(part.etag)")
-                }
-                try copyAll(from: partFD, to: fd, describing: partPath)
-            }
-        }
-        // A failed condition leaves the upload in place, as S3 does: the caller may retry or abort.
-        let info = try commit(temp, to: location, condition: condition)
-        try? FileManager.default.removeItem(atPath: directory)
-        return info
-    }
-
-    public func abortMultipartUpload(_ key: String, uploadID: String) throws(ObjectStoreError) {
-        _ = try loadUpload(key, uploadID: uploadID)
-        do {
-            try FileManager.default.removeItem(atPath: uploadDirectory(uploadID))
-        } catch {
-            throw .other("abort multipart upload \(uploadID): \(error.localizedDescription)")
-        }
-    }
-
-    public func listMultipartUploads(prefix: String) throws(ObjectStoreError) -> [MultipartUploadInfo] {
-        guard let ids = try? FileManager.default.contentsOfDirectory(atPath: multipartDirectory) else { return [] }
-        let uploads = ids.compactMap { id -> MultipartUploadInfo? in
-            guard let record = readUploadRecord(id), record.key.hasKeyPrefix(prefix) else { return nil }
-            return MultipartUploadInfo(key: record.key, uploadID: id, initiated: record.initiated)
-        }
-        return uploads.sorted(by: MultipartUploadInfo.listOrder)
-    }
-
     // MARK: - Keys and paths
 
     /// Where a key lives: a file, or for a marker (`a/`) the directory itself.
-    private struct Location {
+    struct Location {
         var key: String
-        /// Relative to the root, without a trailing slash.
-        var relativePath: String
+        /// The directories above it, below the root.
+        var parent: [Substring]
+        /// Its own name in the parent directory.
+        var name: String
+        /// Absolute, for messages only: every access goes component by component (`LocalRoot`).
         var path: String
         var isMarker: Bool
     }
 
-    private func locate(_ key: String) throws(ObjectStoreError) -> Location {
+    func locate(_ key: String) throws(ObjectStoreError) -> Location {
         let isMarker = key.hasSuffix("/")
         let relative = isMarker ? String(key.dropLast()) : key
         if let reason = Self.problem(withPath: relative) { throw .invalidKey(key: key, reason: reason) }
-        return Location(key: key, relativePath: relative, path: absolutePath(relative), isMarker: isMarker)
+        var segments = relative.split(separator: "/")
+        let name = String(segments.removeLast())
+        return Location(key: key, parent: segments, name: name, path: absolutePath(relative), isMarker: isMarker)
     }
 
     /// Why a relative path cannot name a file under the root, or nil when it can.
-    private static func problem(withPath relative: String) -> String? {
+    static func problem(withPath relative: String) -> String? {
         if relative.isEmpty { return "an empty key (or `/`) names no file" }
         if relative.utf8.contains(0) { return "contains a NUL byte" }
         let segments = relative.split(separator: "/", omittingEmptySubsequences: false)
@@ -302,46 +193,94 @@ public final class LocalDirectoryObjectStore: ObjectStore {
         return nil
     }
 
-    private func absolutePath(_ relative: String) -> String {
+    func absolutePath(_ relative: String) -> String {
         if relative.isEmpty { return root }
         return root == "/" ? "/\(relative)" : "\(root)/\(relative)"
     }
 
-    private func uploadDirectory(_ uploadID: String) -> String {
-        "\(multipartDirectory)/\(uploadID)"
+    // MARK: - Descriptors beneath the root
+
+    /// Runs `body` with the root directory open.
+    func withRoot<T>(_ body: (Int32) throws(ObjectStoreError) -> T) throws(ObjectStoreError) -> T {
+        let fd = paths.open()
+        guard fd >= 0 else { throw failure("open", root, key: "") }
+        defer { close(fd) }
+        return try body(fd)
+    }
+
+    /// The directory above the key, opened without following links; with `create`, made as needed. A file or a
+    /// symbolic link in the way makes the key invalid.
+    private func openParent(of location: Location, create: Bool) throws(ObjectStoreError) -> Int32 {
+        try withRoot { (rootFD) throws(ObjectStoreError) -> Int32 in
+            let fd = paths.openDirectory(location.parent, at: rootFD, create: create)
+            guard fd < 0 else { return fd }
+            let above = location.parent.joined(separator: "/")
+            switch errno {
+            case ENOTDIR, EEXIST:
+                throw .invalidKey(key: location.key, reason: "\(above) is a file, so it cannot contain other keys")
+            case ELOOP:
+                throw .invalidKey(key: location.key, reason: "\(above) goes through a symbolic link")
+            default:
+                throw failure(create ? "mkdir" : "open", absolutePath(above), key: location.key)
+            }
+        }
+    }
+
+    /// `<root>/.bucketfs-local/<folder>`, created as needed, never through a link.
+    func openStateDirectory(_ folder: String) throws(ObjectStoreError) -> Int32 {
+        try withRoot { (rootFD) throws(ObjectStoreError) -> Int32 in
+            let fd = paths.openDirectory([Substring(Self.stateFolderName), Substring(folder)], at: rootFD, create: true)
+            guard fd >= 0 else { throw failure("open", "\(root)/\(Self.stateFolderName)/\(folder)", key: folder) }
+            return fd
+        }
+    }
+
+    func sync(_ fd: Int32, _ what: String) throws(ObjectStoreError) {
+        guard paths.sync(fd, what) else { throw failure("fsync", what, key: what) }
     }
 
     // MARK: - Objects on disk
 
-    private struct OpenObject {
+    struct OpenObject {
         var fd: Int32
         var status: stat
     }
 
-    /// Opens the file (or the marker's directory) read-only; nil when there is no such object.
-    private func openObject(_ location: Location) throws(ObjectStoreError) -> OpenObject? {
-        // O_NONBLOCK: opening a FIFO that sits where a file should be must not hang.
-        let flags = O_RDONLY | O_NONBLOCK | O_CLOEXEC | (location.isMarker ? O_DIRECTORY : 0)
-        let fd = open(location.path, flags)
-        if fd < 0 {
-            if errno == ENOENT || errno == ENOTDIR { return nil }
-            throw failure("open", location.path, key: location.key)
+    /// Opens the file (or the marker's directory) read-only; nil when there is no such object (also when a
+    /// directory on the way is a symbolic link: the key does not lead anywhere the store owns).
+    func openObject(_ location: Location) throws(ObjectStoreError) -> OpenObject? {
+        try withRoot { (rootFD) throws(ObjectStoreError) -> OpenObject? in
+            let parent = paths.openDirectory(location.parent, at: rootFD)
+            if parent < 0 {
+                if [ENOENT, ENOTDIR, ELOOP].contains(errno) { return nil }
+                throw failure("open", location.path, key: location.key)
+            }
+            defer { close(parent) }
+            // O_NONBLOCK: opening a FIFO that sits where a file should be must not hang.
+            let fd = location.isMarker
+                ? openat(parent, location.name, LocalRoot.directoryFlags | O_NONBLOCK)
+                : paths.openFile(location.name, in: parent, parent: location.parent, root: rootFD,
+                                 flags: O_RDONLY | O_NONBLOCK, reserved: Self.stateFolderName)
+            if fd < 0 {
+                if [ENOENT, ENOTDIR, ELOOP].contains(errno) { return nil }
+                throw failure("open", location.path, key: location.key)
+            }
+            var status = stat()
+            guard fstat(fd, &status) == 0 else {
+                let error = failure("stat", location.path, key: location.key)
+                close(fd)
+                throw error
+            }
+            guard location.isMarker ? Self.isDirectory(status) : Self.isRegularFile(status) else {
+                close(fd)
+                return nil
+            }
+            return OpenObject(fd: fd, status: status)
         }
-        var status = stat()
-        guard fstat(fd, &status) == 0 else {
-            let error = failure("stat", location.path, key: location.key)
-            close(fd)
-            throw error
-        }
-        guard location.isMarker ? Self.isDirectory(status) : Self.isRegularFile(status) else {
-            close(fd)
-            return nil
-        }
-        return OpenObject(fd: fd, status: status)
     }
 
     /// The object's current info, or nil when absent.
-    private func inspect(_ location: Location) throws(ObjectStoreError) -> ObjectInfo? {
+    func inspect(_ location: Location) throws(ObjectStoreError) -> ObjectInfo? {
         guard let object = try openObject(location) else { return nil }
         defer { close(object.fd) }
         return info(key: location.key, status: object.status, attributes: readAttributes(fd: object.fd),
@@ -364,148 +303,73 @@ public final class LocalDirectoryObjectStore: ObjectStore {
                           metadata: withMetadata ? (attributes?.metadata ?? [:]) : nil)
     }
 
-    /// A listing entry, with its metadata (read anyway for the version); nil if the entry vanished or changed kind since the directory was read.
-    private func listEntry(key: String, directory: Bool) -> ObjectInfo? {
-        let path = absolutePath(directory ? String(key.dropLast()) : key)
-        guard let status = statusFollowingLinks(path),
-              directory ? Self.isDirectory(status) : Self.isRegularFile(status) else { return nil }
-        let attributes = Self.decodeAttributes(readAttribute(Self.attributeName, path: path))
-        return info(key: key, status: status, attributes: attributes, withMetadata: true)
-    }
-
-    private func statusFollowingLinks(_ path: String) -> stat? {
-        var status = stat()
-        return stat(path, &status) == 0 ? status : nil
-    }
-
-    private static func isDirectory(_ status: stat) -> Bool { status.st_mode & S_IFMT == S_IFDIR }
-    private static func isRegularFile(_ status: stat) -> Bool { status.st_mode & S_IFMT == S_IFREG }
-
-    // MARK: - Listing
-
-    private struct DirectoryEntry {
-        var key: String
-        var isDirectory: Bool
-        /// What the entry contributes to key order: its key, plus `/` for a directory (its keys all start so).
-        var sortKey: String { isDirectory ? key + "/" : key }
-    }
-
-    /// Feeds the directory's entries, and recursively their contents, to the builder in key order.
-    /// Returns false once the page is full.
-    private func walk(_ directory: String, into builder: inout ListPageBuilder) throws(ObjectStoreError) -> Bool {
-        for entry in try readDirectory(directory) {
-            guard entry.isDirectory else {
-                guard builder.add(key: entry.key, info: { listEntry(key: entry.key, directory: false) }) else {
-                    return false
-                }
-                continue
-            }
-            let markerKey = entry.key + "/"
-            if markerKey.hasKeyPrefix(builder.prefix) {
-                guard builder.add(key: markerKey, info: { listEntry(key: markerKey, directory: true) }) else {
-                    return false
-                }
-                // With `/` as delimiter everything below rolls into the common prefix just added.
-                if builder.delimiter == "/" { continue }
-            } else if !builder.prefix.hasKeyPrefix(markerKey) {
-                continue
-            }
-            if builder.skipsEverything(under: markerKey) { continue }
-            guard try walk(entry.key, into: &builder) else { return false }
-        }
-        return true
-    }
-
-    /// Files and directories in `directory` (relative; "" for the root), sorted in key order. Skips the state folder,
-    /// names that are not UTF-8, links to anything but files, and everything that is neither file nor directory.
-    private func readDirectory(_ directory: String) throws(ObjectStoreError) -> [DirectoryEntry] {
-        let path = absolutePath(directory)
-        guard let stream = opendir(path) else {
-            if errno == ENOENT || errno == ENOTDIR { return [] }
-            throw failure("opendir", path, key: directory + "/")
-        }
-        defer { closedir(stream) }
-        var entries: [DirectoryEntry] = []
-        while let dirent = readdir(stream) {
-            var rawName = dirent.pointee.d_name
-            let type = dirent.pointee.d_type
-            guard let name = withUnsafeBytes(of: &rawName, { bytes in
-                String(validatingCString: bytes.baseAddress!.assumingMemoryBound(to: CChar.self))
-            }) else { continue }
-            if name == "." || name == ".." { continue }
-            if directory.isEmpty && name == Self.stateFolderName { continue }
-            let key = directory.isEmpty ? name : "\(directory)/\(name)"
-            var isDirectory: Bool
-            switch Int32(type) {
-            case Int32(DT_REG): isDirectory = false
-            case Int32(DT_DIR): isDirectory = true
-            case Int32(DT_LNK), Int32(DT_UNKNOWN):
-                var status = stat()
-                guard lstat("\(path)/\(name)", &status) == 0 else { continue }
-                if status.st_mode & S_IFMT == S_IFLNK {
-                    // Follow links to files only.
-                    guard let target = statusFollowingLinks("\(path)/\(name)"), Self.isRegularFile(target) else {
-                        continue
-                    }
-                    isDirectory = false
-                } else if Self.isRegularFile(status) || Self.isDirectory(status) {
-                    isDirectory = Self.isDirectory(status)
-                } else {
-                    continue
-                }
-            default:
-                continue
-            }
-            entries.append(DirectoryEntry(key: key, isDirectory: isDirectory))
-        }
-        return entries.sorted { $0.sortKey.precedesInKeyOrder($1.sortKey) }
-    }
+    static func isDirectory(_ status: stat) -> Bool { status.st_mode & S_IFMT == S_IFDIR }
+    static func isRegularFile(_ status: stat) -> Bool { status.st_mode & S_IFMT == S_IFREG }
 
     // MARK: - Writing files
 
-    /// Writes a new temp file (data through `fill`, then the attribute) and returns its path.
-    private func stageTempFile(attributes: StoredAttributes,
-                               fill: (Int32) throws(ObjectStoreError) -> Void) throws(ObjectStoreError) -> String {
-        let temp = "\(tempDirectory)/\(UUID().uuidString.lowercased())"
-        var fd = open(temp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o666)
-        if fd < 0 && errno == ENOENT {
-            // The state folder was removed behind our back: recreate it once.
-            createStateDirectories()
-            fd = open(temp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o666)
+    /// A temp file written and synced, waiting to be renamed in; `directory` is the open temp folder.
+    struct TempFile {
+        var directory: Int32
+        var name: String
+
+        func discard() {
+            unlinkat(directory, name, 0)
+            close(directory)
         }
-        guard fd >= 0 else { throw failure("create", temp, key: temp) }
+    }
+
+    /// Writes a new temp file (data through `fill`, then the attribute), syncs it, and returns it.
+    func stageTempFile(attributes: StoredAttributes,
+                       fill: (Int32) throws(ObjectStoreError) -> Void) throws(ObjectStoreError) -> TempFile {
+        let directory = try openStateDirectory("tmp")
+        let temp = TempFile(directory: directory, name: UUID().uuidString.lowercased())
+        let fd = openat(directory, temp.name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o666)
+        guard fd >= 0 else {
+            let error = failure("create", "\(Self.stateFolderName)/tmp/\(temp.name)", key: temp.name)
+            close(directory)
+            throw error
+        }
         do throws(ObjectStoreError) {
             defer { close(fd) }
             try fill(fd)
-            try writeAttributes(attributes, fd: fd, key: temp)
+            try writeAttributes(attributes, fd: fd, key: temp.name)
+            try sync(fd, "temp file")
         } catch {
-            unlink(temp)
+            temp.discard()
             throw error
         }
         return temp
     }
 
-    /// Renames a staged temp file into place under the store lock, once the condition holds.
-    private func commit(_ temp: String, to location: Location, condition: PutCondition) throws(ObjectStoreError) -> ObjectInfo {
+    /// Renames a staged temp file into place under the store lock, once the condition holds, and syncs the
+    /// directory so that the new entry is durable.
+    func commit(_ temp: TempFile, to location: Location, condition: PutCondition) throws(ObjectStoreError) -> ObjectInfo {
         do throws(ObjectStoreError) {
-            return try withStoreLock { () throws(ObjectStoreError) -> ObjectInfo in
+            let info = try withStoreLock { () throws(ObjectStoreError) -> ObjectInfo in
                 try condition.check(key: location.key, currentVersion: try inspect(location)?.version)
-                try createParents(of: location)
-                if rename(temp, location.path) != 0 {
+                let parent = try openParent(of: location, create: true)
+                defer { close(parent) }
+                // renameat replaces a link standing at the name; it never writes through it.
+                if renameat(temp.directory, temp.name, parent, location.name) != 0 {
                     guard errno == EISDIR else { throw failure("rename", location.path, key: location.key) }
                     // A directory stands at the path. An empty one (a bare marker) gives way; one with content cannot.
-                    guard rmdir(location.path) == 0 else {
+                    guard unlinkat(parent, location.name, AT_REMOVEDIR) == 0 else {
                         throw .invalidKey(key: location.key, reason: "\(location.key)/ is a directory with content")
                     }
-                    guard rename(temp, location.path) == 0 else {
+                    guard renameat(temp.directory, temp.name, parent, location.name) == 0 else {
                         throw failure("rename", location.path, key: location.key)
                     }
                 }
+                paths.noteRename(location.key)
+                try sync(parent, "directory of \(location.key)")
                 guard let info = try inspect(location) else { throw .notFound(key: location.key) }
                 return info
             }
+            close(temp.directory)
+            return info
         } catch {
-            unlink(temp)
+            temp.discard()
             throw error
         }
     }
@@ -515,15 +379,19 @@ public final class LocalDirectoryObjectStore: ObjectStore {
                              condition: PutCondition) throws(ObjectStoreError) -> ObjectInfo {
         try withStoreLock { () throws(ObjectStoreError) -> ObjectInfo in
             try condition.check(key: location.key, currentVersion: try inspect(location)?.version)
-            try createParents(of: location)
-            if mkdir(location.path, 0o777) != 0 && errno != EEXIST {
+            let parent = try openParent(of: location, create: true)
+            defer { close(parent) }
+            if mkdirat(parent, location.name, 0o777) == 0 {
+                try sync(parent, "directory of \(location.key)")
+            } else if errno != EEXIST {
                 throw failure("mkdir", location.path, key: location.key)
             }
             guard let directory = try openObject(location) else {
-                throw .invalidKey(key: location.key, reason: "\(location.relativePath) is a file, not a directory")
+                throw .invalidKey(key: location.key, reason: "\(location.key.dropLast()) is a file, not a directory")
             }
             defer { close(directory.fd) }
             try writeAttributes(attributes, fd: directory.fd, key: location.key)
+            try sync(directory.fd, location.key)
             guard let info = try inspect(location) else { throw .notFound(key: location.key) }
             return info
         }
@@ -540,55 +408,33 @@ public final class LocalDirectoryObjectStore: ObjectStore {
             try condition.check(key: location.key, currentVersion: version)
             try writeAttributes(StoredAttributes(contentType: current?.contentType, metadata: metadata),
                                 fd: object.fd, key: location.key)
+            try sync(object.fd, location.key)
             guard let info = try inspect(location) else { throw .notFound(key: location.key) }
             return info
         }
     }
 
-    /// Creates the directories above the key's path; a file in the way makes the key invalid.
-    private func createParents(of location: Location) throws(ObjectStoreError) {
-        let segments = location.relativePath.split(separator: "/").dropLast()
-        guard !segments.isEmpty else { return }
-        if let status = statusFollowingLinks(absolutePath(segments.joined(separator: "/"))), Self.isDirectory(status) {
-            return
-        }
-        var relative = ""
-        for segment in segments {
-            relative = relative.isEmpty ? String(segment) : "\(relative)/\(segment)"
-            let path = absolutePath(relative)
-            if mkdir(path, 0o777) == 0 { continue }
-            guard errno == EEXIST else { throw failure("mkdir", path, key: location.key) }
-            guard let status = statusFollowingLinks(path), Self.isDirectory(status) else {
-                throw .invalidKey(key: location.key, reason: "\(relative) is a file, so it cannot contain other keys")
-            }
-        }
-    }
-
     /// Serialises mutations across threads and processes sharing the root. Each call opens its own descriptor, so
     /// the `flock` excludes other threads of this process too; closing it releases the lock.
-    private func withStoreLock<T>(_ body: () throws(ObjectStoreError) -> T) throws(ObjectStoreError) -> T {
-        var fd = open(lockPath, O_RDWR | O_CREAT | O_CLOEXEC, 0o666)
-        if fd < 0 && errno == ENOENT {
-            createStateDirectories()
-            fd = open(lockPath, O_RDWR | O_CREAT | O_CLOEXEC, 0o666)
+    func withStoreLock<T>(_ body: () throws(ObjectStoreError) -> T) throws(ObjectStoreError) -> T {
+        let state = try withRoot { (rootFD) throws(ObjectStoreError) -> Int32 in
+            let fd = paths.openDirectory([Substring(Self.stateFolderName)], at: rootFD, create: true)
+            guard fd >= 0 else { throw failure("open", "\(root)/\(Self.stateFolderName)", key: "lock") }
+            return fd
         }
-        guard fd >= 0 else { throw failure("open", lockPath, key: lockPath) }
+        let fd = openat(state, "lock", O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0o666)
+        close(state)
+        guard fd >= 0 else { throw failure("open", "\(root)/\(Self.stateFolderName)/lock", key: "lock") }
         defer { close(fd) }
         while flock(fd, LOCK_EX) != 0 {
-            guard errno == EINTR else { throw failure("flock", lockPath, key: lockPath) }
+            guard errno == EINTR else { throw failure("flock", "\(root)/\(Self.stateFolderName)/lock", key: "lock") }
         }
         return try body()
     }
 
-    private func createStateDirectories() {
-        for directory in [stateDirectory, tempDirectory, multipartDirectory] {
-            _ = mkdir(directory, 0o777)
-        }
-    }
-
     // MARK: - Bytes
 
-    private func write(_ body: PutBody, to fd: Int32) throws(ObjectStoreError) {
+    func write(_ body: PutBody, to fd: Int32) throws(ObjectStoreError) {
         switch body {
         case .data(let data):
             // withUnsafeBytes only rethrows untyped errors, hence the Result.
@@ -606,7 +452,7 @@ public final class LocalDirectoryObjectStore: ObjectStore {
         }
     }
 
-    private func copyAll(from input: Int32, to output: Int32, describing source: String) throws(ObjectStoreError) {
+    func copyAll(from input: Int32, to output: Int32, describing source: String) throws(ObjectStoreError) {
         let size = 1 << 20
         let buffer = UnsafeMutableRawPointer.allocate(byteCount: size, alignment: 16)
         defer { buffer.deallocate() }
@@ -624,7 +470,7 @@ public final class LocalDirectoryObjectStore: ObjectStore {
         while done < count {
             let n = Glibc.write(fd, bytes + done, count - done)
             if n < 0 && errno == EINTR { continue }
-            if n < 0 { throw failure("write", tempDirectory, key: tempDirectory) }
+            if n < 0 { throw failure("write", "temp file", key: "temp file") }
             done += n
         }
     }
@@ -645,7 +491,7 @@ public final class LocalDirectoryObjectStore: ObjectStore {
     // MARK: - Extended attributes
 
     /// What `user.bucketfs` holds. `writeID` is new on every write by this backend and feeds the version.
-    private struct StoredAttributes: Codable {
+    struct StoredAttributes: Codable {
         var contentType: String?
         var metadata: ObjectMetadata?
         var writeID: String?
@@ -657,7 +503,7 @@ public final class LocalDirectoryObjectStore: ObjectStore {
         }
     }
 
-    private func readAttributes(fd: Int32) -> StoredAttributes? {
+    func readAttributes(fd: Int32) -> StoredAttributes? {
         Self.decodeAttributes(readAttribute(Self.attributeName, fd: fd))
     }
 
@@ -667,7 +513,7 @@ public final class LocalDirectoryObjectStore: ObjectStore {
         return try? JSONDecoder().decode(StoredAttributes.self, from: data)
     }
 
-    private func writeAttributes(_ attributes: StoredAttributes, fd: Int32, key: String) throws(ObjectStoreError) {
+    func writeAttributes(_ attributes: StoredAttributes, fd: Int32, key: String) throws(ObjectStoreError) {
         let data: Data
         do {
             data = try JSONEncoder().encode(attributes)
@@ -677,7 +523,7 @@ public final class LocalDirectoryObjectStore: ObjectStore {
         try setAttribute(Self.attributeName, data, fd: fd, key: key)
     }
 
-    private func setAttribute(_ name: String, _ value: Data, fd: Int32, key: String) throws(ObjectStoreError) {
+    func setAttribute(_ name: String, _ value: Data, fd: Int32, key: String) throws(ObjectStoreError) {
         let result = value.withUnsafeBytes { fsetxattr(fd, name, $0.baseAddress, $0.count, 0) }
         guard result != 0 else { return }
         switch errno {
@@ -687,12 +533,8 @@ public final class LocalDirectoryObjectStore: ObjectStore {
         }
     }
 
-    private func readAttribute(_ name: String, fd: Int32) -> Data? {
+    func readAttribute(_ name: String, fd: Int32) -> Data? {
         return Self.readAttribute { fgetxattr(fd, name, $0, $1) }
-    }
-
-    private func readAttribute(_ name: String, path: String) -> Data? {
-        return Self.readAttribute { getxattr(path, name, $0, $1) }
     }
 
     /// Reads an attribute value with a first guess at its size; nil when absent or unreadable.
@@ -716,34 +558,11 @@ public final class LocalDirectoryObjectStore: ObjectStore {
         .other("backing filesystem does not support user extended attributes: \(root)")
     }
 
-    // MARK: - Multipart records
-
-    private struct UploadRecord: Codable {
-        var key: String
-        var initiated: Date
-        var contentType: String?
-        var metadata: ObjectMetadata
-    }
-
-    private func readUploadRecord(_ uploadID: String) -> UploadRecord? {
-        guard let data = FileManager.default.contents(atPath: "\(uploadDirectory(uploadID))/upload.json") else {
-            return nil
-        }
-        return try? JSONDecoder().decode(UploadRecord.self, from: data)
-    }
-
-    /// The upload's record; `.notFound(key)` for an unknown ID or one that belongs to another key.
-    private func loadUpload(_ key: String, uploadID: String) throws(ObjectStoreError) -> UploadRecord {
-        guard !uploadID.isEmpty, !uploadID.contains("/"), uploadID != ".", uploadID != "..",
-              let record = readUploadRecord(uploadID), record.key == key
-        else { throw .notFound(key: key) }
-        return record
-    }
 
     // MARK: - Errors
 
     /// The one place errno becomes an `ObjectStoreError`.
-    private func failure(_ operation: String, _ path: String, key: String, errno code: Int32 = errno) -> ObjectStoreError {
+    func failure(_ operation: String, _ path: String, key: String, errno code: Int32 = errno) -> ObjectStoreError {
         let message = String(cString: strerror(code))
         switch code {
         case ENOENT: return .notFound(key: key)

@@ -33,7 +33,8 @@ public struct RecordStores: Sendable {
         self.init(backend: ObjectStoreRecordBackend(store: store, prefix: mountPrefix + Self.normalized(recordsPrefix)), ttl: ttl)
     }
 
-    /// A backend from a URL: `redis://[:password@]host[:port][/db]` (keys `bucketfs:records:<key>`), or any mount
+    /// A backend from a URL: `redis://[:password@]host[:port][/db]` (keys `bucketfs:records:<key>`),
+    /// `postgres://[user@]host[:port]/db` (table `bucketfs_records`; `postgresql://` too), or any mount
     /// source (`s3://`, `gs://`, `file://`, `memory://`), whose records are under `<prefix><recordsPrefix>`.
     /// `makeStore` builds the object store (the CLI passes its configured S3/GCS settings).
     public static func backend(url: String, recordsPrefix: String = defaultPrefix,
@@ -45,6 +46,10 @@ public struct RecordStores: Sendable {
             } catch {
                 throw .invalid(String(describing: error))
             }
+        }
+        let lower = url.lowercased()
+        if lower.hasPrefix("postgres://") || lower.hasPrefix("postgresql://") {
+            return try PostgresRecordBackend(url: url)
         }
         let location: StoreLocation
         do {

@@ -41,6 +41,22 @@ public struct UploadStateStore: Sendable {
         try table.all(under: "uploads/").map(\.record).sorted { ($0.createdAt, $0.id) < ($1.createdAt, $1.id) }
     }
 
+    /// Like `listActive`, but a record that cannot be read or decoded is returned by key with its error instead of
+    /// failing the whole listing: crash recovery must go on for the others.
+    public func listActiveTolerating() throws(RecordError) -> (states: [UploadStateRecord],
+                                                               unreadable: [(key: String, error: RecordError)]) {
+        var states: [UploadStateRecord] = []
+        var unreadable: [(key: String, error: RecordError)] = []
+        for key in try table.backend.keys(under: "uploads/") where key.hasSuffix(".json") {
+            do {
+                if let state = try table.get(key) { states.append(state) }
+            } catch {
+                unreadable.append((key, error))
+            }
+        }
+        return (states.sorted { ($0.createdAt, $0.id) < ($1.createdAt, $1.id) }, unreadable)
+    }
+
     /// Deletes states not updated for `maxAgeHours` and returns them (the caller aborts their uploads).
     @discardableResult
     public func cleanupStale(maxAgeHours: Double = 24, now: Date = Date()) throws(RecordError) -> [UploadStateRecord] {

@@ -46,6 +46,10 @@ final class S3ObjectStoreTests: XCTestCase {
         ObjectStoreConformance(keyPrefix: "conformance/", versionsAreContentHashes: true, makeStore: { store }).run()
     }
 
+    func testDeleteObjectsInBatches() throws {
+        try S3BatchDeleteCheck.run(try makeStore())
+    }
+
     /// The suite's `versions`, except that identical bytes keep their ETag.
     func testVersionsAreETags() throws {
         let store = try makeStore()
@@ -206,7 +210,8 @@ final class S3ObjectStoreTests: XCTestCase {
 
     func testNoCredentialsAtAll() throws {
         let home = FileManager.default.temporaryDirectory.appendingPathComponent("home-\(UUID().uuidString)").path
-        XCTAssertThrowsError(try S3ObjectStore(configuration: S3Configuration(bucket: "b", environment: ["HOME": home]))) {
+        let noMetadata = ["HOME": home, "AWS_EC2_METADATA_DISABLED": "true"]
+        XCTAssertThrowsError(try S3ObjectStore(configuration: S3Configuration(bucket: "b", environment: noMetadata))) {
             XCTAssertEqual($0 as? ObjectStoreError, .unauthorized(
                 "no AWS credentials found: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or storage.aws_access_key_id"))
         }

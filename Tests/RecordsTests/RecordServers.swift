@@ -22,15 +22,7 @@ final class RecordServer: @unchecked Sendable {
             .first(where: { FileManager.default.isExecutableFile(atPath: $0) }) else {
             throw XCTSkip("\(program) is not installed: skipping its record backend")
         }
-        // Bind to port 0 to learn a free port, then hand it to the server.
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        var address = Self.loopback(0)
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        _ = withUnsafeMutablePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) + getsockname(fd, $0, &length) }
-        }
-        close(fd)
-        port = Int(UInt16(bigEndian: address.sin_port))
+        port = Self.freePort()
         process.executableURL = URL(fileURLWithPath: executable)
         process.arguments = arguments(port)
         process.standardOutput = FileHandle.nullDevice
@@ -44,6 +36,18 @@ final class RecordServer: @unchecked Sendable {
             }
             usleep(50_000)
         }
+    }
+
+    /// Bind to port 0 to learn a free port, then hand it to the server.
+    static func freePort() -> Int {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var address = Self.loopback(0)
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) + getsockname(fd, $0, &length) }
+        }
+        close(fd)
+        return Int(UInt16(bigEndian: address.sin_port))
     }
 
     func stop() {

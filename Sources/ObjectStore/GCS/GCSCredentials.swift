@@ -13,6 +13,8 @@ enum GCSCredentials: Sendable, Equatable {
     case authorizedUser(AuthorizedUser)
     /// The instance's service account, from the metadata server at `host` (`host[:port]`).
     case metadataServer(host: String)
+    /// Workload identity federation: a token of another identity provider exchanged at Google's STS.
+    case externalAccount(GCSExternalAccount)
 
     struct ServiceAccount: Sendable, Equatable {
         var clientEmail: String
@@ -49,7 +51,18 @@ enum GCSCredentials: Sendable, Equatable {
         return (.metadataServer(host: host), nil)
     }
 
-    /// Reads a credentials JSON file: `service_account` or `authorized_user`.
+    /// Names the credentials and what they use, never a secret (`bucketfs config print`).
+    var description: String {
+        switch self {
+        case .none: return "none (emulator)"
+        case .serviceAccount(let account): return "service account \(account.clientEmail)"
+        case .authorizedUser: return "user credentials (gcloud application-default)"
+        case .metadataServer(let host): return "metadata server \(host)"
+        case .externalAccount(let account): return account.description
+        }
+    }
+
+    /// Reads a credentials JSON file: `service_account`, `authorized_user` or `external_account`.
     static func load(file: String) throws(ObjectStoreError) -> (GCSCredentials, projectID: String?) {
         let data: Data
         do { data = try Data(contentsOf: URL(fileURLWithPath: file)) } catch {
@@ -77,9 +90,12 @@ enum GCSCredentials: Sendable, Equatable {
                                       tokenURI: field("token_uri") ?? defaultTokenURI,
                                       quotaProjectID: field("quota_project_id"))
             return (.authorizedUser(user), user.quotaProjectID)
+        case "external_account":
+            let account = try GCSExternalAccount(object, file: file)
+            return (.externalAccount(account), account.quotaProjectID)
         case let other:
             throw .unauthorized("GCS credentials file \(file) has type \"\(other ?? "none")\" "
-                                + "(expected service_account or authorized_user)")
+                                + "(expected service_account, authorized_user or external_account)")
         }
     }
 }

@@ -94,6 +94,8 @@ final class GCSTokenProvider: Sendable {
                                     + "or run on Google Cloud): metadata server \(host): \(error)")
             }
             return try parse(response, from: "metadata server \(host)", now: now)
+        case .externalAccount(let account):
+            return try federatedToken(account, now: now)
         }
     }
 
@@ -109,7 +111,7 @@ final class GCSTokenProvider: Sendable {
     }
 
     /// A token request, retried twice on connection failures and 5xx/429.
-    private func perform(_ request: HTTPRequest) throws(ObjectStoreError) -> HTTPResponse {
+    func perform(_ request: HTTPRequest) throws(ObjectStoreError) -> HTTPResponse {
         var attempt = 0
         while true {
             attempt += 1
@@ -127,7 +129,7 @@ final class GCSTokenProvider: Sendable {
         }
     }
 
-    private func parse(_ response: HTTPResponse, from source: String, now: Date) throws(ObjectStoreError) -> Token {
+    func parse(_ response: HTTPResponse, from source: String, now: Date) throws(ObjectStoreError) -> Token {
         let json = (try? JSONSerialization.jsonObject(with: response.body)) as? [String: Any] ?? [:]
         guard response.status == 200 else {
             let error = json["error"] as? String ?? "HTTP \(response.status)"

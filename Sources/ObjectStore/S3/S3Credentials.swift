@@ -1,40 +1,28 @@
 import Foundation
 
-/// AWS credentials and region, resolved once when the store is created.
-///
-/// Chain, first found wins: explicit keys (config) → `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`
-/// (+`AWS_SESSION_TOKEN`) → the profile (`AWS_PROFILE`, default `default`) in the shared credentials file
-/// (`AWS_SHARED_CREDENTIALS_FILE`, default `~/.aws/credentials`) or the config file (`AWS_CONFIG_FILE`, default
-/// `~/.aws/config`, sections `[profile name]`/`[default]`) → anonymous, only when asked for (`noSignRequest`).
-///
-/// Not supported: the EC2/ECS metadata service (IMDS), web identity tokens, SSO and `credential_process`; such
-/// setups can export keys into the environment. Credentials are not refreshed, so temporary ones must outlive the
-/// mount.
+/// AWS credentials: keys, a session token for temporary ones, and when they expire (nil: never).
 struct S3Credentials: Sendable, Equatable {
     var accessKeyID: String
     var secretAccessKey: String
     var sessionToken: String?
+    var expiration: Date?
+
+    init(accessKeyID: String, secretAccessKey: String, sessionToken: String? = nil, expiration: Date? = nil) {
+        self.accessKeyID = accessKeyID
+        self.secretAccessKey = secretAccessKey
+        self.sessionToken = sessionToken
+        self.expiration = expiration
+    }
 
     static let missingMessage =
         "no AWS credentials found: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or storage.aws_access_key_id"
 
-    /// The credentials to sign with, or `nil` for anonymous access.
+    /// The credentials the chain (`S3CredentialSource.resolve`) gives now, or `nil` for anonymous access. Sources
+    /// that ask a service (STS, the container or instance metadata) ask it once here.
     static func resolve(_ configuration: S3Configuration, environment: [String: String]) throws(ObjectStoreError) -> S3Credentials? {
-        if configuration.noSignRequest { return nil }
-        if let id = nonEmpty(configuration.accessKeyID), let secret = nonEmpty(configuration.secretAccessKey) {
-            return S3Credentials(accessKeyID: id, secretAccessKey: secret, sessionToken: nonEmpty(configuration.sessionToken))
-        }
-        if nonEmpty(configuration.accessKeyID) != nil || nonEmpty(configuration.secretAccessKey) != nil {
-            throw .unauthorized("incomplete AWS credentials in the configuration: both an access key id and a secret access key are needed")
-        }
-        if let id = nonEmpty(environment["AWS_ACCESS_KEY_ID"]), let secret = nonEmpty(environment["AWS_SECRET_ACCESS_KEY"]) {
-            return S3Credentials(accessKeyID: id, secretAccessKey: secret, sessionToken: nonEmpty(environment["AWS_SESSION_TOKEN"]))
-        }
-        let profile = profileSettings(configuration, environment: environment)
-        if let id = nonEmpty(profile["aws_access_key_id"]), let secret = nonEmpty(profile["aws_secret_access_key"]) {
-            return S3Credentials(accessKeyID: id, secretAccessKey: secret, sessionToken: nonEmpty(profile["aws_session_token"]))
-        }
-        throw .unauthorized(missingMessage)
+        guard let source = try S3CredentialSource.resolve(configuration, environment: environment) else { return nil }
+        return try S3CredentialProvider(source: source, region: region(configuration, environment: environment),
+                                        environment: environment).credentials()
     }
 
     /// Explicit → `AWS_REGION` → `AWS_DEFAULT_REGION` → the profile's `region` → `us-east-1`.
@@ -43,9 +31,15 @@ struct S3Credentials: Sendable, Equatable {
             ?? nonEmpty(profileSettings(configuration, environment: environment)["region"]) ?? "us-east-1"
     }
 
+    /// The name of the profile in use: explicit, `AWS_PROFILE`, `default`.
+    static func profileName(_ configuration: S3Configuration, environment: [String: String]) -> String {
+        nonEmpty(configuration.profile) ?? nonEmpty(environment["AWS_PROFILE"]) ?? "default"
+    }
+
     /// The profile's settings; the credentials file wins over the config file for keys present in both.
-    static func profileSettings(_ configuration: S3Configuration, environment: [String: String]) -> [String: String] {
-        let name = nonEmpty(configuration.profile) ?? nonEmpty(environment["AWS_PROFILE"]) ?? "default"
+    static func profileSettings(_ configuration: S3Configuration, environment: [String: String],
+                                name: String? = nil) -> [String: String] {
+        let name = name ?? profileName(configuration, environment: environment)
         let home = nonEmpty(environment["HOME"]) ?? NSHomeDirectory()
         let credentialsPath = nonEmpty(environment["AWS_SHARED_CREDENTIALS_FILE"]).map(expandTilde(home)) ?? "\(home)/.aws/credentials"
         let configPath = nonEmpty(environment["AWS_CONFIG_FILE"]).map(expandTilde(home)) ?? "\(home)/.aws/config"
@@ -93,7 +87,7 @@ struct S3Credentials: Sendable, Equatable {
         { path in path.hasPrefix("~/") ? home + path.dropFirst() : path }
     }
 
-    private static func nonEmpty(_ value: String?) -> String? {
+    static func nonEmpty(_ value: String?) -> String? {
         guard let value, !value.isEmpty else { return nil }
         return value
     }

@@ -22,7 +22,7 @@ public final class S3ObjectStore: ObjectStore {
     public let endpoint: String
     public let pathStyle: Bool
     /// `nil` for anonymous (unsigned) access.
-    private let signer: SigV4Signer?
+    let credentialProvider: S3CredentialProvider?
     private let client: HTTPClient
     private let maxRetries: Int
     private let scheme: String
@@ -31,6 +31,9 @@ public final class S3ObjectStore: ObjectStore {
     private let basePath: String
     /// Every HTTP attempt, retries included: a metric, and how tests see retries happen.
     let attemptCount = Atomic<Int>(0)
+    /// Keys per DeleteObjects request: S3's limit; tests lower it to see batches split.
+    let deleteBatchLimit = Atomic<Int>(1000)
+    var deleteBatchSize: Int { deleteBatchLimit.load(ordering: .relaxed) }
 
     public var description: String { "s3://\(bucket)/" }
     public var supportsConditionalWrites: Bool { true }
@@ -46,10 +49,8 @@ public final class S3ObjectStore: ObjectStore {
         bucket = configuration.bucket
         let region = S3Credentials.region(configuration, environment: environment)
         self.region = region
-        let credentials = try S3Credentials.resolve(configuration, environment: environment)
-        signer = credentials.map {
-            SigV4Signer(accessKeyID: $0.accessKeyID, secretAccessKey: $0.secretAccessKey, sessionToken: $0.sessionToken,
-                        region: region, service: "s3")
+        credentialProvider = try S3CredentialSource.resolve(configuration, environment: environment).map {
+            S3CredentialProvider(source: $0, region: region, environment: environment)
         }
         let custom = [configuration.endpointURL, environment["AWS_ENDPOINT_URL_S3"], environment["AWS_ENDPOINT_URL"]]
             .compactMap { $0 }.first { !$0.isEmpty }
@@ -78,6 +79,15 @@ public final class S3ObjectStore: ObjectStore {
     /// endpoint are reported, in one clear line, before anything is mounted. Retries at most once: a user waiting
     /// at the command line should hear about a dead endpoint quickly.
     public func validateBucket() throws(ObjectStoreError) {
+        // Credentials from a service (STS, metadata) first, so that their failure is reported as theirs.
+        if let credentialProvider {
+            do { _ = try credentialProvider.credentials() } catch {
+                if case .instanceMetadata = credentialProvider.source {
+                    throw .unauthorized("\(S3Credentials.missingMessage) (nor from \(credentialProvider.source): \(error))")
+                }
+                throw .unauthorized("cannot get AWS credentials from \(credentialProvider.source): \(error)")
+            }
+        }
         do {
             _ = try list(ListRequest(prefix: "", maxKeys: 1), maxRetries: min(1, maxRetries), quiet: true)
         } catch {
@@ -212,6 +222,12 @@ public final class S3ObjectStore: ObjectStore {
                 lastModified: entry.value("LastModified").flatMap(S3Timestamp.parseISO8601) ?? Date(timeIntervalSince1970: 0),
                 version: Self.unquote(entry.value("ETag") ?? ""), contentType: nil, metadata: nil))
         }
+        // SeaweedFS lists in its directory-tree order (`a/x` before `a-1`); S3 promises byte order. Sorted here,
+        // a page is in byte order on every server (pages themselves still follow the server's order).
+        let inByteOrder = { (a: ObjectInfo, b: ObjectInfo) in a.key.utf8.lexicographicallyPrecedes(b.key.utf8) }
+        if zip(page.objects, page.objects.dropFirst()).contains(where: { inByteOrder($1, $0) }) {
+            page.objects.sort(by: inByteOrder)
+        }
         page.commonPrefixes = xml.all("CommonPrefixes").compactMap { $0.value("Prefix").map(decode) }
         if xml.value("IsTruncated") == "true" {
             page.nextContinuationToken = xml.value("NextContinuationToken")
@@ -244,7 +260,15 @@ public final class S3ObjectStore: ObjectStore {
            let current = try? head(key), current.version == (try? md5Hex(body)) {
             return current
         }
+        try refineIfMatchFailure(response, key: key, sentIfMatch: options.condition != .none && options.condition != .ifAbsent)
         throw mapError(response, key: key)
+    }
+
+    /// SeaweedFS answers `If-Match` on a missing key with 412 where AWS and moto answer 404: a HEAD tells the two
+    /// apart, so that every server reports `.notFound` for an absent object. Costs a request on failure only.
+    private func refineIfMatchFailure(_ response: HTTPResponse, key: String, sentIfMatch: Bool) throws(ObjectStoreError) {
+        guard response.status == 412, sentIfMatch else { return }
+        if try !exists(key) { throw .notFound(key: key) }
     }
 
     /// A conditional delete sends `If-Match` (honoured by AWS and moto: 412 on another version, 404 when absent).
@@ -265,6 +289,7 @@ public final class S3ObjectStore: ObjectStore {
         case 404 where condition == .none && errorCode(sent.response) != "NoSuchBucket":
             return  // deleting a missing key is not an error
         default:
+            try refineIfMatchFailure(sent.response, key: key, sentIfMatch: condition != .none)
             throw mapError(sent.response, key: key)
         }
     }
@@ -418,7 +443,7 @@ public final class S3ObjectStore: ObjectStore {
 
     // MARK: Requests and retries
 
-    private struct Request {
+    struct Request {
         var method: String
         /// `nil` addresses the bucket itself.
         var key: String?
@@ -436,13 +461,13 @@ public final class S3ObjectStore: ObjectStore {
         var quiet = false
     }
 
-    private struct Sent {
+    struct Sent {
         var response: HTTPResponse
         var attempts: Int
         var bodyLength: UInt64
     }
 
-    private func send(_ request: Request) throws(ObjectStoreError) -> Sent {
+    func send(_ request: Request) throws(ObjectStoreError) -> Sent {
         try send(request, maxRetries: maxRetries)
     }
 
@@ -460,7 +485,10 @@ public final class S3ObjectStore: ObjectStore {
             attempt += 1
             attemptCount.add(1, ordering: .relaxed)
             var headers = [("host", requestHost)] + request.headers
-            if let signer {
+            if let credentialProvider {
+                let keys = try credentialProvider.credentials()
+                let signer = SigV4Signer(accessKeyID: keys.accessKeyID, secretAccessKey: keys.secretAccessKey,
+                                         sessionToken: keys.sessionToken, region: region, service: "s3")
                 headers += signer.signingHeaders(method: request.method, path: path, query: request.query,
                                                  headers: headers, payloadHash: payloadHash, date: Date())
             }
@@ -558,7 +586,7 @@ public final class S3ObjectStore: ObjectStore {
         case nil:
             return (.none, SigV4Signer.emptyPayloadHash, 0)
         case .data(let data):
-            let hash = signer == nil ? SigV4Signer.emptyPayloadHash : Hashing.hex(Hashing.sha256(data))
+            let hash = credentialProvider == nil ? SigV4Signer.emptyPayloadHash : Hashing.hex(Hashing.sha256(data))
             return (.data(data), hash, UInt64(data.count))
         case .file(let path):
             let digest = try Hashing.fileDigest(path: path)
@@ -580,7 +608,7 @@ public final class S3ObjectStore: ObjectStore {
 
     /// The one place S3 answers become `ObjectStoreError`s. `key` is named by not-found errors, `conditionKey`
     /// (default `key`) by failed conditions — they differ for a copy (missing source, condition on the destination).
-    private func mapError(_ response: HTTPResponse, key: String?, conditionKey: String? = nil) -> ObjectStoreError {
+    func mapError(_ response: HTTPResponse, key: String?, conditionKey: String? = nil) -> ObjectStoreError {
         let xml = S3XML.parse(response.body)
         let code = xml?.value("Code") ?? ""
         let message = xml?.value("Message") ?? ""
@@ -636,7 +664,7 @@ public final class S3ObjectStore: ObjectStore {
         }
     }
 
-    private func errorCode(_ response: HTTPResponse) -> String? {
+    func errorCode(_ response: HTTPResponse) -> String? {
         S3XML.parse(response.body)?.value("Code")
     }
 
@@ -652,7 +680,7 @@ public final class S3ObjectStore: ObjectStore {
         }
     }
 
-    private func checkKey(_ key: String) throws(ObjectStoreError) {
+    func checkKey(_ key: String) throws(ObjectStoreError) {
         if key.isEmpty { throw .invalidKey(key: key, reason: "empty key") }
         if key.utf8.count > 1024 { throw .invalidKey(key: key, reason: "longer than 1024 bytes (S3's limit)") }
     }

@@ -1,0 +1,2 @@
+// libpq (Debian's libpq-dev): the PostgreSQL client library, for the PostgreSQL record backend.
+#include <libpq-fe.h>

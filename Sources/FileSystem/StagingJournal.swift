@@ -1,0 +1,142 @@
+import Foundation
+import Glibc
+import Logging
+import ObjectStore
+import Synchronization
+
+/// Makes staged writes survive a crash of the daemon. Each dirty staged file `staging/staged-XXXXXX` gets a sidecar
+/// `staged-XXXXXX.journal` (JSON, written through a temp file, fsynced, renamed in, folder fsynced) naming its key,
+/// the version its content is based on (or that it is a new file), the metadata to send and the mount that owns it.
+/// The sidecar goes when the file is clean again or discarded.
+///
+/// Ownership: every journal holds an exclusive `flock` on `staging/mount-<id>.lock` (a new id per run) for the
+/// daemon's life. The kernel drops it when the process dies however it dies, so a lock that can be taken means
+/// its owner is gone — no pid is compared, which also holds for a daemon that is pid 1 in a container (every run
+/// has the same pid) and across reboots.
+///
+/// At mount, `recover` handles every sidecar of a mount that is gone: the upload is finished conditionally
+/// (`ifAbsent` for a new file, `ifVersionMatches(base)` otherwise: a newer object is never overwritten), or the
+/// content goes to the recovery folder (changed in the store, another store, store failing). One log line per
+/// file. A sidecar that cannot be read is logged and left alone; the others are still recovered.
+public final class StagingJournal: Sendable {
+    public let directory: String
+    /// This run's id: the sidecars it writes carry it.
+    public let mountID: String
+    /// The store's URL (`s3://bucket/`): a recovered file goes back only to the store it came from.
+    let store: String
+    let context: [String: String]
+    let logger: Logger
+    /// Held open (and locked) for the journal's life.
+    private let lockFD: Int32
+    static let sidecarSuffix = ".journal"
+
+    /// What a staged file's content is based on.
+    public enum Base: Sendable, Equatable {
+        /// A new file: upload only if the key is still absent.
+        case absent
+        /// The object at this version: upload only if it is still the current one.
+        case version(String)
+        /// Nothing to make the upload conditional on: recovery keeps the content in the recovery folder.
+        case unknown
+    }
+
+    /// One sidecar's content.
+    struct Record: Codable, Equatable {
+        var formatVersion = 1
+        var key: String
+        /// `absent`, `version:<v>` or `unknown`.
+        var base: String
+        var contentType: String?
+        var metadata: ObjectMetadata
+        var store: String
+        var context: [String: String]
+        var mountID: String
+        var pid: Int32
+        var updated: Date
+
+        enum CodingKeys: String, CodingKey {
+            case formatVersion = "format_version"
+            case key, base, metadata, store, context, pid, updated
+            case contentType = "content_type"
+            case mountID = "mount_id"
+        }
+    }
+
+    /// Opens the journal in `directory` (created if missing) and takes this run's ownership lock.
+    public init(directory: String, store: String, context: [String: String], logger: Logger) throws(FSError) {
+        self.directory = directory
+        self.store = store
+        self.context = context
+        self.logger = logger
+        mountID = UUID().uuidString.lowercased()
+        do {
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true,
+                                                    attributes: [.posixPermissions: 0o700])
+        } catch {
+            throw FSError.io("cannot create staging directory \(directory): \(error.localizedDescription)")
+        }
+        let path = "\(directory)/mount-\(mountID).lock"
+        let fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
+        guard fd >= 0, flock(fd, LOCK_EX | LOCK_NB) == 0 else {
+            let message = String(cString: strerror(errno))
+            if fd >= 0 { close(fd) }
+            throw FSError.io("cannot lock \(path): \(message)")
+        }
+        lockFD = fd
+    }
+
+    deinit {
+        unlink("\(directory)/mount-\(mountID).lock")
+        close(lockFD)
+    }
+
+    // MARK: - While mounted
+
+    /// Call when a staged file first becomes dirty, and again whenever its key, base or metadata changes (rename,
+    /// successful upload of an earlier state, chmod). Returns false (logged) if the sidecar could not be written:
+    /// the write itself goes on, it is only not crash-safe.
+    @discardableResult
+    public func record(stagedPath: String, key: String, base: Base, contentType: String?,
+                       metadata: ObjectMetadata) -> Bool {
+        let record = Record(key: key, base: Self.encode(base), contentType: contentType, metadata: metadata,
+                            store: store, context: context, mountID: mountID, pid: getpid(), updated: Date())
+        do {
+            let encoder = JSONEncoder()
+            encoder.dateEncodingStrategy = .iso8601
+            encoder.outputFormatting = [.sortedKeys]
+            try RecoveryFolder.writeDurably(try encoder.encode(record), to: sidecar(of: stagedPath))
+            try RecoveryFolder.syncDirectory(directory)
+            return true
+        } catch {
+            logger.warning("cannot journal a staged file; it would not survive a crash of the daemon",
+                           metadata: ["key": "\(key)", "error": "\(error)"])
+            return false
+        }
+    }
+
+    /// Call when the staged file is clean (its content is in the store) or discarded.
+    public func clear(stagedPath: String) {
+        if unlink(sidecar(of: stagedPath)) == 0 { try? RecoveryFolder.syncDirectory(directory) }
+    }
+
+    func sidecar(of stagedPath: String) -> String {
+        "\(directory)/\((stagedPath as NSString).lastPathComponent)\(Self.sidecarSuffix)"
+    }
+
+    /// Whether `name` is one `StagedFile` makes (`staged-XXXXXX`): nothing else is ever taken for staged content.
+    public static func isStagedFileName(_ name: String) -> Bool { isStagedName(name) }
+
+    static func encode(_ base: Base) -> String {
+        switch base {
+        case .absent: return "absent"
+        case .version(let v): return "version:" + v
+        case .unknown: return "unknown"
+        }
+    }
+
+    static func decode(_ base: String) -> Base {
+        if base == "absent" { return .absent }
+        if base.hasPrefix("version:") { return .version(String(base.dropFirst(8))) }
+        return .unknown
+    }
+}
