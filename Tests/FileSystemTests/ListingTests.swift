@@ -110,8 +110,8 @@ final class ListingTests: FileSystemTestCase {
             try first.flush(file.ino, handle: handle)
             first.release(file.ino, handle: handle)
         }
+        let second = try makeFileSystem(store, cacheDirectory: cache)    // (one HEAD: the root's attributes)
         store.reset()
-        let second = try makeFileSystem(store, cacheDirectory: cache)
         let listing = try entries(second, Self.root).filter { $0.name == "a" || $0.name == "b" }
         XCTAssertEqual(store.count(.list), 1)
         XCTAssertEqual(store.count(.head), 0)
