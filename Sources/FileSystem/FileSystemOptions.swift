@@ -32,13 +32,16 @@ public struct FileSystemOptions: Sendable, Equatable {
     public var recoveryContext: [String: String]
     /// Keep the metadata index (`MetadataIndex`) in the cache directory across mounts; off, it lives in memory.
     public var persistMetadataIndex: Bool
+    /// Bytes the on-disk block cache (`<cacheDirectory>/blocks`) may hold; 0 turns it off.
+    public var blockCacheSize: UInt64
 
     public init(prefix: String = "", uid: UInt32 = getuid(), gid: UInt32 = getgid(),
                 filePermissions: UInt32 = 0o644, directoryPermissions: UInt32 = 0o755, readOnly: Bool = false,
                 metadataTTL: Double = 1, negativeTTL: Double = 1, cacheDirectory: String,
                 readAheadBudget: Int = 128 << 20, multipartPartSize: Int? = nil, multipartMaxInFlight: Int = 4,
                 renameParallelism: Int = 16, stagingLimit: UInt64 = 0,
-                recoveryContext: [String: String] = [:], persistMetadataIndex: Bool = true) {
+                recoveryContext: [String: String] = [:], blockCacheSize: UInt64 = 1 << 30,
+                persistMetadataIndex: Bool = true) {
         self.prefix = prefix
         self.uid = uid
         self.gid = gid
@@ -54,6 +57,7 @@ public struct FileSystemOptions: Sendable, Equatable {
         self.renameParallelism = renameParallelism
         self.stagingLimit = stagingLimit
         self.recoveryContext = recoveryContext
+        self.blockCacheSize = blockCacheSize
         self.persistMetadataIndex = persistMetadataIndex
     }
 }
