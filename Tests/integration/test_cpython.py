@@ -19,14 +19,17 @@ from conftest import BACKENDS
 PYTHON = "/usr/bin/python3"
 MODULES = ["test_os", "test_shutil", "test_tempfile", "test_fcntl"]
 RERUN_AT_MOST = 8  # failed tests run again alone, at most this many; the first failure is the report anyway
-# On s3:// (moto: ~100 requests/s) the four modules take ~6 min here, so the classes that only create and delete
-# many temporary files or archives (the same filesystem paths, already run on file://) are left out there.
+# On s3:// (moto: ~100 requests/s) the four modules take over 10 min here (test_os alone 9 min 40 s), so s3 runs
+# test_shutil, test_tempfile and test_fcntl only, without the classes that only create and delete many temporary
+# files or archives (the same filesystem paths; everything runs on file://).
+MODULES_S3 = ["test_shutil", "test_tempfile", "test_fcntl"]
 S3_LEFT_OUT = ["test.test_tempfile.TestTemporaryDirectory.*", "test.test_tempfile.TestMkstempInner.*",
                "test.test_tempfile.TestMkdtemp.*", "test.test_tempfile.TestMktemp.*",
                "test.test_shutil.TestArchives.*", "test.test_shutil.TestZeroCopySendfile.*"]
 
 # test id -> why it cannot pass on bucketfs. (Hard links: link(2) is EPERM, which these modules skip on.)
 EXPECTED_FAILURES = {
+    "test.test_os.Pep383Tests.*": "needs a non-UTF-8 file name; bucketfs refuses those with EILSEQ (SEMANTICS.md)",
 }
 
 # Fail today on main; the lifecycle/POSIX work of issue 11 removes them (the bug each one shows).
@@ -98,8 +101,8 @@ def check_modules(mnt, tmp_path, modules, skip):
     pytest.fail("\n".join(report), pytrace=False)
 
 
-@pytest.mark.xfail(strict=False, reason="issue 11: see KNOWN_BUGS and programs-report (special files, non-UTF-8 "
-                   "names, utime of directories, ESTALE after create/unlink)")
+@pytest.mark.xfail(strict=False, reason="issue 11: on main, O_EXCL re-create of an unlinked empty file gives ESTALE, "
+                   "and a name that was a file then a directory gives ENOTDIR/EINVAL: every later test then fails")
 def test_cpython_os_shutil_tempfile_fcntl(mnt, tmp_path, backend):
     skip = list(EXPECTED_FAILURES) + list(KNOWN_BUGS) + (S3_LEFT_OUT if backend == "s3" else [])
-    check_modules(mnt, tmp_path, MODULES, skip)
+    check_modules(mnt, tmp_path, MODULES_S3 if backend == "s3" else MODULES, skip)
