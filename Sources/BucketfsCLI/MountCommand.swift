@@ -135,7 +135,7 @@ struct MountCommand: ParsableCommand {
                 fileSystem = try FileSystem(store: meter, options: options, logger: logger,
                                             lockManager: locking.makeManager(logger: logger, onLost: events.lockLost),
                                             lockResource: locking.resourceName, control: control,
-                                            uploadJournal: journal)
+                                            uploadJournal: journal, stagingJournal: staging, events: events)
             } catch {
                 throw CLIError("\(error)")
             }
