@@ -31,6 +31,8 @@ public final class S3ObjectStore: ObjectStore {
     private let basePath: String
     /// Every HTTP attempt, retries included: a metric, and how tests see retries happen.
     let attemptCount = Atomic<Int>(0)
+    /// Attempts after the first of a request (the daemon's `bucketfs_store_retries_total`).
+    public let retryCount = Atomic<Int>(0)
 
     public var description: String { "s3://\(bucket)/" }
     public var supportsConditionalWrites: Bool { true }
@@ -466,6 +468,7 @@ public final class S3ObjectStore: ObjectStore {
         while true {
             attempt += 1
             attemptCount.add(1, ordering: .relaxed)
+            if attempt > 1 { retryCount.add(1, ordering: .relaxed) }
             var headers = [("host", requestHost)] + request.headers
             if let credentialProvider {
                 let keys = try credentialProvider.credentials()
