@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import Locking
 
 /// Starts the daemon in the background without forking a process that runs Swift threads: a fresh copy of
 /// this binary is spawned with `--foreground`, and reports over a pipe once the mount is ready or has failed.
@@ -16,10 +17,16 @@ public enum DaemonLauncher {
     static let spawnSetSID: Int16 = 0x80
 
     static func launch(source: String, mountpoint: String, arguments: [String], logDirectory: String) throws(CLIError) {
-        do { try FileManager.default.createDirectory(atPath: logDirectory, withIntermediateDirectories: true) } catch {
-            throw CLIError("cannot create log directory \(logDirectory): \(error.localizedDescription)")
+        // Logs name keys: the log directory is 0700, the log file 0600 (also one an older version made 0644).
+        do {
+            try PrivateDirectory.prepare((logDirectory as NSString).deletingLastPathComponent,
+                                         sub: (logDirectory as NSString).lastPathComponent)
+        } catch {
+            throw CLIError("log directory: \(error)")
         }
+        try MountRegistry.prepareDirectory()
         let logFile = logDirectory + "/mount-" + MountRegistry.fileName(for: mountpoint) + ".log"
+        _ = chmod(logFile, 0o600)
 
         var fds: [Int32] = [0, 0]
         guard pipe(&fds) == 0 else { throw CLIError("cannot create a pipe: \(String(cString: strerror(errno)))") }
@@ -51,7 +58,7 @@ public enum DaemonLauncher {
         defer { posix_spawn_file_actions_destroy(&actions) }
         posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
         posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
-        posix_spawn_file_actions_addopen(&actions, 2, logFile, O_WRONLY | O_CREAT | O_APPEND, 0o644)
+        posix_spawn_file_actions_addopen(&actions, 2, logFile, O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW, 0o600)
         posix_spawn_file_actions_adddup2(&actions, writeEnd, readyFD)
         posix_spawn_file_actions_adddup2(&actions, argumentsRead, argumentsFD)
 
@@ -103,6 +110,12 @@ public enum DaemonLauncher {
             throw CLIError(String(answer.dropFirst(ReadinessPipe.errorPrefix.count)) + " (log: \(logFile))")
         }
         throw CLIError("the daemon exited before the mount was ready (status \(exitStatus)); see \(logFile)")
+    }
+
+    /// The cache directory holds staged data, recovery copies and logs (keys, contents): 0700, ours, and
+    /// writable by nobody else, or the mount is refused in one line.
+    static func prepareCacheDirectory(_ path: String) throws(CLIError) {
+        do { try PrivateDirectory.prepare(path) } catch { throw CLIError("cache directory: \(error)") }
     }
 
     /// The arguments the launcher handed over, when this process is a daemon it spawned; nil otherwise.

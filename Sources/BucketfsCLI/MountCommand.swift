@@ -37,6 +37,7 @@ struct MountCommand: ParsableCommand {
         let target = try MountPointCheck.validate(mountpoint)
         try MountPointCheck.requireFuseDevice()
         try FuseConfiguration.requireAllowOtherPermitted(allowOther: configuration.mount.allowOther)
+        try DaemonLauncher.prepareCacheDirectory(configuration.mount.cacheDir)
         // Open the store here as well, so that a missing bucket or directory is reported before forking off.
         let store = try Self.openStore(location, configuration: configuration)
         let locking = try LockSetup(configuration: configuration, location: location, store: store)

@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import Locking
 import Synchronization
 
 /// What the registry file of one live mount says: written at mount, refreshed by the daemon every few seconds.
@@ -36,12 +37,14 @@ final class MountRegistry: Sendable {
         self.record = Mutex(record)
     }
 
-    static var directory: String {
-        if getuid() == 0 { return "/run/bucketfs/mounts" }
-        if let runtime = ProcessInfo.processInfo.environment["XDG_RUNTIME_DIR"], !runtime.isEmpty {
-            return runtime + "/bucketfs/mounts"
+    static var directory: String { PrivateDirectory.runtimeBase() + "/mounts" }
+
+    /// Creates the registry directory 0700, or refuses one someone else made (`/tmp/bucketfs-<uid>` is a name
+    /// anyone can take first): one line, before anything is mounted.
+    static func prepareDirectory() throws(CLIError) {
+        do { try PrivateDirectory.prepare(PrivateDirectory.runtimeBase(), sub: "mounts") } catch {
+            throw CLIError("runtime directory: \(error)")
         }
-        return "/tmp/bucketfs-\(getuid())/mounts"
     }
 
     static func file(for mountpoint: String) -> String {
@@ -57,9 +60,8 @@ final class MountRegistry: Sendable {
         let now = ISO8601DateFormatter().string(from: Date())
         let record = MountRecord(pid: getpid(), source: source, mountpoint: mountpoint, started: now, updated: now,
                                  pendingUploads: 0, heldLocks: [])
-        do {
-            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        } catch {
+        do { try prepareDirectory() } catch {
+            FileHandle.standardError.write(Data("bucketfs: mount not registered (status, unmount cannot see it): \(error)\n".utf8))
             return nil
         }
         let registry = MountRegistry(file: file(for: mountpoint), record: record)

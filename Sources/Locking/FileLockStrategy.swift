@@ -24,15 +24,22 @@ public final class FileLockStrategy: LockStrategy {
         var token: UInt64
     }
 
-    /// Creates `directory` if needed.
-    public init(directory: String) throws(LockError) {
+    /// Creates `directory` if needed. One under the user's runtime directory (the default, possibly in /tmp) is
+    /// made 0700 and refused if someone else made it (see `PrivateDirectory`).
+    public init(directory: String, runtimeBase: String = PrivateDirectory.runtimeBase()) throws(LockError) {
         var path = directory
         while path.count > 1 && path.hasSuffix("/") { path.removeLast() }
         guard !path.isEmpty else { throw .invalid("file_lock_dir is empty") }
-        do {
-            try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
-        } catch {
-            throw .unavailable("cannot create lock directory \(path): \(error)")
+        if path == runtimeBase || path.hasPrefix(runtimeBase + "/") {
+            do { try PrivateDirectory.prepare(runtimeBase, sub: String(path.dropFirst(runtimeBase.count))) } catch {
+                throw .invalid(error.description)
+            }
+        } else {
+            do {
+                try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+            } catch {
+                throw .unavailable("cannot create lock directory \(path): \(error)")
+            }
         }
         self.directory = path
     }
@@ -46,8 +53,18 @@ public final class FileLockStrategy: LockStrategy {
         try validateResource(resource)
         try validateLease(lease)
         let path = lockPath(resource)
-        let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
-        guard fd >= 0 else { throw .unavailable("open \(path): \(String(cString: strerror(errno)))") }
+        // Never through a link (one planted in the directory would have us rewrite its target), never a FIFO
+        // or device, never truncated on open (the token lives in the file).
+        let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK, 0o600)
+        guard fd >= 0 else {
+            let reason = errno == ELOOP ? "a symbolic link is there" : String(cString: strerror(errno))
+            throw .unavailable("open \(path): \(reason)")
+        }
+        var info = stat()
+        guard fstat(fd, &info) == 0, info.st_mode & S_IFMT == S_IFREG else {
+            close(fd)
+            throw .unavailable("open \(path): not a regular file")
+        }
         guard flockRetryingEINTR(fd, LOCK_EX | LOCK_NB) == 0 else {
             let error = errno
             close(fd)
@@ -103,7 +120,7 @@ public final class FileLockStrategy: LockStrategy {
         }
         var records: [LockRecord] = []
         for name in names.sorted() where name.hasSuffix(".lock") {
-            let fd = open("\(directory)/\(name)", O_RDONLY | O_CLOEXEC)
+            let fd = open("\(directory)/\(name)", O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK)
             guard fd >= 0 else { continue }
             defer { close(fd) }
             if flockRetryingEINTR(fd, LOCK_SH | LOCK_NB) == 0 {

@@ -4,9 +4,12 @@ Redis with a password, an ACL user and TLS; bad option values are one line, neve
 import json
 import os
 import pathlib
+import pwd
+import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 
 import pytest
@@ -165,3 +168,102 @@ def test_out_of_range_option_is_one_line_naming_key_and_range(tmp_path, option):
     lines = result.stderr.strip().splitlines()
     key = option.split("=")[0]
     assert len(lines) == 1 and key in lines[0] and " to " in lines[0], result.stderr
+
+
+# -- files and directories no one else can read or prepare ----------------------------------------------------------
+
+def mode(path):
+    return os.lstat(path).st_mode & 0o7777
+
+
+def test_cache_logs_and_staging_are_private(tmp_path):
+    m = Mount(tmp_path, "m")
+    logs = m.cache / "logs"
+    logs.mkdir(parents=True)
+    os.chmod(m.cache, 0o755)
+    os.chmod(logs, 0o755)
+    # A log an older version left world-readable.
+    old_log = logs / ("mount-" + str(m.path).replace("%", "%25").replace("/", "%2F") + ".log")
+    old_log.write_text("")
+    os.chmod(old_log, 0o644)
+    try:
+        m.mount()
+        sh(f"head -c 100000 /dev/urandom > {m.path}/f && printf x | dd of={m.path}/f bs=1 seek=10 conv=notrunc 2>/dev/null")
+        assert mode(m.cache) == 0o700 and mode(logs) == 0o700
+        assert mode(old_log) == 0o600
+        for directory, _, files in os.walk(m.cache):
+            for name in files:
+                assert mode(os.path.join(directory, name)) & 0o077 == 0, os.path.join(directory, name)
+    finally:
+        m.force_cleanup()
+
+
+@pytest.fixture
+def plain_user():
+    """An ordinary user made for the test, removed after."""
+    if os.geteuid() != 0 or not shutil.which("useradd"):
+        pytest.skip("creating a user needs root and useradd")
+    name = f"bfsx{os.getpid() % 100000}"
+    run("useradd", "--no-create-home", "--home-dir", "/nonexistent", "--shell", "/bin/sh", "--user-group", name)
+    entry = pwd.getpwnam(name)
+    home = pathlib.Path(tempfile.mkdtemp(prefix="bucketfs-user-", dir="/tmp"))
+    os.chmod(home, 0o755)
+    os.chown(home, entry.pw_uid, entry.pw_gid)
+    fuse_mode = os.stat("/dev/fuse").st_mode & 0o777
+    os.chmod("/dev/fuse", 0o666)
+    user = {"name": name, "uid": entry.pw_uid, "gid": entry.pw_gid, "home": home}
+    yield user
+    os.chmod("/dev/fuse", fuse_mode)
+    for path in home.glob("*-mnt"):
+        if is_mounted(path):
+            subprocess.run(["fusermount3", "-uz", str(path)], capture_output=True)
+    subprocess.run(["pkill", "-KILL", "-u", name], capture_output=True)
+    time.sleep(0.2)
+    subprocess.run(["userdel", name], capture_output=True)
+    shutil.rmtree(home, ignore_errors=True)
+    shutil.rmtree(f"/tmp/bucketfs-{entry.pw_uid}", ignore_errors=True)
+
+
+def user_run(user, *args, check=True, env=()):
+    """As the user, without XDG_RUNTIME_DIR: the runtime directory is /tmp/bucketfs-<uid>."""
+    base = ["env", "-i", f"PATH={os.path.dirname(BIN)}:/usr/local/bin:/usr/bin:/bin", f"HOME={user['home']}",
+            f"USER={user['name']}", *env]
+    return run("runuser", "-u", user["name"], "--", *base, *args, check=check)
+
+
+def user_owned(user, *names):
+    paths = [user["home"] / n for n in names]
+    for path in paths:
+        path.mkdir(exist_ok=True)
+        os.chown(path, user["uid"], user["gid"])
+    return paths
+
+
+def test_runtime_dir_in_tmp_made_by_someone_else_is_refused(plain_user):
+    bucket, mnt, cache = user_owned(plain_user, "bucket", "a-mnt", "cache")
+    planted = pathlib.Path(f"/tmp/bucketfs-{plain_user['uid']}")
+    shutil.rmtree(planted, ignore_errors=True)
+    planted.mkdir(mode=0o777)
+    os.chmod(planted, 0o777)    # made by root, open to all: anyone could plant links in it
+    try:
+        result = user_run(plain_user, BIN, "mount", f"file://{bucket}/", str(mnt), "--cache-dir", str(cache),
+                          check=False)
+        assert result.returncode != 0 and not is_mounted(mnt)
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and str(planted) in lines[0] and "refusing" in lines[0], result.stderr
+        # The default lock directory (file strategy) is refused the same way.
+        result = user_run(plain_user, BIN, "mount", f"file://{bucket}/", str(mnt), "--cache-dir", str(cache),
+                          "--lock-strategy", "file", check=False)
+        assert result.returncode != 0 and str(planted) in result.stderr, result.stderr
+    finally:
+        shutil.rmtree(planted, ignore_errors=True)
+    # Made by the user's own mount: 0700, and the mount works.
+    user_run(plain_user, BIN, "mount", f"file://{bucket}/", str(mnt), "--cache-dir", str(cache),
+             "--lock-strategy", "file")
+    try:
+        assert is_mounted(mnt)
+        assert mode(planted) == 0o700 and os.stat(planted).st_uid == plain_user["uid"]
+        user_run(plain_user, "flock", "-n", f"{mnt}/f", "true")
+        assert mode(planted / "locks") == 0o700
+    finally:
+        user_run(plain_user, BIN, "unmount", str(mnt), check=False)
