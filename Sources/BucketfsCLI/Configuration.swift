@@ -59,6 +59,8 @@ public struct Configuration: Equatable, Sendable {
         public var metricsAddress: String?
         /// Name of the read-only control directory at the mount root; "" shows none.
         public var controlDir = ".bucketfs"
+        /// Read bits of the control directory's files (0400: the mount's owner only; 0444: every local user).
+        public var controlDirMode: UInt32 = 0o400
         /// Where records (the mount's session, upload states) go: nil is the mounted store itself, else a
         /// redis:// URL or another source URL.
         public var recordsURL: String?
@@ -265,6 +267,12 @@ public struct Configuration: Equatable, Sendable {
             let name = try reader.string(value, key: label)
             guard !name.contains("/"), name != ".", name != ".." else { throw CLIError("bad value for \(label): \"\(name)\" (a single name)") }
             mount.controlDir = name
+        case "control_dir_mode":
+            let mode = try reader.mode(value, key: label)
+            guard mode & ~0o444 == 0 else {
+                throw CLIError("bad value for \(label): 0\(String(mode, radix: 8)) (read bits only: 0400, 0440 or 0444)")
+            }
+            mount.controlDirMode = mode
         case "records_url": mount.recordsURL = try reader.string(value, key: label)
         case "records_prefix": mount.recordsPrefix = try reader.string(value, key: label)
         case "log_level":
@@ -333,6 +341,7 @@ public struct Configuration: Equatable, Sendable {
             "  log_level: \(quoted(mount.logLevel))",
             "  metrics_addr: \(quoted(mount.metricsAddress))",
             "  control_dir: \(quoted(mount.controlDir))",
+            "  control_dir_mode: \"0\(String(mount.controlDirMode, radix: 8))\"",
             "  records_url: \(quoted(mount.recordsURL.map { Self.redactedURL($0) }))",
             "  records_prefix: \(quoted(mount.recordsPrefix))",
         ]

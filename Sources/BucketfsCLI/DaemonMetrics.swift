@@ -145,7 +145,9 @@ final class DaemonMetrics: Sendable {
                 defer { last[key] = total }
                 return total - (last[key] ?? 0)
             }
-            if delta > 0 { counter(label, dimensions).increment(by: Int64(delta)) }
+            // Made at the first scrape even at 0, so that the series exists before anything happens.
+            let handle = counter(label, dimensions)
+            if delta > 0 { handle.increment(by: Int64(delta)) }
         }
         let retries: @Sendable () -> Int = {
             if let s3 = store as? S3ObjectStore { return s3.retryCount.load(ordering: .relaxed) }

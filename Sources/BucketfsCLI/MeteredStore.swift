@@ -98,6 +98,16 @@ final class MeteredStore: ObjectStore {
         try metered("delete") { () throws(ObjectStoreError) in try base.delete(key, condition: condition) }
     }
 
+    /// Forwarded as one batch (S3: DeleteObjects); the first failing key, if any, is the error noted.
+    func deleteObjects(_ keys: [String]) -> [Result<Void, ObjectStoreError>] {
+        var results: [Result<Void, ObjectStoreError>] = []
+        _ = try? metered { () throws(ObjectStoreError) in
+            results = base.deleteObjects(keys)
+            for case .failure(let error) in results { throw error }
+        }
+        return results
+    }
+
     func copy(from source: String, to destination: String, metadata: ObjectMetadata?,
               condition: PutCondition) throws(ObjectStoreError) -> ObjectInfo {
         try metered("copy") { () throws(ObjectStoreError) in

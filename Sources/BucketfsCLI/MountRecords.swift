@@ -53,7 +53,7 @@ extension MountCommand {
                     """
             },
             health: { healthJSON(meter: meter, records: records, locking: locking) },
-            config: { config })
+            config: { config }, fileMode: configuration.mount.controlDirMode)
     }
 
     /// `health.json`: one LIST to the store, the records backend and the lock strategy each.

@@ -23,13 +23,19 @@ public final class ControlDirectory: Sendable {
         public var metrics: @Sendable () -> String
         public var health: @Sendable () -> Data
         public var config: @Sendable () -> Data
+        /// Permission bits of its files; its directories get x where the files have r. The default lets the
+        /// mount's owner alone read them: under allow_other they would show every user the lock and upload
+        /// records (which name every file) and a GCS mount's in-flight parts.
+        public var fileMode: UInt32
 
         public init(name: String = ".bucketfs", records: (any RecordBackend)? = nil,
                     metrics: @escaping @Sendable () -> String = { "" },
                     health: @escaping @Sendable () -> Data = { Data("{}\n".utf8) },
-                    config: @escaping @Sendable () -> Data = { Data("{}\n".utf8) }) {
+                    config: @escaping @Sendable () -> Data = { Data("{}\n".utf8) },
+                    fileMode: UInt32 = 0o400) {
             self.name = name
             self.records = records
+            self.fileMode = fileMode & 0o444
             self.metrics = metrics
             self.health = health
             self.config = config
@@ -157,7 +163,7 @@ public final class ControlDirectory: Sendable {
         if let content = try render(path) {
             let ino = ino(for: path)
             state.withLock { $0.rendered[ino] = content }
-            return FileAttributes(ino: ino, kind: .file, size: UInt64(content.count), permissions: 0o444,
+            return FileAttributes(ino: ino, kind: .file, size: UInt64(content.count), permissions: settings.fileMode,
                                   uid: owner.uid, gid: owner.gid, mtime: .now(), ctime: .now())
         }
         let fixed = !path.contains("/") && Self.fixedDirectories.contains(path)
@@ -167,9 +173,12 @@ public final class ControlDirectory: Sendable {
     }
 
     private func directoryAttributes(_ ino: UInt64) -> FileAttributes {
-        FileAttributes(ino: ino, kind: .directory, size: 0, permissions: 0o555, uid: owner.uid, gid: owner.gid,
-                       mtime: created, ctime: created)
+        FileAttributes(ino: ino, kind: .directory, size: 0, permissions: directoryMode, uid: owner.uid,
+                       gid: owner.gid, mtime: created, ctime: created)
     }
+
+    /// r and x for whoever may read the files: 0400 → 0500, 0444 → 0555.
+    var directoryMode: UInt32 { settings.fileMode | (settings.fileMode >> 2) }
 
     /// A file's bytes, or nil when `path` is no file.
     private func render(_ path: String) throws(FSError) -> Data? {

@@ -90,16 +90,21 @@ final class ReadPrefetcher: @unchecked Sendable {
             dropChunks { _ in true }
             window = settings.initialWindow
         }
+        // The chunks this read is made of, held by reference: another thread's seek may drop them from `chunks`
+        // meanwhile (they still complete, and this read still uses them).
         var cursor = offset
+        var parts: [Chunk] = []
         var demand: [Chunk] = []
         while cursor < end {
             if let chunk = chunks.first(where: { $0.start <= cursor && cursor < $0.end }) {
+                parts.append(chunk)
                 cursor = chunk.end
             } else {
                 let next = chunks.first(where: { $0.start > cursor })?.start ?? UInt64.max
                 let chunkEnd = min(size, next, cursor + UInt64(max(count, settings.initialWindow)))
                 let chunk = Chunk(start: cursor, end: chunkEnd, budgeted: false)
                 insert(chunk)
+                parts.append(chunk)
                 demand.append(chunk)
                 cursor = chunkEnd
             }
@@ -117,10 +122,7 @@ final class ReadPrefetcher: @unchecked Sendable {
 
         var result = Data(capacity: Int(end - offset))
         cursor = offset
-        while cursor < end {
-            guard let chunk = chunks.first(where: { $0.start <= cursor && cursor < $0.end }) else {
-                throw .other("read-ahead lost a chunk of \(key)")
-            }
+        for chunk in parts {
             while !chunk.done { condition.wait() }
             if let error = chunk.error {
                 dropChunks { $0 === chunk }

@@ -48,10 +48,25 @@ public protocol ObjectStore: Sendable {
                                  condition: PutCondition) throws(ObjectStoreError) -> ObjectInfo
     func abortMultipartUpload(_ key: String, uploadID: String) throws(ObjectStoreError)
     func listMultipartUploads(prefix: String) throws(ObjectStoreError) -> [MultipartUploadInfo]
+    /// Deletes every key, unconditionally; a missing key counts as deleted. One result per key, in order: a failure
+    /// of one key (or of a whole request) fails those keys only. S3 sends DeleteObjects, 1,000 keys a request; GCS
+    /// deletes in parallel; the default deletes one after another, in the order given.
+    func deleteObjects(_ keys: [String]) -> [Result<Void, ObjectStoreError>]
 }
 
 extension ObjectStore {
     public var prefersStreamingReads: Bool { false }
+
+    public func deleteObjects(_ keys: [String]) -> [Result<Void, ObjectStoreError>] {
+        keys.map { key in
+            do throws(ObjectStoreError) {
+                try delete(key, condition: .none)
+                return .success(())
+            } catch {
+                return .failure(error)
+            }
+        }
+    }
 
     /// A client-side UploadPartCopy: GET of the range (checked against `sourceVersion`), then UploadPart.
     public func uploadPartCopy(_ key: String, uploadID: String, number: Int, source: String, range: Range<UInt64>,

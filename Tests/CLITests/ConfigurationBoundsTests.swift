@@ -73,3 +73,15 @@ final class ConfigurationBoundsTests: XCTestCase {
         XCTAssertEqual(configuration.mount.stagingMaxMiB, 1 << 30)
     }
 }
+
+final class ControlDirModeOptionTests: XCTestCase {
+    func testControlDirModeTakesReadBitsOnly() throws {
+        var configuration = Configuration()
+        XCTAssertEqual(configuration.mount.controlDirMode, 0o400)
+        try configuration.apply(mountOptions: "control_dir_mode=0444")
+        XCTAssertEqual(configuration.mount.controlDirMode, 0o444)
+        XCTAssertThrowsError(try configuration.apply(mountOptions: "control_dir_mode=0666")) {
+            XCTAssertTrue("\($0)".contains("control_dir_mode"), "\($0)")
+        }
+    }
+}

@@ -18,6 +18,9 @@ struct ObjectStoreConformance {
     /// The version is a hash of the content (an S3 ETag): identical bytes, or a copy onto itself with new
     /// metadata, keep it. Otherwise every write must make a new version.
     var versionsAreContentHashes = false
+    /// A directory marker (`d/`) keeps the metadata it was written with. SeaweedFS drops it (it keeps `d/` as a
+    /// directory of its own): bucketfs then keeps a directory's metadata in the sidecar object beside the marker.
+    var markersKeepMetadata = true
     var makeStore: () throws -> any ObjectStore
 
     typealias Check = (ObjectStoreConformance) -> (any ObjectStore, String) throws -> Void
@@ -44,6 +47,7 @@ struct ObjectStoreConformance {
             ("multipartErrors", multipartErrors),
             ("putFromFile", putFromFile),
             ("directoryMarker", directoryMarker),
+            ("deleteObjects", deleteObjects),
         ]
     }
 
@@ -407,7 +411,8 @@ struct ObjectStoreConformance {
         try store.put(p + "d/", data: Data(), options: PutOptions(metadata: ["mode": "40755"]))
         let head = try store.head(p + "d/")
         XCTAssertEqual(head.size, 0)
-        XCTAssertEqual(head.metadata, ["mode": "40755"])
+        XCTAssertEqual(head.metadata, markersKeepMetadata ? ["mode": "40755"] : [:])
+        XCTAssertEqual(try DirectoryMarkers.markersKeepMetadata(store, probeKey: p + "probe/"), markersKeepMetadata)
 
         let top = try store.list(ListRequest(prefix: p, delimiter: "/"))
         XCTAssertEqual(top.commonPrefixes, [p + "d/"])
@@ -422,6 +427,29 @@ struct ObjectStoreConformance {
         try store.delete(p + "d/")
         XCTAssertEqual(try store.list(ListRequest(prefix: p, delimiter: "/")).commonPrefixes, [p + "d/"])
         XCTAssertEqual(try store.get(p + "d/file").body, Data("x".utf8))
+
+        // The sidecar is an ordinary object: it keeps metadata everywhere, and travels with a copy.
+        let sidecar = DirectoryMarkers.sidecarKey(forMarker: p + "s/d/")
+        try store.put(sidecar, data: Data(), options: PutOptions(metadata: ["mode": "40700"]))
+        XCTAssertEqual(try store.head(sidecar).metadata, ["mode": "40700"])
+        try store.copy(from: sidecar, to: DirectoryMarkers.sidecarKey(forMarker: p + "s/e/"), metadata: nil, condition: .none)
+        XCTAssertEqual(try store.head(p + "s/e/" + DirectoryMarkers.sidecarName).metadata, ["mode": "40700"])
+        try store.delete(sidecar)
+        try store.delete(p + "s/e/" + DirectoryMarkers.sidecarName)
+    }
+
+    /// Many keys at once (S3: one DeleteObjects request per 1,000), missing ones included, one result per key.
+    func deleteObjects(_ store: any ObjectStore, _ p: String) throws {
+        let keys = (0..<23).map { p + "k\($0)" } + [p + "d/x", p + "odd &<'\">", p + "d/"]
+        for key in keys { try store.put(key, data: Data(key.hasSuffix("/") ? [] : [1])) }
+        try store.put(p + "kept", data: Data("stay".utf8))
+        let results = store.deleteObjects(keys + [p + "missing"])
+        XCTAssertEqual(results.count, keys.count + 1)
+        for (key, result) in zip(keys + [p + "missing"], results) {
+            if case .failure(let error) = result { XCTFail("\(key): \(error)") }
+        }
+        XCTAssertEqual(try store.listAll(prefix: p).objects.map(\.key), [p + "kept"])
+        XCTAssertEqual(store.deleteObjects([]).count, 0)
     }
 
     // MARK: Helpers

@@ -46,6 +46,10 @@ final class S3ObjectStoreTests: XCTestCase {
         ObjectStoreConformance(keyPrefix: "conformance/", versionsAreContentHashes: true, makeStore: { store }).run()
     }
 
+    func testDeleteObjectsInBatches() throws {
+        try S3BatchDeleteCheck.run(try makeStore())
+    }
+
     /// The suite's `versions`, except that identical bytes keep their ETag.
     func testVersionsAreETags() throws {
         let store = try makeStore()

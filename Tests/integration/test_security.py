@@ -267,3 +267,37 @@ def test_runtime_dir_in_tmp_made_by_someone_else_is_refused(plain_user):
         assert mode(planted / "locks") == 0o700
     finally:
         user_run(plain_user, BIN, "unmount", str(mnt), check=False)
+
+
+# -- the control directory under allow_other ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("widen", [False, True], ids=["default", "control_dir_mode=0444"])
+def test_control_directory_is_the_owners_alone_under_allow_other(tmp_path, plain_user, widen):
+    os.chmod(tmp_path, 0o755)
+    for parent in tmp_path.parents:
+        if str(parent).startswith("/tmp/pytest-of"):
+            os.chmod(parent, os.stat(parent).st_mode | 0o005)
+    options = ["--allow-other"] + (["-o", "control_dir_mode=0444"] if widen else [])
+    m = Mount(tmp_path, "m", options=options)
+    try:
+        m.mount()
+        (m.path / "shared.txt").write_text("for everyone\n")
+        os.chmod(m.path / "shared.txt", 0o644)
+        control = m.path / ".bucketfs"
+        # The user reaches the mount (allow_other) and ordinary files in it ...
+        assert user_run(plain_user, "cat", f"{m.path}/shared.txt").stdout == "for everyone\n"
+        listing = user_run(plain_user, "ls", str(control), check=False)
+        reading = user_run(plain_user, "cat", f"{control}/config.json", check=False)
+        if widen:
+            assert listing.returncode == 0 and "config.json" in listing.stdout, listing.stderr
+            assert reading.returncode == 0 and json.loads(reading.stdout)["mount"]["control_dir_mode"] == "0444"
+            assert mode(control) == 0o555 and mode(control / "config.json") == 0o444
+        else:
+            # ... but not the control directory: EACCES, and root (the owner) still reads it.
+            assert listing.returncode != 0 and "Permission denied" in listing.stderr, listing
+            assert reading.returncode != 0 and "Permission denied" in reading.stderr, reading
+            assert mode(control) == 0o500 and mode(control / "config.json") == 0o400
+            assert os.stat(control).st_uid == os.getuid()
+            assert json.loads((control / "config.json").read_text())["mount"]["allow_other"] is True
+    finally:
+        m.force_cleanup()

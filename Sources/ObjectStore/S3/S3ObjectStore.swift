@@ -33,6 +33,9 @@ public final class S3ObjectStore: ObjectStore {
     let attemptCount = Atomic<Int>(0)
     /// Attempts after the first of a request (the daemon's `bucketfs_store_retries_total`).
     public let retryCount = Atomic<Int>(0)
+    /// Keys per DeleteObjects request: S3's limit; tests lower it to see batches split.
+    let deleteBatchLimit = Atomic<Int>(1000)
+    var deleteBatchSize: Int { deleteBatchLimit.load(ordering: .relaxed) }
 
     public var description: String { "s3://\(bucket)/" }
     public var supportsConditionalWrites: Bool { true }
@@ -221,6 +224,12 @@ public final class S3ObjectStore: ObjectStore {
                 lastModified: entry.value("LastModified").flatMap(S3Timestamp.parseISO8601) ?? Date(timeIntervalSince1970: 0),
                 version: Self.unquote(entry.value("ETag") ?? ""), contentType: nil, metadata: nil))
         }
+        // SeaweedFS lists in its directory-tree order (`a/x` before `a-1`); S3 promises byte order. Sorted here,
+        // a page is in byte order on every server (pages themselves still follow the server's order).
+        let inByteOrder = { (a: ObjectInfo, b: ObjectInfo) in a.key.utf8.lexicographicallyPrecedes(b.key.utf8) }
+        if zip(page.objects, page.objects.dropFirst()).contains(where: { inByteOrder($1, $0) }) {
+            page.objects.sort(by: inByteOrder)
+        }
         page.commonPrefixes = xml.all("CommonPrefixes").compactMap { $0.value("Prefix").map(decode) }
         if xml.value("IsTruncated") == "true" {
             page.nextContinuationToken = xml.value("NextContinuationToken")
@@ -253,7 +262,15 @@ public final class S3ObjectStore: ObjectStore {
            let current = try? head(key), current.version == (try? md5Hex(body)) {
             return current
         }
+        try refineIfMatchFailure(response, key: key, sentIfMatch: options.condition != .none && options.condition != .ifAbsent)
         throw mapError(response, key: key)
+    }
+
+    /// SeaweedFS answers `If-Match` on a missing key with 412 where AWS and moto answer 404: a HEAD tells the two
+    /// apart, so that every server reports `.notFound` for an absent object. Costs a request on failure only.
+    private func refineIfMatchFailure(_ response: HTTPResponse, key: String, sentIfMatch: Bool) throws(ObjectStoreError) {
+        guard response.status == 412, sentIfMatch else { return }
+        if try !exists(key) { throw .notFound(key: key) }
     }
 
     /// A conditional delete sends `If-Match` (honoured by AWS and moto: 412 on another version, 404 when absent).
@@ -274,6 +291,7 @@ public final class S3ObjectStore: ObjectStore {
         case 404 where condition == .none && errorCode(sent.response) != "NoSuchBucket":
             return  // deleting a missing key is not an error
         default:
+            try refineIfMatchFailure(sent.response, key: key, sentIfMatch: condition != .none)
             throw mapError(sent.response, key: key)
         }
     }
@@ -427,7 +445,7 @@ public final class S3ObjectStore: ObjectStore {
 
     // MARK: Requests and retries
 
-    private struct Request {
+    struct Request {
         var method: String
         /// `nil` addresses the bucket itself.
         var key: String?
@@ -445,13 +463,13 @@ public final class S3ObjectStore: ObjectStore {
         var quiet = false
     }
 
-    private struct Sent {
+    struct Sent {
         var response: HTTPResponse
         var attempts: Int
         var bodyLength: UInt64
     }
 
-    private func send(_ request: Request) throws(ObjectStoreError) -> Sent {
+    func send(_ request: Request) throws(ObjectStoreError) -> Sent {
         try send(request, maxRetries: maxRetries)
     }
 
@@ -593,7 +611,7 @@ public final class S3ObjectStore: ObjectStore {
 
     /// The one place S3 answers become `ObjectStoreError`s. `key` is named by not-found errors, `conditionKey`
     /// (default `key`) by failed conditions — they differ for a copy (missing source, condition on the destination).
-    private func mapError(_ response: HTTPResponse, key: String?, conditionKey: String? = nil) -> ObjectStoreError {
+    func mapError(_ response: HTTPResponse, key: String?, conditionKey: String? = nil) -> ObjectStoreError {
         let xml = S3XML.parse(response.body)
         let code = xml?.value("Code") ?? ""
         let message = xml?.value("Message") ?? ""
@@ -649,7 +667,7 @@ public final class S3ObjectStore: ObjectStore {
         }
     }
 
-    private func errorCode(_ response: HTTPResponse) -> String? {
+    func errorCode(_ response: HTTPResponse) -> String? {
         S3XML.parse(response.body)?.value("Code")
     }
 
@@ -665,7 +683,7 @@ public final class S3ObjectStore: ObjectStore {
         }
     }
 
-    private func checkKey(_ key: String) throws(ObjectStoreError) {
+    func checkKey(_ key: String) throws(ObjectStoreError) {
         if key.isEmpty { throw .invalidKey(key: key, reason: "empty key") }
         if key.utf8.count > 1024 { throw .invalidKey(key: key, reason: "longer than 1024 bytes (S3's limit)") }
     }

@@ -1,0 +1,115 @@
+import Foundation
+import ObjectStore
+
+/// Renames a directory in the store: every key under `oldPrefix` comes to lie under `newPrefix`.
+///
+/// 1. Lists everything under the old prefix (no delimiter).
+/// 2. Recreates the markers (`…/`) with a PUT carrying their metadata, never a copy: SeaweedFS lists markers
+///    that CopyObject then calls missing. Copies every other object (sidecars included) on the server, in
+///    parallel on `workers`, `width` at a time.
+/// 3. If anything in 2 failed, deletes what it created and throws: the caller still sees the old tree only.
+/// 4. Deletes the old keys in batches (`deleteObjects`: DeleteObjects on S3), then the old markers and every
+///    directory prefix the old keys implied, deepest first (the local backend removes a directory with its
+///    marker; SeaweedFS keeps an emptied directory listed until its `dir/` key is deleted). A failed delete is
+///    retried; once the new tree is complete the rename is only ever finished, never undone.
+///
+/// Keys that vanish between the listing and their copy (deleted by another client) are skipped.
+struct DirectoryMover {
+    let store: any ObjectStore
+    let workers: WorkerPool
+    let width: Int
+    /// Attempts per old key in the delete phase.
+    var deleteAttempts = 4
+
+    init(store: any ObjectStore, workers: WorkerPool, width: Int) {
+        self.store = store
+        self.workers = workers
+        self.width = max(1, width)
+    }
+
+    /// Moves the tree; returns the new version of every key moved, by its key relative to the prefixes (`""` is the
+    /// directory's own marker, `sub/` a subdirectory's, `sub/f` a file).
+    func move(from oldPrefix: String, to newPrefix: String) throws(ObjectStoreError) -> [String: String] {
+        precondition(oldPrefix.hasSuffix("/") && newPrefix.hasSuffix("/"), "prefixes end in /")
+        let listed = try store.listAll(prefix: oldPrefix).objects
+        let backend = store
+        let markers = listed.filter { $0.key.hasSuffix("/") }.sorted { $0.key < $1.key }
+        let files = listed.filter { !$0.key.hasSuffix("/") }
+        let cut = oldPrefix.count
+        let relative: @Sendable (String) -> String = { String($0.dropFirst(cut)) }
+
+        var created: [String] = []
+        var versions: [String: String] = [:]
+        var failure: ObjectStoreError?
+        // Markers first, shallowest first (a local directory exists before its content is copied in).
+        for marker in markers {
+            do throws(ObjectStoreError) {
+                var metadata = marker.metadata
+                if metadata == nil { metadata = try backend.head(marker.key).metadata }
+                let info = try backend.put(newPrefix + relative(marker.key), body: .data(Data()),
+                                           options: PutOptions(metadata: metadata ?? [:]))
+                created.append(info.key)
+                versions[relative(marker.key)] = info.version
+            } catch .notFound {
+                continue
+            } catch {
+                failure = error
+                break
+            }
+        }
+        if failure == nil {
+            let copies = workers.map(files.count, width: width) { i -> Result<String, ObjectStoreError> in
+                Result { () throws(ObjectStoreError) in
+                    try backend.copy(from: files[i].key, to: newPrefix + relative(files[i].key), metadata: nil,
+                                     condition: .none).version
+                }
+            }
+            for (file, result) in zip(files, copies) {
+                switch result {
+                case .success(let version):
+                    created.append(newPrefix + relative(file.key))
+                    versions[relative(file.key)] = version
+                case .failure(.notFound(_)):
+                    continue
+                case .failure(let error):
+                    failure = failure ?? error
+                }
+            }
+        }
+        if let failure {
+            // Undo: the new tree goes, deepest first; the old one was not touched.
+            _ = deleteAll(created.sorted(by: >))
+            throw failure
+        }
+
+        var directories = Set(markers.map(\.key))
+        directories.insert(oldPrefix)
+        for file in files {
+            let parts = relative(file.key).split(separator: "/", omittingEmptySubsequences: false)
+            for depth in stride(from: 1, to: parts.count, by: 1) {
+                directories.insert(oldPrefix + parts[0..<depth].joined(separator: "/") + "/")
+            }
+        }
+        let left = deleteAll(files.map(\.key)) + deleteAll(directories.sorted(by: >))
+        if let (key, error) = left.first {
+            throw .other("renamed to \(newPrefix), but \(left.count) old key(s) could not be deleted " +
+                         "(first \(key): \(error))")
+        }
+        return versions
+    }
+
+    /// Deletes in batches, retrying failed keys with a short backoff; returns what could not be deleted.
+    private func deleteAll(_ keys: [String]) -> [(String, ObjectStoreError)] {
+        var pending = keys
+        var failed: [(String, ObjectStoreError)] = []
+        for attempt in 0..<deleteAttempts where !pending.isEmpty {
+            if attempt > 0 { usleep(useconds_t(100_000 << min(attempt, 4))) }
+            failed = []
+            for (key, result) in zip(pending, store.deleteObjects(pending)) {
+                if case .failure(let error) = result { failed.append((key, error)) }
+            }
+            pending = failed.map(\.0)
+        }
+        return failed
+    }
+}
