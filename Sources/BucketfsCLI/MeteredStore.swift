@@ -101,7 +101,7 @@ final class MeteredStore: ObjectStore {
     /// Forwarded as one batch (S3: DeleteObjects); the first failing key, if any, is the error noted.
     func deleteObjects(_ keys: [String]) -> [Result<Void, ObjectStoreError>] {
         var results: [Result<Void, ObjectStoreError>] = []
-        _ = try? metered { () throws(ObjectStoreError) in
+        _ = try? metered("delete_objects") { () throws(ObjectStoreError) in
             results = base.deleteObjects(keys)
             for case .failure(let error) in results { throw error }
         }
