@@ -20,7 +20,7 @@ public struct BucketfsCommand: ParsableCommand {
         version: version,
         subcommands: [MountCommand.self, UnmountCommand.self, StatusCommand.self, LockCommand.self, ConfigCommand.self,
                       RecoverCommand.self, SessionsCommand.self, CheckpointsCommand.self, RecordsCommand.self,
-                      HealthCommand.self, UploadsCommand.self]
+                      HealthCommand.self, UploadsCommand.self, EventsCommand.self]
     )
 
     public init() {}

@@ -51,6 +51,7 @@ public struct Configuration: Equatable, Sendable {
         public var partSizeMiB = 8
         public var partsInFlight = 4
         public var readAheadMiB = 128
+        public var blockCacheMiB = 1024
         public var renameParallelism = 16
         /// Bound of the staging area in MiB; 0: only the disk's.
         public var stagingMaxMiB = 0
@@ -257,6 +258,7 @@ public struct Configuration: Equatable, Sendable {
             mount.partSizeMiB = size
         case "parts_in_flight": mount.partsInFlight = try reader.int(value, key: label, in: Bounds.partsInFlight)
         case "read_ahead_mib": mount.readAheadMiB = try reader.int(value, key: label, in: Bounds.readAheadMiB)
+        case "block_cache_mib": mount.blockCacheMiB = try reader.int(value, key: label, in: Bounds.blockCacheMiB)
         case "rename_parallelism":
             mount.renameParallelism = try reader.int(value, key: label, in: Bounds.renameParallelism)
         case "staging_max_mib": mount.stagingMaxMiB = try reader.int(value, key: label, in: Bounds.stagingMaxMiB)
@@ -336,6 +338,7 @@ public struct Configuration: Equatable, Sendable {
             "  part_size_mib: \(mount.partSizeMiB)",
             "  parts_in_flight: \(mount.partsInFlight)",
             "  read_ahead_mib: \(mount.readAheadMiB)",
+            "  block_cache_mib: \(mount.blockCacheMiB)",
             "  rename_parallelism: \(mount.renameParallelism)",
             "  staging_max_mib: \(mount.stagingMaxMiB)",
             "  log_level: \(quoted(mount.logLevel))",
@@ -423,6 +426,7 @@ enum Bounds {
     static let partsInFlight = 1...64
     /// MiB of read-ahead memory (64 GiB).
     static let readAheadMiB = 0...65_536
+    static let blockCacheMiB = 0...16_777_216
     /// Threads copying objects at once.
     static let renameParallelism = 1...256
     /// MiB (1 PiB): the byte count (MiB << 20) stays far inside 64 bits.

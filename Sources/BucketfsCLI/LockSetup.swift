@@ -67,9 +67,10 @@ struct LockSetup {
         }
     }
 
-    func makeManager(logger: Logger) -> LockManager? {
+    func makeManager(logger: Logger, onLost: (@Sendable (Lease, LockError) -> Void)? = nil) -> LockManager? {
         guard let strategy else { return nil }
-        return LockManager(strategy: strategy, owner: .current(), leaseDuration: leaseSeconds, logger: logger)
+        return LockManager(strategy: strategy, owner: .current(), leaseDuration: leaseSeconds, logger: logger,
+                           onLost: onLost)
     }
 
     static func defaultFileLockDirectory() -> String {

@@ -109,7 +109,8 @@ struct MountCommand: ParsableCommand {
                                             multipartMaxInFlight: m.partsInFlight,
                                             renameParallelism: m.renameParallelism,
                                             stagingLimit: UInt64(m.stagingMaxMiB) << 20,
-                                            recoveryContext: configuration.storeContext(for: location))
+                                            recoveryContext: configuration.storeContext(for: location),
+                                            blockCacheSize: UInt64(m.blockCacheMiB) << 20)
             // Staged files a killed daemon left: uploaded conditionally or kept in the recovery folder.
             let recovery = RecoveryFolder(directory: m.cacheDir + "/recovery", store: meter.description,
                                           context: options.recoveryContext, logger: logger)
@@ -120,13 +121,17 @@ struct MountCommand: ParsableCommand {
             } catch {
                 throw CLIError("\(error)")
             }
-            staging.recover(store: store, recovery: recovery)
+            // The mount's id names its session record and its event stream (events/<id>/).
+            let mountID = MountSession.newID()
+            let events = MountEvents(stream: mountID, log: records.events, logger: logger)
+            events.stagingRecovered(staging.recover(store: store, recovery: recovery))
             let fileSystem: FileSystem
             let journal = MountUploadJournal(uploads: records.uploads, logger: logger,
-                                             stagingDirectory: m.cacheDir + "/staging", mountID: staging.mountID)
+                                             stagingDirectory: m.cacheDir + "/staging", mountID: staging.mountID,
+                                             events: events)
             do {
                 fileSystem = try FileSystem(store: meter, options: options, logger: logger,
-                                            lockManager: locking.makeManager(logger: logger),
+                                            lockManager: locking.makeManager(logger: logger, onLost: events.lockLost),
                                             lockResource: locking.resourceName, control: control,
                                             uploadJournal: journal)
             } catch {
@@ -146,11 +151,13 @@ struct MountCommand: ParsableCommand {
             let registration = MountRegistry.register(source: location.description, mountpoint: mountpoint)
             registration?.refresh(every: 2, pendingUploads: { fileSystem.pendingUploadCount },
                                   heldLocks: { fileSystem.heldLockLeases.map(\.resource) })
-            let mountSession = MountSession(stores: records, meter: meter, logger: logger, metadata: [
+            let mountMetadata: [String: JSONValue] = [
                 "host": .string(ProcessInfo.processInfo.hostName), "uid": .integer(Int64(getuid())), "pid": .integer(Int64(getpid())),
                 "source": .string(location.description), "mount_point": .string(mountpoint), "version": .string(BucketfsCommand.version),
-            ])
+            ]
+            let mountSession = MountSession(id: mountID, stores: records, meter: meter, logger: logger, metadata: mountMetadata)
             mountSession?.refresh(every: 5)
+            events.emit(MountEventType.mounted, mountMetadata)
             logger.info("mounted", metadata: ["source": "\(location)", "mountpoint": "\(mountpoint)", "pid": "\(getpid())"])
             readiness?.signalReady()
             systemd?.ready(status: "serving \(location) at \(mountpoint)")
@@ -159,6 +166,8 @@ struct MountCommand: ParsableCommand {
             systemd?.stopping()
             registration?.remove()
             mountSession?.end(status: signal == 0 ? "unmounted" : "stopped")
+            events.emit(MountEventType.unmounted, ["status": .string(signal == 0 ? "unmounted" : "stopped"),
+                                                   "signal": .integer(Int64(signal))])
             logger.info("unmounted", metadata: ["mountpoint": "\(mountpoint)", "signal": "\(signal)"])
         } catch {
             readiness?.signalFailure("\(error)")

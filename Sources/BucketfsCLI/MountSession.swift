@@ -12,9 +12,15 @@ final class MountSession: @unchecked Sendable {
     private let stop = DispatchSemaphore(value: 0)
     private let stopped = DispatchSemaphore(value: 0)
 
+    /// A fresh mount id, `mount-<12 hex digits>`: the session's id and the name of the mount's event stream.
+    static func newID() -> String {
+        "mount-" + UUID().uuidString.lowercased().prefix(13).replacingOccurrences(of: "-", with: "")
+    }
+
     /// Creates the record; nil (logged) when the backend refuses.
-    init?(stores: RecordStores, meter: MeteredStore, logger: Logger, metadata: [String: JSONValue]) {
-        id = "mount-" + UUID().uuidString.lowercased().prefix(13).replacingOccurrences(of: "-", with: "")
+    init?(id: String = MountSession.newID(), stores: RecordStores, meter: MeteredStore, logger: Logger,
+          metadata: [String: JSONValue]) {
+        self.id = id
         self.stores = stores
         self.meter = meter
         self.logger = logger

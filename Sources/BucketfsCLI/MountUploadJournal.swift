@@ -21,6 +21,8 @@ struct MountUploadJournal: UploadJournal {
     /// New for every run, so that a daemon that is pid 1 in a container tells its own records from those of the
     /// run before it (same host name, same pid).
     let mountID: String
+    /// Where a recovered upload is reported (`upload_recovered`).
+    var events: (any EventSink)?
     static let host = ProcessInfo.processInfo.hostName
     static let bootID = (try? String(contentsOfFile: "/proc/sys/kernel/random/boot_id", encoding: .utf8))?
         .trimmingCharacters(in: .whitespacesAndNewlines) ?? ""
@@ -88,6 +90,12 @@ struct MountUploadJournal: UploadJournal {
                 continue    // keep the record: the next mount tries again
             }
             try? uploads.delete(state.id)
+            events?.emit(MountEventType.uploadRecovered, [
+                "key": .string(state.key), "upload_id": .string(state.uploadID), "action": "aborted",
+                "recovery_id": saved.map { .string(MountEvents.recoveryID(saved: $0)) } ?? .null,
+                "recovery_path": saved.map { .string($0) } ?? .null,
+                "host": state.metadata["host"] ?? .null, "pid": state.metadata["pid"] ?? .null,
+            ])
             logger.error("interrupted upload found and aborted", metadata: [
                 "key": "\(state.key)", "upload": "\(state.uploadID)", "saved": "\(saved ?? "no staged data left")"])
             handled += 1

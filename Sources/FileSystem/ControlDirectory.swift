@@ -7,7 +7,7 @@ import Synchronization
 ///
 /// It takes the place of the real `<prefix>.bucketfs/` folder of the store, and presents what is there rather
 /// than hiding it: record folders (`sessions/`, `checkpoints/`, `uploads/`, `conversations/`, `tasks/`,
-/// `buffers/`, `registry/`) come from the records backend (the same objects when records live in the bucket),
+/// `buffers/`, `registry/`, `events/`) come from the records backend (the same objects when records live in the bucket),
 /// every other real key under the folder (the object strategy's `locks/<path>.lock`) from the store, and
 /// generated files are added: `metrics`, `health.json`, `config.json`, and `locks/<path>.json` for each file
 /// this mount holds locks on or waits for.
@@ -43,7 +43,7 @@ public final class ControlDirectory: Sendable {
     }
 
     static let firstIno: UInt64 = 1 << 60
-    static let recordFolders: Set<String> = ["sessions", "conversations", "checkpoints", "tasks", "uploads", "buffers", "registry"]
+    static let recordFolders = Set(RecordKey.folders.map { String($0.dropLast()) })
     static let generatedFiles = ["metrics", "health.json", "config.json"]
     static let fixedDirectories = ["sessions", "checkpoints", "uploads", "locks"]
 

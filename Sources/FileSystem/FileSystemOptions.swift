@@ -30,13 +30,15 @@ public struct FileSystemOptions: Sendable, Equatable {
     public var stagingLimit: UInt64
     /// Written beside each saved upload (e.g. the S3 endpoint and region), so that it can be pushed back later.
     public var recoveryContext: [String: String]
+    /// Bytes the on-disk block cache (`<cacheDirectory>/blocks`) may hold; 0 turns it off.
+    public var blockCacheSize: UInt64
 
     public init(prefix: String = "", uid: UInt32 = getuid(), gid: UInt32 = getgid(),
                 filePermissions: UInt32 = 0o644, directoryPermissions: UInt32 = 0o755, readOnly: Bool = false,
                 metadataTTL: Double = 1, negativeTTL: Double = 1, cacheDirectory: String,
                 readAheadBudget: Int = 128 << 20, multipartPartSize: Int? = nil, multipartMaxInFlight: Int = 4,
                 renameParallelism: Int = 16, stagingLimit: UInt64 = 0,
-                recoveryContext: [String: String] = [:]) {
+                recoveryContext: [String: String] = [:], blockCacheSize: UInt64 = 1 << 30) {
         self.prefix = prefix
         self.uid = uid
         self.gid = gid
@@ -52,5 +54,6 @@ public struct FileSystemOptions: Sendable, Equatable {
         self.renameParallelism = renameParallelism
         self.stagingLimit = stagingLimit
         self.recoveryContext = recoveryContext
+        self.blockCacheSize = blockCacheSize
     }
 }

@@ -29,12 +29,23 @@ final class SequentialStream: @unchecked Sendable {
     private var finished = false
     private var failure: ObjectStoreError?
     private var closed = false
+    /// Hands each whole block received (and the last, shorter one) to the block cache. Set before the transfer.
+    private var keep: ((Int, Data) -> Void)?
+    private var blockSize = 1 << 20
 
     /// Starts the transfer of `start..<size` on a thread of its own, or returns nil when the budget is spent.
     static func start(store: any ObjectStore, key: String, version: String?, from start: UInt64, size: UInt64,
                       budget: PrefetchBudget) -> SequentialStream? {
+        // Cached already (read before, this mount or an earlier one): ranged reads serve it from the block cache.
+        if let cache = budget.cache, let version, start == 0, cache.block(key: key, version: version, number: 0) != nil {
+            return nil
+        }
         guard budget.reserve(footprint) else { return nil }
         let stream = SequentialStream(size: size, from: start, budget: budget)
+        if let cache = budget.cache, let version, start % UInt64(cache.blockSize) == 0 {
+            stream.keep = { number, data in cache.store(key: key, version: version, number: number, data: data) }
+            stream.blockSize = cache.blockSize
+        }
         let thread = Thread {
             do throws(ObjectStoreError) {
                 try store.getStreaming(key, range: start..<size, version: version) { stream.receive($0) }
@@ -86,19 +97,34 @@ final class SequentialStream: @unchecked Sendable {
 
     /// The transfer's sink: waits while far enough ahead; false stops the transfer (closed).
     private func receive(_ piece: UnsafeRawBufferPointer) -> Bool {
+        var whole: [Block] = []
         condition.lock()
-        defer { condition.unlock() }
+        defer {
+            condition.unlock()
+            for block in whole { keep?(Int(block.start) / blockSize, block.data) }    // disk I/O without the lock
+        }
         while received >= readTo + Self.ahead && !closed {
             condition.wait()
         }
         if closed { return false }
-        // Only the count is looked at: holding a copy of the block would make the append copy it.
-        if let filled = blocks.last?.data.count, filled < 1 << 20 {
-            blocks[blocks.count - 1].data.append(contentsOf: piece)    // in place: no copy of the block
-        } else {
-            var data = Data(capacity: 1 << 20)
-            data.append(contentsOf: piece)
-            blocks.append(Block(start: received, data: data))
+        // Blocks of `blockSize` (the cache's, aligned when the stream started at 0): a block that is full is handed
+        // to the cache. Only the count is looked at: holding a copy of the block would make the append copy it.
+        var rest = piece
+        while !rest.isEmpty {
+            if let filled = blocks.last?.data.count, filled < blockSize {
+                let take = min(rest.count, blockSize - filled)
+                blocks[blocks.count - 1].data.append(contentsOf: UnsafeRawBufferPointer(rebasing: rest[..<take]))
+                rest = UnsafeRawBufferPointer(rebasing: rest[take...])
+            } else {
+                var data = Data(capacity: blockSize)
+                let take = min(rest.count, blockSize)
+                data.append(contentsOf: UnsafeRawBufferPointer(rebasing: rest[..<take]))
+                rest = UnsafeRawBufferPointer(rebasing: rest[take...])
+                blocks.append(Block(start: received + UInt64(piece.count - rest.count - take), data: data))
+            }
+            if let last = blocks.last, last.data.count == blockSize || last.start + UInt64(last.data.count) == size {
+                whole.append(last)
+            }
         }
         received += UInt64(piece.count)
         condition.broadcast()

@@ -72,9 +72,11 @@ final class FuseReply {
         st.st_nlink = UInt(attributes.linkCount)
         st.st_uid = attributes.uid
         st.st_gid = attributes.gid
-        st.st_size = Int(attributes.size)
+        // Sizes come from the store; one above Int64.max (the stores refuse them, this is the last guard) must
+        // not trap the daemon.
+        st.st_size = Int(clamping: attributes.size)
         st.st_blksize = 128 * 1024
-        st.st_blocks = Int((attributes.size + 511) / 512)
+        st.st_blocks = Int(clamping: attributes.size / 512 + (attributes.size % 512 == 0 ? 0 : 1))
         st.st_mtim = timespec(tv_sec: Int(attributes.mtime.seconds), tv_nsec: Int(attributes.mtime.nanoseconds))
         st.st_atim = st.st_mtim
         st.st_ctim = timespec(tv_sec: Int(attributes.ctime.seconds), tv_nsec: Int(attributes.ctime.nanoseconds))

@@ -105,18 +105,33 @@ extension ObjectStore {
     }
 
     /// Every object and common prefix under `prefix`, following continuation tokens.
+    /// A store that hands back a continuation token it gave before would have us list forever: that is an error
+    /// (the listing fails, the caller gets EIO), as is a listing beyond `maxListPages` pages.
     public func listAll(prefix: String, delimiter: String? = nil) throws(ObjectStoreError) -> ListPage {
         var all = ListPage()
         var token: String? = nil
+        var seen = Set<String>()
         repeat {
             let page = try list(ListRequest(prefix: prefix, delimiter: delimiter, continuationToken: token))
             all.objects += page.objects
             all.commonPrefixes += page.commonPrefixes
             token = page.nextContinuationToken
+            if let token {
+                guard seen.insert(token).inserted else {
+                    throw .other("malformed LIST reply for prefix \"\(prefix)\": the store repeated a continuation "
+                                 + "token after \(seen.count) pages; listing stopped")
+                }
+                guard seen.count < maxListPages else {
+                    throw .other("LIST of prefix \"\(prefix)\" exceeded \(maxListPages) pages; listing stopped")
+                }
+            }
         } while token != nil
         return all
     }
 }
+
+/// Pages `listAll` follows at most (100 million keys at 1,000 a page).
+public let maxListPages = 100_000
 
 /// User metadata: lower-case ASCII keys (without any `x-amz-meta-` prefix) and string values.
 public typealias ObjectMetadata = [String: String]

@@ -20,8 +20,12 @@ public enum RecordKey {
     /// The reverse index chain → uuid, so a chain is found with one read.
     public static func registryChain(_ chain: String) -> String { "registry/chains/\(segment(chain)).json" }
 
+    public static func events(_ stream: String) -> String { "events/\(segment(stream))/" }
+    public static func event(_ stream: String, sequence: Int) -> String { events(stream) + padded(sequence) + ".json" }
+
     /// Every kind of record, by its first key segment (what `records migrate` walks).
-    public static let folders = ["sessions/", "conversations/", "checkpoints/", "tasks/", "uploads/", "buffers/", "registry/"]
+    public static let folders = ["sessions/", "conversations/", "checkpoints/", "tasks/", "uploads/", "buffers/", "registry/",
+                                 "events/"]
 
     /// An id as one key segment: letters, digits and `-_.:@+=` stay, everything else (`/`, spaces, `%`…) is
     /// percent-encoded, and the names `.`/`..` are encoded too, so every id maps to one valid file name.

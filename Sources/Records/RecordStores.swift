@@ -15,6 +15,7 @@ public struct RecordStores: Sendable {
     public let uploads: UploadStateStore
     public let buffers: ThreadBufferStore
     public let registry: ThreadRegistry
+    public let events: EventLog
 
     /// `ttl`: seconds that buffer slots and registry entries live (seed 004: 24 h); `nil` for ever.
     public init(backend: any RecordBackend, ttl: Double? = 86_400) {
@@ -26,6 +27,7 @@ public struct RecordStores: Sendable {
         uploads = UploadStateStore(backend: backend)
         buffers = ThreadBufferStore(backend: backend, ttl: ttl)
         registry = ThreadRegistry(backend: backend, ttl: ttl)
+        events = EventLog(backend: backend)
     }
 
     /// Records in `store` under `<mount prefix><records prefix>`.

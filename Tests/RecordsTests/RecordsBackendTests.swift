@@ -22,6 +22,7 @@ class RecordsBackendTestCase: XCTestCase {
     func testUploadStates() throws { try suite.uploadStates() }
     func testThreadBuffers() throws { try suite.threadBuffers() }
     func testRegistry() throws { try suite.registry() }
+    func testEvents() throws { try suite.events() }
     func testMigrationRoundTrip() throws {
         try suite.migrationRoundTrip(via: ObjectStoreRecordBackend(store: MemoryObjectStore(), prefix: "elsewhere/.bucketfs/"))
     }

@@ -196,6 +196,59 @@ struct RecordsSuite {
         XCTAssertEqual(try stores.registry.all(), ["u3": "console.router"])
     }
 
+    /// Append, read a range, tail, count and aggregate by type, streams, racing appenders, follow.
+    func events() throws {
+        let name = "events-\(UUID().uuidString.prefix(8))/"
+        let stores = RecordStores(backend: try makeBackend(name))
+        for (n, type) in ["mounted", "upload_failed", "lock_lost", "upload_failed", "unmounted"].enumerated() {
+            let event = try stores.events.append(stream: "mount a/1", type: type, data: ["n": .integer(Int64(n))])
+            XCTAssertEqual(event.sequence, n)
+        }
+        try stores.events.append(stream: "other", type: "mounted")
+        XCTAssertEqual(try stores.events.read(stream: "mount a/1", from: 1, limit: 2).map(\.type), ["upload_failed", "lock_lost"])
+        XCTAssertEqual(try stores.events.read(stream: "mount a/1", from: 3).map(\.sequence), [3, 4])
+        XCTAssertEqual(try stores.events.tail(stream: "mount a/1", count: 2).map(\.type), ["upload_failed", "unmounted"])
+        XCTAssertEqual(try stores.events.count(stream: "mount a/1"), 5)
+        XCTAssertEqual(try stores.events.count(stream: "mount a/1", type: "upload_failed"), 2)
+        XCTAssertEqual(try stores.events.countByType(stream: "mount a/1"),
+                       ["mounted": 1, "upload_failed": 2, "lock_lost": 1, "unmounted": 1])
+        XCTAssertEqual(try stores.events.streams(), ["mount a/1", "other"])
+        let raw = try XCTUnwrap(try stores.backend.read("events/mount%20a%2F1/0000000001.json")).data
+        let json = try XCTUnwrap(try JSONSerialization.jsonObject(with: raw) as? [String: Any])
+        XCTAssertEqual(json["type"] as? String, "upload_failed")
+        XCTAssertEqual(json["stream"] as? String, "mount a/1")
+        XCTAssertEqual(json["schema_version"] as? Int, 1)
+
+        // Racing appenders on separate clients (each with its own idea of the next number) all land, once each.
+        let logs = try (0..<4).map { _ in RecordStores(backend: try makeBackend(name)).events }
+        DispatchQueue.concurrentPerform(iterations: 4) { worker in
+            for n in 0..<10 { _ = try? logs[worker].append(stream: "race", type: "w", data: ["who": .string("\(worker)-\(n)")]) }
+        }
+        let raced = try stores.events.read(stream: "race")
+        XCTAssertEqual(raced.map(\.sequence), Array(0..<40))
+        XCTAssertEqual(Set(raced.compactMap { event -> String? in
+            if case .string(let who)? = event.data["who"] { return who } else { return nil }
+        }).count, 40)
+
+        // Follow sees events appended after it started, in order, and stops when told.
+        let seen = Locked<[Int]>([])
+        let following = DispatchSemaphore(value: 0)
+        let done = DispatchSemaphore(value: 0)
+        let deadline = Date().addingTimeInterval(30)
+        Thread.detachNewThread {
+            following.signal()
+            _ = try? stores.events.follow(stream: "live", interval: 0.05, shouldStop: { Date() > deadline }) { event in
+                seen.update { $0.append(event.sequence) }
+                return seen.value.count < 3
+            }
+            done.signal()
+        }
+        following.wait()
+        for _ in 0..<3 { try stores.events.append(stream: "live", type: "tick") }
+        XCTAssertEqual(done.wait(timeout: .now() + 30), .success)
+        XCTAssertEqual(seen.value, [0, 1, 2])
+    }
+
     /// Every kind of record copied to another backend and back, byte for byte; a second run copies nothing.
     func migrationRoundTrip(via other: any RecordBackend) throws {
         let stores = try stores("migrate")
@@ -207,12 +260,13 @@ struct RecordsSuite {
         try stores.uploads.save(UploadStateRecord(id: "j", key: "k", uploadID: "U"))
         try stores.buffers.append(thread: "b", data: true)
         try stores.registry.set(chain: "a.b", uuid: "r1")
+        try stores.events.append(stream: "m1", type: "mounted", data: ["host": "h"])
         let original = try snapshot(stores.backend)
-        XCTAssertEqual(original.count, 9)
+        XCTAssertEqual(original.count, 10)
 
         let out = try RecordMigration(from: stores.backend, to: other).run()
-        XCTAssertEqual(out.copied, 9)
-        XCTAssertEqual(try RecordMigration(from: stores.backend, to: other).run().unchanged, 9, "idempotent")
+        XCTAssertEqual(out.copied, 10)
+        XCTAssertEqual(try RecordMigration(from: stores.backend, to: other).run().unchanged, 10, "idempotent")
         let back = try makeBackend("migrate-back-\(UUID().uuidString.prefix(8))/")
         try RecordMigration(from: other, to: back).run()
         XCTAssertEqual(try snapshot(back), original)

@@ -94,7 +94,16 @@ def test_control_directory_shows_postgres_records_as_the_bucket_does(make_mount,
     config = (in_pg / ".bucketfs/config.json").read_text()
     assert "pg-test-pw" not in config
 
+    # Its event stream too: `ls .bucketfs/events/` through the mount, the row's bytes through `cat`.
+    assert os.listdir(in_pg / ".bucketfs/events") == [sessions[0][:-len(".json")]]
+    event_key = f"events/{sessions[0][:-len('.json')]}/0000000000.json"
+    row = pg_env.psql(db, f"SELECT data FROM bucketfs_records WHERE key = '{event_key}'").stdout
+    assert (in_pg / ".bucketfs" / event_key).read_text() == row[:-1]    # psql adds a newline to the row
+    assert json.loads((in_pg / ".bucketfs" / event_key).read_text())["type"] == "mounted"
+
     in_pg.unmount()
+    types = pg_env.psql(db, "SELECT record->>'type' FROM bucketfs_records_json WHERE key LIKE 'events/%' ORDER BY key")
+    assert types.stdout.split() == ["mounted", "unmounted"]
     status = pg_env.psql(db, "SELECT record->>'status' FROM bucketfs_records_json WHERE key LIKE 'sessions/%'")
     assert status.stdout.strip() == "unmounted"
     versions = pg_env.psql(db, "SELECT version FROM bucketfs_schema ORDER BY version").stdout.split()

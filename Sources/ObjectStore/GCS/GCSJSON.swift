@@ -25,8 +25,16 @@ enum GCSJSON {
         let updated = (resource["updated"] as? String).flatMap(S3Timestamp.parseISO8601)
             ?? (resource["timeCreated"] as? String).flatMap(S3Timestamp.parseISO8601)
             ?? Date(timeIntervalSince1970: 0)
+        guard !hasBadSize(resource) else { return nil }
         return ObjectInfo(key: name, size: string(resource["size"]).flatMap { UInt64($0) } ?? 0, lastModified: updated,
                           version: generation, contentType: resource["contentType"] as? String, metadata: metadata)
+    }
+
+    /// A size that is not a number, or that no file can have (above Int64.max): a hostile or broken reply.
+    static func hasBadSize(_ resource: [String: Any]) -> Bool {
+        guard let value = resource["size"] else { return false }
+        guard let size = string(value).flatMap({ UInt64($0) }) else { return true }
+        return size > UInt64(Int64.max)
     }
 
     /// The base64 MD5 of an object, if the resource has one (composite objects have none).

@@ -184,7 +184,11 @@ public final class GCSObjectStore: ObjectStore {
             if afterIsPrefix { return !name.hasPrefix(after) && Self.precedes(after, name) }
             return Self.precedes(after, name) || (isPrefix && after.hasPrefix(name))
         }
-        var objects = ((document["items"] as? [[String: Any]]) ?? []).compactMap { GCSJSON.objectInfo($0) }
+        let items = (document["items"] as? [[String: Any]]) ?? []
+        if let bad = items.first(where: GCSJSON.hasBadSize) {
+            throw .other("GCS list of \(bucket): malformed size for \(bad["name"] as? String ?? "an object")")
+        }
+        var objects = items.compactMap { GCSJSON.objectInfo($0) }
             .filter { isPast($0.key, isPrefix: false) }
         var prefixes = ((document["prefixes"] as? [String]) ?? []).filter { isPast($0, isPrefix: true) }
         objects.sort { Self.precedes($0.key, $1.key) }
@@ -290,6 +294,7 @@ public final class GCSObjectStore: ObjectStore {
         query.append(("ifSourceGenerationMatch", sourceInfo.version))
         let path = objectPath(source) + "/rewriteTo/b/" + Self.encode(bucket) + "/o/" + Self.encode(destination)
         var rewriteToken: String?
+        var rounds = 0
         while true {
             var pageQuery = query
             if let rewriteToken { pageQuery.append(("rewriteToken", rewriteToken)) }
@@ -300,7 +305,12 @@ public final class GCSObjectStore: ObjectStore {
                 throw try conditionError(response, key: destination, condition: condition)
             }
             if document["done"] as? Bool == false, let token = document["rewriteToken"] as? String, !token.isEmpty {
+                // A token handed back twice would have us rewrite forever.
+                guard token != rewriteToken, rounds < 10_000 else {
+                    throw .other("GCS rewrite of \(source) to \(destination): the server repeats its rewrite token")
+                }
                 rewriteToken = token
+                rounds += 1
                 continue
             }
             guard let resource = document["resource"] as? [String: Any], let info = GCSJSON.objectInfo(resource) else {
@@ -330,6 +340,11 @@ public final class GCSObjectStore: ObjectStore {
                                      body: .data(try GCSJSON.encode(resource)))).response
         guard start.status == 200, let session = start.headers["location"], !session.isEmpty else {
             throw try conditionError(start, key: key, condition: options.condition)
+        }
+        // Every chunk carries our bearer token: it goes to the endpoint we were configured with, nowhere else.
+        guard Self.sameOrigin(session, endpoint) else {
+            throw .other("GCS resumable upload of \(key): the server named a session on another host; refused "
+                         + "(the token is only sent to \(endpoint))")
         }
         var offset: UInt64 = 0
         var failures = 0
@@ -367,6 +382,16 @@ public final class GCSObjectStore: ObjectStore {
                 throw try conditionError(response, key: key, condition: options.condition)
             }
         }
+    }
+
+    /// Scheme, host and port of `url` are those of `endpoint` (a session URL may add any path and query).
+    static func sameOrigin(_ url: String, _ endpoint: String) -> Bool {
+        guard let a = URLComponents(string: url), let b = URLComponents(string: endpoint),
+              let scheme = a.scheme?.lowercased(), scheme == b.scheme?.lowercased(),
+              let host = a.host?.lowercased(), !host.isEmpty, host == b.host?.lowercased(),
+              a.user == nil, a.password == nil else { return false }
+        let defaultPort = scheme == "https" ? 443 : 80
+        return (a.port ?? defaultPort) == (b.port ?? defaultPort)
     }
 
     /// Asks a session how much it has (`Content-Range: bytes */total`); `nil` if it cannot tell.

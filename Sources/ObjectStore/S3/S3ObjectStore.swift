@@ -114,7 +114,10 @@ public final class S3ObjectStore: ObjectStore {
         try checkKey(key)
         let sent = try send(Request(method: "HEAD", key: key))
         guard sent.response.status == 200 else { throw mapError(sent.response, key: key) }
-        return info(key: key, headers: sent.response.headers, size: nil)
+        let info = info(key: key, headers: sent.response.headers, size: nil)
+        guard info.size <= UInt64(Int64.max), sent.response.headers["content-length"].map({ UInt64($0) != nil }) ?? true
+        else { throw .other("S3 HEAD of \(key): malformed Content-Length") }
+        return info
     }
 
     /// A range starting at or past the end reads as empty (S3 answers 416; a HEAD then supplies the object's info),
@@ -219,8 +222,12 @@ public final class S3ObjectStore: ObjectStore {
         var page = ListPage()
         for entry in xml.all("Contents") {
             guard let key = entry.value("Key") else { continue }
+            // A size no file can have (above Int64.max) is a hostile or broken reply, not an object.
+            guard let size = entry.value("Size").map({ UInt64($0) }) ?? 0, size <= UInt64(Int64.max) else {
+                throw .other("S3 ListObjectsV2 on \(bucket): malformed Size for \(decode(key))")
+            }
             page.objects.append(ObjectInfo(
-                key: decode(key), size: entry.value("Size").flatMap { UInt64($0) } ?? 0,
+                key: decode(key), size: size,
                 lastModified: entry.value("LastModified").flatMap(S3Timestamp.parseISO8601) ?? Date(timeIntervalSince1970: 0),
                 version: Self.unquote(entry.value("ETag") ?? ""), contentType: nil, metadata: nil))
         }

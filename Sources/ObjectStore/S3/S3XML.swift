@@ -67,8 +67,12 @@ struct S3XML: Sendable {
             return element()
         }
 
+        /// Nesting deeper than any S3 document: a hostile one could otherwise overflow the stack.
+        static let maxDepth = 32
+
         /// At `<name ...>`: reads the element and everything up to its end tag.
-        mutating func element() -> S3XML? {
+        mutating func element(depth: Int = 1) -> S3XML? {
+            guard depth <= Self.maxDepth else { return nil }
             index += 1
             let name = readName()
             guard !name.isEmpty, skip(past: ">") else { return nil }
@@ -93,7 +97,7 @@ struct S3XML: Sendable {
                         if byte == UInt8(ascii: "&") { text += Array("&amp;".utf8) } else { text.append(byte) }
                     }
                 } else if peek == UInt8(ascii: "<") {
-                    guard let child = element() else { return nil }
+                    guard let child = element(depth: depth + 1) else { return nil }
                     node.children.append(child)
                 } else {
                     text.append(bytes[index])

@@ -1,0 +1,129 @@
+import Foundation
+import Synchronization
+
+/// Object content on local disk, in aligned blocks of `blockSize` bytes, keyed by object key and version: a
+/// changed object has another version, so its old blocks are never served (they age out). Shared by every
+/// handle of the mount; the files stay in the cache directory, so a remount reads what it already fetched while
+/// the version is unchanged. Bounded by `limit` bytes, least recently used blocks evicted first.
+///
+/// A block is one file `<directory>/<hash of key and version>.<block index>`, whose first line repeats the key
+/// and version (checked on every read: a hash collision is a miss, never wrong bytes). Written to a temporary
+/// name and renamed, so a crash leaves whole blocks or none. Files are 0600 in a 0700 directory.
+final class BlockCache: Sendable {
+    static let defaultBlockSize = 1 << 20
+
+    let directory: String
+    let blockSize: Int
+    let limit: UInt64
+
+    private struct Index {
+        /// File name → size on disk and last use (a counter, not a clock).
+        var entries: [String: (size: UInt64, used: UInt64)] = [:]
+        var total: UInt64 = 0
+        var clock: UInt64 = 0
+    }
+    private let index = Mutex(Index())
+
+    /// Creates the directory if needed and indexes what a previous mount left (oldest modification first).
+    init(directory: String, limit: UInt64, blockSize: Int = BlockCache.defaultBlockSize) {
+        self.directory = directory
+        self.limit = limit
+        self.blockSize = blockSize
+        try? FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true,
+                                                 attributes: [.posixPermissions: 0o700])
+        var found: [(name: String, size: UInt64, modified: Date)] = []
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? [] {
+            let path = directory + "/" + name
+            if name.hasPrefix(".tmp-") {
+                try? FileManager.default.removeItem(atPath: path)
+                continue
+            }
+            guard let attributes = try? FileManager.default.attributesOfItem(atPath: path) else { continue }
+            found.append((name, (attributes[.size] as? NSNumber)?.uint64Value ?? 0,
+                          attributes[.modificationDate] as? Date ?? .distantPast))
+        }
+        found.sort { $0.modified < $1.modified }
+        index.withLock { index in
+            for entry in found {
+                index.clock += 1
+                index.entries[entry.name] = (entry.size, index.clock)
+                index.total += entry.size
+            }
+        }
+        evict()
+    }
+
+    /// Block `number` of the object at `version`, if cached: the whole block, or less for the object's last one.
+    func block(key: String, version: String, number: Int) -> Data? {
+        let name = Self.fileName(key: key, version: version, number: number)
+        let known = index.withLock { index -> Bool in
+            guard index.entries[name] != nil else { return false }
+            index.clock += 1
+            index.entries[name]?.used = index.clock
+            return true
+        }
+        guard known, let contents = FileManager.default.contents(atPath: directory + "/" + name) else { return nil }
+        let header = Data(Self.header(key: key, version: version).utf8)
+        guard contents.starts(with: header) else { return nil }
+        return contents.subdata(in: header.count..<contents.count)
+    }
+
+    /// Keeps block `number` (`data` is the whole block, or the object's shorter last block).
+    func store(key: String, version: String, number: Int, data: Data) {
+        guard !data.isEmpty, data.count <= blockSize, UInt64(data.count) <= limit else { return }
+        let name = Self.fileName(key: key, version: version, number: number)
+        if index.withLock({ $0.entries[name] != nil }) { return }
+        var contents = Data(Self.header(key: key, version: version).utf8)
+        contents.append(data)
+        let temporary = directory + "/.tmp-" + UUID().uuidString
+        guard FileManager.default.createFile(atPath: temporary, contents: contents,
+                                             attributes: [.posixPermissions: 0o600]),
+              rename(temporary, directory + "/" + name) == 0 else {
+            try? FileManager.default.removeItem(atPath: temporary)
+            return
+        }
+        index.withLock { index in
+            index.clock += 1
+            if let old = index.entries[name] { index.total -= old.size }
+            index.entries[name] = (UInt64(contents.count), index.clock)
+            index.total += UInt64(contents.count)
+        }
+        evict()
+    }
+
+    /// Bytes held (headers included).
+    var size: UInt64 { index.withLock { $0.total } }
+
+    /// Drops least recently used blocks until the total is within the limit.
+    private func evict() {
+        let victims = index.withLock { index -> [String] in
+            guard index.total > limit else { return [] }
+            var names: [String] = []
+            for (name, entry) in index.entries.sorted(by: { $0.value.used < $1.value.used }) {
+                guard index.total > limit else { break }
+                index.entries[name] = nil
+                index.total -= entry.size
+                names.append(name)
+            }
+            return names
+        }
+        for name in victims { unlink(directory + "/" + name) }
+    }
+
+    private static func header(key: String, version: String) -> String {
+        // Newlines cannot be in a version; a key's are escaped so that the header stays one line.
+        key.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\n", with: "\\n")
+            + "\n" + version + "\n"
+    }
+
+    /// Two independent 64-bit FNV-1a hashes of key and version: 128 bits, collisions checked by the header anyway.
+    private static func fileName(key: String, version: String, number: Int) -> String {
+        var first: UInt64 = 0xcbf2_9ce4_8422_2325
+        var second: UInt64 = 0x8422_2325_cbf2_9ce4
+        for byte in key.utf8 + [0] + version.utf8 {
+            first = (first ^ UInt64(byte)) &* 0x100_0000_01b3
+            second = (second ^ UInt64(byte)) &* 0x100_0000_01b3 &+ 0x9e37_79b9
+        }
+        return String(first, radix: 16) + String(second, radix: 16) + "." + String(number)
+    }
+}

@@ -1,0 +1,112 @@
+@testable import FileSystem
+import Foundation
+import ObjectStore
+import TestSupport
+import XCTest
+
+/// The on-disk block cache, on its own and under the read-ahead and the sequential stream.
+final class BlockCacheTests: XCTestCase {
+    var directory = ""
+    let workers = WorkerPool(threads: 2, name: "test-cache")
+
+    override func setUp() {
+        directory = FileManager.default.temporaryDirectory.appendingPathComponent("blocks-\(UUID().uuidString)").path
+    }
+
+    override func tearDown() {
+        try? FileManager.default.removeItem(atPath: directory)
+        workers.stop()
+    }
+
+    func readAll(_ store: any ObjectStore, key: String, size: Int, budget: PrefetchBudget, version: String?,
+                 chunk: Int = 128 << 10) throws -> Data {
+        let prefetcher = ReadPrefetcher(store: store, key: key, size: UInt64(size), settings: ReadPrefetcher.Settings(),
+                                        budget: budget, workers: workers, version: version)
+        defer { prefetcher.close() }
+        var data = Data()
+        while data.count < size { data.append(try prefetcher.read(offset: UInt64(data.count), count: chunk)) }
+        return data
+    }
+
+    /// A second handle, and a new cache over the same directory (a remount), read without a request; a new version
+    /// of the object is fetched, never served from the old blocks.
+    func testRereadsComeFromTheCacheUntilTheVersionChanges() throws {
+        let memory = MemoryObjectStore()
+        let store = CountingStore(memory)
+        let size = (5 << 20) + 1234
+        let body = ReadPrefetcherTests.content(size)
+        let info = try memory.put("f", data: body)
+        let budget = PrefetchBudget(bytes: 64 << 20, cache: BlockCache(directory: directory, limit: 64 << 20))
+        XCTAssertEqual(try readAll(store, key: "f", size: size, budget: budget, version: info.version), body)
+        XCTAssertGreaterThan(store.count(.get), 0)
+        store.reset()
+        XCTAssertEqual(try readAll(store, key: "f", size: size, budget: budget, version: info.version), body)
+        XCTAssertEqual(store.count(.get), 0, "a second handle reads the cached blocks")
+
+        let remounted = PrefetchBudget(bytes: 64 << 20, cache: BlockCache(directory: directory, limit: 64 << 20))
+        XCTAssertEqual(try readAll(store, key: "f", size: size, budget: remounted, version: info.version,
+                                   chunk: 4096 * 3), body)
+        XCTAssertEqual(store.count(.get), 0, "the blocks survive a remount")
+
+        var changed = body
+        changed[3 << 20] ^= 0xff
+        let second = try memory.put("f", data: changed)
+        XCTAssertEqual(try readAll(store, key: "f", size: size, budget: remounted, version: second.version), changed)
+        XCTAssertGreaterThan(store.count(.get), 0, "a changed object is fetched again")
+    }
+
+    /// Without a version at open, the first GET's version is used.
+    func testVersionLearnedFromTheFirstRead() throws {
+        let memory = MemoryObjectStore()
+        let store = CountingStore(memory)
+        let body = ReadPrefetcherTests.content(3 << 20)
+        let info = try memory.put("g", data: body)
+        let budget = PrefetchBudget(bytes: 64 << 20, cache: BlockCache(directory: directory, limit: 64 << 20))
+        XCTAssertEqual(try readAll(store, key: "g", size: body.count, budget: budget, version: nil), body)
+        store.reset()
+        XCTAssertEqual(try readAll(store, key: "g", size: body.count, budget: budget, version: info.version), body)
+        XCTAssertEqual(store.count(.get), 0)
+    }
+
+    func testLeastRecentlyUsedBlocksGoFirst() {
+        let block = Data(repeating: 7, count: 1000)
+        let cache = BlockCache(directory: directory, limit: 3 * 1100, blockSize: 1000)
+        for number in 0..<3 { cache.store(key: "k", version: "v", number: number, data: block) }
+        XCTAssertNotNil(cache.block(key: "k", version: "v", number: 0))    // used: now the most recent
+        cache.store(key: "k", version: "v", number: 3, data: block)
+        XCTAssertLessThanOrEqual(cache.size, 3 * 1100)
+        XCTAssertNotNil(cache.block(key: "k", version: "v", number: 0))
+        XCTAssertNil(cache.block(key: "k", version: "v", number: 1), "the least recently used block was evicted")
+        XCTAssertNotNil(cache.block(key: "k", version: "v", number: 3))
+        XCTAssertNil(cache.block(key: "k", version: "other", number: 0), "another version is another block")
+        let reopened = BlockCache(directory: directory, limit: 3 * 1100, blockSize: 1000)
+        XCTAssertEqual(reopened.block(key: "k", version: "v", number: 3), block)
+    }
+
+    /// The streaming GET fills the cache too; once cached, no stream starts and ranged reads serve the file.
+    func testSequentialStreamFillsTheCache() throws {
+        let memory = MemoryObjectStore()
+        let size = (4 << 20) + 77
+        let body = ReadPrefetcherTests.content(size)
+        let info = try memory.put("s", data: body)
+        let cache = BlockCache(directory: directory, limit: 64 << 20)
+        let budget = PrefetchBudget(bytes: 64 << 20, cache: cache)
+        let stream = try XCTUnwrap(SequentialStream.start(store: memory, key: "s", version: info.version, from: 0,
+                                                          size: UInt64(size), budget: budget))
+        var data = Data()
+        while data.count < size {
+            data.append(try XCTUnwrap(try stream.read(offset: UInt64(data.count), count: 128 << 10)))
+        }
+        XCTAssertEqual(data, body)
+        // The transfer thread writes each block after handing it on: wait for the last one.
+        let deadline = Date().addingTimeInterval(10)
+        while cache.block(key: "s", version: info.version, number: 4) == nil && Date() < deadline { usleep(10_000) }
+        stream.close()
+        for number in 0...4 {
+            let expected = body.subdata(in: (number << 20)..<min(size, (number + 1) << 20))
+            XCTAssertEqual(cache.block(key: "s", version: info.version, number: number), expected, "block \(number)")
+        }
+        XCTAssertNil(SequentialStream.start(store: memory, key: "s", version: info.version, from: 0,
+                                            size: UInt64(size), budget: budget))
+    }
+}
