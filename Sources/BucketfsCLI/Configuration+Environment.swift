@@ -32,7 +32,6 @@ extension Configuration {
             "uid", "gid", "file_mode", "dir_mode", "read_only", "allow_other", "metadata_ttl", "negative_ttl",
             "cache_dir", "part_size_mib", "parts_in_flight", "read_ahead_mib", "block_cache_mib", "rename_parallelism",
             "staging_max_mib", "log_level", "metrics_addr", "control_dir", "records_url", "records_prefix",
-            "block_cache_mib", "control_dir_mode",
             "control_dir_mode",
             "lock_strategy", "lock_lease_seconds", "redis_url", "file_lock_dir",
         ]
