@@ -8,9 +8,12 @@ source scripts/lib.sh
 # attr: getfattr; util-linux: unshare (the no-/dev/fuse test), runuser; mount: mount -T/umount (fstab tests);
 # passwd: useradd/userdel (the ordinary-user mount); systemd: systemd-analyze verify (the unit file).
 # libpq-dev + postgresql: the PostgreSQL records backend and the server its tests start (initdb as user postgres).
-# prometheus: the server test_metrics.py starts on loopback to scrape --metrics-addr.
 install_system_packages fuse3 libfuse3-dev pkg-config libcurl4-openssl-dev libssl-dev libhiredis-dev redis-server \
-    attr util-linux mount passwd systemd libpq-dev postgresql prometheus
+    attr util-linux mount passwd systemd libpq-dev postgresql
+# stress-ng: its flock/lockf/fcntl lock stressors run on two mounts at once (test_locks.py).
+install_system_packages stress-ng
+# prometheus: the server test_metrics.py starts on loopback to scrape --metrics-addr.
+install_system_packages prometheus
 require_swift
 # pytest drives the real mounts; moto_server is the S3 the tests start on loopback; boto3 inspects it.
 python3 -c "import pytest, boto3, moto.server" 2>/dev/null || python3 -m pip install -q pytest boto3 "moto[server]"

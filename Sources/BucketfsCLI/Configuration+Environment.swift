@@ -33,7 +33,7 @@ extension Configuration {
             "cache_dir", "part_size_mib", "parts_in_flight", "read_ahead_mib", "block_cache_mib", "rename_parallelism",
             "staging_max_mib", "log_level", "metrics_addr", "control_dir", "records_url", "records_prefix",
             "control_dir_mode",
-            "lock_strategy", "lock_lease_seconds", "redis_url", "file_lock_dir",
+            "lock_strategy", "lock_lease_seconds", "redis_url", "file_lock_dir", "lock_mode",
         ]
         for key in mountKeys { keys[environmentPrefix + key.uppercased()] = EnvironmentKey(path: ["mount"], key: key) }
         let storageKeys = [

@@ -16,6 +16,8 @@ public struct Configuration: Equatable, Sendable {
         /// `redis://[user:password@]host[:port][/db]`, instead of the four keys above.
         public var redisURL: String?
         public var fileLockDir: String?
+        /// `best_effort`: mount with the object strategy even on a store found to ignore conditional writes.
+        public var mode: String?
     }
 
     public struct Storage: Equatable, Sendable {
@@ -161,7 +163,7 @@ public struct Configuration: Equatable, Sendable {
         for (k, v) in section where !(v is NSNull) {
             let name = "storage.lock.\(k)"
             switch k {
-            case "strategy", "lease_duration_seconds", "redis_url", "file_lock_dir":
+            case "strategy", "lease_duration_seconds", "redis_url", "file_lock_dir", "mode":
                 try setLockOption(k, value: v, reader: &reader, label: name)
             case "retry_attempts": storage.lock.retryAttempts = try reader.int(v, key: name, in: Bounds.retryAttempts)
             case "retry_delay_seconds":
@@ -187,6 +189,12 @@ public struct Configuration: Equatable, Sendable {
         case "lease_duration_seconds", "lock_lease_seconds":
             storage.lock.leaseDurationSeconds = try reader.int(value, key: label, in: Bounds.leaseSeconds)
         case "redis_url": storage.lock.redisURL = try reader.string(value, key: label)
+        case "mode", "lock_mode":
+            let mode = try reader.string(value, key: label)
+            guard ["strict", "best_effort"].contains(mode) else {
+                throw CLIError("bad value for \(label): \"\(mode)\" (expected strict or best_effort)")
+            }
+            storage.lock.mode = mode
         default: storage.lock.fileLockDir = try reader.string(value, key: label)    // file_lock_dir
         }
     }
@@ -262,7 +270,7 @@ public struct Configuration: Equatable, Sendable {
         case "rename_parallelism":
             mount.renameParallelism = try reader.int(value, key: label, in: Bounds.renameParallelism)
         case "staging_max_mib": mount.stagingMaxMiB = try reader.int(value, key: label, in: Bounds.stagingMaxMiB)
-        case "lock_strategy", "lock_lease_seconds", "redis_url", "file_lock_dir":
+        case "lock_strategy", "lock_lease_seconds", "redis_url", "file_lock_dir", "lock_mode":
             try setLockOption(key, value: value, reader: &reader, label: label)
         case "metrics_addr": mount.metricsAddress = try reader.string(value, key: label)
         case "control_dir":
@@ -318,6 +326,7 @@ public struct Configuration: Equatable, Sendable {
             "    strategy: \(quoted(storage.lock.strategy))",
             "    lease_duration_seconds: \(storage.lock.leaseDurationSeconds)",
             "    retry_attempts: \(storage.lock.retryAttempts)",
+            "    mode: \(quoted(storage.lock.mode))",
             "    retry_delay_seconds: \(storage.lock.retryDelaySeconds)",
             "    redis_host: \(quoted(storage.lock.redisHost))",
             "    redis_port: \(storage.lock.redisPort.map(String.init) ?? "null")",

@@ -36,6 +36,7 @@ struct LockCommand: ParsableCommand {
             Waits for the lock as the configuration says (retry_attempts tries, retry_delay_seconds apart) unless
             --wait is given; exits 1 without running COMMAND if the lock cannot be had. Otherwise exits with
             COMMAND's status, or 1 if the lease was lost while COMMAND ran (it was then not protected).
+            COMMAND gets the lease's fencing token in BUCKETFS_LOCK_TOKEN: it grows with every new holder.
             Example: bucketfs lock run s3://team/data/ jobs/nightly -- ./nightly.sh
             """)
 
@@ -48,6 +49,9 @@ struct LockCommand: ParsableCommand {
 
         @Option(help: "Seconds to wait for the lock (0: try once); default: the configured retries.")
         var wait: Double?
+
+        @Flag(help: "Take the lock shared (like flock -s): shared holders coexist, exclusive ones wait for them.")
+        var shared = false
 
         @OptionGroup var settings: ConfigurationOptions
 
@@ -62,19 +66,22 @@ struct LockCommand: ParsableCommand {
             guard let manager = setup.makeManager(logger: logger) else { throw ExitCode.failure }
             let name = setup.resourceName(LockCommand.path(resource))
             let status: Int32
+            let mode: LeaseMode = shared ? .shared : .exclusive
             do {
                 if let wait {
                     let lease: Lease?
-                    do { lease = try manager.acquire(name, timeout: wait) } catch {
+                    do { lease = try manager.acquire(name, mode: mode, timeout: wait) } catch {
                         throw LockAcquisitionError(resource: name, attempts: 1, lastError: error)
                     }
                     guard let lease else { throw LockAcquisitionError(resource: name, attempts: 1, lastError: nil) }
-                    status = ChildProcess.run(command)
+                    status = ChildProcess.run(command, token: lease.token)
                     try manager.release(lease)
                 } else {
                     // The library's `withLock`: `retry_attempts` tries, `retry_delay_seconds` apart (seed 000).
-                    status = try withLock(name, manager: manager, retryAttempts: setup.retryAttempts,
-                                          retryDelay: setup.retryDelay) { ChildProcess.run(command) }
+                    status = try withLock(name, manager: manager, mode: mode, retryAttempts: setup.retryAttempts,
+                                          retryDelay: setup.retryDelay) { lease in
+                        ChildProcess.run(command, token: lease.token)
+                    }
                 }
             } catch let error as LockAcquisitionError where error.lastError == nil {
                 FileHandle.standardError.write(Data("bucketfs: \(resource) is locked by another holder\n".utf8))
@@ -122,7 +129,8 @@ struct LockCommand: ParsableCommand {
 enum ChildProcess {
     private static let child = Atomic<Int32>(0)
 
-    static func run(_ argv: [String]) -> Int32 {
+    /// `token`: exported to the command as `BUCKETFS_LOCK_TOKEN`.
+    static func run(_ argv: [String], token: UInt64? = nil) -> Int32 {
         let forwarded: [Int32] = [SIGINT, SIGTERM, SIGHUP]
         for sig in forwarded {
             signal(sig) { received in
@@ -133,7 +141,11 @@ enum ChildProcess {
         var pid: pid_t = 0
         let cArgs = argv.map { strdup($0) } + [nil]
         defer { cArgs.forEach { free($0) } }
-        let spawned = posix_spawnp(&pid, argv[0], nil, nil, cArgs, environ)
+        var environment = ProcessInfo.processInfo.environment
+        if let token { environment["BUCKETFS_LOCK_TOKEN"] = String(token) }
+        let cEnv = environment.map { strdup("\($0.key)=\($0.value)") } + [nil]
+        defer { cEnv.forEach { free($0) } }
+        let spawned = posix_spawnp(&pid, argv[0], nil, nil, cArgs, cEnv)
         guard spawned == 0 else {
             FileHandle.standardError.write(Data("bucketfs: cannot run \(argv[0]): \(String(cString: strerror(spawned)))\n".utf8))
             return 127

@@ -93,6 +93,8 @@ struct MountCommand: ParsableCommand {
             var logger = Logger(label: "bucketfs")
             logger.logLevel = Logger.Level(rawValue: configuration.mount.logLevel) ?? .info
             let m = configuration.mount
+            try Self.checkConditionalWrites(store: store, location: location, configuration: configuration,
+                                            locking: locking, logger: logger)
             let registry = try Self.startMetrics(address: m.metricsAddress)
             // Records: the mount's session (counters from the store meter) and the control directory.
             let meter = MeteredStore(store)

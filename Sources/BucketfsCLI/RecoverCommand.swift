@@ -1,4 +1,5 @@
 import ArgumentParser
+import FileSystem
 import Foundation
 import ObjectStore
 
@@ -50,14 +51,19 @@ struct RecoverCommand: ParsableCommand {
 
     struct Push: ParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Upload saved files to their keys (overwriting what is there), then remove them from the folder.",
-            discussion: "On a terminal a progress line shows which file is being uploaded, its size and the time so far.")
+            abstract: "Upload saved files to their keys, then remove them from the folder.",
+            discussion: "A file replaces only the version it was based on (a new file: only an absent key); if the "
+                + "object changed since, the push is refused unless --force. "
+                + "On a terminal a progress line shows which file is being uploaded, its size and the time so far.")
 
         @Argument(help: "Ids shown by `bucketfs recover list`.")
         var ids: [String]
 
         @Option(help: "Upload to this key instead of the original one (one id only).")
         var key: String?
+
+        @Flag(help: "Overwrite the object even if it changed since the copy was saved (or if that is unknown).")
+        var force = false
 
         @OptionGroup var settings: ConfigurationOptions
 
@@ -98,14 +104,32 @@ struct RecoverCommand: ParsableCommand {
             configuration.adopt(storeContext: entry.context)
             let store = try MountCommand.openStore(location, configuration: configuration)
             let target = key ?? entry.key
+            let condition = force ? PutCondition.none : pushCondition(for: entry, target: target)
             do {
-                try store.put(target, body: .file(path: entry.dataPath), options: PutOptions())
+                try store.put(target, body: .file(path: entry.dataPath), options: PutOptions(condition: condition))
+            } catch .preconditionFailed, .notFound {
+                throw CLIError("not pushed: \(entry.store)\(target) changed (or was deleted) since this copy was "
+                               + "saved; the copy stays in the folder (--force overwrites)")
             } catch {
                 throw CLIError("cannot upload \(entry.store)\(target): \(error)")
             }
-            try? FileManager.default.removeItem(atPath: entry.dataPath)
+            // Only files of the recovery folder itself are removed, whatever the record says.
+            if (entry.dataPath as NSString).deletingLastPathComponent == "\(cacheDir)/recovery" {
+                try? FileManager.default.removeItem(atPath: entry.dataPath)
+            }
             try? FileManager.default.removeItem(atPath: "\(cacheDir)/recovery/\(entry.id).json")
             print("pushed \(entry.size) bytes to \(entry.store)\(target)")
+        }
+
+        /// Without `--force` a push replaces only what the copy was based on: the version it was read from, or
+        /// nothing for a new file (or another key). A copy that does not say is pushed only where the key is free.
+        private func pushCondition(for entry: Entry, target: String) -> PutCondition {
+            guard target == entry.key else { return .ifAbsent }
+            switch RecoveryFolder.Base(recorded: entry.context["base"]) {
+            case .absent?: return .ifAbsent
+            case .version(let version)?: return .ifVersionMatches(version)
+            case nil: return .ifAbsent
+            }
         }
     }
 }

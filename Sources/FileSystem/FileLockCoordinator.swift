@@ -4,11 +4,16 @@ import Logging
 import Synchronization
 
 /// The locks of one mount: full POSIX detail per file within the mount (`LocalLockTable`), and, across mounts,
-/// one lease of the lock strategy per file, held while any local lock on that file exists.
+/// one lease of the lock strategy per file, held while any local lock on that file exists — shared while the
+/// local locks are all shared, exclusive while any is exclusive (converted both ways as they change).
 ///
 /// Lock order: a file's `gate`, then `state`, then the `LockManager`'s own lock (asked for a lease under
 /// `state`); `state` is never held across a strategy call or store I/O.
-/// A file's gate serialises taking and giving up its lease, so two local requests never race to the strategy.
+/// A file's gate serialises taking, converting and giving up its lease, so two local requests never race to the
+/// strategy.
+///
+/// Nothing is granted under a lease the manager no longer vouches for (`validLease`): one whose renewal is late
+/// stops counting `safetyMargin` before it expires, and a new request then asks the strategy again.
 final class FileLockCoordinator: Sendable {
     /// How this mount's files are named to the strategy (the same mapping `bucketfs lock run` uses).
     let resourceName: @Sendable (String) -> String
@@ -26,6 +31,11 @@ final class FileLockCoordinator: Sendable {
         var users = 0
         /// The strategy's lease on this file, while this mount holds it.
         var lease: Lease?
+        /// When the lease was taken from the strategy: local waiters are handed it directly for `localSlice`,
+        /// then it goes back so that other mounts get their turn.
+        var leaseSince: ContinuousClock.Instant = .now
+        /// When this mount last gave the lease back after holding it for local waiters.
+        var yieldedAt: ContinuousClock.Instant?
 
         var idle: Bool { locks.isEmpty && lease == nil && users == 0 }
     }
@@ -39,6 +49,8 @@ final class FileLockCoordinator: Sendable {
         var reply: @Sendable (FSError?) -> Void
         var nextTry: ContinuousClock.Instant
         var delay: Duration
+        /// Set while another mount holds the file: the release feed watches it.
+        var resource: String?
     }
 
     struct State {
@@ -46,22 +58,38 @@ final class FileLockCoordinator: Sendable {
         var waiters: [Waiter] = []
         var nextWaiter: UInt64 = 0
         var waiterThreadStarted = false
+        var feedThreadStarted = false
         var stopped = false
     }
 
     let state = Mutex(State())
     /// Wakes the waiter thread: a new waiter, or a lock given up that a waiter may want.
     private let wakeup = DispatchSemaphore(value: 0)
+    /// Wakes the feed thread: a waiter started waiting for another mount.
+    private let feedWakeup = DispatchSemaphore(value: 0)
 
-    /// How often a waiter checks for a FUSE interrupt, and the longest wait between tries of the strategy.
+    /// How often a waiter checks for a FUSE interrupt, and the longest wait between tries of the strategy (the
+    /// release feed wakes waiters sooner).
     static let interruptPoll: Duration = .milliseconds(20)
     static let firstRetry: Duration = .milliseconds(20)
     static let longestRetry: Duration = .seconds(1)
+    /// How long local waiters may be handed the lease without giving it back.
+    static let localSlice: Duration = .milliseconds(500)
+
+    /// After giving the lease back at the end of a slice, local waiters leave the strategy alone this long so a
+    /// waiter on another mount (woken by the release feed) can take its turn. Redis keeps a waiting line of its
+    /// own, so nothing is needed there.
+    let yieldWindow: Duration
 
     init(manager: LockManager?, resourceName: @escaping @Sendable (String) -> String, logger: Logger) {
         self.manager = manager
         self.resourceName = resourceName
         self.logger = logger
+        switch manager?.strategy.name {
+        case "object": yieldWindow = .milliseconds(300)
+        case "file": yieldWindow = .milliseconds(50)
+        default: yieldWindow = .zero
+        }
     }
 
     enum Outcome: Equatable {
@@ -75,8 +103,9 @@ final class FileLockCoordinator: Sendable {
     // MARK: Granting
 
     /// One attempt at `request` on `ino` (at `path`, for the strategy). `.granted(newLease: true)` when the
-    /// lease was taken just now: the caller revalidates the file's caches.
-    func attempt(_ ino: UInt64, path: String, _ request: FileLock) throws(FSError) -> Outcome {
+    /// lease was taken just now: the caller revalidates the file's caches. `queue`: the request will be retried
+    /// (a blocking one), so it may keep a place in the strategy's waiting line.
+    func attempt(_ ino: UInt64, path: String, _ request: FileLock, queue: Bool = false) throws(FSError) -> Outcome {
         let quick = state.withLock { s -> Outcome? in
             var entry = s.files[ino] ?? FileEntry()
             if entry.locks.conflict(with: request) != nil { return .heldLocally }
@@ -85,7 +114,11 @@ final class FileLockCoordinator: Sendable {
                 // Locks granted under it stay: POSIX has no way to take them back.
                 entry.lease = nil
             }
-            guard entry.lease != nil || manager == nil else {
+            let covered = entry.lease.map { lease in
+                (lease.mode == .exclusive || request.mode == .shared)
+                    && manager?.validLease(for: lease.resource)?.token == lease.token
+            } ?? false
+            guard covered || manager == nil else {
                 entry.users += 1
                 s.files[ino] = entry
                 return nil
@@ -95,32 +128,77 @@ final class FileLockCoordinator: Sendable {
             return .granted(newLease: false)
         }
         if let quick { return quick }
-        // The file is not held through the strategy yet: take its gate, then the lease.
+        // Not held through the strategy (or only shared, or no longer provably): take the gate, then the lease.
         let gate = state.withLock { $0.files[ino]!.gate }
         defer { leave(ino) }
         return try gate.mutex.withLock { _ throws(FSError) -> Outcome in
-            let recheck = state.withLock { s -> Outcome? in
-                guard var entry = s.files[ino] else { return nil }
-                if entry.locks.conflict(with: request) != nil { return .heldLocally }
-                guard entry.lease != nil else { return nil }
-                entry.locks.apply(request)
-                s.files[ino] = entry
+            try strategyAttempt(ino, path: path, request, queue: queue)
+        }
+    }
+
+    /// Under the file's gate: upgrade the lease, or take a new one.
+    private func strategyAttempt(_ ino: UInt64, path: String, _ request: FileLock,
+                                 queue: Bool) throws(FSError) -> Outcome {
+        guard let manager else { return .heldElsewhere }
+        let now = ContinuousClock.now
+        let current = state.withLock { s -> (outcome: Outcome?, lease: Lease?) in
+            guard let entry = s.files[ino] else { return (nil, nil) }
+            if entry.locks.conflict(with: request) != nil { return (.heldLocally, nil) }
+            // Local waiters step back for a moment after a slice, so another mount can take its turn.
+            if queue, let yielded = entry.yieldedAt, now - yielded < yieldWindow { return (.heldElsewhere, nil) }
+            return (nil, entry.lease)
+        }
+        if let outcome = current.outcome { return outcome }
+        var lease = current.lease
+        if let held = lease, manager.lease(for: held.resource)?.token != held.token {
+            lease = nil    // lost meanwhile
+        }
+        if let held = lease {
+            guard manager.validLease(for: held.resource) != nil else {
+                // A renewal is late: nothing new under this lease until it is renewed or declared lost.
+                return .heldElsewhere
+            }
+            if held.mode == .exclusive || request.mode == .shared {
+                grant(ino, request, lease: held)
                 return .granted(newLease: false)
             }
-            if let recheck { return recheck }
-            let lease: Lease?
+            // Shared here, exclusive wanted: upgrade in place once the other mounts' sharers are gone.
             do {
-                lease = try manager!.tryAcquire(resourceName(path))
+                guard let upgraded = try manager.convert(held, to: .exclusive) else { return .heldElsewhere }
+                grant(ino, request, lease: upgraded)
+                return .granted(newLease: false)
+            } catch .lost {
+                state.withLock { s in if s.files[ino]?.lease?.token == held.token { s.files[ino]?.lease = nil } }
             } catch {
                 logger.error("lock strategy failed", metadata: ["path": "\(path)", "error": "\(error)"])
                 throw FSError.lockUnavailable("\(error)")
             }
-            guard let lease else { return .heldElsewhere }
-            state.withLock { s in
-                s.files[ino]?.lease = lease
-                s.files[ino]?.locks.apply(request)
-            }
-            return .granted(newLease: true)
+        }
+        // The mode the local locks need once this one is granted.
+        let mode = state.withLock { s -> LeaseMode in
+            let locks = (s.files[ino]?.locks.locks ?? []) + [request]
+            return locks.contains { $0.mode == .exclusive } ? .exclusive : .shared
+        }
+        let taken: Lease?
+        do {
+            taken = try manager.tryAcquire(resourceName(path), mode: mode, queue: queue)
+        } catch {
+            logger.error("lock strategy failed", metadata: ["path": "\(path)", "error": "\(error)"])
+            throw FSError.lockUnavailable("\(error)")
+        }
+        guard let taken else { return .heldElsewhere }
+        state.withLock { s in
+            s.files[ino]?.leaseSince = .now
+            s.files[ino]?.yieldedAt = nil
+        }
+        grant(ino, request, lease: taken)
+        return .granted(newLease: true)
+    }
+
+    private func grant(_ ino: UInt64, _ request: FileLock, lease: Lease) {
+        state.withLock { s in
+            s.files[ino]?.lease = lease
+            s.files[ino]?.locks.apply(request)
         }
     }
 
@@ -134,46 +212,137 @@ final class FileLockCoordinator: Sendable {
 
     // MARK: Giving up
 
+    /// What the lease needs after local locks changed.
+    private enum LeaseChange {
+        case none
+        /// No local lock left: give it back (after uploading the file's pending writes).
+        case release
+        /// Only shared locks left under an exclusive lease: let other mounts' readers in (after the upload).
+        case downgrade
+    }
+
     /// Removes locks with `change`; when the file's last local lock goes, `beforeRelease` runs (the file's
-    /// pending writes are uploaded) and then the lease is given back. Returns at once when nothing changed.
+    /// pending writes are uploaded) and then the lease is given back — unless local waiters want it and its
+    /// slice is not over, then they are handed it directly. When only shared locks remain, an exclusive lease
+    /// becomes shared (after `beforeRelease` too). Returns at once when nothing changed.
     func unlock(_ ino: UInt64, change: (inout LocalLockTable) -> Bool, beforeRelease: () -> Void) {
-        let (changed, needsRelease) = state.withLock { s -> (Bool, Bool) in
-            guard var entry = s.files[ino] else { return (false, false) }
-            guard change(&entry.locks) else { return (false, false) }
-            let release = entry.locks.isEmpty && entry.lease != nil
-            if release { entry.users += 1 }
+        let now = ContinuousClock.now
+        let (changed, needed) = state.withLock { s -> (Bool, LeaseChange) in
+            guard var entry = s.files[ino] else { return (false, .none) }
+            guard change(&entry.locks) else { return (false, .none) }
+            var needed = LeaseChange.none
+            if let lease = entry.lease {
+                if entry.locks.isEmpty {
+                    let localWaiter = s.waiters.contains { $0.ino == ino }
+                    if !(localWaiter && now - entry.leaseSince < Self.localSlice) { needed = .release }
+                } else if lease.mode == .exclusive, !entry.locks.locks.contains(where: { $0.mode == .exclusive }) {
+                    needed = .downgrade
+                }
+            }
+            if needed != .none { entry.users += 1 }
             s.files[ino] = entry.idle ? nil : entry
-            return (true, release)
+            return (true, needed)
         }
         guard changed else { return }
         nudgeLocalWaiters(ino)    // a local waiter may fit now
-        guard needsRelease else { return }
+        guard needed != .none else { return }
         let gate = state.withLock { $0.files[ino]!.gate }
         defer { leave(ino) }
         gate.mutex.withLock { _ in
-            // Another local lock may have arrived meanwhile: then the lease stays.
-            let stillFree = state.withLock { s in s.files[ino].map { $0.locks.isEmpty && $0.lease != nil } ?? false }
-            guard stillFree else { return }
-            beforeRelease()
-            // Taken from the entry only now, and only if no lock came while the writes went up (such a lock
-            // was granted under this lease, so the lease stays).
-            let lease = state.withLock { s -> Lease? in
-                guard let entry = s.files[ino], entry.locks.isEmpty, let lease = entry.lease else { return nil }
-                s.files[ino]?.lease = nil
-                return lease
-            }
-            guard let lease else { return }
-            do {
-                try manager?.release(lease)
-            } catch {
-                logger.error("could not release lock", metadata: ["resource": "\(lease.resource)", "error": "\(error)"])
+            switch needed {
+            case .release: giveBack(ino, beforeRelease: beforeRelease)
+            case .downgrade: downgrade(ino, beforeRelease: beforeRelease)
+            case .none: break
             }
         }
         nudgeLocalWaiters(ino)
     }
 
+    /// Under the gate: the lease goes back if no local lock came meanwhile.
+    private func giveBack(_ ino: UInt64, beforeRelease: () -> Void) {
+        // Another local lock may have arrived meanwhile: then the lease stays.
+        let stillFree = state.withLock { s in s.files[ino].map { $0.locks.isEmpty && $0.lease != nil } ?? false }
+        guard stillFree else { return }
+        beforeRelease()
+        // Taken from the entry only now, and only if no lock came while the writes went up (such a lock
+        // was granted under this lease, so the lease stays).
+        let lease = state.withLock { s -> Lease? in
+            guard let entry = s.files[ino], entry.locks.isEmpty, let lease = entry.lease else { return nil }
+            s.files[ino]?.lease = nil
+            // Held for local waiters to the end of a slice: they step back for a moment.
+            if s.waiters.contains(where: { $0.ino == ino }) { s.files[ino]?.yieldedAt = .now }
+            return lease
+        }
+        guard let lease else { return }
+        do {
+            try manager?.release(lease)
+        } catch {
+            logger.error("could not release lock", metadata: ["resource": "\(lease.resource)", "error": "\(error)"])
+        }
+    }
+
+    /// Under the gate: exclusive → shared, if the local locks are still all shared.
+    private func downgrade(_ ino: UInt64, beforeRelease: () -> Void) {
+        func sharedOnly() -> Lease? {
+            state.withLock { s in
+                guard let entry = s.files[ino], let lease = entry.lease, lease.mode == .exclusive, !entry.locks.isEmpty,
+                      !entry.locks.locks.contains(where: { $0.mode == .exclusive }) else { return nil }
+                return lease
+            }
+        }
+        guard sharedOnly() != nil else { return }
+        beforeRelease()    // readers on other mounts see what was written under the exclusive lease
+        guard let lease = sharedOnly(), let manager else { return }
+        do {
+            guard let shared = try manager.convert(lease, to: .shared) else { return }
+            state.withLock { s in if s.files[ino]?.lease?.token == lease.token { s.files[ino]?.lease = shared } }
+        } catch {
+            logger.error("could not downgrade lock", metadata: ["resource": "\(lease.resource)", "error": "\(error)"])
+            if case .lost = error {
+                state.withLock { s in if s.files[ino]?.lease?.token == lease.token { s.files[ino]?.lease = nil } }
+            }
+        }
+    }
+
+    /// A lease kept for local waiters that then went away (interrupted): give it back.
+    func releaseIfUnused(_ ino: UInt64, beforeRelease: () -> Void) {
+        let gate = state.withLock { s -> Gate? in
+            guard var entry = s.files[ino], entry.locks.isEmpty, entry.lease != nil,
+                  !s.waiters.contains(where: { $0.ino == ino }) else { return nil }
+            entry.users += 1
+            s.files[ino] = entry
+            return entry.gate
+        }
+        guard let gate else { return }
+        defer { leave(ino) }
+        gate.mutex.withLock { _ in giveBack(ino, beforeRelease: beforeRelease) }
+    }
+
     func conflict(_ ino: UInt64, with request: FileLock) -> FileLock? {
         state.withLock { $0.files[ino]?.locks.conflict(with: request) }
+    }
+
+    /// `F_GETLK` for the locks of other mounts: when this mount's lease cannot rule them out, the strategy is
+    /// asked for the file's holders (one round trip). Reported as one lock over the whole file with pid 0: the
+    /// strategy knows a holder's mode, not its ranges or processes.
+    func remoteConflict(_ ino: UInt64, path: String, with request: FileLock) -> FileLock? {
+        guard let manager else { return nil }
+        let held = state.withLock { $0.files[ino]?.lease }
+        // An exclusive lease here, or a shared one for a shared question, leaves nobody else in the way.
+        if let held, manager.validLease(for: held.resource)?.token == held.token,
+           held.mode == .exclusive || request.mode == .shared { return nil }
+        let records: [LockRecord]
+        do {
+            records = try manager.strategy.holders(of: resourceName(path))
+        } catch {
+            logger.warning("F_GETLK could not ask the lock strategy", metadata: ["path": "\(path)", "error": "\(error)"])
+            return nil
+        }
+        let mode: LeaseMode = request.mode == .exclusive ? .exclusive : .shared
+        guard let other = records.first(where: { $0.owner != manager.owner.id && $0.leaseMode.conflicts(with: mode) })
+        else { return nil }
+        return FileLock(owner: 0, kind: request.kind, mode: other.leaseMode == .exclusive ? .exclusive : .shared,
+                        start: 0, end: .max, pid: 0)
     }
 
     /// Paths' inodes with a lock held in this mount, and their leases (for `bucketfs status` and listings).
@@ -199,13 +368,30 @@ final class FileLockCoordinator: Sendable {
         if start { startWaiterThread() } else { wakeup.signal() }
     }
 
-    /// The waiter thread's retry, set by the owner (`FileSystem`), which knows paths and caches.
+    /// The waiter thread's retry, set by the owner (`FileSystem`), which knows paths and caches; it also
+    /// hands back the lease of a file whose waiters went away (`Release`).
     typealias Retry = @Sendable (UInt64, FileLock) throws(FSError) -> Outcome
+    typealias Release = @Sendable (UInt64) -> Void
+    /// The path of an inode, to name it to the release feed.
+    typealias PathOf = @Sendable (UInt64) -> String?
 
-    private let retryHook = Mutex<Retry?>(nil)
+    /// A class, not a tuple: a typed-throws closure copied out of a tuple is wrapped in one more thunk on every
+    /// read, and the waiter thread reads it on every pass (the chain of thunks grew until the stack overflowed).
+    final class Hooks: Sendable {
+        let retry: Retry
+        let release: Release
+        let path: PathOf
+        init(retry: @escaping Retry, release: @escaping Release, path: @escaping PathOf) {
+            self.retry = retry
+            self.release = release
+            self.path = path
+        }
+    }
 
-    func setRetry(_ retry: @escaping Retry) {
-        retryHook.withLock { $0 = retry }
+    private let retryHook = Mutex<Hooks?>(nil)
+
+    func setRetry(_ retry: @escaping Retry, release: @escaping Release, path: @escaping PathOf) {
+        retryHook.withLock { $0 = Hooks(retry: retry, release: release, path: path) }
     }
 
     private func startWaiterThread() {
@@ -226,27 +412,32 @@ final class FileLockCoordinator: Sendable {
         let (stopped, waiters) = state.withLock { ($0.stopped, $0.waiters) }
         if stopped { return nil }
         let now = ContinuousClock.now
-        let retry = retryHook.withLock { $0 }
+        let hooks = retryHook.withLock { $0 }
+        var touched: Set<UInt64> = []
         for waiter in waiters {
             if waiter.interrupted() {
                 finish(waiter.id)?.reply(.interrupted)
+                touched.insert(waiter.ino)
                 continue
             }
-            guard waiter.nextTry <= now, let retry else { continue }
+            guard waiter.nextTry <= now, let hooks else { continue }
             do {
-                switch try retry(waiter.ino, waiter.request) {
+                switch try hooks.retry(waiter.ino, waiter.request) {
                 case .granted:
                     finish(waiter.id)?.reply(nil)
                 case .heldLocally:
                     // Woken by the unlock; the timed retry is only a safety net.
-                    reschedule(waiter.id, after: Self.longestRetry, grow: false)
+                    reschedule(waiter.id, after: Self.longestRetry, grow: false, watch: nil)
                 case .heldElsewhere:
-                    reschedule(waiter.id, after: waiter.delay, grow: true)
+                    reschedule(waiter.id, after: waiter.delay, grow: true, watch: waiter.ino)
                 }
             } catch {
                 finish(waiter.id)?.reply(error)
+                touched.insert(waiter.ino)
             }
         }
+        // A lease kept for waiters that have gone meanwhile goes back.
+        for ino in touched { hooks?.release(ino) }
         return state.withLock { s in
             s.waiters.isEmpty ? 60 : Self.seconds(Self.interruptPoll)
         }
@@ -259,12 +450,49 @@ final class FileLockCoordinator: Sendable {
         }
     }
 
-    private func reschedule(_ id: UInt64, after delay: Duration, grow: Bool) {
-        state.withLock { s in
-            guard let index = s.waiters.firstIndex(where: { $0.id == id }) else { return }
+    private func reschedule(_ id: UInt64, after delay: Duration, grow: Bool, watch ino: UInt64?) {
+        let pathOf = retryHook.withLock { $0?.path }
+        let resource = ino.flatMap { pathOf?($0) }.map(resourceName)
+        let startFeed = state.withLock { s -> Bool in
+            guard let index = s.waiters.firstIndex(where: { $0.id == id }) else { return false }
             s.waiters[index].nextTry = .now + delay
             if grow { s.waiters[index].delay = min(s.waiters[index].delay * 2, Self.longestRetry) }
+            s.waiters[index].resource = resource
+            guard resource != nil else { return false }
+            defer { s.feedThreadStarted = true }
+            return !s.feedThreadStarted
         }
+        if startFeed { startFeedThread() } else if resource != nil { feedWakeup.signal() }
+    }
+
+    /// Listens to the strategy's release feed for the files waiters wait on elsewhere, and makes their waiters
+    /// due at once when one may have been released.
+    private func startFeedThread() {
+        guard let feed = manager?.strategy.makeReleaseFeed() else { return }
+        let feedWakeup = self.feedWakeup
+        let thread = Thread { [weak self] in
+            while true {
+                guard let coordinator = self else { return }
+                let (stopped, watched) = coordinator.state.withLock { s in
+                    (s.stopped, Set(s.waiters.compactMap(\.resource)))
+                }
+                if stopped { return }
+                if watched.isEmpty {
+                    _ = feedWakeup.wait(timeout: .now() + 60)
+                    continue
+                }
+                let freed = feed.waitForReleases(of: watched, timeout: 1)
+                guard !freed.isEmpty else { continue }
+                coordinator.state.withLock { s in
+                    for index in s.waiters.indices where s.waiters[index].resource.map(freed.contains) == true {
+                        s.waiters[index].nextTry = .now
+                    }
+                }
+                coordinator.wakeup.signal()
+            }
+        }
+        thread.name = "bucketfs-lock-feed"
+        thread.start()
     }
 
     /// Wakes local waiters of a file at once when its locks change (called from `unlock`): they are retried
@@ -276,7 +504,7 @@ final class FileLockCoordinator: Sendable {
         wakeup.signal()
     }
 
-    /// Unmount: waiters are answered EINTR, the thread stops, every lease goes back.
+    /// Unmount: waiters are answered EINTR, the threads stop, every lease goes back.
     func shutdown() {
         let waiters = state.withLock { s -> [Waiter] in
             s.stopped = true
@@ -285,6 +513,7 @@ final class FileLockCoordinator: Sendable {
         }
         for waiter in waiters { waiter.reply(.interrupted) }
         wakeup.signal()
+        feedWakeup.signal()
         manager?.shutdown()
     }
 

@@ -19,7 +19,7 @@ extension FileSystem {
     public func setLock(_ ino: UInt64, _ request: FileLock, wait: Bool, interrupted: @escaping @Sendable () -> Bool,
                         reply: @escaping @Sendable (FSError?) -> Void) {
         do {
-            switch try attemptLock(ino, request) {
+            switch try attemptLock(ino, request, queue: wait) {
             case .granted: reply(nil)
             case .heldLocally, .heldElsewhere:
                 if wait { locks.wait(ino, request, interrupted: interrupted, reply: reply) } else { reply(.wouldBlock) }
@@ -65,9 +65,18 @@ extension FileSystem {
     }
 
     /// `F_GETLK`: the lock held in this mount that would stop `request`, or nil. Locks of other mounts are not
-    /// reported (asking the strategy would cost a round trip per query); `F_SETLK` still refuses them.
+    /// reported here (see `testLockAcrossMounts`).
     public func testLock(_ ino: UInt64, _ request: FileLock) -> FileLock? {
         locks.conflict(ino, with: request)
+    }
+
+    /// `F_GETLK` as the bridge answers it: a lock of this mount, or else one another mount holds through the
+    /// strategy — asked for only when this mount's own lease cannot rule it out (one round trip: a GET of the
+    /// lock object, one Redis script, a flock probe), reported over the whole file with pid 0.
+    public func testLockAcrossMounts(_ ino: UInt64, _ request: FileLock) -> FileLock? {
+        if let local = locks.conflict(ino, with: request) { return local }
+        guard let path = state.withLock({ $0.table[ino]?.path }) else { return nil }
+        return locks.remoteConflict(ino, path: path, with: request)
     }
 
     /// Leases this mount holds now (files locked here), for status listings.
@@ -84,16 +93,27 @@ extension FileSystem {
 
     /// Called once at the end of `init`: the waiter thread retries through here.
     func installLockRetry() {
-        locks.setRetry { [weak self] ino, request throws(FSError) -> FileLockCoordinator.Outcome in
+        locks.setRetry({ [weak self] ino, request throws(FSError) -> FileLockCoordinator.Outcome in
             guard let self else { throw FSError.interrupted }
-            return try self.attemptLock(ino, request)
-        }
+            return try self.attemptLock(ino, request, queue: true)
+        }, release: { [weak self] ino in
+            guard let self else { return }
+            self.locks.releaseIfUnused(ino, beforeRelease: { self.uploadBeforeUnlock(ino) })
+        }, path: { [weak self] ino in
+            self?.state.withLock { $0.table[ino]?.path }
+        })
     }
 
-    func attemptLock(_ ino: UInt64, _ request: FileLock) throws(FSError) -> FileLockCoordinator.Outcome {
+    func attemptLock(_ ino: UInt64, _ request: FileLock,
+                     queue: Bool = false) throws(FSError) -> FileLockCoordinator.Outcome {
         guard let node = state.withLock({ $0.table[ino] }) else { throw FSError.notFound }
-        let outcome = try locks.attempt(ino, path: node.path, request)
+        let outcome = try locks.attempt(ino, path: node.path, request, queue: queue)
         if case .granted(newLease: true) = outcome { revalidateAfterLockGrant(ino) }
+        // A conversion to shared (flock LOCK_SH over LOCK_EX, F_RDLCK over F_WRLCK) may leave an exclusive lease
+        // with only shared locks: it becomes shared, after the writes made under it are uploaded.
+        if case .granted = outcome, request.mode == .shared {
+            locks.unlock(ino, change: { _ in true }, beforeRelease: { uploadBeforeUnlock(ino) })
+        }
         return outcome
     }
 
@@ -156,7 +176,7 @@ extension FileSystem {
     }
 
     /// The writes made under the lock reach the store before another mount can take it.
-    private func uploadBeforeUnlock(_ ino: UInt64) {
+    func uploadBeforeUnlock(_ ino: UInt64) {
         do {
             try upload(ino)
         } catch {

@@ -36,7 +36,7 @@ public struct RecoveryFolder: Sendable {
             }
         }
 
-        init?(recorded: String?) {
+        public init?(recorded: String?) {
             guard let recorded else { return nil }
             if recorded == "absent" {
                 self = .absent

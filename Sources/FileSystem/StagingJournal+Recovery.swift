@@ -72,7 +72,7 @@ extension StagingJournal {
         let base = Self.decode(record.base)
         let size = "\(status.st_size)"
         var reason = "the daemon (pid \(record.pid)) stopped before uploading this file"
-        if record.store == store, base != .unknown {
+        if record.store == store, base != .unknown, record.closed {
             let condition: PutCondition
             switch base {
             case .absent: condition = .ifAbsent
@@ -96,6 +96,8 @@ extension StagingJournal {
             } catch {
                 reason += "; uploading it at the next mount failed: \(error)"
             }
+        } else if !record.closed {
+            reason += " (it was still open for writing, so it may be cut off; not published)"
         } else if base == .unknown {
             reason += "; the version it was based on is unknown, so it was not uploaded"
         } else {

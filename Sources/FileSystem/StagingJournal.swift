@@ -14,9 +14,10 @@ import Synchronization
 /// its owner is gone — no pid is compared, which also holds for a daemon that is pid 1 in a container (every run
 /// has the same pid) and across reboots.
 ///
-/// At mount, `recover` handles every sidecar of a mount that is gone: the upload is finished conditionally
-/// (`ifAbsent` for a new file, `ifVersionMatches(base)` otherwise: a newer object is never overwritten), or the
-/// content goes to the recovery folder (changed in the store, another store, store failing). One log line per
+/// At mount, `recover` handles every sidecar of a mount that is gone: a file every writer had closed is uploaded
+/// conditionally (`ifAbsent` for a new file, `ifVersionMatches(base)` otherwise: a newer object is never
+/// overwritten); otherwise (still open, so maybe cut off mid-write; changed in the store; another store; store
+/// failing) the content goes to the recovery folder. One log line per
 /// file. A sidecar that cannot be read is logged and left alone; the others are still recovered.
 public final class StagingJournal: Sendable {
     public let directory: String
@@ -53,12 +54,16 @@ public final class StagingJournal: Sendable {
         var mountID: String
         var pid: Int32
         var updated: Date
+        /// Every writer had closed the file when this was recorded: its content is what they meant, and recovery
+        /// may publish it. Otherwise it may be cut off mid-write and only goes to the recovery folder.
+        var closed: Bool
 
         enum CodingKeys: String, CodingKey {
             case formatVersion = "format_version"
             case key, base, metadata, store, context, pid, updated
             case contentType = "content_type"
             case mountID = "mount_id"
+            case closed = "closed_by_writers"
         }
     }
 
@@ -92,14 +97,16 @@ public final class StagingJournal: Sendable {
 
     // MARK: - While mounted
 
-    /// Call when a staged file first becomes dirty, and again whenever its key, base or metadata changes (rename,
-    /// successful upload of an earlier state, chmod). Returns false (logged) if the sidecar could not be written:
-    /// the write itself goes on, it is only not crash-safe.
+    /// Call when a staged file first becomes dirty (`closed: false`), again whenever its key, base or metadata
+    /// changes (rename, successful upload of an earlier state, chmod), and with `closed: true` when the last writer
+    /// closed it while it is still dirty (its upload failed and waits for a retry). Returns false (logged) if the
+    /// sidecar could not be written: the write itself goes on, it is only not crash-safe.
     @discardableResult
     public func record(stagedPath: String, key: String, base: Base, contentType: String?,
-                       metadata: ObjectMetadata) -> Bool {
+                       metadata: ObjectMetadata, closed: Bool) -> Bool {
         let record = Record(key: key, base: Self.encode(base), contentType: contentType, metadata: metadata,
-                            store: store, context: context, mountID: mountID, pid: getpid(), updated: Date())
+                            store: store, context: context, mountID: mountID, pid: getpid(), updated: Date(),
+                            closed: closed)
         do {
             let encoder = JSONEncoder()
             encoder.dateEncodingStrategy = .iso8601

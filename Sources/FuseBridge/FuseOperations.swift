@@ -38,9 +38,22 @@ enum FuseOperations {
             // Larger requests than the 128 KiB default: fewer round trips through the kernel (NOTES: 1 MiB max).
             conn.pointee.max_write = 1 << 20
             conn.pointee.max_readahead = 1 << 20
-            if conn.pointee.capable & UInt32(FUSE_CAP_ASYNC_READ) != 0 {
-                conn.pointee.want |= UInt32(FUSE_CAP_ASYNC_READ)
+            // Async reads (the kernel's read-ahead runs beside the reader) and parallel lookups/readdirs in one
+            // directory (the kernel would otherwise serialise them on the directory's lock).
+            for capability in [FUSE_CAP_ASYNC_READ, FUSE_CAP_PARALLEL_DIROPS]
+            where conn.pointee.capable & UInt32(capability) != 0 {
+                conn.pointee.want |= UInt32(capability)
             }
+            // More requests in flight than the default 12 (congestion at 9): read-ahead, many small-file reads and
+            // writes from several processes go to the store in parallel, each one a libfuse worker thread.
+            conn.pointee.max_background = 64
+            conn.pointee.congestion_threshold = 48
+            // Not wanted: splice (replies come from memory buffers, which libfuse would vmsplice then splice: more
+            // system calls for the same copy) and the writeback cache (the kernel would trust its own size and
+            // mtime over the store's, so a change made on another host would not be seen at open: close-to-open
+            // would no longer hold).
+            conn.pointee.want &= ~UInt32(FUSE_CAP_SPLICE_READ | FUSE_CAP_SPLICE_WRITE | FUSE_CAP_SPLICE_MOVE
+                                         | FUSE_CAP_WRITEBACK_CACHE)
             _ = userdata
         }
         ops.lookup = { req, parent, cName in
@@ -193,7 +206,8 @@ enum FuseOperations {
             let (fs, _) = FuseOperations.reply(req, "getlk")
             var answer = lock!.pointee
             let request = FuseOperations.fileLock(answer, owner: fi!.pointee.lock_owner, handle: fi!.pointee.fh)
-            if let holder = fs.testLock(ino, request) {
+            // Another mount's lock is asked of the strategy (a round trip) when this mount cannot rule it out.
+            if let holder = fs.testLockAcrossMounts(ino, request) {
                 answer.l_type = Int16(holder.mode == .exclusive ? F_WRLCK : F_RDLCK)
                 answer.l_whence = Int16(SEEK_SET)
                 answer.l_start = Int(holder.start)

@@ -2,16 +2,23 @@ import Foundation
 import Glibc
 import Synchronization
 
-/// `flock(LOCK_EX|LOCK_NB)` on `<directory>/<escaped resource>.lock`, held by keeping the descriptor open.
+/// `flock(LOCK_EX|LOCK_NB)` (shared leases: `LOCK_SH`) on `<directory>/<escaped resource>.lock`, held by keeping
+/// the descriptor open.
 ///
 /// One host only (flock does not cross NFS reliably, and not hosts at all on local disks). The kernel drops the
 /// lock when the holder dies, so the lease is only written into the record for people to read; it never expires.
 /// flock locks belong to the open file description, so two acquisitions in this very process (each opens the file
 /// anew) exclude each other just as two processes do.
 ///
-/// The lock file holds the JSON `LockRecord` of the last grant. Its token is read and incremented while holding
-/// the flock, so tokens grow across holders. Lock files are never deleted: unlinking one while another process
-/// waits on its old inode would let two holders coexist, and it would reset the token.
+/// The lock file holds the JSON `LockRecord` of the last grant. Its token is read and incremented under an
+/// exclusive flock of `<lock file>.fence` (held for microseconds), so tokens grow across holders, shared ones
+/// too. Lock files are never deleted: unlinking one while another process waits on its old inode would let two
+/// holders coexist, and it would reset the token.
+///
+/// Conversions: exclusive → shared is one `flock(LOCK_SH)` (nobody else can get in between). Shared →
+/// exclusive cannot be atomic with flock (Linux drops the old lock first): `LOCK_EX|LOCK_NB`, and when other
+/// sharers refuse it, `LOCK_SH|LOCK_NB` again at once; only an exclusive holder slipping into that instant
+/// would make the lease lost (reported as such).
 public final class FileLockStrategy: LockStrategy {
     public let directory: String
     public var name: String { "file" }
@@ -49,7 +56,8 @@ public final class FileLockStrategy: LockStrategy {
         for fd in descriptors.withLock({ Array($0.values) }) { close(fd) }
     }
 
-    public func tryAcquire(_ resource: String, owner: LockOwner, lease: Double) throws(LockError) -> Lease? {
+    public func tryAcquire(_ resource: String, owner: LockOwner, lease: Double,
+                           mode: LeaseMode) throws(LockError) -> Lease? {
         try validateResource(resource)
         try validateLease(lease)
         let path = lockPath(resource)
@@ -65,19 +73,17 @@ public final class FileLockStrategy: LockStrategy {
             close(fd)
             throw .unavailable("open \(path): not a regular file")
         }
-        guard flockRetryingEINTR(fd, LOCK_EX | LOCK_NB) == 0 else {
+        guard flockRetryingEINTR(fd, (mode == .shared ? LOCK_SH : LOCK_EX) | LOCK_NB) == 0 else {
             let error = errno
             close(fd)
             if error == EWOULDBLOCK { return nil }
             throw .unavailable("flock \(path): \(String(cString: strerror(error)))")
         }
-        // Ours now; an unreadable or foreign file restarts the count rather than blocking the lock forever.
-        let previous = (try? LockRecord.decode(readAll(fd)))?.token ?? 0
         let now = Date()
-        let granted = Lease(resource: resource, owner: owner, token: previous + 1, acquired: now,
-                            expires: now.addingTimeInterval(lease), duration: lease)
+        var granted = Lease(resource: resource, owner: owner, token: 0, acquired: now,
+                            expires: now.addingTimeInterval(lease), duration: lease, mode: mode)
         do {
-            try writeRecord(granted.record, to: fd, path: path)
+            granted.token = try nextToken(fd, path: path, recording: granted)
         } catch {
             close(fd)  // drops the flock too
             throw error
@@ -86,13 +92,62 @@ public final class FileLockStrategy: LockStrategy {
         return granted
     }
 
+    /// Reads the last token, writes the grant's record with the next one; under the fence file's flock, since
+    /// sharers write the lock file side by side.
+    private func nextToken(_ fd: Int32, path: String, recording lease: Lease) throws(LockError) -> UInt64 {
+        let fence = open(path + ".fence", O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK, 0o600)
+        guard fence >= 0 else { throw .unavailable("open \(path).fence: \(String(cString: strerror(errno)))") }
+        defer { close(fence) }
+        guard flockRetryingEINTR(fence, LOCK_EX) == 0 else {
+            throw .unavailable("flock \(path).fence: \(String(cString: strerror(errno)))")
+        }
+        // An unreadable or foreign file restarts the count rather than blocking the lock forever.
+        let previous = (try? LockRecord.decode(readAll(fd)))?.token ?? 0
+        var record = lease
+        record.token = previous + 1
+        try writeRecord(record.record, to: fd, path: path)
+        return record.token
+    }
+
+    public func convert(_ lease: Lease, to mode: LeaseMode) throws(LockError) -> Lease? {
+        guard mode != lease.mode else { return lease }
+        let key = HeldKey(resource: lease.resource, token: lease.token)
+        guard let fd = descriptors.withLock({ $0[key] }) else { throw .lost(lease.resource) }
+        let path = lockPath(lease.resource)
+        var converted = lease
+        converted.mode = mode
+        if mode == .shared {
+            guard flockRetryingEINTR(fd, LOCK_SH) == 0 else {
+                throw .unavailable("flock \(path): \(String(cString: strerror(errno)))")
+            }
+            try? writeRecord(converted.record, to: fd, path: path)
+            return converted
+        }
+        guard flockRetryingEINTR(fd, LOCK_EX | LOCK_NB) == 0 else {
+            let error = errno
+            guard error == EWOULDBLOCK, flockRetryingEINTR(fd, LOCK_SH | LOCK_NB) == 0 else {
+                descriptors.withLock { _ = $0.removeValue(forKey: key) }
+                close(fd)
+                throw .lost(lease.resource)
+            }
+            return nil
+        }
+        converted.token = try nextToken(fd, path: path, recording: converted)
+        descriptors.withLock { held in
+            held[key] = nil
+            held[HeldKey(resource: lease.resource, token: converted.token)] = fd
+        }
+        return converted
+    }
+
     public func renew(_ lease: Lease) throws(LockError) -> Lease {
         guard let fd = descriptors.withLock({ $0[HeldKey(resource: lease.resource, token: lease.token)] }) else {
             throw .lost(lease.resource)
         }
         var renewed = lease
         renewed.expires = Date().addingTimeInterval(lease.duration).lockPrecision
-        try writeRecord(renewed.record, to: fd, path: lockPath(lease.resource))
+        // Sharers would overwrite each other's record; the flock is what holds, so only exclusive holders write.
+        if lease.mode == .exclusive { try writeRecord(renewed.record, to: fd, path: lockPath(lease.resource)) }
         return renewed
     }
 
@@ -101,6 +156,7 @@ public final class FileLockStrategy: LockStrategy {
             throw .lost(lease.resource)
         }
         defer { close(fd) }
+        guard lease.mode == .exclusive else { return }  // closing drops the shared flock
         var record = lease.record
         record.expires = Date().addingTimeInterval(-0.001).lockPrecision  // in the past, after rounding
         record.released = true
@@ -109,8 +165,9 @@ public final class FileLockStrategy: LockStrategy {
         _ = flock(fd, LOCK_UN)
     }
 
-    /// Files whose flock is taken right now (probed with a shared non-blocking flock on a fresh descriptor; a
+    /// Files whose flock is taken right now (probed with an exclusive non-blocking flock on a fresh descriptor; a
     /// `tryAcquire` at the very instant of a probe is refused, as if the lock were held, and may simply retry).
+    /// Shared holders show as one record, the latest sharer's.
     public func holders() throws(LockError) -> [LockRecord] {
         let names: [String]
         do {
@@ -120,17 +177,71 @@ public final class FileLockStrategy: LockStrategy {
         }
         var records: [LockRecord] = []
         for name in names.sorted() where name.hasSuffix(".lock") {
-            let fd = open("\(directory)/\(name)", O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK)
-            guard fd >= 0 else { continue }
-            defer { close(fd) }
-            if flockRetryingEINTR(fd, LOCK_SH | LOCK_NB) == 0 {
-                _ = flock(fd, LOCK_UN)
-                continue  // nobody holds it
-            }
-            // Held: the holder may be rewriting the record this instant; skip what does not parse.
-            if let record = try? LockRecord.decode(readAll(fd)) { records.append(record) }
+            if let record = probe("\(directory)/\(name)") { records.append(record) }
         }
         return records
+    }
+
+    /// Every process holding the lock file's flock, from `/proc/locks` (this host is the only one there is):
+    /// the last grant's record names its holder; other sharers are known by pid only. Without `/proc`, a probe.
+    public func holders(of resource: String) throws(LockError) -> [LockRecord] {
+        let path = lockPath(resource)
+        var info = stat()
+        guard stat(path, &info) == 0 else { return [] }
+        guard let table = try? String(contentsOfFile: "/proc/locks", encoding: .utf8) else {
+            return probe(path).map { [$0] } ?? []
+        }
+        let last = (try? LockRecord.decode(readAll(path)))
+        var records: [LockRecord] = []
+        for line in table.split(separator: "\n") {
+            // "1: FLOCK  ADVISORY  WRITE 1234 fe:00:5678 0 EOF"; waiters ("1: -> FLOCK …") hold nothing.
+            let fields = line.split(separator: " ", omittingEmptySubsequences: true)
+            guard fields.count >= 6, fields[1] == "FLOCK", let pid = Int32(fields[4]),
+                  let inode = fields[5].split(separator: ":").last.flatMap({ UInt64($0) }),
+                  inode == UInt64(info.st_ino) else { continue }
+            let mode: LeaseMode? = fields[3] == "READ" ? .shared : nil
+            let now = Date()
+            if let last, last.pid == pid {
+                var record = last
+                record.mode = mode
+                record.released = nil
+                record.resource = resource
+                records.append(record)
+            } else {
+                records.append(LockRecord(owner: "pid \(pid)", host: LockOwner.hostName(), pid: pid, acquired: now,
+                                          expires: .distantFuture, token: last?.token ?? 0, resource: resource,
+                                          mode: mode))
+            }
+        }
+        return records
+    }
+
+    private func readAll(_ path: String) -> Data {
+        let fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK)
+        guard fd >= 0 else { return Data() }
+        defer { close(fd) }
+        return readAll(fd)
+    }
+
+    private func probe(_ path: String) -> LockRecord? {
+        let fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        if flockRetryingEINTR(fd, LOCK_EX | LOCK_NB) == 0 {
+            _ = flock(fd, LOCK_UN)
+            return nil  // nobody holds it
+        }
+        // Held: the holder may be rewriting the record this instant; skip what does not parse.
+        guard var record = try? LockRecord.decode(readAll(fd)) else { return nil }
+        // Shared if a shared flock is granted beside the holders.
+        if flockRetryingEINTR(fd, LOCK_SH | LOCK_NB) == 0 {
+            _ = flock(fd, LOCK_UN)
+            record.mode = .shared
+        } else {
+            record.mode = nil
+        }
+        record.released = nil
+        return record
     }
 
     // MARK: Files

@@ -4,7 +4,13 @@ import Logging
 import Synchronization
 
 /// Holds leases of one strategy for one owner (a mount, a `bucketfs lock run`): acquires with backoff, renews
-/// every held lease at a third of its duration on a thread of its own, and reports leases it could not renew.
+/// every held lease at a third of its duration, and reports leases it could not renew.
+///
+/// Renewal: a thread of its own schedules renewals; each runs on a short-lived worker thread, so a renewal stuck
+/// in a slow store (retries can take minutes) holds up no other lease. A lease whose renewal has not come back
+/// when it expires is lost then — reported at once, whatever the stuck call answers later (a late success is
+/// given back). `validLease(for:)` stops vouching for a lease `safetyMargin` before its expiry, so a caller
+/// never grants anything under a lease it cannot prove it still holds.
 ///
 /// Blocking calls (`acquire`, `release`) block the calling thread: call them from libfuse workers or threads of
 /// your own, not from Swift's cooperative pool.
@@ -21,6 +27,8 @@ public final class LockManager: Sendable {
     private final class Entry: Sendable {
         let lease: Mutex<Lease>
         let id: UInt64
+        /// Set when the lease was declared lost while a renewal was stuck: a late success is then given back.
+        let abandoned = Atomic<Bool>(false)
         init(_ lease: Lease, id: UInt64) {
             self.lease = Mutex(lease)
             self.id = id
@@ -34,6 +42,8 @@ public final class LockManager: Sendable {
         var lease: Lease
         var renewAt: Date
         var acquired: Date
+        /// A renewal is running on a worker thread.
+        var renewing = false
     }
 
     private struct State {
@@ -52,6 +62,13 @@ public final class LockManager: Sendable {
 
     /// How many lost leases `lostLeases` remembers.
     static let lostHistory = 100
+    /// Renewals running at once, at most; more wait for the next round.
+    static let renewalWorkers = 16
+
+    /// How long before its expiry a lease stops counting as held for new grants: a tenth of it, at most 2 s.
+    public static func safetyMargin(_ duration: Double) -> Double {
+        min(duration / 10, 2)
+    }
 
     public init(strategy: any LockStrategy, owner: LockOwner = .current(), leaseDuration: Double = 60,
                 logger: Logger = Logger(label: "bucketfs.locks"),
@@ -72,12 +89,14 @@ public final class LockManager: Sendable {
 
     // MARK: Acquiring
 
-    /// One attempt: the lease, or `nil` at once if another owner (or this manager) holds `resource`.
-    public func tryAcquire(_ resource: String) throws(LockError) -> Lease? {
+    /// One attempt: the lease, or `nil` at once if another owner (or this manager) holds `resource`. `queue`:
+    /// the caller will ask again soon (a strategy with a waiting line keeps its place).
+    public func tryAcquire(_ resource: String, mode: LeaseMode = .exclusive,
+                           queue: Bool = false) throws(LockError) -> Lease? {
         let started = Date()
         count { $0.attempts += 1 }
         do {
-            guard let lease = try attempt(resource) else {
+            guard let lease = try attempt(resource, mode: mode, queue: queue) else {
                 count { $0.failures["held", default: 0] += 1 }
                 return nil
             }
@@ -89,19 +108,22 @@ public final class LockManager: Sendable {
         }
     }
 
-    /// Retries while someone else holds `resource`, backing off from 50 ms (doubling, up to 1 s), until granted,
-    /// `timeout` seconds have passed (`nil`: no limit) or `interrupted` says to stop (a FUSE interrupt). Returns
-    /// `nil` on timeout or interruption. Backend failures are thrown at once: the caller decides whether to retry.
-    public func acquire(_ resource: String, timeout: Double? = nil,
+    /// Retries while someone else holds `resource` until granted, `timeout` seconds have passed (`nil`: no
+    /// limit) or `interrupted` says to stop (a FUSE interrupt). Between tries it listens to the strategy's
+    /// release feed (a release elsewhere is heard within a round trip or a watch interval), with a timed retry
+    /// backing off from 50 ms to 1 s as a safety net. Returns `nil` on timeout or interruption. Backend
+    /// failures are thrown at once: the caller decides whether to retry.
+    public func acquire(_ resource: String, mode: LeaseMode = .exclusive, timeout: Double? = nil,
                         interrupted: (() -> Bool)? = nil) throws(LockError) -> Lease? {
         let started = Date()
         let deadline = timeout.map { started.addingTimeInterval($0) }
         var delay = 0.05
+        var feed: (any LockReleaseFeed)?
         count { $0.attempts += 1 }
         while true {
             let lease: Lease?
             do {
-                lease = try attempt(resource)
+                lease = try attempt(resource, mode: mode, queue: true)
             } catch {
                 count { $0.failures[Self.reason(error), default: 0] += 1 }
                 throw error
@@ -115,14 +137,17 @@ public final class LockManager: Sendable {
                 count { $0.failures["timeout", default: 0] += 1 }
                 return nil
             }
-            // Sleep in short slices so an interruption is noticed quickly.
+            if feed == nil { feed = strategy.makeReleaseFeed() }
             let wakeAt = min(now.addingTimeInterval(delay), deadline ?? .distantFuture)
+            // In short slices when someone may interrupt us, so that it is noticed quickly.
+            let slice = interrupted == nil ? 1.0 : 0.05
             while Date() < wakeAt {
                 if interrupted?() == true {
                     count { $0.failures["interrupted", default: 0] += 1 }
                     return nil
                 }
-                Self.sleep(min(0.05, wakeAt.timeIntervalSinceNow))
+                let freed = feed!.waitForReleases(of: [resource], timeout: min(slice, wakeAt.timeIntervalSinceNow))
+                if !freed.isEmpty { break }
             }
             if interrupted?() == true {
                 count { $0.failures["interrupted", default: 0] += 1 }
@@ -132,13 +157,35 @@ public final class LockManager: Sendable {
         }
     }
 
-    private func attempt(_ resource: String) throws(LockError) -> Lease? {
+    /// Changes a held lease between shared and exclusive without letting go (see `LockStrategy.convert`):
+    /// `nil` when an upgrade must wait for other sharers. Throws `.lost` if the lease is gone.
+    public func convert(_ lease: Lease, to mode: LeaseMode) throws(LockError) -> Lease? {
+        guard let held = state.withLock({ $0.held[lease.resource] }), held.lease.token == lease.token else {
+            throw .lost(lease.resource)
+        }
+        // Under the entry's mutex, like renewals, so that the version converted is the current one.
+        let converted = try held.entry.lease.withLock { (current: inout Lease) throws(LockError) -> Lease? in
+            guard let converted = try strategy.convert(current, to: mode) else { return nil }
+            current = converted
+            return converted
+        }
+        guard let converted else { return nil }
+        let now = Date()
+        state.withLock { state in
+            guard state.held[lease.resource]?.entry.id == held.entry.id else { return }
+            state.held[lease.resource]?.lease = converted
+            state.held[lease.resource]?.renewAt = Self.renewalTime(converted, now: now)
+        }
+        return converted
+    }
+
+    private func attempt(_ resource: String, mode: LeaseMode, queue: Bool) throws(LockError) -> Lease? {
         let (stopped, busy) = state.withLock { ($0.stopped, $0.held[resource] != nil) }
         // Nothing would renew a lease granted now.
         if stopped { throw .unavailable("lock manager for \(owner.id) is shut down") }
         // Not re-entrant: a second request from this owner waits like anyone else's, without asking the backend.
         if busy { return nil }
-        return try strategy.tryAcquire(resource, owner: owner, lease: leaseDuration)
+        return try strategy.tryAcquire(resource, owner: owner, lease: leaseDuration, mode: mode, queue: queue)
     }
 
     private func granted(_ lease: Lease, startedAt started: Date) {
@@ -203,6 +250,15 @@ public final class LockManager: Sendable {
         state.withLock { $0.held[resource]?.lease }
     }
 
+    /// The lease held on `resource` if it is good for at least `safetyMargin` more by this host's clock: a lease
+    /// whose renewal is late or failing stops being vouched for before it runs out, so nothing new is granted
+    /// under it (what was granted stays: POSIX cannot take a lock back).
+    public func validLease(for resource: String, at now: Date = Date()) -> Lease? {
+        guard let lease = lease(for: resource),
+              lease.expires.timeIntervalSince(now) > Self.safetyMargin(lease.duration) else { return nil }
+        return lease
+    }
+
     /// Recently lost leases, oldest first (at most `lostHistory`), for listings.
     public var lostLeases: [LostLease] {
         state.withLock { $0.lost }
@@ -228,32 +284,67 @@ public final class LockManager: Sendable {
         thread.start()
     }
 
-    /// Renews every lease that is due; returns how long to sleep, or `nil` to stop.
+    /// Starts the renewals that are due, each on a worker thread; declares lost the leases that expired
+    /// unrenewed (their renewal stuck or failing). Returns how long to sleep, or `nil` to stop.
     private func renewDue() -> Double? {
         let now = Date()
-        let (stopped, due) = state.withLock { state in
-            (state.stopped, state.held.filter { $0.value.renewAt <= now }.map { ($0.key, $0.value.entry) })
+        let (stopped, due, expired) = state.withLock { state -> (Bool, [(String, Entry)], [(String, Entry)]) in
+            var running = state.held.values.filter(\.renewing).count
+            var due: [(String, Entry)] = []
+            var expired: [(String, Entry)] = []
+            for (resource, held) in state.held.sorted(by: { $0.value.renewAt < $1.value.renewAt }) {
+                if now >= held.lease.expires {
+                    expired.append((resource, held.entry))
+                } else if held.renewAt <= now, !held.renewing, running < Self.renewalWorkers {
+                    state.held[resource]?.renewing = true
+                    running += 1
+                    due.append((resource, held.entry))
+                }
+            }
+            return (state.stopped, due, expired)
         }
         if stopped { return nil }
-        for (resource, entry) in due { renew(resource, entry) }
-        let next = state.withLock { $0.held.values.map(\.renewAt).min() }
+        for (resource, entry) in expired {
+            let lease = state.withLock { $0.held[resource]?.lease }
+            if let lease { declareLost(resource, entry, lease, .unavailable("renewal did not complete before the lease ran out")) }
+        }
+        for (resource, entry) in due {
+            let worker = Thread { [weak self] in self?.renew(resource, entry) }
+            worker.name = "bucketfs-lock-renew"
+            worker.start()
+        }
+        let next = state.withLock { state in
+            state.held.values.map { $0.renewing ? $0.lease.expires : min($0.renewAt, $0.lease.expires) }.min()
+        }
         guard let next else { return 60 }  // idle: only a signal wakes us usefully
         return min(max(next.timeIntervalSinceNow, 0.01), 60)
     }
 
+    /// One renewal, on a worker thread.
     private func renew(_ resource: String, _ entry: Entry) {
         var lostWith: (Lease, LockError)?
+        var lateSuccess: Lease?
         entry.lease.withLock { lease in
+            defer {
+                state.withLock { state in
+                    if state.held[resource]?.entry.id == entry.id { state.held[resource]?.renewing = false }
+                }
+                wakeup.signal()
+            }
             // Released (or replaced) while we were waiting for the entry.
             guard state.withLock({ $0.held[resource]?.entry.id == entry.id }) else { return }
             do throws(LockError) {
-                lease = try strategy.renew(lease)
-                let renewed = lease
-                changingMetrics { state in
+                let renewed = try strategy.renew(lease)
+                lease = renewed
+                let stillHeld = changingMetrics { state -> Bool in
+                    guard state.held[resource]?.entry.id == entry.id else { return false }
                     state.held[resource]?.renewAt = Self.renewalTime(renewed, now: Date())
                     state.held[resource]?.lease = renewed
                     state.metrics.renewals += 1
+                    return true
                 }
+                // Declared lost while the call was stuck: it is ours again in the backend, but nobody uses it.
+                if !stillHeld && entry.abandoned.load(ordering: .acquiring) { lateSuccess = renewed }
             } catch {
                 count { $0.renewalFailures += 1 }
                 let now = Date()
@@ -272,15 +363,23 @@ public final class LockManager: Sendable {
                 }
             }
         }
+        if let lateSuccess { try? strategy.release(lateSuccess) }
         guard let (lease, error) = lostWith else { return }
-        changingMetrics { state in
-            guard state.held[resource]?.entry.id == entry.id else { return }
+        declareLost(resource, entry, lease, error)
+    }
+
+    private func declareLost(_ resource: String, _ entry: Entry, _ lease: Lease, _ error: LockError) {
+        let removed = changingMetrics { state -> Bool in
+            guard state.held[resource]?.entry.id == entry.id else { return false }
             state.held[resource] = nil
+            entry.abandoned.store(true, ordering: .releasing)
             state.lost.append(LostLease(lease: lease, reason: error.description, at: Date()))
             if state.lost.count > Self.lostHistory { state.lost.removeFirst(state.lost.count - Self.lostHistory) }
             state.metrics.lost += 1
             state.metrics.currentlyHeld = state.held.count
+            return true
         }
+        guard removed else { return }
         logger.error("lock lost: could not renew the lease",
                      metadata: ["resource": "\(resource)", "strategy": "\(strategy.name)", "token": "\(lease.token)",
                                 "error": "\(error)"])
@@ -317,12 +416,6 @@ public final class LockManager: Sendable {
         }
     }
 
-    private static func sleep(_ seconds: Double) {
-        guard seconds > 0 else { return }
-        var request = timespec(tv_sec: Int(seconds), tv_nsec: Int((seconds - seconds.rounded(.down)) * 1e9))
-        var remaining = timespec()
-        while nanosleep(&request, &remaining) != 0 && errno == EINTR { request = remaining }
-    }
 }
 
 /// A lease the manager could not renew, kept for listings.

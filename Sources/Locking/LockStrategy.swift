@@ -1,7 +1,8 @@
 import Foundation
 import Glibc
 
-/// One way of holding a named, exclusive, leased lock that other mounts (other processes, other hosts) respect.
+/// One way of holding a named, leased lock — shared or exclusive — that other mounts (other processes, other
+/// hosts) respect. Shared holders coexist; an exclusive holder excludes everyone else.
 ///
 /// Every call is synchronous and may block on I/O (a socket, a store request, a file lock). Callers are libfuse
 /// worker threads or threads of their own (`LockManager` renews on its own `Thread`); never call these from
@@ -9,15 +10,59 @@ import Glibc
 public protocol LockStrategy: Sendable {
     /// "file", "object" or "redis", for logs and metric labels.
     var name: String { get }
-    /// Takes `resource` for `owner` for `lease` seconds. Answers at once: `nil` when someone else holds it
-    /// (including this same owner through another lease: locks are not re-entrant).
-    func tryAcquire(_ resource: String, owner: LockOwner, lease: Double) throws(LockError) -> Lease?
+    /// Takes `resource` in `mode` for `owner` for `lease` seconds. Answers at once: `nil` when a holder (or a
+    /// waiter ahead in line, where the strategy keeps one) stands in the way, including this same owner through
+    /// another exclusive lease: locks are not re-entrant.
+    func tryAcquire(_ resource: String, owner: LockOwner, lease: Double, mode: LeaseMode) throws(LockError) -> Lease?
+    /// The same, for a caller that will ask again within a few seconds if refused (`queue`): a strategy with a
+    /// waiting line (redis) keeps the caller's place in it, so that waiters are served in order.
+    func tryAcquire(_ resource: String, owner: LockOwner, lease: Double, mode: LeaseMode,
+                    queue: Bool) throws(LockError) -> Lease?
+    /// Changes a held lease's mode in place, never letting go: exclusive → shared always succeeds while the
+    /// lease is ours; shared → exclusive answers `nil` while another owner shares it. A lease that becomes
+    /// exclusive gets a new, greater token (other sharers may have held later tokens). Throws `.lost`.
+    func convert(_ lease: Lease, to mode: LeaseMode) throws(LockError) -> Lease?
     /// Extends the lease by its duration from now. Throws `.lost` when the lock is no longer ours.
     func renew(_ lease: Lease) throws(LockError) -> Lease
     /// Gives the lock up. Throws `.lost` when it was no longer ours (nothing is changed then).
     func release(_ lease: Lease) throws(LockError)
     /// The current, unexpired holders of every resource this strategy knows about.
     func holders() throws(LockError) -> [LockRecord]
+    /// The current holders of one resource, in one round trip (`F_GETLK` asks this for other mounts' locks).
+    func holders(of resource: String) throws(LockError) -> [LockRecord]
+    /// Tells waiters when a resource may have been released (see `LockReleaseFeed`).
+    func makeReleaseFeed() -> any LockReleaseFeed
+}
+
+extension LockStrategy {
+    /// An exclusive lease, as before shared leases existed.
+    public func tryAcquire(_ resource: String, owner: LockOwner, lease: Double) throws(LockError) -> Lease? {
+        try tryAcquire(resource, owner: owner, lease: lease, mode: .exclusive)
+    }
+
+    public func tryAcquire(_ resource: String, owner: LockOwner, lease: Double, mode: LeaseMode,
+                           queue: Bool) throws(LockError) -> Lease? {
+        try tryAcquire(resource, owner: owner, lease: lease, mode: mode)
+    }
+
+    public func holders(of resource: String) throws(LockError) -> [LockRecord] {
+        try holders().filter { $0.resource == resource }
+    }
+
+    public func makeReleaseFeed() -> any LockReleaseFeed {
+        PollingReleaseFeed(interval: 0.02)
+    }
+}
+
+/// How a lease is held: shared leases of several owners coexist, an exclusive one excludes all others.
+public enum LeaseMode: String, Sendable, Hashable, Codable {
+    case shared
+    case exclusive
+
+    /// Whether a holder in `self` and one in `other` exclude each other.
+    public func conflicts(with other: LeaseMode) -> Bool {
+        self == .exclusive || other == .exclusive
+    }
 }
 
 /// Who holds a lock: `id` is unique per mount (or per process using the library); host and pid are for people.
@@ -57,9 +102,10 @@ public struct Lease: Sendable, Hashable {
     public var duration: Double
     /// Strategy-specific (the lock object's version, the Redis value); opaque to callers.
     public var version: String?
+    public var mode: LeaseMode
 
     public init(resource: String, owner: LockOwner, token: UInt64, acquired: Date, expires: Date, duration: Double,
-                version: String? = nil) {
+                version: String? = nil, mode: LeaseMode = .exclusive) {
         self.resource = resource
         self.owner = owner
         self.token = token
@@ -67,12 +113,13 @@ public struct Lease: Sendable, Hashable {
         self.expires = expires.lockPrecision
         self.duration = duration
         self.version = version
+        self.mode = mode
     }
 
     /// What `holders()` would show for this lease.
     public var record: LockRecord {
         LockRecord(owner: owner.id, host: owner.host, pid: owner.pid, acquired: acquired, expires: expires,
-                   token: token, resource: resource)
+                   token: token, resource: resource, mode: mode == .shared ? .shared : nil)
     }
 }
 
@@ -88,9 +135,15 @@ public struct LockRecord: Sendable, Equatable, Codable {
     public var resource: String
     /// Set when the holder let go; the record stays so that the next token continues from this one.
     public var released: Bool?
+    /// `shared` for a shared holder (or a lock object of shared holders); absent: exclusive.
+    public var mode: LeaseMode?
+    /// A lock object held shared lists its holders here; the top-level fields then describe the object as a
+    /// whole (the greatest token issued, the latest expiry), so a reader that knows nothing of sharing sees it
+    /// held and stays out.
+    public var holders: [LockRecord]?
 
     public init(owner: String, host: String, pid: Int32, acquired: Date, expires: Date, token: UInt64,
-                resource: String, released: Bool? = nil) {
+                resource: String, released: Bool? = nil, mode: LeaseMode? = nil, holders: [LockRecord]? = nil) {
         self.owner = owner
         self.host = host
         self.pid = pid
@@ -99,11 +152,23 @@ public struct LockRecord: Sendable, Equatable, Codable {
         self.token = token
         self.resource = resource
         self.released = released
+        self.mode = mode == .exclusive ? nil : mode
+        self.holders = holders
     }
 
     /// Held by its owner at `now`, judged by the reader's clock.
     public func isHeld(at now: Date = Date()) -> Bool {
         released != true && expires > now
+    }
+
+    /// `shared` or `exclusive`.
+    public var leaseMode: LeaseMode { mode ?? .exclusive }
+
+    /// The holders alive at `now`: the listed sharers, or the record itself.
+    public func liveHolders(at now: Date = Date()) -> [LockRecord] {
+        guard isHeld(at: now) else { return [] }
+        guard let holders else { return [self] }
+        return holders.filter { $0.isHeld(at: now) }
     }
 
     public func encoded() -> Data {

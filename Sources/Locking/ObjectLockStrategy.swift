@@ -52,49 +52,74 @@ public final class ObjectLockStrategy: LockStrategy {
 
     // MARK: Acquire
 
-    public func tryAcquire(_ resource: String, owner: LockOwner, lease: Double) throws(LockError) -> Lease? {
+    public func tryAcquire(_ resource: String, owner: LockOwner, lease: Double,
+                           mode: LeaseMode) throws(LockError) -> Lease? {
         try validateResource(resource)
         try validateLease(lease)
+        // Without conditional writes two sharers joining at once would overwrite each other: exclusive only.
         if bestEffort { return try bestEffortAcquire(resource, owner: owner, lease: lease) }
         let key = key(for: resource)
 
         if let known = released.withLock({ $0.removeValue(forKey: resource) }) {
             // Our own released record, if nobody wrote since: one conditional PUT takes it.
-            if let granted = try write(resource, owner: owner, lease: lease, token: known.token + 1, key: key,
-                                       condition: .ifVersionMatches(known.version)) {
-                return granted
+            let granted = fresh(resource, owner: owner, lease: lease, token: known.token + 1, mode: mode)
+            if let lease = try write(granted, key: key, condition: .ifVersionMatches(known.version)) { return lease }
+        } else {
+            let granted = fresh(resource, owner: owner, lease: lease, token: 1, mode: mode)
+            if let lease = try write(granted, key: key, condition: .ifAbsent) { return lease }
+        }
+        // It exists. Read it: free (expired, released) → take it over; shared and we want to share → join; each
+        // with a write conditional on the version read. Another sharer joining at the same instant makes our
+        // write fail: read again (a few times; then the caller's retry takes over).
+        for _ in 0..<Self.rounds {
+            guard let current = try readRecord(key) else {
+                // Deleted under us (by hand): start afresh.
+                let granted = fresh(resource, owner: owner, lease: lease, token: 1, mode: mode)
+                if let lease = try write(granted, key: key, condition: .ifAbsent) { return lease }
+                continue
             }
-        } else if let granted = try write(resource, owner: owner, lease: lease, token: 1, key: key, condition: .ifAbsent) {
-            return granted
+            let live = current.record.liveHolders()
+            let granted = fresh(resource, owner: owner, lease: lease, token: current.record.token + 1, mode: mode)
+            if live.isEmpty {
+                if let lease = try write(granted, key: key, condition: .ifVersionMatches(current.version)) {
+                    return lease
+                }
+                continue
+            }
+            // Held exclusively, or we want it exclusively, or we share it already (not re-entrant): refused.
+            guard mode == .shared, live.allSatisfy({ $0.leaseMode == .shared && $0.owner != owner.id }) else {
+                return nil
+            }
+            let body = Self.sharedObject(resource, holders: live + [granted.record], topToken: granted.token)
+            if let lease = try write(granted, body: body, key: key,
+                                     condition: .ifVersionMatches(current.version)) {
+                return lease
+            }
         }
-        // It exists. Read it: still held, or stale and ours to take over with a write conditional on that version.
-        let current: ObjectData
-        do {
-            current = try store.get(key)
-        } catch .notFound {
-            return nil  // deleted under us (by hand): someone else is busy with it; the caller retries
-        } catch {
-            throw Self.map(error)
-        }
-        // A foreign or damaged object is left for a person to look at (`bucketfs lock list` names no holder for it):
-        // taking it over would have to guess the token.
-        guard let existing = try? LockRecord.decode(current.body) else {
-            throw .invalid("\(key) does not hold a lock record; remove it to free \(resource)")
-        }
-        guard !existing.isHeld() else { return nil }
-        return try write(resource, owner: owner, lease: lease, token: existing.token + 1, key: key,
-                         condition: .ifVersionMatches(current.info.version))
+        return nil
     }
 
-    /// A new record for `owner`; `nil` when the condition failed (someone else wrote first).
-    private func write(_ resource: String, owner: LockOwner, lease: Double, token: UInt64, key: String,
-                       condition: PutCondition) throws(LockError) -> Lease? {
+    /// How many read-modify-write rounds a shared change tries before giving up on a busy lock object.
+    static let rounds = 8
+
+    private func fresh(_ resource: String, owner: LockOwner, lease: Double, token: UInt64,
+                       mode: LeaseMode) -> Lease {
         let now = Date()
-        var granted = Lease(resource: resource, owner: owner, token: token, acquired: now,
-                            expires: now.addingTimeInterval(lease), duration: lease)
+        return Lease(resource: resource, owner: owner, token: token, acquired: now,
+                     expires: now.addingTimeInterval(lease), duration: lease, mode: mode)
+    }
+
+    /// Writes `body` (by default the lease's own record, or a one-holder shared object); `nil` when the
+    /// condition failed (someone else wrote first).
+    private func write(_ lease: Lease, body: LockRecord? = nil, key: String,
+                       condition: PutCondition) throws(LockError) -> Lease? {
+        let record = body ?? (lease.mode == .shared
+            ? Self.sharedObject(lease.resource, holders: [lease.record], topToken: lease.token) : lease.record)
         do {
-            let info = try store.put(key, data: granted.record.encoded(), options: Self.options(condition))
+            let info = try store.put(key, data: record.encoded(), options: Self.options(condition))
+            var granted = lease
             granted.version = info.version
+            remember(lease.resource, version: info.version, body: record)
             return granted
         } catch .preconditionFailed, .notFound {
             return nil
@@ -103,24 +128,137 @@ public final class ObjectLockStrategy: LockStrategy {
         }
     }
 
-    // MARK: Renew, release
+    /// The lock object of shared holders: the top-level fields are those of the latest sharer, with the greatest
+    /// token issued and the latest expiry, so a reader unaware of sharing sees it held.
+    static func sharedObject(_ resource: String, holders: [LockRecord], topToken: UInt64) -> LockRecord {
+        guard let latest = holders.max(by: { $0.token < $1.token }) else {
+            let now = Date().addingTimeInterval(-0.001)
+            return LockRecord(owner: "", host: "", pid: 0, acquired: now, expires: now, token: topToken,
+                              resource: resource, released: true)
+        }
+        let expires = holders.map(\.expires).max() ?? latest.expires
+        return LockRecord(owner: latest.owner, host: latest.host, pid: latest.pid, acquired: latest.acquired,
+                          expires: expires, token: max(topToken, latest.token), resource: resource,
+                          mode: .shared, holders: holders)
+    }
+
+    // MARK: Renew, release, convert
 
     public func renew(_ lease: Lease) throws(LockError) -> Lease {
         var renewed = lease
         renewed.expires = Date().addingTimeInterval(lease.duration).lockPrecision
+        if lease.mode == .shared && !bestEffort {
+            let record = renewed.record
+            renewed.version = try updateShared(lease) { current, live in
+                Self.sharedObject(lease.resource, holders: live.map { $0.token == lease.token ? record : $0 },
+                                  topToken: current.token)
+            }!
+            return renewed
+        }
         renewed.version = try replace(lease, with: renewed.record)
         return renewed
     }
 
     public func release(_ lease: Lease) throws(LockError) {
-        var record = lease.record
-        record.expires = Date().addingTimeInterval(-0.001).lockPrecision  // in the past, after rounding
-        record.released = true
-        let version = try replace(lease, with: record)
+        let version: String
+        var token = lease.token
+        if lease.mode == .shared && !bestEffort {
+            var others = 0
+            version = try updateShared(lease) { current, live in
+                token = current.token
+                others = live.count - 1
+                return Self.sharedObject(lease.resource, holders: live.filter { $0.token != lease.token },
+                                         topToken: current.token)
+            }!
+            // Others still share it: nothing to remember for a quick re-acquire.
+            if others > 0 { return }
+        } else {
+            var record = lease.record
+            record.expires = Date().addingTimeInterval(-0.001).lockPrecision  // in the past, after rounding
+            record.released = true
+            record.mode = nil
+            version = try replace(lease, with: record)
+        }
         guard !bestEffort else { return }
         released.withLock { known in
             if known.count >= Self.rememberedLimit { known.removeAll() }
-            known[lease.resource] = (version, lease.token)
+            known[lease.resource] = (version, token)
+        }
+    }
+
+    public func convert(_ lease: Lease, to mode: LeaseMode) throws(LockError) -> Lease? {
+        guard mode != lease.mode else { return lease }
+        // Best effort holds exclusive leases only, which serve shared needs too.
+        if bestEffort { return mode == .shared ? lease : nil }
+        var converted = lease
+        converted.mode = mode
+        converted.expires = Date().addingTimeInterval(lease.duration).lockPrecision
+        if mode == .shared {
+            let body = Self.sharedObject(lease.resource, holders: [converted.record], topToken: lease.token)
+            converted.version = try replace(lease, with: body)
+            return converted
+        }
+        // Shared → exclusive: only as the last sharer, and with a token above every sharer's.
+        guard let version = try updateShared(lease, { current, live in
+            guard live.count == 1 else { return nil }
+            converted.token = current.token + 1
+            return converted.record
+        }) else { return nil }
+        converted.version = version
+        return converted
+    }
+
+    /// A change to a shared lock object: `change` gets the object and its live holders (ours among them) and
+    /// returns the new body, or `nil` to give up (answered `nil`). Conditional on the version read; a racing
+    /// sharer's write makes us read again. Throws `.lost` when we are no longer among the holders.
+    private func updateShared(_ lease: Lease,
+                              _ change: (LockRecord, [LockRecord]) throws(LockError) -> LockRecord?)
+        throws(LockError) -> String? {
+        let key = key(for: lease.resource)
+        // What we wrote last, if it is still the version we know: saves a read when nobody else wrote since.
+        var current = sharedBodies.withLock { $0[lease.resource] }.flatMap {
+            $0.version == lease.version ? (record: $0.body, version: $0.version) : nil
+        }
+        var cached = current != nil
+        for _ in 0..<Self.rounds {
+            if current == nil {
+                current = try readRecord(key)
+                cached = false
+            }
+            guard let (record, version) = current else { throw .lost(lease.resource) }
+            let live = record.liveHolders()
+            let ours = live.contains { $0.owner == lease.owner.id && $0.token == lease.token }
+            // What we wrote last may be out of date (another sharer left or joined): only a fresh read decides.
+            guard let body = ours ? try change(record, live) : nil else {
+                if cached {
+                    current = nil
+                    continue
+                }
+                if !ours { throw .lost(lease.resource) }
+                return nil
+            }
+            do {
+                let info = try store.put(key, data: body.encoded(),
+                                         options: Self.options(.ifVersionMatches(version)))
+                remember(lease.resource, version: info.version, body: body)
+                return info.version
+            } catch .preconditionFailed, .notFound {
+                current = nil
+            } catch {
+                throw Self.map(error)
+            }
+        }
+        throw .unavailable("lock object of \(lease.resource) kept changing under \(Self.rounds) attempts")
+    }
+
+    /// The body and version this strategy wrote last per resource (shared objects only), to skip a read.
+    private let sharedBodies = Mutex<[String: (version: String, body: LockRecord)]>([:])
+
+    private func remember(_ resource: String, version: String, body: LockRecord) {
+        sharedBodies.withLock { bodies in
+            guard body.mode == .shared || bodies[resource] != nil else { return }
+            if bodies.count >= Self.rememberedLimit { bodies.removeAll() }
+            bodies[resource] = (version, body)
         }
     }
 
@@ -130,7 +268,9 @@ public final class ObjectLockStrategy: LockStrategy {
         if bestEffort { return try bestEffortReplace(lease, with: record, key: key) }
         guard let version = lease.version else { throw .invalid("lease of \(lease.resource) has no object version") }
         do {
-            return try store.put(key, data: record.encoded(), options: Self.options(.ifVersionMatches(version))).version
+            let info = try store.put(key, data: record.encoded(), options: Self.options(.ifVersionMatches(version)))
+            remember(lease.resource, version: info.version, body: record)
+            return info.version
         } catch .preconditionFailed, .notFound {
             throw .lost(lease.resource)
         } catch {
@@ -147,21 +287,32 @@ public final class ObjectLockStrategy: LockStrategy {
         } catch {
             throw Self.map(error)
         }
-        let now = Date()
         var records: [LockRecord] = []
         for object in objects where object.key.hasSuffix(".lock") {
-            let body: Data
-            do {
-                body = try store.get(object.key).body
-            } catch .notFound {
-                continue
-            } catch {
-                throw Self.map(error)
-            }
             // A stray object under locks/ is not worth failing the whole listing for.
-            if let record = try? LockRecord.decode(body), record.isHeld(at: now) { records.append(record) }
+            guard let found = try? readRecord(object.key) else { continue }
+            records += Self.listed(found.record)
         }
         return records
+    }
+
+    /// One GET.
+    public func holders(of resource: String) throws(LockError) -> [LockRecord] {
+        Self.listed(try readRecord(key(for: resource))?.record)
+    }
+
+    /// The live holders of a lock object, each as its own record (a sharer's record names the resource).
+    private static func listed(_ record: LockRecord?) -> [LockRecord] {
+        guard let record else { return [] }
+        return record.liveHolders().map { holder in
+            var shown = holder
+            shown.resource = record.resource
+            return shown
+        }
+    }
+
+    public func makeReleaseFeed() -> any LockReleaseFeed {
+        ObjectReleaseFeed(strategy: self)
     }
 
     // MARK: Best effort (no conditional writes)
@@ -173,9 +324,8 @@ public final class ObjectLockStrategy: LockStrategy {
             guard !existing.record.isHeld() else { return nil }
             token = existing.record.token + 1
         }
-        guard let granted = try write(resource, owner: owner, lease: lease, token: token, key: key, condition: .none) else {
-            return nil
-        }
+        let fresh = fresh(resource, owner: owner, lease: lease, token: token, mode: .exclusive)
+        guard let granted = try write(fresh, key: key, condition: .none) else { return nil }
         // GET-after-PUT: if a racer's PUT landed after ours, the body is theirs and they win.
         guard let check = try readRecord(key), check.record == granted.record else { return nil }
         var verified = granted
@@ -197,7 +347,10 @@ public final class ObjectLockStrategy: LockStrategy {
         return check.version
     }
 
-    private func readRecord(_ key: String) throws(LockError) -> (record: LockRecord, version: String)? {
+    /// The lock record at `key` and its version; `nil` when there is none. A foreign or damaged object is left
+    /// for a person to look at (`bucketfs lock list` names no holder for it): taking it over would have to guess
+    /// the token.
+    func readRecord(_ key: String) throws(LockError) -> (record: LockRecord, version: String)? {
         let data: ObjectData
         do {
             data = try store.get(key)
@@ -206,7 +359,10 @@ public final class ObjectLockStrategy: LockStrategy {
         } catch {
             throw Self.map(error)
         }
-        return (try LockRecord.decode(data.body), data.info.version)
+        guard let record = try? LockRecord.decode(data.body) else {
+            throw .invalid("\(key) does not hold a lock record; remove it to free the lock")
+        }
+        return (record, data.info.version)
     }
 
     // MARK: Helpers

@@ -27,12 +27,19 @@ public struct LockAcquisitionError: Error, Sendable, Equatable, CustomStringConv
 /// is thrown: the work was not protected and the caller must know. Blocks the calling thread.
 public func withLock<T>(_ resource: String, manager: LockManager, retryAttempts: Int, retryDelay: Double,
                         _ body: () throws -> T) throws -> T {
+    try withLock(resource, manager: manager, retryAttempts: retryAttempts, retryDelay: retryDelay) { _ in try body() }
+}
+
+/// The same, in `mode`, handing `body` the lease: its `token` is the fencing token to pass on to whatever the
+/// lock protects (see docs/LOCKING.md, "Fencing tokens").
+public func withLock<T>(_ resource: String, manager: LockManager, mode: LeaseMode = .exclusive, retryAttempts: Int,
+                        retryDelay: Double, _ body: (Lease) throws -> T) throws -> T {
     let tries = max(1, retryAttempts)
     var lease: Lease?
     var lastError: LockError?
     for attempt in 1...tries {
         do {
-            lease = try manager.tryAcquire(resource)
+            lease = try manager.tryAcquire(resource, mode: mode, queue: attempt < tries)
             lastError = nil
         } catch {
             // A configuration error will not fix itself: do not wait for it.
@@ -46,7 +53,7 @@ public func withLock<T>(_ resource: String, manager: LockManager, retryAttempts:
 
     let result: T
     do {
-        result = try body()
+        result = try body(lease)
     } catch {
         try? manager.release(lease)
         throw error

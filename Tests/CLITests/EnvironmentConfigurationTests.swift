@@ -20,7 +20,7 @@ final class EnvironmentConfigurationTests: XCTestCase {
         "BUCKETFS_PROJECT_ID": "proj", "BUCKETFS_CREDENTIALS_FILE": "/c.json", "BUCKETFS_LOCK_RETRY_ATTEMPTS": "5",
         "BUCKETFS_LOCK_RETRY_DELAY_SECONDS": "2.5", "BUCKETFS_REDIS_HOST": "h", "BUCKETFS_REDIS_PORT": "7000",
         "BUCKETFS_REDIS_PASSWORD": "pw", "BUCKETFS_REDIS_DB": "3", "BUCKETFS_CONTROL_DIR_MODE": "0444",
-        "BUCKETFS_BLOCK_CACHE_MIB": "0",
+        "BUCKETFS_LOCK_MODE": "best_effort", "BUCKETFS_BLOCK_CACHE_MIB": "0",
     ]
 
     private func lines(_ configuration: Configuration) -> [String] {

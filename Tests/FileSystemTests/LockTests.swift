@@ -150,20 +150,87 @@ final class LockTests: FileSystemTestCase {
 
     // MARK: Across mounts
 
-    func testTwoMountsExcludeEachOtherUntilTheLastLocalLockGoes() throws {
+    func testSharedLocksCoexistAcrossMountsAndExclusiveWaitsForAll() throws {
         let (store, a, b) = try makeMounts()
         try put(store, "f", "data")
         let fa = try ino(a, "f"), fb = try ino(b, "f")
         try a.setLockWaiting(fa, posix(1, .shared, 0, 9), wait: false)
         try a.setLockWaiting(fa, posix(2, .shared, 50, 59), wait: false)
-        // B cannot get even a disjoint shared range: across mounts the whole file is held.
-        assertFails(.wouldBlock) { () throws(FSError) in try b.setLockWaiting(fb, posix(3, .shared, 100, 109), wait: false) }
-        a.unlock(fa, owner: 1, kind: .posix)
-        assertFails(.wouldBlock) { () throws(FSError) in try b.setLockWaiting(fb, posix(3, .shared, 100, 109), wait: false) }
-        a.unlock(fa, owner: 2, kind: .posix)
+        // Shared on both mounts: the lease is shared.
         try b.setLockWaiting(fb, posix(3, .shared, 100, 109), wait: false)
+        XCTAssertEqual(a.heldLockLeases.map(\.mode), [.shared])
+        XCTAssertEqual(b.heldLockLeases.map(\.mode), [.shared])
+        // An exclusive lock on either mount waits for the other mount's sharers — even on a disjoint range:
+        // across mounts the whole file is one lease.
+        assertFails(.wouldBlock) { () throws(FSError) in try b.setLockWaiting(fb, posix(4, .exclusive, 200, 209), wait: false) }
+        // F_GETLK on A sees B's shared lock when asking for a write lock (pid 0, the whole file).
+        let remote = a.testLockAcrossMounts(fa, posix(9, .exclusive, 300, 300))
+        XCTAssertEqual(remote.map { [$0.pid, UInt32($0.start)] }, [0, 0])
+        XCTAssertEqual(remote?.mode, .shared)
+        XCTAssertEqual(remote?.end, .max)
+        XCTAssertNil(a.testLockAcrossMounts(fa, posix(9, .shared, 300, 300)), "readers do not conflict")
+        b.unlock(fb, owner: 3, kind: .posix)
+        XCTAssertEqual(b.heldLockLeases, [])
+        XCTAssertNil(a.testLockAcrossMounts(fa, posix(9, .exclusive, 300, 300)))
+        // A upgrades in place: its shared locks stay, and B is now kept out entirely.
+        try a.setLockWaiting(fa, posix(4, .exclusive, 200, 209), wait: false)
+        XCTAssertEqual(a.heldLockLeases.map(\.mode), [.exclusive])
+        assertFails(.wouldBlock) { () throws(FSError) in try b.setLockWaiting(fb, posix(3, .shared, 100, 109), wait: false) }
+        XCTAssertEqual(b.testLockAcrossMounts(fb, posix(9, .shared, 0, 0))?.mode, .exclusive)
+        // The exclusive lock goes: the lease goes back to shared, and B's readers get in.
+        a.unlock(fa, owner: 4, kind: .posix)
+        XCTAssertEqual(a.heldLockLeases.map(\.mode), [.shared])
+        try b.setLockWaiting(fb, posix(3, .shared, 100, 109), wait: false)
+        a.unlock(fa, owner: 1, kind: .posix)
+        a.unlock(fa, owner: 2, kind: .posix)
+        b.unlock(fb, owner: 3, kind: .posix)
+        try b.setLockWaiting(fb, posix(5, .exclusive, 0, .max), wait: false)
         XCTAssertEqual(b.heldLockLeases.map(\.resource), ["f"])
         XCTAssertEqual(a.heldLockLeases, [])
+    }
+
+    func testAnUpgradeWaitingForTheOtherMountsReaderIsGrantedWhenItLeaves() throws {
+        let (store, a, b) = try makeMounts()
+        try put(store, "f", "data")
+        let fa = try ino(a, "f"), fb = try ino(b, "f")
+        try a.setLockWaiting(fa, flock(1, .shared), wait: false)
+        try b.setLockWaiting(fb, flock(2, .shared), wait: false)
+        let answered = expectation(description: "upgrade granted")
+        a.setLock(fa, flock(1, .exclusive), wait: true, interrupted: { false }) { error in
+            XCTAssertNil(error)
+            answered.fulfill()
+        }
+        b.unlock(fb, owner: 2, kind: .flock)
+        wait(for: [answered], timeout: 10)
+        XCTAssertEqual(a.heldLockLeases.map(\.mode), [.exclusive])
+        assertFails(.wouldBlock) { () throws(FSError) in try b.setLockWaiting(fb, flock(2, .shared), wait: false) }
+    }
+
+    /// Issue 12: a mount whose lease renewal hangs must not grant new locks under that lease once it can no
+    /// longer prove it holds it (before the fix: granted, the coordinator compared tokens only).
+    func testNoNewLockUnderALeaseWhoseRenewalHangs() throws {
+        let store = MemoryObjectStore()
+        let stalling = StallingStrategy(ObjectLockStrategy(store: store))
+        let manager = LockManager(strategy: stalling, leaseDuration: 1)
+        let options = FileSystemOptions(uid: 100, gid: 200, metadataTTL: 60, negativeTTL: 60,
+                                        cacheDirectory: try makeCacheDirectory())
+        let fs = try FileSystem(store: store, options: options, logger: Logger(label: "bucketfs.tests"),
+                                lockManager: manager)
+        defer { stalling.resume() }
+        try put(store, "f", "data")
+        let f = try ino(fs, "f")
+        try fs.setLockWaiting(f, flock(1, .shared), wait: false)
+        let lease = try XCTUnwrap(fs.heldLockLeases.first)
+        stalling.stall()    // renewals hang, the store refuses new leases
+        let deadline = Date().addingTimeInterval(5)
+        while manager.validLease(for: "f") != nil && Date() < deadline { Thread.sleep(forTimeInterval: 0.02) }
+        XCTAssertLessThan(Date(), lease.expires.addingTimeInterval(0.5))
+        XCTAssertThrowsError(try fs.setLockWaiting(f, flock(2, .shared), wait: false),
+                             "a second reader was granted under a lease nobody could renew")
+        // Reported lost once it runs out, while the renewal still hangs.
+        while manager.metrics.lost == 0 && Date() < deadline { Thread.sleep(forTimeInterval: 0.02) }
+        XCTAssertEqual(manager.metrics.lost, 1)
+        XCTAssertThrowsError(try fs.setLockWaiting(f, flock(3, .exclusive), wait: false))
     }
 
     func testLockThenReadSeesTheOtherMountsWriteMadeUnderTheLock() throws {
@@ -228,6 +295,38 @@ final class LockTests: FileSystemTestCase {
         assertFails(.wouldBlock) { () throws(FSError) in try b.setLockWaiting(root, flock(2, .exclusive), wait: false) }
         XCTAssertEqual(a.heldLockLeases.map(\.resource).sorted(), [".", "d"])
     }
+}
+
+/// A strategy whose renewals hang and whose acquisitions fail while `stall()`ed: a store out of reach.
+final class StallingStrategy: LockStrategy {
+    let base: any LockStrategy
+    var name: String { base.name }
+    private let stalled = Atomic<Bool>(false)
+    private let gate = DispatchSemaphore(value: 0)
+
+    init(_ base: any LockStrategy) { self.base = base }
+
+    func stall() { stalled.store(true, ordering: .relaxed) }
+
+    func resume() {
+        stalled.store(false, ordering: .relaxed)
+        for _ in 0..<64 { gate.signal() }
+    }
+
+    func tryAcquire(_ resource: String, owner: LockOwner, lease: Double, mode: LeaseMode) throws(LockError) -> Lease? {
+        if stalled.load(ordering: .relaxed) { throw .unavailable("stalled") }
+        return try base.tryAcquire(resource, owner: owner, lease: lease, mode: mode)
+    }
+
+    func convert(_ lease: Lease, to mode: LeaseMode) throws(LockError) -> Lease? { try base.convert(lease, to: mode) }
+
+    func renew(_ lease: Lease) throws(LockError) -> Lease {
+        if stalled.load(ordering: .relaxed) { gate.wait() }
+        return try base.renew(lease)
+    }
+
+    func release(_ lease: Lease) throws(LockError) { try base.release(lease) }
+    func holders() throws(LockError) -> [LockRecord] { try base.holders() }
 }
 
 /// Hands a non-Sendable-checked reference to a closure in a test.

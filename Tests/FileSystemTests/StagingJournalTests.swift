@@ -33,7 +33,7 @@ final class StagingJournalTests: XCTestCase {
     /// written by a real journal, then the journal's lock file left behind unlocked.
     @discardableResult
     private func leaveBehind(_ content: String, key: String, base: StagingJournal.Base, in staging: String,
-                             store: any ObjectStore) throws -> String {
+                             store: any ObjectStore, closed: Bool = true) throws -> String {
         try FileManager.default.createDirectory(atPath: staging, withIntermediateDirectories: true)
         var template = Array((staging + "/staged-XXXXXX").utf8CString)
         let fd = template.withUnsafeMutableBufferPointer { mkstemp($0.baseAddress!) }
@@ -45,7 +45,7 @@ final class StagingJournalTests: XCTestCase {
         let id: String = try {
             let dead = try StagingJournal(directory: staging, store: store.description, context: [:], logger: logger)
             XCTAssertTrue(dead.record(stagedPath: path, key: key, base: base, contentType: "text/plain",
-                                      metadata: ["mode": "33188"]))
+                                      metadata: ["mode": "33188"], closed: closed))
             return dead.mountID
         }()
         let lock = "\(staging)/mount-\(id).lock"
@@ -122,6 +122,18 @@ final class StagingJournalTests: XCTestCase {
         }
     }
 
+    func testAFileStillOpenForWritingIsKeptNotPublished() throws {
+        let store = MemoryObjectStore()
+        let cache = try makeDirectory()
+        try leaveBehind("half a fi", key: "open.txt", base: .absent, in: cache + "/staging", store: store,
+                        closed: false)
+        let journal = try StagingJournal(directory: cache + "/staging", store: store.description, context: [:],
+                                         logger: logger)
+        XCTAssertEqual(journal.recover(store: store, recovery: recoveryFolder(cache, store)).kept, ["open.txt"])
+        XCTAssertThrowsError(try store.head("open.txt"), "a file cut off mid-write is never published")
+        XCTAssertEqual(try savedEntries(cache).first?["base"], "absent")
+    }
+
     func testALiveMountsFilesAreLeftAlone() throws {
         let store = MemoryObjectStore()
         let cache = try makeDirectory()
@@ -129,7 +141,7 @@ final class StagingJournalTests: XCTestCase {
         let live = try StagingJournal(directory: staging, store: store.description, context: [:], logger: logger)
         FileManager.default.createFile(atPath: staging + "/staged-LIVE01", contents: Data("busy".utf8))
         live.record(stagedPath: staging + "/staged-LIVE01", key: "busy.txt", base: .absent, contentType: nil,
-                    metadata: [:])
+                    metadata: [:], closed: false)
         let other = try StagingJournal(directory: staging, store: store.description, context: [:], logger: logger)
         XCTAssertEqual(other.recover(store: store, recovery: recoveryFolder(cache, store)),
                        StagingJournal.RecoveryReport())

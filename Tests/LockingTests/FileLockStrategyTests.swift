@@ -10,7 +10,7 @@ final class FileLockStrategyTests: XCTestCase {
     override func setUpWithError() throws {
         directory = FileManager.default.temporaryDirectory.appendingPathComponent("bucketfs-locks-\(UUID().uuidString)").path
         let directory = self.directory
-        suite = LockingSuite(leasesExpire: false, makeStrategy: { try FileLockStrategy(directory: directory) })
+        suite = LockingSuite(leasesExpire: false, listsEverySharer: false, makeStrategy: { try FileLockStrategy(directory: directory) })
     }
 
     override func tearDown() {
@@ -29,6 +29,9 @@ final class FileLockStrategyTests: XCTestCase {
     func testManagerWaits() throws { try suite.managerWaits() }
     func testWithLockHelper() throws { try suite.withLockHelper() }
     func testInvalidRequests() throws { try suite.invalidRequests() }
+    func testSharedLeases() throws { try suite.sharedLeases() }
+    func testExpiredSharerIsDropped() throws { try suite.expiredSharerIsDropped() }
+    func testReleaseFeedHearsRelease() throws { try suite.releaseFeedHearsRelease() }
 
     // MARK: File specifics
 

@@ -9,6 +9,8 @@ import XCTest
 struct LockingSuite {
     /// `false` for the file strategy: a flock is held until released or its holder dies, whatever the lease.
     var leasesExpire = true
+    /// `false` for the file strategy: a flock probe sees that a file is shared, not by whom.
+    var listsEverySharer = true
     var makeStrategy: () throws -> any LockStrategy
 
     func owner(_ name: String) -> LockOwner {
@@ -263,6 +265,89 @@ struct LockingSuite {
         XCTAssertFalse(ran)
         XCTAssertGreaterThanOrEqual(Date().timeIntervalSince(started), 0.19, "two delays between three tries")
         try other.release(taken)
+    }
+
+    /// Shared leases of two owners coexist; an exclusive request waits for every sharer; conversions work both
+    /// ways without letting go; every grant (and every upgrade) has a greater token; `holders(of:)` lists them.
+    func sharedLeases() throws {
+        let a = try makeStrategy(), b = try makeStrategy(), c = try makeStrategy()
+        let ownerA = owner("a"), ownerB = owner("b"), ownerC = owner("c")
+        let resource = resource("shared")
+
+        let sharedA = try XCTUnwrap(try a.tryAcquire(resource, owner: ownerA, lease: 30, mode: .shared))
+        XCTAssertEqual(sharedA.mode, .shared)
+        let sharedB = try XCTUnwrap(try b.tryAcquire(resource, owner: ownerB, lease: 30, mode: .shared),
+                                    "shared + shared coexist")
+        XCTAssertGreaterThan(sharedB.token, sharedA.token)
+        XCTAssertNil(try c.tryAcquire(resource, owner: ownerC, lease: 30, mode: .exclusive), "exclusive waits")
+        let listed = try c.holders(of: resource)
+        XCTAssertEqual(Set(listed.map(\.leaseMode)), [.shared])
+        if listsEverySharer {
+            XCTAssertEqual(Set(listed.map(\.owner)), [ownerA.id, ownerB.id])
+            XCTAssertEqual(try c.holders().filter { $0.resource == resource }.count, 2)
+        }
+
+        // Renewing a sharer keeps the other in place.
+        let renewedA = try a.renew(sharedA)
+        XCTAssertNil(try a.convert(renewedA, to: .exclusive), "no upgrade while B shares")
+        try b.release(sharedB)
+        XCTAssertNil(try c.tryAcquire(resource, owner: ownerC, lease: 30, mode: .exclusive), "A still shares")
+
+        // Upgrade as the last sharer: a new, greater token; nobody else gets in, not even to share.
+        let exclusiveA = try XCTUnwrap(try a.convert(renewedA, to: .exclusive))
+        XCTAssertEqual(exclusiveA.mode, .exclusive)
+        XCTAssertGreaterThan(exclusiveA.token, sharedB.token)
+        XCTAssertNil(try b.tryAcquire(resource, owner: ownerB, lease: 30, mode: .shared), "exclusive excludes sharers")
+        XCTAssertEqual(try c.holders(of: resource).map(\.leaseMode), [.exclusive])
+        let renewedExclusive = try a.renew(exclusiveA)
+
+        // Downgrade: readers may join at once.
+        let sharedAgain = try XCTUnwrap(try a.convert(renewedExclusive, to: .shared))
+        XCTAssertEqual(sharedAgain.mode, .shared)
+        let sharedB2 = try XCTUnwrap(try b.tryAcquire(resource, owner: ownerB, lease: 30, mode: .shared))
+        XCTAssertGreaterThan(sharedB2.token, exclusiveA.token)
+        try a.release(sharedAgain)
+        XCTAssertThrowsError(try a.release(sharedAgain)) { XCTAssertEqual($0 as? LockError, .lost(resource)) }
+        try b.release(sharedB2)
+
+        let exclusiveC = try XCTUnwrap(try c.tryAcquire(resource, owner: ownerC, lease: 30, mode: .exclusive),
+                                       "free once every sharer has gone")
+        XCTAssertGreaterThan(exclusiveC.token, sharedB2.token)
+        try c.release(exclusiveC)
+        XCTAssertEqual(try c.holders(of: resource), [])
+    }
+
+    /// A sharer whose lease ran out no longer counts: an exclusive request gets in, and the sharer learns it lost.
+    func expiredSharerIsDropped() throws {
+        guard leasesExpire else { return }
+        let a = try makeStrategy(), b = try makeStrategy()
+        let ownerA = owner("a"), ownerB = owner("b")
+        let resource = resource("shared-expiry")
+        let sharedA = try XCTUnwrap(try a.tryAcquire(resource, owner: ownerA, lease: 0.3, mode: .shared))
+        XCTAssertNil(try b.tryAcquire(resource, owner: ownerB, lease: 30, mode: .exclusive))
+        Thread.sleep(until: sharedA.expires.addingTimeInterval(0.1))
+        let taken = try XCTUnwrap(try b.tryAcquire(resource, owner: ownerB, lease: 30, mode: .exclusive))
+        XCTAssertGreaterThan(taken.token, sharedA.token)
+        XCTAssertThrowsError(try a.renew(sharedA)) { XCTAssertEqual($0 as? LockError, .lost(resource)) }
+        try b.release(taken)
+    }
+
+    /// The release feed reports a released resource soon after the release (within its interval).
+    func releaseFeedHearsRelease() throws {
+        let a = try makeStrategy(), b = try makeStrategy()
+        let resource = resource("feed")
+        let lease = try XCTUnwrap(try a.tryAcquire(resource, owner: owner("a"), lease: 30))
+        let feed = b.makeReleaseFeed()
+        // Nothing released yet: a short wait may come back empty (or spuriously with it: a hint, never a grant).
+        _ = feed.waitForReleases(of: [resource], timeout: 0.2)
+        DispatchQueue.global().asyncAfter(deadline: .now() + 0.2) { try? a.release(lease) }
+        let deadline = Date().addingTimeInterval(5)
+        var heard = false
+        while Date() < deadline && !heard {
+            heard = feed.waitForReleases(of: [resource], timeout: 1).contains(resource)
+                && (try? b.holders(of: resource).isEmpty) == true
+        }
+        XCTAssertTrue(heard, "the feed reported the release")
     }
 
     /// Malformed requests are `.invalid`, not crashes or backend errors.

@@ -26,6 +26,9 @@ final class MemoryObjectLockTests: XCTestCase {
     func testManagerWaits() throws { try suite.managerWaits() }
     func testWithLockHelper() throws { try suite.withLockHelper() }
     func testInvalidRequests() throws { try suite.invalidRequests() }
+    func testSharedLeases() throws { try suite.sharedLeases() }
+    func testExpiredSharerIsDropped() throws { try suite.expiredSharerIsDropped() }
+    func testReleaseFeedHearsRelease() throws { try suite.releaseFeedHearsRelease() }
 
     // MARK: Object specifics
 
@@ -129,6 +132,9 @@ final class LocalDirectoryObjectLockTests: XCTestCase {
     func testManagerWaits() throws { try suite.managerWaits() }
     func testWithLockHelper() throws { try suite.withLockHelper() }
     func testInvalidRequests() throws { try suite.invalidRequests() }
+    func testSharedLeases() throws { try suite.sharedLeases() }
+    func testExpiredSharerIsDropped() throws { try suite.expiredSharerIsDropped() }
+    func testReleaseFeedHearsRelease() throws { try suite.releaseFeedHearsRelease() }
 }
 
 /// The object strategy over S3 (moto on loopback; one server for the class, a bucket per test).
@@ -167,6 +173,9 @@ final class S3ObjectLockTests: XCTestCase {
     func testManagerWaits() throws { try suite.managerWaits() }
     func testWithLockHelper() throws { try suite.withLockHelper() }
     func testInvalidRequests() throws { try suite.invalidRequests() }
+    func testSharedLeases() throws { try suite.sharedLeases() }
+    func testExpiredSharerIsDropped() throws { try suite.expiredSharerIsDropped() }
+    func testReleaseFeedHearsRelease() throws { try suite.releaseFeedHearsRelease() }
 }
 
 extension MemoryObjectLockTests {

@@ -37,6 +37,9 @@ final class RedisLockStrategyTests: XCTestCase {
     func testManagerWaits() throws { try suite.managerWaits() }
     func testWithLockHelper() throws { try suite.withLockHelper() }
     func testInvalidRequests() throws { try suite.invalidRequests() }
+    func testSharedLeases() throws { try suite.sharedLeases() }
+    func testExpiredSharerIsDropped() throws { try suite.expiredSharerIsDropped() }
+    func testReleaseFeedHearsRelease() throws { try suite.releaseFeedHearsRelease() }
 
     // MARK: Redis specifics
 

@@ -55,7 +55,9 @@ def test_conflict_keeps_both_versions(mnt):
     assert len(saved) == 1 and saved[0].read_bytes() == b"oursinal"
     listing = run(BIN, "recover", "list", "--cache-dir", str(mnt.cache)).stdout.splitlines()
     assert len(listing) == 1 and f"{mnt.bucket.url}doc.txt" in listing[0]
-    run(BIN, "recover", "push", listing[0].split("\t")[0], "--cache-dir", str(mnt.cache))
+    refused = run(BIN, "recover", "push", listing[0].split("\t")[0], "--cache-dir", str(mnt.cache), check=False)
+    assert refused.returncode != 0 and mnt.bucket.get("doc.txt") == b"theirs, written meanwhile"
+    run(BIN, "recover", "push", listing[0].split("\t")[0], "--force", "--cache-dir", str(mnt.cache))
     assert mnt.bucket.get("doc.txt") == b"oursinal"
 
 

@@ -10,6 +10,7 @@ import signal
 import socket
 import struct
 import subprocess
+import shutil
 import sys
 import time
 
@@ -158,17 +159,84 @@ def test_flock_excludes_other_mount(pair):
     assert run("flock", "-n", str(b), "true").returncode == 0
 
 
-def test_shared_flocks_coexist_within_a_mount_and_exclude_the_other(pair):
+def test_shared_flocks_coexist_across_mounts_and_exclusive_waits_for_all(pair):
     a, b = make_lockfile(pair)
-    first = hold(a, "-s")
+    on_a = hold(a, "-s")
+    on_b = hold(b, "-s")
     try:
         assert run("flock", "-n", "-s", str(a), "true", check=False).returncode == 0
+        assert run("flock", "-n", "-s", str(b), "true", check=False).returncode == 0
         assert run("flock", "-n", "-x", str(a), "true", check=False).returncode == 1
-        assert run("flock", "-n", "-s", str(b), "true", check=False).returncode == 1
+        assert run("flock", "-n", "-x", str(b), "true", check=False).returncode == 1
+        # A blocking exclusive request on A waits for every sharer, on both mounts.
+        waiter = subprocess.Popen(["flock", "-x", str(a), "-c", "date +%s.%N"], stdout=subprocess.PIPE, text=True)
+        on_a.kill()
+        on_a.wait()
+        time.sleep(1.0)
+        assert waiter.poll() is None, "exclusive granted while B still shared the file"
+        released = time.time()
+        on_b.kill()
+        on_b.wait()
+        out, _ = waiter.communicate(timeout=30)
+        assert waiter.returncode == 0 and float(out) >= released
     finally:
-        first.kill()
-        first.wait()
+        on_a.kill()
+        on_b.kill()
     assert wait_for(lambda: run("flock", "-n", str(b), "true", check=False).returncode == 0, 10)
+
+
+LOCKER = r"""
+import fcntl, os, sys
+fd = os.open(sys.argv[1], os.O_RDWR)
+ops = {"sh": fcntl.LOCK_SH, "ex": fcntl.LOCK_EX, "shnb": fcntl.LOCK_SH | fcntl.LOCK_NB,
+       "exnb": fcntl.LOCK_EX | fcntl.LOCK_NB, "un": fcntl.LOCK_UN}
+print("ready", flush=True)
+for line in sys.stdin:
+    try:
+        fcntl.flock(fd, ops[line.strip()])
+        print("ok", flush=True)
+    except BlockingIOError:
+        print("busy", flush=True)
+"""
+
+
+class Locker:
+    """A process holding one open file description of `path`, converting its flock on command."""
+
+    def __init__(self, path):
+        self.proc = subprocess.Popen([sys.executable, "-c", LOCKER, str(path)], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True)
+        assert self.proc.stdout.readline().strip() == "ready"
+
+    def __call__(self, op):
+        self.proc.stdin.write(op + "\n")
+        self.proc.stdin.flush()
+        return self.proc.stdout.readline().strip()
+
+    def close(self):
+        self.proc.kill()
+        self.proc.wait()
+
+
+def test_flock_conversion_both_ways_across_mounts(pair):
+    a, b = make_lockfile(pair)
+    on_a, on_b = Locker(a), Locker(b)
+    try:
+        assert on_a("sh") == "ok"
+        assert on_b("shnb") == "ok"
+        assert on_a("exnb") == "busy", "upgraded while B shared the file"
+        assert on_b("un") == "ok"
+        assert on_a("exnb") == "ok", "upgrade once the other sharer left"
+        assert on_b("shnb") == "busy"
+        assert on_a("sh") == "ok"  # downgrade: readers elsewhere get in
+        assert on_b("shnb") == "ok"
+        assert on_b("exnb") == "busy"
+        assert on_a("un") == "ok"
+        assert on_b("exnb") == "ok", "B upgrades once A is gone"
+        assert run("flock", "-n", "-s", str(a), "true", check=False).returncode == 1
+    finally:
+        on_a.close()
+        on_b.close()
 
 
 LOCKF_HOLDER = r"""
@@ -211,14 +279,60 @@ def test_lockf_ranges_getlk_and_other_mount(pair, tmp_path):
         assert run(sys.executable, "-c", GETLK, str(a), "0", "50").stdout.split()[0] == str(fcntl.F_UNLCK)
         assert run(sys.executable, "-c", TRY_LOCKF, str(a), "0", "50").stdout.strip() == "granted"
         assert run(sys.executable, "-c", TRY_LOCKF, str(a), "104", "2").stdout.strip() == "refused"
-        # Across mounts the whole file is held by A.
+        # Across mounts the whole file is held by A, and F_GETLK on B says so: A's write lock over the whole
+        # file, pid 0 (another host's process).
         assert run(sys.executable, "-c", TRY_LOCKF, str(b), "0", "50").stdout.strip() == "refused"
+        kind, start, length, pid = run(sys.executable, "-c", GETLK, str(b), "0", "50").stdout.split()
+        assert (int(kind), int(start), int(length), int(pid)) == (fcntl.F_WRLCK, 0, 0, 0)
         # SIGKILL of the holder: its locks go with it, here and for B.
         holder.kill()
         holder.wait()
         assert wait_for(lambda: run(sys.executable, "-c", TRY_LOCKF, str(b), "104", "2").stdout.strip() == "granted", 10)
     finally:
         holder.kill()
+
+
+READ_RANGE_HOLDER = r"""
+import fcntl, os, sys, time
+fd = os.open(sys.argv[1], os.O_RDWR)
+fcntl.lockf(fd, fcntl.LOCK_SH, int(sys.argv[3]), int(sys.argv[2]))
+open(sys.argv[4], "w").close()
+time.sleep(60)
+"""
+
+GETLK_READ = GETLK.replace("fcntl.F_WRLCK, 0, int", "fcntl.F_RDLCK, 0, int")
+
+
+def test_lockf_read_and_write_ranges_across_mounts(pair, tmp_path):
+    a, b = make_lockfile(pair, content=b"x" * 400)
+    ready_a, ready_b = tmp_path / "ready-a", tmp_path / "ready-b"
+    reader_a = subprocess.Popen([sys.executable, "-c", READ_RANGE_HOLDER, str(a), "0", "100", str(ready_a)])
+    reader_b = None
+    try:
+        assert wait_for(ready_a.exists, 20)
+        # Read locks on overlapping ranges of two mounts coexist.
+        reader_b = subprocess.Popen([sys.executable, "-c", READ_RANGE_HOLDER, str(b), "50", "100", str(ready_b)])
+        assert wait_for(lambda: ready_b.exists() or reader_b.poll() is not None, 20) and reader_b.poll() is None
+        # A write lock waits for the other mount's reader, even on a range nobody reads.
+        assert run(sys.executable, "-c", TRY_LOCKF, str(b), "300", "10").stdout.strip() == "refused"
+        assert run(sys.executable, "-c", TRY_LOCKF, str(a), "300", "10").stdout.strip() == "refused"
+        # F_GETLK on B, for a range B's own reader does not cover, reports A's read lock (pid 0, whole file);
+        # a read query finds nothing in the way.
+        kind, start, length, pid = run(sys.executable, "-c", GETLK, str(b), "300", "10").stdout.split()
+        assert (int(kind), int(start), int(length), int(pid)) == (fcntl.F_RDLCK, 0, 0, 0)
+        assert run(sys.executable, "-c", GETLK_READ, str(b), "300", "10").stdout.split()[0] == str(fcntl.F_UNLCK)
+        # Within B, F_GETLK still names B's own reader precisely.
+        kind, start, length, pid = run(sys.executable, "-c", GETLK, str(b), "60", "1").stdout.split()
+        assert (int(kind), int(start), int(length), int(pid)) == (fcntl.F_RDLCK, 50, 100, reader_b.pid)
+        reader_a.kill()
+        reader_a.wait()
+        assert wait_for(lambda: run(sys.executable, "-c", TRY_LOCKF, str(b), "300", "10").stdout.strip()
+                        == "granted", 10)
+        assert run(sys.executable, "-c", TRY_LOCKF, str(a), "300", "10").stdout.strip() == "refused"
+    finally:
+        reader_a.kill()
+        if reader_b:
+            reader_b.kill()
 
 
 def test_blocking_lock_is_interruptible(pair):
@@ -259,17 +373,60 @@ def test_daemon_killed_while_holding_frees_the_lock_after_the_lease(pair):
 COUNTER = 'n=$(cat "$0"); echo $((n + 1)) > "$0"'
 
 
-def test_counter_under_contention_loses_no_increment(pair):
+READER = r"""
+import fcntl, os, sys
+path, done = sys.argv[1], sys.argv[2]
+last, reads = 0, 0
+while not os.path.exists(done) or reads < 5:
+    with open(path) as f:
+        fcntl.flock(f, fcntl.LOCK_SH)
+        value = int(f.read())  # never a torn or empty write under the lock
+        fcntl.flock(f, fcntl.LOCK_UN)
+    assert value >= last, f"went back from {last} to {value}"
+    last, reads = value, reads + 1
+print(reads)
+"""
+
+
+def test_counter_under_contention_loses_no_increment(pair, tmp_path):
     rounds, workers = 50, 4
     a, b = make_lockfile(pair, name="counter", content=b"0\n")
+    done = tmp_path / "writers-done"
     script = f'for i in $(seq {rounds}); do flock "$0" bash -c {COUNTER!r} "$0" || exit 1; done'
     procs = [subprocess.Popen(["bash", "-c", script, str(path)], stderr=subprocess.PIPE, text=True)
              for path in [a] * workers + [b] * workers]
+    # Shared readers on both mounts, mixed in: each read sees a whole, never decreasing value.
+    readers = [subprocess.Popen([sys.executable, "-c", READER, str(path), str(done)], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True) for path in (a, a, b, b)]
     for p in procs:
         _, err = p.communicate(timeout=900)
         assert p.returncode == 0, err
+    done.touch()
+    for r in readers:
+        out, err = r.communicate(timeout=120)
+        assert r.returncode == 0, err
+        assert int(out) >= 5
     assert int(a.read_text()) == rounds * workers * 2
     assert int(b.read_text()) == rounds * workers * 2
+
+
+def test_stress_ng_lock_stressors_on_both_mounts(pair):
+    if not shutil.which("stress-ng"):
+        pytest.skip("stress-ng is not installed (apt-get install stress-ng)")
+    procs = []
+    for mount in (pair.a, pair.b):
+        work = mount / f"stress-{mount.path.name}"
+        work.mkdir(exist_ok=True)
+        procs.append(subprocess.Popen(
+            ["stress-ng", "--flock", "2", "--lockf", "2", "--fcntl", "2", "--timeout", "8s", "--metrics-brief",
+             "--temp-path", str(work)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    for p in procs:
+        out, _ = p.communicate(timeout=180)
+        assert p.returncode == 0, out
+        assert "successful run completed" in out and "unsuccessful" not in out, out
+        assert not [line for line in out.splitlines() if "fail" in line.lower()], out
+        for stressor in ("flock", "lockf", "fcntl"):
+            assert stressor in out, out
 
 
 def test_lock_run_and_mount_exclude_each_other(pair):
@@ -296,6 +453,65 @@ def test_lock_run_and_mount_exclude_each_other(pair):
     listed = run(BIN, "lock", "list", source, *pair.lock_options)
     assert json.loads(listed.stdout) == []
     assert run("flock", "-n", str(a), "true").returncode == 0
+
+
+GUARDED_WRITE = r"""
+import json, os, sys, time
+# A write guarded by the fencing token: refused if a newer holder has written already.
+path, value = sys.argv[1], sys.argv[2]
+token = int(os.environ["BUCKETFS_LOCK_TOKEN"])
+if len(sys.argv) > 3:
+    while not os.path.exists(sys.argv[3]):  # a stale holder, paused until told to go on
+        time.sleep(0.05)
+try:
+    current = json.load(open(path))
+except FileNotFoundError:
+    current = {"token": 0}
+if current["token"] > token:
+    print(f"refused: token {token} < {current['token']}")
+    sys.exit(3)
+json.dump({"token": token, "value": value}, open(path + ".tmp", "w"))
+os.rename(path + ".tmp", path)
+print(f"wrote with token {token}")
+"""
+
+
+def test_lock_run_exports_a_growing_fencing_token_and_a_stale_holder_is_refused(pair, tmp_path):
+    source, options = pair.a.source, pair.lock_options
+    tokens = [int(run(BIN, "lock", "run", source, "job", "--wait", "10", *options, "--",
+                      "sh", "-c", "echo $BUCKETFS_LOCK_TOKEN").stdout) for _ in range(3)]
+    assert tokens == sorted(set(tokens)), tokens
+    # A lock taken through the mount shows its token in .bucketfs/locks/<path>.json, greater still.
+    a, _ = make_lockfile(pair, name="job")
+    holder = hold(a)
+    try:
+        document = json.loads((pair.a / ".bucketfs" / "locks" / "job.json").read_text())
+        assert document["lease"]["token"] > tokens[-1]
+        mounted = document["lease"]["token"]
+    finally:
+        holder.kill()
+        holder.wait()
+    if pair.strategy == "file":
+        return  # a lock file's flock never lapses: no stale holder to make
+    # A holder whose lease lapses (its bucketfs is stopped past the lease) finds a newer holder's write.
+    data, go = tmp_path / "data.json", tmp_path / "go"
+    stale = subprocess.Popen([BIN, "lock", "run", source, "job", "--wait", "10", *options, "--",
+                              sys.executable, "-c", GUARDED_WRITE, str(data), "stale", str(go)],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert wait_for(lambda: json.loads(run(BIN, "lock", "list", source, *options).stdout) != [], 20)
+    os.kill(stale.pid, signal.SIGSTOP)  # no more renewals: the lease runs out
+    try:
+        newer = run(BIN, "lock", "run", source, "job", "--wait", str(LEASE * 4), *options, "--",
+                    sys.executable, "-c", GUARDED_WRITE, str(data), "newer")
+        assert "wrote" in newer.stdout
+    finally:
+        os.kill(stale.pid, signal.SIGCONT)
+    go.touch()
+    out, err = stale.communicate(timeout=60)
+    assert "refused" in out, out + err
+    assert stale.returncode == 1, (out, err)  # lock run: the lease was lost while the command ran
+    written = json.loads(data.read_text())
+    assert written["value"] == "newer" and written["token"] > mounted
 
 
 def test_lock_list_shows_the_mounts_holder(pair):

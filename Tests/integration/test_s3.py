@@ -78,7 +78,11 @@ def test_conflict_keeps_both_versions(mnt):
     entry = listing[0].split("\t")[0]
     # Without AWS_ENDPOINT_URL: the entry remembers the endpoint of the mount that saved it.
     env = {k: v for k, v in os.environ.items() if k != "AWS_ENDPOINT_URL"}
-    run(BIN, "recover", "push", entry, "--cache-dir", str(mnt.cache), env=env)
+    # Theirs is newer than what ours was based on: not overwritten without --force.
+    refused = run(BIN, "recover", "push", entry, "--cache-dir", str(mnt.cache), env=env, check=False)
+    assert refused.returncode != 0 and "changed" in refused.stderr, refused.stderr
+    assert mnt.bucket.get("doc.txt") == b"theirs, written meanwhile"
+    run(BIN, "recover", "push", entry, "--force", "--cache-dir", str(mnt.cache), env=env)
     assert mnt.bucket.get("doc.txt") == b"oursinal"
     assert run(BIN, "recover", "list", "--cache-dir", str(mnt.cache)).stdout == ""
 

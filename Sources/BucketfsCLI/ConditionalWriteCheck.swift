@@ -1,0 +1,31 @@
+import Logging
+import ObjectStore
+
+extension MountCommand {
+    /// Probes once at mount whether the store enforces conditional writes (see `ConditionalWriteProbe`). A store
+    /// that ignores them cannot detect conflicting writers, and the object lock strategy would grant one lock to
+    /// several mounts: that strategy is refused unless `lock_mode=best_effort` says to go on; every other case
+    /// goes on with one warning. Local stores enforce them by construction and are not probed.
+    static func checkConditionalWrites(store: any ObjectStore, location: StoreLocation, configuration: Configuration,
+                                       locking: LockSetup, logger: Logger) throws(CLIError) {
+        switch location.kind {
+        case .s3, .gcs: break
+        default: return
+        }
+        guard !configuration.mount.readOnly else { return }
+        switch ConditionalWriteProbe.run(store, folder: location.prefix + ".bucketfs/") {
+        case .honoured:
+            return
+        case .unknown(let reason):
+            logger.warning("could not check that the store enforces conditional writes", metadata: ["reason": "\(reason)"])
+        case .ignored(let what):
+            if locking.strategyName == "object" && configuration.storage.lock.mode != "best_effort" {
+                throw CLIError("\(location) ignores conditional writes (\(what)): the object lock strategy cannot "
+                               + "exclude other mounts there; use another lock strategy, or -o lock_mode=best_effort "
+                               + "to mount anyway")
+            }
+            logger.warning("the store ignores conditional writes: conflicts with other writers cannot be detected",
+                           metadata: ["store": "\(location)", "ignored": "\(what)"])
+        }
+    }
+}
