@@ -9,6 +9,8 @@ let package = Package(
         .library(name: "ObjectStore", targets: ["ObjectStore"]),
         .library(name: "Locking", targets: ["Locking"]),
         .library(name: "Records", targets: ["Records"]),
+        // For the fuzz targets (Fuzz/), which parse config files as the CLI does.
+        .library(name: "BucketfsCLI", targets: ["BucketfsCLI"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),

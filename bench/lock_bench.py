@@ -1,11 +1,14 @@
 #!/usr/bin/env python3
-"""Lock figures per strategy, through real mounts: flock acquire+release latency (p50/p99, uncontended) and the
-contended counter (4 processes on each of two mounts, N rounds of `flock counter: read, add 1, write`).
+"""Lock figures per strategy, through real mounts: flock acquire+release latency (p50/p99, uncontended), the
+hand-off (p50/p99 from LOCK_UN on mount A to the grant of a blocked flock on mount B), and the contended
+counter (4 processes on each of two mounts, N rounds of `flock counter: read, add 1, write`).
 
 Starts moto_server and redis-server on loopback, mounts the same bucket twice per strategy, and counts the
-store requests the object strategy makes per acquire+release from moto's request log.
+store requests the object strategy makes per acquire+release from moto's request log. `--s3-endpoint URL` adds
+the object strategy on another S3 server (e.g. SeaweedFS from /work/shared/bench/setup.sh with PEERS_S3=seaweed).
 
-    python3 bench/lock_bench.py [--bin .build/release/bucketfs] [--rounds 50] [--samples 200]
+    python3 bench/lock_bench.py [--bin .build/release/bucketfs] [--rounds 50] [--samples 200] [--handoffs 30]
+                                [--s3-endpoint http://127.0.0.1:19400]
 """
 import argparse
 import fcntl
@@ -97,6 +100,41 @@ def latency(path, samples):
         os.close(fd)
 
 
+HANDOFF_WAITER = r"""
+import fcntl, os, sys, time
+fd = os.open(sys.argv[1], os.O_RDONLY)
+print("waiting", flush=True)
+fcntl.flock(fd, fcntl.LOCK_EX)
+print(time.time(), flush=True)
+fcntl.flock(fd, fcntl.LOCK_UN)
+"""
+
+
+def handoff(a, b, samples):
+    """Seconds from LOCK_UN on A to the grant of a flock blocked on B, per sample."""
+    times = []
+    fd = os.open(a, os.O_RDONLY)
+    try:
+        for _ in range(samples):
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            waiter = subprocess.Popen([sys.executable, "-c", HANDOFF_WAITER, str(b)], stdout=subprocess.PIPE, text=True)
+            assert waiter.stdout.readline().strip() == "waiting"
+            time.sleep(1.0)  # B is blocked in flock by now, and has waited as a real waiter would
+            released = time.time()
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            granted = float(waiter.stdout.readline())
+            waiter.wait(timeout=30)
+            times.append(granted - released)
+    finally:
+        os.close(fd)
+    return times
+
+
+def pct(values, q):
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, int(round(len(ordered) * q)) - 1))]
+
+
 def counter(a, b, rounds, workers=4):
     a.write_text("0\n")
     time.sleep(1.2)  # let B's cached attributes of the file expire
@@ -114,6 +152,8 @@ def main():
     parser.add_argument("--bin", default=str(ROOT / ".build" / "release" / "bucketfs"))
     parser.add_argument("--rounds", type=int, default=50)
     parser.add_argument("--samples", type=int, default=200)
+    parser.add_argument("--handoffs", type=int, default=30)
+    parser.add_argument("--s3-endpoint", help="another S3 server for the object strategy (SeaweedFS, …)")
     args = parser.parse_args()
     work = pathlib.Path(tempfile.mkdtemp(prefix="bucketfs-lockbench-"))
     servers = Servers(work)
@@ -123,12 +163,18 @@ def main():
         ("object", "file://", []),
         ("object", "s3://", []),
     ]
+    if args.s3_endpoint:
+        import boto3
+        boto3.client("s3", endpoint_url=args.s3_endpoint).create_bucket(Bucket="lockbench")
+        scenarios.append(("object", "external", ["--endpoint-url", args.s3_endpoint]))
     rows = []
     try:
         for index, (strategy, scheme, extra) in enumerate(scenarios):
             if scheme == "file://":
                 (work / f"bucket{index}").mkdir()
                 source = f"file://{work}/bucket{index}/"
+            elif scheme == "external":
+                source = f"s3://lockbench/run{index}-{os.getpid()}/"
             else:
                 source = f"s3://locks/run{index}/"
             options = ["--lock-strategy", strategy, *extra]
@@ -142,25 +188,29 @@ def main():
                 before = servers.moto_requests()
                 times = latency(a / "latency", args.samples)
                 trips = (servers.moto_requests() - before) / args.samples if scheme == "s3://" else None
+                hands = handoff(a / "latency", b / "latency", args.handoffs)
                 total, elapsed, ok = counter(a / "counter", b / "counter", args.rounds)
                 expected = args.rounds * 8
-                rows.append((f"{strategy} on {scheme}", statistics.median(times) * 1000,
-                             sorted(times)[int(len(times) * 0.99) - 1] * 1000, trips, total, expected,
+                name = f"{strategy} on {args.s3_endpoint}" if scheme == "external" else f"{strategy} on {scheme}"
+                rows.append((name, statistics.median(times) * 1000, pct(times, 0.99) * 1000, trips,
+                             statistics.median(hands) * 1000, pct(hands, 0.99) * 1000, total, expected,
                              expected / elapsed, ok))
             finally:
                 unmount(args.bin, a)
                 unmount(args.bin, b)
     finally:
         servers.stop()
-    print(f"\nflock acquire+release through the mount ({args.samples} samples, uncontended), and the counter:"
+    print(f"\nflock acquire+release through the mount ({args.samples} samples, uncontended), hand-off from A's"
+          f" LOCK_UN to the grant of B's blocked flock ({args.handoffs} samples), and the counter:"
           f" 4 processes on each of two mounts x {args.rounds} rounds\n")
-    print("| strategy | p50 ms | p99 ms | store requests per acquire+release | counter | increments/s |")
-    print("| --- | --- | --- | --- | --- | --- |")
-    for name, p50, p99, trips, total, expected, rate, ok in rows:
+    print("| strategy | p50 ms | p99 ms | store requests per acquire+release | hand-off p50 ms | hand-off p99 ms"
+          " | counter | increments/s |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    for name, p50, p99, trips, h50, h99, total, expected, rate, ok in rows:
         trips_text = f"{trips:.2f}" if trips is not None else "—"
         verdict = f"{total}/{expected}" + ("" if total == expected and ok else " LOST")
-        print(f"| {name} | {p50:.2f} | {p99:.2f} | {trips_text} | {verdict} | {rate:.1f} |")
-    lost = [r for r in rows if r[4] != r[5] or not r[7]]
+        print(f"| {name} | {p50:.2f} | {p99:.2f} | {trips_text} | {h50:.1f} | {h99:.1f} | {verdict} | {rate:.1f} |")
+    lost = [r for r in rows if r[6] != r[7] or not r[9]]
     sys.exit(1 if lost else 0)
 
 

@@ -38,5 +38,7 @@ echo "==> building"
 swift build --build-tests
 echo "==> unit tests"
 swift test --skip-build --disable-swift-testing
+# In CI, the parsers of server replies and config files are fuzzed first (libFuzzer, 20 s per target).
+if [ "${CI:-}" = "true" ]; then echo "==> fuzzing"; scripts/fuzz.sh; fi
 echo "==> real-mount tests"
 BUCKETFS_BIN="$PWD/.build/debug/bucketfs" python3 -m pytest -q Tests/integration "$@"

@@ -91,6 +91,11 @@ public struct Configuration: Equatable, Sendable {
         do { text = try String(contentsOfFile: path, encoding: .utf8) } catch {
             throw CLIError("cannot read config file \(path): \(error.localizedDescription)")
         }
+        try apply(yamlText: text, path: path)
+    }
+
+    /// The YAML of a config file; `path` names it in errors. (Also what the fuzz target feeds arbitrary text.)
+    public mutating func apply(yamlText text: String, path: String) throws(CLIError) {
         let document: Node?
         do { document = try Yams.compose(yaml: text) } catch {
             throw CLIError("config file \(path) is not valid YAML: \(Self.oneLine(error))")

@@ -27,8 +27,11 @@ enum FuseOperations {
         return Caller(uid: ctx.uid, gid: ctx.gid)
     }
 
-    static func name(_ cString: UnsafePointer<CChar>?) -> String {
-        String(cString: cString!)
+    /// A name from the kernel. One that is not valid UTF-8 cannot be a key as it is, and repairing it would
+    /// rename the file: a change refuses it (EILSEQ), a lookup finds nothing.
+    static func name(_ cString: UnsafePointer<CChar>?) throws(FSError) -> String {
+        guard let name = String(validatingCString: cString!) else { throw FSError.illegalName }
+        return name
     }
 
     static func makeTable() -> fuse_lowlevel_ops {
@@ -58,7 +61,11 @@ enum FuseOperations {
         }
         ops.lookup = { req, parent, cName in
             let (fs, r) = FuseOperations.reply(req, "lookup")
-            r.run { () throws(FSError) in r.entry(try fs.lookup(parent: parent, name: FuseOperations.name(cName))) }
+            r.run { () throws(FSError) in
+                let name: String
+                do throws(FSError) { name = try FuseOperations.name(cName) } catch { throw FSError.notFound }
+                r.entry(try fs.lookup(parent: parent, name: name))
+            }
         }
         ops.forget = { req, ino, count in
             FuseOperations.context(req).fileSystem.forget(ino, count: count)
@@ -87,16 +94,11 @@ enum FuseOperations {
                 fuse_reply_readlink(req, target)
             }
         }
-        ops.mknod = { req, parent, cName, mode, _ in
+        ops.mknod = { req, parent, cName, mode, rdev in
             let (fs, r) = FuseOperations.reply(req, "mknod")
-            // Only regular files can live in a bucket; mknod of one is a create without an open.
-            guard mode & UInt32(Glibc.S_IFMT) == UInt32(Glibc.S_IFREG) else { return r.error(.notSupported) }
             r.run { () throws(FSError) in
-                let created = try fs.create(parent: parent, name: FuseOperations.name(cName), permissions: mode, flags: O_WRONLY,
-                                            caller: FuseOperations.caller(req))
-                try fs.flush(created.attributes.ino, handle: created.handle)
-                fs.release(created.attributes.ino, handle: created.handle)
-                r.entry(try fs.getattr(created.attributes.ino))
+                r.entry(try fs.mknod(parent: parent, name: FuseOperations.name(cName), mode: mode, rdev: UInt32(truncatingIfNeeded: rdev),
+                                     caller: FuseOperations.caller(req)))
             }
         }
         ops.mkdir = { req, parent, cName, mode in
@@ -134,9 +136,11 @@ enum FuseOperations {
                 r.ok()
             }
         }
-        ops.link = { req, _, _, _ in
-            // Objects cannot share content by reference.
-            fuse_reply_err(req, EPERM)
+        ops.link = { req, ino, newParent, cNewName in
+            let (fs, r) = FuseOperations.reply(req, "link")
+            r.run { () throws(FSError) in
+                r.entry(try fs.link(ino, newParent: newParent, newName: FuseOperations.name(cNewName)))
+            }
         }
         ops.open = { req, ino, fi in
             let (fs, r) = FuseOperations.reply(req, "open")
@@ -313,6 +317,7 @@ enum FuseOperations {
                 let needed: Int
                 if plus {
                     var param = FuseReply.entryParam(entry.attributes, timeout: r.timeout)
+                    if !entry.complete { param.attr_timeout = 0 }    // defaults for want of metadata: stat asks
                     needed = fuse_add_direntry_plus(req, buffer + used, size - used, entry.name, &param,
                                                     off_t(entry.nextOffset))
                 } else {
@@ -333,10 +338,16 @@ enum FuseOperations {
         if toSet & FUSE_SET_ATTR_UID != 0 { changes.uid = attr.st_uid }
         if toSet & FUSE_SET_ATTR_GID != 0 { changes.gid = attr.st_gid }
         if toSet & FUSE_SET_ATTR_SIZE != 0 { changes.size = UInt64(attr.st_size) }
+        // UTIME_OMIT arrives as the flag left unset; UTIME_NOW as the _NOW flag.
         if toSet & FUSE_SET_ATTR_MTIME_NOW != 0 {
             changes.mtime = .now()
         } else if toSet & FUSE_SET_ATTR_MTIME != 0 {
             changes.mtime = FileTime(seconds: Int64(attr.st_mtim.tv_sec), nanoseconds: UInt32(attr.st_mtim.tv_nsec))
+        }
+        if toSet & FUSE_SET_ATTR_ATIME_NOW != 0 {
+            changes.atime = .now()
+        } else if toSet & FUSE_SET_ATTR_ATIME != 0 {
+            changes.atime = FileTime(seconds: Int64(attr.st_atim.tv_sec), nanoseconds: UInt32(attr.st_atim.tv_nsec))
         }
         return changes
     }

@@ -191,7 +191,7 @@ package final class RedisConnection: Sendable {
         return pin(0)
     }
 
-    private static func convert(_ reply: UnsafeMutablePointer<redisReply>) -> RedisValue {
+    static func convert(_ reply: UnsafeMutablePointer<redisReply>) -> RedisValue {
         let value = reply.pointee
         func string() -> String {
             guard let pointer = value.str else { return "" }
