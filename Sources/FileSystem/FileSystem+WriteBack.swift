@@ -74,6 +74,8 @@ extension FileSystem {
                                                                              condition: condition))
         }
         guard let job else { return }
+        FileSystemMetrics.shared.uploadStarted()
+        defer { FileSystemMetrics.shared.uploadFinished() }
         let key = keys.key(for: job.node.path)
         if let stream = job.node.stream {
             if stream.key == key {
