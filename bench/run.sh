@@ -4,6 +4,8 @@
 # ratios against each goal.
 #
 #   bench/run.sh                 everything (about 35 minutes)
+#   BENCH_S3_SERVERS="seaweed moto" BENCH_TARGETS="bucketfs s3fs rclone-off moto-direct" bench/run.sh
+#                                issue 13's table on SeaweedFS and on moto
 #   BENCH_TARGETS="bucketfs moto-direct" bench/run.sh   a subset
 #   BENCH_TARGETS="bucketfs-gcs gcs-direct" bench/run.sh   gs:// only
 #   BENCH_BUCKETFS_OPTIONS="-o read_ahead_mib=64" bench/run.sh   bucketfs with other mount options
@@ -13,6 +15,16 @@
 # rclone and the figures (fsbench.sh). Results go to bench/results/ (not committed). Needs root.
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# BENCH_S3_SERVERS="seaweed moto": one run per S3 server (SeaweedFS, a real store; moto, the Python mock), each
+# with its own peer state and results (bench/results/<server>/), one table each.
+if [ -n "${BENCH_S3_SERVERS:-}" ]; then
+    for server in $BENCH_S3_SERVERS; do
+        echo "## S3 server: $server"
+        env -u BENCH_S3_SERVERS PEERS_S3="$([ "$server" = seaweed ] && echo seaweed || echo moto)" \
+            PEERS_STATE="/tmp/peers-$server" BENCH_RESULTS="${BENCH_RESULTS:-$HERE/results}/$server" "$0"
+    done
+    exit 0
+fi
 ROOT="$(dirname "$HERE")"
 PEERS_BENCH=${PEERS_BENCH:-$(cd "$ROOT/../shared/bench" 2>/dev/null && pwd)}
 [ -x "$PEERS_BENCH/fsbench.sh" ] || { echo "bench: peer harness not found (set PEERS_BENCH)" >&2; exit 1; }
@@ -141,4 +153,5 @@ for t in "${TARGETS[@]}"; do
         *) echo "unknown target $t" >&2; exit 2 ;;
     esac
 done
+echo "S3 server: ${PEERS_S3:-moto} ($MOTO_URL)"
 python3 "$HERE/compare.py" "$RESULTS"

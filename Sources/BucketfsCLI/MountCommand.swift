@@ -139,6 +139,7 @@ struct MountCommand: ParsableCommand {
             } catch {
                 throw CLIError("\(error)")
             }
+            DaemonMetrics.shared.watch(fileSystem: fileSystem, cacheDirectory: m.cacheDir, store: store)
             // Uploads a crashed daemon on this host left behind: content to the recovery folder, upload aborted.
             journal.recoverInterrupted(store: store, recovery: recovery)
             let session = try FuseSession(
@@ -184,6 +185,7 @@ extension MountCommand {
     static func startMetrics(address: String?) throws(CLIError) -> PrometheusCollectorRegistry {
         let registry = PrometheusCollectorRegistry()
         MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
+        DaemonMetrics.shared.installFuseObserver()
         guard let address else { return registry }
         try MetricsEndpoint(address: address, registry: registry).start()
         return registry

@@ -13,7 +13,13 @@ public enum FSError: Error, Sendable, Equatable, CustomStringConvertible {
     case invalidArgument
     case notSupported
     case permissionDenied
+    /// The operation is not permitted at all here (hard links).
+    case notPermitted
+    /// A name that is not valid UTF-8: object keys cannot hold it, and altering it would rename the file.
+    case illegalName
     case noSpace
+    /// Beyond the largest object a store holds (S3: 5 TiB).
+    case fileTooLarge
     /// Someone else changed the object since we read it; our content went to the recovery folder.
     case stale(String)
     /// The store failed (transport, server, unexpected answer); detail for the log.
@@ -38,7 +44,10 @@ public enum FSError: Error, Sendable, Equatable, CustomStringConvertible {
         case .invalidArgument: return EINVAL
         case .notSupported: return ENOTSUP
         case .permissionDenied: return EACCES
+        case .notPermitted: return EPERM
+        case .illegalName: return EILSEQ
         case .noSpace: return ENOSPC
+        case .fileTooLarge: return EFBIG
         case .stale: return ESTALE
         case .io: return EIO
         case .badHandle: return EBADF

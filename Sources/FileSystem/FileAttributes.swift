@@ -4,6 +4,42 @@ public enum NodeKind: Sendable, Equatable {
     case file
     case directory
     case symlink
+    /// Special files: zero-byte objects whose type (and device number) live in metadata; the kernel serves
+    /// their I/O (a FIFO's pipe, a device's driver), never the store.
+    case fifo
+    case socket
+    case characterDevice
+    case blockDevice
+
+    /// The `S_IFMT` bits of this kind.
+    public var typeBits: UInt32 {
+        switch self {
+        case .file: return UInt32(S_IFREG)
+        case .directory: return UInt32(S_IFDIR)
+        case .symlink: return UInt32(S_IFLNK)
+        case .fifo: return UInt32(S_IFIFO)
+        case .socket: return UInt32(S_IFSOCK)
+        case .characterDevice: return UInt32(S_IFCHR)
+        case .blockDevice: return UInt32(S_IFBLK)
+        }
+    }
+
+    /// The kind a full `st_mode` names; nil for a type bucketfs cannot hold.
+    public init?(mode: UInt32) {
+        switch mode & UInt32(S_IFMT) {
+        case UInt32(S_IFREG): self = .file
+        case UInt32(S_IFDIR): self = .directory
+        case UInt32(S_IFLNK): self = .symlink
+        case UInt32(S_IFIFO): self = .fifo
+        case UInt32(S_IFSOCK): self = .socket
+        case UInt32(S_IFCHR): self = .characterDevice
+        case UInt32(S_IFBLK): self = .blockDevice
+        default: return nil
+        }
+    }
+
+    /// A zero-byte object whose metadata alone says what it is (a LIST cannot tell it from an empty file).
+    public var isSpecial: Bool { self != .file && self != .directory }
 }
 
 /// A point in time with nanosecond precision (a `Date` would round nanoseconds away).
@@ -61,9 +97,14 @@ public struct FileAttributes: Sendable, Equatable {
     public var gid: UInt32
     public var mtime: FileTime
     public var ctime: FileTime
+    public var atime: FileTime
+    /// Device number of a character or block device (0 otherwise).
+    public var rdev: UInt32
+    /// Names the node has: 0 once unlinked (or replaced) while still open.
+    public var linkCount: UInt32
 
     public init(ino: UInt64, kind: NodeKind, size: UInt64, permissions: UInt32, uid: UInt32, gid: UInt32,
-                mtime: FileTime, ctime: FileTime) {
+                mtime: FileTime, ctime: FileTime, atime: FileTime? = nil, rdev: UInt32 = 0, linked: Bool = true) {
         self.ino = ino
         self.kind = kind
         self.size = size
@@ -72,18 +113,13 @@ public struct FileAttributes: Sendable, Equatable {
         self.gid = gid
         self.mtime = mtime
         self.ctime = ctime
+        self.atime = atime ?? mtime
+        self.rdev = rdev
+        self.linkCount = linked ? (kind == .directory ? 2 : 1) : 0
     }
 
     /// The full `st_mode`: type bits plus permissions.
-    public var mode: UInt32 {
-        switch kind {
-        case .file: return UInt32(S_IFREG) | permissions
-        case .directory: return UInt32(S_IFDIR) | permissions
-        case .symlink: return UInt32(S_IFLNK) | permissions
-        }
-    }
-
-    public var linkCount: UInt32 { kind == .directory ? 2 : 1 }
+    public var mode: UInt32 { kind.typeBits | permissions }
 }
 
 /// The `setattr` fields that a request asks to change; `nil` leaves a field alone.
@@ -93,17 +129,21 @@ public struct AttributeChanges: Sendable, Equatable {
     public var gid: UInt32?
     public var size: UInt64?
     public var mtime: FileTime?
+    public var atime: FileTime?
 
     public init(permissions: UInt32? = nil, uid: UInt32? = nil, gid: UInt32? = nil, size: UInt64? = nil,
-                mtime: FileTime? = nil) {
+                mtime: FileTime? = nil, atime: FileTime? = nil) {
         self.permissions = permissions
         self.uid = uid
         self.gid = gid
         self.size = size
         self.mtime = mtime
+        self.atime = atime
     }
 
-    public var changesMetadata: Bool { permissions != nil || uid != nil || gid != nil || mtime != nil }
+    public var changesMetadata: Bool {
+        permissions != nil || uid != nil || gid != nil || mtime != nil || atime != nil
+    }
 }
 
 /// Who asks: the owner given to new files and directories.
@@ -121,6 +161,16 @@ public struct DirectoryEntry: Sendable, Equatable {
     public var attributes: FileAttributes
     /// The offset to pass back to continue after this entry.
     public var nextOffset: UInt64
+    /// false: mode, owner and times are the mount's defaults for want of metadata (a LIST entry the metadata
+    /// index does not know); the kernel must not cache them, a `stat` asks (`getattr`).
+    public var complete: Bool
+
+    public init(name: String, attributes: FileAttributes, nextOffset: UInt64, complete: Bool = true) {
+        self.name = name
+        self.attributes = attributes
+        self.nextOffset = nextOffset
+        self.complete = complete
+    }
 }
 
 public struct FileSystemStats: Sendable, Equatable {

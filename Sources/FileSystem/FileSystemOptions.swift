@@ -30,6 +30,8 @@ public struct FileSystemOptions: Sendable, Equatable {
     public var stagingLimit: UInt64
     /// Written beside each saved upload (e.g. the S3 endpoint and region), so that it can be pushed back later.
     public var recoveryContext: [String: String]
+    /// Keep the metadata index (`MetadataIndex`) in the cache directory across mounts; off, it lives in memory.
+    public var persistMetadataIndex: Bool
     /// Bytes the on-disk block cache (`<cacheDirectory>/blocks`) may hold; 0 turns it off.
     public var blockCacheSize: UInt64
 
@@ -38,7 +40,8 @@ public struct FileSystemOptions: Sendable, Equatable {
                 metadataTTL: Double = 1, negativeTTL: Double = 1, cacheDirectory: String,
                 readAheadBudget: Int = 128 << 20, multipartPartSize: Int? = nil, multipartMaxInFlight: Int = 4,
                 renameParallelism: Int = 16, stagingLimit: UInt64 = 0,
-                recoveryContext: [String: String] = [:], blockCacheSize: UInt64 = 1 << 30) {
+                recoveryContext: [String: String] = [:], blockCacheSize: UInt64 = 1 << 30,
+                persistMetadataIndex: Bool = true) {
         self.prefix = prefix
         self.uid = uid
         self.gid = gid
@@ -55,5 +58,6 @@ public struct FileSystemOptions: Sendable, Equatable {
         self.stagingLimit = stagingLimit
         self.recoveryContext = recoveryContext
         self.blockCacheSize = blockCacheSize
+        self.persistMetadataIndex = persistMetadataIndex
     }
 }

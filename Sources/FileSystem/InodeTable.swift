@@ -13,6 +13,9 @@ struct Node {
     var gid: UInt32
     var mtime: FileTime
     var ctime: FileTime
+    var atime: FileTime? = nil
+    /// Device number of a character or block device.
+    var rdev: UInt32 = 0
     var symlinkTarget: String?
     /// The store's version of the object (file, symlink) or marker (directory) this node was read from.
     var version: String?
@@ -29,19 +32,26 @@ struct Node {
     var openHandles: Int = 0
     /// Local content being written; present from the first write (or O_TRUNC) until the last close.
     var staged: StagedFile?
-    /// The staged content differs from the store.
-    var dirty = false
+    /// Where the content stands against the store (the lifecycle, `FileLifecycle.swift`).
+    var content: ContentState = .clean
+    /// Orders this file's store changes (uploads, copies, deletes); shared by every copy of this node value.
+    let serial = FileSerial()
+    /// The store lacks what the descriptors see.
+    var dirty: Bool { content.hasUnstoredChanges }
     /// Lowest byte offset written or truncated since the staged copy last matched the stored version (nil: none):
     /// the bytes before it, up to `storedSize`, can be copied on the server instead of uploaded again.
     var changedFrom: UInt64?
     /// Size of the stored version `version` names.
     var storedSize: UInt64 = 0
+    /// Last-Modified (whole seconds) of that version, once the store told it: a copy onto itself with new
+    /// metadata keeps an S3 ETag but not this.
+    var storedModified: Int64?
     /// A multipart upload fed while a new or truncated file is written sequentially.
     var stream: StreamingUpload?
     /// mtime was set by `setattr` (touch, cp -p) rather than by writing.
     var mtimeExplicit = false
     /// Removed from the namespace while still open: never uploaded again.
-    var unlinked = false
+    var unlinked: Bool { content == .detached }
     /// Keep the staged file on discard: it holds data that could not be uploaded nor saved elsewhere.
     var preserveStaged = false
     var lastOpenedVersion: String?
@@ -55,12 +65,19 @@ struct Node {
 
     func attributes() -> FileAttributes {
         FileAttributes(ino: ino, kind: kind, size: kind == .symlink ? UInt64(symlinkTarget?.utf8.count ?? 0) : size,
-                       permissions: permissions, uid: uid, gid: gid, mtime: mtime, ctime: ctime)
+                       permissions: permissions, uid: uid, gid: gid, mtime: mtime, ctime: ctime, atime: atime ?? mtime,
+                       rdev: rdev, linked: content != .detached)
     }
 
     /// The metadata that goes with the object on every write.
     func posixMetadata() -> PosixMetadata {
-        PosixMetadata(mode: attributes().mode, uid: uid, gid: gid, mtime: mtime, symlinkTarget: symlinkTarget)
+        PosixMetadata(mode: attributes().mode, uid: uid, gid: gid, mtime: mtime, symlinkTarget: symlinkTarget,
+                      atime: atime, ctime: ctime, rdev: rdev)
+    }
+
+    /// Marks a change of the inode itself (chmod, chown, utimes, rename, a write): POSIX moves ctime.
+    mutating func touchChange(_ now: FileTime = .now()) {
+        ctime = now
     }
 
     /// Our POSIX metadata over whatever else the object carried.
@@ -126,6 +143,7 @@ struct InodeTable {
     mutating func detach(path: String) {
         guard !path.isEmpty, let ino = byPath.removeValue(forKey: path) else { return }
         nodes[ino]?.path = ""
+        nodes[ino]?.content.detach()
         evictIfUnused(ino)
     }
 
@@ -147,6 +165,12 @@ struct InodeTable {
     func pendingChildren(of path: String) -> [Node] {
         nodes.values.filter { !$0.inStore && $0.staged != nil && !$0.unlinked && !$0.path.isEmpty
             && $0.kind == .file && KeyMapping.parent(of: $0.path) == path }
+    }
+
+    /// Nodes at `path` or below it (a directory's whole known subtree), by inode.
+    func nodes(under path: String) -> [Node] {
+        let below = path + "/"
+        return byPath.compactMap { p, ino in (p == path || p.hasPrefix(below)) ? nodes[ino] : nil }
     }
 
     mutating func evictIfUnused(_ ino: UInt64) {

@@ -3,21 +3,36 @@ import ObjectStore
 
 /// The POSIX attributes bucketfs keeps in an object's user metadata (`x-amz-meta-*` on S3):
 /// `mode` (decimal `st_mode`, as s3fs writes it), `uid`, `gid`, `mtime` (`seconds[.nanoseconds]`) and
-/// `symlink` (the target, percent-encoded so that any byte survives HTTP headers).
+/// `symlink` (the target, percent-encoded so that any byte survives HTTP headers), and, where set, `atime`,
+/// `ctime` (same form) and `rdev` (a device's number, decimal). The file type is in `mode`'s `S_IFMT` bits.
 struct PosixMetadata: Equatable {
     var mode: UInt32?
     var uid: UInt32?
     var gid: UInt32?
     var mtime: FileTime?
     var symlinkTarget: String?
+    var atime: FileTime?
+    var ctime: FileTime?
+    var rdev: UInt32?
 
     init(mode: UInt32? = nil, uid: UInt32? = nil, gid: UInt32? = nil, mtime: FileTime? = nil,
-         symlinkTarget: String? = nil) {
+         symlinkTarget: String? = nil, atime: FileTime? = nil, ctime: FileTime? = nil, rdev: UInt32? = nil) {
         self.mode = mode
         self.uid = uid
         self.gid = gid
         self.mtime = mtime
         self.symlinkTarget = symlinkTarget
+        self.atime = atime
+        self.ctime = ctime
+        self.rdev = rdev
+    }
+
+    /// The kind the metadata names: the symlink key, else `mode`'s type bits (files written by s3fs carry them
+    /// too); nil when it names none.
+    var kind: NodeKind? {
+        if symlinkTarget != nil { return .symlink }
+        guard let mode, mode & UInt32(S_IFMT) != 0 else { return nil }
+        return NodeKind(mode: mode)
     }
 
     /// Values that do not parse are ignored (objects written by other tools fall back to the mount defaults).
@@ -27,9 +42,12 @@ struct PosixMetadata: Equatable {
         gid = metadata["gid"].flatMap { UInt32($0) }
         mtime = metadata["mtime"].flatMap { FileTime(metadataValue: $0) }
         symlinkTarget = metadata["symlink"].flatMap { $0.removingPercentEncoding }
+        atime = metadata["atime"].flatMap { FileTime(metadataValue: $0) }
+        ctime = metadata["ctime"].flatMap { FileTime(metadataValue: $0) }
+        rdev = metadata["rdev"].flatMap { UInt32($0) }
     }
 
-    static let keys: Set<String> = ["mode", "uid", "gid", "mtime", "symlink"]
+    static let keys: Set<String> = ["mode", "uid", "gid", "mtime", "symlink", "atime", "ctime", "rdev"]
 
     /// The entries of `metadata` that are not ours.
     static func foreign(_ metadata: ObjectMetadata) -> ObjectMetadata {
@@ -42,6 +60,9 @@ struct PosixMetadata: Equatable {
         if let uid { result["uid"] = String(uid) }
         if let gid { result["gid"] = String(gid) }
         if let mtime { result["mtime"] = mtime.metadataValue }
+        if let atime { result["atime"] = atime.metadataValue }
+        if let ctime { result["ctime"] = ctime.metadataValue }
+        if let rdev, rdev != 0 { result["rdev"] = String(rdev) }
         if let symlinkTarget {
             result["symlink"] = symlinkTarget.addingPercentEncoding(withAllowedCharacters: Self.symlinkSafe)
         }

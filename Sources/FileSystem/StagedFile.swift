@@ -43,10 +43,6 @@ final class StagedFile: Sendable {
         }
     }
 
-    /// Serialises the uploads of one file, so that a close cannot return before an upload already running for
-    /// the same file has ended, and each upload's condition sees the version the previous one made.
-    let uploading = Mutex(())
-
     func write(_ buffer: UnsafeRawBufferPointer, at offset: UInt64) throws(FSError) {
         var done = 0
         while done < buffer.count {

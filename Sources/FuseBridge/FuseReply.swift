@@ -4,11 +4,31 @@ import Glibc
 
 /// Turns `FileSystem` answers into libfuse replies. Every request gets exactly one reply, and every
 /// failure goes through `error(_:_:)`, whose errno comes from `FSError.errno`.
-struct FuseReply {
+///
+/// A class so that its end is the end of the operation's handling: `deinit` reports the operation, its errno
+/// and its duration to `FuseOperationMetrics` (a lock that waits is answered later; its wait is not included).
+final class FuseReply {
     let request: fuse_req_t
     let timeout: Double
+    let operation: String
+    private let start = ContinuousClock.now
+    private let observer = FuseOperationMetrics.observer
+    private var replied: Int32 = 0
+
+    init(request: fuse_req_t, timeout: Double, operation: String = "other") {
+        self.request = request
+        self.timeout = timeout
+        self.operation = operation
+    }
+
+    deinit {
+        guard let observer else { return }
+        let elapsed = ContinuousClock.now - start
+        observer(operation, replied, Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18)
+    }
 
     func error(_ error: FSError) {
+        replied = error.errno
         fuse_reply_err(request, error.errno)
     }
 
@@ -58,7 +78,8 @@ struct FuseReply {
         st.st_blksize = 128 * 1024
         st.st_blocks = Int(clamping: attributes.size / 512 + (attributes.size % 512 == 0 ? 0 : 1))
         st.st_mtim = timespec(tv_sec: Int(attributes.mtime.seconds), tv_nsec: Int(attributes.mtime.nanoseconds))
-        st.st_atim = st.st_mtim
+        st.st_atim = timespec(tv_sec: Int(attributes.atime.seconds), tv_nsec: Int(attributes.atime.nanoseconds))
+        st.st_rdev = UInt(attributes.rdev)
         st.st_ctim = timespec(tv_sec: Int(attributes.ctime.seconds), tv_nsec: Int(attributes.ctime.nanoseconds))
         return st
     }

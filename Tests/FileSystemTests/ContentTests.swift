@@ -35,7 +35,7 @@ final class ContentTests: FileSystemTestCase {
         XCTAssertEqual(try keys(store), ["new.txt"])
         XCTAssertEqual(try body(store, "new.txt"), "hello world")
         let metadata = try XCTUnwrap(try store.head("new.txt").metadata)
-        XCTAssertEqual(Set(metadata.keys), ["mode", "uid", "gid", "mtime"])
+        XCTAssertEqual(Set(metadata.keys), ["mode", "uid", "gid", "mtime", "ctime"])
         XCTAssertEqual(metadata["mode"], String(UInt32(S_IFREG) | 0o640))
         XCTAssertEqual(metadata["uid"], "1234")
         XCTAssertEqual(metadata["gid"], "5678")

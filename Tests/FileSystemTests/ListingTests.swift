@@ -80,12 +80,51 @@ final class ListingTests: FileSystemTestCase {
         XCTAssertEqual(listing.dropFirst(2).map(\.attributes.size), [1, 2, 3, 4, 5])
         XCTAssertTrue(listing.dropFirst(2).allSatisfy { $0.attributes.kind == .file })
 
-        // The listing fed the attribute cache: looking up its entries (as `ls -l` does) costs nothing.
+        // Written by another tool: the LIST carried no metadata and the index knows none, so the entries say they
+        // are incomplete (the kernel does not cache them) and a lookup asks the store once — a small GET, whose
+        // bytes the open that usually follows reuses. Then the node is complete.
+        XCTAssertTrue(listing.dropFirst(2).allSatisfy { !$0.complete })
         store.reset()
         let third = try fs.lookup(parent: dir.ino, name: "file3")
-        XCTAssertEqual(store.total, 0)
+        XCTAssertEqual(store.total, 1)
         XCTAssertEqual(third.ino, listing[4].attributes.ino)
         XCTAssertEqual(third.size, 3)
+        store.reset()
+        _ = try fs.lookup(parent: dir.ino, name: "file3")
+        XCTAssertEqual(store.total, 0)
+    }
+
+    /// What this host wrote keeps its metadata in the listing after a remount, from the metadata index in the
+    /// cache directory: `ls -l` and `rsync` see the kept mode and mtime (to the nanosecond) for one LIST.
+    func testListingAfterRemountKeepsMetadataFromTheIndex() throws {
+        let base = MemoryObjectStore()
+        let store = CountingStore(base)
+        let cache = try makeCacheDirectory()
+        let first = try makeFileSystem(store, cacheDirectory: cache)
+        let setTime = FileTime(seconds: 1_500_000_000, nanoseconds: 123_456_789)
+        for name in ["a", "b"] {
+            let (file, handle) = try first.create(parent: Self.root, name: name, permissions: 0o600, flags: O_WRONLY,
+                                                  caller: caller)
+            try write(first, file.ino, handle: handle, at: 0, "content of \(name)")
+            _ = try first.setattr(file.ino, AttributeChanges(mtime: setTime))
+            try first.flush(file.ino, handle: handle)
+            first.release(file.ino, handle: handle)
+        }
+        let second = try makeFileSystem(store, cacheDirectory: cache)    // (one HEAD: the root's attributes)
+        store.reset()
+        let listing = try entries(second, Self.root).filter { $0.name == "a" || $0.name == "b" }
+        XCTAssertEqual(store.count(.list), 1)
+        XCTAssertEqual(store.count(.head), 0)
+        XCTAssertEqual(listing.map(\.complete), [true, true])
+        XCTAssertEqual(listing.map(\.attributes.mtime), [setTime, setTime])
+        XCTAssertEqual(listing.map(\.attributes.permissions), [0o600, 0o600])
+
+        // Another tool rewrites `a` (same size, new version): the index no longer answers for it.
+        try put(base, "a", "content of x")
+        store.reset()
+        let relisted = try entries(second, Self.root).filter { $0.name == "a" }
+        XCTAssertEqual(relisted.first?.complete, false)
+        XCTAssertEqual(relisted.first?.attributes.permissions, 0o644)    // the mount's default, not our old mode
     }
 
     func testDotEntriesPointAtDirectoryAndParent() throws {

@@ -467,10 +467,10 @@ def test_mkfifo_passes_data_from_a_writer_to_a_reader(mnt, tmp_path):
 @needs_root
 def test_mknod_character_device_as_root(mnt):
     dev = mnt / "null-again"
-    os.mknod(dev, stat.S_IFCHR | 0o620, os.makedev(1, 3))
+    os.mknod(dev, stat.S_IFCHR | 0o640, os.makedev(1, 3))  # 0640: the same under umask 022 or 027
     for _ in range(2):
         st = os.lstat(dev)
-        assert stat.S_ISCHR(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o620
+        assert stat.S_ISCHR(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o640
         assert (os.major(st.st_rdev), os.minor(st.st_rdev)) == (1, 3)
         assert run("stat", "-c", "%F %t:%T", str(dev)).stdout == "character special file 1:3\n"
         mnt.remount()

@@ -126,3 +126,31 @@ def test_records_migrate_file_to_postgres_and_back(tmp_path, pg_env):
     assert run(BIN, "checkpoints", "list", url).stdout.splitlines() == ["t 1"]
     shown = json.loads(run(BIN, "checkpoints", "show", url, "t 1").stdout)
     assert shown["data"] == {"step": 1, "text": "é/ü"}
+
+
+def test_upload_states_of_an_s3_mount_live_in_postgres(make_mount, backend, pg_env):
+    if backend != "s3":
+        pytest.skip("streamed multipart uploads are checked on s3")
+    import subprocess
+    import sys
+    import time
+    db = pg_env.new_database()
+    url = pg_env.url(db, password=False)
+    m = make_mount(options=["-o", f"records_url={url}"])
+    m.mount()
+    writer = subprocess.Popen([sys.executable, "-c", "import sys, time; f = open(sys.argv[1], 'wb'); "
+                               "f.write(b'y' * (20 << 20)); f.flush(); time.sleep(60)", str(m / "big")])
+    try:
+        deadline = time.monotonic() + 60
+        lines = []
+        while time.monotonic() < deadline and not lines:
+            lines = run(BIN, "uploads", "list", url).stdout.splitlines()
+            time.sleep(0.2)
+        assert len(lines) == 1 and "\tbig\t" in lines[0], lines
+        rows = pg_env.psql(db, "SELECT record->>'key' FROM bucketfs_records_json WHERE key LIKE 'uploads/%'").stdout
+        assert rows.split() == ["big"]
+        assert not any(k.startswith(".bucketfs/uploads/") for k in m.bucket.all_keys()), "not in the bucket"
+        assert os.listdir(m / ".bucketfs/uploads") == [lines[0].split("\t")[0] + ".json"]
+    finally:
+        writer.kill()
+        writer.wait()

@@ -1,0 +1,155 @@
+import Foundation
+import ObjectStore
+
+/// Directory handles and listings: one LIST per 1,000 keys. Each entry's metadata comes from the LIST (GCS, the
+/// local backend) or the metadata index (what this host wrote or saw of that exact version); zero-byte objects
+/// that neither describes (symlink? FIFO?) and subdirectories' markers (their mode and mtime) are asked with
+/// HEADs in parallel. Any other entry is shown with the defaults but not cached by the kernel
+/// (`DirectoryEntry.complete`), so that a `stat` of it asks the store once (`getattr`).
+extension FileSystem {
+
+    public func openDirectory(_ ino: UInt64) throws(FSError) -> UInt64 {
+        if let control, control.owns(ino) { return state.withLock { $0.allocateHandle() } }    // control dir
+        let node = try existingNode(ino)
+        guard node.kind == .directory else { throw FSError.notDirectory }
+        return state.withLock { $0.allocateHandle() }
+    }
+
+    /// Calls `add` for each entry from `offset` on until it returns false (the reply buffer is full).
+    /// With `plus`, each entry that `add` accepts (other than `.` and `..`) counts as a kernel lookup.
+    public func readDirectory(_ ino: UInt64, handle: UInt64, offset: UInt64, plus: Bool,
+                              add: (DirectoryEntry) -> Bool) throws(FSError) {
+        if let control, control.owns(ino) { return try control.readDirectory(ino, offset: offset, add: add) }    // control dir
+        var listing = state.withLock { $0.listings[handle] }
+        if listing == nil || offset == 0 {
+            let fresh = try list(directory: ino)
+            state.withLock { s in
+                if let old = s.listings[handle] { unpin(old, in: &s) }
+                s.listings[handle] = fresh
+            }
+            listing = fresh
+        }
+        guard let listing, offset < UInt64(listing.count) else { return }
+        for entry in listing[Int(offset)...] {
+            guard add(entry) else { break }
+            if plus && entry.name != "." && entry.name != ".." {
+                state.withLock { $0.table[entry.attributes.ino]?.lookups += 1 }
+            }
+        }
+    }
+
+    public func releaseDirectory(handle: UInt64) {
+        state.withLock { s in
+            if let listing = s.listings.removeValue(forKey: handle) { unpin(listing, in: &s) }
+        }
+    }
+
+    private func unpin(_ listing: [DirectoryEntry], in s: inout State) {
+        for entry in listing where entry.name != "." && entry.name != ".." {
+            s.table[entry.attributes.ino]?.listingPins -= 1
+            s.table.evictIfUnused(entry.attributes.ino)
+        }
+    }
+
+
+    /// At most this many HEADs per listing; beyond, entries show the defaults (a huge foreign directory stays
+    /// one LIST per 1,000 keys).
+    static let listingHeadLimit = 1_000
+
+    private func list(directory ino: UInt64) throws(FSError) -> [DirectoryEntry] {
+        let controlEntry = ino == InodeTable.rootIno ? control.map { ($0.name, $0.rootEntryAttributes()) } : nil
+        let node = try existingNode(ino)
+        guard node.kind == .directory else { throw FSError.notDirectory }
+        let prefix = keys.directoryPrefix(for: node.path)
+        let page = try storeCall { try store.listAll(prefix: prefix, delimiter: "/") }
+
+        var directories: [String] = []
+        var objects: [String: ObjectInfo] = [:]
+        var marker: ObjectInfo?
+        for commonPrefix in page.commonPrefixes {
+            let name = String(commonPrefix.dropFirst(prefix.count).dropLast())
+            if acceptName(name, key: commonPrefix) && !controlShadows(node.path, name) { directories.append(name) }
+        }
+        for object in page.objects {
+            let name = String(object.key.dropFirst(prefix.count))
+            if name.isEmpty { marker = object; continue }
+            if acceptName(name, key: object.key) && !controlShadows(node.path, name) {
+                var object = object
+                if object.metadata == nil { object.metadata = metadataIndex.metadata(for: object) }
+                objects[name] = object
+            }
+        }
+        let directoryNames = Set(directories)
+        let markers = headUnknownMetadata(in: node.path, objects: &objects, directories: directories)
+        return state.withLock { s in
+            if let marker { s.table[ino].map { s.table[ino] = apply(observation: .object(marker), to: $0) } }
+            let parentIno = node.path.isEmpty ? ino : (s.table.ino(at: KeyMapping.parent(of: node.path)) ?? ino)
+            var entries: [(String, FileAttributes)] = []
+            for name in directories {
+                let observation: Observation = markers[name].map { .directory(marker: $0) } ?? .implicitDirectory
+                entries.append((name, upsert(KeyMapping.join(node.path, name), observation, in: &s)))
+            }
+            // A directory shadows an object of the same name.
+            if s.fileHints.count + objects.count > Self.fileHintLimit { s.fileHints = [:] }
+            for (name, object) in objects where !directoryNames.contains(name) {
+                s.fileHints[KeyMapping.join(node.path, name)] = object.size
+                entries.append((name, upsert(KeyMapping.join(node.path, name), .object(object), in: &s)))
+            }
+            for pending in s.table.pendingChildren(of: node.path) {
+                let name = KeyMapping.name(of: pending.path)
+                if objects[name] == nil && !directoryNames.contains(name) { entries.append((name, pending.attributes())) }
+            }
+            entries.sort { $0.0 < $1.0 }
+            for (_, attributes) in entries { s.table[attributes.ino]?.listingPins += 1 }
+            s.listed[node.path] = (Set(entries.map(\.0)), .now + .seconds(options.negativeTTL))
+            let dots = [(".", s.table[ino]?.attributes()), ("..", s.table[parentIno]?.attributes())]
+            let named = dots.compactMap { name, attributes in attributes.map { (name, $0) } }
+            let all = named + entries + (controlEntry.map { [$0] } ?? [])
+            return all.enumerated().map { index, item in
+                let known = s.table[item.1.ino].map(isComplete) ?? true
+                return DirectoryEntry(name: item.0, attributes: item.1, nextOffset: UInt64(index + 1), complete: known)
+            }
+        }
+    }
+
+    /// HEADs, in parallel, the zero-byte objects whose metadata neither the LIST nor the index gave (only that
+    /// tells a symlink or a FIFO from an empty file), and the markers of subdirectories not known fresh (a
+    /// directory's mode and mtime live in its marker). Returns the markers found, by name.
+    private func headUnknownMetadata(in path: String, objects: inout [String: ObjectInfo],
+                                     directories: [String]) -> [String: ObjectInfo] {
+        let directoryNames = Set(directories)
+        let (unknownObjects, unknownDirectories) = state.withLock { s -> ([String], [String]) in
+            let objectNames = objects.filter { name, object in
+                guard object.metadata == nil, object.size == 0, !directoryNames.contains(name) else { return false }
+                let known = s.table.node(at: KeyMapping.join(path, name))
+                return !(known?.version == object.version && known?.metadataKnown == true)
+            }.map(\.key).sorted()
+            let directoryNames = directories.filter { name in
+                guard let known = s.table.node(at: KeyMapping.join(path, name)), known.kind == .directory else { return true }
+                return !isFresh(known)
+            }
+            return (objectNames, directoryNames)
+        }
+        let keysToAsk = unknownObjects.map { (name: $0, key: keys.key(for: KeyMapping.join(path, $0))) }
+            + unknownDirectories.map { (name: $0, key: keys.directoryPrefix(for: KeyMapping.join(path, $0))) }
+        guard !keysToAsk.isEmpty, keysToAsk.count <= Self.listingHeadLimit else { return [:] }
+        let backend = store
+        let answers = workers.map(keysToAsk.count, width: 16) { i -> ObjectInfo? in
+            try? backend.head(keysToAsk[i].key)
+        }
+        var markers: [String: ObjectInfo] = [:]
+        for (asked, answer) in zip(keysToAsk, answers) {
+            guard let answer else { continue }
+            metadataIndex.learn(answer)
+            if asked.key.hasSuffix("/") { markers[asked.name] = answer } else { objects[asked.name] = answer }
+        }
+        return markers
+    }
+
+    private func acceptName(_ name: String, key: String) -> Bool {
+        if KeyMapping.isValidName(name) { return true }
+        let first = state.withLock { $0.reportedInvalidKeys.insert(key).inserted }
+        if first { logger.warning("skipping key that is not a valid path", metadata: ["key": "\(key)"]) }
+        return false
+    }
+}

@@ -1,0 +1,185 @@
+import Foundation
+import Glibc
+import ObjectStore
+
+/// Open files: open, read (local copy, small-file content, streaming GET or ranged read-ahead), write (into the
+/// staged copy, and a streamed multipart upload while sequential), flush/fsync/release (uploads, `+WriteBack`).
+extension FileSystem {
+
+    public struct OpenResult: Sendable {
+        public var handle: UInt64
+        /// The object has not changed since the last open: the kernel may keep its cached pages.
+        public var keepCache: Bool
+    }
+
+    public func open(_ ino: UInt64, flags: Int32) throws(FSError) -> OpenResult {
+        if let control, control.owns(ino) { return OpenResult(handle: try control.open(ino, flags: flags), keepCache: false) }    // control dir
+        let writable = flags & O_ACCMODE != O_RDONLY
+        if writable { try requireWritable() }
+        var node = try existingNode(ino)
+        guard node.kind == .file else { throw node.kind == .directory ? FSError.isDirectory : FSError.invalidArgument }
+        if node.staged == nil && !node.path.isEmpty && !isFresh(node) {
+            _ = try resolve(node.path, retain: false, force: true)    // close-to-open: see other hosts' writes
+            node = try existingNode(ino)
+        }
+        if writable && flags & O_TRUNC != 0 {
+            let staged = try stage(ino, keepContent: false)
+            try staged.truncate(to: 0)
+            let abandoned: StreamingUpload? = state.withLock { s in
+                guard var node = s.table[ino] else { return nil }
+                let old = node.stream
+                node.size = 0
+                node.content.contentChanged()
+                node.noteChange(from: 0)
+                node.mtime = .now()
+                node.touchChange(node.mtime)
+                node.stream = makeStream(for: node)
+                s.table[ino] = node
+                return old
+            }
+            abandoned?.abort()
+        }
+        return state.withLock { s in
+            let handle = s.allocateHandle()
+            let version = s.table[ino]?.version
+            let content = s.table[ino]?.staged == nil ? s.smallContents.take(ino, version: version) : nil
+            s.files[handle] = OpenFile(ino: ino, content: content)
+            s.table[ino]?.openHandles += 1
+            let keep = version != nil && version == s.table[ino]?.lastOpenedVersion
+            s.table[ino]?.lastOpenedVersion = version
+            return OpenResult(handle: handle, keepCache: keep)
+        }
+    }
+
+    public func read(_ ino: UInt64, handle: UInt64, offset: UInt64, size: Int) throws(FSError) -> Data {
+        if let control, control.owns(ino) { return try control.read(handle: handle, offset: offset, size: size) }    // control dir
+        let node = try existingNode(ino)
+        if let staged = node.staged {
+            try staged.prepare { fd throws(FSError) in try download(path: node.path, into: fd, ino: ino) }
+            return try staged.read(at: offset, count: size)
+        }
+        guard offset < node.size, size > 0 else { return Data() }
+        if let content = state.withLock({ $0.files[handle]?.content }), UInt64(content.count) == node.size {
+            let end = min(content.count, Int(offset) + size)
+            return content.subdata(in: Int(offset)..<end)
+        }
+        if let data = try readStreaming(node, handle: handle, offset: offset, size: size) { return data }
+        let prefetcher = state.withLock { s -> ReadPrefetcher? in
+            guard var file = s.files[handle] else { return nil }
+            if file.prefetcher == nil {
+                file.prefetcher = ReadPrefetcher(store: store, key: keys.key(for: node.path), size: node.size,
+                                                 settings: ReadPrefetcher.Settings(), budget: prefetchBudget,
+                                                 workers: workers)
+                s.files[handle] = file
+            }
+            return file.prefetcher
+        }
+        guard let prefetcher else { throw FSError.badHandle }
+        return try storeCall { try prefetcher.read(offset: offset, count: size) }
+    }
+
+    /// Serves a read from the handle's streaming GET, starting one for a first read at byte 0 of a large file;
+    /// nil when there is no stream (any more): a seek ends it and ranged read-ahead takes over.
+    private func readStreaming(_ node: Node, handle: UInt64, offset: UInt64, size: Int) throws(FSError) -> Data? {
+        let (existing, start) = state.withLock { s -> (SequentialStream?, Bool) in
+            guard var file = s.files[handle] else { return (nil, false) }
+            if file.stream == nil && !file.streamTried && file.prefetcher == nil && offset == 0
+                && node.size >= Self.streamThreshold && store.prefersStreamingReads {
+                file.streamTried = true
+                s.files[handle] = file
+                return (nil, true)
+            }
+            return (file.stream, false)
+        }
+        var stream = existing
+        if start, let started = SequentialStream.start(store: store, key: keys.key(for: node.path), version: node.version,
+                                                       from: 0, size: node.size, budget: prefetchBudget) {
+            let kept = state.withLock { s -> Bool in
+                guard s.files[handle] != nil else { return false }
+                s.files[handle]?.stream = started
+                return true
+            }
+            if !kept { started.close() }
+            stream = kept ? started : nil
+        }
+        guard let stream else { return nil }
+        if let data = try storeCall({ try stream.read(offset: offset, count: size) }) { return data }
+        state.withLock { s in
+            if s.files[handle]?.stream === stream { s.files[handle]?.stream = nil }
+        }
+        stream.close()
+        return nil
+    }
+
+    public func write(_ ino: UInt64, handle: UInt64, offset: UInt64, data: UnsafeRawBufferPointer) throws(FSError) -> Int {
+        guard offset + UInt64(data.count) <= Self.maxFileSize else { throw FSError.fileTooLarge }
+        if options.stagingLimit > 0 {
+            let end = offset + UInt64(data.count)
+            let over = state.withLock { s in
+                s.table.stagedBytes + (end - min(end, s.table[ino]?.size ?? 0)) > options.stagingLimit
+            }
+            if over { throw FSError.noSpace }    // the staging area is full: ENOSPC, nothing half-written
+        }
+        let staged = try stage(ino, keepContent: true)
+        let stream = state.withLock { $0.table[ino]?.stream }
+        if let stream, try stream.write(data, at: offset, into: staged) {
+            // Sequential so far: the stream took the write.
+        } else {
+            if let stream { dropStream(stream, of: ino) }
+            try staged.write(data, at: offset)
+        }
+        let end = offset + UInt64(data.count)
+        let size = state.withLock { s -> UInt64 in
+            guard var node = s.table[ino] else { return end }
+            node.size = max(node.size, end)
+            node.noteChange(from: offset)
+            node.mtime = .now()
+            node.touchChange(node.mtime)
+            // (An unlinked or replaced file stays detached: its bytes serve its open descriptors only.)
+            node.content.contentChanged()
+            s.table[ino] = node
+            return node.size
+        }
+        if let stream, state.withLock({ $0.table[ino]?.stream }) === stream {
+            stream.advance(staged: staged, contiguousEnd: size)
+        }
+        return data.count
+    }
+
+    /// Every close of a descriptor: upload pending writes so the next open, on any host, sees them — and so
+    /// that this close reports a failure. A new empty file too (`: > f`), though a shell that closes a duplicate
+    /// descriptor before writing then costs two PUTs: an error that nobody hears would be worse.
+    public func flush(_ ino: UInt64, handle: UInt64) throws(FSError) {
+        try upload(ino)
+    }
+
+    public func fsync(_ ino: UInt64, handle: UInt64) throws(FSError) {
+        try upload(ino)
+    }
+
+    public func release(_ ino: UInt64, handle: UInt64) {
+        if let control, control.owns(ino) { return control.release(handle: handle) }    // control dir
+        let (file, stillDirty) = state.withLock { s -> (OpenFile?, Bool) in
+            guard let file = s.files.removeValue(forKey: handle) else { return (nil, false) }
+            guard var node = s.table[ino] else { return (file, false) }
+            node.openHandles -= 1
+            s.table[ino] = node
+            return (file, node.openHandles == 0 && node.dirty)
+        }
+        file?.prefetcher?.close()
+        file?.stream?.close()
+        if stillDirty {
+            // Writes that no flush carried (e.g. through mmap): upload now; a failure is kept for recovery.
+            do { try upload(ino) } catch {
+                // Nobody is left to report it to: the content is in the recovery folder (logged there).
+                logger.error("upload at release failed", metadata: ["error": "\(error)"])
+                state.withLock { s in
+                    if s.table[ino]?.preserveStaged == false { s.table[ino]?.content.abandon() }
+                }
+            }
+        }
+        dropStagedIfIdle(ino)
+    }
+
+    /// Keeps a staged file of an upload that a crash interrupted in the recovery folder (see `UploadJournal`).
+}

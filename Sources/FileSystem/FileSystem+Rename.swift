@@ -1,0 +1,144 @@
+import Foundation
+import ObjectStore
+
+/// rename(2). A file: server-side copy, then delete, ordered with the file's uploads (and those of the file it
+/// replaces). A directory: object by object — not atomic (docs/SEMANTICS.md). The moved node keeps its inode
+/// number; a replaced node is detached, so nothing of it is uploaded any more.
+extension FileSystem {
+    public func rename(parent: UInt64, name: String, newParent: UInt64, newName: String,
+                       noReplace: Bool) throws(FSError) {
+        try requireWritable()
+        let from = try childPath(parent: parent, name: name)
+        let to = try childPath(parent: newParent, name: newName)
+        let source = try resolve(from, retain: false)
+        guard from != to else { return }
+        if source.kind == .directory && (to + "/").hasPrefix(from + "/") { throw FSError.invalidArgument }
+        var destination: FileAttributes?
+        do throws(FSError) { destination = try resolve(to, retain: false) } catch .notFound { destination = nil }
+        if let destination {
+            if noReplace { throw FSError.exists }
+            if destination.ino == source.ino { return }    // two names of one node: nothing to do
+            if source.kind == .directory && destination.kind != .directory { throw FSError.notDirectory }
+            if source.kind != .directory && destination.kind == .directory { throw FSError.isDirectory }
+            if destination.kind == .directory {
+                try rmdir(parent: newParent, name: newName)
+            }
+        }
+        if source.kind == .directory {
+            try renameDirectory(ino: source.ino, from: from, to: to)
+        } else {
+            try renameObject(ino: source.ino, replacing: destination?.ino, from: from, to: to)
+        }
+        let now = FileTime.now()
+        state.withLock { s in
+            s.table[source.ino]?.touchChange(now)
+            s.entriesChanged(in: KeyMapping.parent(of: from), at: now)
+            s.entriesChanged(in: KeyMapping.parent(of: to), at: now)
+        }
+    }
+
+    private func renameObject(ino: UInt64, replacing replaced: UInt64?, from: String, to: String) throws(FSError) {
+        try serialised([ino] + (replaced.map { [$0] } ?? [])) { () throws(FSError) in
+            let node = try existingNode(ino)
+            guard node.path == from else { throw FSError.notFound }    // renamed or removed while we waited
+            let oldKey = keys.key(for: from)
+            let newKey = keys.key(for: to)
+            var newVersion: String?
+            if node.inStore {
+                let info = try storeCall { try store.copy(from: oldKey, to: newKey, metadata: nil, condition: .none) }
+                newVersion = info.version
+                metadataIndex.moved(from: oldKey, to: newKey, version: info.version)
+                try deleteObject(oldKey)
+            }
+            let abandoned = state.withLock { s -> StreamingUpload? in
+                let replacedNode = s.table.node(at: to)
+                if !node.inStore, let replacedNode, replacedNode.inStore, replacedNode.kind != .directory {
+                    // Not uploaded yet: its upload now replaces the object that was there.
+                    s.table[ino]?.inStore = true
+                    s.table[ino]?.version = replacedNode.version
+                }
+                s.table.move(from: from, to: to)
+                s.noteExists(to)
+                if let newVersion {
+                    s.table[ino]?.version = newVersion
+                    s.table[ino]?.storedModified = nil
+                }
+                s.negative.removeValue(forKey: to)
+                s.negative[from] = .now + .seconds(options.negativeTTL)
+                return replacedNode?.stream
+            }
+            // The replaced file's streamed upload (it was being written) must never complete over the new one.
+            if let abandoned, let replaced { dropStream(abandoned, of: replaced) }
+        }
+        if let replaced { dropStagedIfIdle(replaced) }
+    }
+
+    private func renameDirectory(ino: UInt64, from: String, to: String) throws(FSError) {
+        // No upload of a file below may run while its key moves.
+        let below = state.withLock { s in s.table.nodes(under: from).filter { $0.kind != .directory }.map(\.ino) }
+        try serialised(below) { () throws(FSError) in
+            let oldPrefix = keys.directoryPrefix(for: from)
+            let newPrefix = keys.directoryPrefix(for: to)
+            let objects = try storeCall { try store.listAll(prefix: oldPrefix).objects }
+            let backend = store
+            let objectKeys = objects.map(\.key)
+            // Copies in parallel; every copy must succeed before anything is deleted.
+            let copies = bulkWorkers.map(objectKeys.count, width: options.renameParallelism) { i in
+                Self.copy(backend, from: objectKeys[i], to: newPrefix + objectKeys[i].dropFirst(oldPrefix.count))
+            }
+            var versions: [String: String] = [:]
+            for (key, result) in zip(objectKeys, copies) {
+                switch result {
+                case .success(let version):
+                    versions[String(key.dropFirst(oldPrefix.count))] = version
+                    metadataIndex.moved(from: key, to: newPrefix + key.dropFirst(oldPrefix.count), version: version)
+                case .failure(let error): throw FSError(error)
+                }
+            }
+            // Then the deletes: objects in parallel, then the directory markers deepest first (the local backend
+            // removes a directory when its marker goes, which it can only do once the directory is empty).
+            let files = objectKeys.filter { !$0.hasSuffix("/") }
+            let deletes = bulkWorkers.map(files.count, width: options.renameParallelism) { i in
+                Self.delete(backend, files[i])
+            }
+            for case .failure(let error) in deletes { throw FSError(error) }
+            for marker in objectKeys.filter({ $0.hasSuffix("/") }).sorted(by: >) {
+                if case .failure(let error) = Self.delete(backend, marker) { throw FSError(error) }
+            }
+            for key in objectKeys { metadataIndex.forget(key: key) }
+            state.withLock { s in
+                s.table.move(from: from, to: to)
+                s.noteExists(to)
+                s.listed = s.listed.filter { !($0.key == from || $0.key.hasPrefix(from + "/")) }
+                for (rest, version) in versions where !rest.isEmpty && !rest.hasSuffix("/") {
+                    if let moved = s.table.ino(at: to + "/" + rest) {
+                        s.table[moved]?.version = version
+                        s.table[moved]?.storedModified = nil
+                    }
+                }
+                if let marker = versions[""], let moved = s.table.ino(at: to) { s.table[moved]?.version = marker }
+                s.negative.removeValue(forKey: to)
+                s.negative[from] = .now + .seconds(options.negativeTTL)
+            }
+        }
+    }
+
+    private static func copy(_ store: any ObjectStore, from: String, to: String) -> Result<String, ObjectStoreError> {
+        do throws(ObjectStoreError) {
+            return .success(try store.copy(from: from, to: to, metadata: nil, condition: .none).version)
+        } catch {
+            return .failure(error)
+        }
+    }
+
+    private static func delete(_ store: any ObjectStore, _ key: String) -> Result<Void, ObjectStoreError> {
+        do throws(ObjectStoreError) {
+            try store.delete(key)
+            return .success(())
+        } catch .notFound {
+            return .success(())
+        } catch {
+            return .failure(error)
+        }
+    }
+}

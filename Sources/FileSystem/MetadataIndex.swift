@@ -1,0 +1,156 @@
+import Foundation
+import ObjectStore
+import Synchronization
+
+/// The POSIX metadata this host has seen on objects, by key and exact version, kept in the cache directory
+/// across mounts. A LIST on S3 returns no user metadata, and a HEAD per entry would make `ls -l` (and `rsync`,
+/// which compares mtimes) cost one request per file; with this index, a listing of objects this host wrote or
+/// looked at before is one LIST.
+///
+/// An entry answers only for the version it was learnt for: the same version string, the same size, and, once
+/// known, the same Last-Modified second. An object another tool rewrote, or re-copied onto itself with new
+/// metadata (same ETag, later Last-Modified), is never shown with the old metadata: the caller asks the store.
+///
+/// On disk: one JSON line per learnt entry, appended; replayed at start (later lines win; a torn or undecodable
+/// line is skipped); rewritten compactly when it holds twice as many lines as entries. It is a cache: losing it
+/// costs requests, never correctness, so it is not fsynced.
+final class MetadataIndex: Sendable {
+    struct Entry: Codable, Equatable {
+        var key: String
+        var version: String
+        var size: UInt64
+        /// Last-Modified in whole seconds, once a LIST or HEAD told it (a PUT's answer does not).
+        var modified: Int64?
+        /// nil: the key was deleted (a tombstone line).
+        var metadata: [String: String]?
+    }
+
+    private struct State {
+        var entries: [String: Entry] = [:]
+        var lines = 0
+        var fd: Int32 = -1
+        var path: String?
+    }
+
+    /// Entries kept at most; beyond, the index starts over (a cache, sized for a few directories of 100,000).
+    static let capacity = 500_000
+    private let state = Mutex(State())
+
+    /// `directory` nil: in memory only (tests, `memory://`). `name` tells apart mounts of different buckets.
+    init(directory: String?, name: String) {
+        guard let directory else { return }
+        try? FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true,
+                                                 attributes: [.posixPermissions: 0o700])
+        let path = directory + "/" + Self.fileName(for: name)
+        state.withLock { s in
+            s.path = path
+            Self.load(path, into: &s)
+            s.fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0o600)
+        }
+    }
+
+    deinit {
+        state.withLock { s in if s.fd >= 0 { close(s.fd) } }
+    }
+
+    /// The metadata known for exactly this version of the object, if any.
+    func metadata(for info: ObjectInfo) -> ObjectMetadata? {
+        return state.withLock { s in
+            guard let entry = s.entries[info.key], entry.version == info.version, entry.size == info.size,
+                  let metadata = entry.metadata else { return nil }
+            let seconds = Int64(info.lastModified.timeIntervalSince1970.rounded(.down))
+            if let modified = entry.modified, modified != seconds { return nil }
+            if entry.modified == nil && info.lastModified.timeIntervalSince1970 > 0 {
+                // First sight of its Last-Modified since we wrote it: pin it, so later copies are noticed.
+                var pinned = entry
+                pinned.modified = seconds
+                Self.append(pinned, to: &s)
+            }
+            return metadata
+        }
+    }
+
+    /// Learns what the store said (a HEAD, a GET, a LIST that carried metadata).
+    func learn(_ info: ObjectInfo) {
+        guard let metadata = info.metadata else { return }
+        let seconds = Int64(info.lastModified.timeIntervalSince1970.rounded(.down))
+        let entry = Entry(key: info.key, version: info.version, size: info.size,
+                          modified: seconds > 0 ? seconds : nil, metadata: metadata)
+        state.withLock { s in
+            if s.entries[info.key] != entry { Self.append(entry, to: &s) }
+        }
+    }
+
+    /// Learns the metadata of a version this mount just wrote (upload, copy, mkdir).
+    func wrote(key: String, version: String, size: UInt64, metadata: ObjectMetadata) {
+        let entry = Entry(key: key, version: version, size: size, modified: nil, metadata: metadata)
+        state.withLock { s in Self.append(entry, to: &s) }
+    }
+
+    /// A server-side copy made `newKey` from `oldKey` with the same metadata.
+    func moved(from oldKey: String, to newKey: String, version: String) {
+        state.withLock { s in
+            guard var entry = s.entries[oldKey] else { return }
+            (entry.key, entry.version, entry.modified) = (newKey, version, nil)
+            Self.append(entry, to: &s)
+        }
+    }
+
+    /// The object is gone.
+    func forget(key: String) {
+        state.withLock { s in
+            guard s.entries[key] != nil else { return }
+            Self.append(Entry(key: key, version: "", size: 0, modified: nil, metadata: nil), to: &s)
+        }
+    }
+
+    // MARK: - The journal
+
+    private static func fileName(for name: String) -> String {
+        // FNV-1a of the bucket and prefix: a stable, path-safe name.
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        for byte in name.utf8 {
+            hash ^= UInt64(byte)
+            hash = hash &* 0x100_0000_01b3
+        }
+        return "metadata-" + String(hash, radix: 16) + ".jsonl"
+    }
+
+    private static func append(_ entry: Entry, to s: inout State) {
+        if entry.metadata == nil { s.entries.removeValue(forKey: entry.key) } else { s.entries[entry.key] = entry }
+        if s.entries.count > capacity { s.entries = [:] }
+        guard s.fd >= 0, var line = try? JSONEncoder().encode(entry) else { return }
+        line.append(0x0A)
+        _ = line.withUnsafeBytes { write(s.fd, $0.baseAddress, $0.count) }
+        s.lines += 1
+        if s.lines > 2 * max(s.entries.count, 1_000) { compact(&s) }
+    }
+
+    private static func load(_ path: String, into s: inout State) {
+        guard let data = FileManager.default.contents(atPath: path) else { return }
+        let decoder = JSONDecoder()
+        for line in data.split(separator: 0x0A) {
+            guard let entry = try? decoder.decode(Entry.self, from: line) else { continue }
+            if entry.metadata == nil { s.entries.removeValue(forKey: entry.key) } else { s.entries[entry.key] = entry }
+            s.lines += 1
+        }
+    }
+
+    /// Rewrites the journal with one line per live entry (write a new file, then rename it over the old).
+    private static func compact(_ s: inout State) {
+        guard s.fd >= 0, let current = s.path else { return }
+        let temporary = current + ".new"
+        var body = Data()
+        let encoder = JSONEncoder()
+        for entry in s.entries.values {
+            guard let line = try? encoder.encode(entry) else { continue }
+            body.append(line)
+            body.append(0x0A)
+        }
+        guard FileManager.default.createFile(atPath: temporary, contents: body, attributes: [.posixPermissions: 0o600]),
+              rename(temporary, current) == 0 else { return }
+        close(s.fd)
+        s.fd = open(current, O_WRONLY | O_APPEND | O_CLOEXEC | O_NOFOLLOW)
+        s.lines = s.entries.count
+    }
+}

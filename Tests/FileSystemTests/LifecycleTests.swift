@@ -1,0 +1,181 @@
+@testable import FileSystem
+import Foundation
+import Glibc
+import ObjectStore
+import TestSupport
+import XCTest
+
+/// The file lifecycle (`ContentState`): its transitions, and every operation that meets an upload in flight
+/// (held at the store's door by `HoldingStore`) waiting for it instead of racing it.
+final class LifecycleTests: FileSystemTestCase {
+    // MARK: The state machine, state × event
+
+    func testTransitionTable() {
+        typealias Event = (String, (inout ContentState) -> Void)
+        let events: [Event] = [
+            ("write", { $0.contentChanged() }),
+            ("begin", { _ = $0.beginUpload() }),
+            ("stored", { $0.uploadStored() }),
+            ("unreachable", { $0.uploadFailed(conflict: false) }),
+            ("conflict", { $0.uploadFailed(conflict: true) }),
+            ("detach", { $0.detach() }),
+            ("abandon", { $0.abandon() }),
+        ]
+        let states: [ContentState] = [.clean, .pending, .uploading(rewritten: false), .uploading(rewritten: true),
+                                      .inRecovery, .detached]
+        // Expected state after each event, per starting state, in the order of `events`.
+        let expected: [ContentState: [ContentState]] = [
+            .clean: [.pending, .clean, .clean, .clean, .clean, .detached, .clean],
+            .pending: [.pending, .uploading(rewritten: false), .pending, .pending, .pending, .detached, .inRecovery],
+            .uploading(rewritten: false): [.uploading(rewritten: true), .uploading(rewritten: false), .clean,
+                                           .pending, .inRecovery, .detached, .uploading(rewritten: false)],
+            .uploading(rewritten: true): [.uploading(rewritten: true), .uploading(rewritten: true), .pending,
+                                          .pending, .inRecovery, .detached, .uploading(rewritten: true)],
+            .inRecovery: [.pending, .inRecovery, .inRecovery, .inRecovery, .inRecovery, .detached, .inRecovery],
+            .detached: [.detached, .detached, .detached, .detached, .detached, .detached, .detached],
+        ]
+        for state in states {
+            for (index, (name, event)) in events.enumerated() {
+                var value = state
+                event(&value)
+                XCTAssertEqual(value, expected[state]![index], "\(state) --\(name)-->")
+            }
+        }
+    }
+
+    // MARK: Operations meeting an upload in flight
+
+    /// Creates `f` with `text`, then starts its upload (a flush) on another thread, held in the store.
+    private func uploadInFlight(_ store: HoldingStore, _ fs: FileSystem, text: String = "hello world")
+        throws -> (ino: UInt64, handle: UInt64, flushed: DispatchGroup, result: Locked<FSError?>) {
+        let (file, handle) = try fs.create(parent: Self.root, name: "f", permissions: 0o644, flags: O_WRONLY,
+                                           caller: caller)
+        try write(fs, file.ino, handle: handle, at: 0, text)
+        store.hold("f")
+        let flushed = DispatchGroup()
+        let result = Locked<FSError?>(nil)
+        DispatchQueue.global().async(group: flushed) {
+            do throws(FSError) { try fs.flush(file.ino, handle: handle) } catch { let e = error; result.update { $0 = e } }
+        }
+        XCTAssertEqual(store.entered.wait(timeout: .now() + 10), .success)
+        return (file.ino, handle, flushed, result)
+    }
+
+    /// Runs `body` on another thread, releases the held upload once `body` has started, and waits for both.
+    private func whileHeld(_ store: HoldingStore, _ flight: (ino: UInt64, handle: UInt64, flushed: DispatchGroup,
+                                                             result: Locked<FSError?>),
+                           _ body: @escaping @Sendable () throws(FSError) -> Void) -> FSError? {
+        let done = DispatchGroup()
+        let started = DispatchSemaphore(value: 0)
+        let failure = Locked<FSError?>(nil)
+        DispatchQueue.global().async(group: done) {
+            started.signal()
+            do throws(FSError) { try body() } catch { let e = error; failure.update { $0 = e } }
+        }
+        started.wait()
+        store.release()
+        XCTAssertEqual(flight.flushed.wait(timeout: .now() + 10), .success)
+        XCTAssertEqual(done.wait(timeout: .now() + 10), .success)
+        XCTAssertNil(flight.result.value, "the upload itself must succeed")
+        return failure.value
+    }
+
+    func testUnlinkDuringUploadLeavesNothingBehind() throws {
+        let base = MemoryObjectStore()
+        let store = HoldingStore(base)
+        let fs = try makeFileSystem(store)
+        let flight = try uploadInFlight(store, fs)
+        XCTAssertNil(whileHeld(store, flight) { () throws(FSError) in try fs.unlink(parent: Self.root, name: "f") })
+        fs.release(flight.ino, handle: flight.handle)
+        XCTAssertEqual(try keys(base), [], "an upload in flight must not re-create an unlinked file")
+        assertFails(.notFound) { () throws(FSError) in try fs.lookup(parent: Self.root, name: "f") }
+    }
+
+    func testRenameDuringUploadMovesTheUploadedContent() throws {
+        let base = MemoryObjectStore()
+        let store = HoldingStore(base)
+        let fs = try makeFileSystem(store)
+        let flight = try uploadInFlight(store, fs)
+        XCTAssertNil(whileHeld(store, flight) { () throws(FSError) in
+            try fs.rename(parent: Self.root, name: "f", newParent: Self.root, newName: "g", noReplace: false)
+        })
+        try write(fs, flight.ino, handle: flight.handle, at: 11, "!")
+        try fs.flush(flight.ino, handle: flight.handle)
+        fs.release(flight.ino, handle: flight.handle)
+        XCTAssertEqual(try keys(base), ["g"])
+        XCTAssertEqual(try body(base, "g"), "hello world!")
+        XCTAssertEqual(try fs.lookup(parent: Self.root, name: "g").ino, flight.ino)
+    }
+
+    func testChmodDuringUploadReachesTheStore() throws {
+        let base = MemoryObjectStore()
+        let store = HoldingStore(base)
+        let fs = try makeFileSystem(store)
+        let flight = try uploadInFlight(store, fs)
+        XCTAssertNil(whileHeld(store, flight) { () throws(FSError) in
+            _ = try fs.setattr(flight.ino, AttributeChanges(permissions: 0o600))
+        })
+        fs.release(flight.ino, handle: flight.handle)
+        XCTAssertEqual(try base.head("f").metadata?["mode"], String(UInt32(S_IFREG) | 0o600))
+        XCTAssertEqual(try body(base, "f"), "hello world")
+    }
+
+    func testTruncateDuringUploadIsUploadedNext() throws {
+        let base = MemoryObjectStore()
+        let store = HoldingStore(base)
+        let fs = try makeFileSystem(store)
+        let flight = try uploadInFlight(store, fs)
+        XCTAssertNil(whileHeld(store, flight) { () throws(FSError) in
+            _ = try fs.setattr(flight.ino, AttributeChanges(size: 5))
+        })
+        try fs.flush(flight.ino, handle: flight.handle)
+        fs.release(flight.ino, handle: flight.handle)
+        XCTAssertEqual(try body(base, "f"), "hello")
+    }
+
+    // MARK: Without a race
+
+    /// git: create with O_EXCL, write, chmod by path while open, close. One PUT, with the new mode, no ESTALE.
+    func testChmodOfAPendingFileRidesWithTheUpload() throws {
+        let base = MemoryObjectStore()
+        let store = CountingStore(base)
+        let fs = try makeFileSystem(store)
+        let (file, handle) = try fs.create(parent: Self.root, name: "config.lock", permissions: 0o644,
+                                           flags: O_WRONLY | O_EXCL, caller: caller)
+        try write(fs, file.ino, handle: handle, at: 0, "[core]\n")
+        store.reset()
+        _ = try fs.setattr(file.ino, AttributeChanges(permissions: 0o664))
+        XCTAssertEqual(store.total, 0, "a chmod of a file not uploaded yet must not upload it")
+        try fs.flush(file.ino, handle: handle)
+        fs.release(file.ino, handle: handle)
+        try fs.rename(parent: Self.root, name: "config.lock", newParent: Self.root, newName: "config", noReplace: false)
+        XCTAssertEqual(store.count(.put), 1)
+        XCTAssertEqual(try base.head("config").metadata?["mode"], String(UInt32(S_IFREG) | 0o664))
+        XCTAssertEqual(try body(base, "config"), "[core]\n")
+    }
+
+    /// `: > f` on a store that is down: the close reports it (the new empty file is uploaded at its flush).
+    func testEmptyNewFileWhoseUploadFailsIsReportedAtClose() throws {
+        let store = FailingStore(MemoryObjectStore())
+        let fs = try makeFileSystem(store)
+        let (file, handle) = try fs.create(parent: Self.root, name: "empty", permissions: 0o644, flags: O_WRONLY,
+                                           caller: caller)
+        store.failsWrites = true
+        assertFails(.io("")) { () throws(FSError) in try fs.flush(file.ino, handle: handle) }
+        fs.release(file.ino, handle: handle)
+        XCTAssertFalse(recoveryFiles(fs).data.isEmpty, "the content is kept")
+    }
+
+    func testUnlinkedOpenFileHasNoLinksAndKeepsItsContent() throws {
+        let store = MemoryObjectStore()
+        try put(store, "f", "kept")
+        let fs = try makeFileSystem(store)
+        let file = try fs.lookup(parent: Self.root, name: "f")
+        let opened = try fs.open(file.ino, flags: O_RDONLY)
+        try fs.unlink(parent: Self.root, name: "f")
+        XCTAssertEqual(try fs.getattr(file.ino).linkCount, 0)
+        XCTAssertEqual(try readAll(fs, file.ino, handle: opened.handle), "kept")
+        fs.release(file.ino, handle: opened.handle)
+        XCTAssertEqual(try keys(store), [])
+    }
+}
