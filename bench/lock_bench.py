@@ -165,7 +165,11 @@ def main():
     ]
     if args.s3_endpoint:
         import boto3
-        boto3.client("s3", endpoint_url=args.s3_endpoint).create_bucket(Bucket="lockbench")
+        client = boto3.client("s3", endpoint_url=args.s3_endpoint)
+        try:
+            client.create_bucket(Bucket="lockbench")
+        except (client.exceptions.BucketAlreadyOwnedByYou, client.exceptions.BucketAlreadyExists):
+            pass
         scenarios.append(("object", "external", ["--endpoint-url", args.s3_endpoint]))
     rows = []
     try:

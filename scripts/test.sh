@@ -15,6 +15,8 @@ install_system_packages stress-ng
 # Real programs run on the mount (test_programs, test_cpython, test_stress): CPython's own test modules come with
 # Debian's libpython3.11-testsuite for /usr/bin/python3.
 install_system_packages git tar rsync sqlite3 python3 libpython3.11-testsuite stress-ng
+# prometheus: the server test_metrics.py starts on loopback to scrape --metrics-addr.
+install_system_packages prometheus
 require_swift
 # pytest drives the real mounts; moto_server is the S3 the tests start on loopback; boto3 inspects it.
 python3 -c "import pytest, boto3, moto.server" 2>/dev/null || python3 -m pip install -q pytest boto3 "moto[server]"

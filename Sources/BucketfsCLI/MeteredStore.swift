@@ -1,9 +1,11 @@
 import Foundation
 import ObjectStore
+import Glibc
 import Synchronization
 
 /// Forwards to the mount's store and counts its requests, failures and time spent: the counters of the mount's
-/// session record and the last error of `.bucketfs/health.json`.
+/// session record and the last error of `.bucketfs/health.json`, and per operation the daemon's
+/// `bucketfs_store_*` metrics (count, errors by code, latency, bytes; see `DaemonMetrics`).
 final class MeteredStore: ObjectStore {
     struct Counters: Sendable {
         var requests = 0
@@ -24,22 +26,25 @@ final class MeteredStore: ObjectStore {
     var snapshot: Counters { counters.withLock { $0 } }
 
     /// Runs one request and counts it; "not found" and "changed by another writer" are answers, not errors.
-    private func metered<T>(_ body: () throws(ObjectStoreError) -> T) throws(ObjectStoreError) -> T {
+    /// `sent` is the body's size; `received` reads the result's.
+    private func metered<T>(_ operation: String, sent: Int = 0, received: (T) -> Int = { _ in 0 },
+                            _ body: () throws(ObjectStoreError) -> T) throws(ObjectStoreError) -> T {
         let start = ContinuousClock.now
         do {
             let result = try body()
-            note(start, error: nil)
+            note(operation, start, error: nil, sent: sent, received: received(result))
             return result
         } catch {
             switch error {
-            case .notFound, .preconditionFailed: note(start, error: nil)
-            default: note(start, error: error)
+            case .notFound, .preconditionFailed: note(operation, start, error: nil, sent: 0, received: 0)
+            default: note(operation, start, error: error, sent: 0, received: 0)
             }
             throw error
         }
     }
 
-    private func note(_ start: ContinuousClock.Instant, error: ObjectStoreError?) {
+    private func note(_ operation: String, _ start: ContinuousClock.Instant, error: ObjectStoreError?, sent: Int,
+                      received: Int) {
         let elapsed = ContinuousClock.now - start
         let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
         counters.withLock { c in
@@ -51,35 +56,52 @@ final class MeteredStore: ObjectStore {
                 c.lastErrorAt = Date()
             }
         }
+        DaemonMetrics.shared.storeOperation(operation, error: error, seconds: seconds, received: received, sent: sent)
     }
 
-    func head(_ key: String) throws(ObjectStoreError) -> ObjectInfo { try metered { () throws(ObjectStoreError) in try base.head(key) } }
+    private static func size(_ body: PutBody) -> Int {
+        switch body {
+        case .data(let data): return data.count
+        case .file(let path):
+            var info = stat()
+            return stat(path, &info) == 0 ? Int(info.st_size) : 0
+        }
+    }
+
+    func head(_ key: String) throws(ObjectStoreError) -> ObjectInfo { try metered("head") { () throws(ObjectStoreError) in try base.head(key) } }
 
     func get(_ key: String, range: Range<UInt64>?) throws(ObjectStoreError) -> ObjectData {
-        try metered { () throws(ObjectStoreError) in try base.get(key, range: range) }
+        try metered("get", received: { $0.body.count }) { () throws(ObjectStoreError) in try base.get(key, range: range) }
     }
 
     func getStreaming(_ key: String, range: Range<UInt64>, version: String?,
                       consumer: @escaping (UnsafeRawBufferPointer) -> Bool) throws(ObjectStoreError) {
-        try metered { () throws(ObjectStoreError) in try base.getStreaming(key, range: range, version: version, consumer: consumer) }
+        let received = Atomic<Int>(0)
+        defer { DaemonMetrics.shared.streamed(received.load(ordering: .relaxed)) }
+        try metered("get_streaming") { () throws(ObjectStoreError) in
+            try base.getStreaming(key, range: range, version: version) { piece in
+                received.add(piece.count, ordering: .relaxed)
+                return consumer(piece)
+            }
+        }
     }
 
     func list(_ request: ListRequest) throws(ObjectStoreError) -> ListPage {
-        try metered { () throws(ObjectStoreError) in try base.list(request) }
+        try metered("list") { () throws(ObjectStoreError) in try base.list(request) }
     }
 
     func put(_ key: String, body: PutBody, options: PutOptions) throws(ObjectStoreError) -> ObjectInfo {
-        try metered { () throws(ObjectStoreError) in try base.put(key, body: body, options: options) }
+        try metered("put", sent: Self.size(body)) { () throws(ObjectStoreError) in try base.put(key, body: body, options: options) }
     }
 
     func delete(_ key: String, condition: DeleteCondition) throws(ObjectStoreError) {
-        try metered { () throws(ObjectStoreError) in try base.delete(key, condition: condition) }
+        try metered("delete") { () throws(ObjectStoreError) in try base.delete(key, condition: condition) }
     }
 
     /// Forwarded as one batch (S3: DeleteObjects); the first failing key, if any, is the error noted.
     func deleteObjects(_ keys: [String]) -> [Result<Void, ObjectStoreError>] {
         var results: [Result<Void, ObjectStoreError>] = []
-        _ = try? metered { () throws(ObjectStoreError) in
+        _ = try? metered("delete_objects") { () throws(ObjectStoreError) in
             results = base.deleteObjects(keys)
             for case .failure(let error) in results { throw error }
         }
@@ -88,22 +110,24 @@ final class MeteredStore: ObjectStore {
 
     func copy(from source: String, to destination: String, metadata: ObjectMetadata?,
               condition: PutCondition) throws(ObjectStoreError) -> ObjectInfo {
-        try metered { () throws(ObjectStoreError) in
+        try metered("copy") { () throws(ObjectStoreError) in
             try base.copy(from: source, to: destination, metadata: metadata, condition: condition)
         }
     }
 
     func createMultipartUpload(_ key: String, options: PutOptions) throws(ObjectStoreError) -> String {
-        try metered { () throws(ObjectStoreError) in try base.createMultipartUpload(key, options: options) }
+        try metered("create_multipart_upload") { () throws(ObjectStoreError) in try base.createMultipartUpload(key, options: options) }
     }
 
     func uploadPart(_ key: String, uploadID: String, number: Int, body: PutBody) throws(ObjectStoreError) -> String {
-        try metered { () throws(ObjectStoreError) in try base.uploadPart(key, uploadID: uploadID, number: number, body: body) }
+        try metered("upload_part", sent: Self.size(body)) { () throws(ObjectStoreError) in
+            try base.uploadPart(key, uploadID: uploadID, number: number, body: body)
+        }
     }
 
     func uploadPartCopy(_ key: String, uploadID: String, number: Int, source: String, range: Range<UInt64>,
                         sourceVersion: String?) throws(ObjectStoreError) -> String {
-        try metered { () throws(ObjectStoreError) in
+        try metered("upload_part_copy") { () throws(ObjectStoreError) in
             try base.uploadPartCopy(key, uploadID: uploadID, number: number, source: source, range: range,
                                     sourceVersion: sourceVersion)
         }
@@ -111,16 +135,16 @@ final class MeteredStore: ObjectStore {
 
     func completeMultipartUpload(_ key: String, uploadID: String, parts: [CompletedPart],
                                  condition: PutCondition) throws(ObjectStoreError) -> ObjectInfo {
-        try metered { () throws(ObjectStoreError) in
+        try metered("complete_multipart_upload") { () throws(ObjectStoreError) in
             try base.completeMultipartUpload(key, uploadID: uploadID, parts: parts, condition: condition)
         }
     }
 
     func abortMultipartUpload(_ key: String, uploadID: String) throws(ObjectStoreError) {
-        try metered { () throws(ObjectStoreError) in try base.abortMultipartUpload(key, uploadID: uploadID) }
+        try metered("abort_multipart_upload") { () throws(ObjectStoreError) in try base.abortMultipartUpload(key, uploadID: uploadID) }
     }
 
     func listMultipartUploads(prefix: String) throws(ObjectStoreError) -> [MultipartUploadInfo] {
-        try metered { () throws(ObjectStoreError) in try base.listMultipartUploads(prefix: prefix) }
+        try metered("list_multipart_uploads") { () throws(ObjectStoreError) in try base.listMultipartUploads(prefix: prefix) }
     }
 }

@@ -58,6 +58,7 @@ final class MetricsEndpoint: Sendable {
         var request = [UInt8](repeating: 0, count: 4096)
         _ = recv(client, &request, request.count, 0)
         var body: [UInt8] = []
+        DaemonMetrics.shared.refresh()
         registry.emit(into: &body)
         let head = "HTTP/1.0 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: \(body.count)\r\nConnection: close\r\n\r\n"
         let reply = Array(head.utf8) + body

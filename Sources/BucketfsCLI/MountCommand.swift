@@ -135,10 +135,11 @@ struct MountCommand: ParsableCommand {
                 fileSystem = try FileSystem(store: meter, options: options, logger: logger,
                                             lockManager: locking.makeManager(logger: logger, onLost: events.lockLost),
                                             lockResource: locking.resourceName, control: control,
-                                            uploadJournal: journal)
+                                            uploadJournal: journal, stagingJournal: staging, events: events)
             } catch {
                 throw CLIError("\(error)")
             }
+            DaemonMetrics.shared.watch(fileSystem: fileSystem, cacheDirectory: m.cacheDir, store: store)
             // Uploads a crashed daemon on this host left behind: content to the recovery folder, upload aborted.
             journal.recoverInterrupted(store: store, recovery: recovery)
             let session = try FuseSession(
@@ -184,6 +185,7 @@ extension MountCommand {
     static func startMetrics(address: String?) throws(CLIError) -> PrometheusCollectorRegistry {
         let registry = PrometheusCollectorRegistry()
         MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
+        DaemonMetrics.shared.installFuseObserver()
         guard let address else { return registry }
         try MetricsEndpoint(address: address, registry: registry).start()
         return registry

@@ -28,7 +28,12 @@ final class MountEvents: EventSink {
     /// the recovery folder (`upload_recovered`, action `kept`).
     func stagingRecovered(_ report: StagingJournal.RecoveryReport) {
         for key in report.uploaded { emit(MountEventType.uploadResumed, ["key": .string(key), "action": "uploaded"]) }
-        for key in report.kept { emit(MountEventType.uploadRecovered, ["key": .string(key), "action": "kept"]) }
+        for key in report.kept {
+            let saved = report.savedCopies[key]
+            emit(MountEventType.uploadRecovered, ["key": .string(key), "action": "kept",
+                                                  "recovery_id": saved.map { .string(Self.recoveryID(saved: $0)) } ?? .null,
+                                                  "recovery_path": saved.map { .string($0) } ?? .null])
+        }
     }
 
     /// For `LockManager(onLost:)`, called on its renewal thread.

@@ -39,6 +39,7 @@ extension MountCommand {
             name: name, records: separateRecords ? records.backend : nil,
             metrics: {
                 var text: [UInt8] = []
+                DaemonMetrics.shared.refresh()
                 registry.emit(into: &text)
                 let c = meter.snapshot
                 return String(decoding: text, as: UTF8.self) + """

@@ -66,6 +66,7 @@ struct MountUploadJournal: UploadJournal {
         var handled = 0
         for state in states where isOrphan(state) {
             var saved: String?
+            var stagedGone = false
             if let recorded = state.stagedPath {
                 guard let staged = StagedPathCheck(recorded, stagingDirectory: stagingDirectory) else {
                     logger.error("upload record names a staged file outside this mount's staging folder; ignored",
@@ -79,6 +80,8 @@ struct MountUploadJournal: UploadJournal {
                         reason: "the daemon stopped while the file was being written; its multipart upload was aborted",
                         describing: recorded)
                     if saved != nil { staged.remove() }
+                } else {
+                    stagedGone = true    // the staging journal's recovery (which runs first) took care of it
                 }
             }
             do throws(ObjectStoreError) {
@@ -90,12 +93,12 @@ struct MountUploadJournal: UploadJournal {
                 continue    // keep the record: the next mount tries again
             }
             try? uploads.delete(state.id)
-            events?.emit(MountEventType.uploadRecovered, [
+            if !stagedGone { events?.emit(MountEventType.uploadRecovered, [
                 "key": .string(state.key), "upload_id": .string(state.uploadID), "action": "aborted",
                 "recovery_id": saved.map { .string(MountEvents.recoveryID(saved: $0)) } ?? .null,
                 "recovery_path": saved.map { .string($0) } ?? .null,
                 "host": state.metadata["host"] ?? .null, "pid": state.metadata["pid"] ?? .null,
-            ])
+            ]) }
             logger.error("interrupted upload found and aborted", metadata: [
                 "key": "\(state.key)", "upload": "\(state.uploadID)", "saved": "\(saved ?? "no staged data left")"])
             handled += 1

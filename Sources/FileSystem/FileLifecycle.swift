@@ -34,13 +34,17 @@ enum ContentState: Hashable {
         }
     }
 
-    /// A write or truncate changed the local content.
-    mutating func contentChanged() {
+    /// A write or truncate changed the local content. Returns whether the store just fell behind (the file was
+    /// clean or in recovery): the moment its staged copy must become crash-safe (`StagingJournal`).
+    @discardableResult
+    mutating func contentChanged() -> Bool {
+        let before = self
         switch self {
         case .clean, .pending, .inRecovery: self = .pending
         case .uploading: self = .uploading(rewritten: true)
         case .detached: break
         }
+        return !before.hasUnstoredChanges && hasUnstoredChanges
     }
 
     /// An upload may begin: returns false (and stays put) when there is nothing to upload.

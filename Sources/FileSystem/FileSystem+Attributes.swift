@@ -23,16 +23,17 @@ extension FileSystem {
         if let stream = node.stream, !stream.allowsTruncate(to: size) { dropStream(stream, of: ino) }
         let staged = try stage(ino, keepContent: size > 0)
         try staged.truncate(to: size)
-        let idle = state.withLock { s -> Bool in
-            guard var node = s.table[ino] else { return false }
+        let (idle, fresh) = state.withLock { s -> (Bool, Bool) in
+            guard var node = s.table[ino] else { return (false, false) }
             node.size = size
-            node.content.contentChanged()
+            let fresh = node.content.contentChanged()
             node.noteChange(from: size)
             node.mtime = mtime
             node.touchChange(now)
             s.table[ino] = node
-            return node.openHandles == 0
+            return (node.openHandles == 0, fresh)
         }
+        if fresh { journal(ino) }
         guard idle else { return }
         defer { dropStagedIfIdle(ino) }
         try upload(ino)
@@ -59,6 +60,7 @@ extension FileSystem {
                 s.table[ino] = node
                 return (before, node)
             }
+            if node.dirty { journal(ino) }    // the next upload carries it: so does the sidecar
             guard !node.dirty, node.content != .detached, !node.path.isEmpty || node.ino == InodeTable.rootIno else {
                 return    // the next upload carries it, or nothing will (detached)
             }
@@ -95,6 +97,7 @@ extension FileSystem {
                             metadata: metadata)
         state.withLock { s in
             s.table[node.ino]?.version = info.version
+            s.table[node.ino]?.writtenMetadata = metadata
             s.table[node.ino]?.storedModified = nil
             s.table[node.ino]?.inStore = true
             s.table[node.ino]?.validatedAt = .now

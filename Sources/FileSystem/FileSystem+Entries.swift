@@ -19,6 +19,7 @@ extension FileSystem {
                           options: PutOptions(metadata: node.objectMetadata()))
         }
         node.version = info.version
+        node.writtenMetadata = node.objectMetadata()
         return insertNew(node, retain: true)
     }
 
@@ -63,6 +64,7 @@ extension FileSystem {
             throw FSError(error)
         }
         node.version = info.version
+        node.writtenMetadata = node.objectMetadata()
         return insertNew(node, retain: true)
     }
 
@@ -87,6 +89,7 @@ extension FileSystem {
             s.files[h] = OpenFile(ino: attributes.ino)
             return h
         }
+        journal(attributes.ino)
         return (attributes, handle)
     }
 
@@ -115,6 +118,7 @@ extension FileSystem {
                 try deleteObject(keys.key(for: path))
             }
             if let stream = node.stream { dropStream(stream, of: node.ino) }
+            unjournal(state.withLock { $0.table[node.ino]?.staged })    // never to be uploaded: not to recover
             let now = FileTime.now()
             state.withLock { s in
                 s.table[node.ino]?.touchChange(now)

@@ -25,19 +25,20 @@ extension FileSystem {
         if writable && flags & O_TRUNC != 0 {
             let staged = try stage(ino, keepContent: false)
             try staged.truncate(to: 0)
-            let abandoned: StreamingUpload? = state.withLock { s in
-                guard var node = s.table[ino] else { return nil }
+            let (abandoned, fresh) = state.withLock { s -> (StreamingUpload?, Bool) in
+                guard var node = s.table[ino] else { return (nil, false) }
                 let old = node.stream
                 node.size = 0
-                node.content.contentChanged()
+                let fresh = node.content.contentChanged()
                 node.noteChange(from: 0)
                 node.mtime = .now()
                 node.touchChange(node.mtime)
                 node.stream = makeStream(for: node)
                 s.table[ino] = node
-                return old
+                return (old, fresh)
             }
             abandoned?.abort()
+            if fresh { journal(ino) }
         }
         return state.withLock { s in
             let handle = s.allocateHandle()
@@ -129,17 +130,18 @@ extension FileSystem {
             try staged.write(data, at: offset)
         }
         let end = offset + UInt64(data.count)
-        let size = state.withLock { s -> UInt64 in
-            guard var node = s.table[ino] else { return end }
+        let (size, fresh) = state.withLock { s -> (UInt64, Bool) in
+            guard var node = s.table[ino] else { return (end, false) }
             node.size = max(node.size, end)
             node.noteChange(from: offset)
             node.mtime = .now()
             node.touchChange(node.mtime)
             // (An unlinked or replaced file stays detached: its bytes serve its open descriptors only.)
-            node.content.contentChanged()
+            let fresh = node.content.contentChanged()
             s.table[ino] = node
-            return node.size
+            return (node.size, fresh)
         }
+        if fresh { journal(ino) }
         if let stream, state.withLock({ $0.table[ino]?.stream }) === stream {
             stream.advance(staged: staged, contiguousEnd: size)
         }
@@ -173,13 +175,15 @@ extension FileSystem {
             do { try upload(ino) } catch {
                 // Nobody is left to report it to: the content is in the recovery folder (logged there).
                 logger.error("upload at release failed", metadata: ["error": "\(error)"])
-                state.withLock { s in
-                    if s.table[ino]?.preserveStaged == false { s.table[ino]?.content.abandon() }
+                let (kept, staged) = state.withLock { s -> (Bool, StagedFile?) in
+                    guard s.table[ino]?.preserveStaged == false else { return (false, nil) }
+                    s.table[ino]?.content.abandon()
+                    return (true, s.table[ino]?.staged)
                 }
+                // In the recovery folder: nothing left to recover from staging. Else the sidecar says so.
+                if kept { unjournal(staged) } else { journal(ino, closed: true) }
             }
         }
         dropStagedIfIdle(ino)
     }
-
-    /// Keeps a staged file of an upload that a crash interrupted in the recovery folder (see `UploadJournal`).
 }

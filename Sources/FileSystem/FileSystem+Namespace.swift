@@ -198,12 +198,13 @@ extension FileSystem {
         }
         let modified = Int64(info.lastModified.timeIntervalSince1970.rounded(.down))
         let sameVersion = node.version == info.version && (node.storedModified ?? modified) == modified
+        let ours = info.metadata != nil && node.writtenMetadata.map { PosixMetadata($0) == PosixMetadata(info.metadata!) } == true
         node.inStore = true
         node.version = info.version
         node.storedModified = modified
         node.storedSize = info.size
         if node.kind != .directory { node.size = info.size }
-        if sameVersion && node.metadataKnown { return node }
+        if (sameVersion || ours) && node.metadataKnown { return node }
         if let metadata = info.metadata ?? metadataIndex.metadata(for: info) {
             let posix = PosixMetadata(metadata)
             node.permissions = posix.mode.map { $0 & 0o7777 }

@@ -69,6 +69,8 @@ extension FileSystem {
             }
             // The replaced file's streamed upload (it was being written) must never complete over the new one.
             if let abandoned, let replaced { dropStream(abandoned, of: replaced) }
+            if let replaced { unjournal(state.withLock { $0.table[replaced]?.staged }) }
+            journal(ino)    // a pending file: its sidecar names the new key and base
         }
         if let replaced { dropStagedIfIdle(replaced) }
     }

@@ -27,6 +27,27 @@ extension FileSystem {
         }
     }
 
+    // MARK: - The staging journal (crash safety)
+
+    /// Writes (or rewrites) the sidecar of a file whose content the store lacks: its key, base and metadata.
+    /// Called when it becomes pending, and when its key, base or metadata move while it stays so.
+    func journal(_ ino: UInt64, closed: Bool = false) {
+        guard let stagingJournal else { return }
+        let entry = state.withLock { s -> (String, String, StagingJournal.Base, String?, ObjectMetadata)? in
+            guard let node = s.table[ino], node.dirty, let staged = node.staged, !node.path.isEmpty else { return nil }
+            let base: StagingJournal.Base = node.inStore ? node.version.map { .version($0) } ?? .unknown : .absent
+            return (staged.path, keys.key(for: node.path), base, node.contentType, node.objectMetadata())
+        }
+        guard let (path, key, base, contentType, metadata) = entry else { return }
+        stagingJournal.record(stagedPath: path, key: key, base: base, contentType: contentType, metadata: metadata,
+                              closed: closed)
+    }
+
+    /// The staged file's content is in the store, in the recovery folder, or of no use any more.
+    func unjournal(_ staged: StagedFile?) {
+        if let staged { stagingJournal?.clear(stagedPath: staged.path) }
+    }
+
     struct UploadJob {
         var staged: StagedFile
         /// The node as the upload began (its path, size, stream, base).
@@ -53,6 +74,8 @@ extension FileSystem {
                                                                              condition: condition))
         }
         guard let job else { return }
+        FileSystemMetrics.shared.uploadStarted()
+        defer { FileSystemMetrics.shared.uploadFinished() }
         let key = keys.key(for: job.node.path)
         if let stream = job.node.stream {
             if stream.key == key {
@@ -77,12 +100,18 @@ extension FileSystem {
             case (.preconditionFailed, _), (.notFound, .ifVersionMatches): conflict = true
             default: conflict = false
             }
-            let saved = recovery.save(stagedPath: job.staged.path, key: key, reason: error.description)
+            // One copy per failure episode of a transient error (a later failure replaces it, a success drops it);
+            // every conflict keeps its own.
+            let base: RecoveryFolder.Base = job.node.inStore ? job.node.version.map { .version($0) } ?? .absent : .absent
+            let saved = recovery.save(stagedPath: job.staged.path, key: key, reason: error.description, base: base,
+                                      episode: conflict ? nil : "\(ino)")
+            events?.uploadFailed(key: key, saved: saved, error: error.description, conflict: conflict)
             state.withLock { s in
                 s.table[ino]?.noteChange(from: 0)    // next time: upload it all
                 s.table[ino]?.content.uploadFailed(conflict: conflict)
                 if saved == nil { s.table[ino]?.preserveStaged = true }
             }
+            if conflict && saved != nil { unjournal(job.staged) }    // the recovery folder has it now
             // A conflict stays one: retrying would fail the same way, the user decides (recover push). The
             // store may come back otherwise: the next flush, fsync or release tries again.
             if conflict { throw FSError.stale("\(key) was changed or deleted by another writer") }
@@ -96,11 +125,17 @@ extension FileSystem {
     private func recordUpload(_ ino: UInt64, _ info: ObjectInfo, job: UploadJob) {
         metadataIndex.wrote(key: info.key.isEmpty ? keys.key(for: job.node.path) : info.key, version: info.version,
                             size: info.size, metadata: job.options.metadata)
+        recovery.resolved(episode: "\(ino)")
+        defer {
+            // Written meanwhile: the sidecar takes the new base; else the store has it all.
+            if state.withLock({ $0.table[ino]?.dirty }) == true { journal(ino) } else { unjournal(job.staged) }
+        }
         state.withLock { s in
             guard var node = s.table[ino] else { return }
             node.content.uploadStored()
             node.inStore = true
             node.version = info.version
+            node.writtenMetadata = job.options.metadata
             node.storedModified = nil
             node.storedSize = info.size
             node.validatedAt = .now
@@ -229,6 +264,7 @@ extension FileSystem {
             s.table.evictIfUnused(ino)
             return preserve ? nil : staged
         }
+        unjournal(staged)
         staged?.discard()
     }
 }

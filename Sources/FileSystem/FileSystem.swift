@@ -37,6 +37,10 @@ public final class FileSystem: Sendable {
     public let control: ControlDirectory?
     /// Metadata of object versions seen before, so that a LIST needs no HEAD per entry (`MetadataIndex`).
     let metadataIndex: MetadataIndex
+    /// Sidecars naming each dirty staged file's key and base, so a crash of the daemon loses none (`StagingJournal`).
+    let stagingJournal: StagingJournal?
+    /// The mount's event stream: a failed upload is an event naming its recovery copy.
+    let events: (any EventSink)?
     /// Notes multipart uploads in flight (the mount's UploadState records), so a crash does not lose them.
     let uploadJournal: (any UploadJournal)?
     /// Drops the kernel's cached attributes and pages of an inode (set by the FUSE layer once mounted).
@@ -116,8 +120,11 @@ public final class FileSystem: Sendable {
     /// file's path (relative to the mount root, "" for the root) to its strategy.
     public init(store: any ObjectStore, options: FileSystemOptions, logger: Logger, lockManager: LockManager? = nil,
                 lockResource: @escaping @Sendable (String) -> String = { $0.isEmpty ? "." : $0 },
-                control: ControlDirectory.Settings? = nil, uploadJournal: (any UploadJournal)? = nil) throws(FSError) {
+                control: ControlDirectory.Settings? = nil, uploadJournal: (any UploadJournal)? = nil,
+                stagingJournal: StagingJournal? = nil, events: (any EventSink)? = nil) throws(FSError) {
         self.store = store
+        self.stagingJournal = stagingJournal
+        self.events = events
         self.uploadJournal = uploadJournal
         self.options = options
         self.keys = KeyMapping(prefix: options.prefix)

@@ -46,6 +46,10 @@ struct Node {
     /// Last-Modified (whole seconds) of that version, once the store told it: a copy onto itself with new
     /// metadata keeps an S3 ETag but not this.
     var storedModified: Int64?
+    /// The metadata this mount last wrote to the object: seen again on revalidation, the node's own attributes
+    /// stand (they may have moved on in memory, e.g. a directory's mtime), even if the store gave the object a
+    /// new version meanwhile (the local backend versions a directory by its entries).
+    var writtenMetadata: ObjectMetadata?
     /// A multipart upload fed while a new or truncated file is written sequentially.
     var stream: StreamingUpload?
     /// mtime was set by `setattr` (touch, cp -p) rather than by writing.

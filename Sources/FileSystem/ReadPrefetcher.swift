@@ -117,6 +117,7 @@ final class ReadPrefetcher: @unchecked Sendable {
                 cursor = chunkEnd
             }
         }
+        FileSystemMetrics.shared.readAhead(hit: demand.isEmpty)
         readAhead(from: end)
         // What this read needs now is fetched on the caller's own (libfuse) thread, so that a busy worker pool
         // (read-ahead of other files, part uploads) never delays it.

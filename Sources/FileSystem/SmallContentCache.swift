@@ -28,9 +28,13 @@ struct SmallContentCache {
 
     /// The content of `ino` if it was read at `version`; removed either way.
     mutating func take(_ ino: UInt64, version: String?) -> Data? {
-        guard let entry = entries.removeValue(forKey: ino) else { return nil }
+        guard let entry = entries.removeValue(forKey: ino) else {
+            FileSystemMetrics.shared.smallContent(hit: false)
+            return nil
+        }
         bytes -= entry.data.count
         if let index = order.firstIndex(of: ino) { order.remove(at: index) }
+        FileSystemMetrics.shared.smallContent(hit: entry.version == version)
         return entry.version == version ? entry.data : nil
     }
 }

@@ -11,6 +11,8 @@ extension StagingJournal {
         public var uploaded: [String] = []
         /// Put in the recovery folder (changed in the store, other store, upload failed, no base known).
         public var kept: [String] = []
+        /// Where each kept file's copy went (key → `.data` path in the recovery folder).
+        public var savedCopies: [String: String] = [:]
         /// Sidecars that could not be decoded, left in place.
         public var unreadable: [String] = []
         /// Sidecars whose staged file was gone.
@@ -108,12 +110,14 @@ extension StagingJournal {
         case .version(let v): .version(v)
         case .unknown: nil
         }
-        guard recovery.save(contentOf: fd, key: record.key, reason: reason, base: recoveryBase,
-                            store: record.store, context: record.context, describing: "\(directory)/\(stem)") != nil
+        guard let saved = recovery.save(contentOf: fd, key: record.key, reason: reason, base: recoveryBase,
+                                        store: record.store, context: record.context,
+                                        describing: "\(directory)/\(stem)")
         else { return false }
         unlinkat(folder, stem, 0)
         unlinkat(folder, sidecarName, 0)
         report.kept.append(record.key)
+        report.savedCopies[record.key] = saved
         return true
     }
 

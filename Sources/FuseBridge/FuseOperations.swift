@@ -15,9 +15,11 @@ enum FuseOperations {
         Unmanaged<FuseContext>.fromOpaque(fuse_req_userdata(req)!).takeUnretainedValue()
     }
 
-    static func reply(_ req: fuse_req_t?) -> (FileSystem, FuseReply) {
+    /// The file system and the reply of a request; `operation` names it in the FUSE metrics.
+    static func reply(_ req: fuse_req_t?, _ operation: String) -> (FileSystem, FuseReply) {
         let ctx = context(req)
-        return (ctx.fileSystem, FuseReply(request: req!, timeout: ctx.fileSystem.options.metadataTTL))
+        return (ctx.fileSystem, FuseReply(request: req!, timeout: ctx.fileSystem.options.metadataTTL,
+                                          operation: operation))
     }
 
     static func caller(_ req: fuse_req_t?) -> Caller {
@@ -58,7 +60,7 @@ enum FuseOperations {
             _ = userdata
         }
         ops.lookup = { req, parent, cName in
-            let (fs, r) = FuseOperations.reply(req)
+            let (fs, r) = FuseOperations.reply(req, "lookup")
             r.run { () throws(FSError) in
                 let name: String
                 do throws(FSError) { name = try FuseOperations.name(cName) } catch { throw FSError.notFound }
@@ -77,56 +79,56 @@ enum FuseOperations {
             fuse_reply_none(req)
         }
         ops.getattr = { req, ino, _ in
-            let (fs, r) = FuseOperations.reply(req)
+            let (fs, r) = FuseOperations.reply(req, "getattr")
             r.run { () throws(FSError) in r.attributes(try fs.getattr(ino)) }
         }
         ops.setattr = { req, ino, attr, toSet, _ in
-            let (fs, r) = FuseOperations.reply(req)
+            let (fs, r) = FuseOperations.reply(req, "setattr")
             let changes = FuseOperations.attributeChanges(attr!.pointee, toSet)
             r.run { () throws(FSError) in r.attributes(try fs.setattr(ino, changes)) }
         }
         ops.readlink = { req, ino in
-            let (fs, r) = FuseOperations.reply(req)
+            let (fs, r) = FuseOperations.reply(req, "readlink")
             r.run { () throws(FSError) in
                 let target = try fs.readlink(ino)
                 fuse_reply_readlink(req, target)
             }
         }
         ops.mknod = { req, parent, cName, mode, rdev in
-            let (fs, r) = FuseOperations.reply(req)
+            let (fs, r) = FuseOperations.reply(req, "mknod")
             r.run { () throws(FSError) in
                 r.entry(try fs.mknod(parent: parent, name: FuseOperations.name(cName), mode: mode, rdev: UInt32(truncatingIfNeeded: rdev),
                                      caller: FuseOperations.caller(req)))
             }
         }
         ops.mkdir = { req, parent, cName, mode in
-            let (fs, r) = FuseOperations.reply(req)
+            let (fs, r) = FuseOperations.reply(req, "mkdir")
             r.run { () throws(FSError) in
                 r.entry(try fs.mkdir(parent: parent, name: FuseOperations.name(cName), permissions: mode, caller: FuseOperations.caller(req)))
             }
         }
         ops.unlink = { req, parent, cName in
-            let (fs, r) = FuseOperations.reply(req)
+            let (fs, r) = FuseOperations.reply(req, "unlink")
             r.run { () throws(FSError) in
                 try fs.unlink(parent: parent, name: FuseOperations.name(cName))
                 r.ok()
             }
         }
         ops.rmdir = { req, parent, cName in
-            let (fs, r) = FuseOperations.reply(req)
+            let (fs, r) = FuseOperations.reply(req, "rmdir")
             r.run { () throws(FSError) in
                 try fs.rmdir(parent: parent, name: FuseOperations.name(cName))
                 r.ok()
             }
         }
         ops.symlink = { req, target, parent, cName in
-            let (fs, r) = FuseOperations.reply(req)
+            let (fs, r) = FuseOperations.reply(req, "symlink")
             r.run { () throws(FSError) in
                 r.entry(try fs.symlink(parent: parent, name: FuseOperations.name(cName), target: FuseOperations.name(target), caller: FuseOperations.caller(req)))
             }
         }
         ops.rename = { req, parent, cName, newParent, cNewName, flags in
-            let (fs, r) = FuseOperations.reply(req)
+            let (fs, r) = FuseOperations.reply(req, "rename")
             guard flags & FuseOperations.renameExchange == 0 else { return r.error(.invalidArgument) }
             r.run { () throws(FSError) in
                 try fs.rename(parent: parent, name: FuseOperations.name(cName), newParent: newParent, newName: FuseOperations.name(cNewName),
@@ -135,13 +137,13 @@ enum FuseOperations {
             }
         }
         ops.link = { req, ino, newParent, cNewName in
-            let (fs, r) = FuseOperations.reply(req)
+            let (fs, r) = FuseOperations.reply(req, "link")
             r.run { () throws(FSError) in
                 r.entry(try fs.link(ino, newParent: newParent, newName: FuseOperations.name(cNewName)))
             }
         }
         ops.open = { req, ino, fi in
-            let (fs, r) = FuseOperations.reply(req)
+            let (fs, r) = FuseOperations.reply(req, "open")
             r.run { () throws(FSError) in
                 let opened = try fs.open(ino, flags: fi!.pointee.flags)
                 fi!.pointee.fh = opened.handle
@@ -150,7 +152,7 @@ enum FuseOperations {
             }
         }
         ops.create = { req, parent, cName, mode, fi in
-            let (fs, r) = FuseOperations.reply(req)
+            let (fs, r) = FuseOperations.reply(req, "create")
             r.run { () throws(FSError) in
                 let created = try fs.create(parent: parent, name: FuseOperations.name(cName), permissions: mode,
                                             flags: fi!.pointee.flags, caller: FuseOperations.caller(req))
@@ -160,14 +162,14 @@ enum FuseOperations {
             }
         }
         ops.read = { req, ino, size, offset, fi in
-            let (fs, r) = FuseOperations.reply(req)
+            let (fs, r) = FuseOperations.reply(req, "read")
             r.run { () throws(FSError) in
                 let data = try fs.read(ino, handle: fi!.pointee.fh, offset: UInt64(offset), size: size)
                 _ = data.withUnsafeBytes { fuse_reply_buf(req, $0.baseAddress?.assumingMemoryBound(to: CChar.self), $0.count) }
             }
         }
         ops.write = { req, ino, buffer, size, offset, fi in
-            let (fs, r) = FuseOperations.reply(req)
+            let (fs, r) = FuseOperations.reply(req, "write")
             r.run { () throws(FSError) in
                 let written = try fs.write(ino, handle: fi!.pointee.fh, offset: UInt64(offset),
                                            data: UnsafeRawBufferPointer(start: buffer, count: size))
@@ -175,7 +177,7 @@ enum FuseOperations {
             }
         }
         ops.flush = { req, ino, fi in
-            let (fs, r) = FuseOperations.reply(req)
+            let (fs, r) = FuseOperations.reply(req, "flush")
             let uploaded = Result { () throws(FSError) in try fs.flush(ino, handle: fi!.pointee.fh) }
             // After the upload (what was written under a lock is in the store before another mount can take
             // it) and before the reply (the locks are gone when close returns), the closing process's POSIX
@@ -187,14 +189,14 @@ enum FuseOperations {
             }
         }
         ops.fsync = { req, ino, _, fi in
-            let (fs, r) = FuseOperations.reply(req)
+            let (fs, r) = FuseOperations.reply(req, "fsync")
             r.run { () throws(FSError) in
                 try fs.fsync(ino, handle: fi!.pointee.fh)
                 r.ok()
             }
         }
         ops.release = { req, ino, fi in
-            let (fs, r) = FuseOperations.reply(req)
+            let (fs, r) = FuseOperations.reply(req, "release")
             fs.release(ino, handle: fi!.pointee.fh)
             // The kernel sends no LOCK_UN when a flocked file is closed: the lock ends here (NOTES).
             fs.releaseLocks(ino, handle: fi!.pointee.fh,
@@ -205,7 +207,7 @@ enum FuseOperations {
             FuseOperations.flock(req, ino, fi!.pointee, operation)
         }
         ops.getlk = { req, ino, fi, lock in
-            let (fs, _) = FuseOperations.reply(req)
+            let (fs, _) = FuseOperations.reply(req, "getlk")
             var answer = lock!.pointee
             let request = FuseOperations.fileLock(answer, owner: fi!.pointee.lock_owner, handle: fi!.pointee.fh)
             // Another mount's lock is asked of the strategy (a round trip) when this mount cannot rule it out.
@@ -224,7 +226,7 @@ enum FuseOperations {
             FuseOperations.setlk(req, ino, fi!.pointee, lock!.pointee, wait: sleep != 0)
         }
         ops.opendir = { req, ino, fi in
-            let (fs, r) = FuseOperations.reply(req)
+            let (fs, r) = FuseOperations.reply(req, "opendir")
             r.run { () throws(FSError) in
                 fi!.pointee.fh = try fs.openDirectory(ino)
                 fuse_reply_open(req, fi)
@@ -237,7 +239,7 @@ enum FuseOperations {
             FuseOperations.readDirectory(req, ino, size, offset, fi, plus: true)
         }
         ops.releasedir = { req, _, fi in
-            let (fs, r) = FuseOperations.reply(req)
+            let (fs, r) = FuseOperations.reply(req, "releasedir")
             fs.releaseDirectory(handle: fi!.pointee.fh)
             r.ok()
         }
@@ -245,7 +247,7 @@ enum FuseOperations {
             fuse_reply_err(req, 0)
         }
         ops.statfs = { req, _ in
-            let (fs, _) = FuseOperations.reply(req)
+            let (fs, _) = FuseOperations.reply(req, "statfs")
             let stats = fs.statfs()
             var sv = statvfs()
             sv.f_bsize = UInt(stats.blockSize)
@@ -264,7 +266,7 @@ enum FuseOperations {
 
     /// `flock(2)`: LOCK_SH / LOCK_EX (with LOCK_NB: answer at once) or LOCK_UN, owned by the open file description.
     static func flock(_ req: fuse_req_t?, _ ino: fuse_ino_t, _ fi: fuse_file_info, _ operation: Int32) {
-        let (fs, r) = FuseOperations.reply(req)
+        let (fs, r) = FuseOperations.reply(req, "flock")
         let owner = fi.lock_owner
         if operation & LOCK_UN != 0 {
             fs.unlock(ino, owner: owner, kind: .flock)
@@ -278,7 +280,7 @@ enum FuseOperations {
 
     /// `fcntl(2)` F_SETLK / F_SETLKW (and OFD locks, which arrive the same way with the description as owner).
     static func setlk(_ req: fuse_req_t?, _ ino: fuse_ino_t, _ fi: fuse_file_info, _ lock: Glibc.flock, wait: Bool) {
-        let (fs, r) = FuseOperations.reply(req)
+        let (fs, r) = FuseOperations.reply(req, "setlk")
         let request = fileLock(lock, owner: fi.lock_owner, handle: fi.fh)
         if lock.l_type == Int16(F_UNLCK) {
             fs.unlock(ino, owner: request.owner, kind: .posix, start: request.start, end: request.end)
@@ -290,7 +292,7 @@ enum FuseOperations {
     /// Asks for `request`; a blocked waiting request is answered later from the lock waiter thread, and a FUSE
     /// interrupt (the caller got a signal) ends it with EINTR.
     static func lock(_ req: fuse_req_t?, _ ino: fuse_ino_t, _ request: FileLock, wait: Bool) {
-        let (fs, _) = FuseOperations.reply(req)
+        let fs = FuseOperations.context(req).fileSystem
         let pending = PendingRequest(request: req!)
         fs.setLock(ino, request, wait: wait, interrupted: { pending.interrupted }) { error in
             pending.answer(error)
@@ -306,7 +308,7 @@ enum FuseOperations {
 
     static func readDirectory(_ req: fuse_req_t?, _ ino: fuse_ino_t, _ size: Int, _ offset: off_t,
                               _ fi: UnsafeMutablePointer<fuse_file_info>?, plus: Bool) {
-        let (fs, r) = FuseOperations.reply(req)
+        let (fs, r) = FuseOperations.reply(req, plus ? "readdirplus" : "readdir")
         let buffer = UnsafeMutablePointer<CChar>.allocate(capacity: size)
         defer { buffer.deallocate() }
         var used = 0

@@ -4,11 +4,31 @@ import Glibc
 
 /// Turns `FileSystem` answers into libfuse replies. Every request gets exactly one reply, and every
 /// failure goes through `error(_:_:)`, whose errno comes from `FSError.errno`.
-struct FuseReply {
+///
+/// A class so that its end is the end of the operation's handling: `deinit` reports the operation, its errno
+/// and its duration to `FuseOperationMetrics` (a lock that waits is answered later; its wait is not included).
+final class FuseReply {
     let request: fuse_req_t
     let timeout: Double
+    let operation: String
+    private let start = ContinuousClock.now
+    private let observer = FuseOperationMetrics.observer
+    private var replied: Int32 = 0
+
+    init(request: fuse_req_t, timeout: Double, operation: String = "other") {
+        self.request = request
+        self.timeout = timeout
+        self.operation = operation
+    }
+
+    deinit {
+        guard let observer else { return }
+        let elapsed = ContinuousClock.now - start
+        observer(operation, replied, Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18)
+    }
 
     func error(_ error: FSError) {
+        replied = error.errno
         fuse_reply_err(request, error.errno)
     }
 

@@ -304,9 +304,6 @@ def test_kill_9_mid_upload_loses_nothing_acknowledged(proxy, make_mount):
     m.unmount()
 
 
-@pytest.mark.xfail(reason="needs the lead's wiring of StagingJournal into FileSystem: record(stagedPath:…) when a "
-                          "node first becomes dirty, clear(stagedPath:) when clean or discarded, and the mount's "
-                          "StagingJournal passed to FileSystem", strict=False)
 def test_kill_9_with_unflushed_writes_keeps_them(proxy, make_mount):
     m = make_mount()
     m.mount()

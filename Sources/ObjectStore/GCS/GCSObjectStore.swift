@@ -36,6 +36,8 @@ public final class GCSObjectStore: ObjectStore {
     let openUploads = Mutex<Set<String>>([])
     /// Every HTTP attempt to the storage endpoint, retries included: a metric, and how tests see retries happen.
     let attemptCount = Atomic<Int>(0)
+    /// Attempts after the first of a request (the daemon's `bucketfs_store_retries_total`).
+    public let retryCount = Atomic<Int>(0)
 
     public var description: String { "gs://\(bucket)/" }
     public var supportsConditionalWrites: Bool { true }
@@ -457,6 +459,7 @@ public final class GCSObjectStore: ObjectStore {
         while true {
             attempt += 1
             attemptCount.add(1, ordering: .relaxed)
+            if attempt > 1 { retryCount.add(1, ordering: .relaxed) }
             var headers = request.headers
             if let tokens { headers.append(("authorization", "Bearer \(try tokens.token())")) }
             let httpRequest = HTTPRequest(method: request.method, url: url, headers: headers, body: request.body,

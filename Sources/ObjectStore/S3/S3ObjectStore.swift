@@ -31,6 +31,8 @@ public final class S3ObjectStore: ObjectStore {
     private let basePath: String
     /// Every HTTP attempt, retries included: a metric, and how tests see retries happen.
     let attemptCount = Atomic<Int>(0)
+    /// Attempts after the first of a request (the daemon's `bucketfs_store_retries_total`).
+    public let retryCount = Atomic<Int>(0)
     /// Keys per DeleteObjects request: S3's limit; tests lower it to see batches split.
     let deleteBatchLimit = Atomic<Int>(1000)
     var deleteBatchSize: Int { deleteBatchLimit.load(ordering: .relaxed) }
@@ -491,6 +493,7 @@ public final class S3ObjectStore: ObjectStore {
         while true {
             attempt += 1
             attemptCount.add(1, ordering: .relaxed)
+            if attempt > 1 { retryCount.add(1, ordering: .relaxed) }
             var headers = [("host", requestHost)] + request.headers
             if let credentialProvider {
                 let keys = try credentialProvider.credentials()
