@@ -101,8 +101,6 @@ def check_modules(mnt, tmp_path, modules, skip):
     pytest.fail("\n".join(report), pytrace=False)
 
 
-@pytest.mark.xfail(strict=False, reason="issue 11: on main, O_EXCL re-create of an unlinked empty file gives ESTALE, "
-                   "and a name that was a file then a directory gives ENOTDIR/EINVAL: every later test then fails")
 def test_cpython_os_shutil_tempfile_fcntl(mnt, tmp_path, backend):
     skip = list(EXPECTED_FAILURES) + list(KNOWN_BUGS) + (S3_LEFT_OUT if backend == "s3" else [])
     check_modules(mnt, tmp_path, MODULES_S3 if backend == "s3" else MODULES, skip)

@@ -28,40 +28,11 @@ def backend(request):
     return request.param
 
 
-DIRS = "directory mode/owner/mtime not kept (0755, 0:0, mount time)"
-S3_FILES = "s3: file mode and ns mtime replaced by defaults/Last-Modified after a listing"
-SPECIAL = "special files refused with EOPNOTSUPP"
-# Fail on main today (issue 11): test name -> the bug. Remove an entry when its fix lands (xfail is not strict, so
-# a fixed test passes meanwhile).
+# Known to fail: test name -> why. Remove an entry when it is fixed (xfail is not strict).
 KNOWN_BUGS = {
-    "test_git_init_add_commit_log_status_mv[file]": "git: could not close .git/index.lock (flaky)",
-    "test_git_init_add_commit_log_status_mv[s3]": "git: could not close .git/index.lock",
-    "test_git_clone_fsck_gc[s3-path]": "git clone: could not write config file .git/config: ESTALE",
-    "test_git_clone_fsck_gc[s3-file-url]": "git clone: could not write config file .git/config: ESTALE",
-    "test_tar_x_keeps_modes_mtimes_owners_symlinks_and_tar_c_reads_cleanly[file]": DIRS,
-    "test_tar_x_keeps_modes_mtimes_owners_symlinks_and_tar_c_reads_cleanly[s3]": DIRS + "; " + S3_FILES,
-    "test_rsync_a_then_dry_run_itemizes_nothing[file-root]": "mount root mtime lost at remount (.d..t ./)",
-    "test_rsync_a_then_dry_run_itemizes_nothing[s3-root]": "mount root mtime lost at remount (.d..t ./)",
-    "test_cp_a_round_trip_keeps_stat[file]": DIRS,
-    "test_cp_a_round_trip_keeps_stat[s3]": DIRS + "; " + S3_FILES,
-    "test_cp_a_within_the_mount_keeps_directory_modes[file]": DIRS,
-    "test_cp_a_within_the_mount_keeps_directory_modes[s3]": DIRS + "; " + S3_FILES,
-    "test_ls_l_after_remount_shows_kept_modes_and_times[file]": DIRS,
-    "test_ls_l_after_remount_shows_kept_modes_and_times[s3]": DIRS + "; s3: ls -l shows Last-Modified",
-    "test_mv_directory_keeps_file_times_to_the_nanosecond[s3]": "mv of a directory: file mtimes become copy time",
-    "test_python_shutil_copytree_copy2_replace_tempfile[file]": DIRS,
-    "test_python_shutil_copytree_copy2_replace_tempfile[s3]": DIRS + "; " + S3_FILES,
-    "test_sqlite3_transactions[s3-wal]": "sqlite WAL on s3: disk I/O error (EIO) at the second transaction",
-    "test_mkfifo_passes_data_from_a_writer_to_a_reader[file]": SPECIAL,
-    "test_mkfifo_passes_data_from_a_writer_to_a_reader[s3]": SPECIAL,
-    "test_mknod_character_device_as_root[file]": SPECIAL,
-    "test_mknod_character_device_as_root[s3]": SPECIAL,
-    "test_unix_socket_bound_in_the_mount[file]": SPECIAL,
-    "test_unix_socket_bound_in_the_mount[s3]": SPECIAL,
-    "test_directory_mtime_changes_when_entries_are_added_or_removed[file]": "directory mtime not updated by entries",
-    "test_directory_mtime_changes_when_entries_are_added_or_removed[s3]": "directory mtime not updated by entries",
-    "test_non_utf8_name_is_refused_or_round_trips_exactly[file]": "non-UTF-8 names become U+FFFD and collide",
-    "test_non_utf8_name_is_refused_or_round_trips_exactly[s3]": "non-UTF-8 names become U+FFFD and collide",
+    # Not a wrong result: slow. On moto, a clone of 300 files plus `git gc` costs about 9,600 requests (4,600 GET,
+    # 3,300 HEAD, 1,200 PUT, 500 DELETE) and a minute unloaded; on a loaded machine it ran past the 300 s limit.
+    "test_git_clone_fsck_gc[s3-path]": "slow on moto: git gc in a 300-file clone costs ~9,600 requests",
 }
 
 

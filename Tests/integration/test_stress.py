@@ -33,10 +33,7 @@ def backend(request):
 
 
 # Fail on main today (issue 11): test name -> the bug. Remove an entry when its fix lands.
-KNOWN_BUGS = {
-    f"test_stress_ng_filesystem_stressor[{b}-rename]": "rename stressor: rmdir of its emptied directory gives "
-    "ENOTEMPTY after its files were renamed and unlinked" for b in ("file", "s3")
-}
+KNOWN_BUGS: dict[str, str] = {}
 
 
 @pytest.fixture(autouse=True)
