@@ -98,6 +98,13 @@ final class S3RecordsTests: RecordsBackendTestCase {
         suite = RecordsSuite { ObjectStoreRecordBackend(store: store, prefix: "team/\($0).bucketfs/") }
     }
 
+    /// moto checks a PUT's If-Match and then writes, in two unlocked steps: two racing compare-and-swaps can both
+    /// win there (797–799 of 800 seen), which says nothing of bucketfs. The race is exercised on every other
+    /// backend (memory, file, Redis, PostgreSQL), and conditional writes on S3 one at a time by the rest of this suite.
+    override func testConcurrentIncrementsLoseNothing() throws {
+        throw XCTSkip("moto's conditional PUT is not atomic under concurrency")
+    }
+
     /// memory → file → s3: every record arrives byte for byte.
     func testMigrationMemoryFileS3() throws {
         let memory = RecordStores(store: MemoryObjectStore(), mountPrefix: "")
