@@ -76,7 +76,8 @@ final class StoreLocationTests: XCTestCase {
 
         // Without credentials (an empty environment), an S3 store refuses to start with a message that says why.
         XCTAssertThrowsError(try StoreLocation(parsing: "s3://bucket/p/").makeStore(
-            s3: S3Configuration(bucket: "ignored", environment: ["HOME": "/nonexistent"]))) {
+            s3: S3Configuration(bucket: "ignored", environment: ["HOME": "/nonexistent",
+                                                                 "AWS_EC2_METADATA_DISABLED": "true"]))) {
             guard case ObjectStoreError.unauthorized(let detail) = $0 else { return XCTFail("got \($0)") }
             XCTAssertTrue(detail.contains("AWS_ACCESS_KEY_ID"), detail)
         }
