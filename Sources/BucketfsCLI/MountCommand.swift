@@ -81,7 +81,8 @@ struct MountCommand: ParsableCommand {
                                           debug: m.logLevel == "trace"),
                 logger: logger)
             do { try session.mount() } catch {
-                let hint = m.allowOther && getuid() != 0 ? " (allow_other needs user_allow_other in /etc/fuse.conf)" : ""
+                let needsFuseConf = m.allowOther && getuid() != 0
+                let hint = needsFuseConf ? " (allow_other needs user_allow_other in /etc/fuse.conf)" : ""
                 throw CLIError("\(error)\(hint)")
             }
             let registration = MountRegistry.register(source: location.description, mountpoint: mountpoint)
@@ -94,7 +95,8 @@ struct MountCommand: ParsableCommand {
             ]
             let mountSession = parts.startSession(metadata: mountMetadata, logger: logger)
             parts.events.emit(MountEventType.mounted, mountMetadata)
-            logger.info("mounted", metadata: ["source": "\(location)", "mountpoint": "\(mountpoint)", "pid": "\(getpid())"])
+            logger.info("mounted",
+                        metadata: ["source": "\(location)", "mountpoint": "\(mountpoint)", "pid": "\(getpid())"])
             readiness?.signalReady()
             systemd?.ready(status: "serving \(location) at \(mountpoint)")
             let signal = session.run()

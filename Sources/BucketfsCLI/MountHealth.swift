@@ -52,7 +52,9 @@ final class MountHealth: Sendable {
         var lock = probe.lock
         if case .object(var fields) = lock {
             fields["strategy"] = .string(strategyName)
-            if let leases = heldLocks.withLock({ $0 }) { fields["held_by_this_mount"] = .integer(Int64(leases().count)) }
+            if let leases = heldLocks.withLock({ $0 }) {
+                fields["held_by_this_mount"] = .integer(Int64(leases().count))
+            }
             lock = .object(fields)
         }
         var document: [String: JSONValue] = [

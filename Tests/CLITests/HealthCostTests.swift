@@ -68,8 +68,8 @@ final class HealthCostTests: XCTestCase {
         let locking = try LockSetup(configuration: Configuration(), location: StoreLocation(parsing: "file://\(root)/"),
                                     store: store)
         let clock = ManualClock()
-        let health = MountHealth(meter: MeteredStore(store), records: RecordStores(store: store, mountPrefix: "").backend,
-                                 locking: locking, ttl: 5, now: clock.now)
+        let records = RecordStores(store: store, mountPrefix: "").backend
+        let health = MountHealth(meter: MeteredStore(store), records: records, locking: locking, ttl: 5, now: clock.now)
         XCTAssertTrue(status(health.document()) == "healthy")
         try FileManager.default.removeItem(atPath: root)
         XCTAssertTrue(status(health.document()) == "healthy", "cached within the TTL")

@@ -19,7 +19,8 @@ final class UploadStateJournalTests: XCTestCase {
     }
 
     private func makeDirectory() throws -> String {
-        let path = FileManager.default.temporaryDirectory.appendingPathComponent("bucketfs-upj-\(UUID().uuidString)").path
+        let path = FileManager.default.temporaryDirectory
+            .appendingPathComponent("bucketfs-upj-\(UUID().uuidString)").path
         try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
         paths.append(path)
         return path
@@ -67,7 +68,8 @@ final class UploadStateJournalTests: XCTestCase {
         XCTAssertEqual(try String(contentsOfFile: victim, encoding: .utf8), "precious", "never touched")
         XCTAssertEqual(try FileManager.default.destinationOfSymbolicLink(atPath: staging + "/staged-LINK01"), victim)
         XCTAssertFalse(FileManager.default.fileExists(atPath: staging + "/staged-EARLY1"), "moved to recovery")
-        let saved = try FileManager.default.contentsOfDirectory(atPath: cache + "/recovery").filter { $0.hasSuffix(".data") }
+        let saved = try FileManager.default.contentsOfDirectory(atPath: cache + "/recovery")
+            .filter { $0.hasSuffix(".data") }
         XCTAssertEqual(saved.count, 1)
         XCTAssertEqual(try String(contentsOfFile: "\(cache)/recovery/\(saved[0])", encoding: .utf8), "half written")
         XCTAssertEqual(try store.listMultipartUploads(prefix: ""), [], "the earlier run's upload is aborted")

@@ -116,7 +116,10 @@ private final class SwitchableBackend: RecordBackend {
         try check()
         return try base.replace(key, data: data, ifVersion: version)
     }
-    func write(_ key: String, data: Data) throws(RecordError) -> String { try check(); return try base.write(key, data: data) }
+    func write(_ key: String, data: Data) throws(RecordError) -> String {
+        try check()
+        return try base.write(key, data: data)
+    }
     func remove(_ key: String) throws(RecordError) -> Bool { try check(); return try base.remove(key) }
     func keys(under prefix: String) throws(RecordError) -> [String] { try check(); return try base.keys(under: prefix) }
     func ping() throws(RecordError) { try check() }
