@@ -34,18 +34,17 @@ struct MountAssembly {
     /// unreachable endpoint end here with one line, before anything is mounted.
     static func openStore(_ location: StoreLocation, configuration: Configuration) throws(CLIError) -> any ObjectStore {
         do {
+            let store: any ObjectStore
             switch location.kind {
             case .s3(let bucket, _):
-                let store = try location.makeStore(s3: configuration.s3Configuration(bucket: bucket))
-                if let s3 = store as? S3ObjectStore { try s3.validateBucket() }
-                return store
+                store = try location.makeStore(s3: configuration.s3Configuration(bucket: bucket))
             case .gcs(let bucket, _):
-                let store = try location.makeStore(s3: nil, gcs: configuration.gcsConfiguration(bucket: bucket))
-                if let gcs = store as? GCSObjectStore { try gcs.validateBucket() }
-                return store
+                store = try location.makeStore(s3: nil, gcs: configuration.gcsConfiguration(bucket: bucket))
             default:
-                return try location.makeStore()
+                store = try location.makeStore()
             }
+            try store.validate()
+            return store
         } catch {
             throw CLIError("cannot open \(location): \(error)")
         }

@@ -1,6 +1,7 @@
 @testable import BucketfsCLI
 import Foundation
 import Locking
+import RedisClient
 import ObjectStore
 import XCTest
 

@@ -3,72 +3,6 @@ import Foundation
 import Glibc
 import Synchronization
 
-/// Where Redis is: `redis_host`, `redis_port`, `redis_password`, `redis_db` of seed 000, or a URL.
-public struct RedisEndpoint: Sendable, Equatable, CustomStringConvertible {
-    public var host: String
-    public var port: Int
-    /// Redis 6 ACL user; `nil` authenticates as `default` with the password alone.
-    public var username: String?
-    public var password: String?
-    public var db: Int
-
-    public init(host: String = "127.0.0.1", port: Int = 6379, username: String? = nil, password: String? = nil, db: Int = 0) {
-        self.host = host
-        self.port = port
-        self.username = username
-        self.password = password
-        self.db = db
-    }
-
-    /// `redis://[[user]:password@]host[:port][/db]`.
-    public init(url: String) throws(LockError) {
-        // Never quote the URL in an error: it may hold the password (and does, when it failed to parse).
-        guard let components = URLComponents(string: url) else {
-            throw .invalid("not a valid URL (redis://[user:password@]host[:port][/db]; percent-encode special characters)")
-        }
-        guard components.scheme?.lowercased() == "redis" else {
-            throw .invalid("not a redis:// URL (scheme \"\(components.scheme ?? "")\")")
-        }
-        guard let host = components.host, !host.isEmpty else { throw .invalid("no host in the Redis URL") }
-        self.host = host
-        self.port = components.port ?? 6379
-        let user = components.percentEncodedUser.flatMap { $0.removingPercentEncoding }
-        self.username = user?.isEmpty == false ? user : nil
-        self.password = components.percentEncodedPassword.flatMap { $0.removingPercentEncoding }
-        let path = components.path.trimmingCharacters(in: CharacterSet(charactersIn: "/"))
-        if path.isEmpty {
-            self.db = 0
-        } else if let db = Int(path), db >= 0 {
-            self.db = db
-        } else {
-            throw .invalid("bad database number '\(path)' in the Redis URL (expected 0 or more)")
-        }
-    }
-
-    /// Without the password, for logs.
-    public var description: String {
-        "redis://\(password == nil ? "" : "***@")\(host):\(port)/\(db)"
-    }
-}
-
-/// A Redis reply, copied out of hiredis' reply object.
-package enum RedisValue: Sendable, Equatable {
-    case status(String)
-    case error(String)
-    case integer(Int64)
-    case string(String)
-    case null
-    case array([RedisValue])
-
-    package var text: String? {
-        switch self {
-        case .string(let text), .status(let text): return text
-        case .integer(let number): return String(number)
-        default: return nil
-        }
-    }
-}
-
 /// One synchronous hiredis connection, shared by every thread of the process through a mutex: a lock
 /// operation is a round trip or three, so one connection serves a mount well. Calls block the calling
 /// thread (never use it from Swift's cooperative pool).
@@ -100,8 +34,8 @@ package final class RedisConnection: Sendable {
     }
 
     /// Sends one command; an error reply from the server is returned as `.error`, not thrown.
-    package func command(_ arguments: [String]) throws(LockError) -> RedisValue {
-        try state.withLock { (state: inout State) throws(LockError) -> RedisValue in
+    package func command(_ arguments: [String]) throws(RedisError) -> RedisValue {
+        try state.withLock { (state: inout State) throws(RedisError) -> RedisValue in
             var lastFailure = ""
             for _ in 0..<2 {
                 if state.context == nil { state.context = try connect() }
@@ -126,7 +60,7 @@ package final class RedisConnection: Sendable {
 
     // MARK: hiredis
 
-    private func connect() throws(LockError) -> UnsafeMutablePointer<redisContext> {
+    private func connect() throws(RedisError) -> UnsafeMutablePointer<redisContext> {
         guard let context = redisConnectWithTimeout(endpoint.host, Int32(endpoint.port), Self.timeval(connectTimeout)) else {
             throw .unavailable("\(endpoint): cannot allocate a connection")
         }
