@@ -99,8 +99,9 @@ def test_mounts_with_device_and_sys_admin(setup, name, keep, userns):
     assert bounding & (1 << CAP_SYS_ADMIN)
     if keep == ("cap_sys_admin",):
         assert bounding == 1 << CAP_SYS_ADMIN
-    assert result.stdout.splitlines()[2:] == ["1", "put there before the container started", "copy.txt",
-                                              "unmounted"]
+    said = result.stdout.splitlines()[2:]
+    assert said[0].startswith(f"bucketfs: mounted {bucket.url} at {mp} "), said
+    assert said[1:] == ["1", "put there before the container started", "copy.txt", "unmounted"]
     # Through the mount in the container, into the bucket on the host; the mount itself stayed in there.
     assert bucket.get("in-container.txt") == b"written in the container\n"
     assert bucket.get("dir/copy.txt") == b"put there before the container started\n"
@@ -111,7 +112,7 @@ def fails_script(bucket, mp, cache, *flags):
     return PROBE + f"""
 "$BIN" mount {bucket.url} {mp} --cache-dir {cache} {' '.join(flags)}
 echo "exit $?"
-grep -c fuse.bucketfs /proc/self/mountinfo || true
+grep -c ' {mp} .* - fuse.bucketfs ' /proc/self/mountinfo || true
 """
 
 
