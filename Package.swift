@@ -57,8 +57,9 @@ let package = Package(
         // Store wrappers shared by the test targets (request counting).
         .target(name: "TestSupport", dependencies: ["ObjectStore"], path: "Tests/TestSupport"),
         .testTarget(name: "ObjectStoreTests", dependencies: ["ObjectStore", "TestSupport"]),
-        .testTarget(name: "FileSystemTests", dependencies: ["FileSystem", "ObjectStore", "Locking", "TestSupport"]),
-        .testTarget(name: "CLITests", dependencies: ["BucketfsCLI", "FileSystem", "ObjectStore", "Records", "RedisClient"]),
+        .testTarget(name: "FileSystemTests", dependencies: ["FileSystem", "ObjectStore", "Locking", "Records", "TestSupport"]),
+        .testTarget(name: "CLITests", dependencies: ["BucketfsCLI", "FileSystem", "ObjectStore", "Records", "RedisClient",
+                                                     "Locking", "TestSupport"]),
         .testTarget(name: "LockingTests", dependencies: ["Locking", "RedisClient", "ObjectStore", "TestSupport"]),
         .testTarget(name: "RecordsTests", dependencies: ["Records", "RedisClient", "ObjectStore", "TestSupport"]),
     ],
