@@ -4,11 +4,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
 
-# fuse3: mounts; libcurl/libssl: the S3 backend; hiredis + redis-server: the Redis lock strategy and its tests;
+# fuse3: mounts; libcurl/libssl: the S3 backend; hiredis + redis-server: the Redis lock strategy and its tests
+# (openssl: the certificates of the rediss:// tests);
 # attr: getfattr; util-linux: unshare (the no-/dev/fuse test), runuser; mount: mount -T/umount (fstab tests);
 # passwd: useradd/userdel (the ordinary-user mount); systemd: systemd-analyze verify (the unit file).
 # libpq-dev + postgresql: the PostgreSQL records backend and the server its tests start (initdb as user postgres).
-install_system_packages fuse3 libfuse3-dev pkg-config libcurl4-openssl-dev libssl-dev libhiredis-dev redis-server \
+install_system_packages fuse3 libfuse3-dev pkg-config libcurl4-openssl-dev libssl-dev libhiredis-dev redis-server openssl \
     attr util-linux mount passwd systemd libpq-dev postgresql
 # stress-ng: its flock/lockf/fcntl lock stressors run on two mounts at once (test_locks.py).
 install_system_packages stress-ng
