@@ -32,8 +32,8 @@ let package = Package(
 
         // Bottom layer: the ObjectStore contract and its backends. The only layer that does store I/O.
         .target(name: "ObjectStore", dependencies: ["CLibc", "CCurl", "COpenSSL", .product(name: "Logging", package: "swift-log")]),
-        // A Redis connection (RESP over TCP), shared by the redis lock strategy and the Redis record backend.
-        .target(name: "RedisClient", dependencies: ["CHiredis"]),
+        // A Redis connection (RESP over TCP or TLS), shared by the redis lock strategy and the Redis record backend.
+        .target(name: "RedisClient", dependencies: ["CHiredis", "COpenSSL"]),
         // Distributed advisory locks: file, object and Redis strategies, leases, renewal.
         .target(name: "Locking", dependencies: ["ObjectStore", "RedisClient", .product(name: "Logging", package: "swift-log"),
                                                .product(name: "CoreMetrics", package: "swift-metrics")]),
