@@ -100,38 +100,60 @@ final class RegressionTests: FileSystemTestCase {
     // R4: a flush while another flush's upload is in flight must wait for it.
     func testConcurrentFlushReturnsBeforeUpload() throws {
         let base = MemoryObjectStore()
-        let store = DelayingStore(base)
+        let store = HoldingStore(base)
         let fs = try makeFileSystem(store)
         let (f, h) = try fs.create(parent: Self.root, name: "f", permissions: 0o644, flags: O_WRONLY, caller: caller)
         try write(fs, f.ino, handle: h, at: 0, "data")
-        store.putDelays.withLock { $0 = [1.0] }
+        store.hold("f")
         let h2 = try fs.open(f.ino, flags: O_RDONLY).handle
-        let t = Thread { try? fs.flush(f.ino, handle: h) }
-        t.start()
-        usleep(200_000)
-        try fs.flush(f.ino, handle: h2)   // close() of the other descriptor
-        let present = (try? base.head("f")) != nil
-        usleep(1_200_000)
-        XCTAssertTrue(present, "close() returned 0 before the content reached the store")
+        let firstDone = DispatchSemaphore(value: 0)
+        Thread { try? fs.flush(f.ino, handle: h); firstDone.signal() }.start()
+        XCTAssertEqual(store.entered.wait(timeout: .now() + 10), .success, "the first upload is in flight")
+        // close() of the other descriptor: it may return only once the content is in the store.
+        let present = Mutex<Bool?>(nil)
+        let secondDone = DispatchSemaphore(value: 0)
+        Thread {
+            try? fs.flush(f.ino, handle: h2)
+            present.withLock { $0 = (try? base.head("f")) != nil }
+            secondDone.signal()
+        }.start()
+        // A second flush that does not wait returns at once, while the upload is still held.
+        let returnedEarly = secondDone.wait(timeout: .now() + 0.5) == .success
+        store.release()
+        XCTAssertEqual(firstDone.wait(timeout: .now() + 10), .success)
+        if !returnedEarly { XCTAssertEqual(secondDone.wait(timeout: .now() + 10), .success) }
+        XCTAssertEqual(present.withLock { $0 }, true, "close() returned 0 before the content reached the store")
+        XCTAssertFalse(returnedEarly, "close() returned while the other flush's upload was in flight")
     }
 
     // R5: a write + fsync during the first upload of a new file must not fail with a stale condition.
     func testWriteAndFlushDuringUploadIsSpuriousStale() throws {
         let base = MemoryObjectStore()
-        let store = DelayingStore(base)
+        let store = HoldingStore(base)
         let fs = try makeFileSystem(store)
         let (f, h) = try fs.create(parent: Self.root, name: "f", permissions: 0o644, flags: O_WRONLY, caller: caller)
         try write(fs, f.ino, handle: h, at: 0, "data")
-        store.putDelays.withLock { $0 = [1.0] }
-        let first = Mutex<FSError?>(nil)
-        let t = Thread { do { try fs.flush(f.ino, handle: h) } catch let e as FSError { first.withLock { $0 = e } } catch {} }
-        t.start()
-        usleep(200_000)
+        store.hold("f")
+        let first = Mutex<FSError?>(nil), second = Mutex<FSError?>(nil)
+        let firstDone = DispatchSemaphore(value: 0), secondDone = DispatchSemaphore(value: 0)
+        Thread {
+            do { try fs.flush(f.ino, handle: h) } catch let e as FSError { first.withLock { $0 = e } } catch {}
+            firstDone.signal()
+        }.start()
+        XCTAssertEqual(store.entered.wait(timeout: .now() + 10), .success, "the first upload is in flight")
         try write(fs, f.ino, handle: h, at: 4, "more")
-        var second: FSError?
-        do { try fs.fsync(f.ino, handle: h) } catch { second = error }
-        usleep(1_200_000)
-        XCTAssertNil(first.withLock { $0 }); XCTAssertNil(second)
+        Thread {
+            do { try fs.fsync(f.ino, handle: h) } catch let e as FSError { second.withLock { $0 = e } } catch {}
+            secondDone.signal()
+        }.start()
+        // Let the fsync reach the store (or wait for the held upload) before the first upload goes on.
+        _ = secondDone.wait(timeout: .now() + 0.5)
+        store.release()
+        XCTAssertEqual(firstDone.wait(timeout: .now() + 10), .success)
+        XCTAssertEqual(secondDone.wait(timeout: .now() + 10), .success)
+        XCTAssertNil(first.withLock { $0 })
+        XCTAssertNil(second.withLock { $0 })
+        XCTAssertEqual(try body(base, "f"), "datamore")
     }
 
     // R6: writes after unlink must not keep the staged file alive.
