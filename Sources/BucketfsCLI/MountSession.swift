@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import ObjectStore
 import Records
 
 /// The mount's own session record: created at mount, its counters refreshed every few seconds from the store
