@@ -32,8 +32,8 @@ let package = Package(
 
         // Bottom layer: the ObjectStore contract and its backends. The only layer that does store I/O.
         .target(name: "ObjectStore", dependencies: ["CLibc", "CCurl", "COpenSSL", .product(name: "Logging", package: "swift-log")]),
-        // A Redis connection (RESP over TCP), shared by the redis lock strategy and the Redis record backend.
-        .target(name: "RedisClient", dependencies: ["CHiredis"]),
+        // A Redis connection (RESP over TCP or TLS), shared by the redis lock strategy and the Redis record backend.
+        .target(name: "RedisClient", dependencies: ["CHiredis", "COpenSSL"]),
         // Distributed advisory locks: file, object and Redis strategies, leases, renewal.
         .target(name: "Locking", dependencies: ["ObjectStore", "RedisClient", .product(name: "Logging", package: "swift-log"),
                                                .product(name: "CoreMetrics", package: "swift-metrics")]),
@@ -57,8 +57,9 @@ let package = Package(
         // Store decorators shared by the test targets (counting, failing, delaying, holding, quirky).
         .target(name: "TestSupport", dependencies: ["ObjectStore"], path: "Tests/TestSupport"),
         .testTarget(name: "ObjectStoreTests", dependencies: ["ObjectStore", "TestSupport"]),
-        .testTarget(name: "FileSystemTests", dependencies: ["FileSystem", "ObjectStore", "Locking", "TestSupport"]),
-        .testTarget(name: "CLITests", dependencies: ["BucketfsCLI", "FileSystem", "ObjectStore", "Records", "RedisClient"]),
+        .testTarget(name: "FileSystemTests", dependencies: ["FileSystem", "ObjectStore", "Locking", "Records", "TestSupport"]),
+        .testTarget(name: "CLITests", dependencies: ["BucketfsCLI", "FileSystem", "ObjectStore", "Records", "RedisClient",
+                                                     "Locking", "TestSupport"]),
         .testTarget(name: "LockingTests", dependencies: ["Locking", "RedisClient", "ObjectStore", "TestSupport"]),
         .testTarget(name: "RecordsTests", dependencies: ["Records", "RedisClient", "ObjectStore", "TestSupport"]),
     ],

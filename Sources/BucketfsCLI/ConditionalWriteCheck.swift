@@ -1,13 +1,12 @@
 import Logging
 import ObjectStore
 
-extension MountCommand {
+extension MountAssembly {
     /// Probes once at mount whether the store enforces conditional writes (see `ConditionalWriteProbe`). A store
     /// that ignores them cannot detect conflicting writers, and the object lock strategy would grant one lock to
     /// several mounts: that strategy is refused unless `lock_mode=best_effort` says to go on; every other case
     /// goes on with one warning. Local stores enforce them by construction and are not probed.
-    static func checkConditionalWrites(store: any ObjectStore, location: StoreLocation, configuration: Configuration,
-                                       locking: LockSetup, logger: Logger) throws(CLIError) {
+    func checkConditionalWrites(locking: LockSetup, logger: Logger) throws(CLIError) {
         switch location.kind {
         case .s3, .gcs: break
         default: return

@@ -3,12 +3,15 @@ import Foundation
 import Glibc
 import Synchronization
 
-/// One synchronous hiredis connection, shared by every thread of the process through a mutex: a lock
+/// One synchronous Redis connection, shared by every thread of the process through a mutex: a lock
 /// operation is a round trip or three, so one connection serves a mount well. Calls block the calling
 /// thread (never use it from Swift's cooperative pool).
 ///
+/// Commands go out as RESP over our own socket, plain or TLS (`rediss://`; hiredis 0.14 of Debian 12 has no
+/// TLS), and replies are parsed by hiredis' reader (the parser the RESP fuzz target exercises).
+///
 /// A broken connection (server restarted, idle socket closed) is replaced and the command sent once more; if
-/// that fails too the error is `LockError.unavailable`. A command may therefore run twice when the first
+/// that fails too the error is `RedisError.unavailable`. A command may therefore run twice when the first
 /// attempt reached the server before the connection broke: callers keep that harmless (see `RedisLockStrategy`).
 package final class RedisConnection: Sendable {
     package let endpoint: RedisEndpoint
@@ -16,8 +19,7 @@ package final class RedisConnection: Sendable {
     private let commandTimeout: Double
 
     private struct State: ~Copyable {
-        var context: UnsafeMutablePointer<redisContext>?
-        deinit { if let context { redisFree(context) } }
+        var session: Session?
     }
 
     private let state = Mutex(State())
@@ -38,12 +40,14 @@ package final class RedisConnection: Sendable {
         try state.withLock { (state: inout State) throws(RedisError) -> RedisValue in
             var lastFailure = ""
             for _ in 0..<2 {
-                if state.context == nil { state.context = try connect() }
-                guard let context = state.context else { break }
-                if let reply = send(context, arguments) { return reply }
-                lastFailure = Self.errorText(context)
-                redisFree(context)
-                state.context = nil
+                if state.session == nil { state.session = try connect() }
+                guard let session = state.session else { break }
+                do throws(RedisError) {
+                    return try session.call(arguments)
+                } catch {
+                    lastFailure = error.description
+                }
+                state.session = nil
                 brokenConnections.add(1, ordering: .releasing)
             }
             throw .unavailable("\(endpoint): \(lastFailure)")
@@ -52,77 +56,62 @@ package final class RedisConnection: Sendable {
 
     /// Drops the connection; the next command connects again.
     package func disconnect() {
-        state.withLock { state in
-            if let context = state.context { redisFree(context) }
-            state.context = nil
-        }
+        state.withLock { $0.session = nil }
     }
 
-    // MARK: hiredis
-
-    private func connect() throws(RedisError) -> UnsafeMutablePointer<redisContext> {
-        guard let context = redisConnectWithTimeout(endpoint.host, Int32(endpoint.port), Self.timeval(connectTimeout)) else {
-            throw .unavailable("\(endpoint): cannot allocate a connection")
+    private func connect() throws(RedisError) -> Session {
+        let socket: RedisSocket
+        do {
+            socket = try RedisSocket.connect(host: endpoint.host, port: endpoint.port, timeout: connectTimeout)
+        } catch {
+            throw .unavailable("\(endpoint): \(error.description)")
         }
-        guard context.pointee.err == 0 else {
-            let detail = Self.errorText(context)
-            redisFree(context)
-            throw .unavailable("\(endpoint): \(detail)")
+        let stream: any RedisStream
+        if let tls = endpoint.tls {
+            // The handshake is part of connecting, so it gets the connect timeout.
+            socket.setTimeout(connectTimeout)
+            do {
+                stream = try RedisTLSStream(socket: socket, host: endpoint.host, settings: tls)
+            } catch .invalid(let detail) {
+                throw .invalid("\(endpoint): \(detail)")
+            } catch {
+                throw .unavailable("\(endpoint): \(error.description)")
+            }
+        } else {
+            stream = socket
         }
-        // A server that stops answering must not hang a renewal or a FUSE request forever.
-        _ = redisSetTimeout(context, Self.timeval(commandTimeout))
+        socket.setTimeout(commandTimeout)
+        let session = try Session(stream: stream)
         var setup: [[String]] = []
         if let password = endpoint.password {
             setup.append(endpoint.username.map { ["AUTH", $0, password] } ?? ["AUTH", password])
         }
         if endpoint.db != 0 { setup.append(["SELECT", String(endpoint.db)]) }
         for arguments in setup {
-            guard let reply = send(context, arguments) else {
-                let detail = Self.errorText(context)
-                redisFree(context)
-                throw .unavailable("\(endpoint): \(arguments[0]): \(detail)")
+            let reply: RedisValue
+            do {
+                reply = try session.call(arguments)
+            } catch {
+                throw .unavailable("\(endpoint): \(arguments[0]): \(error.description)")
             }
             if case .error(let message) = reply {
-                redisFree(context)
                 // A refused password or database is a configuration error, not an outage.
                 throw .invalid("\(endpoint): \(arguments[0]) refused: \(message)")
             }
         }
-        return context
+        return session
     }
 
-    /// `nil` when the connection failed (the context's `err` says why).
-    private func send(_ context: UnsafeMutablePointer<redisContext>, _ arguments: [String]) -> RedisValue? {
-        // redisCommandArgv is binary-safe: it takes lengths, so the C strings need no terminator handling.
-        let buffers = arguments.map { Array($0.utf8) }
-        let lengths = buffers.map { $0.count }
-        let raw: UnsafeMutableRawPointer? = withPointers(buffers) { pointers in
-            var argv = pointers
-            return argv.withUnsafeMutableBufferPointer { argvBuffer in
-                lengths.withUnsafeBufferPointer { lengthBuffer in
-                    redisCommandArgv(context, Int32(arguments.count), argvBuffer.baseAddress, lengthBuffer.baseAddress)
-                }
-            }
+    /// RESP: `*<count>` then `$<length>` and the bytes of each argument (binary-safe).
+    static func encode(_ arguments: [String]) -> [UInt8] {
+        var bytes = Array("*\(arguments.count)\r\n".utf8)
+        for argument in arguments {
+            let utf8 = Array(argument.utf8)
+            bytes += Array("$\(utf8.count)\r\n".utf8)
+            bytes += utf8
+            bytes += [13, 10]
         }
-        guard let raw else { return nil }
-        let reply = raw.assumingMemoryBound(to: redisReply.self)
-        defer { freeReplyObject(raw) }
-        return Self.convert(reply)
-    }
-
-    /// Pins every argument's bytes while `body` runs and hands it their addresses.
-    private func withPointers<R>(_ buffers: [[UInt8]], _ body: ([UnsafePointer<CChar>?]) -> R) -> R {
-        var pointers: [UnsafePointer<CChar>?] = []
-        func pin(_ index: Int) -> R {
-            if index == buffers.count { return body(pointers) }
-            return buffers[index].withUnsafeBufferPointer { buffer in
-                // An empty argument still needs a valid address.
-                let address = buffer.baseAddress.map { UnsafeRawPointer($0) } ?? UnsafeRawPointer(("" as StaticString).utf8Start)
-                pointers.append(address.assumingMemoryBound(to: CChar.self))
-                return pin(index + 1)
-            }
-        }
-        return pin(0)
+        return bytes
     }
 
     static func convert(_ reply: UnsafeMutablePointer<redisReply>) -> RedisValue {
@@ -146,15 +135,42 @@ package final class RedisConnection: Sendable {
         }
     }
 
-    private static func errorText(_ context: UnsafeMutablePointer<redisContext>) -> String {
-        let text = withUnsafeBytes(of: context.pointee.errstr) { bytes in
-            String(decoding: bytes.prefix { $0 != 0 }, as: UTF8.self)
-        }
-        return text.isEmpty ? "connection error \(context.pointee.err)" : text
-    }
+    /// One open stream and the reader of its replies; used under the connection's mutex only.
+    private final class Session {
+        private let stream: any RedisStream
+        private let reader: UnsafeMutablePointer<redisReader>
 
-    private static func timeval(_ seconds: Double) -> Glibc.timeval {
-        let whole = seconds.rounded(.down)
-        return Glibc.timeval(tv_sec: Int(whole), tv_usec: Int((seconds - whole) * 1_000_000))
+        init(stream: any RedisStream) throws(RedisError) {
+            guard let reader = redisReaderCreate() else { throw .unavailable("cannot allocate a reply reader") }
+            self.stream = stream
+            self.reader = reader
+        }
+
+        deinit { redisReaderFree(reader) }
+
+        /// Any failure (I/O, a reply that is not RESP) leaves the session unusable: the caller drops it.
+        func call(_ arguments: [String]) throws(RedisError) -> RedisValue {
+            try stream.write(RedisConnection.encode(arguments))
+            while true {
+                var raw: UnsafeMutableRawPointer?
+                guard redisReaderGetReply(reader, &raw) == REDIS_OK else {
+                    let text = withUnsafeBytes(of: reader.pointee.errstr) { bytes in
+                        String(decoding: bytes.prefix { $0 != 0 }, as: UTF8.self)
+                    }
+                    throw .unavailable("protocol error: \(text)")
+                }
+                if let raw {
+                    defer { freeReplyObject(raw) }
+                    return RedisConnection.convert(raw.assumingMemoryBound(to: redisReply.self))
+                }
+                let bytes = try stream.read()
+                let fed = bytes.withUnsafeBufferPointer { buffer in
+                    buffer.baseAddress!.withMemoryRebound(to: CChar.self, capacity: buffer.count) {
+                        redisReaderFeed(reader, $0, buffer.count)
+                    }
+                }
+                guard fed == REDIS_OK else { throw .unavailable("protocol error: cannot buffer the reply") }
+            }
+        }
     }
 }
