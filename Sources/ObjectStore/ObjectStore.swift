@@ -92,7 +92,8 @@ extension ObjectStore {
     /// The default `uploadPartCopy`, a client-side UploadPartCopy: GET of the range (checked against
     /// `sourceVersion`), then UploadPart.
     public func uploadPartCopyByReading(_ key: String, uploadID: String, number: Int, source: String,
-                                        range: Range<UInt64>, sourceVersion: String?) throws(ObjectStoreError) -> String {
+                                        range: Range<UInt64>,
+                                        sourceVersion: String?) throws(ObjectStoreError) -> String {
         let data = try get(source, range: range)
         if let sourceVersion, data.info.version != sourceVersion { throw .preconditionFailed(key: source) }
         guard data.body.count == range.count else {
