@@ -139,23 +139,52 @@ final class RegressionTests: FileSystemTestCase {
     func testFlushDuringCreateMultipartStallsWholeFileSystem() throws {
         let base = MemoryObjectStore()
         try put(base, "other", "x")
-        let store = DelayingStore(base)
+        let store = CreateGateStore(base)
         let options = FileSystemOptions(prefix: "", uid: 1, gid: 1, metadataTTL: 0, negativeTTL: 0,
                                         cacheDirectory: try makeCacheDirectory(), multipartPartSize: 5 << 20)
         let fs = try FileSystem(store: store, options: options, logger: .init(label: "r7"))
         let (f, h) = try fs.create(parent: Self.root, name: "big", permissions: 0o644, flags: O_WRONLY, caller: caller)
-        store.createDelay.withLock { $0 = 3.0 }
         let part = [UInt8](repeating: 1, count: 5 << 20)
-        let w = Thread { part.withUnsafeBytes { _ = try? fs.write(f.ino, handle: h, offset: 0, data: $0) } }
-        w.start()
-        usleep(300_000)
-        let fl = Thread { try? fs.flush(f.ino, handle: h) }
-        fl.start()
-        usleep(300_000)
-        let start = Date()
-        _ = try? fs.getattr(Self.root)
-        let waited = Date().timeIntervalSince(start)
-        XCTAssertLessThan(waited, 0.5)
-        sleep(4)
+        let written = DispatchSemaphore(value: 0), flushed = DispatchSemaphore(value: 0)
+        Thread {
+            part.withUnsafeBytes { _ = try? fs.write(f.ino, handle: h, offset: 0, data: $0) }
+            written.signal()
+            try? fs.flush(f.ino, handle: h)
+            flushed.signal()
+        }.start()
+        XCTAssertEqual(store.entered.wait(timeout: .now() + 10), .success, "CreateMultipartUpload is in flight")
+        // While it is held, another operation answers: it must not wait for the store's reply.
+        let answered = DispatchSemaphore(value: 0)
+        Thread {
+            _ = try? fs.getattr(Self.root)
+            answered.signal()
+        }.start()
+        let stalled = answered.wait(timeout: .now() + 10) == .timedOut
+        store.release()
+        XCTAssertFalse(stalled, "getattr waited for CreateMultipartUpload")
+        XCTAssertEqual(written.wait(timeout: .now() + 10), .success)
+        XCTAssertEqual(flushed.wait(timeout: .now() + 10), .success)
+        if stalled { _ = answered.wait(timeout: .now() + 10) }
+        XCTAssertEqual(try base.head("big").size, UInt64(part.count))
+    }
+}
+
+/// Holds the first CreateMultipartUpload at the store's door until `release()`; `entered` says it arrived.
+private final class CreateGateStore: ForwardingObjectStore {
+    let base: any ObjectStore
+    let entered = DispatchSemaphore(value: 0)
+    private let gate = DispatchSemaphore(value: 0)
+    private let first = Mutex(true)
+
+    init(_ base: any ObjectStore) { self.base = base }
+
+    func release() { gate.signal() }
+
+    func createMultipartUpload(_ key: String, options: PutOptions) throws(ObjectStoreError) -> String {
+        if first.withLock({ was in defer { was = false }; return was }) {
+            entered.signal()
+            gate.wait()
+        }
+        return try base.createMultipartUpload(key, options: options)
     }
 }
