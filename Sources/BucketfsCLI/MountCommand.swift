@@ -102,7 +102,7 @@ struct MountCommand: ParsableCommand {
             let control = Self.controlSettings(configuration: configuration, source: location.description, records: records,
                                                separateRecords: m.recordsURL != nil, registry: registry, meter: meter,
                                                locking: locking)
-            let options = FileSystemOptions(prefix: location.prefix, uid: m.uid, gid: m.gid, filePermissions: m.fileMode,
+            var options = FileSystemOptions(prefix: location.prefix, uid: m.uid, gid: m.gid, filePermissions: m.fileMode,
                                             directoryPermissions: m.dirMode, readOnly: m.readOnly,
                                             metadataTTL: m.metadataTTL, negativeTTL: m.negativeTTL,
                                             cacheDirectory: m.cacheDir, readAheadBudget: m.readAheadMiB << 20,
@@ -113,6 +113,8 @@ struct MountCommand: ParsableCommand {
                                             stagingLimit: UInt64(m.stagingMaxMiB) << 20,
                                             recoveryContext: configuration.storeContext(for: location),
                                             blockCacheSize: UInt64(m.blockCacheMiB) << 20)
+            options.directoryMetadataInSidecar = Self.directoryMetadataInSidecar(
+                store: store, location: location, configuration: configuration, logger: logger)
             // Staged files a killed daemon left: uploaded conditionally or kept in the recovery folder.
             let recovery = RecoveryFolder(directory: m.cacheDir + "/recovery", store: meter.description,
                                           context: options.recoveryContext, logger: logger)
