@@ -1,6 +1,7 @@
 import Foundation
 import Glibc
 import Locking
+import RedisClient
 import Logging
 import ObjectStore
 

@@ -25,6 +25,8 @@ final class MeteredStore: ObjectStore {
     var prefersStreamingReads: Bool { base.prefersStreamingReads }
     var snapshot: Counters { counters.withLock { $0 } }
 
+    func validate() throws(ObjectStoreError) { try base.validate() }
+
     /// Runs one request and counts it; "not found" and "changed by another writer" are answers, not errors.
     /// `sent` is the body's size; `received` reads the result's.
     private func metered<T>(_ operation: String, sent: Int = 0, received: (T) -> Int = { _ in 0 },

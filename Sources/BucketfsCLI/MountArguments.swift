@@ -45,7 +45,7 @@ struct ConfigurationOptions: ParsableArguments {
 
     @Option(help: "How locks on files hold across mounts: object (a lock object in the bucket; default), redis, file (one host) or none (this mount only).")
     var lockStrategy: String?
-    @Option(help: "Redis for --lock-strategy redis: redis://[user:password@]host[:port][/db].")
+    @Option(help: "Redis for --lock-strategy redis: redis://[user:password@]host[:port][/db]; rediss://…[?ca=FILE] for TLS.")
     var redisURL: String?
     @Option(help: "Serve metrics (locks: attempts, failures, latency, hold time, renewals, lost) as Prometheus text on HOST:PORT.")
     var metricsAddr: String?

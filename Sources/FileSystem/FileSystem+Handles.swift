@@ -70,7 +70,7 @@ extension FileSystem {
             if file.prefetcher == nil {
                 file.prefetcher = ReadPrefetcher(store: store, key: keys.key(for: node.path), size: node.size,
                                                  settings: ReadPrefetcher.Settings(), budget: prefetchBudget,
-                                                 workers: workers)
+                                                 workers: workers, version: node.version)
                 s.files[handle] = file
             }
             return file.prefetcher

@@ -13,6 +13,11 @@ public protocol ObjectStore: Sendable {
     /// single request at the store's full single-stream rate) rather than by parallel ranged GETs.
     var prefersStreamingReads: Bool { get }
 
+    /// Checks that the store answers (the bucket exists, the credentials are accepted, the endpoint is reachable,
+    /// the directory is there), so that a command can report it in one line before doing anything. Cheap: one
+    /// request at most. The default (memory) has nothing to check.
+    func validate() throws(ObjectStoreError)
+
     func head(_ key: String) throws(ObjectStoreError) -> ObjectInfo
     /// The whole object, or `range` of it (clamped to the object's size, as HTTP ranges are).
     func get(_ key: String, range: Range<UInt64>?) throws(ObjectStoreError) -> ObjectData
@@ -56,6 +61,8 @@ public protocol ObjectStore: Sendable {
 
 extension ObjectStore {
     public var prefersStreamingReads: Bool { false }
+
+    public func validate() throws(ObjectStoreError) {}
 
     public func deleteObjects(_ keys: [String]) -> [Result<Void, ObjectStoreError>] {
         keys.map { key in

@@ -1,5 +1,6 @@
 import Foundation
 @testable import Locking
+import RedisClient
 import TestSupport
 import XCTest
 
@@ -132,7 +133,7 @@ final class RedisLockStrategyTests: XCTestCase {
         XCTAssertEqual(RedisEndpoint(host: "h", password: "pw", db: 1).description, "redis://***@h:6379/1")
         for bad in ["http://h", "redis://", "redis://h/x", "redis://h/-1"] {
             XCTAssertThrowsError(try RedisEndpoint(url: bad), bad) {
-                guard case LockError.invalid = $0 else { return XCTFail("got \($0)") }
+                guard case RedisError.invalid = $0 else { return XCTFail("got \($0)") }
             }
         }
     }

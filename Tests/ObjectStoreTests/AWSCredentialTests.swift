@@ -174,7 +174,7 @@ final class AWSCredentialTests: XCTestCase {
             bucket: "imds", region: "us-east-1", endpointURL: moto.endpoint,
             environment: ["HOME": directory, "AWS_EC2_METADATA_SERVICE_ENDPOINT": standIn.endpoint]))
         XCTAssertTrue(store.credentialSource.contains("IMDSv2"), store.credentialSource)
-        try store.validateBucket()
+        try store.validate()
         _ = try store.put("a", body: .data(Data("hello".utf8)), options: PutOptions())
         XCTAssertEqual(try store.get("a", range: nil).body, Data("hello".utf8))
         XCTAssertEqual(try standIn.stats()["imds_issued"] as? Int, 1)

@@ -64,7 +64,7 @@ final class GCSTokenTests: XCTestCase {
 
     func testWrongKeyIsUnauthorizedInOneLine() throws {
         let store = try makeStore(credentialsFile: try server.credentialsFile(wrongKey: true))
-        XCTAssertThrowsError(try store.validateBucket()) {
+        XCTAssertThrowsError(try store.validate()) {
             guard case ObjectStoreError.unauthorized(let detail) = $0 else { return XCTFail("got \($0)") }
             XCTAssertTrue(detail.contains("invalid_grant"), detail)
             XCTAssertFalse(detail.contains("\n"), detail)

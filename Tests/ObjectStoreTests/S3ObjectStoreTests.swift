@@ -181,7 +181,7 @@ final class S3ObjectStoreTests: XCTestCase {
 
     func testMissingBucket() throws {
         let store = try S3ObjectStore(configuration: configuration(bucket: "no-such-bucket-\(UUID().uuidString.prefix(8).lowercased())"))
-        XCTAssertThrowsError(try store.validateBucket()) {
+        XCTAssertThrowsError(try store.validate()) {
             guard case ObjectStoreError.noSuchBucket(let detail) = $0 else { return XCTFail("got \($0)") }
             XCTAssertTrue(detail.contains(moto.endpoint), detail)
         }
@@ -191,7 +191,7 @@ final class S3ObjectStoreTests: XCTestCase {
         XCTAssertThrowsError(try store.put("k", data: Data())) {
             guard case ObjectStoreError.noSuchBucket = $0 else { return XCTFail("got \($0)") }
         }
-        XCTAssertNoThrow(try makeStore().validateBucket())
+        XCTAssertNoThrow(try makeStore().validate())
     }
 
     /// The shared server does not check credentials (moto's default); a second one started with
@@ -202,7 +202,7 @@ final class S3ObjectStoreTests: XCTestCase {
         let store = try S3ObjectStore(configuration: S3Configuration(
             bucket: "any", region: "us-east-1", endpointURL: strict.endpoint, accessKeyID: "AKIAWRONG",
             secretAccessKey: "wrong", environment: [:]))
-        XCTAssertThrowsError(try store.validateBucket()) {
+        XCTAssertThrowsError(try store.validate()) {
             guard case ObjectStoreError.unauthorized(let detail) = $0 else { return XCTFail("got \($0)") }
             XCTAssertTrue(detail.contains("InvalidAccessKeyId"), detail)
         }
@@ -233,7 +233,7 @@ final class S3ObjectStoreTests: XCTestCase {
         XCTAssertEqual(store.attemptCount.load(ordering: .relaxed), 3, "one attempt and two retries")
 
         // The CLI's pre-mount check retries at most once and names the endpoint.
-        XCTAssertThrowsError(try store.validateBucket()) {
+        XCTAssertThrowsError(try store.validate()) {
             guard case ObjectStoreError.transport(let detail) = $0 else { return XCTFail("got \($0)") }
             XCTAssertTrue(detail.hasPrefix("cannot reach S3 endpoint http://127.0.0.1:\(port)"), detail)
         }

@@ -1,5 +1,5 @@
 import Foundation
-import Locking
+import RedisClient
 import ObjectStore
 import Records
 import TestSupport
