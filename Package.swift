@@ -8,6 +8,7 @@ let package = Package(
         .executable(name: "bucketfs", targets: ["bucketfs"]),
         .library(name: "ObjectStore", targets: ["ObjectStore"]),
         .library(name: "Locking", targets: ["Locking"]),
+        .library(name: "RedisClient", targets: ["RedisClient"]),
         .library(name: "Records", targets: ["Records"]),
         // For the fuzz targets (Fuzz/), which parse config files as the CLI does.
         .library(name: "BucketfsCLI", targets: ["BucketfsCLI"]),
@@ -31,18 +32,20 @@ let package = Package(
 
         // Bottom layer: the ObjectStore contract and its backends. The only layer that does store I/O.
         .target(name: "ObjectStore", dependencies: ["CLibc", "CCurl", "COpenSSL", .product(name: "Logging", package: "swift-log")]),
+        // A Redis connection (RESP over TCP or TLS), shared by the redis lock strategy and the Redis record backend.
+        .target(name: "RedisClient", dependencies: ["CHiredis", "COpenSSL"]),
         // Distributed advisory locks: file, object and Redis strategies, leases, renewal.
-        .target(name: "Locking", dependencies: ["ObjectStore", "CHiredis", .product(name: "Logging", package: "swift-log"),
+        .target(name: "Locking", dependencies: ["ObjectStore", "RedisClient", .product(name: "Logging", package: "swift-log"),
                                                .product(name: "CoreMetrics", package: "swift-metrics")]),
         // JSON record stores (sessions, checkpoints, upload states…) over any ObjectStore, Redis or PostgreSQL.
-        .target(name: "Records", dependencies: ["ObjectStore", "Locking", "CPostgres"]),
+        .target(name: "Records", dependencies: ["ObjectStore", "RedisClient", "CPostgres"]),
         // Filesystem behaviour without the kernel: inodes, caches, write staging, errno choice.
         .target(name: "FileSystem", dependencies: ["ObjectStore", "Locking", "Records", .product(name: "Logging", package: "swift-log")]),
         // libfuse3 low-level adapter: ops table, replies, session lifecycle.
         .target(name: "FuseBridge", dependencies: ["FileSystem", "CFuse", .product(name: "Logging", package: "swift-log")]),
         // CLI commands, config, daemon wiring.
         .target(name: "BucketfsCLI", dependencies: [
-            "ObjectStore", "Locking", "Records", "FileSystem", "FuseBridge", "CLibc",
+            "ObjectStore", "Locking", "RedisClient", "Records", "FileSystem", "FuseBridge", "CLibc",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Yams", package: "Yams"),
             .product(name: "Logging", package: "swift-log"),
@@ -51,13 +54,14 @@ let package = Package(
         ]),
         .executableTarget(name: "bucketfs", dependencies: ["BucketfsCLI"]),
 
-        // Store wrappers shared by the test targets (request counting).
+        // Store decorators shared by the test targets (counting, failing, delaying, holding, quirky).
         .target(name: "TestSupport", dependencies: ["ObjectStore"], path: "Tests/TestSupport"),
         .testTarget(name: "ObjectStoreTests", dependencies: ["ObjectStore", "TestSupport"]),
-        .testTarget(name: "FileSystemTests", dependencies: ["FileSystem", "ObjectStore", "Locking", "TestSupport"]),
-        .testTarget(name: "CLITests", dependencies: ["BucketfsCLI", "FileSystem", "ObjectStore", "Records"]),
-        .testTarget(name: "LockingTests", dependencies: ["Locking", "ObjectStore", "TestSupport"]),
-        .testTarget(name: "RecordsTests", dependencies: ["Records", "Locking", "ObjectStore", "TestSupport"]),
+        .testTarget(name: "FileSystemTests", dependencies: ["FileSystem", "ObjectStore", "Locking", "Records", "TestSupport"]),
+        .testTarget(name: "CLITests", dependencies: ["BucketfsCLI", "FileSystem", "ObjectStore", "Records", "RedisClient",
+                                                     "Locking", "TestSupport"]),
+        .testTarget(name: "LockingTests", dependencies: ["Locking", "RedisClient", "ObjectStore", "TestSupport"]),
+        .testTarget(name: "RecordsTests", dependencies: ["Records", "RedisClient", "ObjectStore", "TestSupport"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -13,6 +13,7 @@ let package = Package(
         .executableTarget(name: name, dependencies: [
             .product(name: "ObjectStore", package: "bucketfs"),
             .product(name: "Locking", package: "bucketfs"),
+            .product(name: "RedisClient", package: "bucketfs"),
             .product(name: "BucketfsCLI", package: "bucketfs"),
         ])
     },

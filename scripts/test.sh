@@ -4,11 +4,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
 
-# fuse3: mounts; libcurl/libssl: the S3 backend; hiredis + redis-server: the Redis lock strategy and its tests;
+# fuse3: mounts; libcurl/libssl: the S3 backend; hiredis + redis-server: the Redis lock strategy and its tests
+# (openssl: the certificates of the rediss:// tests);
 # attr: getfattr; util-linux: unshare (the no-/dev/fuse test), runuser; mount: mount -T/umount (fstab tests);
 # passwd: useradd/userdel (the ordinary-user mount); systemd: systemd-analyze verify (the unit file).
 # libpq-dev + postgresql: the PostgreSQL records backend and the server its tests start (initdb as user postgres).
-install_system_packages fuse3 libfuse3-dev pkg-config libcurl4-openssl-dev libssl-dev libhiredis-dev redis-server \
+install_system_packages fuse3 libfuse3-dev pkg-config libcurl4-openssl-dev libssl-dev libhiredis-dev redis-server openssl \
     attr util-linux mount passwd systemd libpq-dev postgresql
 # stress-ng: its flock/lockf/fcntl lock stressors run on two mounts at once (test_locks.py).
 install_system_packages stress-ng
@@ -17,6 +18,8 @@ install_system_packages stress-ng
 install_system_packages git tar rsync sqlite3 python3 libpython3.11-testsuite stress-ng
 # prometheus: the server test_metrics.py starts on loopback to scrape --metrics-addr.
 install_system_packages prometheus
+# libcap2-bin: capsh, which gives test_containers.py's sandboxes a container's capability set.
+install_system_packages libcap2-bin
 require_swift
 # pytest drives the real mounts; moto_server is the S3 the tests start on loopback; boto3 inspects it.
 python3 -c "import pytest, boto3, moto.server" 2>/dev/null || python3 -m pip install -q pytest boto3 "moto[server]"
@@ -40,5 +43,12 @@ echo "==> unit tests"
 swift test --skip-build --disable-swift-testing
 # In CI, the parsers of server replies and config files are fuzzed first (libFuzzer, 20 s per target).
 if [ "${CI:-}" = "true" ]; then echo "==> fuzzing"; scripts/fuzz.sh; fi
+# The .deb that test_package.py installs, mounts through /etc/fstab and purges: a release build (minutes on 2 cores),
+# so only in CI or when asked with BUCKETFS_TEST_PACKAGE=1; the test skips without it.
+if [ "${CI:-}" = "true" ] || [ "${BUCKETFS_TEST_PACKAGE:-}" = 1 ]; then
+    echo "==> building the .deb"
+    deb=$(scripts/package-deb.sh .build/deb | tee /dev/stderr | tail -n 1)
+    export BUCKETFS_DEB=$deb
+fi
 echo "==> real-mount tests"
 BUCKETFS_BIN="$PWD/.build/debug/bucketfs" python3 -m pytest -q Tests/integration "$@"

@@ -12,12 +12,10 @@ struct HealthCommand: ParsableCommand {
 
     func run() throws {
         let configuration = try settings.resolve()
-        let location: StoreLocation
-        do { location = try StoreLocation(parsing: source) } catch { throw CLIError("\(error)") }
-        let store = try MountCommand.openStore(location, configuration: configuration)
-        let records = try MountCommand.recordStores(configuration: configuration, location: location, store: store)
-        let locking = try LockSetup(configuration: configuration, location: location, store: store)
-        let data = MountCommand.healthJSON(meter: MeteredStore(store), records: records, locking: locking)
+        let assembly = try MountAssembly(source: source, configuration: configuration)
+        let health = MountHealth(meter: MeteredStore(assembly.store), records: try assembly.recordStores().backend,
+                                 locking: try assembly.lockSetup(), ttl: 0)
+        let data = health.document()
         FileHandle.standardOutput.write(data)
         if !String(decoding: data, as: UTF8.self).contains("\"status\" : \"healthy\"") { throw ExitCode(1) }
     }

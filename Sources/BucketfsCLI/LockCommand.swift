@@ -17,10 +17,7 @@ struct LockCommand: ParsableCommand {
     /// The store and strategy of SOURCE under the configuration given.
     static func setup(source: String, settings: ConfigurationOptions) throws(CLIError) -> LockSetup {
         let configuration = try settings.resolve()
-        let location: StoreLocation
-        do { location = try StoreLocation(parsing: source) } catch { throw CLIError("\(error)") }
-        let store = try MountCommand.openStore(location, configuration: configuration)
-        let setup = try LockSetup(configuration: configuration, location: location, store: store)
+        let setup = try MountAssembly(source: source, configuration: configuration).lockSetup()
         guard setup.strategy != nil else { throw CLIError("lock strategy \"none\" holds nothing outside a mount") }
         return setup
     }
@@ -57,6 +54,7 @@ struct LockCommand: ParsableCommand {
 
         func validate() throws {
             if command.isEmpty { throw ValidationError("no command given (put it after --)") }
+            try FlagBounds.check(wait, flag: "--wait", in: FlagBounds.lockWait, unit: "seconds")
         }
 
         func run() throws {

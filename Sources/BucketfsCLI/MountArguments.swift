@@ -45,12 +45,20 @@ struct ConfigurationOptions: ParsableArguments {
 
     @Option(help: "How locks on files hold across mounts: object (a lock object in the bucket; default), redis, file (one host) or none (this mount only).")
     var lockStrategy: String?
-    @Option(help: "Redis for --lock-strategy redis: redis://[user:password@]host[:port][/db].")
+    @Option(help: "Redis for --lock-strategy redis: redis://[user:password@]host[:port][/db]; rediss://…[?ca=FILE] for TLS.")
     var redisURL: String?
     @Option(help: "Serve metrics (locks: attempts, failures, latency, hold time, renewals, lost) as Prometheus text on HOST:PORT.")
     var metricsAddr: String?
     @Option(help: "Lease of a lock held across mounts, renewed at a third of it; how long a crashed mount's locks last (default 60).")
     var lockLeaseSeconds: Int?
+
+    /// The numeric flags, named as typed (`-o` values are checked by `Configuration`, named by their key).
+    func validate() throws {
+        try FlagBounds.check(uid.map(Int.init), flag: "--uid", in: Bounds.id)
+        try FlagBounds.check(gid.map(Int.init), flag: "--gid", in: Bounds.id)
+        try FlagBounds.check(metadataTTL, flag: "--metadata-ttl", in: Bounds.ttl, unit: "seconds")
+        try FlagBounds.check(lockLeaseSeconds, flag: "--lock-lease-seconds", in: Bounds.leaseSeconds)
+    }
 
     /// defaults < YAML < environment (`BUCKETFS_*`) < flags < -o
     func resolve(environment: [String: String] = ProcessInfo.processInfo.environment) throws(CLIError) -> Configuration {

@@ -39,38 +39,16 @@ struct MountCommand: ParsableCommand {
         try FuseConfiguration.requireAllowOtherPermitted(allowOther: configuration.mount.allowOther)
         try DaemonLauncher.prepareCacheDirectory(configuration.mount.cacheDir)
         // Open the store here as well, so that a missing bucket or directory is reported before forking off.
-        let store = try Self.openStore(location, configuration: configuration)
-        let locking = try LockSetup(configuration: configuration, location: location, store: store)
+        let assembly = try MountAssembly(location: location, configuration: configuration)
+        let locking = try assembly.lockSetup()
         try locking.validate()
 
         if foreground {
-            try serve(store: store, locking: locking, location: location, mountpoint: target,
-                      configuration: configuration)
+            try serve(assembly, locking: locking, mountpoint: target)
         } else {
             try DaemonLauncher.launch(source: location.description, mountpoint: target,
                                       arguments: Array(CommandLine.arguments.dropFirst()),
                                       logDirectory: configuration.mount.cacheDir + "/logs")
-        }
-    }
-
-    /// Opens the store and checks that it answers, so that a missing bucket, wrong credentials or an
-    /// unreachable endpoint end here with one line, before anything is mounted.
-    static func openStore(_ location: StoreLocation, configuration: Configuration) throws(CLIError) -> any ObjectStore {
-        do {
-            switch location.kind {
-            case .s3(let bucket, _):
-                let store = try location.makeStore(s3: configuration.s3Configuration(bucket: bucket))
-                if let s3 = store as? S3ObjectStore { try s3.validateBucket() }
-                return store
-            case .gcs(let bucket, _):
-                let store = try location.makeStore(s3: nil, gcs: configuration.gcsConfiguration(bucket: bucket))
-                if let gcs = store as? GCSObjectStore { try gcs.validateBucket() }
-                return store
-            default:
-                return try location.makeStore()
-            }
-        } catch {
-            throw CLIError("cannot open \(location): \(error)")
         }
     }
 
@@ -84,92 +62,50 @@ struct MountCommand: ParsableCommand {
     }
 
     /// The daemon proper: build the filesystem, mount, tell the launcher we're ready, serve until unmounted.
-    private func serve(store: any ObjectStore, locking: LockSetup, location: StoreLocation, mountpoint: String,
-                       configuration: Configuration) throws {
+    private func serve(_ assembly: MountAssembly, locking: LockSetup, mountpoint: String) throws {
         let readiness = ReadinessPipe.fromEnvironment()
         let systemd = SystemdNotifier.fromEnvironment()
         Self.boundMallocRetention()
+        let location = assembly.location
         do {
             var logger = Logger(label: "bucketfs")
-            logger.logLevel = Logger.Level(rawValue: configuration.mount.logLevel) ?? .info
-            let m = configuration.mount
-            try Self.checkConditionalWrites(store: store, location: location, configuration: configuration,
-                                            locking: locking, logger: logger)
+            logger.logLevel = Logger.Level(rawValue: assembly.configuration.mount.logLevel) ?? .info
+            let m = assembly.configuration.mount
+            try assembly.checkConditionalWrites(locking: locking, logger: logger)
             let registry = try Self.startMetrics(address: m.metricsAddress)
-            // Records: the mount's session (counters from the store meter) and the control directory.
-            let meter = MeteredStore(store)
-            let records = try Self.recordStores(configuration: configuration, location: location, store: store)
-            let control = Self.controlSettings(configuration: configuration, source: location.description, records: records,
-                                               separateRecords: m.recordsURL != nil, registry: registry, meter: meter,
-                                               locking: locking)
-            let options = FileSystemOptions(prefix: location.prefix, uid: m.uid, gid: m.gid, filePermissions: m.fileMode,
-                                            directoryPermissions: m.dirMode, readOnly: m.readOnly,
-                                            metadataTTL: m.metadataTTL, negativeTTL: m.negativeTTL,
-                                            cacheDirectory: m.cacheDir, readAheadBudget: m.readAheadMiB << 20,
-                                            multipartPartSize: Self.streamsUploads(location) && m.partSizeMiB > 0
-                                                ? m.partSizeMiB << 20 : nil,
-                                            multipartMaxInFlight: m.partsInFlight,
-                                            renameParallelism: m.renameParallelism,
-                                            stagingLimit: UInt64(m.stagingMaxMiB) << 20,
-                                            recoveryContext: configuration.storeContext(for: location),
-                                            blockCacheSize: UInt64(m.blockCacheMiB) << 20)
-            // Staged files a killed daemon left: uploaded conditionally or kept in the recovery folder.
-            let recovery = RecoveryFolder(directory: m.cacheDir + "/recovery", store: meter.description,
-                                          context: options.recoveryContext, logger: logger)
-            let staging: StagingJournal
-            do {
-                staging = try StagingJournal(directory: m.cacheDir + "/staging", store: meter.description,
-                                             context: options.recoveryContext, logger: logger)
-            } catch {
-                throw CLIError("\(error)")
-            }
-            // The mount's id names its session record and its event stream (events/<id>/).
-            let mountID = MountSession.newID()
-            let events = MountEvents(stream: mountID, log: records.events, logger: logger)
-            events.stagingRecovered(staging.recover(store: store, recovery: recovery))
-            let fileSystem: FileSystem
-            let journal = MountUploadJournal(uploads: records.uploads, logger: logger,
-                                             stagingDirectory: m.cacheDir + "/staging", mountID: staging.mountID,
-                                             events: events)
-            do {
-                fileSystem = try FileSystem(store: meter, options: options, logger: logger,
-                                            lockManager: locking.makeManager(logger: logger, onLost: events.lockLost),
-                                            lockResource: locking.resourceName, control: control,
-                                            uploadJournal: journal, stagingJournal: staging, events: events)
-            } catch {
-                throw CLIError("\(error)")
-            }
-            DaemonMetrics.shared.watch(fileSystem: fileSystem, cacheDirectory: m.cacheDir, store: store)
-            // Uploads a crashed daemon on this host left behind: content to the recovery folder, upload aborted.
-            journal.recoverInterrupted(store: store, recovery: recovery)
+            let parts = try assembly.assemble(locking: locking, registry: registry, logger: logger)
+            let fileSystem = parts.fileSystem
             let session = try FuseSession(
                 fileSystem: fileSystem, mountpoint: mountpoint,
                 options: FuseMountOptions(fsName: location.description, readOnly: m.readOnly, allowOther: m.allowOther,
                                           debug: m.logLevel == "trace"),
                 logger: logger)
             do { try session.mount() } catch {
-                throw CLIError("\(error)\(m.allowOther && getuid() != 0 ? " (allow_other needs user_allow_other in /etc/fuse.conf)" : "")")
+                let needsFuseConf = m.allowOther && getuid() != 0
+                let hint = needsFuseConf ? " (allow_other needs user_allow_other in /etc/fuse.conf)" : ""
+                throw CLIError("\(error)\(hint)")
             }
             let registration = MountRegistry.register(source: location.description, mountpoint: mountpoint)
             registration?.refresh(every: 2, pendingUploads: { fileSystem.pendingUploadCount },
                                   heldLocks: { fileSystem.heldLockLeases.map(\.resource) })
             let mountMetadata: [String: JSONValue] = [
-                "host": .string(ProcessInfo.processInfo.hostName), "uid": .integer(Int64(getuid())), "pid": .integer(Int64(getpid())),
-                "source": .string(location.description), "mount_point": .string(mountpoint), "version": .string(BucketfsCommand.version),
+                "host": .string(ProcessInfo.processInfo.hostName), "uid": .integer(Int64(getuid())),
+                "pid": .integer(Int64(getpid())), "source": .string(location.description),
+                "mount_point": .string(mountpoint), "version": .string(BucketfsCommand.version),
             ]
-            let mountSession = MountSession(id: mountID, stores: records, meter: meter, logger: logger, metadata: mountMetadata)
-            mountSession?.refresh(every: 5)
-            events.emit(MountEventType.mounted, mountMetadata)
-            logger.info("mounted", metadata: ["source": "\(location)", "mountpoint": "\(mountpoint)", "pid": "\(getpid())"])
+            let mountSession = parts.startSession(metadata: mountMetadata, logger: logger)
+            parts.events.emit(MountEventType.mounted, mountMetadata)
+            logger.info("mounted",
+                        metadata: ["source": "\(location)", "mountpoint": "\(mountpoint)", "pid": "\(getpid())"])
             readiness?.signalReady()
             systemd?.ready(status: "serving \(location) at \(mountpoint)")
             let signal = session.run()
-            withExtendedLifetime(staging) {}    // its lock marks this run's staged files as owned until here
+            withExtendedLifetime(parts.staging) {}    // its lock marks this run's staged files as owned until here
             systemd?.stopping()
             registration?.remove()
             mountSession?.end(status: signal == 0 ? "unmounted" : "stopped")
-            events.emit(MountEventType.unmounted, ["status": .string(signal == 0 ? "unmounted" : "stopped"),
-                                                   "signal": .integer(Int64(signal))])
+            parts.events.emit(MountEventType.unmounted, ["status": .string(signal == 0 ? "unmounted" : "stopped"),
+                                                         "signal": .integer(Int64(signal))])
             logger.info("unmounted", metadata: ["mountpoint": "\(mountpoint)", "signal": "\(signal)"])
         } catch {
             readiness?.signalFailure("\(error)")
@@ -190,14 +126,6 @@ extension MountCommand {
         try MetricsEndpoint(address: address, registry: registry).start()
         return registry
     }
-
-    /// Streaming multipart pays on remote stores; on the local backend assembling parts is only an extra copy.
-    static func streamsUploads(_ location: StoreLocation) -> Bool {
-        switch location.kind {
-        case .s3, .gcs: return true
-        default: return false
-        }
-    }
 }
 
 struct UnmountCommand: ParsableCommand {
@@ -209,6 +137,10 @@ struct UnmountCommand: ParsableCommand {
 
     @Option(help: "Seconds to wait for the daemon to finish uploading and exit.")
     var timeout: Double = 120
+
+    func validate() throws {
+        try FlagBounds.check(timeout, flag: "--timeout", in: FlagBounds.unmountTimeout, unit: "seconds")
+    }
 
     func run() throws {
         let path = MountPointCheck.absolute(mountpoint)

@@ -28,6 +28,8 @@ enum MountPointCheck {
         return full
     }
 
+    /// FUSE needs two things a container does not get by default, checked here so that a missing one is one line
+    /// naming the container flag that gives it: the device, and CAP_SYS_ADMIN for mount(2).
     static func requireFuseDevice() throws(CLIError) {
         // Users other than root open the device too (libfuse then mounts through the setuid fusermount3).
         if getuid() != 0, access("/dev/fuse", F_OK) == 0 {
@@ -37,11 +39,40 @@ enum MountPointCheck {
             guard FuseConfiguration.fusermountPath() != nil else {
                 throw CLIError("fusermount3 is missing: install fuse3 (users other than root mount through it)")
             }
+            guard mayGainSysAdmin() else { throw CLIError(sysAdminMissing) }
             return
         }
-        guard access("/dev/fuse", R_OK | W_OK) == 0 else {
-            throw CLIError("/dev/fuse is missing or not accessible: install fuse3, or run the container with --device /dev/fuse --cap-add SYS_ADMIN")
+        // Opened, not only access()ed: a device cgroup (a container without --device) refuses the open itself.
+        let fd = open("/dev/fuse", O_RDWR | O_CLOEXEC)
+        let deviceError = fd < 0 ? errno : 0
+        if fd >= 0 { close(fd) }
+        switch (deviceError, mayGainSysAdmin()) {
+        case (0, true):
+            return
+        case (0, false):
+            throw CLIError(sysAdminMissing)
+        case (let error, let capable):
+            let problem = error == ENOENT ? "/dev/fuse is missing" : "/dev/fuse cannot be opened (\(String(cString: strerror(error))))"
+            guard capable else {
+                throw CLIError("\(problem), and CAP_SYS_ADMIN is missing: run the container with --device /dev/fuse --cap-add SYS_ADMIN")
+            }
+            throw CLIError("\(problem): install fuse3 (modprobe fuse) on a host, or run the container with --device /dev/fuse")
         }
+    }
+
+    static let sysAdminMissing = "CAP_SYS_ADMIN is missing, which mount(2) needs (also through the setuid fusermount3): run the container with --cap-add SYS_ADMIN"
+
+    /// Whether mount(2) can be reached: CAP_SYS_ADMIN in this process's effective set, or in its bounding set,
+    /// which caps what the setuid fusermount3 (libfuse's fallback on EPERM) gains. Unreadable /proc: assume yes.
+    static func mayGainSysAdmin() -> Bool {
+        guard let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8) else { return true }
+        let sysAdmin: UInt64 = 1 << 21    // CAP_SYS_ADMIN
+        var found = false
+        for line in status.split(separator: "\n") where line.hasPrefix("CapEff:") || line.hasPrefix("CapBnd:") {
+            guard let mask = UInt64(line.split(separator: "\t").last ?? "", radix: 16) else { return true }
+            found = found || mask & sysAdmin != 0
+        }
+        return found
     }
 
     /// The filesystem type mounted exactly at `path`, from /proc/self/mountinfo, or nil.

@@ -9,7 +9,7 @@ enum RecordsAccess {
         let configuration = try settings.resolve()
         do {
             return try RecordStores.backend(url: source, recordsPrefix: configuration.mount.recordsPrefix) { location in
-                try MountCommand.openStore(location, configuration: configuration)
+                try MountAssembly.openStore(location, configuration: configuration)
             }
         } catch {
             throw CLIError("\(error)")

@@ -102,7 +102,7 @@ struct RecoverCommand: ParsableCommand {
             }
             // The endpoint and region of the mount that saved it, unless given now.
             configuration.adopt(storeContext: entry.context)
-            let store = try MountCommand.openStore(location, configuration: configuration)
+            let store = try MountAssembly.openStore(location, configuration: configuration)
             let target = key ?? entry.key
             let condition = force ? PutCondition.none : pushCondition(for: entry, target: target)
             do {

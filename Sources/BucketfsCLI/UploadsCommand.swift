@@ -29,12 +29,15 @@ struct UploadsCommand: ParsableCommand {
         @Option(help: "Hours without an update.") var olderThan: Double = 24
         @OptionGroup var settings: ConfigurationOptions
 
+        func validate() throws {
+            try FlagBounds.check(olderThan, flag: "--older-than", in: FlagBounds.idleHours, unit: "hours")
+        }
+
         func run() throws {
             let configuration = try settings.resolve()
-            let location: StoreLocation
-            do { location = try StoreLocation(parsing: source) } catch { throw CLIError("\(error)") }
-            let store = try MountCommand.openStore(location, configuration: configuration)
-            let stores = try MountCommand.recordStores(configuration: configuration, location: location, store: store)
+            let assembly = try MountAssembly(source: source, configuration: configuration)
+            let store = assembly.store
+            let stores = try assembly.recordStores()
             for state in try RecordsAccess.attempt({ try stores.uploads.cleanupStale(maxAgeHours: olderThan) }) {
                 do {
                     try store.abortMultipartUpload(state.key, uploadID: state.uploadID)

@@ -1,4 +1,5 @@
 import Foundation
+import RedisClient
 import Synchronization
 
 /// Locks in Redis: the hash `bucketfs:lock:<resource>` has one field per holder, `<owner id>:<token>` →
@@ -303,14 +304,14 @@ public final class RedisLockStrategy: LockStrategy {
             for _ in 0..<2 {
                 var hash = scriptHashes.withLock { $0[script] }
                 if hash == nil {
-                    let loaded = try connection.command(["SCRIPT", "LOAD", script])
+                    let loaded = try connection.lockCommand(["SCRIPT", "LOAD", script])
                     if case .error(let message) = loaded { throw .unavailable("\(endpoint): SCRIPT LOAD: \(message)") }
                     hash = loaded.text
                     guard let hash else { throw .unavailable("\(endpoint): unexpected reply to SCRIPT LOAD") }
                     scriptHashes.withLock { $0[script] = hash }
                 }
                 arguments[1] = hash!
-                let reply = try connection.command(arguments)
+                let reply = try connection.lockCommand(arguments)
                 // A restarted server has forgotten the script: load it again.
                 if case .error(let message) = reply, message.hasPrefix("NOSCRIPT") {
                     scriptHashes.withLock { $0[script] = nil }
@@ -322,7 +323,7 @@ public final class RedisLockStrategy: LockStrategy {
             arguments[0] = "EVAL"
             arguments[1] = script
         }
-        let reply = try connection.command(arguments)
+        let reply = try connection.lockCommand(arguments)
         if case .error(let message) = reply { throw .unavailable("\(endpoint): \(arguments[0]): \(message)") }
         return reply
     }

@@ -1,4 +1,5 @@
 import Foundation
+import RedisClient
 import Synchronization
 
 /// Waits on the stream `bucketfs:lockevents` to which every release and downgrade of the redis strategy adds
@@ -26,7 +27,7 @@ final class RedisReleaseFeed: LockReleaseFeed {
         do {
             if lastID == nil { lastID = try newestID() }
             let block = max(1, Int(min(timeout, Self.longestBlock) * 1000))
-            let reply = try connection.command(["XREAD", "COUNT", "1000", "BLOCK", String(block), "STREAMS",
+            let reply = try connection.lockCommand(["XREAD", "COUNT", "1000", "BLOCK", String(block), "STREAMS",
                                                 RedisLockStrategy.eventStream, lastID ?? "0-0"])
             if case .error = reply { throw LockError.unavailable("XREAD refused") }
             var released: Set<String> = []
@@ -55,7 +56,7 @@ final class RedisReleaseFeed: LockReleaseFeed {
 
     /// Where to start: the newest entry now (earlier releases are of no interest to a waiter that starts now).
     private func newestID() throws -> String {
-        let reply = try connection.command(["XREVRANGE", RedisLockStrategy.eventStream, "+", "-", "COUNT", "1"])
+        let reply = try connection.lockCommand(["XREVRANGE", RedisLockStrategy.eventStream, "+", "-", "COUNT", "1"])
         guard case .array(let entries) = reply, case .array(let entry)? = entries.first, let id = entry.first?.text
         else { return "0-0" }
         return id

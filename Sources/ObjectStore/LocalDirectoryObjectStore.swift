@@ -47,6 +47,12 @@ public final class LocalDirectoryObjectStore: ObjectStore {
         }
     }
 
+    /// The root is still a directory (it was at `init`; a mount may start long after).
+    public func validate() throws(ObjectStoreError) {
+        var status = stat()
+        guard stat(root, &status) == 0, Self.isDirectory(status) else { throw .noSuchBucket(root) }
+    }
+
     // MARK: Reading
 
     public func head(_ key: String) throws(ObjectStoreError) -> ObjectInfo {

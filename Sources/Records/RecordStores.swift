@@ -1,5 +1,5 @@
 import Foundation
-import Locking
+import RedisClient
 import ObjectStore
 
 /// Every record store over one backend.
@@ -35,14 +35,15 @@ public struct RecordStores: Sendable {
         self.init(backend: ObjectStoreRecordBackend(store: store, prefix: mountPrefix + Self.normalized(recordsPrefix)), ttl: ttl)
     }
 
-    /// A backend from a URL: `redis://[:password@]host[:port][/db]` (keys `bucketfs:records:<key>`),
+    /// A backend from a URL: `redis://[:password@]host[:port][/db]` (keys `bucketfs:records:<key>`; `rediss://`
+    /// for TLS, see `RedisEndpoint`),
     /// `postgres://[user@]host[:port]/db` (table `bucketfs_records`; `postgresql://` too), or any mount
     /// source (`s3://`, `gs://`, `file://`, `memory://`), whose records are under `<prefix><recordsPrefix>`.
     /// `makeStore` builds the object store (the CLI passes its configured S3/GCS settings).
     public static func backend(url: String, recordsPrefix: String = defaultPrefix,
                                makeStore: (StoreLocation) throws -> any ObjectStore = { try $0.makeStore() })
         throws(RecordError) -> any RecordBackend {
-        if url.lowercased().hasPrefix("redis://") {
+        if url.lowercased().hasPrefix("redis://") || url.lowercased().hasPrefix("rediss://") {
             do {
                 return RedisRecordBackend(endpoint: try RedisEndpoint(url: url))
             } catch {

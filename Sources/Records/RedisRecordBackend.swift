@@ -1,10 +1,10 @@
 import Foundation
-import Locking
+import RedisClient
 
 /// Records in Redis: each key is a hash `<namespace><key>` with fields `data` (the JSON bytes) and `version`
 /// (a fresh UUID per write). Create and replace are Lua scripts, so each is one atomic step on the server.
 ///
-/// The connection is Locking's `RedisConnection`: a command may be sent twice when the connection broke after
+/// The connection is RedisClient's `RedisConnection`: a command may be sent twice when the connection broke after
 /// the server ran it, so the scripts treat "the version is already the one I was writing" as success.
 public final class RedisRecordBackend: RecordBackend {
     public let endpoint: RedisEndpoint
@@ -93,8 +93,10 @@ public final class RedisRecordBackend: RecordBackend {
         let reply: RedisValue
         do {
             reply = try connection.command(arguments)
+        } catch .invalid(let detail) {
+            throw .invalid(detail)
         } catch {
-            throw .unavailable(String(describing: error))
+            throw .unavailable(error.description)
         }
         if case .error(let message) = reply { throw .unavailable("\(endpoint): \(arguments[0]): \(message)") }
         return reply

@@ -1,6 +1,7 @@
 @testable import BucketfsCLI
 import Foundation
 import Locking
+import RedisClient
 import ObjectStore
 import XCTest
 
@@ -33,7 +34,7 @@ final class RedactionTests: XCTestCase {
         for secret in ["s3cr3t", "pa55", "r3c"] { XCTAssertFalse(yaml.contains(secret), yaml) }
         XCTAssertTrue(yaml.contains("minio.example:9000"), yaml)
         XCTAssertTrue(yaml.contains("alice"), yaml)
-        let json = String(decoding: MountCommand.configJSON(configuration, source: "s3://bucket/prefix/"), as: UTF8.self)
+        let json = String(decoding: MountAssembly.configJSON(configuration, source: "s3://bucket/prefix/"), as: UTF8.self)
         for secret in ["s3cr3t", "pa55", "r3c"] { XCTAssertFalse(json.contains(secret), json) }
         XCTAssertTrue(json.contains("minio.example"), json)
     }

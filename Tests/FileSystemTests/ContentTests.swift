@@ -2,6 +2,7 @@ import FileSystem
 import Foundation
 import Glibc
 import ObjectStore
+import TestSupport
 import XCTest
 
 /// File content: create and upload on close, overwrites, truncation, metadata changes, conflicts with other

@@ -3,44 +3,8 @@ import Foundation
 import Glibc
 import ObjectStore
 import Synchronization
+import TestSupport
 import XCTest
-
-/// Forwards to another store, with delays and failures a test can switch on.
-final class DelayingStore: ObjectStore {
-    let base: any ObjectStore
-    let putDelays = Mutex<[Double]>([])
-    let failGets = Mutex(0)
-    init(_ base: any ObjectStore) { self.base = base }
-    var description: String { base.description }
-    var supportsConditionalWrites: Bool { true }
-    func head(_ key: String) throws(ObjectStoreError) -> ObjectInfo { try base.head(key) }
-    func get(_ key: String, range: Range<UInt64>?) throws(ObjectStoreError) -> ObjectData {
-        let fail = failGets.withLock { n -> Bool in if n > 0 { n -= 1; return true }; return false }
-        if fail { throw .transport("flaky") }
-        return try base.get(key, range: range)
-    }
-    func list(_ request: ListRequest) throws(ObjectStoreError) -> ListPage { try base.list(request) }
-    func put(_ key: String, body: PutBody, options: PutOptions) throws(ObjectStoreError) -> ObjectInfo {
-        let d = putDelays.withLock { $0.isEmpty ? 0 : $0.removeFirst() }
-        if d > 0 { usleep(UInt32(d * 1e6)) }
-        return try base.put(key, body: body, options: options)
-    }
-    func delete(_ key: String, condition: DeleteCondition) throws(ObjectStoreError) { try base.delete(key, condition: condition) }
-    func copy(from source: String, to destination: String, metadata: ObjectMetadata?, condition: PutCondition) throws(ObjectStoreError) -> ObjectInfo {
-        try base.copy(from: source, to: destination, metadata: metadata, condition: condition)
-    }
-    let createDelay = Mutex(0.0)
-    func createMultipartUpload(_ key: String, options: PutOptions) throws(ObjectStoreError) -> String {
-        let d = createDelay.withLock { $0 }
-        if d > 0 { usleep(UInt32(d * 1e6)) }
-        return try base.createMultipartUpload(key, options: options) }
-    func uploadPart(_ key: String, uploadID: String, number: Int, body: PutBody) throws(ObjectStoreError) -> String { try base.uploadPart(key, uploadID: uploadID, number: number, body: body) }
-    func completeMultipartUpload(_ key: String, uploadID: String, parts: [CompletedPart], condition: PutCondition) throws(ObjectStoreError) -> ObjectInfo {
-        try base.completeMultipartUpload(key, uploadID: uploadID, parts: parts, condition: condition)
-    }
-    func abortMultipartUpload(_ key: String, uploadID: String) throws(ObjectStoreError) { try base.abortMultipartUpload(key, uploadID: uploadID) }
-    func listMultipartUploads(prefix: String) throws(ObjectStoreError) -> [MultipartUploadInfo] { try base.listMultipartUploads(prefix: prefix) }
-}
 
 /// Regressions found in review: each failed before its fix.
 final class RegressionTests: FileSystemTestCase {

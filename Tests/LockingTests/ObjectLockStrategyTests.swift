@@ -5,30 +5,14 @@ import TestSupport
 import XCTest
 
 /// The object strategy over the in-memory store.
-final class MemoryObjectLockTests: XCTestCase {
+final class MemoryObjectLockTests: LockingStrategyTestCase {
     private var store: MemoryObjectStore!
-    private var suite: LockingSuite!
 
     override func setUp() {
         let store = MemoryObjectStore()
         self.store = store
         suite = LockingSuite(makeStrategy: { ObjectLockStrategy(store: store, prefix: "mnt/") })
     }
-
-    // MARK: The shared suite
-
-    func testExclusionAndTokens() throws { try suite.exclusionAndTokens() }
-    func testExpiryTakeover() throws { try suite.expiryTakeover() }
-    func testRenewExtends() throws { try suite.renewExtends() }
-    func testHoldersListing() throws { try suite.holdersListing() }
-    func testRacingAcquirers() throws { try suite.racingAcquirers() }
-    func testManagerRenews() throws { try suite.managerRenews() }
-    func testManagerWaits() throws { try suite.managerWaits() }
-    func testWithLockHelper() throws { try suite.withLockHelper() }
-    func testInvalidRequests() throws { try suite.invalidRequests() }
-    func testSharedLeases() throws { try suite.sharedLeases() }
-    func testExpiredSharerIsDropped() throws { try suite.expiredSharerIsDropped() }
-    func testReleaseFeedHearsRelease() throws { try suite.releaseFeedHearsRelease() }
 
     // MARK: Object specifics
 
@@ -105,9 +89,8 @@ final class MemoryObjectLockTests: XCTestCase {
 }
 
 /// The object strategy over a local directory (each client opens its own store on the same root).
-final class LocalDirectoryObjectLockTests: XCTestCase {
+final class LocalDirectoryObjectLockTests: LockingStrategyTestCase {
     private var root = ""
-    private var suite: LockingSuite!
 
     override func setUpWithError() throws {
         root = FileManager.default.temporaryDirectory.appendingPathComponent("bucketfs-objlocks-\(UUID().uuidString)").path
@@ -121,27 +104,12 @@ final class LocalDirectoryObjectLockTests: XCTestCase {
         super.tearDown()
     }
 
-    // MARK: The shared suite
-
-    func testExclusionAndTokens() throws { try suite.exclusionAndTokens() }
-    func testExpiryTakeover() throws { try suite.expiryTakeover() }
-    func testRenewExtends() throws { try suite.renewExtends() }
-    func testHoldersListing() throws { try suite.holdersListing() }
-    func testRacingAcquirers() throws { try suite.racingAcquirers() }
-    func testManagerRenews() throws { try suite.managerRenews() }
-    func testManagerWaits() throws { try suite.managerWaits() }
-    func testWithLockHelper() throws { try suite.withLockHelper() }
-    func testInvalidRequests() throws { try suite.invalidRequests() }
-    func testSharedLeases() throws { try suite.sharedLeases() }
-    func testExpiredSharerIsDropped() throws { try suite.expiredSharerIsDropped() }
-    func testReleaseFeedHearsRelease() throws { try suite.releaseFeedHearsRelease() }
 }
 
 /// The object strategy over S3 (moto on loopback; one server for the class, a bucket per test).
-final class S3ObjectLockTests: XCTestCase {
+final class S3ObjectLockTests: LockingStrategyTestCase {
     nonisolated(unsafe) private static var moto: MotoServer?
     nonisolated(unsafe) private static var startError: (any Error)?
-    private var suite: LockingSuite!
 
     override class func setUp() {
         super.setUp()
@@ -162,20 +130,6 @@ final class S3ObjectLockTests: XCTestCase {
         suite = LockingSuite(makeStrategy: { ObjectLockStrategy(store: try moto.makeStore(bucket: bucket), prefix: "mnt/") })
     }
 
-    // MARK: The shared suite
-
-    func testExclusionAndTokens() throws { try suite.exclusionAndTokens() }
-    func testExpiryTakeover() throws { try suite.expiryTakeover() }
-    func testRenewExtends() throws { try suite.renewExtends() }
-    func testHoldersListing() throws { try suite.holdersListing() }
-    func testRacingAcquirers() throws { try suite.racingAcquirers() }
-    func testManagerRenews() throws { try suite.managerRenews() }
-    func testManagerWaits() throws { try suite.managerWaits() }
-    func testWithLockHelper() throws { try suite.withLockHelper() }
-    func testInvalidRequests() throws { try suite.invalidRequests() }
-    func testSharedLeases() throws { try suite.sharedLeases() }
-    func testExpiredSharerIsDropped() throws { try suite.expiredSharerIsDropped() }
-    func testReleaseFeedHearsRelease() throws { try suite.releaseFeedHearsRelease() }
 }
 
 extension MemoryObjectLockTests {

@@ -73,7 +73,7 @@ final class GCSExternalAccountTests: XCTestCase {
     func testRejectedSubjectTokenIsOneLine() throws {
         let store = try makeStore(try credentialsFile(impersonate: true))
         try "".write(toFile: standIn.subjectFile, atomically: true, encoding: .utf8)
-        XCTAssertThrowsError(try store.validateBucket()) {
+        XCTAssertThrowsError(try store.validate()) {
             XCTAssertTrue("\($0)".contains("subject token"), "\($0)")
             XCTAssertFalse("\($0)".contains("\n"))
         }

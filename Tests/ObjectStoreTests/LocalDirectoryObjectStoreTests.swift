@@ -189,6 +189,16 @@ final class LocalDirectoryObjectStoreTests: XCTestCase {
         }
     }
 
+    /// `validate()` looks again: a root removed after the store was opened is reported as the missing bucket.
+    func testValidateReportsARootRemovedSinceOpening() throws {
+        let (store, root) = try makeStore()
+        XCTAssertNoThrow(try store.validate())
+        try FileManager.default.removeItem(atPath: root)
+        XCTAssertThrowsError(try store.validate()) {
+            XCTAssertEqual($0 as? ObjectStoreError, .noSuchBucket(root))
+        }
+    }
+
     func testAbortRemovesStaging() throws {
         let (store, root) = try makeStore()
         let upload = try store.createMultipartUpload("k", options: PutOptions())

@@ -1,16 +1,21 @@
-"""A loopback HTTP proxy that injects faults between bucketfs and moto_server (or any HTTP object store).
+"""A loopback HTTP proxy that injects faults between bucketfs and moto_server, fake-gcs-server or any HTTP store.
 
-Each request is matched against `proxy.plan(method, path, headers)`, which returns one action:
+Each request is matched against `proxy.plan(method, path, headers)` (with `plan_takes_body`, also the request
+body: a GCS multipart upload names its object in the body), which returns one action:
 
 - "pass"         forward as is
 - "strip"        forward without If-None-Match / If-Match (a server that ignores conditional writes)
 - "500", "503"   answer that status without forwarding
 - "slowdown"     answer 503 with the S3 SlowDown error, without forwarding
+- "429"          answer 429 with GCS's rateLimitExceeded error, without forwarding
 - "reset"        close the connection (RST) before forwarding
 - "stall"        forward, send the headers and half the body, wait `stall_seconds`, then cut the connection
 - "drop"         forward (the server applies the request), then close without answering
 
 `proxy.injected` counts the actions taken other than "pass"; `proxy.requests` counts every request.
+Response headers that name the upstream (a GCS resumable session's `Location`) are rewritten to name the proxy,
+so that the session's requests come through it too (and the daemon, which refuses a session on another host,
+accepts them).
 Bounded by construction: the plan decides, the test bounds the plan.
 """
 import collections
@@ -26,6 +31,8 @@ HOP_BY_HOP = {"connection", "keep-alive", "proxy-connection", "transfer-encoding
               "expect"}
 SLOWDOWN = (b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>SlowDown</Code>'
             b'<Message>Please reduce your request rate.</Message></Error>')
+RATE_LIMITED = (b'{"error": {"code": 429, "message": "The rate of change requests to the object is too high.",'
+                b' "errors": [{"reason": "rateLimitExceeded"}]}}')
 
 
 class FaultProxy:
@@ -33,6 +40,7 @@ class FaultProxy:
         self.upstream_port = upstream_port
         self.stall_seconds = stall_seconds
         self.plan = lambda method, path, headers: "pass"
+        self.plan_takes_body = False
         self.injected = collections.Counter()
         self.requests = collections.Counter()
         self.lock = threading.Lock()
@@ -47,16 +55,19 @@ class FaultProxy:
             def do_any(self):
                 body = self._read_body()
                 with proxy.lock:
-                    action = proxy.plan(self.command, self.path, self.headers)
+                    if proxy.plan_takes_body:
+                        action = proxy.plan(self.command, self.path, self.headers, body or b"")
+                    else:
+                        action = proxy.plan(self.command, self.path, self.headers)
                     proxy.requests[self.command] += 1
                     if action != "pass":
                         proxy.injected[action] += 1
-                if action in ("500", "503", "slowdown"):
+                if action in ("500", "503", "slowdown", "429"):
                     status = 503 if action == "slowdown" else int(action)
-                    payload = SLOWDOWN if action == "slowdown" else b""
+                    payload = {"slowdown": SLOWDOWN, "429": RATE_LIMITED}.get(action, b"")
                     self.send_response(status)
                     self.send_header("Content-Length", str(len(payload)))
-                    self.send_header("Content-Type", "application/xml")
+                    self.send_header("Content-Type", "application/json" if action == "429" else "application/xml")
                     self.end_headers()
                     self.wfile.write(payload)
                     return
@@ -79,7 +90,7 @@ class FaultProxy:
                 self.send_response(response.status, response.reason)
                 for k, v in response.getheaders():
                     if k.lower() not in HOP_BY_HOP and k.lower() not in ("content-length", "date", "server"):
-                        self.send_header(k, v)
+                        self.send_header(k, v.replace(upstream_origin, own_origin))
                 self.send_header("Content-Length", str(len(payload)))
                 self.end_headers()
                 if action == "stall" and self.command != "HEAD" and len(payload) > 1:
@@ -125,6 +136,8 @@ class FaultProxy:
 
         self.server = Server(("127.0.0.1", 0), Handler)
         self.port = self.server.server_address[1]
+        upstream_origin = f"127.0.0.1:{upstream_port}"
+        own_origin = f"127.0.0.1:{self.port}"
         self.endpoint = f"http://127.0.0.1:{self.port}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()

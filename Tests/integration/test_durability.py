@@ -1,6 +1,7 @@
 """Nothing acknowledged is lost: faults between the daemon and the store, a full cache disk, kill -9 of the daemon.
 
-A fault proxy (faultproxy.py) sits between bucketfs and moto_server. Every test checks the same promise: every
+A fault proxy (faultproxy.py) sits between bucketfs and moto_server (and fake-gcs-server for the store-fault
+test on gs://). Every test checks the same promise: every
 byte a writer was told is written (close/fsync returned) is in the bucket or in the recovery folder, and every
 write that did not make it was reported to its writer. Counts and times are bounded (seeded random plans, a few
 dozen files); the table of faults injected, files written, bytes lost and writers told is printed at the end.
@@ -13,14 +14,14 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.parse
 
 import pytest
 
 from conftest import BIN, daemon_pid, is_mounted, run
 from faultproxy import FaultProxy
 
-pytestmark = pytest.mark.skipif("s3" not in os.environ.get("BUCKETFS_TEST_BACKENDS", "file,s3"),
-                                reason="s3 backend not selected")
+SELECTED = os.environ.get("BUCKETFS_TEST_BACKENDS", "file,s3,gs").split(",")
 
 TABLE = collections.Counter()
 FAULTS = collections.Counter()
@@ -28,6 +29,9 @@ FAULTS = collections.Counter()
 
 @pytest.fixture(params=["s3"])
 def backend(request):
+    """s3 for every test here; the store-fault test runs on gs too."""
+    if request.param not in SELECTED:
+        pytest.skip(f"{request.param} backend not selected")
     return request.param
 
 
@@ -50,13 +54,24 @@ def fault_table():
 
 
 @pytest.fixture
-def proxy(moto, monkeypatch):
-    p = FaultProxy(moto.port)
-    monkeypatch.setenv("AWS_ENDPOINT_URL", p.endpoint)
+def proxy(backend, request, monkeypatch):
+    """The proxy in front of the backend's server; the daemon finds it through the endpoint variable."""
+    if backend == "gs":
+        p = FaultProxy(request.getfixturevalue("fake_gcs").port)
+        monkeypatch.setenv("STORAGE_EMULATOR_HOST", p.endpoint)
+    else:
+        p = FaultProxy(request.getfixturevalue("moto").port)
+        monkeypatch.setenv("AWS_ENDPOINT_URL", p.endpoint)
     yield p
     for kind, n in p.injected.items():
-        FAULTS[kind] += n
+        FAULTS[f"{kind} ({backend})"] += n
     p.stop()
+
+
+def daemon_state(path, body):
+    """A request for the daemon's own records (`.bucketfs/`): in the path on S3 and in GCS uploads' query,
+    in the JSON part of a GCS multipart upload."""
+    return ".bucketfs/" in urllib.parse.unquote(path) or b'.bucketfs/' in body[:2048]
 
 
 def recovered_copies(mount):
@@ -190,13 +205,15 @@ def test_recover_push_does_not_overwrite_a_newer_object(moto, make_mount):
 # MARK: store faults
 
 
-def test_store_faults_lose_nothing_acknowledged(proxy, make_mount):
+@pytest.mark.parametrize("backend", ["s3", "gs"], indirect=True)
+def test_store_faults_lose_nothing_acknowledged(backend, proxy, make_mount):
     rng = random.Random(1212)
-    kinds = ["500", "503", "slowdown", "reset", "drop", "stall"]
+    # The same faults on both stores; each store's own way of saying "slow down".
+    kinds = ["500", "503", "slowdown" if backend == "s3" else "429", "reset", "drop", "stall"]
     budget = {"stall": 3}
 
-    def plan(method, path, headers):
-        if method not in ("PUT", "POST") or "/.bucketfs/" in path or rng.random() > 0.3:
+    def plan(method, path, headers, body):
+        if method not in ("PUT", "POST") or daemon_state(path, body) or rng.random() > 0.3:
             return "pass"
         kind = rng.choice(kinds)
         if budget.get(kind, 1 << 30) <= 0:
@@ -206,6 +223,7 @@ def test_store_faults_lose_nothing_acknowledged(proxy, make_mount):
 
     m = make_mount()
     m.mount()
+    proxy.plan_takes_body = True
     proxy.plan = plan
     written = {}
     started = time.monotonic()

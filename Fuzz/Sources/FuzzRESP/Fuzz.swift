@@ -1,4 +1,5 @@
 import Locking
+import RedisClient
 
 /// Redis replies (RESP) from arbitrary bytes, through hiredis' reader and our conversion.
 func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {

@@ -77,7 +77,7 @@ public final class GCSObjectStore: ObjectStore {
 
     /// One cheap request (a list of at most one object) so that a missing bucket, rejected credentials or an
     /// unreachable endpoint are reported in one clear line before anything is mounted. Retries at most once.
-    public func validateBucket() throws(ObjectStoreError) {
+    public func validate() throws(ObjectStoreError) {
         do {
             _ = try list(ListRequest(prefix: "", maxKeys: 1), maxRetries: min(1, maxRetries))
         } catch {

@@ -80,7 +80,7 @@ public final class S3ObjectStore: ObjectStore {
     /// One cheap request (ListObjectsV2, max-keys=1) so that a missing bucket, rejected credentials or an unreachable
     /// endpoint are reported, in one clear line, before anything is mounted. Retries at most once: a user waiting
     /// at the command line should hear about a dead endpoint quickly.
-    public func validateBucket() throws(ObjectStoreError) {
+    public func validate() throws(ObjectStoreError) {
         // Credentials from a service (STS, metadata) first, so that their failure is reported as theirs.
         if let credentialProvider {
             do { _ = try credentialProvider.credentials() } catch {

@@ -1,33 +1,53 @@
-import FileSystem
 import Foundation
 import Glibc
 import Logging
 import ObjectStore
 import Records
 
-/// The mount's `UploadJournal`: an `UploadState` record per multipart upload in flight (upload id, key, staged
-/// file, host, pid, this run's mount id and the boot id), deleted when the upload completes or is aborted. At the
-/// next mount on this host, `recoverInterrupted` finds the records of a daemon that died: the staged content goes
-/// to the recovery folder (it may be a file cut off mid-write, so it is not completed), the upload is aborted, and
-/// it is logged.
+/// The mount's `UploadJournal` in its records: an `UploadState` record per multipart upload in flight (upload id,
+/// key, staged file, host, pid, this run's mount id and the boot id), deleted when the upload completes or is
+/// aborted. At the next mount on this host, `recoverInterrupted` finds the records of a daemon that died: the
+/// staged content goes to the recovery folder (it may be a file cut off mid-write, so it is not completed), the
+/// upload is aborted, and it is logged.
 ///
 /// The records live in the bucket (or a shared Redis), so nothing in them is trusted as a local path: a staged
 /// file is touched only if it is a plain file directly inside this mount's staging folder.
-struct MountUploadJournal: UploadJournal {
-    let uploads: UploadStateStore
+public struct UploadStateJournal: UploadJournal {
+    public let uploads: UploadStateStore
     let logger: Logger
     /// This mount's staging folder: the only place a recorded staged file may be.
     let stagingDirectory: String
     /// New for every run, so that a daemon that is pid 1 in a container tells its own records from those of the
     /// run before it (same host name, same pid).
-    let mountID: String
+    public let mountID: String
     /// Where a recovered upload is reported (`upload_recovered`).
-    var events: (any EventSink)?
-    static let host = ProcessInfo.processInfo.hostName
-    static let bootID = (try? String(contentsOfFile: "/proc/sys/kernel/random/boot_id", encoding: .utf8))?
+    public var events: (any EventSink)?
+    /// Whether a pid recorded on this host is still a live daemon (the CLI checks that it is a bucketfs).
+    let isAlive: @Sendable (pid_t) -> Bool
+    public static let host = ProcessInfo.processInfo.hostName
+    public static let bootID = (try? String(contentsOfFile: "/proc/sys/kernel/random/boot_id", encoding: .utf8))?
         .trimmingCharacters(in: .whitespacesAndNewlines) ?? ""
 
-    func begun(key: String, uploadID: String, stagedPath: String) -> String? {
+    public init(uploads: UploadStateStore, logger: Logger, stagingDirectory: String, mountID: String,
+                events: (any EventSink)? = nil,
+                isAlive: @escaping @Sendable (pid_t) -> Bool = UploadStateJournal.processExists) {
+        self.uploads = uploads
+        self.logger = logger
+        self.stagingDirectory = stagingDirectory
+        self.mountID = mountID
+        self.events = events
+        self.isAlive = isAlive
+    }
+
+    /// The default liveness check: the pid exists and is not a zombie.
+    public static func processExists(_ pid: pid_t) -> Bool {
+        guard kill(pid, 0) == 0 || errno == EPERM else { return false }
+        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+              let close = stat.lastIndex(of: ")") else { return true }
+        return stat[close...].dropFirst(2).first != "Z"
+    }
+
+    public func begun(key: String, uploadID: String, stagedPath: String) -> String? {
         let id = "upload-" + UUID().uuidString.lowercased()
         let state = UploadStateRecord(id: id, key: key, uploadID: uploadID, stagedPath: stagedPath, metadata: [
             "host": .string(Self.host), "pid": .integer(Int64(getpid())), "mount_id": .string(mountID),
@@ -37,21 +57,23 @@ struct MountUploadJournal: UploadJournal {
             try uploads.save(state)
             return id
         } catch {
-            logger.warning("cannot record a multipart upload in flight", metadata: ["key": "\(key)", "error": "\(error)"])
+            logger.warning("cannot record a multipart upload in flight",
+                           metadata: ["key": "\(key)", "error": "\(error)"])
             return nil
         }
     }
 
-    func ended(_ id: String) {
+    public func ended(_ id: String) {
         do { try uploads.delete(id) } catch {
-            logger.warning("cannot remove the record of a finished upload", metadata: ["id": "\(id)", "error": "\(error)"])
+            logger.warning("cannot remove the record of a finished upload",
+                           metadata: ["id": "\(id)", "error": "\(error)"])
         }
     }
 
     /// Handles the uploads of daemons on this host that are gone; returns how many. A record that cannot be read is
     /// logged and the others are still handled.
     @discardableResult
-    func recoverInterrupted(store: any ObjectStore, recovery: RecoveryFolder) -> Int {
+    public func recoverInterrupted(store: any ObjectStore, recovery: RecoveryFolder) -> Int {
         let states: [UploadStateRecord]
         do {
             let listing = try uploads.listActiveTolerating()
@@ -89,13 +111,14 @@ struct MountUploadJournal: UploadJournal {
             } catch .notFound {
                 // already gone
             } catch {
-                logger.warning("cannot abort an interrupted upload", metadata: ["key": "\(state.key)", "error": "\(error)"])
+                logger.warning("cannot abort an interrupted upload",
+                               metadata: ["key": "\(state.key)", "error": "\(error)"])
                 continue    // keep the record: the next mount tries again
             }
             try? uploads.delete(state.id)
-            if !stagedGone { events?.emit(MountEventType.uploadRecovered, [
+            if !stagedGone, let events { events.emit(MountEventType.uploadRecovered, [
                 "key": .string(state.key), "upload_id": .string(state.uploadID), "action": "aborted",
-                "recovery_id": saved.map { .string(MountEvents.recoveryID(saved: $0)) } ?? .null,
+                "recovery_id": saved.map { .string(type(of: events).recoveryID(saved: $0)) } ?? .null,
                 "recovery_path": saved.map { .string($0) } ?? .null,
                 "host": state.metadata["host"] ?? .null, "pid": state.metadata["pid"] ?? .null,
             ]) }
@@ -108,7 +131,7 @@ struct MountUploadJournal: UploadJournal {
 
     /// Recorded on this host by a daemon that is gone: another boot, this pid but another run (pid 1 in a
     /// container), or a pid that is no longer a bucketfs daemon.
-    func isOrphan(_ state: UploadStateRecord) -> Bool {
+    public func isOrphan(_ state: UploadStateRecord) -> Bool {
         guard case .string(let host)? = state.metadata["host"], host == Self.host,
               case .integer(let pid)? = state.metadata["pid"] else { return false }
         if case .string(let boot)? = state.metadata["boot_id"], !boot.isEmpty, !Self.bootID.isEmpty,
@@ -118,48 +141,6 @@ struct MountUploadJournal: UploadJournal {
             return run != mountID
         }
         guard let pid = pid_t(exactly: pid), pid > 0 else { return false }
-        return !MountRegistry.isAlive(pid)
-    }
-}
-
-/// A staged path read from a record, accepted only as a regular file directly inside the staging folder, opened
-/// without following links (so a forged record cannot make the daemon copy or delete anything else).
-struct StagedPathCheck {
-    private let folder: Int32
-    private let name: String
-    /// The open file, or nil when it is already gone.
-    let fd: Int32?
-
-    init?(_ recorded: String, stagingDirectory: String) {
-        let url = URL(fileURLWithPath: recorded)
-        let name = url.lastPathComponent
-        guard recorded.hasPrefix("/"), url.deletingLastPathComponent().path == URL(fileURLWithPath: stagingDirectory).path,
-              url.standardized.path == recorded, StagingJournal.isStagedFileName(name) else { return nil }
-        let folder = open(stagingDirectory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        guard folder >= 0 else { return nil }
-        let fd = openat(folder, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC)
-        if fd < 0 {
-            guard errno == ENOENT else { Glibc.close(folder); return nil }
-            self.fd = nil
-        } else {
-            var status = stat()
-            guard fstat(fd, &status) == 0, status.st_mode & S_IFMT == S_IFREG else {
-                Glibc.close(fd)
-                Glibc.close(folder)
-                return nil
-            }
-            self.fd = fd
-        }
-        self.folder = folder
-        self.name = name
-    }
-
-    func remove() {
-        unlinkat(folder, name, 0)
-    }
-
-    func close() {
-        if let fd { Glibc.close(fd) }
-        Glibc.close(folder)
+        return !isAlive(pid)
     }
 }

@@ -1,5 +1,4 @@
-@testable import BucketfsCLI
-import FileSystem
+@testable import FileSystem
 import Foundation
 import Glibc
 import Logging
@@ -10,7 +9,7 @@ import XCTest
 /// Recovery of interrupted multipart uploads from records read from the store: nothing in a record is trusted as
 /// a local path, one bad record does not stop the others, and a daemon that is pid 1 in a container recovers the
 /// records of the run before it.
-final class UploadJournalRecoveryTests: XCTestCase {
+final class UploadStateJournalTests: XCTestCase {
     private var paths: [String] = []
     private let logger = Logger(label: "test")
 
@@ -20,7 +19,8 @@ final class UploadJournalRecoveryTests: XCTestCase {
     }
 
     private func makeDirectory() throws -> String {
-        let path = FileManager.default.temporaryDirectory.appendingPathComponent("bucketfs-upj-\(UUID().uuidString)").path
+        let path = FileManager.default.temporaryDirectory
+            .appendingPathComponent("bucketfs-upj-\(UUID().uuidString)").path
         try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
         paths.append(path)
         return path
@@ -29,8 +29,8 @@ final class UploadJournalRecoveryTests: XCTestCase {
     private func record(_ id: String, key: String, uploadID: String, staged: String, pid: Int64,
                         mountID: String = "an-earlier-run") -> UploadStateRecord {
         UploadStateRecord(id: id, key: key, uploadID: uploadID, stagedPath: staged, metadata: [
-            "host": .string(MountUploadJournal.host), "pid": .integer(pid), "mount_id": .string(mountID),
-            "boot_id": .string(MountUploadJournal.bootID),
+            "host": .string(UploadStateJournal.host), "pid": .integer(pid), "mount_id": .string(mountID),
+            "boot_id": .string(UploadStateJournal.bootID),
         ])
     }
 
@@ -56,7 +56,7 @@ final class UploadJournalRecoveryTests: XCTestCase {
         try Data("half written".utf8).write(to: URL(fileURLWithPath: staging + "/staged-EARLY1"))
         try records.uploads.save(record("earlier", key: "big", uploadID: upload, staged: staging + "/staged-EARLY1",
                                         pid: Int64(getpid())))
-        let journal = MountUploadJournal(uploads: records.uploads, logger: logger, stagingDirectory: staging,
+        let journal = UploadStateJournal(uploads: records.uploads, logger: logger, stagingDirectory: staging,
                                          mountID: "this-run")
         try records.uploads.save(record("mine", key: "live", uploadID: "u-live", staged: staging + "/staged-MINE01",
                                         pid: Int64(getpid()), mountID: "this-run"))
@@ -68,7 +68,8 @@ final class UploadJournalRecoveryTests: XCTestCase {
         XCTAssertEqual(try String(contentsOfFile: victim, encoding: .utf8), "precious", "never touched")
         XCTAssertEqual(try FileManager.default.destinationOfSymbolicLink(atPath: staging + "/staged-LINK01"), victim)
         XCTAssertFalse(FileManager.default.fileExists(atPath: staging + "/staged-EARLY1"), "moved to recovery")
-        let saved = try FileManager.default.contentsOfDirectory(atPath: cache + "/recovery").filter { $0.hasSuffix(".data") }
+        let saved = try FileManager.default.contentsOfDirectory(atPath: cache + "/recovery")
+            .filter { $0.hasSuffix(".data") }
         XCTAssertEqual(saved.count, 1)
         XCTAssertEqual(try String(contentsOfFile: "\(cache)/recovery/\(saved[0])", encoding: .utf8), "half written")
         XCTAssertEqual(try store.listMultipartUploads(prefix: ""), [], "the earlier run's upload is aborted")
@@ -77,7 +78,7 @@ final class UploadJournalRecoveryTests: XCTestCase {
     }
 
     func testOrphanRules() throws {
-        let journal = MountUploadJournal(uploads: RecordStores(store: MemoryObjectStore(), mountPrefix: "").uploads,
+        let journal = UploadStateJournal(uploads: RecordStores(store: MemoryObjectStore(), mountPrefix: "").uploads,
                                          logger: logger, stagingDirectory: "/nonexistent", mountID: "this-run")
         let me = Int64(getpid())
         XCTAssertFalse(journal.isOrphan(record("a", key: "k", uploadID: "u", staged: "", pid: me, mountID: "this-run")))
@@ -85,9 +86,62 @@ final class UploadJournalRecoveryTests: XCTestCase {
         XCTAssertTrue(journal.isOrphan(record("c", key: "k", uploadID: "u", staged: "", pid: Int64(Int32.max))))
         var rebooted = record("d", key: "k", uploadID: "u", staged: "", pid: me, mountID: "this-run")
         rebooted.metadata["boot_id"] = .string("another-boot")
-        XCTAssertEqual(journal.isOrphan(rebooted), !MountUploadJournal.bootID.isEmpty)
+        XCTAssertEqual(journal.isOrphan(rebooted), !UploadStateJournal.bootID.isEmpty)
         var elsewhere = record("e", key: "k", uploadID: "u", staged: "", pid: Int64(Int32.max))
         elsewhere.metadata["host"] = .string("another-host")
         XCTAssertFalse(journal.isOrphan(elsewhere))
     }
+
+    /// Whether a pid is a live daemon is the caller's to say (the CLI checks that it is a bucketfs): a record of a
+    /// pid said alive is left alone, the same record of a pid said gone is recovered, with its event.
+    func testLivenessIsInjectedAndRecoveryIsReported() throws {
+        let store = MemoryObjectStore()
+        let records = RecordStores(store: store, mountPrefix: "")
+        let cache = try makeDirectory()
+        let staging = cache + "/staging"
+        try FileManager.default.createDirectory(atPath: staging, withIntermediateDirectories: true)
+        let upload = try store.createMultipartUpload("big", options: PutOptions())
+        try Data("partial".utf8).write(to: URL(fileURLWithPath: staging + "/staged-OTHER1"))
+        try records.uploads.save(record("other", key: "big", uploadID: upload, staged: staging + "/staged-OTHER1",
+                                        pid: 4242))
+        let recovery = RecoveryFolder(directory: cache + "/recovery", store: store.description, context: [:],
+                                      logger: logger)
+        let events = CollectedEvents()
+        let alive = UploadStateJournal(uploads: records.uploads, logger: logger, stagingDirectory: staging,
+                                       mountID: "this-run", events: events, isAlive: { $0 == 4242 })
+        XCTAssertEqual(alive.recoverInterrupted(store: store, recovery: recovery), 0, "pid 4242 said alive")
+        XCTAssertEqual(try store.listMultipartUploads(prefix: "").count, 1)
+        XCTAssertTrue(events.all.isEmpty)
+
+        let gone = UploadStateJournal(uploads: records.uploads, logger: logger, stagingDirectory: staging,
+                                      mountID: "this-run", events: events, isAlive: { _ in false })
+        XCTAssertEqual(gone.recoverInterrupted(store: store, recovery: recovery), 1)
+        XCTAssertEqual(try store.listMultipartUploads(prefix: ""), [])
+        XCTAssertEqual(try records.uploads.listActiveTolerating().states.map(\.id), [])
+        let emitted = events.all
+        XCTAssertEqual(emitted.map(\.type), [MountEventType.uploadRecovered])
+        XCTAssertEqual(emitted.first?.data["key"], .string("big"))
+        XCTAssertEqual(emitted.first?.data["action"], .string("aborted"))
+        guard case .string(let path)? = emitted.first?.data["recovery_path"] else {
+            return XCTFail("no recovery path in \(emitted)")
+        }
+        XCTAssertEqual(try String(contentsOfFile: path, encoding: .utf8), "partial")
+    }
+
+    func testDefaultLivenessCheck() {
+        XCTAssertTrue(UploadStateJournal.processExists(getpid()))
+        XCTAssertFalse(UploadStateJournal.processExists(pid_t(Int32.max)))
+    }
+}
+
+/// An `EventSink` that keeps what it is given.
+private final class CollectedEvents: EventSink, @unchecked Sendable {
+    private let lock = NSLock()
+    private var events: [(type: String, data: [String: JSONValue])] = []
+
+    func emit(_ type: String, _ data: [String: JSONValue]) {
+        lock.withLock { events.append((type, data)) }
+    }
+
+    var all: [(type: String, data: [String: JSONValue])] { lock.withLock { events } }
 }
