@@ -55,7 +55,7 @@ s3 = boto3.client("s3", endpoint_url="$MOTO_URL", region_name="us-east-1",
                   aws_access_key_id="test", aws_secret_access_key="test")
 try:
     s3.create_bucket(Bucket="$BFS_BUCKET")
-except s3.exceptions.BucketAlreadyOwnedByYou:
+except (s3.exceptions.BucketAlreadyOwnedByYou, s3.exceptions.BucketAlreadyExists):
     pass
 PY
 fi
