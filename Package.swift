@@ -54,7 +54,7 @@ let package = Package(
         ]),
         .executableTarget(name: "bucketfs", dependencies: ["BucketfsCLI"]),
 
-        // Store wrappers shared by the test targets (request counting).
+        // Store decorators shared by the test targets (counting, failing, delaying, holding, quirky).
         .target(name: "TestSupport", dependencies: ["ObjectStore"], path: "Tests/TestSupport"),
         .testTarget(name: "ObjectStoreTests", dependencies: ["ObjectStore", "TestSupport"]),
         .testTarget(name: "FileSystemTests", dependencies: ["FileSystem", "ObjectStore", "Locking", "Records", "TestSupport"]),

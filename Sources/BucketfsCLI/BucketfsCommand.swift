@@ -1,4 +1,5 @@
 import ArgumentParser
+import Foundation
 
 public struct BucketfsCommand: ParsableCommand {
     public static let version = "0.1.0"
@@ -24,4 +25,24 @@ public struct BucketfsCommand: ParsableCommand {
     )
 
     public init() {}
+
+    /// As ArgumentParser's `main`, except that a usage error (a bad or out-of-range flag value, a missing
+    /// argument) is one line naming the flag, without the help and usage lines after it: bad input gets one
+    /// readable line and a non-zero exit (64), as everywhere else. `--help` and `--version` are unchanged.
+    public static func main(_ arguments: [String]?) {
+        let command: any ParsableCommand
+        do {
+            command = try parseAsRoot(arguments)
+        } catch {
+            guard exitCode(for: error) == .validationFailure else { exit(withError: error) }
+            FileHandle.standardError.write(Data(("Error: " + message(for: error) + "\n").utf8))
+            exit(withError: ExitCode.validationFailure)
+        }
+        var runnable = command
+        do {
+            try runnable.run()
+        } catch {
+            exit(withError: error)
+        }
+    }
 }

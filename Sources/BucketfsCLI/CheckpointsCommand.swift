@@ -15,6 +15,10 @@ struct CheckpointsCommand: ParsableCommand {
         @Option(help: "At most this many.") var limit = 10
         @OptionGroup var settings: ConfigurationOptions
 
+        func validate() throws {
+            try FlagBounds.check(limit, flag: "--limit", in: FlagBounds.listLimit)
+        }
+
         func run() throws {
             let stores = try RecordsAccess.stores(source, settings: settings)
             guard let thread else {

@@ -46,6 +46,11 @@ struct EventsCommand: ParsableCommand {
         @Flag(help: "One JSON record per line.") var json = false
         @OptionGroup var settings: ConfigurationOptions
 
+        func validate() throws {
+            try FlagBounds.check(lines, flag: "--lines", in: FlagBounds.eventLines)
+            try FlagBounds.check(interval, flag: "--interval", in: FlagBounds.pollInterval, unit: "seconds")
+        }
+
         func run() throws {
             let events = try RecordsAccess.stores(source, settings: settings).events
             let wanted = { (event: EventRecord) in type == nil || event.type == type }

@@ -54,6 +54,7 @@ struct LockCommand: ParsableCommand {
 
         func validate() throws {
             if command.isEmpty { throw ValidationError("no command given (put it after --)") }
+            try FlagBounds.check(wait, flag: "--wait", in: FlagBounds.lockWait, unit: "seconds")
         }
 
         func run() throws {

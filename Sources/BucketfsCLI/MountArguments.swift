@@ -6,7 +6,7 @@ struct ConfigurationOptions: ParsableArguments {
     @Option(name: .long, help: "YAML config file (storage: {...}, mount: {...}).")
     var config: String?
 
-    @Option(name: .customShort("o"), help: ArgumentHelp("Mount options, comma-separated: ro, rw, allow_other, uid=N, gid=N, file_mode=0644, dir_mode=0755, metadata_ttl=SECONDS, negative_ttl=SECONDS, cache_dir=PATH, part_size_mib=N, parts_in_flight=N, read_ahead_mib=N, block_cache_mib=N, rename_parallelism=N, staging_max_mib=N, log_level=LEVEL, debug, config=FILE.", valueName: "k=v,..."))
+    @Option(name: .customShort("o"), help: ArgumentHelp(MountOptionCatalog.helpText, valueName: "k=v,..."))
     var options: [String] = []
 
     @Option(help: "Owner shown for objects without uid metadata (default: the mounting user).")
@@ -51,6 +51,14 @@ struct ConfigurationOptions: ParsableArguments {
     var metricsAddr: String?
     @Option(help: "Lease of a lock held across mounts, renewed at a third of it; how long a crashed mount's locks last (default 60).")
     var lockLeaseSeconds: Int?
+
+    /// The numeric flags, named as typed (`-o` values are checked by `Configuration`, named by their key).
+    func validate() throws {
+        try FlagBounds.check(uid.map(Int.init), flag: "--uid", in: Bounds.id)
+        try FlagBounds.check(gid.map(Int.init), flag: "--gid", in: Bounds.id)
+        try FlagBounds.check(metadataTTL, flag: "--metadata-ttl", in: Bounds.ttl, unit: "seconds")
+        try FlagBounds.check(lockLeaseSeconds, flag: "--lock-lease-seconds", in: Bounds.leaseSeconds)
+    }
 
     /// defaults < YAML < environment (`BUCKETFS_*`) < flags < -o
     func resolve(environment: [String: String] = ProcessInfo.processInfo.environment) throws(CLIError) -> Configuration {

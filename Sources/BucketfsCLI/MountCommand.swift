@@ -138,6 +138,10 @@ struct UnmountCommand: ParsableCommand {
     @Option(help: "Seconds to wait for the daemon to finish uploading and exit.")
     var timeout: Double = 120
 
+    func validate() throws {
+        try FlagBounds.check(timeout, flag: "--timeout", in: FlagBounds.unmountTimeout, unit: "seconds")
+    }
+
     func run() throws {
         let path = MountPointCheck.absolute(mountpoint)
         guard MountPointCheck.mountType(at: path) == "fuse.bucketfs" else {

@@ -62,6 +62,10 @@ struct SessionsCommand: ParsableCommand {
         @Option(help: "Hours without an update.") var maxIdleHours: Double = 24
         @OptionGroup var settings: ConfigurationOptions
 
+        func validate() throws {
+            try FlagBounds.check(maxIdleHours, flag: "--max-idle-hours", in: FlagBounds.idleHours, unit: "hours")
+        }
+
         func run() throws {
             let stores = try RecordsAccess.stores(source, settings: settings)
             for id in try RecordsAccess.attempt({ try stores.sessions.cleanupExpired(maxIdleHours: maxIdleHours) }) {

@@ -29,6 +29,10 @@ struct UploadsCommand: ParsableCommand {
         @Option(help: "Hours without an update.") var olderThan: Double = 24
         @OptionGroup var settings: ConfigurationOptions
 
+        func validate() throws {
+            try FlagBounds.check(olderThan, flag: "--older-than", in: FlagBounds.idleHours, unit: "hours")
+        }
+
         func run() throws {
             let configuration = try settings.resolve()
             let assembly = try MountAssembly(source: source, configuration: configuration)

@@ -64,7 +64,21 @@ extension ObjectStore {
 
     public func validate() throws(ObjectStoreError) {}
 
-    public func deleteObjects(_ keys: [String]) -> [Result<Void, ObjectStoreError>] {
+    public func deleteObjects(_ keys: [String]) -> [Result<Void, ObjectStoreError>] { deleteEach(keys) }
+
+    public func uploadPartCopy(_ key: String, uploadID: String, number: Int, source: String, range: Range<UInt64>,
+                               sourceVersion: String?) throws(ObjectStoreError) -> String {
+        try uploadPartCopyByReading(key, uploadID: uploadID, number: number, source: source, range: range,
+                                    sourceVersion: sourceVersion)
+    }
+
+    public func getStreaming(_ key: String, range: Range<UInt64>, version: String?,
+                             consumer: @escaping (UnsafeRawBufferPointer) -> Bool) throws(ObjectStoreError) {
+        try getStreamingByRanges(key, range: range, version: version, consumer: consumer)
+    }
+
+    /// The default `deleteObjects`: one `delete` a key, in the order given.
+    public func deleteEach(_ keys: [String]) -> [Result<Void, ObjectStoreError>] {
         keys.map { key in
             do throws(ObjectStoreError) {
                 try delete(key, condition: .none)
@@ -75,9 +89,11 @@ extension ObjectStore {
         }
     }
 
-    /// A client-side UploadPartCopy: GET of the range (checked against `sourceVersion`), then UploadPart.
-    public func uploadPartCopy(_ key: String, uploadID: String, number: Int, source: String, range: Range<UInt64>,
-                               sourceVersion: String?) throws(ObjectStoreError) -> String {
+    /// The default `uploadPartCopy`, a client-side UploadPartCopy: GET of the range (checked against
+    /// `sourceVersion`), then UploadPart.
+    public func uploadPartCopyByReading(_ key: String, uploadID: String, number: Int, source: String,
+                                        range: Range<UInt64>,
+                                        sourceVersion: String?) throws(ObjectStoreError) -> String {
         let data = try get(source, range: range)
         if let sourceVersion, data.info.version != sourceVersion { throw .preconditionFailed(key: source) }
         guard data.body.count == range.count else {
@@ -86,8 +102,9 @@ extension ObjectStore {
         return try uploadPart(key, uploadID: uploadID, number: number, body: .data(data.body))
     }
 
-    public func getStreaming(_ key: String, range: Range<UInt64>, version: String?,
-                             consumer: @escaping (UnsafeRawBufferPointer) -> Bool) throws(ObjectStoreError) {
+    /// The default `getStreaming`: ranged GETs of 8 MiB, one after another.
+    public func getStreamingByRanges(_ key: String, range: Range<UInt64>, version: String?,
+                                     consumer: (UnsafeRawBufferPointer) -> Bool) throws(ObjectStoreError) {
         var offset = range.lowerBound
         while offset < range.upperBound {
             let piece = try get(key, range: offset..<min(range.upperBound, offset + (8 << 20)))

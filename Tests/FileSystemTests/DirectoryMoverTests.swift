@@ -2,61 +2,12 @@
 import Foundation
 import ObjectStore
 import Synchronization
+import TestSupport
 import XCTest
 
 /// DirectoryMover on a memory store, on the local backend, and behind wrappers that behave as SeaweedFS does
 /// (markers cannot be copied) or fail part-way.
 final class DirectoryMoverTests: XCTestCase {
-    /// Forwards to a memory store. Markers cannot be copied (SeaweedFS: NoSuchKey); copies of `failCopyOf` fail;
-    /// the first `failDeletes` deletes fail.
-    final class QuirkyStore: ObjectStore, @unchecked Sendable {
-        let base: any ObjectStore
-        var failCopyOf: String?
-        let failDeletes = Mutex(0)
-        init(_ base: any ObjectStore = MemoryObjectStore()) { self.base = base }
-        var description: String { "quirky" }
-        var supportsConditionalWrites: Bool { true }
-        func head(_ key: String) throws(ObjectStoreError) -> ObjectInfo { try base.head(key) }
-        func get(_ key: String, range: Range<UInt64>?) throws(ObjectStoreError) -> ObjectData {
-            try base.get(key, range: range)
-        }
-        func list(_ request: ListRequest) throws(ObjectStoreError) -> ListPage { try base.list(request) }
-        func put(_ key: String, body: PutBody, options: PutOptions) throws(ObjectStoreError) -> ObjectInfo {
-            try base.put(key, body: body, options: options)
-        }
-        func delete(_ key: String, condition: DeleteCondition) throws(ObjectStoreError) {
-            let fail = failDeletes.withLock { left -> Bool in
-                guard left > 0 else { return false }
-                left -= 1
-                return true
-            }
-            if fail { throw .transport("reset") }
-            try base.delete(key, condition: condition)
-        }
-        func copy(from source: String, to destination: String, metadata: ObjectMetadata?,
-                  condition: PutCondition) throws(ObjectStoreError) -> ObjectInfo {
-            if source.hasSuffix("/") { throw .notFound(key: source) }
-            if source == failCopyOf { throw .transport("copy failed") }
-            return try base.copy(from: source, to: destination, metadata: metadata, condition: condition)
-        }
-        func createMultipartUpload(_ key: String, options: PutOptions) throws(ObjectStoreError) -> String {
-            try base.createMultipartUpload(key, options: options)
-        }
-        func uploadPart(_ key: String, uploadID: String, number: Int, body: PutBody) throws(ObjectStoreError) -> String {
-            try base.uploadPart(key, uploadID: uploadID, number: number, body: body)
-        }
-        func completeMultipartUpload(_ key: String, uploadID: String, parts: [CompletedPart],
-                                     condition: PutCondition) throws(ObjectStoreError) -> ObjectInfo {
-            try base.completeMultipartUpload(key, uploadID: uploadID, parts: parts, condition: condition)
-        }
-        func abortMultipartUpload(_ key: String, uploadID: String) throws(ObjectStoreError) {
-            try base.abortMultipartUpload(key, uploadID: uploadID)
-        }
-        func listMultipartUploads(prefix: String) throws(ObjectStoreError) -> [MultipartUploadInfo] {
-            try base.listMultipartUploads(prefix: prefix)
-        }
-    }
-
     let workers = WorkerPool(threads: 4, name: "test-mover")
     deinit { workers.stop() }
 

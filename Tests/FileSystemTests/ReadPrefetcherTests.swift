@@ -2,51 +2,11 @@
 import Foundation
 import ObjectStore
 import Synchronization
+import TestSupport
 import XCTest
 
 /// ReadPrefetcher on its own, with many threads reading one handle as databases and parquet readers do.
 final class ReadPrefetcherTests: XCTestCase {
-    /// Forwards to a memory store; each ranged GET takes a moment, so that concurrent reads overlap.
-    final class SlowStore: ObjectStore, @unchecked Sendable {
-        let base = MemoryObjectStore()
-        let delay: useconds_t
-        init(delay: useconds_t) { self.delay = delay }
-        var description: String { "slow" }
-        var supportsConditionalWrites: Bool { true }
-        func head(_ key: String) throws(ObjectStoreError) -> ObjectInfo { try base.head(key) }
-        func get(_ key: String, range: Range<UInt64>?) throws(ObjectStoreError) -> ObjectData {
-            usleep(delay)
-            return try base.get(key, range: range)
-        }
-        func list(_ request: ListRequest) throws(ObjectStoreError) -> ListPage { try base.list(request) }
-        func put(_ key: String, body: PutBody, options: PutOptions) throws(ObjectStoreError) -> ObjectInfo {
-            try base.put(key, body: body, options: options)
-        }
-        func delete(_ key: String, condition: DeleteCondition) throws(ObjectStoreError) {
-            try base.delete(key, condition: condition)
-        }
-        func copy(from source: String, to destination: String, metadata: ObjectMetadata?,
-                  condition: PutCondition) throws(ObjectStoreError) -> ObjectInfo {
-            try base.copy(from: source, to: destination, metadata: metadata, condition: condition)
-        }
-        func createMultipartUpload(_ key: String, options: PutOptions) throws(ObjectStoreError) -> String {
-            try base.createMultipartUpload(key, options: options)
-        }
-        func uploadPart(_ key: String, uploadID: String, number: Int, body: PutBody) throws(ObjectStoreError) -> String {
-            try base.uploadPart(key, uploadID: uploadID, number: number, body: body)
-        }
-        func completeMultipartUpload(_ key: String, uploadID: String, parts: [CompletedPart],
-                                     condition: PutCondition) throws(ObjectStoreError) -> ObjectInfo {
-            try base.completeMultipartUpload(key, uploadID: uploadID, parts: parts, condition: condition)
-        }
-        func abortMultipartUpload(_ key: String, uploadID: String) throws(ObjectStoreError) {
-            try base.abortMultipartUpload(key, uploadID: uploadID)
-        }
-        func listMultipartUploads(prefix: String) throws(ObjectStoreError) -> [MultipartUploadInfo] {
-            try base.listMultipartUploads(prefix: prefix)
-        }
-    }
-
     static func content(_ count: Int) -> Data {
         Data((0..<count).map { UInt8(truncatingIfNeeded: ($0 &* 2654435761) >> 13) })
     }
@@ -55,7 +15,9 @@ final class ReadPrefetcherTests: XCTestCase {
     /// returns exactly the object's bytes. A seek by one thread used to drop the chunk another was fetching, which
     /// then failed with "read-ahead lost a chunk" (EIO).
     func testConcurrentRandomPreadsOnOneHandle() throws {
-        let store = SlowStore(delay: 2_000)
+        // Each ranged GET takes a moment, so that concurrent reads overlap.
+        let store = DelayingStore(MemoryObjectStore())
+        store.getDelay.withLock { $0 = 0.002 }
         let size = 8 << 20
         let body = Self.content(size)
         try store.base.put("db", data: body)

@@ -3,9 +3,8 @@ import Glibc
 @testable import Locking
 import XCTest
 
-final class FileLockStrategyTests: XCTestCase {
+final class FileLockStrategyTests: LockingStrategyTestCase {
     private var directory = ""
-    private var suite: LockingSuite!
 
     override func setUpWithError() throws {
         directory = FileManager.default.temporaryDirectory.appendingPathComponent("bucketfs-locks-\(UUID().uuidString)").path
@@ -17,21 +16,6 @@ final class FileLockStrategyTests: XCTestCase {
         try? FileManager.default.removeItem(atPath: directory)
         super.tearDown()
     }
-
-    // MARK: The shared suite
-
-    func testExclusionAndTokens() throws { try suite.exclusionAndTokens() }
-    func testExpiryTakeover() throws { try suite.expiryTakeover() }
-    func testRenewExtends() throws { try suite.renewExtends() }
-    func testHoldersListing() throws { try suite.holdersListing() }
-    func testRacingAcquirers() throws { try suite.racingAcquirers() }
-    func testManagerRenews() throws { try suite.managerRenews() }
-    func testManagerWaits() throws { try suite.managerWaits() }
-    func testWithLockHelper() throws { try suite.withLockHelper() }
-    func testInvalidRequests() throws { try suite.invalidRequests() }
-    func testSharedLeases() throws { try suite.sharedLeases() }
-    func testExpiredSharerIsDropped() throws { try suite.expiredSharerIsDropped() }
-    func testReleaseFeedHearsRelease() throws { try suite.releaseFeedHearsRelease() }
 
     // MARK: File specifics
 

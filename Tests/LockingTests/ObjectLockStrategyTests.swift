@@ -5,30 +5,14 @@ import TestSupport
 import XCTest
 
 /// The object strategy over the in-memory store.
-final class MemoryObjectLockTests: XCTestCase {
+final class MemoryObjectLockTests: LockingStrategyTestCase {
     private var store: MemoryObjectStore!
-    private var suite: LockingSuite!
 
     override func setUp() {
         let store = MemoryObjectStore()
         self.store = store
         suite = LockingSuite(makeStrategy: { ObjectLockStrategy(store: store, prefix: "mnt/") })
     }
-
-    // MARK: The shared suite
-
-    func testExclusionAndTokens() throws { try suite.exclusionAndTokens() }
-    func testExpiryTakeover() throws { try suite.expiryTakeover() }
-    func testRenewExtends() throws { try suite.renewExtends() }
-    func testHoldersListing() throws { try suite.holdersListing() }
-    func testRacingAcquirers() throws { try suite.racingAcquirers() }
-    func testManagerRenews() throws { try suite.managerRenews() }
-    func testManagerWaits() throws { try suite.managerWaits() }
-    func testWithLockHelper() throws { try suite.withLockHelper() }
-    func testInvalidRequests() throws { try suite.invalidRequests() }
-    func testSharedLeases() throws { try suite.sharedLeases() }
-    func testExpiredSharerIsDropped() throws { try suite.expiredSharerIsDropped() }
-    func testReleaseFeedHearsRelease() throws { try suite.releaseFeedHearsRelease() }
 
     // MARK: Object specifics
 
@@ -94,20 +78,37 @@ final class MemoryObjectLockTests: XCTestCase {
         try bestEffort.holdersListing()
     }
 
+    /// A store that stops taking writes (as an unreachable one would): taking, renewing and releasing a lock are
+    /// `.unavailable`, not `.lost` or a refusal, and the lease is still ours once the store is back.
     func testStoreFailuresAreUnavailable() throws {
-        let missing = try ObjectLockStrategy(store: LocalDirectoryObjectStore(root: NSTemporaryDirectory()), prefix: "")
-        XCTAssertThrowsError(try missing.tryAcquire("x\u{0}y", owner: suite.owner("a"), lease: 1)) {
+        let failing = FailingStore(store)
+        let strategy = ObjectLockStrategy(store: failing, prefix: "mnt/")
+        let lease = try XCTUnwrap(try strategy.tryAcquire("held", owner: suite.owner("a"), lease: 30))
+        failing.failsWrites = true
+        func assertUnavailable(_ body: () throws -> Void, _ what: String) {
+            XCTAssertThrowsError(try body(), what) {
+                XCTAssertEqual($0 as? LockError, .unavailable("transport error: down"), what)
+            }
+        }
+        assertUnavailable({ _ = try strategy.tryAcquire("other", owner: suite.owner("a"), lease: 30) }, "acquire")
+        assertUnavailable({ _ = try strategy.renew(lease) }, "renew")
+        assertUnavailable({ try strategy.release(lease) }, "release")
+        XCTAssertEqual(try strategy.holders().map(\.owner), [lease.record.owner], "reads still work")
+        failing.failsWrites = false
+        let renewed = try strategy.renew(lease)
+        try strategy.release(renewed)
+        XCTAssertEqual(try strategy.holders(), [])
+        // A key the store cannot name is the caller's error, not the store's.
+        let local = try ObjectLockStrategy(store: LocalDirectoryObjectStore(root: NSTemporaryDirectory()), prefix: "")
+        XCTAssertThrowsError(try local.tryAcquire("x\u{0}y", owner: suite.owner("a"), lease: 1)) {
             guard case LockError.invalid = $0 else { return XCTFail("got \($0)") }
         }
-        XCTAssertEqual(ObjectLockStrategy.map(.transport("down")), .unavailable("transport error: down"))
-        XCTAssertEqual(ObjectLockStrategy.map(.invalidKey(key: "k", reason: "r")), .invalid("invalid key k: r"))
     }
 }
 
 /// The object strategy over a local directory (each client opens its own store on the same root).
-final class LocalDirectoryObjectLockTests: XCTestCase {
+final class LocalDirectoryObjectLockTests: LockingStrategyTestCase {
     private var root = ""
-    private var suite: LockingSuite!
 
     override func setUpWithError() throws {
         root = FileManager.default.temporaryDirectory.appendingPathComponent("bucketfs-objlocks-\(UUID().uuidString)").path
@@ -121,27 +122,12 @@ final class LocalDirectoryObjectLockTests: XCTestCase {
         super.tearDown()
     }
 
-    // MARK: The shared suite
-
-    func testExclusionAndTokens() throws { try suite.exclusionAndTokens() }
-    func testExpiryTakeover() throws { try suite.expiryTakeover() }
-    func testRenewExtends() throws { try suite.renewExtends() }
-    func testHoldersListing() throws { try suite.holdersListing() }
-    func testRacingAcquirers() throws { try suite.racingAcquirers() }
-    func testManagerRenews() throws { try suite.managerRenews() }
-    func testManagerWaits() throws { try suite.managerWaits() }
-    func testWithLockHelper() throws { try suite.withLockHelper() }
-    func testInvalidRequests() throws { try suite.invalidRequests() }
-    func testSharedLeases() throws { try suite.sharedLeases() }
-    func testExpiredSharerIsDropped() throws { try suite.expiredSharerIsDropped() }
-    func testReleaseFeedHearsRelease() throws { try suite.releaseFeedHearsRelease() }
 }
 
 /// The object strategy over S3 (moto on loopback; one server for the class, a bucket per test).
-final class S3ObjectLockTests: XCTestCase {
+final class S3ObjectLockTests: LockingStrategyTestCase {
     nonisolated(unsafe) private static var moto: MotoServer?
     nonisolated(unsafe) private static var startError: (any Error)?
-    private var suite: LockingSuite!
 
     override class func setUp() {
         super.setUp()
@@ -162,20 +148,6 @@ final class S3ObjectLockTests: XCTestCase {
         suite = LockingSuite(makeStrategy: { ObjectLockStrategy(store: try moto.makeStore(bucket: bucket), prefix: "mnt/") })
     }
 
-    // MARK: The shared suite
-
-    func testExclusionAndTokens() throws { try suite.exclusionAndTokens() }
-    func testExpiryTakeover() throws { try suite.expiryTakeover() }
-    func testRenewExtends() throws { try suite.renewExtends() }
-    func testHoldersListing() throws { try suite.holdersListing() }
-    func testRacingAcquirers() throws { try suite.racingAcquirers() }
-    func testManagerRenews() throws { try suite.managerRenews() }
-    func testManagerWaits() throws { try suite.managerWaits() }
-    func testWithLockHelper() throws { try suite.withLockHelper() }
-    func testInvalidRequests() throws { try suite.invalidRequests() }
-    func testSharedLeases() throws { try suite.sharedLeases() }
-    func testExpiredSharerIsDropped() throws { try suite.expiredSharerIsDropped() }
-    func testReleaseFeedHearsRelease() throws { try suite.releaseFeedHearsRelease() }
 }
 
 extension MemoryObjectLockTests {

@@ -5,10 +5,9 @@ import TestSupport
 import XCTest
 
 /// The redis strategy against a `redis-server` started for the class.
-final class RedisLockStrategyTests: XCTestCase {
+final class RedisLockStrategyTests: LockingStrategyTestCase {
     nonisolated(unsafe) private static var redis: RedisServer?
     nonisolated(unsafe) private static var startError: (any Error)?
-    private var suite: LockingSuite!
 
     override class func setUp() {
         super.setUp()
@@ -26,21 +25,6 @@ final class RedisLockStrategyTests: XCTestCase {
         let port = try XCTUnwrap(Self.redis).port
         suite = LockingSuite(makeStrategy: { RedisLockStrategy(endpoint: RedisEndpoint(port: port)) })
     }
-
-    // MARK: The shared suite
-
-    func testExclusionAndTokens() throws { try suite.exclusionAndTokens() }
-    func testExpiryTakeover() throws { try suite.expiryTakeover() }
-    func testRenewExtends() throws { try suite.renewExtends() }
-    func testHoldersListing() throws { try suite.holdersListing() }
-    func testRacingAcquirers() throws { try suite.racingAcquirers() }
-    func testManagerRenews() throws { try suite.managerRenews() }
-    func testManagerWaits() throws { try suite.managerWaits() }
-    func testWithLockHelper() throws { try suite.withLockHelper() }
-    func testInvalidRequests() throws { try suite.invalidRequests() }
-    func testSharedLeases() throws { try suite.sharedLeases() }
-    func testExpiredSharerIsDropped() throws { try suite.expiredSharerIsDropped() }
-    func testReleaseFeedHearsRelease() throws { try suite.releaseFeedHearsRelease() }
 
     // MARK: Redis specifics
 

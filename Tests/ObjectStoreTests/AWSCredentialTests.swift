@@ -1,6 +1,7 @@
 import Foundation
 @testable import ObjectStore
 import XCTest
+import TestSupport
 
 /// The AWS credential chain: its order (no network), and each source that asks a service against a loopback
 /// stand-in — moto's STS (AssumeRoleWithWebIdentity, AssumeRole), and `Tests/integration/credential_standins.py`
@@ -220,38 +221,26 @@ final class AWSCredentialTests: XCTestCase {
 }
 
 /// `Tests/integration/credential_standins.py` on a free loopback port.
-final class CredentialStandIns: @unchecked Sendable {
-    let port: Int
-    let containerToken = "container-token-\(UUID().uuidString)"
+final class CredentialStandIns: ServerProcess, @unchecked Sendable {
+    let containerToken: String
     let subjectFile: String
-    private let process = Process()
-    var endpoint: String { "http://127.0.0.1:\(port)" }
 
     init(subject: String = "subject-token-1") throws {
         let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
             .appendingPathComponent("integration/credential_standins.py").path
-        subjectFile = NSTemporaryDirectory() + "subject-\(UUID().uuidString)"
+        let subjectFile = NSTemporaryDirectory() + "subject-\(UUID().uuidString)"
+        self.subjectFile = subjectFile
         try subject.write(toFile: subjectFile, atomically: true, encoding: .utf8)
-        port = try MotoServer.freePort()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["python3", script, String(port), containerToken, subjectFile]
-        process.standardOutput = FileHandle.nullDevice
-        try process.run()
-        let deadline = Date().addingTimeInterval(20)
-        while !GCSTestSupport.accepts(port: port) {
-            guard process.isRunning, Date() < deadline else {
-                stop()
-                throw ObjectStoreError.transport("credential stand-ins did not start on port \(port)")
-            }
-            usleep(50_000)
-        }
+        let python = try Loopback.require("python3", install: "apt-get install python3")
+        let token = "container-token-\(UUID().uuidString)"
+        containerToken = token
+        try super.init(name: "credential stand-ins", executable: python, arguments: { port in
+            [script, String(port), token, subjectFile]
+        }, timeout: 20)
     }
 
-    func stop() {
-        if process.isRunning {
-            process.terminate()
-            process.waitUntilExit()
-        }
+    override func stop() {
+        super.stop()
         try? FileManager.default.removeItem(atPath: subjectFile)
     }
 

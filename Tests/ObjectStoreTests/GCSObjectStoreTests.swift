@@ -1,6 +1,7 @@
 import Foundation
 @testable import ObjectStore
 import XCTest
+import TestSupport
 
 /// The GCS backend against a real `fake-gcs-server` on loopback (one server for the class, a fresh bucket per test).
 final class GCSObjectStoreTests: XCTestCase {
@@ -184,7 +185,7 @@ final class GCSObjectStoreTests: XCTestCase {
             guard case ObjectStoreError.noSuchBucket(let detail) = $0 else { return XCTFail("got \($0)") }
             XCTAssertTrue(detail.contains("no-such-bucket-here"), detail)
         }
-        let port = try MotoServer.freePort()
+        let port = try Loopback.freePort()
         let unreachable = try GCSObjectStore(configuration: GCSConfiguration(
             bucket: bucket, endpointURL: "http://127.0.0.1:\(port)", connectTimeout: 1, maxRetries: 4, environment: [:]))
         XCTAssertThrowsError(try unreachable.validate()) {

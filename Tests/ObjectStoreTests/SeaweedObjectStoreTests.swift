@@ -1,0 +1,57 @@
+import Foundation
+import Glibc
+@testable import ObjectStore
+import XCTest
+import TestSupport
+
+/// The shared suite, and the S3-compatibility differences bucketfs copes with, on SeaweedFS.
+final class SeaweedObjectStoreTests: XCTestCase {
+    nonisolated(unsafe) private static var server: SeaweedServer?
+    nonisolated(unsafe) private static var startError: (any Error)?
+
+    override class func setUp() {
+        super.setUp()
+        do { server = try SeaweedServer() } catch { startError = error }
+    }
+
+    override class func tearDown() {
+        server?.stop()
+        server = nil
+        super.tearDown()
+    }
+
+    private var server: SeaweedServer!
+    private var bucket = ""
+
+    override func setUpWithError() throws {
+        if let error = Self.startError { throw error }
+        server = try XCTUnwrap(Self.server)
+        bucket = "bucketfs-test-\(UUID().uuidString.prefix(8).lowercased())"
+        try server.createBucket(bucket)
+    }
+
+    func testConformance() throws {
+        let store = try server.makeStore(bucket: bucket)
+        ObjectStoreConformance(keyPrefix: "conformance/", versionsAreContentHashes: true, markersKeepMetadata: false,
+                               makeStore: { store }).run()
+    }
+
+    /// DeleteObjects split into requests of `deleteBatchSize` keys.
+    func testDeleteObjectsInBatches() throws {
+        try S3BatchDeleteCheck.run(try server.makeStore(bucket: bucket))
+    }
+}
+
+/// Shared by the moto and SeaweedFS test cases.
+enum S3BatchDeleteCheck {
+    static func run(_ store: S3ObjectStore) throws {
+        store.deleteBatchLimit.store(7, ordering: .relaxed)
+        let keys = (0..<20).map { "batch/k\($0)" }
+        for key in keys { try store.put(key, data: Data("x".utf8)) }
+        let before = store.attemptCount.load(ordering: .relaxed)
+        let results = store.deleteObjects(keys + ["batch/missing"])
+        XCTAssertEqual(store.attemptCount.load(ordering: .relaxed) - before, 3, "21 keys in requests of 7")
+        XCTAssertEqual(results.filter { if case .success = $0 { true } else { false } }.count, 21)
+        XCTAssertEqual(try store.listAll(prefix: "batch/").objects.count, 0)
+    }
+}

@@ -1,0 +1,44 @@
+import Foundation
+import ObjectStore
+import Synchronization
+
+/// Forwards to another store, but holds the next upload (put or multipart completion) of a chosen key at the
+/// store's door until `release()`: `entered` tells that the upload is in flight.
+public final class HoldingStore: ForwardingObjectStore {
+    public let base: any ObjectStore
+    private let held = Mutex<String?>(nil)
+    /// Signalled once the held upload has arrived.
+    public let entered = DispatchSemaphore(value: 0)
+    private let gate = DispatchSemaphore(value: 0)
+
+    public init(_ base: any ObjectStore) { self.base = base }
+
+    public var description: String { "holding(\(base.description))" }
+
+    /// The next upload of `key` waits for `release()`.
+    public func hold(_ key: String) { held.withLock { $0 = key } }
+
+    public func release() { gate.signal() }
+
+    private func wait(for key: String) {
+        let mine = held.withLock { current -> Bool in
+            guard current == key else { return false }
+            current = nil
+            return true
+        }
+        guard mine else { return }
+        entered.signal()
+        gate.wait()
+    }
+
+    public func put(_ key: String, body: PutBody, options: PutOptions) throws(ObjectStoreError) -> ObjectInfo {
+        wait(for: key)
+        return try base.put(key, body: body, options: options)
+    }
+
+    public func completeMultipartUpload(_ key: String, uploadID: String, parts: [CompletedPart],
+                                        condition: PutCondition) throws(ObjectStoreError) -> ObjectInfo {
+        wait(for: key)
+        return try base.completeMultipartUpload(key, uploadID: uploadID, parts: parts, condition: condition)
+    }
+}
