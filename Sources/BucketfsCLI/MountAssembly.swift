@@ -119,6 +119,10 @@ struct MountAssembly {
         let control = controlSettings(records: records, registry: registry, meter: meter, health: health)
         var options = fileSystemOptions
         options.directoryMetadataInSidecar = directoryMetadataInSidecar(logger: logger)
+        switch location.kind {
+        case .s3, .gcs: options.maxKeyLength = 1024    // both limit a key to 1,024 bytes of UTF-8
+        default: break
+        }
         let recovery = RecoveryFolder(directory: m.cacheDir + "/recovery", store: meter.description,
                                       context: options.recoveryContext, logger: logger)
         let staging: StagingJournal
