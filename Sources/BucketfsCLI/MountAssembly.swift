@@ -123,6 +123,13 @@ struct MountAssembly {
         case .s3, .gcs: options.maxKeyLength = 1024    // both limit a key to 1,024 bytes of UTF-8
         default: break
         }
+        // Staged data and recovery copies: real directories of ours, 0700 — never a link planted in the cache
+        // directory, nor an older version's 0755 directory left as it was.
+        for sub in ["staging", "recovery"] {
+            do { try PrivateDirectory.makeOrCheck(m.cacheDir + "/" + sub) } catch {
+                throw CLIError("cache directory: \(error)")
+            }
+        }
         let recovery = RecoveryFolder(directory: m.cacheDir + "/recovery", store: meter.description,
                                       context: options.recoveryContext, logger: logger)
         let staging: StagingJournal

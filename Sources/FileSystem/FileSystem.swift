@@ -136,7 +136,8 @@ public final class FileSystem: Sendable {
         self.workers = WorkerPool(threads: 16, name: "bucketfs-io")
         self.bulkWorkers = WorkerPool(threads: max(1, options.renameParallelism), name: "bucketfs-bulk")
         self.prefetchBudget = PrefetchBudget(bytes: options.readAheadBudget, cache: options.blockCacheSize > 0
-            ? BlockCache(directory: options.cacheDirectory + "/blocks", limit: options.blockCacheSize) : nil)
+            ? BlockCache(directory: options.cacheDirectory + "/blocks", limit: options.blockCacheSize) : nil,
+            logger: logger)
         self.metadataIndex = MetadataIndex(directory: options.persistMetadataIndex ? options.cacheDirectory + "/metadata" : nil,
                                            name: store.description + "\n" + options.prefix)
         self.locks = FileLockCoordinator(manager: lockManager, resourceName: lockResource, logger: logger)
