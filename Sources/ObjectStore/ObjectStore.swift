@@ -119,6 +119,17 @@ extension ObjectStore {
         try get(key, range: nil)
     }
 
+    /// Whether `key` is there: a `head` that is `.notFound` says no; other failures are thrown.
+    func exists(_ key: String) throws(ObjectStoreError) -> Bool {
+        do {
+            _ = try head(key)
+            return true
+        } catch {
+            if case .notFound = error { return false }
+            throw error
+        }
+    }
+
     @discardableResult
     public func put(_ key: String, data: Data, options: PutOptions = PutOptions()) throws(ObjectStoreError) -> ObjectInfo {
         try put(key, body: .data(data), options: options)

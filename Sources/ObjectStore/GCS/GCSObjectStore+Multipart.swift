@@ -46,10 +46,7 @@ extension GCSObjectStore {
     public func completeMultipartUpload(_ key: String, uploadID: String, parts: [CompletedPart],
                                         condition: PutCondition) throws(ObjectStoreError) -> ObjectInfo {
         try checkKey(key)
-        guard !parts.isEmpty else { throw .invalidRequest("a multipart upload needs at least one part") }
-        guard zip(parts, parts.dropFirst()).allSatisfy({ $0.number < $1.number }) else {
-            throw .invalidRequest("parts must be listed in ascending order of part number")
-        }
+        try validatePartList(parts)
         let manifest = try manifest(key, uploadID: uploadID)
         let stored = try listAll(prefix: uploadsPrefix + uploadID + "/").objects
         var generations: [String: String] = [:]

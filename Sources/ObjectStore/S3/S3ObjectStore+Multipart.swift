@@ -52,10 +52,7 @@ extension S3ObjectStore {
     public func completeMultipartUpload(_ key: String, uploadID: String, parts: [CompletedPart],
                                         condition: PutCondition) throws(ObjectStoreError) -> ObjectInfo {
         try checkKey(key)
-        guard !parts.isEmpty else { throw .invalidRequest("a multipart upload needs at least one part") }
-        guard zip(parts, parts.dropFirst()).allSatisfy({ $0.number < $1.number }) else {
-            throw .invalidRequest("parts must be listed in ascending order of part number")
-        }
+        try validatePartList(parts)
         var xml = "<CompleteMultipartUpload xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">"
         for part in parts {
             xml += "<Part><PartNumber>\(part.number)</PartNumber><ETag>\(S3XML.escape(Self.quote(part.etag)))</ETag></Part>"
@@ -103,7 +100,7 @@ extension S3ObjectStore {
                 guard let key = upload.value("Key"), let id = upload.value("UploadId") else { continue }
                 uploads.append(MultipartUploadInfo(
                     key: encoded ? Self.urlDecode(key) : key, uploadID: id,
-                    initiated: upload.value("Initiated").flatMap(S3Timestamp.parseISO8601) ?? Date(timeIntervalSince1970: 0)))
+                    initiated: upload.value("Initiated").flatMap(HTTPTimestamp.parseISO8601) ?? Date(timeIntervalSince1970: 0)))
             }
             guard xml.value("IsTruncated") == "true" else { break }
             keyMarker = xml.value("NextKeyMarker").map { encoded ? Self.urlDecode($0) : $0 }

@@ -1,9 +1,9 @@
 import Foundation
 import Glibc
 
-/// The two timestamp forms S3 sends, parsed by hand (no shared, non-Sendable formatters):
+/// The two timestamp forms S3 and GCS send, parsed by hand (no shared, non-Sendable formatters):
 /// HTTP dates in headers (`Wed, 21 Oct 2015 07:28:00 GMT`) and ISO 8601 in XML (`2015-10-21T07:28:00.000Z`).
-enum S3Timestamp {
+enum HTTPTimestamp {
     private static let months = ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"]
 
     static func parseHTTPDate(_ text: String) -> Date? {
