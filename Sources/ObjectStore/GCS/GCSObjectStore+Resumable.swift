@@ -10,7 +10,7 @@ extension GCSObjectStore {
     func resumableUpload(_ key: String, body: PutBody, length: UInt64,
                                  options: PutOptions) throws(ObjectStoreError) -> ObjectInfo {
         let contentType = options.contentType ?? "application/octet-stream"
-        if emulator { try checkCondition(options.condition, key: key, current: nil) }
+        if emulator { try checkConditionByReading(options.condition, key: key, current: nil) }
         var resource: [String: Any] = ["name": key, "contentType": contentType]
         if !options.metadata.isEmpty { resource["metadata"] = options.metadata }
         var query = [("uploadType", "resumable")]

@@ -44,10 +44,7 @@ public final class GCSObjectStore: HTTPObjectStore {
     /// Resolves endpoint and credentials (see `GCSCredentials`); makes no request (a service-account key is parsed).
     public init(configuration: GCSConfiguration) throws(ObjectStoreError) {
         let environment = configuration.environment ?? ProcessInfo.processInfo.environment
-        guard !configuration.bucket.isEmpty, !configuration.bucket.contains("/") else {
-            throw .invalidRequest("invalid bucket name \"\(configuration.bucket)\"")
-        }
-        bucket = configuration.bucket
+        bucket = try HTTPStoreCore.checkBucketName(configuration.bucket)
         let emulatorHost = environment["STORAGE_EMULATOR_HOST"].flatMap { $0.isEmpty ? nil : $0 }
         let custom = configuration.endpointURL.flatMap { $0.isEmpty ? nil : $0 } ?? emulatorHost
         var endpoint = custom ?? "https://storage.googleapis.com"
@@ -172,7 +169,8 @@ public final class GCSObjectStore: HTTPObjectStore {
         var page = ListPage(objects: objects, commonPrefixes: prefixes)
         if objects.count + prefixes.count > maxKeys {
             // Keep the first maxKeys entries in name order; resume after the last one kept.
-            let entries = (objects.map { ($0.key, false) } + prefixes.map { ($0, true) }).sorted { Self.precedes($0.0, $1.0) }
+            let entries = (objects.map { ($0.key, false) } + prefixes.map { ($0, true) })
+                .sorted { Self.precedes($0.0, $1.0) }
             let last = entries[maxKeys - 1]
             page.objects = objects.filter { !Self.precedes(last.0, $0.key) }
             page.commonPrefixes = prefixes.filter { !Self.precedes(last.0, $0) }
@@ -259,7 +257,9 @@ public final class GCSObjectStore: HTTPObjectStore {
         try checkKey(source)
         try checkKey(destination)
         let sourceInfo = try head(source)
-        if emulator { try checkCondition(condition, key: destination, current: source == destination ? sourceInfo : nil) }
+        if emulator {
+            try checkConditionByReading(condition, key: destination, current: source == destination ? sourceInfo : nil)
+        }
         var resource: [String: Any] = [:]
         if let metadata {
             resource["metadata"] = metadata
@@ -275,7 +275,8 @@ public final class GCSObjectStore: HTTPObjectStore {
             var pageQuery = query
             if let rewriteToken { pageQuery.append(("rewriteToken", rewriteToken)) }
             let response = try send(Request(method: "POST", path: path, query: pageQuery,
-                                            headers: [("content-type", "application/json")], body: .data(body))).response
+                                            headers: [("content-type", "application/json")],
+                                            body: .data(body))).response
             guard response.status == 200, let document = GCSJSON.object(response.body) else {
                 if response.status == 404 { throw .notFound(key: source) }
                 throw try conditionError(response, key: destination, condition: condition)
@@ -372,25 +373,10 @@ public final class GCSObjectStore: HTTPObjectStore {
         }
     }
 
-    /// The emulator's stand-in for conditions it ignores: compare with the current object. `current` saves the
-    /// read when the caller has it.
-    func checkCondition(_ condition: PutCondition, key: String, current: ObjectInfo?) throws(ObjectStoreError) {
-        switch condition {
-        case .none:
-            return
-        case .ifAbsent:
-            if current != nil { throw .preconditionFailed(key: key) }
-            if try exists(key) { throw .preconditionFailed(key: key) }
-        case .ifVersionMatches(let version):
-            let info: ObjectInfo
-            if let current { info = current } else { info = try head(key) }
-            guard info.version == version else { throw .preconditionFailed(key: key) }
-        }
-    }
-
     /// A failed write's error. GCS answers 412 both when the generation differs and when a generation is required
     /// of a missing object; the protocol wants `.notFound` for the latter, so a 412 on `ifVersionMatches` looks.
-    func conditionError(_ response: HTTPResponse, key: String, condition: PutCondition) throws(ObjectStoreError) -> ObjectStoreError {
+    func conditionError(_ response: HTTPResponse, key: String,
+                        condition: PutCondition) throws(ObjectStoreError) -> ObjectStoreError {
         if response.status == 412, case .ifVersionMatches = condition, !(try exists(key)) {
             return .notFound(key: key)
         }
@@ -405,7 +391,8 @@ public final class GCSObjectStore: HTTPObjectStore {
         let parsed = GCSJSON.errorDetail(response.body)
         let reason = parsed?.reason ?? ""
         let message = parsed?.message ?? ""
-        let detail = message.isEmpty ? "HTTP \(response.status)" : "\(reason.isEmpty ? "" : reason + ": ")\(message) (HTTP \(response.status))"
+        let detail = message.isEmpty ? "HTTP \(response.status)"
+            : "\(reason.isEmpty ? "" : reason + ": ")\(message) (HTTP \(response.status))"
         switch response.status {
         case 404:
             return key.map { .notFound(key: $0) } ?? .noSuchBucket(bucket)
@@ -486,7 +473,9 @@ public final class GCSObjectStore: HTTPObjectStore {
             var data = Data(count: count)
             var done = 0
             while done < count {
-                let got = data.withUnsafeMutableBytes { pread(fd, $0.baseAddress! + done, count - done, off_t(offset) + off_t(done)) }
+                let got = data.withUnsafeMutableBytes {
+                    pread(fd, $0.baseAddress! + done, count - done, off_t(offset) + off_t(done))
+                }
                 if got < 0 && errno == EINTR { continue }
                 guard got > 0 else {
                     throw .invalidRequest(got < 0 ? "cannot read body file \(path): \(String(cString: strerror(errno)))"
@@ -499,7 +488,8 @@ public final class GCSObjectStore: HTTPObjectStore {
     }
 
     /// Unreserved characters (RFC 3986): everything else in a name or query value is percent-encoded, `/` included.
-    static let unreserved = CharacterSet(charactersIn: "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~")
+    static let unreserved = CharacterSet(
+        charactersIn: "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~")
 
     static func encode(_ text: String) -> String {
         text.addingPercentEncoding(withAllowedCharacters: unreserved) ?? text

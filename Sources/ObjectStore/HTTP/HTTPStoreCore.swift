@@ -100,6 +100,12 @@ final class HTTPStoreCore: Sendable {
         }
     }
 
+    /// A bucket name as given, if it can be one: not empty, no `/` (it goes into URLs and hosts as is).
+    static func checkBucketName(_ name: String) throws(ObjectStoreError) -> String {
+        guard !name.isEmpty, !name.contains("/") else { throw .invalidRequest("invalid bucket name \"\(name)\"") }
+        return name
+    }
+
     /// The rule S3 and GCS share: a key is 1 to 1,024 bytes.
     func checkKey(_ key: String) throws(ObjectStoreError) {
         if key.isEmpty { throw .invalidKey(key: key, reason: "empty key") }

@@ -43,10 +43,7 @@ public final class S3ObjectStore: HTTPObjectStore {
     /// `.unauthorized` when no credentials are found and `noSignRequest` is not set.
     public init(configuration: S3Configuration) throws(ObjectStoreError) {
         let environment = configuration.environment ?? ProcessInfo.processInfo.environment
-        guard !configuration.bucket.isEmpty, !configuration.bucket.contains("/") else {
-            throw .invalidRequest("invalid bucket name \"\(configuration.bucket)\"")
-        }
-        bucket = configuration.bucket
+        bucket = try HTTPStoreCore.checkBucketName(configuration.bucket)
         let region = S3Credentials.region(configuration, environment: environment)
         self.region = region
         credentialProvider = try S3CredentialSource.resolve(configuration, environment: environment).map {
@@ -83,7 +80,8 @@ public final class S3ObjectStore: HTTPObjectStore {
         if let credentialProvider {
             do { _ = try credentialProvider.credentials() } catch {
                 if case .instanceMetadata = credentialProvider.source {
-                    throw .unauthorized("\(S3Credentials.missingMessage) (nor from \(credentialProvider.source): \(error))")
+                    throw .unauthorized(
+                        "\(S3Credentials.missingMessage) (nor from \(credentialProvider.source): \(error))")
                 }
                 throw .unauthorized("cannot get AWS credentials from \(credentialProvider.source): \(error)")
             }
@@ -178,7 +176,8 @@ public final class S3ObjectStore: HTTPObjectStore {
     private func list(_ request: ListRequest, policy: RetryPolicy?,
                       quiet: Bool = false) throws(ObjectStoreError) -> ListPage {
         // encoding-type=url: keys may hold characters XML 1.0 cannot carry; S3 then percent-encodes them.
-        var query = [("list-type", "2"), ("encoding-type", "url"), ("max-keys", String(min(1000, max(1, request.maxKeys))))]
+        var query = [("list-type", "2"), ("encoding-type", "url"),
+                     ("max-keys", String(min(1000, max(1, request.maxKeys))))]
         if !request.prefix.isEmpty { query.append(("prefix", request.prefix)) }
         if let delimiter = request.delimiter, !delimiter.isEmpty { query.append(("delimiter", delimiter)) }
         if let token = request.continuationToken { query.append(("continuation-token", token)) }
@@ -200,7 +199,8 @@ public final class S3ObjectStore: HTTPObjectStore {
             }
             page.objects.append(ObjectInfo(
                 key: decode(key), size: size,
-                lastModified: entry.value("LastModified").flatMap(HTTPTimestamp.parseISO8601) ?? Date(timeIntervalSince1970: 0),
+                lastModified: entry.value("LastModified").flatMap(HTTPTimestamp.parseISO8601)
+                    ?? Date(timeIntervalSince1970: 0),
                 version: Self.unquote(entry.value("ETag") ?? ""), contentType: nil, metadata: nil))
         }
         // SeaweedFS lists in its directory-tree order (`a/x` before `a-1`); S3 promises byte order. Sorted here,
@@ -232,7 +232,8 @@ public final class S3ObjectStore: HTTPObjectStore {
         if response.status == 200 {
             return ObjectInfo(key: key, size: sent.bodyLength, lastModified: responseDate(response),
                               version: Self.unquote(response.headers["etag"] ?? ""),
-                              contentType: options.contentType ?? "application/octet-stream", metadata: options.metadata)
+                              contentType: options.contentType ?? "application/octet-stream",
+                              metadata: options.metadata)
         }
         // A retried conditional PUT whose first attempt did land (the response was lost) fails its own condition.
         // If the object now holds exactly our bytes (single-part ETag = MD5 of the body), it was our write. With
@@ -241,13 +242,15 @@ public final class S3ObjectStore: HTTPObjectStore {
            let current = try? head(key), current.version == (try? md5Hex(body)) {
             return current
         }
-        try refineIfMatchFailure(response, key: key, sentIfMatch: options.condition != .none && options.condition != .ifAbsent)
+        try refineIfMatchFailure(response, key: key,
+                                 sentIfMatch: options.condition != .none && options.condition != .ifAbsent)
         throw mapError(response, key: key)
     }
 
     /// SeaweedFS answers `If-Match` on a missing key with 412 where AWS and moto answer 404: a HEAD tells the two
     /// apart, so that every server reports `.notFound` for an absent object. Costs a request on failure only.
-    private func refineIfMatchFailure(_ response: HTTPResponse, key: String, sentIfMatch: Bool) throws(ObjectStoreError) {
+    private func refineIfMatchFailure(_ response: HTTPResponse, key: String,
+                                      sentIfMatch: Bool) throws(ObjectStoreError) {
         guard response.status == 412, sentIfMatch else { return }
         if try !exists(key) { throw .notFound(key: key) }
     }
@@ -284,15 +287,7 @@ public final class S3ObjectStore: HTTPObjectStore {
         try checkKey(source)
         try checkKey(destination)
         let sourceInfo = try head(source)
-        switch condition {
-        case .none:
-            break
-        case .ifAbsent:
-            if try exists(destination) { throw .preconditionFailed(key: destination) }
-        case .ifVersionMatches(let version):
-            let current = source == destination ? sourceInfo : try head(destination)
-            guard current.version == version else { throw .preconditionFailed(key: destination) }
-        }
+        try checkConditionByReading(condition, key: destination, current: source == destination ? sourceInfo : nil)
         var headers = [("x-amz-copy-source", "/\(bucket)/\(SigV4Signer.uriEncode(source, keepSlash: true))")]
         if let metadata {
             headers.append(("x-amz-metadata-directive", "REPLACE"))
@@ -303,11 +298,13 @@ public final class S3ObjectStore: HTTPObjectStore {
         }
         headers += conditionHeaders(condition)
         let sent = try send(Request(method: "PUT", key: destination, headers: headers, errorMayComeWith200: true))
-        guard sent.response.status == 200, let xml = S3XML.parse(sent.response.body), xml.name == "CopyObjectResult" else {
+        guard sent.response.status == 200, let xml = S3XML.parse(sent.response.body),
+              xml.name == "CopyObjectResult" else {
             throw mapError(sent.response, key: source, conditionKey: destination)
         }
         return ObjectInfo(key: destination, size: sourceInfo.size,
-                          lastModified: xml.value("LastModified").flatMap(HTTPTimestamp.parseISO8601) ?? responseDate(sent.response),
+                          lastModified: xml.value("LastModified").flatMap(HTTPTimestamp.parseISO8601)
+                              ?? responseDate(sent.response),
                           version: Self.unquote(xml.value("ETag") ?? ""), contentType: sourceInfo.contentType,
                           metadata: metadata ?? sourceInfo.metadata)
     }
@@ -395,7 +392,8 @@ public final class S3ObjectStore: HTTPObjectStore {
         if let error { metadata["error"] = "\(error)" }
         let expected = status == "412" || status == "304"
             || (status == "404" && request.key != nil && ["HEAD", "GET", "DELETE"].contains(request.method))
-        Logger(label: "bucketfs.s3").log(level: expected ? .debug : .warning, "store request failed", metadata: metadata)
+        Logger(label: "bucketfs.s3").log(level: expected ? .debug : .warning, "store request failed",
+                                         metadata: metadata)
     }
 
     /// The S3 API name of a request, as AWS's documentation and error messages call it.
@@ -469,7 +467,8 @@ public final class S3ObjectStore: HTTPObjectStore {
             let keyOK = !key.isEmpty && key.utf8.allSatisfy {
                 ($0 >= 0x61 && $0 <= 0x7a) || ($0 >= 0x30 && $0 <= 0x39) || $0 == 0x2d || $0 == 0x5f || $0 == 0x2e
             }
-            let valueOK = value.utf8.allSatisfy { $0 >= 0x20 && $0 < 0x7f } && value.trimmingCharacters(in: .whitespaces) == value
+            let valueOK = value.utf8.allSatisfy { $0 >= 0x20 && $0 < 0x7f }
+                && value.trimmingCharacters(in: .whitespaces) == value
             guard keyOK, valueOK else {
                 throw .invalidRequest("metadata \(key)=\(value) cannot be sent as an x-amz-meta header")
             }
@@ -506,7 +505,9 @@ public final class S3ObjectStore: HTTPObjectStore {
 
     static func unquote(_ etag: String) -> String {
         var value = etag.hasPrefix("W/") ? String(etag.dropFirst(2)) : etag
-        if value.count >= 2, value.hasPrefix("\""), value.hasSuffix("\"") { value = String(value.dropFirst().dropLast()) }
+        if value.count >= 2, value.hasPrefix("\""), value.hasSuffix("\"") {
+            value = String(value.dropFirst().dropLast())
+        }
         return value
     }
 
