@@ -18,8 +18,9 @@ install_system_packages stress-ng
 install_system_packages git tar rsync sqlite3 python3 libpython3.11-testsuite stress-ng
 # prometheus: the server test_metrics.py starts on loopback to scrape --metrics-addr.
 install_system_packages prometheus
-# libcap2-bin: capsh, which gives test_containers.py's sandboxes a container's capability set.
-install_system_packages libcap2-bin
+# libcap2-bin: capsh, which gives test_containers.py's sandboxes a container's capability set; podman + runc run
+# bucketfs in real containers there (runc: crun refuses hybrid cgroup v1/v2 hosts).
+install_system_packages libcap2-bin podman runc
 require_swift
 # pytest drives the real mounts; moto_server is the S3 the tests start on loopback; boto3 inspects it.
 python3 -c "import pytest, boto3, moto.server" 2>/dev/null || python3 -m pip install -q pytest boto3 "moto[server]"

@@ -1,3 +1,4 @@
+import Foundation
 import Logging
 import ObjectStore
 
@@ -25,6 +26,25 @@ extension MountAssembly {
             }
             logger.warning("the store ignores conditional writes: conflicts with other writers cannot be detected",
                            metadata: ["store": "\(location)", "ignored": "\(what)"])
+        }
+    }
+}
+
+extension MountAssembly {
+    /// Whether directory metadata must go into sidecars (`DirectoryMarkers`): probed once at mount on S3 stores,
+    /// since S3-compatible servers differ (SeaweedFS drops a marker's metadata). GCS and the local stores keep it.
+    /// A read-only mount cannot probe and reads markers only.
+    func directoryMetadataInSidecar(logger: Logger) -> Bool {
+        guard case .s3 = location.kind, !configuration.mount.readOnly else { return false }
+        let probe = location.prefix + ".bucketfs/probe-\(UUID().uuidString.lowercased())/"
+        do throws(ObjectStoreError) {
+            let kept = try DirectoryMarkers.markersKeepMetadata(store, probeKey: probe)
+            if !kept { logger.info("the store drops directory markers' metadata: keeping it in sidecars") }
+            return !kept
+        } catch {
+            logger.warning("could not check whether the store keeps directory markers' metadata",
+                           metadata: ["reason": "\(error)"])
+            return false
         }
     }
 }

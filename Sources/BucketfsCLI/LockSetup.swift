@@ -75,10 +75,7 @@ struct LockSetup {
     }
 
     static func defaultFileLockDirectory() -> String {
-        if getuid() == 0 { return "/run/bucketfs/locks" }
-        if let runtime = ProcessInfo.processInfo.environment["XDG_RUNTIME_DIR"], !runtime.isEmpty {
-            return runtime + "/bucketfs/locks"
-        }
-        return "/tmp/bucketfs-\(getuid())/locks"
+        // The same base as the mount registry, made and checked by `PrivateDirectory` (FileLockStrategy).
+        PrivateDirectory.runtimeBase() + "/locks"
     }
 }

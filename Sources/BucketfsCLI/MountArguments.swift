@@ -6,7 +6,7 @@ struct ConfigurationOptions: ParsableArguments {
     @Option(name: .long, help: "YAML config file (storage: {...}, mount: {...}).")
     var config: String?
 
-    @Option(name: .customShort("o"), help: ArgumentHelp("Mount options, comma-separated: ro, rw, allow_other, uid=N, gid=N, file_mode=0644, dir_mode=0755, metadata_ttl=SECONDS, negative_ttl=SECONDS, cache_dir=PATH, part_size_mib=N, parts_in_flight=N, read_ahead_mib=N, block_cache_mib=N, rename_parallelism=N, staging_max_mib=N, log_level=LEVEL, debug, config=FILE.", valueName: "k=v,..."))
+    @Option(name: .customShort("o"), help: ArgumentHelp(MountOptionCatalog.helpText, valueName: "k=v,..."))
     var options: [String] = []
 
     @Option(help: "Owner shown for objects without uid metadata (default: the mounting user).")

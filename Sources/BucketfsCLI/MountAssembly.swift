@@ -117,7 +117,15 @@ struct MountAssembly {
         let records = try recordStores()
         let health = MountHealth(meter: meter, records: records.backend, locking: locking, ttl: Self.healthTTL)
         let control = controlSettings(records: records, registry: registry, meter: meter, health: health)
-        let options = fileSystemOptions
+        var options = fileSystemOptions
+        options.directoryMetadataInSidecar = directoryMetadataInSidecar(logger: logger)
+        // Staged data and recovery copies: real directories of ours, 0700 — never a link planted in the cache
+        // directory, nor an older version's 0755 directory left as it was.
+        for sub in ["staging", "recovery"] {
+            do { try PrivateDirectory.makeOrCheck(m.cacheDir + "/" + sub) } catch {
+                throw CLIError("cache directory: \(error)")
+            }
+        }
         let recovery = RecoveryFolder(directory: m.cacheDir + "/recovery", store: meter.description,
                                       context: options.recoveryContext, logger: logger)
         let staging: StagingJournal

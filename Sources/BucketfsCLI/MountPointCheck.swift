@@ -56,6 +56,9 @@ enum MountPointCheck {
             guard capable else {
                 throw CLIError("\(problem), and CAP_SYS_ADMIN is missing: run the container with --device /dev/fuse --cap-add SYS_ADMIN")
             }
+            guard error == ENOENT else {
+                throw CLIError("\(problem): run the container with --device /dev/fuse (a bind mount of it is not enough)")
+            }
             throw CLIError("\(problem): install fuse3 (modprobe fuse) on a host, or run the container with --device /dev/fuse")
         }
     }
@@ -65,7 +68,7 @@ enum MountPointCheck {
     /// Whether mount(2) can be reached: CAP_SYS_ADMIN in this process's effective set, or in its bounding set,
     /// which caps what the setuid fusermount3 (libfuse's fallback on EPERM) gains. Unreadable /proc: assume yes.
     static func mayGainSysAdmin() -> Bool {
-        guard let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8) else { return true }
+        guard let status = procFile("/proc/self/status") else { return true }
         let sysAdmin: UInt64 = 1 << 21    // CAP_SYS_ADMIN
         var found = false
         for line in status.split(separator: "\n") where line.hasPrefix("CapEff:") || line.hasPrefix("CapBnd:") {
@@ -77,7 +80,7 @@ enum MountPointCheck {
 
     /// The filesystem type mounted exactly at `path`, from /proc/self/mountinfo, or nil.
     static func mountType(at path: String) -> String? {
-        guard let text = try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8) else { return nil }
+        guard let text = procFile("/proc/self/mountinfo") else { return nil }
         var found: String?
         for line in text.split(separator: "\n") {
             // "id parent major:minor root mountpoint options [optional...] - fstype source superopts"
@@ -86,6 +89,23 @@ enum MountPointCheck {
             if unescape(String(fields[4])) == path { found = String(fields[dash + 1]) }
         }
         return found
+    }
+
+    /// A /proc file read to its end. Foundation's String(contentsOfFile:) stops after the first read(), which /proc
+    /// ends at a page: a mount table over 4 KiB (a container host, a Kubernetes node) lost its last mounts.
+    static func procFile(_ path: String) -> String? {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        var data: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 16384)
+        while true {
+            let n = read(fd, &buffer, buffer.count)
+            if n > 0 { data += buffer[0..<n]; continue }
+            if n < 0 && errno == EINTR { continue }
+            guard n == 0 else { return nil }
+            return String(decoding: data, as: UTF8.self)
+        }
     }
 
     /// mountinfo escapes space, tab, newline and backslash as octal `\ooo`.

@@ -68,6 +68,12 @@ final class BlockCache: Sendable {
         return contents.subdata(in: header.count..<contents.count)
     }
 
+    /// Whether block `number` of the object at `version` is indexed (without reading it).
+    func contains(key: String, version: String, number: Int) -> Bool {
+        let name = Self.fileName(key: key, version: version, number: number)
+        return index.withLock { $0.entries[name] != nil }
+    }
+
     /// Keeps block `number` (`data` is the whole block, or the object's shorter last block).
     func store(key: String, version: String, number: Int, data: Data) {
         guard !data.isEmpty, data.count <= blockSize, UInt64(data.count) <= limit else { return }

@@ -84,8 +84,8 @@ extension FileSystem {
         let metadata = node.objectMetadata()
         let info: ObjectInfo
         if node.kind == .directory {
-            let marker = markerKey(for: node.path)
-            info = try storeCall { try store.put(marker, body: .data(Data()), options: PutOptions(metadata: metadata)) }
+            let key = directoryMetadataKey(for: node.path)
+            info = try storeCall { try store.put(key, body: .data(Data()), options: PutOptions(metadata: metadata)) }
         } else if node.inStore {
             let key = keys.key(for: node.path)
             let condition: PutCondition = node.version.map { .ifVersionMatches($0) } ?? .none

@@ -72,7 +72,14 @@ extension FileSystem {
         }
         for object in page.objects {
             let name = String(object.key.dropFirst(prefix.count))
-            if name.isEmpty { marker = object; continue }
+            if name == DirectoryMarkers.sidecarName {
+                if options.directoryMetadataInSidecar { marker = object }
+                continue
+            }
+            if name.isEmpty {
+                if !options.directoryMetadataInSidecar { marker = object }
+                continue
+            }
             if acceptName(name, key: object.key) && !controlShadows(node.path, name) {
                 var object = object
                 if object.metadata == nil { object.metadata = metadataIndex.metadata(for: object) }
@@ -130,8 +137,10 @@ extension FileSystem {
             }
             return (objectNames, directoryNames)
         }
-        let keysToAsk = unknownObjects.map { (name: $0, key: keys.key(for: KeyMapping.join(path, $0))) }
-            + unknownDirectories.map { (name: $0, key: keys.directoryPrefix(for: KeyMapping.join(path, $0))) }
+        let keysToAsk = unknownObjects.map { (name: $0, key: keys.key(for: KeyMapping.join(path, $0)), directory: false) }
+            + unknownDirectories.map {
+                (name: $0, key: directoryMetadataKey(for: KeyMapping.join(path, $0)), directory: true)
+            }
         guard !keysToAsk.isEmpty, keysToAsk.count <= Self.listingHeadLimit else { return [:] }
         let backend = store
         let answers = workers.map(keysToAsk.count, width: 16) { i -> ObjectInfo? in
@@ -141,7 +150,7 @@ extension FileSystem {
         for (asked, answer) in zip(keysToAsk, answers) {
             guard let answer else { continue }
             metadataIndex.learn(answer)
-            if asked.key.hasSuffix("/") { markers[asked.name] = answer } else { objects[asked.name] = answer }
+            if asked.directory { markers[asked.name] = answer } else { objects[asked.name] = answer }
         }
         return markers
     }

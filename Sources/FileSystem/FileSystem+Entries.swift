@@ -14,9 +14,15 @@ extension FileSystem {
         var node = Node(ino: 0, path: path, kind: .directory, size: 0, permissions: (permissions & 0o7777) | owner.setgid,
                         uid: owner.uid, gid: owner.gid, mtime: now, ctime: now, version: nil, inStore: true,
                         metadataKnown: true, validatedAt: .now)
-        let info = try storeCall {
+        var info = try storeCall {
             try store.put(keys.directoryPrefix(for: path), body: .data(Data()),
                           options: PutOptions(metadata: node.objectMetadata()))
+        }
+        if options.directoryMetadataInSidecar {
+            info = try storeCall {
+                try store.put(directoryMetadataKey(for: path), body: .data(Data()),
+                              options: PutOptions(metadata: node.objectMetadata()))
+            }
         }
         node.version = info.version
         node.writtenMetadata = node.objectMetadata()
@@ -136,14 +142,24 @@ extension FileSystem {
         let attributes = try resolve(path, retain: false)
         guard attributes.kind == .directory else { throw FSError.notDirectory }
         let marker = keys.directoryPrefix(for: path)
-        let page = try storeCall { try store.list(ListRequest(prefix: marker, maxKeys: 2)) }
+        let sidecar = DirectoryMarkers.sidecarKey(forMarker: marker)
+        let page = try storeCall { try store.list(ListRequest(prefix: marker, maxKeys: 3)) }
         let hasPending = state.withLock { !$0.table.pendingChildren(of: path).isEmpty }
-        if hasPending || page.objects.contains(where: { $0.key != marker }) || !page.commonPrefixes.isEmpty {
+        let content = page.objects.filter { $0.key != marker && $0.key != sidecar }
+        if hasPending || !content.isEmpty || !page.commonPrefixes.isEmpty {
             throw FSError.notEmpty
         }
-        if page.objects.contains(where: { $0.key == marker }) {
-            try deleteObject(marker)
+        // Both, listed or not (one DeleteObjects on S3): SeaweedFS may not list a marker it keeps as a directory,
+        // and lists the emptied directory until its marker is deleted. The sidecar goes first, so that the local
+        // backend, which removes the directory with its marker, finds it empty.
+        for result in store.deleteObjects([sidecar, marker]) {
+            switch result {
+            case .success, .failure(.notFound): continue
+            case .failure(let error): throw FSError(error)
+            }
         }
+        metadataIndex.forget(key: sidecar)
+        metadataIndex.forget(key: marker)
         let now = FileTime.now()
         state.withLock { s in
             s.table.detach(path: path)

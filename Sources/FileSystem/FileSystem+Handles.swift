@@ -64,52 +64,19 @@ extension FileSystem {
             let end = min(content.count, Int(offset) + size)
             return content.subdata(in: Int(offset)..<end)
         }
-        if let data = try readStreaming(node, handle: handle, offset: offset, size: size) { return data }
         let prefetcher = state.withLock { s -> ReadPrefetcher? in
             guard var file = s.files[handle] else { return nil }
             if file.prefetcher == nil {
                 file.prefetcher = ReadPrefetcher(store: store, key: keys.key(for: node.path), size: node.size,
                                                  settings: ReadPrefetcher.Settings(), budget: prefetchBudget,
-                                                 workers: workers, version: node.version)
+                                                 workers: workers, version: node.version,
+                                                 streaming: store.prefersStreamingReads)
                 s.files[handle] = file
             }
             return file.prefetcher
         }
         guard let prefetcher else { throw FSError.badHandle }
         return try storeCall { try prefetcher.read(offset: offset, count: size) }
-    }
-
-    /// Serves a read from the handle's streaming GET, starting one for a first read at byte 0 of a large file;
-    /// nil when there is no stream (any more): a seek ends it and ranged read-ahead takes over.
-    private func readStreaming(_ node: Node, handle: UInt64, offset: UInt64, size: Int) throws(FSError) -> Data? {
-        let (existing, start) = state.withLock { s -> (SequentialStream?, Bool) in
-            guard var file = s.files[handle] else { return (nil, false) }
-            if file.stream == nil && !file.streamTried && file.prefetcher == nil && offset == 0
-                && node.size >= Self.streamThreshold && store.prefersStreamingReads {
-                file.streamTried = true
-                s.files[handle] = file
-                return (nil, true)
-            }
-            return (file.stream, false)
-        }
-        var stream = existing
-        if start, let started = SequentialStream.start(store: store, key: keys.key(for: node.path), version: node.version,
-                                                       from: 0, size: node.size, budget: prefetchBudget) {
-            let kept = state.withLock { s -> Bool in
-                guard s.files[handle] != nil else { return false }
-                s.files[handle]?.stream = started
-                return true
-            }
-            if !kept { started.close() }
-            stream = kept ? started : nil
-        }
-        guard let stream else { return nil }
-        if let data = try storeCall({ try stream.read(offset: offset, count: size) }) { return data }
-        state.withLock { s in
-            if s.files[handle]?.stream === stream { s.files[handle]?.stream = nil }
-        }
-        stream.close()
-        return nil
     }
 
     public func write(_ ino: UInt64, handle: UInt64, offset: UInt64, data: UnsafeRawBufferPointer) throws(FSError) -> Int {

@@ -5,6 +5,7 @@ import ObjectStore
 extension FileSystem {
     public func lookup(parent: UInt64, name: String) throws(FSError) -> FileAttributes {
         if let attributes = try controlLookup(parent: parent, name: name) { return attributes }    // control dir
+        if name == DirectoryMarkers.sidecarName { throw FSError.notFound }    // a directory's metadata, never listed
         let path = try childPath(parent: parent, name: name)
         return try resolve(path, retain: true)
     }
@@ -127,6 +128,16 @@ extension FileSystem {
             return nil    // a name this backend cannot hold (e.g. its own state folder) does not exist
         } catch {
             throw FSError(error)
+        }
+        if options.directoryMetadataInSidecar, !page.objects.isEmpty || !page.commonPrefixes.isEmpty {
+            // A marker may not even be listed there (SeaweedFS): the sidecar says what the directory is.
+            do throws(ObjectStoreError) {
+                return .directory(marker: learnt(try store.head(DirectoryMarkers.sidecarKey(forMarker: marker))))
+            } catch .notFound {
+                return .implicitDirectory
+            } catch {
+                throw FSError(error)
+            }
         }
         if let first = page.objects.first, first.key == marker {
             let info = first.metadata != nil ? first : try storeCall { try store.head(marker) }

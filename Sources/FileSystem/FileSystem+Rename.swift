@@ -2,7 +2,7 @@ import Foundation
 import ObjectStore
 
 /// rename(2). A file: server-side copy, then delete, ordered with the file's uploads (and those of the file it
-/// replaces). A directory: object by object — not atomic (docs/SEMANTICS.md). The moved node keeps its inode
+/// replaces). A directory: `DirectoryMover` — not atomic, but it finishes or undoes (docs/SEMANTICS.md). The moved node keeps its inode
 /// number; a replaced node is detached, so nothing of it is uploaded any more.
 extension FileSystem {
     public func rename(parent: UInt64, name: String, newParent: UInt64, newName: String,
@@ -81,33 +81,12 @@ extension FileSystem {
         try serialised(below) { () throws(FSError) in
             let oldPrefix = keys.directoryPrefix(for: from)
             let newPrefix = keys.directoryPrefix(for: to)
-            let objects = try storeCall { try store.listAll(prefix: oldPrefix).objects }
-            let backend = store
-            let objectKeys = objects.map(\.key)
-            // Copies in parallel; every copy must succeed before anything is deleted.
-            let copies = bulkWorkers.map(objectKeys.count, width: options.renameParallelism) { i in
-                Self.copy(backend, from: objectKeys[i], to: newPrefix + objectKeys[i].dropFirst(oldPrefix.count))
+            let mover = DirectoryMover(store: store, workers: bulkWorkers, width: options.renameParallelism)
+            let versions = try storeCall { try mover.move(from: oldPrefix, to: newPrefix) }
+            for (rest, version) in versions {
+                metadataIndex.moved(from: oldPrefix + rest, to: newPrefix + rest, version: version)
+                metadataIndex.forget(key: oldPrefix + rest)
             }
-            var versions: [String: String] = [:]
-            for (key, result) in zip(objectKeys, copies) {
-                switch result {
-                case .success(let version):
-                    versions[String(key.dropFirst(oldPrefix.count))] = version
-                    metadataIndex.moved(from: key, to: newPrefix + key.dropFirst(oldPrefix.count), version: version)
-                case .failure(let error): throw FSError(error)
-                }
-            }
-            // Then the deletes: objects in parallel, then the directory markers deepest first (the local backend
-            // removes a directory when its marker goes, which it can only do once the directory is empty).
-            let files = objectKeys.filter { !$0.hasSuffix("/") }
-            let deletes = bulkWorkers.map(files.count, width: options.renameParallelism) { i in
-                Self.delete(backend, files[i])
-            }
-            for case .failure(let error) in deletes { throw FSError(error) }
-            for marker in objectKeys.filter({ $0.hasSuffix("/") }).sorted(by: >) {
-                if case .failure(let error) = Self.delete(backend, marker) { throw FSError(error) }
-            }
-            for key in objectKeys { metadataIndex.forget(key: key) }
             state.withLock { s in
                 s.table.move(from: from, to: to)
                 s.noteExists(to)
@@ -122,25 +101,6 @@ extension FileSystem {
                 s.negative.removeValue(forKey: to)
                 s.negative[from] = .now + .seconds(options.negativeTTL)
             }
-        }
-    }
-
-    private static func copy(_ store: any ObjectStore, from: String, to: String) -> Result<String, ObjectStoreError> {
-        do throws(ObjectStoreError) {
-            return .success(try store.copy(from: from, to: to, metadata: nil, condition: .none).version)
-        } catch {
-            return .failure(error)
-        }
-    }
-
-    private static func delete(_ store: any ObjectStore, _ key: String) -> Result<Void, ObjectStoreError> {
-        do throws(ObjectStoreError) {
-            try store.delete(key)
-            return .success(())
-        } catch .notFound {
-            return .success(())
-        } catch {
-            return .failure(error)
         }
     }
 }

@@ -136,7 +136,8 @@ public final class FileSystem: Sendable {
         self.workers = WorkerPool(threads: 16, name: "bucketfs-io")
         self.bulkWorkers = WorkerPool(threads: max(1, options.renameParallelism), name: "bucketfs-bulk")
         self.prefetchBudget = PrefetchBudget(bytes: options.readAheadBudget, cache: options.blockCacheSize > 0
-            ? BlockCache(directory: options.cacheDirectory + "/blocks", limit: options.blockCacheSize) : nil)
+            ? BlockCache(directory: options.cacheDirectory + "/blocks", limit: options.blockCacheSize) : nil,
+            logger: logger)
         self.metadataIndex = MetadataIndex(directory: options.persistMetadataIndex ? options.cacheDirectory + "/metadata" : nil,
                                            name: store.description + "\n" + options.prefix)
         self.locks = FileLockCoordinator(manager: lockManager, resourceName: lockResource, logger: logger)
@@ -180,6 +181,7 @@ public final class FileSystem: Sendable {
     func childPath(parent: UInt64, name: String) throws(FSError) -> String {
         guard name.utf8.count <= 255 else { throw FSError.nameTooLong }
         guard KeyMapping.isValidName(name) else { throw FSError.invalidArgument }
+        guard name != DirectoryMarkers.sidecarName else { throw FSError.notPermitted }    // reserved
         if control?.refusesChange(parent: parent, name: name) == true { throw FSError.readOnly }    // control dir
         let node = try existingNode(parent)
         guard node.kind == .directory else { throw FSError.notDirectory }
@@ -189,7 +191,7 @@ public final class FileSystem: Sendable {
 
     /// The key a node's object lives at: the marker for a directory.
     func objectKey(of node: Node) -> String {
-        node.kind == .directory ? markerKey(for: node.path) : keys.key(for: node.path)
+        node.kind == .directory ? directoryMetadataKey(for: node.path) : keys.key(for: node.path)
     }
 
     /// Where a directory's mode, owner and times are kept: its marker `dir/`. The root of a whole bucket has no
@@ -200,10 +202,19 @@ public final class FileSystem: Sendable {
 
     static let bucketRootMarker = ".bucketfs/root/"
 
+    /// The object that carries a directory's metadata: its marker, or on stores that drop a marker's metadata the
+    /// sidecar inside it (`DirectoryMarkers`).
+    func directoryMetadataKey(for path: String) -> String {
+        let marker = markerKey(for: path)
+        return options.directoryMetadataInSidecar ? DirectoryMarkers.sidecarKey(forMarker: marker) : marker
+    }
+
     /// The root's attributes as last set (chmod, touch, rsync of a tree onto the mount root); a failure to ask
     /// leaves the mount's defaults.
     private func loadRootAttributes() {
-        guard let marker = try? store.head(markerKey(for: "")), marker.metadata?.isEmpty == false else { return }
+        guard let marker = try? store.head(directoryMetadataKey(for: "")), marker.metadata?.isEmpty == false else {
+            return
+        }
         state.withLock { s in
             guard let root = s.table[InodeTable.rootIno] else { return }
             s.table[InodeTable.rootIno] = apply(observation: .directory(marker: marker), to: root)

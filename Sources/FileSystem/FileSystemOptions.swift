@@ -34,6 +34,9 @@ public struct FileSystemOptions: Sendable, Equatable {
     public var persistMetadataIndex: Bool
     /// Bytes the on-disk block cache (`<cacheDirectory>/blocks`) may hold; 0 turns it off.
     public var blockCacheSize: UInt64
+    /// Keep a directory's mode, owner and times in a sidecar object `dir/.bucketfs-dir` as well as in its marker:
+    /// for stores that drop a marker's metadata (SeaweedFS; `DirectoryMarkers.markersKeepMetadata` tells).
+    public var directoryMetadataInSidecar = false
 
     public init(prefix: String = "", uid: UInt32 = getuid(), gid: UInt32 = getgid(),
                 filePermissions: UInt32 = 0o644, directoryPermissions: UInt32 = 0o755, readOnly: Bool = false,

@@ -1,4 +1,5 @@
 import Foundation
+import Logging
 import ObjectStore
 import Synchronization
 
@@ -7,10 +8,13 @@ final class PrefetchBudget: Sendable {
     private let available: Mutex<Int>
     /// The mount's on-disk block cache, which read-ahead and streams read through (nil: none).
     let cache: BlockCache?
+    /// The mount's choice between one streaming GET and parallel ranges, from what it measured.
+    let planner: ReadPlanner
 
-    init(bytes: Int, cache: BlockCache? = nil) {
+    init(bytes: Int, cache: BlockCache? = nil, logger: Logger? = nil) {
         available = Mutex(bytes)
         self.cache = cache
+        planner = ReadPlanner(logger: logger)
     }
 
     func reserve(_ bytes: Int) -> Bool {
@@ -26,10 +30,12 @@ final class PrefetchBudget: Sendable {
     }
 }
 
-/// Read-ahead for one open file that is not being written: a sequential reader gets a window that doubles
-/// from `initialWindow` to `maxWindow`, fetched as parallel ranged GETs of up to `partSize`; a seek outside
-/// the buffered range starts over with the initial window. Chunks ahead of the reader count against the
-/// mount's `PrefetchBudget`; when it is spent, reads are fetched on demand only.
+/// Reads of one open file that is not being written. A file read from byte 0 follows the plan of the mount's
+/// `ReadPlanner`: stretches served by one streaming GET (`SequentialStream`) or by ranged read-ahead, each measured
+/// for the planner. Ranged read-ahead: a sequential reader gets a window that doubles from `initialWindow` (a planned
+/// stretch: `plannedWindow`) to `maxWindow`, fetched as parallel ranged GETs of the planner's part size; a seek
+/// outside the buffered range starts over with the initial window (and leaves the plan). Chunks ahead of the reader
+/// and streams count against the mount's `PrefetchBudget`; when it is spent, reads are fetched on demand only.
 final class ReadPrefetcher: @unchecked Sendable {
     struct Settings {
         var initialWindow = 1 << 20
@@ -43,6 +49,8 @@ final class ReadPrefetcher: @unchecked Sendable {
         /// Counted against the budget (read-ahead), as opposed to fetched because a read asked for it.
         let budgeted: Bool
         var data: Data?
+        /// Served by the block cache, not the store.
+        var cached = false
         var error: ObjectStoreError?
         var done: Bool { data != nil || error != nil }
         init(start: UInt64, end: UInt64, budgeted: Bool) {
@@ -69,10 +77,26 @@ final class ReadPrefetcher: @unchecked Sendable {
     private var chunks: [Chunk] = []
     private var window: Int
     private var closed = false
+    // The plan of a read from byte 0 (`ReadPlanner`): the stretch being read, those after it, the stream serving it.
+    private var planned = false
+    private var segment: ReadPlanner.Segment?
+    private var nextSegments: [ReadPlanner.Segment] = []
+    private var stream: SequentialStream?
+    /// What the reader got in the current stretch and the seconds it spent in `read` for it; whether the block cache
+    /// served any of it (then it measures the disk, not the store: not recorded).
+    private var segmentBytes = 0
+    private var segmentSeconds = 0.0
+    private var segmentCached = false
+    private let streaming: Bool
+    /// Where a planned ranged stretch starts its window: wide enough to be parallel at once, small enough that a
+    /// reader that only wanted the first bytes costs little more than a stream would.
+    static let plannedWindow = 8 << 20
 
+    /// `streaming`: the store has a real single-request stream (`ObjectStore.prefersStreamingReads`).
     init(store: any ObjectStore, key: String, size: UInt64, settings: Settings, budget: PrefetchBudget,
-         workers: WorkerPool, version: String? = nil) {
+         workers: WorkerPool, version: String? = nil, streaming: Bool = false) {
         self.version = Mutex(version)
+        self.streaming = streaming
         self.store = store
         self.key = key
         self.size = size
@@ -83,8 +107,116 @@ final class ReadPrefetcher: @unchecked Sendable {
     }
 
     func read(offset: UInt64, count: Int) throws(ObjectStoreError) -> Data {
+        guard offset < size, count > 0 else { return Data() }
+        let started = DispatchTime.now().uptimeNanoseconds
+        if let stream = streamServing(offset: offset) {
+            if let data = try stream.read(offset: offset, count: count) {
+                account(offset: offset, bytes: data.count, since: started, cached: false)
+                return data
+            }
+            // A read the stream cannot serve (far from it): off the plan, ranged reads from here. (Unless another
+            // thread's read moved the plan on meanwhile, closing this stream: then the plan goes on.)
+            condition.lock()
+            if self.stream === stream {
+                leaveSegment(record: true)
+                nextSegments = []
+            }
+            condition.unlock()
+        }
+        let (data, cached) = try readRanges(offset: offset, count: count)
+        account(offset: offset, bytes: data.count, since: started, cached: cached)
+        return data
+    }
+
+    /// Stops read-ahead and the stream; chunks still in flight are dropped when they land.
+    func close() {
+        condition.lock()
+        closed = true
+        leaveSegment(record: true)
+        nextSegments = []
+        dropChunks { _ in true }
+        condition.unlock()
+    }
+
+    // MARK: The plan
+
+    /// The stream to serve a read at `offset` from, after moving the plan along: nil for a ranged read.
+    private func streamServing(offset: UInt64) -> SequentialStream? {
+        condition.lock()
+        defer { condition.unlock() }
+        // Only a handle whose first read is at (or, out of order, just after) byte 0 follows a plan.
+        if !planned && !closed {
+            planned = true
+            if offset < Self.slack {
+                nextSegments = budget.planner.plan(size: size, streaming: streaming)
+                enterSegment()
+            }
+        }
+        while let current = segment {
+            // A read far outside the stretch is a seek: the plan is over (what was read so far still counts).
+            if offset + Self.slack < current.start || offset > current.end + Self.slack {
+                leaveSegment(record: true)
+                nextSegments = []
+                return nil
+            }
+            guard offset >= current.end, !nextSegments.isEmpty else { break }
+            leaveSegment(record: true)
+            enterSegment()
+        }
+        // Reads a little behind a stream's start (the kernel's reads arrive out of order) are ranged reads.
+        guard let current = segment, offset >= current.start else { return nil }
+        return stream
+    }
+
+    /// Starts the next planned stretch. Called with the lock held.
+    private func enterSegment() {
+        guard !nextSegments.isEmpty, !closed else { return }
+        var next = nextSegments.removeFirst()
+        if next.method == nil { next.method = budget.planner.best }
+        segment = next
+        segmentBytes = 0
+        segmentSeconds = 0
+        segmentCached = false
+        if next.method == .stream {
+            // Nil when the budget is spent or the block cache holds the start: then ranged reads serve the stretch.
+            stream = SequentialStream.start(store: store, key: key, version: version.withLock { $0 }, from: next.start,
+                                            size: size, budget: budget)
+            if stream == nil { segmentCached = true }    // not a measure of the stream
+        } else {
+            dropChunks { $0.end <= next.start }
+            window = max(window, min(settings.maxWindow, Self.plannedWindow))
+        }
+    }
+
+    /// Ends the current stretch, recording what it measured. Called with the lock held.
+    private func leaveSegment(record: Bool) {
+        guard let current = segment else { return }
+        if record && !segmentCached, let method = current.method {
+            budget.planner.record(method, bytes: segmentBytes, seconds: segmentSeconds)
+        }
+        segment = nil
+        stream?.close()
+        stream = nil
+    }
+
+    /// Counts a read towards the current stretch (if it lies in it).
+    private func account(offset: UInt64, bytes: Int, since started: UInt64, cached: Bool) {
+        let seconds = Double(DispatchTime.now().uptimeNanoseconds - started) / 1e9
+        condition.lock()
+        if let current = segment, offset >= current.start, offset < current.end {
+            segmentBytes += bytes
+            segmentSeconds += seconds
+            if cached { segmentCached = true }
+        }
+        condition.unlock()
+    }
+
+    // MARK: Ranged reads
+
+    /// The bytes at `offset` from read-ahead chunks (fetching what is missing), and whether any came from the cache.
+    private func readRanges(offset: UInt64, count: Int) throws(ObjectStoreError) -> (Data, Bool) {
         let end = min(size, offset + UInt64(count))
-        guard offset < end else { return Data() }
+        guard offset < end else { return (Data(), false) }
         condition.lock()
         defer { condition.unlock() }
 
@@ -96,7 +228,11 @@ final class ReadPrefetcher: @unchecked Sendable {
         } ?? false
         if !near {
             dropChunks { _ in true }
-            window = settings.initialWindow
+            // (A planned ranged stretch is known to be sequential: it starts wider.)
+            let planned = segment.map { $0.method == .ranges && offset + Self.slack >= $0.start && offset < $0.end }
+                ?? false
+            window = planned ? max(settings.initialWindow, min(settings.maxWindow, Self.plannedWindow))
+                : settings.initialWindow
         }
         // The chunks this read is made of, held by reference: another thread's seek may drop them from `chunks`
         // meanwhile (they still complete, and this read still uses them).
@@ -118,7 +254,8 @@ final class ReadPrefetcher: @unchecked Sendable {
             }
         }
         FileSystemMetrics.shared.readAhead(hit: demand.isEmpty)
-        readAhead(from: end)
+        // (A read just behind a live stream's start fetches what it needs, nothing ahead: the stream has that.)
+        if segment?.method != .stream || stream == nil { readAhead(from: end) }
         // What this read needs now is fetched on the caller's own (libfuse) thread, so that a busy worker pool
         // (read-ahead of other files, part uploads) never delays it.
         for chunk in demand {
@@ -129,6 +266,7 @@ final class ReadPrefetcher: @unchecked Sendable {
         }
 
         var result = Data(capacity: Int(end - offset))
+        var cached = false
         cursor = offset
         for chunk in parts {
             while !chunk.done { condition.wait() }
@@ -137,6 +275,7 @@ final class ReadPrefetcher: @unchecked Sendable {
                 throw error
             }
             let data = chunk.data!
+            cached = cached || chunk.cached
             let from = Int(cursor - chunk.start)
             let to = min(data.count, Int(min(end, chunk.end) - chunk.start))
             if from < to { result.append(data[data.startIndex + from ..< data.startIndex + to]) }
@@ -147,27 +286,22 @@ final class ReadPrefetcher: @unchecked Sendable {
         // behind), widen the window.
         dropChunks { $0.end + Self.slack <= offset }
         window = min(settings.maxWindow, window * 2)
-        return result
+        return (result, cached)
     }
 
-    /// Stops read-ahead; chunks still in flight are dropped when they land.
-    func close() {
-        condition.lock()
-        closed = true
-        dropChunks { _ in true }
-        condition.unlock()
+    /// Range of one read-ahead GET: the planner's part size (from the measured rate of one GET; `settings.partSize`
+    /// until measured), but at most a quarter of the window (at least 1 MiB), so that several are in flight at once.
+    private var partSize: Int {
+        min(max(1 << 20, window / 4), budget.planner.partSize ?? settings.partSize)
     }
-
-    /// Range of one read-ahead GET: `partSize` while the window is small, half the window once it is large. A long
-    /// sequential read then costs few requests — what matters where a request has a cost of its own beyond its
-    /// bytes (per-request overhead on S3, a full-object copy per ranged GET on moto) — with two still in flight.
-    private var partSize: Int { max(min(settings.partSize, window), window / 2) }
 
     /// Starts fetching up to `from + window` in parts, as far as the budget allows. Called with the lock held.
     private func readAhead(from: UInt64) {
         guard !closed else { return }
         var cursor = max(from, chunks.map(\.end).max() ?? from)
-        let limit = min(size, from + UInt64(window))
+        // A planned ranged stretch followed by another (a probe) fetches nothing past its end.
+        let stretchEnd = nextSegments.isEmpty ? size : (segment?.end ?? size)
+        let limit = min(size, from + UInt64(window), max(stretchEnd, from))
         while cursor < limit {
             // Parts as large as the window allows (the window may be overshot by one part): clipping the last part
             // to the window would add a sliver of a GET per kernel read once the window stops growing.
@@ -198,9 +332,9 @@ final class ReadPrefetcher: @unchecked Sendable {
 
     /// One ranged GET, or the block cache; called without the lock. With a cache the GET is widened to whole
     /// blocks, which are kept (a 4 KiB random read fetches its 1 MiB block: the next reads near it are local).
-    private func fetch(_ range: Range<UInt64>) -> Result<Data, ObjectStoreError> {
+    private func fetch(_ range: Range<UInt64>) -> Result<(data: Data, cached: Bool), ObjectStoreError> {
         do throws(ObjectStoreError) {
-            guard let cache = budget.cache, !range.isEmpty else { return .success(try store.get(key, range: range).body) }
+            guard let cache = budget.cache, !range.isEmpty else { return .success((try timedGet(range).body, false)) }
             let blockSize = UInt64(cache.blockSize)
             let first = Int(range.lowerBound / blockSize)
             let last = Int((range.upperBound - 1) / blockSize)
@@ -213,10 +347,10 @@ final class ReadPrefetcher: @unchecked Sendable {
                     if UInt64(block.count) < blockSize { break }    // the object's last block
                 }
                 if base + UInt64(cached.count) >= min(range.upperBound, size) {
-                    return .success(Self.slice(cached, from: range.lowerBound - base, count: range.count))
+                    return .success((Self.slice(cached, from: range.lowerBound - base, count: range.count), true))
                 }
             }
-            let got = try store.get(key, range: base..<min(size, UInt64(last + 1) * blockSize))
+            let got = try timedGet(base..<min(size, UInt64(last + 1) * blockSize))
             let cacheable = version.withLock { known -> Bool in
                 if known == nil { known = got.info.version }
                 return known == got.info.version
@@ -233,10 +367,19 @@ final class ReadPrefetcher: @unchecked Sendable {
                     offset = end
                 }
             }
-            return .success(Self.slice(got.body, from: range.lowerBound - base, count: range.count))
+            return .success((Self.slice(got.body, from: range.lowerBound - base, count: range.count), false))
         } catch {
             return .failure(error)
         }
+    }
+
+    /// A ranged GET, its duration given to the planner (which sizes parts from it).
+    private func timedGet(_ range: Range<UInt64>) throws(ObjectStoreError) -> ObjectData {
+        let started = DispatchTime.now().uptimeNanoseconds
+        let got = try store.get(key, range: range)
+        budget.planner.recordRequest(bytes: got.body.count,
+                                     seconds: Double(DispatchTime.now().uptimeNanoseconds - started) / 1e9)
+        return got
     }
 
     private static func slice(_ data: Data, from: UInt64, count: Int) -> Data {
@@ -245,9 +388,11 @@ final class ReadPrefetcher: @unchecked Sendable {
     }
 
     /// Called with the lock held.
-    private func complete(_ chunk: Chunk, with outcome: Result<Data, ObjectStoreError>) {
+    private func complete(_ chunk: Chunk, with outcome: Result<(data: Data, cached: Bool), ObjectStoreError>) {
         switch outcome {
-        case .success(let data): chunk.data = data
+        case .success(let got):
+            chunk.data = got.data
+            chunk.cached = got.cached
         case .failure(let error): chunk.error = error
         }
         // Dropped while in flight: its budget comes back now.

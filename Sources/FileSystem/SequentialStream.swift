@@ -37,7 +37,8 @@ final class SequentialStream: @unchecked Sendable {
     static func start(store: any ObjectStore, key: String, version: String?, from start: UInt64, size: UInt64,
                       budget: PrefetchBudget) -> SequentialStream? {
         // Cached already (read before, this mount or an earlier one): ranged reads serve it from the block cache.
-        if let cache = budget.cache, let version, start == 0, cache.block(key: key, version: version, number: 0) != nil {
+        if let cache = budget.cache, let version,
+           cache.contains(key: key, version: version, number: Int(start / UInt64(cache.blockSize))) {
             return nil
         }
         guard budget.reserve(footprint) else { return nil }

@@ -60,7 +60,12 @@ public enum RecordCoding {
 
     /// Now, at the millisecond precision the JSON keeps, so that a record read back equals the one written.
     public static func now() -> Date {
-        let milliseconds = Int64((Date().timeIntervalSince1970 * 1000).rounded(.down))
+        truncated(Date())
+    }
+
+    /// `date` at the millisecond precision the JSON keeps.
+    public static func truncated(_ date: Date) -> Date {
+        let milliseconds = Int64((date.timeIntervalSince1970 * 1000).rounded(.down))
         let (seconds, fraction) = milliseconds.quotientAndRemainder(dividingBy: 1000)
         return instant(seconds: seconds, milliseconds: fraction)
     }

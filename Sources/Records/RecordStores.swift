@@ -17,16 +17,18 @@ public struct RecordStores: Sendable {
     public let registry: ThreadRegistry
     public let events: EventLog
 
-    /// `ttl`: seconds that buffer slots and registry entries live (seed 004: 24 h); `nil` for ever.
-    public init(backend: any RecordBackend, ttl: Double? = 86_400) {
+    /// `ttl`: seconds that buffer slots and registry entries live (seed 004: 24 h); `nil` for ever. `clock` tells
+    /// them the time (tests move it by hand).
+    public init(backend: any RecordBackend, ttl: Double? = 86_400,
+                clock: @escaping @Sendable () -> Date = { Date() }) {
         self.backend = backend
         sessions = SessionStore(backend: backend)
         conversations = ConversationStore(backend: backend)
         checkpoints = CheckpointStore(backend: backend)
         tasks = TaskContextStore(backend: backend)
         uploads = UploadStateStore(backend: backend)
-        buffers = ThreadBufferStore(backend: backend, ttl: ttl)
-        registry = ThreadRegistry(backend: backend, ttl: ttl)
+        buffers = ThreadBufferStore(backend: backend, ttl: ttl, clock: clock)
+        registry = ThreadRegistry(backend: backend, ttl: ttl, clock: clock)
         events = EventLog(backend: backend)
     }
 

@@ -5,10 +5,12 @@ import Foundation
 public struct ThreadBufferStore: Sendable {
     let table: RecordTable<BufferSlot>
     public let ttl: Double?
+    let clock: @Sendable () -> Date
 
-    init(backend: any RecordBackend, ttl: Double?) {
+    init(backend: any RecordBackend, ttl: Double?, clock: @escaping @Sendable () -> Date = { Date() }) {
         table = RecordTable(backend: backend)
         self.ttl = ttl
+        self.clock = clock
     }
 
     /// Appends and returns the slot's index. Racing appenders each get their own index.
@@ -17,7 +19,7 @@ public struct ThreadBufferStore: Sendable {
         try RecordKey.validate(thread, "thread id")
         var index = try table.backend.keys(under: RecordKey.buffer(thread)).count
         for _ in 0..<RecordTable<BufferSlot>.maxAttempts {
-            let now = RecordCoding.now()
+            let now = RecordCoding.truncated(clock())
             let slot = BufferSlot(schemaVersion: RecordCoding.schemaVersion, threadID: thread, index: index, createdAt: now,
                                   expiresAt: ttl.map { now.addingTimeInterval($0) }, data: data)
             if try table.create(RecordKey.slot(thread, index: index), slot) { return index }
@@ -29,14 +31,15 @@ public struct ThreadBufferStore: Sendable {
     /// Every live slot of the thread, in index order.
     public func all(thread: String) throws(RecordError) -> [BufferSlot] {
         try RecordKey.validate(thread, "thread id")
-        let now = Date()
+        let now = clock()
         return try table.all(under: RecordKey.buffer(thread)).map(\.record).filter { !$0.isExpired(at: now) }
             .sorted { $0.index < $1.index }
     }
 
     public func slot(thread: String, index: Int) throws(RecordError) -> BufferSlot? {
         try RecordKey.validate(thread, "thread id")
-        guard index >= 0, let slot = try table.get(RecordKey.slot(thread, index: index)), !slot.isExpired(at: Date()) else {
+        guard index >= 0, let slot = try table.get(RecordKey.slot(thread, index: index)),
+              !slot.isExpired(at: clock()) else {
             return nil
         }
         return slot
@@ -66,7 +69,8 @@ public struct ThreadBufferStore: Sendable {
 
     /// Deletes expired slots; returns how many.
     @discardableResult
-    public func purgeExpired(now: Date = Date()) throws(RecordError) -> Int {
+    public func purgeExpired(now: Date? = nil) throws(RecordError) -> Int {
+        let now = now ?? clock()
         var removed = 0
         for (key, slot) in try table.all(under: "buffers/") where slot.isExpired(at: now) {
             try table.backend.remove(key)

@@ -5,10 +5,12 @@ import Foundation
 public struct ThreadRegistry: Sendable {
     let table: RecordTable<RegistryEntry>
     public let ttl: Double?
+    let clock: @Sendable () -> Date
 
-    init(backend: any RecordBackend, ttl: Double?) {
+    init(backend: any RecordBackend, ttl: Double?, clock: @escaping @Sendable () -> Date = { Date() }) {
         table = RecordTable(backend: backend)
         self.ttl = ttl
+        self.clock = clock
     }
 
     /// Maps `chain` ↔ `uuid`, replacing an older mapping of either.
@@ -19,7 +21,7 @@ public struct ThreadRegistry: Sendable {
             try table.backend.remove(RecordKey.registryChain(old.chain))
         }
         if let oldUUID = try self.uuid(for: chain), oldUUID != uuid { try table.backend.remove(RecordKey.registryEntry(oldUUID)) }
-        let now = RecordCoding.now()
+        let now = RecordCoding.truncated(clock())
         let entry = RegistryEntry(schemaVersion: RecordCoding.schemaVersion, uuid: uuid, chain: chain, createdAt: now,
                                   expiresAt: ttl.map { now.addingTimeInterval($0) })
         try table.put(RecordKey.registryEntry(uuid), entry)
@@ -47,12 +49,12 @@ public struct ThreadRegistry: Sendable {
             try table.backend.remove(RecordKey.registryChain(entry.chain))
         }
         try table.backend.remove(RecordKey.registryEntry(uuid))
-        return !entry.isExpired(at: Date())
+        return !entry.isExpired(at: clock())
     }
 
     /// uuid → chain for every live mapping.
     public func all() throws(RecordError) -> [String: String] {
-        let now = Date()
+        let now = clock()
         var out: [String: String] = [:]
         for (_, entry) in try table.all(under: "registry/", include: Self.isEntryKey) where !entry.isExpired(at: now) {
             out[entry.uuid] = entry.chain
@@ -62,7 +64,8 @@ public struct ThreadRegistry: Sendable {
 
     /// Deletes expired mappings; returns how many.
     @discardableResult
-    public func purgeExpired(now: Date = Date()) throws(RecordError) -> Int {
+    public func purgeExpired(now: Date? = nil) throws(RecordError) -> Int {
+        let now = now ?? clock()
         var removed = 0
         for (_, entry) in try table.all(under: "registry/", include: Self.isEntryKey) where entry.isExpired(at: now) {
             try table.backend.remove(RecordKey.registryChain(entry.chain))
@@ -73,7 +76,7 @@ public struct ThreadRegistry: Sendable {
     }
 
     private func live(_ key: String) throws(RecordError) -> RegistryEntry? {
-        guard let entry = try table.get(key), !entry.isExpired(at: Date()) else { return nil }
+        guard let entry = try table.get(key), !entry.isExpired(at: clock()) else { return nil }
         return entry
     }
 

@@ -122,11 +122,14 @@ final class LockTests: FileSystemTestCase {
         try fs.setLockWaiting(f, flock(1, .exclusive), wait: false)
         let answered = expectation(description: "granted")
         let answer = Mutex<FSError??>(nil)
-        fs.setLock(f, flock(2, .exclusive), wait: true, interrupted: { false }) { error in
+        // The waiter thread asks `interrupted` each time it looks at the waiter: after three looks it has had
+        // its chances to be (wrongly) granted.
+        let looked = DispatchSemaphore(value: 0)
+        fs.setLock(f, flock(2, .exclusive), wait: true, interrupted: { looked.signal(); return false }) { error in
             answer.withLock { $0 = .some(error) }
             answered.fulfill()
         }
-        Thread.sleep(forTimeInterval: 0.2)
+        for _ in 0..<3 { XCTAssertEqual(looked.wait(timeout: .now() + 10), .success, "the waiter is served") }
         XCTAssertNil(answer.withLock { $0 }, "answered while the lock was held")
         fs.unlock(f, owner: 1, kind: .flock)
         wait(for: [answered], timeout: 5)
@@ -275,11 +278,13 @@ final class LockTests: FileSystemTestCase {
         let fa = try ino(a, "f"), fb = try ino(b, "f")
         try a.setLockWaiting(fa, flock(1, .exclusive), wait: false)
         let answered = expectation(description: "granted in B")
-        b.setLock(fb, flock(2, .exclusive), wait: true, interrupted: { false }) { error in
+        let looked = DispatchSemaphore(value: 0)
+        b.setLock(fb, flock(2, .exclusive), wait: true, interrupted: { looked.signal(); return false }) { error in
             XCTAssertNil(error)
             answered.fulfill()
         }
-        Thread.sleep(forTimeInterval: 0.3)
+        // Waiting in B (its waiter served twice) before A lets go.
+        for _ in 0..<2 { XCTAssertEqual(looked.wait(timeout: .now() + 10), .success, "the waiter is served") }
         a.unlock(fa, owner: 1, kind: .flock)
         wait(for: [answered], timeout: 5)
         assertFails(.wouldBlock) { () throws(FSError) in try a.setLockWaiting(fa, flock(3, .shared), wait: false) }

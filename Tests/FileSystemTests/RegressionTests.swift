@@ -64,38 +64,60 @@ final class RegressionTests: FileSystemTestCase {
     // R4: a flush while another flush's upload is in flight must wait for it.
     func testConcurrentFlushReturnsBeforeUpload() throws {
         let base = MemoryObjectStore()
-        let store = DelayingStore(base)
+        let store = HoldingStore(base)
         let fs = try makeFileSystem(store)
         let (f, h) = try fs.create(parent: Self.root, name: "f", permissions: 0o644, flags: O_WRONLY, caller: caller)
         try write(fs, f.ino, handle: h, at: 0, "data")
-        store.putDelays.withLock { $0 = [1.0] }
+        store.hold("f")
         let h2 = try fs.open(f.ino, flags: O_RDONLY).handle
-        let t = Thread { try? fs.flush(f.ino, handle: h) }
-        t.start()
-        usleep(200_000)
-        try fs.flush(f.ino, handle: h2)   // close() of the other descriptor
-        let present = (try? base.head("f")) != nil
-        usleep(1_200_000)
-        XCTAssertTrue(present, "close() returned 0 before the content reached the store")
+        let firstDone = DispatchSemaphore(value: 0)
+        Thread { try? fs.flush(f.ino, handle: h); firstDone.signal() }.start()
+        XCTAssertEqual(store.entered.wait(timeout: .now() + 10), .success, "the first upload is in flight")
+        // close() of the other descriptor: it may return only once the content is in the store.
+        let present = Mutex<Bool?>(nil)
+        let secondDone = DispatchSemaphore(value: 0)
+        Thread {
+            try? fs.flush(f.ino, handle: h2)
+            present.withLock { $0 = (try? base.head("f")) != nil }
+            secondDone.signal()
+        }.start()
+        // A second flush that does not wait returns at once, while the upload is still held.
+        let returnedEarly = secondDone.wait(timeout: .now() + 0.5) == .success
+        store.release()
+        XCTAssertEqual(firstDone.wait(timeout: .now() + 10), .success)
+        if !returnedEarly { XCTAssertEqual(secondDone.wait(timeout: .now() + 10), .success) }
+        XCTAssertEqual(present.withLock { $0 }, true, "close() returned 0 before the content reached the store")
+        XCTAssertFalse(returnedEarly, "close() returned while the other flush's upload was in flight")
     }
 
     // R5: a write + fsync during the first upload of a new file must not fail with a stale condition.
     func testWriteAndFlushDuringUploadIsSpuriousStale() throws {
         let base = MemoryObjectStore()
-        let store = DelayingStore(base)
+        let store = HoldingStore(base)
         let fs = try makeFileSystem(store)
         let (f, h) = try fs.create(parent: Self.root, name: "f", permissions: 0o644, flags: O_WRONLY, caller: caller)
         try write(fs, f.ino, handle: h, at: 0, "data")
-        store.putDelays.withLock { $0 = [1.0] }
-        let first = Mutex<FSError?>(nil)
-        let t = Thread { do { try fs.flush(f.ino, handle: h) } catch let e as FSError { first.withLock { $0 = e } } catch {} }
-        t.start()
-        usleep(200_000)
+        store.hold("f")
+        let first = Mutex<FSError?>(nil), second = Mutex<FSError?>(nil)
+        let firstDone = DispatchSemaphore(value: 0), secondDone = DispatchSemaphore(value: 0)
+        Thread {
+            do { try fs.flush(f.ino, handle: h) } catch let e as FSError { first.withLock { $0 = e } } catch {}
+            firstDone.signal()
+        }.start()
+        XCTAssertEqual(store.entered.wait(timeout: .now() + 10), .success, "the first upload is in flight")
         try write(fs, f.ino, handle: h, at: 4, "more")
-        var second: FSError?
-        do { try fs.fsync(f.ino, handle: h) } catch { second = error }
-        usleep(1_200_000)
-        XCTAssertNil(first.withLock { $0 }); XCTAssertNil(second)
+        Thread {
+            do { try fs.fsync(f.ino, handle: h) } catch let e as FSError { second.withLock { $0 = e } } catch {}
+            secondDone.signal()
+        }.start()
+        // Let the fsync reach the store (or wait for the held upload) before the first upload goes on.
+        _ = secondDone.wait(timeout: .now() + 0.5)
+        store.release()
+        XCTAssertEqual(firstDone.wait(timeout: .now() + 10), .success)
+        XCTAssertEqual(secondDone.wait(timeout: .now() + 10), .success)
+        XCTAssertNil(first.withLock { $0 })
+        XCTAssertNil(second.withLock { $0 })
+        XCTAssertEqual(try body(base, "f"), "datamore")
     }
 
     // R6: writes after unlink must not keep the staged file alive.
@@ -117,23 +139,52 @@ final class RegressionTests: FileSystemTestCase {
     func testFlushDuringCreateMultipartStallsWholeFileSystem() throws {
         let base = MemoryObjectStore()
         try put(base, "other", "x")
-        let store = DelayingStore(base)
+        let store = CreateGateStore(base)
         let options = FileSystemOptions(prefix: "", uid: 1, gid: 1, metadataTTL: 0, negativeTTL: 0,
                                         cacheDirectory: try makeCacheDirectory(), multipartPartSize: 5 << 20)
         let fs = try FileSystem(store: store, options: options, logger: .init(label: "r7"))
         let (f, h) = try fs.create(parent: Self.root, name: "big", permissions: 0o644, flags: O_WRONLY, caller: caller)
-        store.createDelay.withLock { $0 = 3.0 }
         let part = [UInt8](repeating: 1, count: 5 << 20)
-        let w = Thread { part.withUnsafeBytes { _ = try? fs.write(f.ino, handle: h, offset: 0, data: $0) } }
-        w.start()
-        usleep(300_000)
-        let fl = Thread { try? fs.flush(f.ino, handle: h) }
-        fl.start()
-        usleep(300_000)
-        let start = Date()
-        _ = try? fs.getattr(Self.root)
-        let waited = Date().timeIntervalSince(start)
-        XCTAssertLessThan(waited, 0.5)
-        sleep(4)
+        let written = DispatchSemaphore(value: 0), flushed = DispatchSemaphore(value: 0)
+        Thread {
+            part.withUnsafeBytes { _ = try? fs.write(f.ino, handle: h, offset: 0, data: $0) }
+            written.signal()
+            try? fs.flush(f.ino, handle: h)
+            flushed.signal()
+        }.start()
+        XCTAssertEqual(store.entered.wait(timeout: .now() + 10), .success, "CreateMultipartUpload is in flight")
+        // While it is held, another operation answers: it must not wait for the store's reply.
+        let answered = DispatchSemaphore(value: 0)
+        Thread {
+            _ = try? fs.getattr(Self.root)
+            answered.signal()
+        }.start()
+        let stalled = answered.wait(timeout: .now() + 10) == .timedOut
+        store.release()
+        XCTAssertFalse(stalled, "getattr waited for CreateMultipartUpload")
+        XCTAssertEqual(written.wait(timeout: .now() + 10), .success)
+        XCTAssertEqual(flushed.wait(timeout: .now() + 10), .success)
+        if stalled { _ = answered.wait(timeout: .now() + 10) }
+        XCTAssertEqual(try base.head("big").size, UInt64(part.count))
+    }
+}
+
+/// Holds the first CreateMultipartUpload at the store's door until `release()`; `entered` says it arrived.
+private final class CreateGateStore: ForwardingObjectStore {
+    let base: any ObjectStore
+    let entered = DispatchSemaphore(value: 0)
+    private let gate = DispatchSemaphore(value: 0)
+    private let first = Mutex(true)
+
+    init(_ base: any ObjectStore) { self.base = base }
+
+    func release() { gate.signal() }
+
+    func createMultipartUpload(_ key: String, options: PutOptions) throws(ObjectStoreError) -> String {
+        if first.withLock({ was in defer { was = false }; return was }) {
+            entered.signal()
+            gate.wait()
+        }
+        return try base.createMultipartUpload(key, options: options)
     }
 }

@@ -125,8 +125,9 @@ final class StreamingAndReadAheadTests: FileSystemTestCase {
         }
         fs.release(ino, handle: handle)
         XCTAssertEqual(offset, 96 << 20)
-        // Parts of half the 64 MiB window once it is reached, and smaller ones while it grows.
-        XCTAssertLessThanOrEqual(store.count(.get), 12)
+        // The probe's stream, then parts of at least 1 MiB (a quarter of the window while it grows), never a 128 KiB
+        // sliver per kernel read at the window's edge (that was ~700 GETs).
+        XCTAssertLessThanOrEqual(store.count(.get), 40)
     }
 
     func testSeekReadsTheRightBytes() throws {

@@ -78,13 +78,31 @@ final class MemoryObjectLockTests: LockingStrategyTestCase {
         try bestEffort.holdersListing()
     }
 
+    /// A store that stops taking writes (as an unreachable one would): taking, renewing and releasing a lock are
+    /// `.unavailable`, not `.lost` or a refusal, and the lease is still ours once the store is back.
     func testStoreFailuresAreUnavailable() throws {
-        let missing = try ObjectLockStrategy(store: LocalDirectoryObjectStore(root: NSTemporaryDirectory()), prefix: "")
-        XCTAssertThrowsError(try missing.tryAcquire("x\u{0}y", owner: suite.owner("a"), lease: 1)) {
+        let failing = FailingStore(store)
+        let strategy = ObjectLockStrategy(store: failing, prefix: "mnt/")
+        let lease = try XCTUnwrap(try strategy.tryAcquire("held", owner: suite.owner("a"), lease: 30))
+        failing.failsWrites = true
+        func assertUnavailable(_ body: () throws -> Void, _ what: String) {
+            XCTAssertThrowsError(try body(), what) {
+                XCTAssertEqual($0 as? LockError, .unavailable("transport error: down"), what)
+            }
+        }
+        assertUnavailable({ _ = try strategy.tryAcquire("other", owner: suite.owner("a"), lease: 30) }, "acquire")
+        assertUnavailable({ _ = try strategy.renew(lease) }, "renew")
+        assertUnavailable({ try strategy.release(lease) }, "release")
+        XCTAssertEqual(try strategy.holders().map(\.owner), [lease.record.owner], "reads still work")
+        failing.failsWrites = false
+        let renewed = try strategy.renew(lease)
+        try strategy.release(renewed)
+        XCTAssertEqual(try strategy.holders(), [])
+        // A key the store cannot name is the caller's error, not the store's.
+        let local = try ObjectLockStrategy(store: LocalDirectoryObjectStore(root: NSTemporaryDirectory()), prefix: "")
+        XCTAssertThrowsError(try local.tryAcquire("x\u{0}y", owner: suite.owner("a"), lease: 1)) {
             guard case LockError.invalid = $0 else { return XCTFail("got \($0)") }
         }
-        XCTAssertEqual(ObjectLockStrategy.map(.transport("down")), .unavailable("transport error: down"))
-        XCTAssertEqual(ObjectLockStrategy.map(.invalidKey(key: "k", reason: "r")), .invalid("invalid key k: r"))
     }
 }
 
@@ -108,23 +126,15 @@ final class LocalDirectoryObjectLockTests: LockingStrategyTestCase {
 
 /// The object strategy over S3 (moto on loopback; one server for the class, a bucket per test).
 final class S3ObjectLockTests: LockingStrategyTestCase {
-    nonisolated(unsafe) private static var moto: MotoServer?
-    nonisolated(unsafe) private static var startError: (any Error)?
-
-    override class func setUp() {
-        super.setUp()
-        do { moto = try MotoServer() } catch { startError = error }
-    }
+    private static let moto = SharedServer { try MotoServer() }
 
     override class func tearDown() {
-        moto?.stop()
-        moto = nil
+        moto.stop()
         super.tearDown()
     }
 
     override func setUpWithError() throws {
-        if let error = Self.startError { throw error }
-        let moto = try XCTUnwrap(Self.moto)
+        let moto = try Self.moto.get()
         let bucket = "bucketfs-locks-\(UUID().uuidString.prefix(8).lowercased())"
         try moto.createBucket(bucket)
         suite = LockingSuite(makeStrategy: { ObjectLockStrategy(store: try moto.makeStore(bucket: bucket), prefix: "mnt/") })

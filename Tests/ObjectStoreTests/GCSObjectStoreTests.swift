@@ -5,17 +5,10 @@ import TestSupport
 
 /// The GCS backend against a real `fake-gcs-server` on loopback (one server for the class, a fresh bucket per test).
 final class GCSObjectStoreTests: XCTestCase {
-    nonisolated(unsafe) private static var server: FakeGCSServer?
-    nonisolated(unsafe) private static var startError: (any Error)?
-
-    override class func setUp() {
-        super.setUp()
-        do { server = try FakeGCSServer() } catch { startError = error }
-    }
+    private static let server = SharedServer { try FakeGCSServer() }
 
     override class func tearDown() {
-        server?.stop()
-        server = nil
+        server.stop()
         super.tearDown()
     }
 
@@ -23,8 +16,7 @@ final class GCSObjectStoreTests: XCTestCase {
     private var bucket = ""
 
     override func setUpWithError() throws {
-        if let error = Self.startError { throw error }
-        server = try XCTUnwrap(Self.server)
+        server = try Self.server.get()
         bucket = "bucketfs-test-\(UUID().uuidString.prefix(8).lowercased())"
         try server.createBucket(bucket)
     }

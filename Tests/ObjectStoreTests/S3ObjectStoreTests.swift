@@ -6,17 +6,10 @@ import TestSupport
 
 /// The S3 backend against a real `moto_server` on loopback (one server for the whole class, a fresh bucket per test).
 final class S3ObjectStoreTests: XCTestCase {
-    nonisolated(unsafe) private static var moto: MotoServer?
-    nonisolated(unsafe) private static var startError: (any Error)?
-
-    override class func setUp() {
-        super.setUp()
-        do { moto = try MotoServer() } catch { startError = error }
-    }
+    private static let moto = SharedServer { try MotoServer() }
 
     override class func tearDown() {
-        moto?.stop()
-        moto = nil
+        moto.stop()
         super.tearDown()
     }
 
@@ -24,8 +17,7 @@ final class S3ObjectStoreTests: XCTestCase {
     private var bucket = ""
 
     override func setUpWithError() throws {
-        if let error = Self.startError { throw error }
-        moto = try XCTUnwrap(Self.moto)
+        moto = try Self.moto.get()
         bucket = "bucketfs-test-\(UUID().uuidString.prefix(8).lowercased())"
         try moto.createBucket(bucket)
     }

@@ -162,11 +162,16 @@ struct RecordsSuite {
         XCTAssertFalse(try stores.buffers.delete(thread: "u"))
         XCTAssertEqual(try stores.buffers.threads(), ["t"])
 
-        let short = RecordStores(backend: stores.backend, ttl: 0.3)
+        let clock = RecordsTestClock()
+        let short = RecordStores(backend: stores.backend, ttl: 30, clock: clock.now)
         try short.buffers.append(thread: "brief", data: 1)
         XCTAssertEqual(try short.buffers.length(thread: "brief"), 1)
-        Thread.sleep(forTimeInterval: 0.5)
+        clock.advance(29)
+        XCTAssertEqual(try short.buffers.length(thread: "brief"), 1, "alive until its TTL")
+        XCTAssertEqual(try short.buffers.purgeExpired(), 0)
+        clock.advance(2)
         XCTAssertEqual(try short.buffers.length(thread: "brief"), 0)
+        XCTAssertNil(try short.buffers.slot(thread: "brief", index: 0))
         XCTAssertEqual(try short.buffers.purgeExpired(), 1)
         XCTAssertEqual(try stores.buffers.length(thread: "t"), 2, "unexpired slots stay")
     }
@@ -186,10 +191,14 @@ struct RecordsSuite {
         XCTAssertFalse(try stores.registry.delete(uuid: "u2"))
         XCTAssertNil(try stores.registry.uuid(for: "console.greeter"))
 
-        let short = RecordStores(backend: stores.backend, ttl: 0.3)
+        let clock = RecordsTestClock()
+        let short = RecordStores(backend: stores.backend, ttl: 30, clock: clock.now)
         try short.registry.set(chain: "brief", uuid: "u9")
         XCTAssertEqual(try short.registry.chain(for: "u9"), "brief")
-        Thread.sleep(forTimeInterval: 0.5)
+        clock.advance(29)
+        XCTAssertEqual(try short.registry.uuid(for: "brief"), "u9", "alive until its TTL")
+        XCTAssertEqual(try short.registry.purgeExpired(), 0)
+        clock.advance(2)
         XCTAssertNil(try short.registry.chain(for: "u9"))
         XCTAssertNil(try short.registry.uuid(for: "brief"))
         XCTAssertEqual(try short.registry.purgeExpired(), 1)
@@ -280,4 +289,14 @@ struct RecordsSuite {
         }
         return out
     }
+}
+
+/// A clock that starts now and moves only when told.
+final class RecordsTestClock: @unchecked Sendable {
+    private let lock = NSLock()
+    private var current = Date()
+
+    var now: @Sendable () -> Date { { [self] in lock.withLock { current } } }
+
+    func advance(_ seconds: Double) { lock.withLock { current += seconds } }
 }

@@ -8,11 +8,12 @@ open class ServerProcess: @unchecked Sendable {
     public let process = Process()
     public var endpoint: String { "http://127.0.0.1:\(port)" }
 
-    /// `port`: nil picks a free one. `ready` is polled every 50 ms for up to `timeout` seconds; a server that
-    /// exits or is not ready by then is a failure (the program is installed, so it should start).
+    /// `port`: nil picks a free one. `prepare` may set up the process further (working directory, stdin) before
+    /// it runs. `ready` is polled every 50 ms for up to `timeout` seconds; a server that exits or is not ready by
+    /// then is a failure (the program is installed, so it should start).
     public init(name: String, executable: String, port: Int? = nil, environment: [String: String] = [:],
                 arguments: (Int) -> [String], stderr: FileHandle = .nullDevice, timeout: Double = 60,
-                ready: ((Int) -> Bool)? = nil) throws {
+                prepare: ((Process) throws -> Void)? = nil, ready: ((Int) -> Bool)? = nil) throws {
         let port = try port ?? Loopback.freePort()
         self.port = port
         process.executableURL = URL(fileURLWithPath: executable)
@@ -22,6 +23,7 @@ open class ServerProcess: @unchecked Sendable {
         }
         process.standardOutput = FileHandle.nullDevice
         process.standardError = stderr
+        try prepare?(process)
         try process.run()
         let isReady = ready ?? { Loopback.accepts(port: $0) }
         let deadline = Date().addingTimeInterval(timeout)

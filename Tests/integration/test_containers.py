@@ -9,6 +9,7 @@ Every test checks inside the container that the conditions really held (/dev lis
 """
 import os
 import shlex
+import shutil
 import subprocess
 
 import pytest
@@ -93,7 +94,7 @@ def test_mounts_with_device_and_sys_admin(setup, name, keep, userns):
     if userns and run("unshare", "--user", "--map-root-user", "true", check=False).returncode != 0:
         pytest.skip("user namespaces are disabled on this kernel")
     result = container(works_script(bucket, mp, cache), keep=keep, userns=userns)
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 0, result.stdout + result.stderr
     devices, bounding = conditions(result.stdout)
     assert sorted(devices) == sorted(DEVICES + ["fuse"])
     assert bounding & (1 << CAP_SYS_ADMIN)
@@ -126,7 +127,7 @@ def test_missing_device_or_capability_is_one_line_naming_the_flag(setup, device,
     bucket, mp, cache = setup
     keep = tuple(DOCKER_DEFAULT) + (("cap_sys_admin",) if sys_admin else ())
     result = container(fails_script(bucket, mp, cache, *mode), device=device, keep=keep)
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 0, result.stdout + result.stderr
     devices, bounding = conditions(result.stdout)
     assert ("fuse" in devices) == device
     assert bool(bounding & (1 << CAP_SYS_ADMIN)) == sys_admin
@@ -136,3 +137,104 @@ def test_missing_device_or_capability_is_one_line_naming_the_flag(setup, device,
     assert len(lines) == 1, result.stderr
     assert says in lines[0] and (not_says is None or not_says not in lines[0]), lines[0]
     assert not os.path.exists(cache / "logs"), "a daemon was started"
+
+
+def test_mount_table_over_a_page(setup):
+    """A container host's or Kubernetes node's mount table is often over 4 KiB, and /proc hands it over a page per
+    read(): bucketfs must see mounts past the first page (unmount, status, already-a-mount)."""
+    bucket, mp, cache = setup
+    script = f"""set -e
+for i in $(seq 1 80); do mkdir -p {cache}-filler/$i; mount -t tmpfs filler {cache}-filler/$i; done
+test "$(wc -c < /proc/self/mountinfo)" -gt 8192
+"$BIN" mount {bucket.url} {mp} --cache-dir {cache} >/dev/null
+"$BIN" status | grep -c '^{mp} ' || true
+"$BIN" mount {bucket.url} {mp} --cache-dir {cache} 2>&1 || true
+"$BIN" unmount {mp}
+echo unmounted
+"""
+    # A pid namespace too: a daemon left running ends with it, and its mount namespace with it.
+    result = subprocess.run(["unshare", "--mount", "--propagation", "private", "--pid", "--fork", "--mount-proc",
+                             "sh", "-c", script],
+                            capture_output=True, text=True, timeout=120, env={**os.environ, "BIN": BIN})
+    assert result.returncode == 0, result.stdout + result.stderr
+    status, again, done = result.stdout.splitlines()
+    assert status == "1" and done == "unmounted"
+    assert again == f"Error: mount point {mp} is already a mount (fuse.bucketfs)"
+
+
+# -- Podman: the same conditions made by a container engine -----------------------------------------------------------
+# The container's root is the host's own, as an overlay (`--rootfs /:O`): no image to build, the binary under test is
+# there, and the container still gets only what the flags give (Podman's default capabilities, its own /dev, a
+# device cgroup). runc with cgroupfs where it is installed: crun refuses hybrid cgroup v1/v2 hosts such as CI's.
+
+def podman_command():
+    command = ["podman"]
+    if shutil.which("runc"):
+        command += ["--runtime", "runc", "--cgroup-manager", "cgroupfs"]
+    # rlimits no higher than ours: podman's default (1048576 open files) fails without CAP_SYS_RESOURCE.
+    return command + ["run", "--rm", "--network", "none", "--ulimit", "nofile=1024:4096", "--ulimit", "nproc=4096:4096"]
+
+
+@pytest.fixture(scope="module")
+def podman():
+    if shutil.which("podman") is None:
+        pytest.skip("podman is not installed (scripts/test.sh installs it)")
+    probe = subprocess.run(podman_command() + ["--rootfs", "/:O", "true"], capture_output=True, text=True, timeout=120)
+    if probe.returncode != 0:
+        pytest.skip(f"podman cannot run a container here: {probe.stderr.strip()}")
+    return podman_command()
+
+
+def in_podman(podman, flags, tmp_path, script):
+    return subprocess.run(podman + flags + ["-v", f"{tmp_path}:{tmp_path}", "-e", f"BIN={BIN}", "--rootfs", "/:O",
+                                            "sh", "-c", script], capture_output=True, text=True, timeout=120)
+
+
+def test_podman_device_and_cap_add_sys_admin_mount(podman, setup, tmp_path):
+    bucket, mp, cache = setup
+    result = in_podman(podman, ["--device", "/dev/fuse", "--cap-add", "SYS_ADMIN"], tmp_path,
+                       works_script(bucket, mp, cache))
+    assert result.returncode == 0, result.stdout + result.stderr
+    devices, bounding = conditions(result.stdout)
+    assert "fuse" in devices and bounding & (1 << CAP_SYS_ADMIN)
+    assert result.stdout.splitlines()[3:] == ["1", "put there before the container started", "copy.txt", "unmounted"]
+    assert bucket.get("in-container.txt") == b"written in the container\n"
+
+
+@pytest.mark.parametrize("flags, says, not_says", [
+    (["--cap-add", "SYS_ADMIN"], ("/dev/fuse is missing: ", "--device /dev/fuse"), "--cap-add"),
+    (["--device", "/dev/fuse"], ("CAP_SYS_ADMIN is missing", "--cap-add SYS_ADMIN"), "--device"),
+    ([], ("--device /dev/fuse --cap-add SYS_ADMIN",), None),
+    # The node bind-mounted in, without --device: the device cgroup refuses to open it.
+    (["-v", "/dev/fuse:/dev/fuse", "--cap-add", "SYS_ADMIN"], ("/dev/fuse cannot be opened", "--device /dev/fuse"),
+     "--cap-add"),
+], ids=["no-device", "no-cap-add", "neither", "bind-mounted-node"])
+def test_podman_without_a_flag_says_which(podman, setup, tmp_path, flags, says, not_says):
+    bucket, mp, cache = setup
+    result = in_podman(podman, flags, tmp_path, fails_script(bucket, mp, cache))
+    assert result.returncode == 0, result.stdout + result.stderr
+    status, mounted = result.stdout.splitlines()[2:]
+    assert status != "exit 0" and mounted == "0", result.stdout
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert all(s in lines[0] for s in says) and (not_says is None or not_says not in lines[0]), lines[0]
+
+
+def test_deb_in_a_clean_debian_container(podman, setup, tmp_path):
+    """The .deb on a Debian 12 with no toolchain: a root filesystem made by debootstrap (opt-in, minutes to make):
+    debootstrap --variant=minbase --include=fuse3,libfuse3-3,libcurl4,libssl3,libhiredis0.14,libpq5 bookworm DIR
+    then BUCKETFS_TEST_ROOTFS=DIR with BUCKETFS_DEB (scripts/test.sh sets it in CI)."""
+    rootfs, deb = os.environ.get("BUCKETFS_TEST_ROOTFS"), os.environ.get("BUCKETFS_DEB")
+    if not rootfs or not deb:
+        pytest.skip("needs BUCKETFS_TEST_ROOTFS (a debootstrap root filesystem) and BUCKETFS_DEB")
+    bucket, mp, cache = setup
+    script = f"""set -e
+test ! -e /opt/swift && ! command -v swift
+dpkg -i /deb/{os.path.basename(deb)} >/dev/null
+""" + works_script(bucket, mp, cache).replace('"$BIN"', "bucketfs")
+    flags = ["--device", "/dev/fuse", "--cap-add", "SYS_ADMIN", "-v", f"{os.path.dirname(deb)}:/deb:ro",
+             "-v", f"{tmp_path}:{tmp_path}", "--rootfs", f"{rootfs}:O"]
+    result = subprocess.run(podman + flags + ["sh", "-c", script], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.splitlines()[3:] == ["1", "put there before the container started", "copy.txt", "unmounted"]
+    assert bucket.get("in-container.txt") == b"written in the container\n"

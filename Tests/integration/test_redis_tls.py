@@ -4,10 +4,12 @@ One TLS-only redis-server (Debian's redis-server is built with TLS) on 127.0.0.1
 certificates made here with openssl: a CA, a server certificate it signs for IP 127.0.0.1, and another CA
 that signed nothing. The URLs go to the daemon through the environment, so no password is on any argv.
 """
+import importlib.util
 import os
 import pathlib
 import socket
 import subprocess
+import sys
 import time
 
 import pytest
@@ -15,6 +17,7 @@ import pytest
 from conftest import BIN, FileBucket, Mount, daemon_pid, run
 
 PASSWORD = "tls-r3dis-pw"
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
 def openssl(directory, *args):
@@ -113,6 +116,14 @@ def test_flock_excludes_across_mounts_over_rediss_and_records_go_there_too(tls_r
         listed = run(BIN, "sessions", "list", tls_redis.url(db=2)).stdout
         assert listed.count("\tactive\t") == 2, listed
         assert run(BIN, "lock", "run", bucket.url, "lockfile", "--", "echo", "ran", env=env).stdout == "ran\n"
+        # The Python client takes the same URL (its ca= becomes redis-py's ssl_ca_certs, verified).
+        if importlib.util.find_spec("redis"):
+            sys.path.insert(0, str(ROOT / "clients/python/src"))
+            from bucketfs_records import RedisBackend
+            sessions = RedisBackend(tls_redis.url(db=2)).keys("sessions/")
+            assert len(sessions) == 2, sessions
+            with pytest.raises(Exception, match="certificate verify failed"):
+                RedisBackend(tls_redis.url(db=2, ca=tls_redis.other_ca)).keys("sessions/")
     finally:
         for m in (a, b):
             m.force_cleanup()

@@ -134,7 +134,9 @@ def test_upload_interrupted_by_a_crash_is_kept_and_aborted_at_next_mount(make_mo
     client, bucket = m.bucket.client, m.bucket.name
     # 20 MiB written and kept open: two 8 MiB parts are streamed as a multipart upload, recorded in .bucketfs/.
     writer = subprocess.Popen([sys.executable, "-c", "import sys, time; f = open(sys.argv[1], 'wb'); "
-                               "f.write(b'x' * (20 << 20)); f.flush(); time.sleep(120)", str(m / "big")])
+                               "f.write(b'x' * (20 << 20)); f.flush(); print('written', flush=True); "
+                               "time.sleep(120)", str(m / "big")], stdout=subprocess.PIPE, text=True)
+    assert writer.stdout.readline() == "written\n"    # all 20 MiB reached the daemon
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         uploads = client.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
@@ -258,15 +260,7 @@ def test_wrong_credentials_are_one_line(tmp_path):
         server.stop()
 
 
-def needs_directory_wiring(request, backend):
-    """Fails on SeaweedFS until FileSystem renames with DirectoryMover, keeps directory metadata in the sidecar
-    where markers drop it, and always deletes a marker in rmdir (issue 13): strict, so it reports when fixed."""
-    if backend == "seaweed":
-        request.applymarker(pytest.mark.xfail(strict=True, reason="FileSystem wiring of issue 13 pending"))
-
-
 def test_directory_rename_moves_the_whole_tree(request, backend, mnt):
-    needs_directory_wiring(request, backend)
     sh(f"mkdir -p {mnt.path}/d/sub && echo one > {mnt.path}/d/one && echo two > {mnt.path}/d/sub/two")
     mnt.bucket.put("d/implicit/three", b"three\n")    # a directory that exists only through its key
     os.rename(mnt / "d", mnt / "e")
@@ -274,14 +268,17 @@ def test_directory_rename_moves_the_whole_tree(request, backend, mnt):
     assert sorted(os.listdir(mnt / "e")) == ["implicit", "one", "sub"]
     assert (mnt / "e" / "sub" / "two").read_text() == "two\n"
     assert [k for k in mnt.bucket.all_keys() if k.startswith("d/")] == []
-    assert mnt.bucket.keys() == ["e/implicit/three", "e/one", "e/sub/two"]
+    keys = mnt.bucket.keys()
+    assert [k for k in keys if not k.endswith("/.bucketfs-dir")] == ["e/implicit/three", "e/one", "e/sub/two"]
+    # Where markers drop metadata (SeaweedFS) the directories' sidecars moved with them.
+    sidecars = ["e/.bucketfs-dir", "e/sub/.bucketfs-dir"] if backend == "seaweed" else []
+    assert [k for k in keys if k.endswith("/.bucketfs-dir")] == sidecars
     mnt.remount()
     assert listdir(mnt.path) == ["e"]
     assert (mnt / "e" / "implicit" / "three").read_text() == "three\n"
 
 
 def test_directory_mode_and_mtime_survive_remount(request, backend, mnt):
-    needs_directory_wiring(request, backend)
     os.mkdir(mnt / "d")
     os.chmod(mnt / "d", 0o701)
     os.utime(mnt / "d", (981173106, 981173106))
@@ -294,7 +291,6 @@ def test_directory_mode_and_mtime_survive_remount(request, backend, mnt):
 
 
 def test_rm_rf_leaves_no_directory_behind(request, backend, mnt):
-    needs_directory_wiring(request, backend)
     sh(f"mkdir -p {mnt.path}/t/a/b && echo x > {mnt.path}/t/a/b/f && echo y > {mnt.path}/t/g")
     mnt.bucket.put("t/implicit/h", b"h")
     sh(f"rm -rf {mnt.path}/t")
@@ -302,3 +298,16 @@ def test_rm_rf_leaves_no_directory_behind(request, backend, mnt):
     mnt.remount()
     assert listdir(mnt.path) == []
     assert mnt.bucket.all_keys() == [k for k in mnt.bucket.all_keys() if is_daemon_state(k)]
+
+
+def test_sidecar_name_is_reserved(request, backend, mnt):
+    """`.bucketfs-dir` holds a directory's metadata where markers lose it: never listed, never made by a user."""
+    os.mkdir(mnt / "d")
+    for make in (lambda p: open(p, "w"), os.mkdir, lambda p: os.symlink("x", p)):
+        with pytest.raises(PermissionError):
+            make(mnt / "d" / ".bucketfs-dir")
+    (mnt / "d" / "f").write_text("f")
+    with pytest.raises(PermissionError):
+        os.rename(mnt / "d" / "f", mnt / "d" / ".bucketfs-dir")
+    assert not os.path.exists(mnt / "d" / ".bucketfs-dir")
+    assert os.listdir(mnt / "d") == ["f"]

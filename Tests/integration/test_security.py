@@ -198,6 +198,36 @@ def test_cache_logs_and_staging_are_private(tmp_path):
         m.force_cleanup()
 
 
+@pytest.mark.parametrize("sub", ["staging", "recovery"])
+def test_staging_or_recovery_planted_as_a_link_is_refused(tmp_path, sub):
+    m = Mount(tmp_path, "m")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir(mode=0o755)
+    m.cache.mkdir(mode=0o700)
+    (m.cache / sub).symlink_to(elsewhere)
+    try:
+        result = run(BIN, "mount", m.source, str(m.path), "--cache-dir", str(m.cache), check=False)
+        assert result.returncode != 0 and not is_mounted(m.path)
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and f"refusing {m.cache / sub}: not a directory" in lines[0], result.stderr
+        assert list(elsewhere.iterdir()) == []
+    finally:
+        m.force_cleanup()
+
+
+def test_an_older_versions_open_staging_and_recovery_are_closed(tmp_path):
+    m = Mount(tmp_path, "m")
+    m.cache.mkdir(mode=0o700)
+    for sub in ("staging", "recovery"):
+        (m.cache / sub).mkdir()
+        os.chmod(m.cache / sub, 0o755)
+    try:
+        m.mount()
+        assert mode(m.cache / "staging") == 0o700 and mode(m.cache / "recovery") == 0o700
+    finally:
+        m.force_cleanup()
+
+
 @pytest.fixture
 def plain_user():
     """An ordinary user made for the test, removed after."""

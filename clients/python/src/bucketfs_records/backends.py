@@ -181,7 +181,8 @@ class RedisBackend:
     def __init__(self, url="redis://127.0.0.1:6379/0", namespace="bucketfs:records:", client=None):
         if client is None:
             import redis
-            client = redis.Redis.from_url(url)
+            plain, options = _redis_py_url(url)
+            client = redis.Redis.from_url(plain, **options)
         self.client = client
         self.namespace = namespace
 
@@ -233,3 +234,21 @@ class RedisBackend:
 
 def _glob_escaped(text):
     return "".join("\\" + c if c in "*?[]\\" else c for c in text)
+
+
+def _redis_py_url(url):
+    """bucketfs's `rediss://…?ca=FILE&cert=FILE&key=FILE` as redis-py's URL and keyword arguments, so one URL
+    serves the daemon and this client; the server's certificate is verified as the daemon does."""
+    import urllib.parse
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme.lower() != "rediss":
+        return url, {}
+    names = {"ca": "ssl_ca_certs", "cert": "ssl_certfile", "key": "ssl_keyfile"}
+    query = urllib.parse.parse_qsl(parts.query)
+    unknown = [k for k, _ in query if k not in names]
+    if unknown:
+        raise ValueError(f"unknown parameter {unknown[0]!r} in the Redis URL (known: ca, cert, key)")
+    options = {names[k]: v for k, v in query}
+    options["ssl_cert_reqs"] = "required"
+    options["ssl_check_hostname"] = True
+    return urllib.parse.urlunsplit(parts._replace(query="")), options

@@ -1,0 +1,123 @@
+import Foundation
+import Logging
+import Synchronization
+
+/// How one mount reads a large file front to back, chosen from what it measured on its store: one streaming GET
+/// (best where a ranged GET costs more than its bytes — moto copies the whole object for each one), or parallel
+/// ranged GETs (best where one connection is slower than the store — SeaweedFS, AWS S3 at ~100 MB/s a connection).
+///
+/// What is compared is the time the reader spends in `read` per byte delivered (waiting for data, and copying it):
+/// the kernel's own cost per read is the same either way, and a reader that never waits is served as well as it
+/// can be by both. Each method keeps a running estimate (exponentially weighted, half from the newest sample), fed
+/// by every planned sequential read of at least `minimumSample` bytes through it that the block cache did not
+/// serve. While either method is unmeasured, and on every `probeEvery`-th large read after that, a read of at least
+/// `probeFileSize` bytes tries both in turn (`probeSegment` bytes streamed, the next `probeSegment` by ranges) and
+/// goes on with the faster: the first large read of a mount is already mostly the right method, and a change of
+/// the store (load, another network path) is noticed. A tie (within `tolerance`) goes to the stream: one request
+/// instead of many.
+///
+/// Ranged reads are sized from measurements too: a part is what one GET moves in `partDuration` at the measured
+/// rate of one ranged GET (so its fixed cost, the time to the first byte, stays small beside its transfer), within
+/// `minimumPart...maximumPart`; the parts in flight are the read-ahead window (up to 64 MiB, within the mount's
+/// `PrefetchBudget`) over the part size, so a store with slow connections gets more of them at once.
+final class ReadPlanner: Sendable {
+    enum Method: Sendable, Equatable, CustomStringConvertible {
+        case stream, ranges
+        var description: String { self == .stream ? "stream" : "ranges" }
+    }
+
+    /// One stretch of a planned read: `method` (nil: the faster, decided when the reader gets there) for
+    /// `start..<end`.
+    struct Segment: Equatable {
+        var method: Method?
+        var start: UInt64
+        var end: UInt64
+    }
+
+    static let threshold: UInt64 = 8 << 20
+    static let probeSegment: UInt64 = 16 << 20
+    static let probeFileSize: UInt64 = 48 << 20
+    static let probeEvery = 8
+    static let minimumSample = 8 << 20
+    static let tolerance = 0.15
+    static let partDuration = 0.08
+    static let minimumPart = 4 << 20
+    static let maximumPart = 16 << 20
+
+    private struct State {
+        /// Seconds in `read` per MiB delivered, by method.
+        var cost: [Method: Double] = [:]
+        var samples: [Method: Int] = [:]
+        /// Bytes per second of one ranged GET of at least 1 MiB.
+        var requestRate: Double?
+        var plans = 0
+    }
+    private let state = Mutex(State())
+    private let logger: Logger?
+
+    init(logger: Logger? = nil) {
+        self.logger = logger
+    }
+
+    /// The segments of a sequential read of a `size`-byte file from byte 0; `streaming` says whether the store has
+    /// a single-request stream at all (else: ranges, as always).
+    func plan(size: UInt64, streaming: Bool) -> [Segment] {
+        guard streaming, size >= Self.threshold else { return [Segment(method: .ranges, start: 0, end: size)] }
+        return state.withLock { s in
+            s.plans += 1
+            let unmeasured = s.cost[.stream] == nil || s.cost[.ranges] == nil
+            if size >= Self.probeFileSize && (unmeasured || s.plans % Self.probeEvery == 0) {
+                return [Segment(method: .stream, start: 0, end: Self.probeSegment),
+                        Segment(method: .ranges, start: Self.probeSegment, end: 2 * Self.probeSegment),
+                        Segment(method: nil, start: 2 * Self.probeSegment, end: size)]
+            }
+            return [Segment(method: Self.best(s), start: 0, end: size)]
+        }
+    }
+
+    /// The faster method as measured so far (the stream while unmeasured).
+    var best: Method { state.withLock { Self.best($0) } }
+
+    private static func best(_ s: State) -> Method {
+        guard let stream = s.cost[.stream], let ranges = s.cost[.ranges] else { return .stream }
+        return ranges < stream * (1 - tolerance) ? .ranges : .stream
+    }
+
+    /// A planned stretch read by `method`: `bytes` delivered in `seconds` spent in `read`.
+    func record(_ method: Method, bytes: Int, seconds: Double) {
+        guard bytes >= Self.minimumSample else { return }
+        let cost = seconds / (Double(bytes) / Double(1 << 20))
+        let (before, after, costs) = state.withLock { s in
+            let before = Self.best(s)
+            s.cost[method] = s.cost[method].map { ($0 + cost) / 2 } ?? cost
+            s.samples[method, default: 0] += 1
+            return (before, Self.best(s), s.cost)
+        }
+        let measured = costs.sorted { $0.key == .stream && $1.key == .ranges }
+            .map { "\($0.key) \(String(format: "%.2f", $0.value * 1000)) ms/MiB" }.joined(separator: ", ")
+        logger?.log(level: before == after ? .debug : .info, "large sequential reads: \(after)",
+                    metadata: ["measured": "\(measured)", "sample": "\(method) \(bytes >> 20) MiB"])
+    }
+
+    /// One ranged GET of `bytes` that took `seconds`.
+    func recordRequest(bytes: Int, seconds: Double) {
+        guard bytes >= 1 << 20, seconds > 0 else { return }
+        let rate = Double(bytes) / seconds
+        state.withLock { s in s.requestRate = s.requestRate.map { ($0 + rate) / 2 } ?? rate }
+    }
+
+    /// Range of one read-ahead GET once the window is wide, from the measured per-request rate (nil: not measured).
+    var partSize: Int? {
+        state.withLock { s in
+            s.requestRate.map { rate in
+                let part = (Int(rate * Self.partDuration) >> 20) << 20
+                return min(Self.maximumPart, max(Self.minimumPart, part))
+            }
+        }
+    }
+
+    /// Seconds per MiB by method and sample counts, for logs and tests.
+    var estimates: (cost: [Method: Double], samples: [Method: Int]) {
+        state.withLock { ($0.cost, $0.samples) }
+    }
+}

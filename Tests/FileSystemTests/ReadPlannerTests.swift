@@ -1,0 +1,242 @@
+@testable import FileSystem
+import Foundation
+import ObjectStore
+import TestSupport
+import XCTest
+
+/// The mount's choice between one streaming GET and parallel ranged GETs (`ReadPlanner`), on its own and through
+/// `ReadPrefetcher` on stores shaped like moto (a ranged GET costs a copy of the whole object) and like SeaweedFS
+/// (one connection is slower than several).
+final class ReadPlannerTests: XCTestCase {
+    let workers = WorkerPool(threads: 16, name: "test-planner")
+
+    override func tearDown() {
+        workers.stop()
+    }
+
+    /// Every 4 KiB unlike the others (its index, then a pattern), quick to make in a debug build.
+    static func content(_ count: Int) -> Data {
+        var pattern = Data(count: 4096)
+        for index in 0..<4096 { pattern[index] = UInt8(truncatingIfNeeded: index &* 31 &+ 7) }
+        var data = Data(capacity: count + 4096)
+        var page: UInt64 = 0
+        while data.count < count {
+            var stamped = pattern
+            withUnsafeBytes(of: page) { stamped.replaceSubrange(0..<8, with: $0) }
+            data.append(stamped)
+            page += 1
+        }
+        return data.prefix(count)
+    }
+
+    func testUnmeasuredLargeReadsProbeBothThenTheFasterIsUsed() {
+        let planner = ReadPlanner()
+        let size: UInt64 = 256 << 20
+        let probe = planner.plan(size: size, streaming: true)
+        XCTAssertEqual(probe.map(\.method), [.stream, .ranges, nil])
+        XCTAssertEqual(probe.last?.end, size)
+        XCTAssertEqual(planner.best, .stream, "unmeasured: the stream, one request")
+        planner.record(.stream, bytes: 16 << 20, seconds: 0.16)
+        planner.record(.ranges, bytes: 16 << 20, seconds: 0.04)
+        XCTAssertEqual(planner.best, .ranges)
+        XCTAssertEqual(planner.plan(size: size, streaming: true), [.init(method: .ranges, start: 0, end: size)])
+        // The newest samples weigh half: ranges slowing down hands the choice back to the stream.
+        for _ in 0..<3 { planner.record(.ranges, bytes: 16 << 20, seconds: 0.5) }
+        XCTAssertEqual(planner.best, .stream)
+        // Every 8th large read probes again, so that a change is noticed.
+        let plans = (0..<16).map { _ in planner.plan(size: size, streaming: true) }
+        XCTAssertEqual(plans.filter { $0.count == 3 }.count, 2)
+    }
+
+    func testTiesSmallSamplesAndStoresWithoutAStream() {
+        let planner = ReadPlanner()
+        planner.record(.stream, bytes: 32 << 20, seconds: 0.10)
+        planner.record(.ranges, bytes: 32 << 20, seconds: 0.095)
+        XCTAssertEqual(planner.best, .stream, "within the tolerance: fewer requests win")
+        planner.record(.ranges, bytes: 1 << 20, seconds: 0.0001)
+        XCTAssertEqual(planner.estimates.samples[.ranges], 1, "a sample under 8 MiB says little: ignored")
+        XCTAssertEqual(planner.plan(size: 1 << 30, streaming: false), [.init(method: .ranges, start: 0, end: 1 << 30)])
+        XCTAssertEqual(planner.plan(size: 4 << 20, streaming: true), [.init(method: .ranges, start: 0, end: 4 << 20)])
+        XCTAssertEqual(planner.plan(size: 20 << 20, streaming: true).map(\.method), [.stream],
+                       "too small to probe: the best so far")
+    }
+
+    func testPartSizeFollowsTheRateOfOneRequest() {
+        let planner = ReadPlanner()
+        XCTAssertNil(planner.partSize)
+        planner.recordRequest(bytes: 8 << 20, seconds: 8.0 / 100)    // 100 MiB/s: 8 MiB in 80 ms
+        XCTAssertEqual(planner.partSize, 8 << 20)
+        let slow = ReadPlanner()
+        slow.recordRequest(bytes: 4 << 20, seconds: 1)
+        XCTAssertEqual(slow.partSize, ReadPlanner.minimumPart)
+        let fast = ReadPlanner()
+        fast.recordRequest(bytes: 16 << 20, seconds: 0.001)
+        XCTAssertEqual(fast.partSize, ReadPlanner.maximumPart)
+    }
+
+    /// A store whose connections each move `mibPerSecond`, many at once (SeaweedFS, AWS S3); with `rangeCost`, a
+    /// ranged GET first pays that many seconds (moto copying the whole object).
+    final class PacedStore: ObjectStore, @unchecked Sendable {
+        let base = MemoryObjectStore()
+        let mibPerSecond: Double
+        let rangeCost: Double
+        let streams = Counter()
+        let gets = Counter()
+        init(mibPerSecond: Double, rangeCost: Double = 0) {
+            self.mibPerSecond = mibPerSecond
+            self.rangeCost = rangeCost
+        }
+        var description: String { "paced" }
+        var supportsConditionalWrites: Bool { true }
+        var prefersStreamingReads: Bool { true }
+        private func pace(_ bytes: Int) { usleep(useconds_t(Double(bytes) / Double(1 << 20) / mibPerSecond * 1e6)) }
+        func head(_ key: String) throws(ObjectStoreError) -> ObjectInfo { try base.head(key) }
+        func get(_ key: String, range: Range<UInt64>?) throws(ObjectStoreError) -> ObjectData {
+            gets.add()
+            usleep(useconds_t(rangeCost * 1e6))
+            let got = try base.get(key, range: range)
+            pace(got.body.count)
+            return got
+        }
+        func getStreaming(_ key: String, range: Range<UInt64>, version: String?,
+                          consumer: @escaping (UnsafeRawBufferPointer) -> Bool) throws(ObjectStoreError) {
+            streams.add()
+            let body = try base.get(key, range: range).body
+            var offset = 0
+            while offset < body.count {
+                let piece = min(body.count - offset, 256 << 10)
+                pace(piece)
+                let going = body.withUnsafeBytes { all in
+                    consumer(UnsafeRawBufferPointer(rebasing: all[offset..<offset + piece]))
+                }
+                guard going else { return }
+                offset += piece
+            }
+        }
+        func list(_ request: ListRequest) throws(ObjectStoreError) -> ListPage { try base.list(request) }
+        func put(_ key: String, body: PutBody, options: PutOptions) throws(ObjectStoreError) -> ObjectInfo {
+            try base.put(key, body: body, options: options)
+        }
+        func delete(_ key: String, condition: DeleteCondition) throws(ObjectStoreError) {
+            try base.delete(key, condition: condition)
+        }
+        func copy(from source: String, to destination: String, metadata: ObjectMetadata?,
+                  condition: PutCondition) throws(ObjectStoreError) -> ObjectInfo {
+            try base.copy(from: source, to: destination, metadata: metadata, condition: condition)
+        }
+        func createMultipartUpload(_ key: String, options: PutOptions) throws(ObjectStoreError) -> String {
+            try base.createMultipartUpload(key, options: options)
+        }
+        func uploadPart(_ key: String, uploadID: String, number: Int,
+                        body: PutBody) throws(ObjectStoreError) -> String {
+            try base.uploadPart(key, uploadID: uploadID, number: number, body: body)
+        }
+        func completeMultipartUpload(_ key: String, uploadID: String, parts: [CompletedPart],
+                                     condition: PutCondition) throws(ObjectStoreError) -> ObjectInfo {
+            try base.completeMultipartUpload(key, uploadID: uploadID, parts: parts, condition: condition)
+        }
+        func abortMultipartUpload(_ key: String, uploadID: String) throws(ObjectStoreError) {
+            try base.abortMultipartUpload(key, uploadID: uploadID)
+        }
+        func listMultipartUploads(prefix: String) throws(ObjectStoreError) -> [MultipartUploadInfo] {
+            try base.listMultipartUploads(prefix: prefix)
+        }
+    }
+
+    final class Counter: @unchecked Sendable {
+        private let lock = NSLock()
+        private var count = 0
+        func add() { lock.withLock { count += 1 } }
+        var value: Int { lock.withLock { count } }
+    }
+
+    /// Reads `key` front to back in 512 KiB reads, four at a time a little out of order (as the kernel's
+    /// asynchronous read-ahead sends them), through one handle.
+    func readAll(_ store: any ObjectStore, key: String, size: Int, budget: PrefetchBudget) throws -> Data {
+        let prefetcher = ReadPrefetcher(store: store, key: key, size: UInt64(size), settings: ReadPrefetcher.Settings(),
+                                        budget: budget, workers: workers, version: try store.head(key).version,
+                                        streaming: true)
+        defer { prefetcher.close() }
+        let piece = 512 << 10
+        var result = Data(count: size)
+        var offset = 0
+        while offset < size {
+            let batch = (0..<4).map { offset + $0 * piece }.filter { $0 < size }
+            let got = ThreadSafeBox<[Int: Data]>([:])
+            let errors = ThreadSafeBox<[Error]>([])
+            DispatchQueue.concurrentPerform(iterations: batch.count) { index in
+                let at = batch[batch.count - 1 - index]    // the later ones first
+                do {
+                    let data = try prefetcher.read(offset: UInt64(at), count: piece)
+                    got.update { $0[at] = data }
+                } catch {
+                    errors.update { $0.append(error) }
+                }
+            }
+            if let error = errors.value.first { throw error }
+            for at in batch {
+                let data = try XCTUnwrap(got.value[at])
+                XCTAssertEqual(data.count, min(piece, size - at), "at \(at)")
+                result.replaceSubrange(at..<at + data.count, with: data)
+            }
+            offset += batch.count * piece
+        }
+        return result
+    }
+
+    func testSlowConnectionsChooseParallelRanges() throws {
+        let store = PacedStore(mibPerSecond: 200)
+        let body = Self.content(64 << 20)
+        try store.base.put("f", data: body)
+        let budget = PrefetchBudget(bytes: 128 << 20)
+        XCTAssertEqual(try readAll(store, key: "f", size: body.count, budget: budget), body)
+        XCTAssertEqual(store.streams.value, 1, "the probe streamed its first stretch")
+        XCTAssertEqual(budget.planner.best, .ranges, "\(budget.planner.estimates)")
+        let streams = store.streams.value
+        XCTAssertEqual(try readAll(store, key: "f", size: body.count, budget: budget), body)
+        XCTAssertEqual(store.streams.value, streams, "then ranges only")
+    }
+
+    func testCostlyRangesChooseTheStream() throws {
+        let store = PacedStore(mibPerSecond: 400, rangeCost: 0.15)
+        let body = Self.content(64 << 20)
+        try store.base.put("f", data: body)
+        let budget = PrefetchBudget(bytes: 128 << 20)
+        XCTAssertEqual(try readAll(store, key: "f", size: body.count, budget: budget), body)
+        XCTAssertEqual(budget.planner.best, .stream, "\(budget.planner.estimates)")
+        let gets = store.gets.value
+        XCTAssertEqual(try readAll(store, key: "f", size: body.count, budget: budget), body)
+        XCTAssertLessThanOrEqual(store.gets.value - gets, 2, "then one stream (and the out-of-order reads before it)")
+    }
+
+    /// Whatever the plan, every byte is right: the switches between stream and ranges, a seek in the middle of a
+    /// stretch, the block cache serving a second read.
+    func testEveryByteIsRightAcrossSwitchesAndSeeks() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("plan-\(UUID().uuidString)").path
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let store = PacedStore(mibPerSecond: 2000)
+        let size = (50 << 20) + 4321
+        let body = Self.content(size)
+        try store.base.put("f", data: body)
+        let budget = PrefetchBudget(bytes: 128 << 20, cache: BlockCache(directory: directory, limit: 1 << 30))
+        XCTAssertEqual(try readAll(store, key: "f", size: size, budget: budget), body)
+        XCTAssertEqual(try readAll(store, key: "f", size: size, budget: budget), body)
+        let prefetcher = ReadPrefetcher(store: store, key: "g", size: UInt64(size), settings: ReadPrefetcher.Settings(),
+                                        budget: PrefetchBudget(bytes: 128 << 20), workers: workers, streaming: true)
+        try store.base.put("g", data: body)
+        defer { prefetcher.close() }
+        for offset in [0, 128 << 10, 20 << 20, (20 << 20) + 4096, 3 << 20, size - 10] {
+            XCTAssertEqual(try prefetcher.read(offset: UInt64(offset), count: 65536),
+                           body.subdata(in: offset..<min(size, offset + 65536)), "at \(offset)")
+        }
+    }
+}
+
+/// A value behind a lock, for collecting results from `concurrentPerform`.
+final class ThreadSafeBox<Value>: @unchecked Sendable {
+    private let lock = NSLock()
+    private var stored: Value
+    init(_ value: Value) { stored = value }
+    var value: Value { lock.withLock { stored } }
+    func update(_ change: (inout Value) -> Void) { lock.withLock { change(&stored) } }
+}
