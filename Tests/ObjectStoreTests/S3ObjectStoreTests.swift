@@ -223,14 +223,14 @@ final class S3ObjectStoreTests: XCTestCase {
             guard case ObjectStoreError.transport(let detail) = $0 else { return XCTFail("got \($0)") }
             XCTAssertTrue(detail.contains("127.0.0.1:\(port)"), detail)
         }
-        XCTAssertEqual(store.attemptCount.load(ordering: .relaxed), 3, "one attempt and two retries")
+        XCTAssertEqual(store.attemptCount, 3, "one attempt and two retries")
 
         // The CLI's pre-mount check retries at most once and names the endpoint.
         XCTAssertThrowsError(try store.validate()) {
             guard case ObjectStoreError.transport(let detail) = $0 else { return XCTFail("got \($0)") }
             XCTAssertTrue(detail.hasPrefix("cannot reach S3 endpoint http://127.0.0.1:\(port)"), detail)
         }
-        XCTAssertEqual(store.attemptCount.load(ordering: .relaxed), 5)
+        XCTAssertEqual(store.attemptCount, 5)
     }
 
     func testEmptyObjectAndRanges() throws {
