@@ -55,7 +55,7 @@ s3 = boto3.client("s3", endpoint_url="$MOTO_URL", region_name="us-east-1",
                   aws_access_key_id="test", aws_secret_access_key="test")
 try:
     s3.create_bucket(Bucket="$BFS_BUCKET")
-except s3.exceptions.BucketAlreadyOwnedByYou:
+except (s3.exceptions.BucketAlreadyOwnedByYou, s3.exceptions.BucketAlreadyExists):
     pass
 PY
 fi
@@ -114,6 +114,41 @@ peak_rss() {
     cat "$RESULTS/peak-rss.txt" >&2
 }
 
+# fio 4 KiB random reads (qd1, buffered, FSBENCH_FIO_RUNTIME s) over a 256 MiB object nobody read before on this
+# host (first pass: bucketfs with an empty cache_dir), then again (second pass: bucketfs's block cache; the page
+# cache is dropped before each), for bucketfs and s3fs. fsbench's own fio figures come after its sequential reads,
+# so for bucketfs they are always second passes.
+fio_pass() {  # fio_pass FILE -> IOPS
+    sync; echo 3 > /proc/sys/vm/drop_caches
+    fio --name=rr --filename="$1" --readonly --rw=randread --bs=4k --ioengine=psync \
+        --runtime="${FSBENCH_FIO_RUNTIME:-20}" --time_based --invalidate=1 --norandommap --size=256M \
+        --output-format=json 2>/dev/null | python3 -c 'import json,sys; print(round(sum(j["read"]["iops"] for j in json.load(sys.stdin)["jobs"])))'
+}
+fio_passes() {
+    local src=/tmp/fsbench-src-256M out="$RESULTS/fio-passes.txt"
+    [ -s "$src" ] || head -c $((256 << 20)) /dev/urandom > "$src"
+    python3 - "$src" <<PY
+import boto3, sys
+s3 = boto3.client("s3", endpoint_url="$MOTO_URL", region_name="us-east-1",
+                  aws_access_key_id="test", aws_secret_access_key="test")
+for bucket in ("$BFS_BUCKET", "$BUCKET"):
+    s3.upload_file(sys.argv[1], bucket, "fio-passes/big")
+PY
+    : > "$out"
+    rm -rf /tmp/bench-bucketfs-fio-cache
+    mkdir -p "$MNT_BUCKETFS"
+    "$BIN" mount "s3://$BFS_BUCKET/" "$MNT_BUCKETFS" --endpoint-url "$MOTO_URL" --cache-dir /tmp/bench-bucketfs-fio-cache \
+        ${BENCH_BUCKETFS_OPTIONS:-} >&2
+    echo "bucketfs fio_randread_4k_first_pass $(fio_pass "$MNT_BUCKETFS/fio-passes/big") IOPS" >> "$out"
+    echo "bucketfs fio_randread_4k_second_pass $(fio_pass "$MNT_BUCKETFS/fio-passes/big") IOPS" >> "$out"
+    unmount_bucketfs
+    "$PEERS_BENCH/setup.sh" mount s3fs >&2
+    echo "s3fs fio_randread_4k_first_pass $(fio_pass "$MNT_S3FS/fio-passes/big") IOPS" >> "$out"
+    echo "s3fs fio_randread_4k_second_pass $(fio_pass "$MNT_S3FS/fio-passes/big") IOPS" >> "$out"
+    "$PEERS_BENCH/setup.sh" umount s3fs >&2
+    cat "$out" >&2
+}
+
 for t in "${TARGETS[@]}"; do
     case "$t" in
         moto-direct)
@@ -138,6 +173,7 @@ for t in "${TARGETS[@]}"; do
             "$PEERS_BENCH/setup.sh" umount rclone-off >&2
             unset RCLONE_BUCKET RCLONE_BUCKET_VERSIONED ;;
         peak-rss) peak_rss ;;
+        fio-passes) fio_passes ;;
         bucketfs-gcs)
             # fsbench's visibility probes speak S3 only: bucketfs uploads before close() returns, so the
             # write figures are also the time until the object is in the bucket.

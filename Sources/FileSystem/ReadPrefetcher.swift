@@ -114,10 +114,13 @@ final class ReadPrefetcher: @unchecked Sendable {
                 account(offset: offset, bytes: data.count, since: started, cached: false)
                 return data
             }
-            // A read the stream cannot serve (far from it): off the plan, ranged reads from here.
+            // A read the stream cannot serve (far from it): off the plan, ranged reads from here. (Unless another
+            // thread's read moved the plan on meanwhile, closing this stream: then the plan goes on.)
             condition.lock()
-            leaveSegment(record: true)
-            nextSegments = []
+            if self.stream === stream {
+                leaveSegment(record: true)
+                nextSegments = []
+            }
             condition.unlock()
         }
         let (data, cached) = try readRanges(offset: offset, count: count)
@@ -226,7 +229,8 @@ final class ReadPrefetcher: @unchecked Sendable {
         if !near {
             dropChunks { _ in true }
             // (A planned ranged stretch is known to be sequential: it starts wider.)
-            let planned = segment.map { $0.method == .ranges && offset >= $0.start && offset < $0.end } ?? false
+            let planned = segment.map { $0.method == .ranges && offset + Self.slack >= $0.start && offset < $0.end }
+                ?? false
             window = planned ? max(settings.initialWindow, min(settings.maxWindow, Self.plannedWindow))
                 : settings.initialWindow
         }
@@ -250,7 +254,8 @@ final class ReadPrefetcher: @unchecked Sendable {
             }
         }
         FileSystemMetrics.shared.readAhead(hit: demand.isEmpty)
-        readAhead(from: end)
+        // (A read just behind a live stream's start fetches what it needs, nothing ahead: the stream has that.)
+        if segment?.method != .stream || stream == nil { readAhead(from: end) }
         // What this read needs now is fetched on the caller's own (libfuse) thread, so that a busy worker pool
         // (read-ahead of other files, part uploads) never delays it.
         for chunk in demand {
