@@ -51,9 +51,12 @@ for object in "$root/usr/bin/bucketfs" "$root"/usr/lib/bucketfs/*; do
     readelf -d "$object" | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p'
 done | sort -u | while read -r soname; do
     case $shipped in *" $soname "*) continue ;; esac
-    path=$(LD_LIBRARY_PATH="$root/usr/lib/bucketfs" ldd "$root/usr/bin/bucketfs" | awk -v n="$soname" '$1 == n { print $3 }')
+    path=$(LD_LIBRARY_PATH="$root/usr/lib/bucketfs" ldd "$root/usr/bin/bucketfs" \
+        | awk -v n="$soname" '$1 == n { print $3 }')
     [ "$soname" = ld-linux-x86-64.so.2 ] && path=/lib64/ld-linux-x86-64.so.2
-    owner=$(dpkg -S "$path" 2>/dev/null || dpkg -S "/usr$path" 2>/dev/null || dpkg -S "$(readlink -f "$path")" 2>/dev/null) \
+    # merged /usr: ldd says /lib/..., dpkg knows /usr/lib/... (or the other way round)
+    owner=$(dpkg -S "$path" 2>/dev/null || dpkg -S "/usr$path" 2>/dev/null \
+        || dpkg -S "$(readlink -f "$path")" 2>/dev/null) \
         || { echo "package-deb.sh: no Debian package owns $soname ($path)" >&2; exit 1; }
     package=${owner%%:*}
     case ", $depends," in *", $package,"*) ;; *)
@@ -66,7 +69,8 @@ if LD_LIBRARY_PATH="$root/usr/lib/bucketfs" ldd "$root/usr/bin/bucketfs" | grep 
 fi
 
 echo "==> mount helper, systemd unit, completions"
-sed 's|^bucketfs=/usr/local/bin/bucketfs$|bucketfs=/usr/bin/bucketfs|' mount-helpers/mount.bucketfs > "$root/sbin/mount.bucketfs"
+sed 's|^bucketfs=/usr/local/bin/bucketfs$|bucketfs=/usr/bin/bucketfs|' mount-helpers/mount.bucketfs \
+    > "$root/sbin/mount.bucketfs"
 chmod 0755 "$root/sbin/mount.bucketfs"
 sed 's|/usr/local/bin/bucketfs |/usr/bin/bucketfs |' mount-helpers/systemd/bucketfs@.service \
     > "$root/lib/systemd/system/bucketfs@.service"

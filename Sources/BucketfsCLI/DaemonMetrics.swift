@@ -149,11 +149,7 @@ final class DaemonMetrics: Sendable {
             let handle = counter(label, dimensions)
             if delta > 0 { handle.increment(by: Int64(delta)) }
         }
-        let retries: @Sendable () -> Int = {
-            if let s3 = store as? S3ObjectStore { return s3.retryCount.load(ordering: .relaxed) }
-            if let gcs = store as? GCSObjectStore { return gcs.retryCount.load(ordering: .relaxed) }
-            return 0
-        }
+        let retries: @Sendable () -> Int = { (store as? any HTTPObjectStore)?.retryCount ?? 0 }
         refreshers.withLock { list in
             list.append { [self] in
                 follow("bucketfs_read_ahead_total", [("result", "hit")], counts.readAheadHits.load(ordering: .relaxed))

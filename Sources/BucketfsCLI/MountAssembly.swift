@@ -119,6 +119,10 @@ struct MountAssembly {
         let control = controlSettings(records: records, registry: registry, meter: meter, health: health)
         var options = fileSystemOptions
         options.directoryMetadataInSidecar = directoryMetadataInSidecar(logger: logger)
+        switch location.kind {
+        case .s3, .gcs: options.maxKeyLength = 1024    // both limit a key to 1,024 bytes of UTF-8
+        default: break
+        }
         // Staged data and recovery copies: real directories of ours, 0700 — never a link planted in the cache
         // directory, nor an older version's 0755 directory left as it was.
         for sub in ["staging", "recovery"] {

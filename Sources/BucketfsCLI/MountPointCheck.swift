@@ -52,18 +52,23 @@ enum MountPointCheck {
         case (0, false):
             throw CLIError(sysAdminMissing)
         case (let error, let capable):
-            let problem = error == ENOENT ? "/dev/fuse is missing" : "/dev/fuse cannot be opened (\(String(cString: strerror(error))))"
+            let problem = error == ENOENT
+                ? "/dev/fuse is missing" : "/dev/fuse cannot be opened (\(String(cString: strerror(error))))"
             guard capable else {
-                throw CLIError("\(problem), and CAP_SYS_ADMIN is missing: run the container with --device /dev/fuse --cap-add SYS_ADMIN")
+                throw CLIError("\(problem), and CAP_SYS_ADMIN is missing: "
+                               + "run the container with --device /dev/fuse --cap-add SYS_ADMIN")
             }
             guard error == ENOENT else {
-                throw CLIError("\(problem): run the container with --device /dev/fuse (a bind mount of it is not enough)")
+                throw CLIError("\(problem): run the container with --device /dev/fuse "
+                               + "(a bind mount of it is not enough)")
             }
-            throw CLIError("\(problem): install fuse3 (modprobe fuse) on a host, or run the container with --device /dev/fuse")
+            throw CLIError("\(problem): install fuse3 (modprobe fuse) on a host, "
+                           + "or run the container with --device /dev/fuse")
         }
     }
 
-    static let sysAdminMissing = "CAP_SYS_ADMIN is missing, which mount(2) needs (also through the setuid fusermount3): run the container with --cap-add SYS_ADMIN"
+    static let sysAdminMissing = "CAP_SYS_ADMIN is missing, which mount(2) needs (also through the setuid "
+        + "fusermount3): run the container with --cap-add SYS_ADMIN"
 
     /// Whether mount(2) can be reached: CAP_SYS_ADMIN in this process's effective set, or in its bounding set,
     /// which caps what the setuid fusermount3 (libfuse's fallback on EPERM) gains. Unreadable /proc: assume yes.

@@ -1,3 +1,4 @@
+import FileSystem
 import Foundation
 import Glibc
 import Locking
@@ -131,10 +132,7 @@ final class MountRegistry: Sendable {
 
     /// The pid is alive and still a bucketfs (a pid can be reused after a daemon died without its entry going).
     static func isAlive(_ pid: pid_t) -> Bool {
-        guard kill(pid, 0) == 0 || errno == EPERM else { return false }
-        // A killed daemon not yet reaped answers kill(0) but is gone: its state in /proc/PID/stat is Z.
-        if let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
-           let close = stat.lastIndex(of: ")"), stat[close...].dropFirst(2).first == "Z" { return false }
+        guard UploadStateJournal.processExists(pid) else { return false }
         guard let executable = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/exe") else {
             return true    // another user's process: cannot tell, trust the entry
         }

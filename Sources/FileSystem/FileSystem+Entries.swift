@@ -9,6 +9,9 @@ extension FileSystem {
         try requireWritable()
         let path = try childPath(parent: parent, name: name)
         try requireAbsent(path)
+        if let limit = options.maxKeyLength, directoryMetadataKey(for: path).utf8.count > limit {
+            throw FSError.nameTooLong    // its sidecar's key would be too long
+        }
         let owner = ownership(of: caller, in: parent, directory: true)
         let now = FileTime.now()
         var node = Node(ino: 0, path: path, kind: .directory, size: 0, permissions: (permissions & 0o7777) | owner.setgid,

@@ -186,7 +186,10 @@ public final class FileSystem: Sendable {
         let node = try existingNode(parent)
         guard node.kind == .directory else { throw FSError.notDirectory }
         guard parent == InodeTable.rootIno || !node.path.isEmpty else { throw FSError.notFound }
-        return KeyMapping.join(node.path, name)
+        let path = KeyMapping.join(node.path, name)
+        // (+ 1: the marker's `/`, should it be a directory)
+        if let limit = options.maxKeyLength, keys.key(for: path).utf8.count + 1 > limit { throw FSError.nameTooLong }
+        return path
     }
 
     /// The key a node's object lives at: the marker for a directory.

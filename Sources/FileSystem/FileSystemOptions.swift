@@ -37,6 +37,8 @@ public struct FileSystemOptions: Sendable, Equatable {
     /// Keep a directory's mode, owner and times in a sidecar object `dir/.bucketfs-dir` as well as in its marker:
     /// for stores that drop a marker's metadata (SeaweedFS; `DirectoryMarkers.markersKeepMetadata` tells).
     public var directoryMetadataInSidecar = false
+    /// The longest key the store takes, in bytes (S3 and GCS: 1,024); a longer path is ENAMETOOLONG, not EIO.
+    public var maxKeyLength: Int?
 
     public init(prefix: String = "", uid: UInt32 = getuid(), gid: UInt32 = getgid(),
                 filePermissions: UInt32 = 0o644, directoryPermissions: UInt32 = 0o755, readOnly: Bool = false,

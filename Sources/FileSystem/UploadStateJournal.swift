@@ -39,7 +39,8 @@ public struct UploadStateJournal: UploadJournal {
         self.isAlive = isAlive
     }
 
-    /// The default liveness check: the pid exists and is not a zombie.
+    /// The default liveness check: the pid exists and is not a zombie (a killed daemon not yet reaped answers
+    /// kill(0) but is gone: its state in /proc/PID/stat is Z).
     public static func processExists(_ pid: pid_t) -> Bool {
         guard kill(pid, 0) == 0 || errno == EPERM else { return false }
         guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),

@@ -119,8 +119,39 @@ extension ObjectStore {
         try get(key, range: nil)
     }
 
+    /// A condition checked by reading, for servers that ignore it (moto on CopyObject, fake-gcs-server on most
+    /// calls): compare with the current object. `current` saves the read when the caller has it. Not atomic: another
+    /// writer can slip in between this read and the write; the condition is still sent, so a server that honours it
+    /// closes that window.
+    func checkConditionByReading(_ condition: PutCondition, key: String,
+                                 current: ObjectInfo?) throws(ObjectStoreError) {
+        switch condition {
+        case .none:
+            return
+        case .ifAbsent:
+            if current != nil { throw .preconditionFailed(key: key) }
+            if try exists(key) { throw .preconditionFailed(key: key) }
+        case .ifVersionMatches(let version):
+            let info: ObjectInfo
+            if let current { info = current } else { info = try head(key) }
+            guard info.version == version else { throw .preconditionFailed(key: key) }
+        }
+    }
+
+    /// Whether `key` is there: a `head` that is `.notFound` says no; other failures are thrown.
+    func exists(_ key: String) throws(ObjectStoreError) -> Bool {
+        do {
+            _ = try head(key)
+            return true
+        } catch {
+            if case .notFound = error { return false }
+            throw error
+        }
+    }
+
     @discardableResult
-    public func put(_ key: String, data: Data, options: PutOptions = PutOptions()) throws(ObjectStoreError) -> ObjectInfo {
+    public func put(_ key: String, data: Data,
+                    options: PutOptions = PutOptions()) throws(ObjectStoreError) -> ObjectInfo {
         try put(key, body: .data(data), options: options)
     }
 

@@ -38,7 +38,8 @@ public struct ThreadBufferStore: Sendable {
 
     public func slot(thread: String, index: Int) throws(RecordError) -> BufferSlot? {
         try RecordKey.validate(thread, "thread id")
-        guard index >= 0, let slot = try table.get(RecordKey.slot(thread, index: index)), !slot.isExpired(at: clock()) else {
+        guard index >= 0, let slot = try table.get(RecordKey.slot(thread, index: index)),
+              !slot.isExpired(at: clock()) else {
             return nil
         }
         return slot

@@ -7,23 +7,15 @@ import TestSupport
 /// The object strategy over GCS (fake-gcs-server on loopback; one server for the class, a bucket per test). Lock
 /// objects are written with `ifGenerationMatch` in multipart uploads, the one place the emulator honours it.
 final class GCSObjectLockTests: LockingStrategyTestCase {
-    nonisolated(unsafe) private static var server: FakeGCSServer?
-    nonisolated(unsafe) private static var startError: (any Error)?
-
-    override class func setUp() {
-        super.setUp()
-        do { server = try FakeGCSServer() } catch { startError = error }
-    }
+    private static let server = SharedServer { try FakeGCSServer() }
 
     override class func tearDown() {
-        server?.stop()
-        server = nil
+        server.stop()
         super.tearDown()
     }
 
     override func setUpWithError() throws {
-        if let error = Self.startError { throw error }
-        let server = try XCTUnwrap(Self.server)
+        let server = try Self.server.get()
         let bucket = "bucketfs-locks-\(UUID().uuidString.prefix(8).lowercased())"
         try server.createBucket(bucket)
         suite = LockingSuite(makeStrategy: { ObjectLockStrategy(store: try server.makeStore(bucket: bucket), prefix: "mnt/") })
@@ -34,7 +26,7 @@ final class GCSObjectLockTests: LockingStrategyTestCase {
     /// Two clients (two daemons) on the same bucket: the second is refused while the first holds the lock, and
     /// the lock object is a JSON document another GCS client can read.
     func testTwoClientsExcludeEachOther() throws {
-        let server = try XCTUnwrap(Self.server)
+        let server = try Self.server.get()
         let bucket = "bucketfs-two-\(UUID().uuidString.prefix(8).lowercased())"
         try server.createBucket(bucket)
         let first = ObjectLockStrategy(store: try server.makeStore(bucket: bucket), prefix: "data/")

@@ -126,23 +126,15 @@ final class LocalDirectoryObjectLockTests: LockingStrategyTestCase {
 
 /// The object strategy over S3 (moto on loopback; one server for the class, a bucket per test).
 final class S3ObjectLockTests: LockingStrategyTestCase {
-    nonisolated(unsafe) private static var moto: MotoServer?
-    nonisolated(unsafe) private static var startError: (any Error)?
-
-    override class func setUp() {
-        super.setUp()
-        do { moto = try MotoServer() } catch { startError = error }
-    }
+    private static let moto = SharedServer { try MotoServer() }
 
     override class func tearDown() {
-        moto?.stop()
-        moto = nil
+        moto.stop()
         super.tearDown()
     }
 
     override func setUpWithError() throws {
-        if let error = Self.startError { throw error }
-        let moto = try XCTUnwrap(Self.moto)
+        let moto = try Self.moto.get()
         let bucket = "bucketfs-locks-\(UUID().uuidString.prefix(8).lowercased())"
         try moto.createBucket(bucket)
         suite = LockingSuite(makeStrategy: { ObjectLockStrategy(store: try moto.makeStore(bucket: bucket), prefix: "mnt/") })

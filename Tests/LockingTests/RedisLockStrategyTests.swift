@@ -6,23 +6,15 @@ import XCTest
 
 /// The redis strategy against a `redis-server` started for the class.
 final class RedisLockStrategyTests: LockingStrategyTestCase {
-    nonisolated(unsafe) private static var redis: RedisServer?
-    nonisolated(unsafe) private static var startError: (any Error)?
-
-    override class func setUp() {
-        super.setUp()
-        do { redis = try RedisServer() } catch { startError = error }
-    }
+    private static let redis = SharedServer { try RedisServer() }
 
     override class func tearDown() {
-        redis?.stop()
-        redis = nil
+        redis.stop()
         super.tearDown()
     }
 
     override func setUpWithError() throws {
-        if let error = Self.startError { throw error }
-        let port = try XCTUnwrap(Self.redis).port
+        let port = try Self.redis.get().port
         suite = LockingSuite(makeStrategy: { RedisLockStrategy(endpoint: RedisEndpoint(port: port)) })
     }
 
@@ -61,7 +53,7 @@ final class RedisLockStrategyTests: LockingStrategyTestCase {
 
     /// A restarted server (same port) is reconnected to transparently.
     func testReconnectsAfterServerRestart() throws {
-        let strategy = RedisLockStrategy(endpoint: RedisEndpoint(port: try XCTUnwrap(Self.redis).port))
+        let strategy = RedisLockStrategy(endpoint: RedisEndpoint(port: try Self.redis.get().port))
         let lease = try XCTUnwrap(try strategy.tryAcquire("reconnect", owner: suite.owner("a"), lease: 30))
         // Kill the connection from the server side.
         let admin = RedisConnection(endpoint: strategy.endpoint)
@@ -123,7 +115,7 @@ final class RedisLockStrategyTests: LockingStrategyTestCase {
     }
 
     func testReservedSuffixes() throws {
-        let strategy = RedisLockStrategy(endpoint: RedisEndpoint(port: try XCTUnwrap(Self.redis).port))
+        let strategy = RedisLockStrategy(endpoint: RedisEndpoint(port: try Self.redis.get().port))
         for resource in ["x:fence", "x:info"] {
             XCTAssertThrowsError(try strategy.tryAcquire(resource, owner: suite.owner("a"), lease: 1)) {
                 guard case LockError.invalid = $0 else { return XCTFail("got \($0)") }

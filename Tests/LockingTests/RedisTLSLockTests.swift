@@ -7,25 +7,19 @@ import XCTest
 /// The redis strategy over `rediss://` against a TLS-only `redis-server` (certificates made by `openssl` for the
 /// class): the shared suite, certificate and host-name verification, client certificates, URL forms.
 final class RedisTLSLockTests: XCTestCase {
-    nonisolated(unsafe) private static var redis: TLSRedisServer?
-    nonisolated(unsafe) private static var startError: (any Error)?
+    private static let redis = SharedServer { try TLSRedisServer(password: password) }
+
+    override class func tearDown() {
+        redis.stop()
+        super.tearDown()
+    }
     private var suite: LockingSuite!
     private static let password = "tls-pa55"
 
-    override class func setUp() {
-        super.setUp()
-        do { redis = try TLSRedisServer(password: password) } catch { startError = error }
-    }
-
-    override class func tearDown() {
-        redis?.stop()
-        redis = nil
-        super.tearDown()
-    }
-
     override func setUpWithError() throws {
-        if let error = Self.startError { throw XCTSkip("\(error)") }
-        let endpoint = try RedisEndpoint(url: try XCTUnwrap(Self.redis).url(password: Self.password, db: 1))
+        let redis: TLSRedisServer
+        do { redis = try Self.redis.get() } catch { throw XCTSkip("\(error)") }
+        let endpoint = try RedisEndpoint(url: redis.url(password: Self.password, db: 1))
         XCTAssertNotNil(endpoint.tls)
         suite = LockingSuite(makeStrategy: { RedisLockStrategy(endpoint: endpoint) })
     }
@@ -39,7 +33,7 @@ final class RedisTLSLockTests: XCTestCase {
     /// A server certificate that the given CA did not sign is refused before any command (so before AUTH: the
     /// password never reaches that server), with one line naming the reason.
     func testCertificateFromAnotherCAIsRefused() throws {
-        let server = try XCTUnwrap(Self.redis)
+        let server = try Self.redis.get()
         let strategy = RedisLockStrategy(endpoint: try RedisEndpoint(url: server.url(ca: server.otherCAFile,
                                                                                       password: Self.password)))
         XCTAssertThrowsError(try strategy.tryAcquire("x", owner: suite.owner("a"), lease: 5)) {
@@ -53,7 +47,7 @@ final class RedisTLSLockTests: XCTestCase {
 
     /// The certificate names 127.0.0.1 only: connecting as `localhost` must fail the host check.
     func testCertificateForAnotherHostIsRefused() throws {
-        let server = try XCTUnwrap(Self.redis)
+        let server = try Self.redis.get()
         let strategy = RedisLockStrategy(endpoint: try RedisEndpoint(url: server.url(password: Self.password,
                                                                                       host: "localhost")))
         XCTAssertThrowsError(try strategy.holders()) {
@@ -64,7 +58,7 @@ final class RedisTLSLockTests: XCTestCase {
 
     /// Without `?ca=` the system store is used, which does not know the test CA.
     func testSystemStoreDoesNotTrustTheTestCA() throws {
-        let server = try XCTUnwrap(Self.redis)
+        let server = try Self.redis.get()
         let endpoint = RedisEndpoint(port: server.port, password: Self.password, tls: RedisEndpoint.TLS())
         XCTAssertThrowsError(try RedisLockStrategy(endpoint: endpoint).holders()) {
             guard case LockError.invalid(let detail) = $0 else { return XCTFail("got \($0)") }
@@ -73,7 +67,7 @@ final class RedisTLSLockTests: XCTestCase {
     }
 
     func testUnreadableCAFileIsAConfigurationError() throws {
-        let server = try XCTUnwrap(Self.redis)
+        let server = try Self.redis.get()
         let strategy = RedisLockStrategy(endpoint: try RedisEndpoint(url: server.url(ca: "/nonexistent/ca.pem")))
         XCTAssertThrowsError(try strategy.holders()) {
             guard case LockError.invalid(let detail) = $0 else { return XCTFail("got \($0)") }

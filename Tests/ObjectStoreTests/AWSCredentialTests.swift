@@ -98,7 +98,7 @@ final class AWSCredentialTests: XCTestCase {
         let keys = try provider.credentials()
         XCTAssertEqual(keys.accessKeyID, "PROCKEY")
         XCTAssertEqual(keys.sessionToken, "proctoken")
-        XCTAssertEqual(keys.expiration, S3Timestamp.parseISO8601("2099-01-01T00:00:00Z"))
+        XCTAssertEqual(keys.expiration, HTTPTimestamp.parseISO8601("2099-01-01T00:00:00Z"))
         _ = try provider.credentials()
         XCTAssertEqual(provider.fetchCount.load(ordering: .relaxed), 1, "valid until 2099: run once")
 

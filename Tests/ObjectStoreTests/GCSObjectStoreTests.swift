@@ -5,17 +5,10 @@ import TestSupport
 
 /// The GCS backend against a real `fake-gcs-server` on loopback (one server for the class, a fresh bucket per test).
 final class GCSObjectStoreTests: XCTestCase {
-    nonisolated(unsafe) private static var server: FakeGCSServer?
-    nonisolated(unsafe) private static var startError: (any Error)?
-
-    override class func setUp() {
-        super.setUp()
-        do { server = try FakeGCSServer() } catch { startError = error }
-    }
+    private static let server = SharedServer { try FakeGCSServer() }
 
     override class func tearDown() {
-        server?.stop()
-        server = nil
+        server.stop()
         super.tearDown()
     }
 
@@ -23,8 +16,7 @@ final class GCSObjectStoreTests: XCTestCase {
     private var bucket = ""
 
     override func setUpWithError() throws {
-        if let error = Self.startError { throw error }
-        server = try XCTUnwrap(Self.server)
+        server = try Self.server.get()
         bucket = "bucketfs-test-\(UUID().uuidString.prefix(8).lowercased())"
         try server.createBucket(bucket)
     }
@@ -81,10 +73,10 @@ final class GCSObjectStoreTests: XCTestCase {
         let body = Data((0..<(5 * (256 << 10) + 12345)).map { UInt8(truncatingIfNeeded: $0 &* 131 &+ $0 >> 9) })
         try body.write(to: URL(fileURLWithPath: path))
         defer { try? FileManager.default.removeItem(atPath: path) }
-        let before = store.attemptCount.load(ordering: .relaxed)
+        let before = store.attemptCount
         let info = try store.put("big", body: .file(path: path),
                                  options: PutOptions(contentType: "application/x-big", metadata: ["mode": "33188"]))
-        XCTAssertEqual(store.attemptCount.load(ordering: .relaxed) - before, 7, "one start and six chunks")
+        XCTAssertEqual(store.attemptCount - before, 7, "one start and six chunks")
         XCTAssertEqual(info.size, UInt64(body.count))
         XCTAssertEqual(try store.get("big").body, body)
         let head = try store.head("big")
@@ -192,7 +184,7 @@ final class GCSObjectStoreTests: XCTestCase {
             guard case ObjectStoreError.transport(let detail) = $0 else { return XCTFail("got \($0)") }
             XCTAssertTrue(detail.hasPrefix("cannot reach GCS endpoint http://127.0.0.1:\(port)"), detail)
         }
-        XCTAssertEqual(unreachable.attemptCount.load(ordering: .relaxed), 2, "the pre-mount check retries once")
+        XCTAssertEqual(unreachable.attemptCount, 2, "the pre-mount check retries once")
     }
 
     func testEndpointAndCredentialResolution() throws {

@@ -6,17 +6,10 @@ import TestSupport
 
 /// The S3 backend against a real `moto_server` on loopback (one server for the whole class, a fresh bucket per test).
 final class S3ObjectStoreTests: XCTestCase {
-    nonisolated(unsafe) private static var moto: MotoServer?
-    nonisolated(unsafe) private static var startError: (any Error)?
-
-    override class func setUp() {
-        super.setUp()
-        do { moto = try MotoServer() } catch { startError = error }
-    }
+    private static let moto = SharedServer { try MotoServer() }
 
     override class func tearDown() {
-        moto?.stop()
-        moto = nil
+        moto.stop()
         super.tearDown()
     }
 
@@ -24,8 +17,7 @@ final class S3ObjectStoreTests: XCTestCase {
     private var bucket = ""
 
     override func setUpWithError() throws {
-        if let error = Self.startError { throw error }
-        moto = try XCTUnwrap(Self.moto)
+        moto = try Self.moto.get()
         bucket = "bucketfs-test-\(UUID().uuidString.prefix(8).lowercased())"
         try moto.createBucket(bucket)
     }
@@ -231,14 +223,14 @@ final class S3ObjectStoreTests: XCTestCase {
             guard case ObjectStoreError.transport(let detail) = $0 else { return XCTFail("got \($0)") }
             XCTAssertTrue(detail.contains("127.0.0.1:\(port)"), detail)
         }
-        XCTAssertEqual(store.attemptCount.load(ordering: .relaxed), 3, "one attempt and two retries")
+        XCTAssertEqual(store.attemptCount, 3, "one attempt and two retries")
 
         // The CLI's pre-mount check retries at most once and names the endpoint.
         XCTAssertThrowsError(try store.validate()) {
             guard case ObjectStoreError.transport(let detail) = $0 else { return XCTFail("got \($0)") }
             XCTAssertTrue(detail.hasPrefix("cannot reach S3 endpoint http://127.0.0.1:\(port)"), detail)
         }
-        XCTAssertEqual(store.attemptCount.load(ordering: .relaxed), 5)
+        XCTAssertEqual(store.attemptCount, 5)
     }
 
     func testEmptyObjectAndRanges() throws {

@@ -6,17 +6,10 @@ import TestSupport
 
 /// The shared suite, and the S3-compatibility differences bucketfs copes with, on SeaweedFS.
 final class SeaweedObjectStoreTests: XCTestCase {
-    nonisolated(unsafe) private static var server: SeaweedServer?
-    nonisolated(unsafe) private static var startError: (any Error)?
-
-    override class func setUp() {
-        super.setUp()
-        do { server = try SeaweedServer() } catch { startError = error }
-    }
+    private static let server = SharedServer { try SeaweedServer() }
 
     override class func tearDown() {
-        server?.stop()
-        server = nil
+        server.stop()
         super.tearDown()
     }
 
@@ -24,8 +17,7 @@ final class SeaweedObjectStoreTests: XCTestCase {
     private var bucket = ""
 
     override func setUpWithError() throws {
-        if let error = Self.startError { throw error }
-        server = try XCTUnwrap(Self.server)
+        server = try Self.server.get()
         bucket = "bucketfs-test-\(UUID().uuidString.prefix(8).lowercased())"
         try server.createBucket(bucket)
     }
@@ -48,9 +40,9 @@ enum S3BatchDeleteCheck {
         store.deleteBatchLimit.store(7, ordering: .relaxed)
         let keys = (0..<20).map { "batch/k\($0)" }
         for key in keys { try store.put(key, data: Data("x".utf8)) }
-        let before = store.attemptCount.load(ordering: .relaxed)
+        let before = store.attemptCount
         let results = store.deleteObjects(keys + ["batch/missing"])
-        XCTAssertEqual(store.attemptCount.load(ordering: .relaxed) - before, 3, "21 keys in requests of 7")
+        XCTAssertEqual(store.attemptCount - before, 3, "21 keys in requests of 7")
         XCTAssertEqual(results.filter { if case .success = $0 { true } else { false } }.count, 21)
         XCTAssertEqual(try store.listAll(prefix: "batch/").objects.count, 0)
     }

@@ -6,32 +6,25 @@ import XCTest
 /// The shared suite on a real PostgreSQL server, plus what only PostgreSQL has: the schema and its migrations,
 /// connection errors as one line, reconnection.
 final class PostgresRecordsTests: RecordsBackendTestCase {
-    nonisolated(unsafe) private static var server: PostgresServer?
-    nonisolated(unsafe) private static var startError: (any Error)?
-    nonisolated(unsafe) private static var suiteURL = ""
-
-    override class func setUp() {
-        super.setUp()
-        do {
-            let started = try PostgresServer()
-            server = started
-            suiteURL = try started.createDatabase("suite")
-        } catch { startError = error }
+    /// With a database for the shared suite.
+    private static let server = SharedServer<PostgresServer> {
+        let server = try PostgresServer()
+        _ = try server.createDatabase("suite")
+        return server
     }
 
     override class func tearDown() {
-        server?.stop()
-        server = nil
+        server.stop()
         super.tearDown()
     }
 
+    private var server: PostgresServer!
+
     override func setUpWithError() throws {
-        if let error = Self.startError { throw error }
-        let endpoint = try PostgresEndpoint(url: Self.suiteURL)
+        server = try Self.server.get()
+        let endpoint = try PostgresEndpoint(url: server.url("suite"))
         suite = RecordsSuite { PostgresRecordBackend(endpoint: endpoint, namespace: "test:\($0)") }
     }
-
-    private var server: PostgresServer { Self.server! }
 
     /// A URL selects the backend; a first connection creates the schema with its version table.
     func testBackendFromURLCreatesTheSchema() throws {

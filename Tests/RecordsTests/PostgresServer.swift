@@ -30,7 +30,8 @@ final class PostgresServer: ServerProcess, @unchecked Sendable {
         }
         try Self.runToEnd(bin + "/initdb", ["-D", directory + "/data", "-U", Self.user, "--pwfile=" + directory + "/pw",
                                            "-A", "scram-sha-256", "-E", "UTF8", "--locale=C", "--no-sync"])
-        try super.init(name: "postgres", executable: asRoot ? "/usr/sbin/runuser" : bin + "/postgres", arguments: { port in
+        let executable = asRoot ? "/usr/sbin/runuser" : bin + "/postgres"
+        try super.init(name: "postgres", executable: executable, arguments: { port in
             let server = ["-D", directory + "/data", "-p", String(port), "-k", directory,
                           "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "synchronous_commit=off",
                           "-c", "full_page_writes=off", "-c", "max_connections=200"]

@@ -73,28 +73,22 @@ final class FileRecordsTests: RecordsBackendTestCase {
 }
 
 final class S3RecordsTests: RecordsBackendTestCase {
-    nonisolated(unsafe) private static var moto: MotoServer?
-    nonisolated(unsafe) private static var startError: (any Error)?
-    nonisolated(unsafe) private static var store: S3ObjectStore?
-
-    override class func setUp() {
-        super.setUp()
-        do {
-            let server = try MotoServer()
-            moto = server
-            store = try server.makeBucketStore("records")
-        } catch { startError = error }
+    private static let moto = SharedServer<MotoServer> {
+        let server = try MotoServer()
+        try server.createBucket("records")
+        return server
     }
 
     override class func tearDown() {
-        moto?.stop()
-        moto = nil
+        moto.stop()
         super.tearDown()
     }
 
+    private var store: S3ObjectStore!
+
     override func setUpWithError() throws {
-        if let error = Self.startError { throw error }
-        let store = try XCTUnwrap(Self.store)
+        let store = try Self.moto.get().makeStore(bucket: "records")
+        self.store = store
         suite = RecordsSuite { ObjectStoreRecordBackend(store: store, prefix: "team/\($0).bucketfs/") }
     }
 
@@ -115,7 +109,7 @@ final class S3RecordsTests: RecordsBackendTestCase {
         defer { try? FileManager.default.removeItem(atPath: directory) }
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         let file = ObjectStoreRecordBackend(store: try LocalDirectoryObjectStore(root: directory), prefix: ".bucketfs/")
-        let s3 = ObjectStoreRecordBackend(store: try XCTUnwrap(Self.store), prefix: "mig-\(UUID().uuidString.prefix(6))/.bucketfs/")
+        let s3 = ObjectStoreRecordBackend(store: store, prefix: "mig-\(UUID().uuidString.prefix(6))/.bucketfs/")
         try RecordMigration(from: memory.backend, to: file).run()
         try RecordMigration(from: file, to: s3).run()
         XCTAssertEqual(try suite.snapshot(s3), try suite.snapshot(memory.backend))
@@ -124,29 +118,21 @@ final class S3RecordsTests: RecordsBackendTestCase {
 }
 
 final class RedisRecordsTests: RecordsBackendTestCase {
-    nonisolated(unsafe) private static var redis: RedisServer?
-    nonisolated(unsafe) private static var startError: (any Error)?
-
-    override class func setUp() {
-        super.setUp()
-        do { redis = try RedisServer() } catch { startError = error }
-    }
+    private static let redis = SharedServer { try RedisServer() }
 
     override class func tearDown() {
-        redis?.stop()
-        redis = nil
+        redis.stop()
         super.tearDown()
     }
 
     override func setUpWithError() throws {
-        if let error = Self.startError { throw error }
-        let port = try XCTUnwrap(Self.redis).port
+        let port = try Self.redis.get().port
         suite = RecordsSuite { RedisRecordBackend(endpoint: RedisEndpoint(port: port), namespace: "test:\($0)") }
     }
 
     /// A URL selects the Redis backend; an unreachable one is reported as unavailable.
     func testBackendFromURL() throws {
-        let port = try XCTUnwrap(Self.redis).port
+        let port = try Self.redis.get().port
         let backend = try RecordStores.backend(url: "redis://127.0.0.1:\(port)/0")
         XCTAssertTrue(backend is RedisRecordBackend)
         try backend.ping()

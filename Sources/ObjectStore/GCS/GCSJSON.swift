@@ -22,8 +22,8 @@ enum GCSJSON {
                 if let text = string(value) { metadata?[key] = text }
             }
         }
-        let updated = (resource["updated"] as? String).flatMap(S3Timestamp.parseISO8601)
-            ?? (resource["timeCreated"] as? String).flatMap(S3Timestamp.parseISO8601)
+        let updated = (resource["updated"] as? String).flatMap(HTTPTimestamp.parseISO8601)
+            ?? (resource["timeCreated"] as? String).flatMap(HTTPTimestamp.parseISO8601)
             ?? Date(timeIntervalSince1970: 0)
         guard !hasBadSize(resource) else { return nil }
         return ObjectInfo(key: name, size: string(resource["size"]).flatMap { UInt64($0) } ?? 0, lastModified: updated,

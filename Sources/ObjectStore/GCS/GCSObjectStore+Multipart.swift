@@ -34,7 +34,8 @@ extension GCSObjectStore {
         return uploadID
     }
 
-    public func uploadPart(_ key: String, uploadID: String, number: Int, body: PutBody) throws(ObjectStoreError) -> String {
+    public func uploadPart(_ key: String, uploadID: String, number: Int,
+                           body: PutBody) throws(ObjectStoreError) -> String {
         try checkKey(key)
         guard (1...10_000).contains(number) else { throw .invalidRequest("part number \(number) is not in 1...10000") }
         if !openUploads.withLock({ $0.contains(uploadID) }) { _ = try manifest(key, uploadID: uploadID) }
@@ -46,10 +47,7 @@ extension GCSObjectStore {
     public func completeMultipartUpload(_ key: String, uploadID: String, parts: [CompletedPart],
                                         condition: PutCondition) throws(ObjectStoreError) -> ObjectInfo {
         try checkKey(key)
-        guard !parts.isEmpty else { throw .invalidRequest("a multipart upload needs at least one part") }
-        guard zip(parts, parts.dropFirst()).allSatisfy({ $0.number < $1.number }) else {
-            throw .invalidRequest("parts must be listed in ascending order of part number")
-        }
+        try validatePartList(parts)
         let manifest = try manifest(key, uploadID: uploadID)
         let stored = try listAll(prefix: uploadsPrefix + uploadID + "/").objects
         var generations: [String: String] = [:]
@@ -57,13 +55,15 @@ extension GCSObjectStore {
         var sources: [(name: String, generation: String)] = []
         for part in parts {
             let name = partKey(uploadID, part.number)
-            guard let generation = generations[name] else { throw .invalidRequest("part \(part.number) was never uploaded") }
+            guard let generation = generations[name] else {
+                throw .invalidRequest("part \(part.number) was never uploaded")
+            }
             guard generation == part.etag else {
                 throw .invalidRequest("part \(part.number): ETag \(part.etag) does not match the uploaded part")
             }
             sources.append((name, generation))
         }
-        if emulator { try checkCondition(condition, key: key, current: nil) }
+        if emulator { try checkConditionByReading(condition, key: key, current: nil) }
 
         // Rounds of at most 32 sources until one compose makes the destination.
         var round = 0
@@ -117,7 +117,8 @@ extension GCSObjectStore {
 
     /// The upload's manifest; `.notFound(key)` when the upload does not exist (or is for another key).
     private func manifest(_ key: String, uploadID: String) throws(ObjectStoreError) -> Manifest {
-        let valid = uploadID.count == 32 && uploadID.utf8.allSatisfy { ($0 >= 0x30 && $0 <= 0x39) || ($0 >= 0x61 && $0 <= 0x66) }
+        let valid = uploadID.count == 32
+            && uploadID.utf8.allSatisfy { ($0 >= 0x30 && $0 <= 0x39) || ($0 >= 0x61 && $0 <= 0x66) }
         guard valid else { throw .notFound(key: key) }
         let info: ObjectInfo
         do { info = try head(uploadsPrefix + uploadID) } catch {

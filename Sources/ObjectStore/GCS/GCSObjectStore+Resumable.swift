@@ -10,7 +10,7 @@ extension GCSObjectStore {
     func resumableUpload(_ key: String, body: PutBody, length: UInt64,
                                  options: PutOptions) throws(ObjectStoreError) -> ObjectInfo {
         let contentType = options.contentType ?? "application/octet-stream"
-        if emulator { try checkCondition(options.condition, key: key, current: nil) }
+        if emulator { try checkConditionByReading(options.condition, key: key, current: nil) }
         var resource: [String: Any] = ["name": key, "contentType": contentType]
         if !options.metadata.isEmpty { resource["metadata"] = options.metadata }
         var query = [("uploadType", "resumable")]
@@ -40,11 +40,11 @@ extension GCSObjectStore {
             do {
                 response = try send(Request(method: "PUT", url: session, headers: [("content-type", contentType),
                                                                                    ("content-range", range)],
-                                            body: .data(chunk)), maxRetries: 0).response
+                                            body: .data(chunk)), policy: http.retry.with(maxRetries: 0)).response
             } catch {
-                guard case .transport = error, failures < maxRetries else { throw error }
+                guard case .transport = error, failures < http.retry.maxRetries else { throw error }
                 failures += 1
-                backoff(attempt: failures)
+                http.retry.backoff(attempt: failures)
                 offset = try persistedOffset(session: session, length: length) ?? offset
                 continue
             }
@@ -56,9 +56,9 @@ extension GCSObjectStore {
                 return info
             case 308:
                 offset = Self.persistedOffset(response) ?? offset + UInt64(count)
-            case let status where Self.isRetryable(status) && failures < maxRetries:
+            case let status where Self.isRetryable(status) && failures < http.retry.maxRetries:
                 failures += 1
-                backoff(attempt: failures)
+                http.retry.backoff(attempt: failures)
                 offset = try persistedOffset(session: session, length: length) ?? offset
             default:
                 throw try conditionError(response, key: key, condition: options.condition)
@@ -79,7 +79,7 @@ extension GCSObjectStore {
     /// Asks a session how much it has (`Content-Range: bytes */total`); `nil` if it cannot tell.
     func persistedOffset(session: String, length: UInt64) throws(ObjectStoreError) -> UInt64? {
         let status = try? send(Request(method: "PUT", url: session, headers: [("content-range", "bytes */\(length)")],
-                                       body: .data(Data())), maxRetries: 1).response
+                                       body: .data(Data())), policy: http.retry.with(maxRetries: 1)).response
         guard let status, status.status == 308 else { return nil }
         return Self.persistedOffset(status) ?? 0
     }

@@ -18,7 +18,7 @@ import Synchronization
 /// Emulators: fake-gcs-server honours `ifGenerationMatch` only on multipart uploads. With a custom endpoint
 /// (`emulator`), a conditional delete, copy, compose or resumable upload is also checked with a metadata read just
 /// before the request; the condition is still sent, so a server that honours it (GCS) stays atomic.
-public final class GCSObjectStore: ObjectStore {
+public final class GCSObjectStore: HTTPObjectStore {
     public let bucket: String
     /// The resolved endpoint, e.g. `https://storage.googleapis.com` or `http://127.0.0.1:4443`.
     public let endpoint: String
@@ -27,17 +27,16 @@ public final class GCSObjectStore: ObjectStore {
     /// A custom endpoint or `STORAGE_EMULATOR_HOST`: conditions the emulator ignores are also checked by a read.
     public let emulator: Bool
     let tokens: GCSTokenProvider?
-    let client: HTTPClient
-    let maxRetries: Int
+    /// Client, retries and counters (shared with every HTTP store).
+    let http: HTTPStoreCore
     let resumableThreshold: UInt64
     let chunkSize: Int
     let uploadsPrefix: String
     /// Multipart uploads this store created and has not finished: their parts need no existence check.
     let openUploads = Mutex<Set<String>>([])
-    /// Every HTTP attempt to the storage endpoint, retries included: a metric, and how tests see retries happen.
-    let attemptCount = Atomic<Int>(0)
-    /// Attempts after the first of a request (the daemon's `bucketfs_store_retries_total`).
-    public let retryCount = Atomic<Int>(0)
+    /// Attempts to the storage endpoint (token requests are not counted).
+    public var attemptCount: Int { http.attempts.load(ordering: .relaxed) }
+    public var retryCount: Int { http.retries.load(ordering: .relaxed) }
 
     public var description: String { "gs://\(bucket)/" }
     public var supportsConditionalWrites: Bool { true }
@@ -45,10 +44,7 @@ public final class GCSObjectStore: ObjectStore {
     /// Resolves endpoint and credentials (see `GCSCredentials`); makes no request (a service-account key is parsed).
     public init(configuration: GCSConfiguration) throws(ObjectStoreError) {
         let environment = configuration.environment ?? ProcessInfo.processInfo.environment
-        guard !configuration.bucket.isEmpty, !configuration.bucket.contains("/") else {
-            throw .invalidRequest("invalid bucket name \"\(configuration.bucket)\"")
-        }
-        bucket = configuration.bucket
+        bucket = try HTTPStoreCore.checkBucketName(configuration.bucket)
         let emulatorHost = environment["STORAGE_EMULATOR_HOST"].flatMap { $0.isEmpty ? nil : $0 }
         let custom = configuration.endpointURL.flatMap { $0.isEmpty ? nil : $0 } ?? emulatorHost
         var endpoint = custom ?? "https://storage.googleapis.com"
@@ -60,14 +56,15 @@ public final class GCSObjectStore: ObjectStore {
         }
         self.endpoint = endpoint
         emulator = custom != nil
-        client = HTTPClient(options: HTTPClient.Options(
+        let client = HTTPClient(options: HTTPClient.Options(
             connectTimeout: configuration.connectTimeout, lowSpeedLimit: configuration.lowSpeedLimit,
             lowSpeedTime: configuration.lowSpeedTime, caBundle: nil))
         let (credentials, fileProject) = try GCSCredentials.resolve(configuration, environment: environment,
                                                                      emulator: emulator)
         tokens = credentials == .none ? nil : try GCSTokenProvider(credentials: credentials, client: client)
         projectID = configuration.projectID ?? fileProject ?? environment["GOOGLE_CLOUD_PROJECT"]
-        maxRetries = max(0, configuration.maxRetries)
+        http = HTTPStoreCore(service: "GCS", bucket: bucket, endpoint: endpoint, client: client,
+                             retry: RetryPolicy(maxRetries: configuration.maxRetries) { Self.isRetryable($0.status) })
         resumableThreshold = UInt64(max(0, configuration.resumableThreshold))
         chunkSize = max(256 << 10, configuration.resumableChunkSize / (256 << 10) * (256 << 10))
         var uploads = configuration.uploadsPrefix
@@ -76,23 +73,11 @@ public final class GCSObjectStore: ObjectStore {
     }
 
     /// One cheap request (a list of at most one object) so that a missing bucket, rejected credentials or an
-    /// unreachable endpoint are reported in one clear line before anything is mounted. Retries at most once.
+    /// unreachable endpoint are reported in one clear line before anything is mounted (see
+    /// `HTTPStoreCore.validateBucket`).
     public func validate() throws(ObjectStoreError) {
-        do {
-            _ = try list(ListRequest(prefix: "", maxKeys: 1), maxRetries: min(1, maxRetries))
-        } catch {
-            switch error {
-            case .noSuchBucket:
-                throw .noSuchBucket("\(bucket) (at \(endpoint))")
-            case .unauthorized(let detail):
-                throw .unauthorized("\(endpoint) rejected the credentials for bucket \(bucket): \(detail)")
-            case .accessDenied(let detail):
-                throw .accessDenied("cannot list bucket \(bucket) at \(endpoint): \(detail)")
-            case .transport(let detail):
-                throw .transport("cannot reach GCS endpoint \(endpoint): \(detail)")
-            default:
-                throw error
-            }
+        try http.validateBucket { (policy) throws(ObjectStoreError) in
+            _ = try list(ListRequest(prefix: "", maxKeys: 1), policy: policy)
         }
     }
 
@@ -121,32 +106,20 @@ public final class GCSObjectStore: ObjectStore {
         }
         // Without it, an object stored gzip-encoded would be decompressed by the server and ranges ignored.
         request.headers.append(("accept-encoding", "gzip"))
-        let response = try send(request).response
-        switch response.status {
-        case 200:
-            let info = mediaInfo(key: key, headers: response.headers, size: UInt64(response.body.count))
-            guard let range else { return ObjectData(info: info, body: response.body) }
-            let lower = Int(clamping: min(range.lowerBound, UInt64(response.body.count)))
-            let upper = Int(clamping: min(range.upperBound, UInt64(response.body.count)))
-            return ObjectData(info: info, body: response.body.subdata(in: lower..<upper))
-        case 206:
-            let total = response.headers["content-range"].flatMap { $0.split(separator: "/").last }.flatMap { UInt64($0) }
-            return ObjectData(info: mediaInfo(key: key, headers: response.headers, size: total), body: response.body)
-        case 416:
-            return ObjectData(info: try head(key), body: Data())
-        default:
-            throw mapError(response, key: key)
-        }
+        return try HTTPStoreCore.objectData(try send(request).response, range: range,
+                                            info: { mediaInfo(key: key, headers: $0, size: $1) },
+                                            head: { () throws(ObjectStoreError) in try head(key) },
+                                            failure: { mapError($0, key: key) })
     }
 
     public func list(_ request: ListRequest) throws(ObjectStoreError) -> ListPage {
-        try list(request, maxRetries: maxRetries)
+        try list(request, policy: nil)
     }
 
     /// Continuation tokens are ours: `p:<pageToken>` carries the server's, `k:<key>`/`d:<prefix>` resume after an
     /// entry. The latter serve two cases: pages cut to `maxKeys` (fake-gcs-server ignores `maxResults` when a
     /// delimiter is given) and `startAfter`, which GCS only offers as the inclusive `startOffset`.
-    private func list(_ request: ListRequest, maxRetries: Int) throws(ObjectStoreError) -> ListPage {
+    private func list(_ request: ListRequest, policy: RetryPolicy?) throws(ObjectStoreError) -> ListPage {
         let maxKeys = min(1000, max(1, request.maxKeys))
         var after: String?
         var afterIsPrefix = false
@@ -173,7 +146,7 @@ public final class GCSObjectStore: ObjectStore {
             query.append(("startOffset", afterIsPrefix ? Self.successor(after) ?? after : after))
         }
         if let pageToken { query.append(("pageToken", pageToken)) }
-        let sent = try send(Request(method: "GET", path: bucketPath() + "/o", query: query), maxRetries: maxRetries)
+        let sent = try send(Request(method: "GET", path: bucketPath() + "/o", query: query), policy: policy)
         guard sent.response.status == 200 else { throw mapError(sent.response, key: nil) }
         guard let document = GCSJSON.object(sent.response.body) else {
             throw .other("GCS list of \(bucket): unreadable response")
@@ -196,7 +169,8 @@ public final class GCSObjectStore: ObjectStore {
         var page = ListPage(objects: objects, commonPrefixes: prefixes)
         if objects.count + prefixes.count > maxKeys {
             // Keep the first maxKeys entries in name order; resume after the last one kept.
-            let entries = (objects.map { ($0.key, false) } + prefixes.map { ($0, true) }).sorted { Self.precedes($0.0, $1.0) }
+            let entries = (objects.map { ($0.key, false) } + prefixes.map { ($0, true) })
+                .sorted { Self.precedes($0.0, $1.0) }
             let last = entries[maxKeys - 1]
             page.objects = objects.filter { !Self.precedes(last.0, $0.key) }
             page.commonPrefixes = prefixes.filter { !Self.precedes(last.0, $0) }
@@ -283,7 +257,9 @@ public final class GCSObjectStore: ObjectStore {
         try checkKey(source)
         try checkKey(destination)
         let sourceInfo = try head(source)
-        if emulator { try checkCondition(condition, key: destination, current: source == destination ? sourceInfo : nil) }
+        if emulator {
+            try checkConditionByReading(condition, key: destination, current: source == destination ? sourceInfo : nil)
+        }
         var resource: [String: Any] = [:]
         if let metadata {
             resource["metadata"] = metadata
@@ -299,7 +275,8 @@ public final class GCSObjectStore: ObjectStore {
             var pageQuery = query
             if let rewriteToken { pageQuery.append(("rewriteToken", rewriteToken)) }
             let response = try send(Request(method: "POST", path: path, query: pageQuery,
-                                            headers: [("content-type", "application/json")], body: .data(body))).response
+                                            headers: [("content-type", "application/json")],
+                                            body: .data(body))).response
             guard response.status == 200, let document = GCSJSON.object(response.body) else {
                 if response.status == 404 { throw .notFound(key: source) }
                 throw try conditionError(response, key: destination, condition: condition)
@@ -355,54 +332,30 @@ public final class GCSObjectStore: ObjectStore {
         var attempts: Int
     }
 
-    func send(_ request: Request) throws(ObjectStoreError) -> Sent {
-        try send(request, maxRetries: maxRetries)
-    }
-
-    /// Sends with retries: exponential backoff with full jitter (100 ms doubling, capped at 5 s) on connection
-    /// failures, 408, 429 and 5xx. A 401 drops the cached token and tries once more with a fresh one.
-    func send(_ request: Request, maxRetries: Int) throws(ObjectStoreError) -> Sent {
+    /// Sends under the store's retry policy (`policy` to change it; see `RetryPolicy`): 408, 429 and 5xx are
+    /// retryable. A 401 drops the cached token and tries once more with a fresh one.
+    func send(_ request: Request, policy: RetryPolicy? = nil) throws(ObjectStoreError) -> Sent {
         var url = request.url ?? endpoint + request.path
         if !request.query.isEmpty {
             url += "?" + request.query.map { "\(Self.encode($0.0))=\(Self.encode($0.1))" }.joined(separator: "&")
         }
-        var attempt = 0
         var renewedToken = false
-        while true {
-            attempt += 1
-            attemptCount.add(1, ordering: .relaxed)
-            if attempt > 1 { retryCount.add(1, ordering: .relaxed) }
+        let answer = try http.send(policy: policy, prepare: { (_: Int) throws(ObjectStoreError) -> HTTPRequest in
             var headers = request.headers
             if let tokens { headers.append(("authorization", "Bearer \(try tokens.token())")) }
-            let httpRequest = HTTPRequest(method: request.method, url: url, headers: headers, body: request.body,
-                                          expectedResponseSize: request.expectedResponseSize)
-            let retriesLeft = attempt <= maxRetries
-            do {
-                let response = try client.perform(httpRequest)
-                if response.status == 401, let tokens, !renewedToken {
-                    tokens.invalidate()
-                    renewedToken = true
-                    continue
-                }
-                if retriesLeft, Self.isRetryable(response.status) {
-                    backoff(attempt: attempt)
-                    continue
-                }
-                return Sent(response: response, attempts: attempt)
-            } catch {
-                guard retriesLeft, case .transport = error else { throw error }
-                backoff(attempt: attempt)
-            }
-        }
+            return HTTPRequest(method: request.method, url: url, headers: headers, body: request.body,
+                               expectedResponseSize: request.expectedResponseSize)
+        }, inspect: { response in
+            guard response.status == 401, let tokens, !renewedToken else { return .asIs }
+            tokens.invalidate()
+            renewedToken = true
+            return .again
+        })
+        return Sent(response: answer.response, attempts: answer.attempts)
     }
 
     static func isRetryable(_ status: Int) -> Bool {
         [408, 429, 500, 502, 503, 504].contains(status)
-    }
-
-    func backoff(attempt: Int) {
-        let ceiling = min(5.0, 0.1 * pow(2.0, Double(attempt - 1)))
-        usleep(UInt32(Double.random(in: 0...ceiling) * 1_000_000))
     }
 
     // MARK: Conditions and errors
@@ -420,25 +373,10 @@ public final class GCSObjectStore: ObjectStore {
         }
     }
 
-    /// The emulator's stand-in for conditions it ignores: compare with the current object. `current` saves the
-    /// read when the caller has it.
-    func checkCondition(_ condition: PutCondition, key: String, current: ObjectInfo?) throws(ObjectStoreError) {
-        switch condition {
-        case .none:
-            return
-        case .ifAbsent:
-            if current != nil { throw .preconditionFailed(key: key) }
-            if try exists(key) { throw .preconditionFailed(key: key) }
-        case .ifVersionMatches(let version):
-            let info: ObjectInfo
-            if let current { info = current } else { info = try head(key) }
-            guard info.version == version else { throw .preconditionFailed(key: key) }
-        }
-    }
-
     /// A failed write's error. GCS answers 412 both when the generation differs and when a generation is required
     /// of a missing object; the protocol wants `.notFound` for the latter, so a 412 on `ifVersionMatches` looks.
-    func conditionError(_ response: HTTPResponse, key: String, condition: PutCondition) throws(ObjectStoreError) -> ObjectStoreError {
+    func conditionError(_ response: HTTPResponse, key: String,
+                        condition: PutCondition) throws(ObjectStoreError) -> ObjectStoreError {
         if response.status == 412, case .ifVersionMatches = condition, !(try exists(key)) {
             return .notFound(key: key)
         }
@@ -453,7 +391,8 @@ public final class GCSObjectStore: ObjectStore {
         let parsed = GCSJSON.errorDetail(response.body)
         let reason = parsed?.reason ?? ""
         let message = parsed?.message ?? ""
-        let detail = message.isEmpty ? "HTTP \(response.status)" : "\(reason.isEmpty ? "" : reason + ": ")\(message) (HTTP \(response.status))"
+        let detail = message.isEmpty ? "HTTP \(response.status)"
+            : "\(reason.isEmpty ? "" : reason + ": ")\(message) (HTTP \(response.status))"
         switch response.status {
         case 404:
             return key.map { .notFound(key: $0) } ?? .noSuchBucket(bucket)
@@ -484,19 +423,8 @@ public final class GCSObjectStore: ObjectStore {
         return resource
     }
 
-    func exists(_ key: String) throws(ObjectStoreError) -> Bool {
-        do {
-            _ = try head(key)
-            return true
-        } catch {
-            if case .notFound = error { return false }
-            throw error
-        }
-    }
-
     func checkKey(_ key: String) throws(ObjectStoreError) {
-        if key.isEmpty { throw .invalidKey(key: key, reason: "empty key") }
-        if key.utf8.count > 1024 { throw .invalidKey(key: key, reason: "longer than 1024 bytes (GCS's limit)") }
+        try http.checkKey(key)
         if key.utf8.contains(where: { $0 == 0x0a || $0 == 0x0d }) {
             throw .invalidKey(key: key, reason: "GCS object names cannot contain line breaks")
         }
@@ -511,16 +439,11 @@ public final class GCSObjectStore: ObjectStore {
     }
 
     private func mediaInfo(key: String, headers: [String: String], size: UInt64?) -> ObjectInfo {
-        var metadata: ObjectMetadata = [:]
-        for (name, value) in headers where name.hasPrefix("x-goog-meta-") {
-            metadata[String(name.dropFirst("x-goog-meta-".count))] = value
-        }
         let total = size ?? headers["x-goog-stored-content-length"].flatMap { UInt64($0) }
             ?? headers["content-length"].flatMap { UInt64($0) } ?? 0
-        return ObjectInfo(
-            key: key, size: total,
-            lastModified: headers["last-modified"].flatMap(S3Timestamp.parseHTTPDate) ?? Date(timeIntervalSince1970: 0),
-            version: headers["x-goog-generation"] ?? "", contentType: headers["content-type"], metadata: metadata)
+        return ObjectInfo(key: key, size: total, lastModified: HTTPStoreCore.lastModified(headers),
+                          version: headers["x-goog-generation"] ?? "", contentType: headers["content-type"],
+                          metadata: HTTPStoreCore.metadata(headers, prefix: "x-goog-meta-"))
     }
 
     static func length(of body: PutBody) throws(ObjectStoreError) -> UInt64 {
@@ -550,7 +473,9 @@ public final class GCSObjectStore: ObjectStore {
             var data = Data(count: count)
             var done = 0
             while done < count {
-                let got = data.withUnsafeMutableBytes { pread(fd, $0.baseAddress! + done, count - done, off_t(offset) + off_t(done)) }
+                let got = data.withUnsafeMutableBytes {
+                    pread(fd, $0.baseAddress! + done, count - done, off_t(offset) + off_t(done))
+                }
                 if got < 0 && errno == EINTR { continue }
                 guard got > 0 else {
                     throw .invalidRequest(got < 0 ? "cannot read body file \(path): \(String(cString: strerror(errno)))"
@@ -563,7 +488,8 @@ public final class GCSObjectStore: ObjectStore {
     }
 
     /// Unreserved characters (RFC 3986): everything else in a name or query value is percent-encoded, `/` included.
-    static let unreserved = CharacterSet(charactersIn: "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~")
+    static let unreserved = CharacterSet(
+        charactersIn: "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~")
 
     static func encode(_ text: String) -> String {
         text.addingPercentEncoding(withAllowedCharacters: unreserved) ?? text

@@ -41,7 +41,7 @@ extension GCSTokenProvider {
             throw response.status >= 500 ? .transport("\(url) refused: \(message)")
                 : .unauthorized("service account impersonation at \(url) refused: \(message)")
         }
-        let expires = (json["expireTime"] as? String).flatMap(S3Timestamp.parseISO8601) ?? now.addingTimeInterval(3600)
+        let expires = (json["expireTime"] as? String).flatMap(HTTPTimestamp.parseISO8601) ?? now.addingTimeInterval(3600)
         return Token(value: value, expires: expires)
     }
 

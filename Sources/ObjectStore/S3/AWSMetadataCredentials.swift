@@ -105,7 +105,7 @@ struct AWSMetadataCredentials {
             throw .unauthorized("\(what) answered without AccessKeyId/SecretAccessKey")
         }
         let token = (json["Token"] as? String) ?? (json["SessionToken"] as? String)
-        let expiration = (json["Expiration"] as? String).flatMap(S3Timestamp.parseISO8601)
+        let expiration = (json["Expiration"] as? String).flatMap(HTTPTimestamp.parseISO8601)
         return S3Credentials(accessKeyID: id, secretAccessKey: secret, sessionToken: token, expiration: expiration)
     }
 }

@@ -10,7 +10,8 @@ extension S3ObjectStore {
         let xml = S3XML.parse(response.body)
         let code = xml?.value("Code") ?? ""
         let message = xml?.value("Message") ?? ""
-        let detail = code.isEmpty ? "HTTP \(response.status)" : "\(code)\(message.isEmpty ? "" : ": \(message)") (HTTP \(response.status))"
+        let detail = code.isEmpty ? "HTTP \(response.status)"
+            : "\(code)\(message.isEmpty ? "" : ": \(message)") (HTTP \(response.status))"
         let conditionKey = conditionKey ?? key ?? ""
         switch code {
         case "NoSuchKey", "NoSuchUpload", "NoSuchVersion":

@@ -16,7 +16,8 @@ extension S3ObjectStore {
         return uploadID
     }
 
-    public func uploadPart(_ key: String, uploadID: String, number: Int, body: PutBody) throws(ObjectStoreError) -> String {
+    public func uploadPart(_ key: String, uploadID: String, number: Int,
+                           body: PutBody) throws(ObjectStoreError) -> String {
         try checkKey(key)
         let query = [("partNumber", String(number)), ("uploadId", uploadID)]
         let sent = try send(Request(method: "PUT", key: key, query: query, body: body, probeUpload: uploadID))
@@ -52,13 +53,11 @@ extension S3ObjectStore {
     public func completeMultipartUpload(_ key: String, uploadID: String, parts: [CompletedPart],
                                         condition: PutCondition) throws(ObjectStoreError) -> ObjectInfo {
         try checkKey(key)
-        guard !parts.isEmpty else { throw .invalidRequest("a multipart upload needs at least one part") }
-        guard zip(parts, parts.dropFirst()).allSatisfy({ $0.number < $1.number }) else {
-            throw .invalidRequest("parts must be listed in ascending order of part number")
-        }
+        try validatePartList(parts)
         var xml = "<CompleteMultipartUpload xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">"
         for part in parts {
-            xml += "<Part><PartNumber>\(part.number)</PartNumber><ETag>\(S3XML.escape(Self.quote(part.etag)))</ETag></Part>"
+            xml += "<Part><PartNumber>\(part.number)</PartNumber>"
+                + "<ETag>\(S3XML.escape(Self.quote(part.etag)))</ETag></Part>"
         }
         xml += "</CompleteMultipartUpload>"
         let headers = [("content-type", "application/xml")] + conditionHeaders(condition)
@@ -81,7 +80,9 @@ extension S3ObjectStore {
     public func abortMultipartUpload(_ key: String, uploadID: String) throws(ObjectStoreError) {
         try checkKey(key)
         let sent = try send(Request(method: "DELETE", key: key, query: [("uploadId", uploadID)]))
-        guard sent.response.status == 204 || sent.response.status == 200 else { throw mapError(sent.response, key: key) }
+        guard sent.response.status == 204 || sent.response.status == 200 else {
+            throw mapError(sent.response, key: key)
+        }
     }
 
     public func listMultipartUploads(prefix: String) throws(ObjectStoreError) -> [MultipartUploadInfo] {
@@ -103,7 +104,8 @@ extension S3ObjectStore {
                 guard let key = upload.value("Key"), let id = upload.value("UploadId") else { continue }
                 uploads.append(MultipartUploadInfo(
                     key: encoded ? Self.urlDecode(key) : key, uploadID: id,
-                    initiated: upload.value("Initiated").flatMap(S3Timestamp.parseISO8601) ?? Date(timeIntervalSince1970: 0)))
+                    initiated: upload.value("Initiated").flatMap(HTTPTimestamp.parseISO8601)
+                        ?? Date(timeIntervalSince1970: 0)))
             }
             guard xml.value("IsTruncated") == "true" else { break }
             keyMarker = xml.value("NextKeyMarker").map { encoded ? Self.urlDecode($0) : $0 }

@@ -15,7 +15,7 @@ import Synchronization
 /// older S3-compatible servers) ignore `If-Match`/`If-None-Match` there. The conditional header is still sent, so a
 /// server that honours it (AWS) makes the copy atomic; one that does not leaves a window between the HEAD and the
 /// copy in which another writer can slip in.
-public final class S3ObjectStore: ObjectStore {
+public final class S3ObjectStore: HTTPObjectStore {
     public let bucket: String
     public let region: String
     /// The resolved endpoint, e.g. `https://s3.eu-west-1.amazonaws.com` or `http://127.0.0.1:5000`.
@@ -23,16 +23,14 @@ public final class S3ObjectStore: ObjectStore {
     public let pathStyle: Bool
     /// `nil` for anonymous (unsigned) access.
     let credentialProvider: S3CredentialProvider?
-    private let client: HTTPClient
-    private let maxRetries: Int
+    /// Client, retries and counters (shared with every HTTP store).
+    let http: HTTPStoreCore
     private let scheme: String
     /// `host[:port]` the requests go to (the bucket is in front of it when virtual-hosted).
     private let requestHost: String
     private let basePath: String
-    /// Every HTTP attempt, retries included: a metric, and how tests see retries happen.
-    let attemptCount = Atomic<Int>(0)
-    /// Attempts after the first of a request (the daemon's `bucketfs_store_retries_total`).
-    public let retryCount = Atomic<Int>(0)
+    public var attemptCount: Int { http.attempts.load(ordering: .relaxed) }
+    public var retryCount: Int { http.retries.load(ordering: .relaxed) }
     /// Keys per DeleteObjects request: S3's limit; tests lower it to see batches split.
     let deleteBatchLimit = Atomic<Int>(1000)
     var deleteBatchSize: Int { deleteBatchLimit.load(ordering: .relaxed) }
@@ -45,10 +43,7 @@ public final class S3ObjectStore: ObjectStore {
     /// `.unauthorized` when no credentials are found and `noSignRequest` is not set.
     public init(configuration: S3Configuration) throws(ObjectStoreError) {
         let environment = configuration.environment ?? ProcessInfo.processInfo.environment
-        guard !configuration.bucket.isEmpty, !configuration.bucket.contains("/") else {
-            throw .invalidRequest("invalid bucket name \"\(configuration.bucket)\"")
-        }
-        bucket = configuration.bucket
+        bucket = try HTTPStoreCore.checkBucketName(configuration.bucket)
         let region = S3Credentials.region(configuration, environment: environment)
         self.region = region
         credentialProvider = try S3CredentialSource.resolve(configuration, environment: environment).map {
@@ -71,40 +66,28 @@ public final class S3ObjectStore: ObjectStore {
         // Dotted bucket names break TLS wildcard certificates when virtual-hosted, so they default to path-style.
         pathStyle = configuration.pathStyle ?? (custom != nil || bucket.contains("."))
         requestHost = pathStyle ? authority : "\(bucket).\(authority)"
-        maxRetries = max(0, configuration.maxRetries)
-        client = HTTPClient(options: HTTPClient.Options(
+        let client = HTTPClient(options: HTTPClient.Options(
             connectTimeout: configuration.connectTimeout, lowSpeedLimit: configuration.lowSpeedLimit,
             lowSpeedTime: configuration.lowSpeedTime, caBundle: environment["AWS_CA_BUNDLE"]))
+        http = HTTPStoreCore(service: "S3", bucket: bucket, endpoint: endpoint, client: client,
+                             retry: RetryPolicy(maxRetries: configuration.maxRetries, isRetryable: Self.isRetryable))
     }
 
     /// One cheap request (ListObjectsV2, max-keys=1) so that a missing bucket, rejected credentials or an unreachable
-    /// endpoint are reported, in one clear line, before anything is mounted. Retries at most once: a user waiting
-    /// at the command line should hear about a dead endpoint quickly.
+    /// endpoint are reported, in one clear line, before anything is mounted (see `HTTPStoreCore.validateBucket`).
     public func validate() throws(ObjectStoreError) {
         // Credentials from a service (STS, metadata) first, so that their failure is reported as theirs.
         if let credentialProvider {
             do { _ = try credentialProvider.credentials() } catch {
                 if case .instanceMetadata = credentialProvider.source {
-                    throw .unauthorized("\(S3Credentials.missingMessage) (nor from \(credentialProvider.source): \(error))")
+                    throw .unauthorized(
+                        "\(S3Credentials.missingMessage) (nor from \(credentialProvider.source): \(error))")
                 }
                 throw .unauthorized("cannot get AWS credentials from \(credentialProvider.source): \(error)")
             }
         }
-        do {
-            _ = try list(ListRequest(prefix: "", maxKeys: 1), maxRetries: min(1, maxRetries), quiet: true)
-        } catch {
-            switch error {
-            case .noSuchBucket:
-                throw .noSuchBucket("\(bucket) (at \(endpoint))")
-            case .unauthorized(let detail):
-                throw .unauthorized("\(endpoint) rejected the credentials for bucket \(bucket): \(detail)")
-            case .accessDenied(let detail):
-                throw .accessDenied("cannot list bucket \(bucket) at \(endpoint): \(detail)")
-            case .transport(let detail):
-                throw .transport("cannot reach S3 endpoint \(endpoint): \(detail)")
-            default:
-                throw error
-            }
+        try http.validateBucket { (policy) throws(ObjectStoreError) in
+            _ = try list(ListRequest(prefix: "", maxKeys: 1), policy: policy, quiet: true)
         }
     }
 
@@ -130,24 +113,10 @@ public final class S3ObjectStore: ObjectStore {
             request.headers.append(("range", "bytes=\(range.lowerBound)-\(range.upperBound - 1)"))
             request.expectedResponseSize = Int(clamping: range.count)
         }
-        let sent = try send(request)
-        let response = sent.response
-        switch response.status {
-        case 200:
-            let info = info(key: key, headers: response.headers, size: UInt64(response.body.count))
-            guard let range else { return ObjectData(info: info, body: response.body) }
-            // The server ignored the range and sent everything: cut the range out.
-            let lower = Int(clamping: min(range.lowerBound, UInt64(response.body.count)))
-            let upper = Int(clamping: min(range.upperBound, UInt64(response.body.count)))
-            return ObjectData(info: info, body: response.body.subdata(in: lower..<upper))
-        case 206:
-            let total = response.headers["content-range"].flatMap { $0.split(separator: "/").last }.flatMap { UInt64($0) }
-            return ObjectData(info: info(key: key, headers: response.headers, size: total), body: response.body)
-        case 416:
-            return ObjectData(info: try head(key), body: Data())
-        default:
-            throw mapError(response, key: key)
-        }
+        return try HTTPStoreCore.objectData(try send(request).response, range: range,
+                                            info: { info(key: key, headers: $0, size: $1) },
+                                            head: { () throws(ObjectStoreError) in try head(key) },
+                                            failure: { mapError($0, key: key) })
     }
 
     /// One GET for the whole range, its body handed on as it arrives. A connection that breaks mid-way is resumed
@@ -166,7 +135,7 @@ public final class S3ObjectStore: ObjectStore {
             let startedAt = progress.position
             let sent: Sent
             do {
-                sent = try send(request, maxRetries: 0, sinkStatuses: accepted) { piece in
+                sent = try send(request, policy: http.retry.with(maxRetries: 0), sinkStatuses: accepted) { piece in
                     guard consumer(piece) else {
                         progress.stopped = true
                         return false
@@ -177,7 +146,7 @@ public final class S3ObjectStore: ObjectStore {
             } catch .transport(let detail) {
                 breaks += 1
                 guard breaks <= 3 else { throw .transport(detail) }
-                backoff(attempt: breaks)
+                http.retry.backoff(attempt: breaks)
                 continue
             }
             switch sent.response.status {
@@ -190,9 +159,9 @@ public final class S3ObjectStore: ObjectStore {
                 return    // past the end
             default:
                 // 500/503/SlowDown…: nothing reached the consumer, so the same range can be asked again.
-                if isRetryable(sent.response) && breaks < 3 {
+                if Self.isRetryable(sent.response) && breaks < 3 {
                     breaks += 1
-                    backoff(attempt: breaks)
+                    http.retry.backoff(attempt: breaks)
                     continue
                 }
                 throw mapError(sent.response, key: key, conditionKey: key)
@@ -201,17 +170,19 @@ public final class S3ObjectStore: ObjectStore {
     }
 
     public func list(_ request: ListRequest) throws(ObjectStoreError) -> ListPage {
-        try list(request, maxRetries: maxRetries)
+        try list(request, policy: nil)
     }
 
-    private func list(_ request: ListRequest, maxRetries: Int, quiet: Bool = false) throws(ObjectStoreError) -> ListPage {
+    private func list(_ request: ListRequest, policy: RetryPolicy?,
+                      quiet: Bool = false) throws(ObjectStoreError) -> ListPage {
         // encoding-type=url: keys may hold characters XML 1.0 cannot carry; S3 then percent-encodes them.
-        var query = [("list-type", "2"), ("encoding-type", "url"), ("max-keys", String(min(1000, max(1, request.maxKeys))))]
+        var query = [("list-type", "2"), ("encoding-type", "url"),
+                     ("max-keys", String(min(1000, max(1, request.maxKeys))))]
         if !request.prefix.isEmpty { query.append(("prefix", request.prefix)) }
         if let delimiter = request.delimiter, !delimiter.isEmpty { query.append(("delimiter", delimiter)) }
         if let token = request.continuationToken { query.append(("continuation-token", token)) }
         if let startAfter = request.startAfter, !startAfter.isEmpty { query.append(("start-after", startAfter)) }
-        let sent = try send(Request(method: "GET", key: nil, query: query, quiet: quiet), maxRetries: maxRetries)
+        let sent = try send(Request(method: "GET", key: nil, query: query, quiet: quiet), policy: policy)
         guard sent.response.status == 200 else { throw mapError(sent.response, key: nil) }
         guard let xml = S3XML.parse(sent.response.body), xml.name == "ListBucketResult" else {
             throw .other("S3 ListObjectsV2 on \(bucket): unreadable response")
@@ -228,7 +199,8 @@ public final class S3ObjectStore: ObjectStore {
             }
             page.objects.append(ObjectInfo(
                 key: decode(key), size: size,
-                lastModified: entry.value("LastModified").flatMap(S3Timestamp.parseISO8601) ?? Date(timeIntervalSince1970: 0),
+                lastModified: entry.value("LastModified").flatMap(HTTPTimestamp.parseISO8601)
+                    ?? Date(timeIntervalSince1970: 0),
                 version: Self.unquote(entry.value("ETag") ?? ""), contentType: nil, metadata: nil))
         }
         // SeaweedFS lists in its directory-tree order (`a/x` before `a-1`); S3 promises byte order. Sorted here,
@@ -260,7 +232,8 @@ public final class S3ObjectStore: ObjectStore {
         if response.status == 200 {
             return ObjectInfo(key: key, size: sent.bodyLength, lastModified: responseDate(response),
                               version: Self.unquote(response.headers["etag"] ?? ""),
-                              contentType: options.contentType ?? "application/octet-stream", metadata: options.metadata)
+                              contentType: options.contentType ?? "application/octet-stream",
+                              metadata: options.metadata)
         }
         // A retried conditional PUT whose first attempt did land (the response was lost) fails its own condition.
         // If the object now holds exactly our bytes (single-part ETag = MD5 of the body), it was our write. With
@@ -269,13 +242,15 @@ public final class S3ObjectStore: ObjectStore {
            let current = try? head(key), current.version == (try? md5Hex(body)) {
             return current
         }
-        try refineIfMatchFailure(response, key: key, sentIfMatch: options.condition != .none && options.condition != .ifAbsent)
+        try refineIfMatchFailure(response, key: key,
+                                 sentIfMatch: options.condition != .none && options.condition != .ifAbsent)
         throw mapError(response, key: key)
     }
 
     /// SeaweedFS answers `If-Match` on a missing key with 412 where AWS and moto answer 404: a HEAD tells the two
     /// apart, so that every server reports `.notFound` for an absent object. Costs a request on failure only.
-    private func refineIfMatchFailure(_ response: HTTPResponse, key: String, sentIfMatch: Bool) throws(ObjectStoreError) {
+    private func refineIfMatchFailure(_ response: HTTPResponse, key: String,
+                                      sentIfMatch: Bool) throws(ObjectStoreError) {
         guard response.status == 412, sentIfMatch else { return }
         if try !exists(key) { throw .notFound(key: key) }
     }
@@ -312,15 +287,7 @@ public final class S3ObjectStore: ObjectStore {
         try checkKey(source)
         try checkKey(destination)
         let sourceInfo = try head(source)
-        switch condition {
-        case .none:
-            break
-        case .ifAbsent:
-            if try exists(destination) { throw .preconditionFailed(key: destination) }
-        case .ifVersionMatches(let version):
-            let current = source == destination ? sourceInfo : try head(destination)
-            guard current.version == version else { throw .preconditionFailed(key: destination) }
-        }
+        try checkConditionByReading(condition, key: destination, current: source == destination ? sourceInfo : nil)
         var headers = [("x-amz-copy-source", "/\(bucket)/\(SigV4Signer.uriEncode(source, keepSlash: true))")]
         if let metadata {
             headers.append(("x-amz-metadata-directive", "REPLACE"))
@@ -331,11 +298,13 @@ public final class S3ObjectStore: ObjectStore {
         }
         headers += conditionHeaders(condition)
         let sent = try send(Request(method: "PUT", key: destination, headers: headers, errorMayComeWith200: true))
-        guard sent.response.status == 200, let xml = S3XML.parse(sent.response.body), xml.name == "CopyObjectResult" else {
+        guard sent.response.status == 200, let xml = S3XML.parse(sent.response.body),
+              xml.name == "CopyObjectResult" else {
             throw mapError(sent.response, key: source, conditionKey: destination)
         }
         return ObjectInfo(key: destination, size: sourceInfo.size,
-                          lastModified: xml.value("LastModified").flatMap(S3Timestamp.parseISO8601) ?? responseDate(sent.response),
+                          lastModified: xml.value("LastModified").flatMap(HTTPTimestamp.parseISO8601)
+                              ?? responseDate(sent.response),
                           version: Self.unquote(xml.value("ETag") ?? ""), contentType: sourceInfo.contentType,
                           metadata: metadata ?? sourceInfo.metadata)
     }
@@ -366,24 +335,18 @@ public final class S3ObjectStore: ObjectStore {
         var bodyLength: UInt64
     }
 
-    func send(_ request: Request) throws(ObjectStoreError) -> Sent {
-        try send(request, maxRetries: maxRetries)
-    }
-
-    /// Sends with retries: exponential backoff with full jitter (100 ms doubling, capped at 5 s) on connection
-    /// failures, 500/502/503/504, 429, SlowDown and RequestTimeout. Every body can be sent again (Data is kept,
-    /// a file is reopened), so every request is retried, conditional ones included (see `put` for the 412 case).
-    private func send(_ request: Request, maxRetries: Int, sinkStatuses: Set<Int> = [],
-                      bodySink: ((UnsafeRawBufferPointer) -> Bool)? = nil) throws(ObjectStoreError) -> Sent {
+    /// Sends under the store's retry policy (`policy` to change it; see `RetryPolicy`), signing every attempt
+    /// anew. 500/502/503/504, 429 and RequestTimeout are retryable; an error in a 200 (CopyObject,
+    /// CompleteMultipartUpload) counts as a 500 or 503.
+    func send(_ request: Request, policy: RetryPolicy? = nil, sinkStatuses: Set<Int> = [],
+              bodySink: ((UnsafeRawBufferPointer) -> Bool)? = nil) throws(ObjectStoreError) -> Sent {
         let path = canonicalPath(key: request.key)
         let queryString = SigV4Signer.canonicalQueryString(request.query)
         let url = "\(scheme)://\(requestHost)\(path)\(queryString.isEmpty ? "" : "?" + queryString)"
         let (body, payloadHash, length) = try prepare(request.body)
-        var attempt = 0
-        while true {
-            attempt += 1
-            attemptCount.add(1, ordering: .relaxed)
-            if attempt > 1 { retryCount.add(1, ordering: .relaxed) }
+        var probed = false
+        let answer = try http.send(policy: policy, sinkStatuses: sinkStatuses, bodySink: bodySink, prepare: {
+            (_: Int) throws(ObjectStoreError) -> HTTPRequest in
             var headers = [("host", requestHost)] + request.headers
             if let credentialProvider {
                 let keys = try credentialProvider.credentials()
@@ -392,35 +355,28 @@ public final class S3ObjectStore: ObjectStore {
                 headers += signer.signingHeaders(method: request.method, path: path, query: request.query,
                                                  headers: headers, payloadHash: payloadHash, date: Date())
             }
-            let httpRequest = HTTPRequest(method: request.method, url: url, headers: headers, body: body,
-                                          expectedResponseSize: request.expectedResponseSize)
-            let retriesLeft = attempt <= maxRetries
-            do {
-                var response = try client.perform(httpRequest, sinkStatuses: sinkStatuses, bodySink: bodySink)
-                if request.errorMayComeWith200, response.status == 200,
-                   let xml = S3XML.parse(response.body), xml.name == "Error" {
-                    response.status = xml.value("Code") == "SlowDown" ? 503 : 500
-                }
-                if response.status == 500, let uploadID = request.probeUpload, let key = request.key,
-                   let missing = try? missingUploadResponse(key: key, uploadID: uploadID) {
-                    return Sent(response: missing, attempts: attempt, bodyLength: length)
-                }
-                if retriesLeft, isRetryable(response) {
-                    backoff(attempt: attempt)
-                    continue
-                }
-                if response.status >= 300 {
-                    logFailure(request, status: String(response.status), code: errorCode(response), attempts: attempt)
-                }
-                return Sent(response: response, attempts: attempt, bodyLength: length)
-            } catch {
-                guard retriesLeft, case .transport = error else {
-                    logFailure(request, status: "none", code: nil, attempts: attempt, error: "\(error)")
-                    throw error
-                }
-                backoff(attempt: attempt)
+            return HTTPRequest(method: request.method, url: url, headers: headers, body: body,
+                               expectedResponseSize: request.expectedResponseSize)
+        }, inspect: { response in
+            if request.errorMayComeWith200, response.status == 200,
+               let xml = S3XML.parse(response.body), xml.name == "Error" {
+                response.status = xml.value("Code") == "SlowDown" ? 503 : 500
             }
+            if response.status == 500, let uploadID = request.probeUpload, let key = request.key,
+               let missing = try? missingUploadResponse(key: key, uploadID: uploadID) {
+                response = missing
+                probed = true
+                return .final
+            }
+            return .asIs
+        }, gaveUp: { error, attempts in
+            logFailure(request, status: "none", code: nil, attempts: attempts, error: "\(error)")
+        })
+        if answer.response.status >= 300 && !probed {
+            logFailure(request, status: String(answer.response.status), code: errorCode(answer.response),
+                       attempts: answer.attempts)
         }
+        return Sent(response: answer.response, attempts: answer.attempts, bodyLength: length)
     }
 
     /// One line per request that failed for good (after its retries): operation, key, status, S3 error code and
@@ -436,7 +392,8 @@ public final class S3ObjectStore: ObjectStore {
         if let error { metadata["error"] = "\(error)" }
         let expected = status == "412" || status == "304"
             || (status == "404" && request.key != nil && ["HEAD", "GET", "DELETE"].contains(request.method))
-        Logger(label: "bucketfs.s3").log(level: expected ? .debug : .warning, "store request failed", metadata: metadata)
+        Logger(label: "bucketfs.s3").log(level: expected ? .debug : .warning, "store request failed",
+                                         metadata: metadata)
     }
 
     /// The S3 API name of a request, as AWS's documentation and error messages call it.
@@ -463,22 +420,16 @@ public final class S3ObjectStore: ObjectStore {
     /// The NoSuchUpload answer of ListParts when the upload does not exist; `nil` when it does (or we can't tell).
     private func missingUploadResponse(key: String, uploadID: String) throws(ObjectStoreError) -> HTTPResponse? {
         let probe = Request(method: "GET", key: key, query: [("uploadId", uploadID), ("max-parts", "1")])
-        let response = try send(probe, maxRetries: 0).response
+        let response = try send(probe, policy: http.retry.with(maxRetries: 0)).response
         return response.status == 404 && errorCode(response) == "NoSuchUpload" ? response : nil
     }
 
-    private func isRetryable(_ response: HTTPResponse) -> Bool {
+    @Sendable private static func isRetryable(_ response: HTTPResponse) -> Bool {
         switch response.status {
         case 429, 500, 502, 503, 504: return true
-        case 400: return errorCode(response) == "RequestTimeout"
+        case 400: return S3XML.parse(response.body)?.value("Code") == "RequestTimeout"
         default: return false
         }
-    }
-
-    private func backoff(attempt: Int) {
-        let ceiling = min(5.0, 0.1 * pow(2.0, Double(attempt - 1)))
-        let delay = Double.random(in: 0...ceiling)
-        usleep(UInt32(delay * 1_000_000))
     }
 
     private func prepare(_ body: PutBody?) throws(ObjectStoreError) -> (HTTPBody, String, UInt64) {
@@ -506,20 +457,7 @@ public final class S3ObjectStore: ObjectStore {
 
     // MARK: Helpers
 
-    private func exists(_ key: String) throws(ObjectStoreError) -> Bool {
-        do {
-            _ = try head(key)
-            return true
-        } catch {
-            if case .notFound = error { return false }
-            throw error
-        }
-    }
-
-    func checkKey(_ key: String) throws(ObjectStoreError) {
-        if key.isEmpty { throw .invalidKey(key: key, reason: "empty key") }
-        if key.utf8.count > 1024 { throw .invalidKey(key: key, reason: "longer than 1024 bytes (S3's limit)") }
-    }
+    func checkKey(_ key: String) throws(ObjectStoreError) { try http.checkKey(key) }
 
     /// Metadata must survive HTTP headers unchanged: token-character keys, printable ASCII values without
     /// surrounding blanks. Anything else is refused rather than silently altered (callers percent-encode).
@@ -529,7 +467,8 @@ public final class S3ObjectStore: ObjectStore {
             let keyOK = !key.isEmpty && key.utf8.allSatisfy {
                 ($0 >= 0x61 && $0 <= 0x7a) || ($0 >= 0x30 && $0 <= 0x39) || $0 == 0x2d || $0 == 0x5f || $0 == 0x2e
             }
-            let valueOK = value.utf8.allSatisfy { $0 >= 0x20 && $0 < 0x7f } && value.trimmingCharacters(in: .whitespaces) == value
+            let valueOK = value.utf8.allSatisfy { $0 >= 0x20 && $0 < 0x7f }
+                && value.trimmingCharacters(in: .whitespaces) == value
             guard keyOK, valueOK else {
                 throw .invalidRequest("metadata \(key)=\(value) cannot be sent as an x-amz-meta header")
             }
@@ -547,18 +486,14 @@ public final class S3ObjectStore: ObjectStore {
     }
 
     private func info(key: String, headers: [String: String], size: UInt64?) -> ObjectInfo {
-        var metadata: ObjectMetadata = [:]
-        for (name, value) in headers where name.hasPrefix("x-amz-meta-") {
-            metadata[String(name.dropFirst("x-amz-meta-".count))] = value
-        }
-        return ObjectInfo(
-            key: key, size: size ?? headers["content-length"].flatMap { UInt64($0) } ?? 0,
-            lastModified: headers["last-modified"].flatMap(S3Timestamp.parseHTTPDate) ?? Date(timeIntervalSince1970: 0),
-            version: Self.unquote(headers["etag"] ?? ""), contentType: headers["content-type"], metadata: metadata)
+        ObjectInfo(key: key, size: size ?? headers["content-length"].flatMap { UInt64($0) } ?? 0,
+                   lastModified: HTTPStoreCore.lastModified(headers), version: Self.unquote(headers["etag"] ?? ""),
+                   contentType: headers["content-type"],
+                   metadata: HTTPStoreCore.metadata(headers, prefix: "x-amz-meta-"))
     }
 
     private func responseDate(_ response: HTTPResponse) -> Date {
-        response.headers["date"].flatMap(S3Timestamp.parseHTTPDate) ?? Date()
+        response.headers["date"].flatMap(HTTPTimestamp.parseHTTPDate) ?? Date()
     }
 
     private func md5Hex(_ body: PutBody) throws(ObjectStoreError) -> String {
@@ -570,7 +505,9 @@ public final class S3ObjectStore: ObjectStore {
 
     static func unquote(_ etag: String) -> String {
         var value = etag.hasPrefix("W/") ? String(etag.dropFirst(2)) : etag
-        if value.count >= 2, value.hasPrefix("\""), value.hasSuffix("\"") { value = String(value.dropFirst().dropLast()) }
+        if value.count >= 2, value.hasPrefix("\""), value.hasSuffix("\"") {
+            value = String(value.dropFirst().dropLast())
+        }
         return value
     }
 

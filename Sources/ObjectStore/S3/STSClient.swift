@@ -61,7 +61,7 @@ struct STSClient {
             throw .unauthorized("\(what) answered without credentials")
         }
         return S3Credentials(accessKeyID: id, secretAccessKey: secret, sessionToken: credentials.value("SessionToken"),
-                             expiration: credentials.value("Expiration").flatMap(S3Timestamp.parseISO8601))
+                             expiration: credentials.value("Expiration").flatMap(HTTPTimestamp.parseISO8601))
     }
 
     static func formEncode(_ value: String) -> String {

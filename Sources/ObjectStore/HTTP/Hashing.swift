@@ -30,9 +30,12 @@ enum Hashing {
 
     /// Digest of a file's bytes, read in 1 MiB chunks so large bodies never sit in memory; also returns the length
     /// hashed, which is what the upload then sends.
-    static func fileDigest(path: String, md5 wantMD5: Bool = false) throws(ObjectStoreError) -> (digest: [UInt8], length: UInt64) {
+    static func fileDigest(path: String,
+                           md5 wantMD5: Bool = false) throws(ObjectStoreError) -> (digest: [UInt8], length: UInt64) {
         let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { throw .invalidRequest("cannot read body file \(path): \(String(cString: strerror(errno)))") }
+        guard fd >= 0 else {
+            throw .invalidRequest("cannot read body file \(path): \(String(cString: strerror(errno)))")
+        }
         defer { close(fd) }
         guard let context = EVP_MD_CTX_new() else { throw .other("OpenSSL: cannot allocate a digest context") }
         defer { EVP_MD_CTX_free(context) }

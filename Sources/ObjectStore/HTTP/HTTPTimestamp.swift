@@ -1,9 +1,9 @@
 import Foundation
 import Glibc
 
-/// The two timestamp forms S3 sends, parsed by hand (no shared, non-Sendable formatters):
+/// The two timestamp forms S3 and GCS send, parsed by hand (no shared, non-Sendable formatters):
 /// HTTP dates in headers (`Wed, 21 Oct 2015 07:28:00 GMT`) and ISO 8601 in XML (`2015-10-21T07:28:00.000Z`).
-enum S3Timestamp {
+enum HTTPTimestamp {
     private static let months = ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"]
 
     static func parseHTTPDate(_ text: String) -> Date? {
@@ -13,7 +13,8 @@ enum S3Timestamp {
               let month = months.firstIndex(of: parts[2].lowercased()), let year = Int(parts[3]) else { return nil }
         let clock = parts[4].split(separator: ":").compactMap { Int($0) }
         guard clock.count == 3 else { return nil }
-        return make(year: year, month: month + 1, day: day, hour: clock[0], minute: clock[1], second: clock[2], fraction: 0)
+        return make(year: year, month: month + 1, day: day, hour: clock[0], minute: clock[1], second: clock[2],
+                    fraction: 0)
     }
 
     static func parseISO8601(_ text: String) -> Date? {
@@ -31,7 +32,8 @@ enum S3Timestamp {
         return make(year: year, month: month, day: day, hour: hour, minute: minute, second: second, fraction: fraction)
     }
 
-    private static func make(year: Int, month: Int, day: Int, hour: Int, minute: Int, second: Int, fraction: Double) -> Date? {
+    private static func make(year: Int, month: Int, day: Int, hour: Int, minute: Int, second: Int,
+                             fraction: Double) -> Date? {
         var t = tm()
         t.tm_year = Int32(year - 1900)
         t.tm_mon = Int32(month - 1)
