@@ -37,27 +37,9 @@ enum FuseOperations {
     static func makeTable() -> fuse_lowlevel_ops {
         var ops = fuse_lowlevel_ops()
         ops.`init` = { userdata, conn in
-            guard let conn else { return }
-            // Larger requests than the 128 KiB default: fewer round trips through the kernel (NOTES: 1 MiB max).
-            conn.pointee.max_write = 1 << 20
-            conn.pointee.max_readahead = 1 << 20
-            // Async reads (the kernel's read-ahead runs beside the reader) and parallel lookups/readdirs in one
-            // directory (the kernel would otherwise serialise them on the directory's lock).
-            for capability in [FUSE_CAP_ASYNC_READ, FUSE_CAP_PARALLEL_DIROPS]
-            where conn.pointee.capable & UInt32(capability) != 0 {
-                conn.pointee.want |= UInt32(capability)
-            }
-            // More requests in flight than the default 12 (congestion at 9): read-ahead, many small-file reads and
-            // writes from several processes go to the store in parallel, each one a libfuse worker thread.
-            conn.pointee.max_background = 64
-            conn.pointee.congestion_threshold = 48
-            // Not wanted: splice (replies come from memory buffers, which libfuse would vmsplice then splice: more
-            // system calls for the same copy) and the writeback cache (the kernel would trust its own size and
-            // mtime over the store's, so a change made on another host would not be seen at open: close-to-open
-            // would no longer hold).
-            conn.pointee.want &= ~UInt32(FUSE_CAP_SPLICE_READ | FUSE_CAP_SPLICE_WRITE | FUSE_CAP_SPLICE_MOVE
-                                         | FUSE_CAP_WRITEBACK_CACHE)
-            _ = userdata
+            // Request sizes, capabilities and queue depth: FuseTuning says what and why.
+            guard let conn, let userdata else { return }
+            Unmanaged<FuseContext>.fromOpaque(userdata).takeUnretainedValue().tuning.negotiate(conn)
         }
         ops.lookup = { req, parent, cName in
             let (fs, r) = FuseOperations.reply(req, "lookup")
@@ -165,7 +147,11 @@ enum FuseOperations {
             let (fs, r) = FuseOperations.reply(req, "read")
             r.run { () throws(FSError) in
                 let data = try fs.read(ino, handle: fi!.pointee.fh, offset: UInt64(offset), size: size)
-                _ = data.withUnsafeBytes { fuse_reply_buf(req, $0.baseAddress?.assumingMemoryBound(to: CChar.self), $0.count) }
+                let splice = FuseOperations.context(req).tuning.spliceWrite
+                _ = data.withUnsafeBytes { bytes in
+                    splice ? FuseOperations.replyData(req, bytes)
+                        : fuse_reply_buf(req, bytes.baseAddress?.assumingMemoryBound(to: CChar.self), bytes.count)
+                }
             }
         }
         ops.write = { req, ino, buffer, size, offset, fi in
@@ -304,6 +290,15 @@ enum FuseOperations {
         let end = lock.l_len <= 0 ? UInt64.max : start + UInt64(lock.l_len) - 1
         return FileLock(owner: owner, kind: .posix, mode: lock.l_type == Int16(F_WRLCK) ? .exclusive : .shared,
                         start: start, end: end, pid: UInt32(bitPattern: lock.l_pid), handle: handle)
+    }
+
+    /// A read reply through `fuse_reply_data`, which libfuse vmsplices and splices when splice write is on.
+    static func replyData(_ req: fuse_req_t?, _ bytes: UnsafeRawBufferPointer) -> Int32 {
+        var vector = fuse_bufvec()
+        vector.count = 1
+        vector.buf = fuse_buf(size: bytes.count, flags: fuse_buf_flags(rawValue: 0),
+                                mem: UnsafeMutableRawPointer(mutating: bytes.baseAddress), fd: -1, pos: 0)
+        return fuse_reply_data(req, &vector, fuse_buf_copy_flags(rawValue: 0))
     }
 
     static func readDirectory(_ req: fuse_req_t?, _ ino: fuse_ino_t, _ size: Int, _ offset: off_t,

@@ -12,7 +12,11 @@ struct SessionHandle: @unchecked Sendable {
 /// What the callbacks reach through the request's userdata.
 final class FuseContext: Sendable {
     let fileSystem: FileSystem
-    init(fileSystem: FileSystem) { self.fileSystem = fileSystem }
+    let tuning: FuseTuning
+    init(fileSystem: FileSystem, tuning: FuseTuning) {
+        self.fileSystem = fileSystem
+        self.tuning = tuning
+    }
 }
 
 public struct FuseMountOptions: Sendable {
@@ -22,9 +26,12 @@ public struct FuseMountOptions: Sendable {
     public var allowOther: Bool
     public var debug: Bool
     public var maxThreads: Int
+    /// What FUSE_INIT asks for; nil: the defaults with BUCKETFS_FUSE_TUNING's overrides.
+    public var tuning: FuseTuning?
 
     public init(fsName: String, readOnly: Bool = false, allowOther: Bool = false, debug: Bool = false,
-                maxThreads: Int = 16) {
+                maxThreads: Int = 16, tuning: FuseTuning? = nil) {
+        self.tuning = tuning
         self.fsName = fsName
         self.readOnly = readOnly
         self.allowOther = allowOther
@@ -47,7 +54,7 @@ public final class FuseSession {
     private var operations = FuseOperations.makeTable()
 
     public init(fileSystem: FileSystem, mountpoint: String, options: FuseMountOptions, logger: Logger) throws {
-        self.context = FuseContext(fileSystem: fileSystem)
+        self.context = FuseContext(fileSystem: fileSystem, tuning: try options.tuning ?? FuseTuning.fromEnvironment())
         self.mountpoint = mountpoint
         self.logger = logger
 
@@ -87,9 +94,14 @@ public final class FuseSession {
         guard fuse_set_signal_handlers(session) == 0 else {
             throw FuseSessionError(description: "cannot install signal handlers")
         }
+        // Resolved before mounting: afterwards a stat of the mount point would wait for this daemon's own loop.
+        let resolved = realpath(mountpoint, nil).map { path in defer { free(path) }; return String(cString: path) }
         guard fuse_session_mount(session, mountpoint) == 0 else {
             fuse_remove_signal_handlers(session)
             throw FuseSessionError(description: "cannot mount on \(mountpoint) (libfuse logged why)")
+        }
+        if !context.tuning.applyReadAhead(mountpoint: resolved ?? mountpoint) {
+            logger.debug("kernel read-ahead left as it is (not root, or the mount's bdi not found)")
         }
     }
 
