@@ -61,11 +61,12 @@ extension FileSystem {
     /// then a HEAD). `retain` counts a kernel lookup on the node.
     func resolve(_ path: String, retain: Bool, force: Bool = false) throws(FSError) -> FileAttributes {
         // The cached answer, or whether the store must be asked about what was known to be an object.
-        let (cached, knownObject, knownSmall): (FileAttributes?, Bool, Bool) = try state.withLock { s throws(FSError) in
+        typealias Known = (cached: FileAttributes?, object: Bool, small: Bool, marker: MarkerStamp?)
+        let known: Known = try state.withLock { s throws(FSError) -> Known in
             let node = s.table.node(at: path)
             if let node, path.isEmpty || node.staged != nil || node.dirty || (!force && isFresh(node) && isComplete(node)) {
                 if retain { s.table[node.ino]?.lookups += 1 }
-                return (node.attributes(), false, false)
+                return (node.attributes(), false, false, nil)
             }
             if !force, let until = s.negative[path] {
                 if ContinuousClock.now < until { throw FSError.notFound }
@@ -74,14 +75,16 @@ extension FileSystem {
             if !force && node == nil && s.listedAbsent(path, now: .now) { throw FSError.notFound }
             if let node {
                 return (nil, node.kind != .directory && node.inStore,
-                        node.kind == .file && node.inStore && node.size <= Self.smallObjectLimit)
+                        node.kind == .file && node.inStore && node.size <= Self.smallObjectLimit,
+                        node.kind == .directory && node.metadataKnown ? MarkerStamp(node) : nil)
             }
             let hint = s.fileHints[path]
-            return (nil, hint != nil, hint.map { $0 <= Self.smallObjectLimit } ?? false)
+            return (nil, hint != nil, hint.map { $0 <= Self.smallObjectLimit } ?? false, nil)
         }
-        if let cached { return cached }
+        if let cached = known.cached { return cached }
         var content: Data?
-        guard let observation = try observe(path, knownObject: knownObject, fetchSmall: knownSmall, content: &content)
+        guard let observation = try observe(path, knownObject: known.object, fetchSmall: known.small,
+                                            knownMarker: known.marker, content: &content)
         else {
             state.withLock { s in
                 s.table.detach(path: path)
@@ -102,9 +105,10 @@ extension FileSystem {
 
     /// Asks the store what `path` is. A directory (any key under `path/`) shadows an object named `path`.
     /// `fetchSmall`: it was a small file; revalidate with a GET of its first `smallObjectLimit` bytes, and if
-    /// that is all of it, hand the bytes back in `content`.
-    func observe(_ path: String, knownObject: Bool = false, fetchSmall: Bool = false,
-                         content: inout Data?) throws(FSError) -> Observation? {
+    /// that is all of it, hand the bytes back in `content`. `knownMarker`: the directory's marker whose metadata the
+    /// node holds; a LIST that shows it unchanged needs no HEAD.
+    func observe(_ path: String, knownObject: Bool = false, fetchSmall: Bool = false, knownMarker: MarkerStamp? = nil,
+                 content: inout Data?) throws(FSError) -> Observation? {
         let key = keys.key(for: path)
         let marker = key + "/"
         if knownObject {
@@ -140,6 +144,9 @@ extension FileSystem {
             }
         }
         if let first = page.objects.first, first.key == marker {
+            if first.metadata == nil, let knownMarker, knownMarker.matches(first) {
+                return .directory(marker: first)    // unchanged since its metadata was read
+            }
             let info = first.metadata != nil ? first : try storeCall { try store.head(marker) }
             return .directory(marker: learnt(info))
         }
@@ -150,6 +157,23 @@ extension FileSystem {
             return nil
         } catch {
             throw FSError(error)
+        }
+    }
+
+    /// What identifies the marker a directory node's metadata came from. Every marker is empty, so on S3 all have
+    /// one ETag: the Last-Modified second must match too (as in `apply`); a marker just written by this mount,
+    /// whose Last-Modified is not known yet, never matches.
+    struct MarkerStamp {
+        let version: String?
+        let modified: Int64?
+
+        init(_ node: Node) {
+            (version, modified) = (node.version, node.storedModified)
+        }
+
+        func matches(_ listed: ObjectInfo) -> Bool {
+            guard let version, let modified else { return false }
+            return listed.version == version && Int64(listed.lastModified.timeIntervalSince1970.rounded(.down)) == modified
         }
     }
 
