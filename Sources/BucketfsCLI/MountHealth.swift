@@ -27,7 +27,14 @@ final class MountHealth: Sendable {
     private let now: @Sendable () -> Date
     private let cached = Mutex<Probe?>(nil)
     /// Lock order: `cached` is never held while probing, so a slow store does not block `heldLocks`.
-    private let heldLocks = Mutex<(@Sendable () -> [Lease])?>(nil)
+    private let heldLocks = Mutex(HeldLocks())
+
+    /// The lock table's view, held in a struct, not as `Mutex<Closure?>`: each `withLock { $0 }` of a bare closure wrapped it in two more
+    /// reabstraction thunks and wrote it back, so every call grew slower until the stack overflowed (a daemon crash
+    /// after a few million FUSE operations; see docs/DEVELOPMENT.md, "Closures behind a Mutex").
+    private struct HeldLocks: Sendable {
+        var leases: (@Sendable () -> [Lease])?
+    }
 
     /// `ttl` 0 probes at every call (`bucketfs health`).
     init(meter: MeteredStore, records: any RecordBackend, locking: LockSetup, ttl: Double,
@@ -42,7 +49,7 @@ final class MountHealth: Sendable {
 
     /// The mount's lock table, once the file system exists.
     func attach(heldLocks leases: @escaping @Sendable () -> [Lease]) {
-        heldLocks.withLock { $0 = leases }
+        heldLocks.withLock { $0.leases = leases }
     }
 
     /// The JSON document; `status` is `healthy` when all three answered.
@@ -52,7 +59,7 @@ final class MountHealth: Sendable {
         var lock = probe.lock
         if case .object(var fields) = lock {
             fields["strategy"] = .string(strategyName)
-            if let leases = heldLocks.withLock({ $0 }) {
+            if let leases = heldLocks.withLock({ $0.leases }) {
                 fields["held_by_this_mount"] = .integer(Int64(leases().count))
             }
             lock = .object(fields)

@@ -66,7 +66,14 @@ public final class ControlDirectory: Sendable {
 
     private let state = Mutex(State())
     /// This mount's lock table as `locks/<file>.json` documents; set by the filesystem.
-    let lockFiles = Mutex<(@Sendable () -> [String: Data])?>(nil)
+    let lockFiles = Mutex(LockFiles())
+
+    /// The provider, held in a struct, not as `Mutex<Closure?>`: each `withLock { $0 }` of a bare closure wrapped it in two more
+    /// reabstraction thunks and wrote it back, so every call grew slower until the stack overflowed (a daemon crash
+    /// after a few million FUSE operations; see docs/DEVELOPMENT.md, "Closures behind a Mutex").
+    struct LockFiles: Sendable {
+        var provide: (@Sendable () -> [String: Data])?
+    }
 
     init(settings: Settings, storeFolder: any RecordBackend, uid: UInt32, gid: UInt32) {
         self.settings = settings
@@ -226,6 +233,6 @@ public final class ControlDirectory: Sendable {
     }
 
     private func currentLockFiles() -> [String: Data] {
-        lockFiles.withLock { $0 }?() ?? [:]
+        lockFiles.withLock { $0.provide }?() ?? [:]
     }
 }

@@ -6,8 +6,8 @@ import Records
 extension FileSystem {
     /// Connects the control directory to this mount's lock table (called at the end of `init`).
     func installControlDirectory() {
-        control?.lockFiles.withLock { provider in
-            provider = { [weak self] in self?.lockDocuments() ?? [:] }
+        control?.lockFiles.withLock { files in
+            files.provide = { [weak self] in self?.lockDocuments() ?? [:] }
         }
     }
 

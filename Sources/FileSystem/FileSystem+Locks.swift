@@ -10,7 +10,7 @@ import Synchronization
 extension FileSystem {
     /// Sets the hook that drops the kernel's attributes and page cache of an inode.
     public func setKernelCacheInvalidator(_ invalidate: @escaping @Sendable (UInt64) -> Void) {
-        kernelCacheInvalidator.withLock { $0 = invalidate }
+        kernelCacheInvalidator.withLock { $0.invalidate = invalidate }
     }
 
     /// Takes `request` on `ino`. Answers through `reply`: at once when granted, when refused (`.wouldBlock`
@@ -155,7 +155,7 @@ extension FileSystem {
             file.prefetcher?.close()
             file.stream?.close()
         }
-        kernelCacheInvalidator.withLock { $0 }?(ino)
+        kernelCacheInvalidator.withLock { $0.invalidate }?(ino)
     }
 
     /// The node's staged copy is clean but of an old version: take the store's attributes and empty the copy,

@@ -44,7 +44,14 @@ public final class FileSystem: Sendable {
     /// Notes multipart uploads in flight (the mount's UploadState records), so a crash does not lose them.
     let uploadJournal: (any UploadJournal)?
     /// Drops the kernel's cached attributes and pages of an inode (set by the FUSE layer once mounted).
-    let kernelCacheInvalidator = Mutex<(@Sendable (UInt64) -> Void)?>(nil)
+    let kernelCacheInvalidator = Mutex(KernelCacheInvalidator())
+
+    /// The FUSE layer's callback, held in a struct, not as `Mutex<Closure?>`: each `withLock { $0 }` of a bare closure wrapped it in two more
+    /// reabstraction thunks and wrote it back, so every call grew slower until the stack overflowed (a daemon crash
+    /// after a few million FUSE operations; see docs/DEVELOPMENT.md, "Closures behind a Mutex").
+    struct KernelCacheInvalidator: Sendable {
+        var invalidate: (@Sendable (UInt64) -> Void)?
+    }
 
     struct OpenFile {
         var ino: UInt64

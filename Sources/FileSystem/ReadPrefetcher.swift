@@ -226,11 +226,11 @@ final class ReadPrefetcher: @unchecked Sendable {
         let near = chunks.first.map { first in
             offset + Self.slack >= first.start && offset <= (chunks.map(\.end).max() ?? 0) + UInt64(window)
         } ?? false
+        // (A planned ranged stretch is known to be sequential: it starts wider, and reads ahead at once.)
+        let planned = segment.map { $0.method == .ranges && offset + Self.slack >= $0.start && offset < $0.end }
+            ?? false
         if !near {
             dropChunks { _ in true }
-            // (A planned ranged stretch is known to be sequential: it starts wider.)
-            let planned = segment.map { $0.method == .ranges && offset + Self.slack >= $0.start && offset < $0.end }
-                ?? false
             window = planned ? max(settings.initialWindow, min(settings.maxWindow, Self.plannedWindow))
                 : settings.initialWindow
         }
@@ -245,7 +245,10 @@ final class ReadPrefetcher: @unchecked Sendable {
                 cursor = chunk.end
             } else {
                 let next = chunks.first(where: { $0.start > cursor })?.start ?? UInt64.max
-                let chunkEnd = min(size, next, cursor + UInt64(max(count, settings.initialWindow)))
+                // A read whose blocks are all cached fetches just itself (the cache reads only those bytes); else
+                // at least the initial window.
+                let local = isCached(cursor..<min(size, cursor + UInt64(count)))
+                let chunkEnd = min(size, next, cursor + UInt64(local ? count : max(count, settings.initialWindow)))
                 let chunk = Chunk(start: cursor, end: chunkEnd, budgeted: false)
                 insert(chunk)
                 parts.append(chunk)
@@ -255,7 +258,8 @@ final class ReadPrefetcher: @unchecked Sendable {
         }
         FileSystemMetrics.shared.readAhead(hit: demand.isEmpty)
         // (A read just behind a live stream's start fetches what it needs, nothing ahead: the stream has that.)
-        if segment?.method != .stream || stream == nil { readAhead(from: end) }
+        // A seek (a random read) starts no read-ahead: only the next read, if it follows on, does.
+        if (near || planned) && (segment?.method != .stream || stream == nil) { readAhead(from: end) }
         // What this read needs now is fetched on the caller's own (libfuse) thread, so that a busy worker pool
         // (read-ahead of other files, part uploads) never delays it.
         for chunk in demand {
@@ -287,6 +291,15 @@ final class ReadPrefetcher: @unchecked Sendable {
         dropChunks { $0.end + Self.slack <= offset }
         window = min(settings.maxWindow, window * 2)
         return (result, cached)
+    }
+
+    /// Whether every block of `range` is in the block cache (index only).
+    private func isCached(_ range: Range<UInt64>) -> Bool {
+        guard let cache = budget.cache, let known = version.withLock({ $0 }), !range.isEmpty else { return false }
+        let blockSize = UInt64(cache.blockSize)
+        return (Int(range.lowerBound / blockSize)...Int((range.upperBound - 1) / blockSize)).allSatisfy {
+            cache.contains(key: key, version: known, number: $0)
+        }
     }
 
     /// Range of one read-ahead GET: the planner's part size (from the measured rate of one GET; `settings.partSize`
@@ -339,6 +352,10 @@ final class ReadPrefetcher: @unchecked Sendable {
             let first = Int(range.lowerBound / blockSize)
             let last = Int((range.upperBound - 1) / blockSize)
             let base = UInt64(first) * blockSize
+            if let known = version.withLock({ $0 }), let local = Self.cached(range, of: key, version: known, in: cache,
+                                                                             size: size) {
+                return .success((local, true))
+            }
             if let known = version.withLock({ $0 }) {
                 var cached = Data()
                 for number in first...last {
@@ -380,6 +397,27 @@ final class ReadPrefetcher: @unchecked Sendable {
         budget.planner.recordRequest(bytes: got.body.count,
                                      seconds: Double(DispatchTime.now().uptimeNanoseconds - started) / 1e9)
         return got
+    }
+
+    /// `range` from cached blocks, reading only its bytes; nil unless every block it covers is cached.
+    private static func cached(_ range: Range<UInt64>, of key: String, version: String, in cache: BlockCache,
+                               size: UInt64) -> Data? {
+        let blockSize = UInt64(cache.blockSize)
+        let upper = min(range.upperBound, size)
+        guard range.lowerBound < upper else { return nil }
+        let first = Int(range.lowerBound / blockSize)
+        let last = Int((upper - 1) / blockSize)
+        guard (first...last).allSatisfy({ cache.contains(key: key, version: version, number: $0) }) else { return nil }
+        var data = Data(capacity: Int(upper - range.lowerBound))
+        for number in first...last {
+            let base = UInt64(number) * blockSize
+            let from = Int(max(range.lowerBound, base) - base)
+            let to = Int(min(upper, base + blockSize) - base)
+            guard let piece = cache.read(key: key, version: version, number: number, range: from..<to),
+                  piece.count == to - from else { return nil }
+            data.append(piece)
+        }
+        return data
     }
 
     private static func slice(_ data: Data, from: UInt64, count: Int) -> Data {

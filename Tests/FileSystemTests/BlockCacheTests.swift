@@ -83,6 +83,21 @@ final class BlockCacheTests: XCTestCase {
         XCTAssertEqual(reopened.block(key: "k", version: "v", number: 3), block)
     }
 
+    /// A range of a block is read alone (a 4 KiB random read copies 4 KiB, not the block); another object's header
+    /// under the same file name is a miss.
+    func testRangeOfABlock() throws {
+        let block = Data((0..<1000).map { UInt8(truncatingIfNeeded: $0 &* 13) })
+        let cache = BlockCache(directory: directory, limit: 1 << 20, blockSize: 1000)
+        cache.store(key: "k", version: "v", number: 2, data: block)
+        XCTAssertEqual(cache.read(key: "k", version: "v", number: 2, range: 100..<150), block.subdata(in: 100..<150))
+        XCTAssertEqual(cache.read(key: "k", version: "v", number: 2, range: 990..<1000), block.subdata(in: 990..<1000))
+        XCTAssertNil(cache.read(key: "k", version: "w", number: 2, range: 0..<10))
+        XCTAssertNil(cache.read(key: "k", version: "v", number: 3, range: 0..<10))
+        let file = try XCTUnwrap(try FileManager.default.contentsOfDirectory(atPath: directory).first { $0.hasSuffix(".2") })
+        try Data("other\nv\n".utf8 + block).write(to: URL(fileURLWithPath: directory + "/" + file))
+        XCTAssertNil(cache.read(key: "k", version: "v", number: 2, range: 0..<10), "a header naming another key")
+    }
+
     /// The streaming GET fills the cache too; once cached, no stream starts and ranged reads serve the file.
     func testSequentialStreamFillsTheCache() throws {
         let memory = MemoryObjectStore()
