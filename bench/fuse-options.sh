@@ -133,6 +133,25 @@ for n in names[k:] + names[:k]:
     emit ls_l_1000_4procs_cold "$(span "$t0" "$t1")" s
     rm -rf "$MNT/many" "$MNT/big"
     "$BIN" unmount "$MNT" >&2
+    coherence
+}
+
+# Close-to-open across mounts: mount A (the variant) reads a file, mount B (defaults) rewrites it longer, and A
+# opens it again after its attribute timeout (1 s here): A must see B's whole content.
+coherence() {
+    local b=$WORK/mnt-b seen
+    mkdir -p "$b" "$MNT"
+    BUCKETFS_FUSE_TUNING=$(tuning "$VARIANT") "$BIN" mount "$SRC" "$MNT" --cache-dir "$WORK/cache" $EXTRA \
+        -o metadata_ttl=1,negative_ttl=1 >&2
+    "$BIN" mount "$SRC" "$b" --cache-dir "$WORK/cache-b" $EXTRA -o metadata_ttl=1,negative_ttl=1 >&2
+    printf 1234 > "$MNT/coherence"
+    cat "$MNT/coherence" > /dev/null
+    printf 12345678 > "$b/coherence"
+    sleep 2.5
+    seen=$(cat "$MNT/coherence")
+    emit close_to_open_seen "$seen" "(want:12345678)"
+    rm -f "$b/coherence"
+    "$BIN" unmount "$b" >&2; "$BIN" unmount "$MNT" >&2; rm -rf "$WORK/cache" "$WORK/cache-b"
 }
 
 echo "# $(date -u +%FT%TZ) bucketfs $BIN, $MIB MiB, rounds $ROUNDS; uptime: $(uptime)"
