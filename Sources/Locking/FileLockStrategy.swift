@@ -188,9 +188,11 @@ public final class FileLockStrategy: LockStrategy {
         let path = lockPath(resource)
         var info = stat()
         guard stat(path, &info) == 0 else { return [] }
-        guard let table = try? String(contentsOfFile: "/proc/locks", encoding: .utf8) else {
-            return probe(path).map { [$0] } ?? []
-        }
+        // Read to its end: Foundation's String(contentsOfFile:) stops after the first page of a /proc file.
+        let locksFD = open("/proc/locks", O_RDONLY | O_CLOEXEC)
+        guard locksFD >= 0 else { return probe(path).map { [$0] } ?? [] }
+        let table = String(decoding: readAll(locksFD), as: UTF8.self)
+        close(locksFD)
         let last = (try? LockRecord.decode(readAll(path)))
         var records: [LockRecord] = []
         for line in table.split(separator: "\n") {

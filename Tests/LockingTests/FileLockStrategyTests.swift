@@ -36,6 +36,28 @@ final class FileLockStrategyTests: LockingStrategyTestCase {
         _ = flock(fd, LOCK_UN)
     }
 
+    /// `/proc/locks` is read to its end: with 400 other flocks on the host (about 20 KiB of it) the holder of
+    /// ours is still found wherever its line falls.
+    func testHoldersAreFoundPastTheFirstPageOfProcLocks() throws {
+        let strategy = try FileLockStrategy(directory: directory)
+        var others: [Int32] = []
+        defer { others.forEach { close($0) } }
+        func lockOthers(_ range: Range<Int>) {
+            for i in range {
+                let fd = open("\(directory)/other-\(i)", O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+                if fd >= 0, flock(fd, LOCK_EX) == 0 { others.append(fd) }
+            }
+        }
+        lockOthers(0..<200)
+        let lease = try XCTUnwrap(try strategy.tryAcquire("deep", owner: suite.owner("a"), lease: 5))
+        lockOthers(200..<400)
+        XCTAssertEqual(others.count, 400)
+        let table = try String(contentsOfFile: "/proc/locks", encoding: .utf8)    // (Foundation's short read)
+        XCTAssertLessThan(table.utf8.count, 400 * 40, "this test needs /proc/locks to pass one page")
+        XCTAssertEqual(try strategy.holders(of: "deep").count, 1)
+        try strategy.release(lease)
+    }
+
     /// The token lives in the lock file: a new process (a new strategy) continues the count.
     func testTokenSurvivesInTheLockFile() throws {
         let first = try FileLockStrategy(directory: directory)
