@@ -136,7 +136,6 @@ extension FileSystem {
             return (file, node.openHandles == 0 && node.dirty)
         }
         file?.prefetcher?.close()
-        file?.stream?.close()
         if stillDirty {
             // Writes that no flush carried (e.g. through mmap): upload now; a failure is kept for recovery.
             do { try upload(ino) } catch {

@@ -146,15 +146,11 @@ extension FileSystem {
             for (handle, file) in s.files where file.ino == ino {
                 dropped.append(file)
                 s.files[handle]?.prefetcher = nil
-                s.files[handle]?.stream = nil
                 s.files[handle]?.content = nil
             }
             return dropped
         }
-        for file in dropped {
-            file.prefetcher?.close()
-            file.stream?.close()
-        }
+        for file in dropped { file.prefetcher?.close() }
         kernelCacheInvalidator.withLock { $0.invalidate }?(ino)
     }
 

@@ -59,9 +59,6 @@ public final class FileSystem: Sendable {
         var prefetcher: ReadPrefetcher?
         /// The whole content of a small file, read by the lookup that preceded the open.
         var content: Data?
-        /// A streaming GET ahead of a reader that started at byte 0 of a large file.
-        var stream: SequentialStream?
-        var streamTried = false
     }
 
     struct State {
@@ -114,8 +111,6 @@ public final class FileSystem: Sendable {
     /// Bytes of such contents kept for opens to come.
     static let smallContentCapacity = 16 << 20
     static let fileHintLimit = 100_000
-    /// A file at least this big, read from its first byte, is read through one streaming GET.
-    static let streamThreshold: UInt64 = 8 << 20
 
     /// The largest file: S3's largest object (5 TiB); a write or truncate beyond it is EFBIG.
     static let maxFileSize: UInt64 = 5 << 40
