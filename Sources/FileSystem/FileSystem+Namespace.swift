@@ -61,12 +61,12 @@ extension FileSystem {
     /// then a HEAD). `retain` counts a kernel lookup on the node.
     func resolve(_ path: String, retain: Bool, force: Bool = false) throws(FSError) -> FileAttributes {
         // The cached answer, or whether the store must be asked about what was known to be an object.
-        typealias Known = (cached: FileAttributes?, object: Bool, small: Bool, marker: MarkerStamp?)
+        typealias Known = (cached: FileAttributes?, object: Bool, small: Bool, marker: Bool)
         let known: Known = try state.withLock { s throws(FSError) -> Known in
             let node = s.table.node(at: path)
             if let node, path.isEmpty || node.staged != nil || node.dirty || (!force && isFresh(node) && isComplete(node)) {
                 if retain { s.table[node.ino]?.lookups += 1 }
-                return (node.attributes(), false, false, nil)
+                return (node.attributes(), false, false, false)
             }
             if !force, let until = s.negative[path] {
                 if ContinuousClock.now < until { throw FSError.notFound }
@@ -76,10 +76,10 @@ extension FileSystem {
             if let node {
                 return (nil, node.kind != .directory && node.inStore,
                         node.kind == .file && node.inStore && node.size <= Self.smallObjectLimit,
-                        node.kind == .directory && node.metadataKnown ? MarkerStamp(node) : nil)
+                        node.kind == .directory && node.inStore && node.version != nil)
             }
             let hint = s.fileHints[path]
-            return (nil, hint != nil, hint.map { $0 <= Self.smallObjectLimit } ?? false, nil)
+            return (nil, hint != nil, hint.map { $0 <= Self.smallObjectLimit } ?? false, false)
         }
         if let cached = known.cached { return cached }
         var content: Data?
@@ -105,9 +105,9 @@ extension FileSystem {
 
     /// Asks the store what `path` is. A directory (any key under `path/`) shadows an object named `path`.
     /// `fetchSmall`: it was a small file; revalidate with a GET of its first `smallObjectLimit` bytes, and if
-    /// that is all of it, hand the bytes back in `content`. `knownMarker`: the directory's marker whose metadata the
-    /// node holds; a LIST that shows it unchanged needs no HEAD.
-    func observe(_ path: String, knownObject: Bool = false, fetchSmall: Bool = false, knownMarker: MarkerStamp? = nil,
+    /// that is all of it, hand the bytes back in `content`. `knownMarker`: it was a directory with a marker;
+    /// revalidate with one HEAD of the marker.
+    func observe(_ path: String, knownObject: Bool = false, fetchSmall: Bool = false, knownMarker: Bool = false,
                  content: inout Data?) throws(FSError) -> Observation? {
         let key = keys.key(for: path)
         let marker = key + "/"
@@ -121,6 +121,16 @@ extension FileSystem {
                 return .object(learnt(data.info))
             } catch .notFound, .invalidKey {
                 // gone, or now a directory: ask the full question below
+            } catch {
+                throw FSError(error)
+            }
+        }
+        if knownMarker && !options.directoryMetadataInSidecar {
+            // Revalidating a directory: its marker still there is all it takes (one request, with the metadata);
+            // only a marker gone needs the LIST below (an implicit directory now, or nothing).
+            do throws(ObjectStoreError) {
+                return .directory(marker: learnt(try store.head(marker)))
+            } catch .notFound, .invalidKey {
             } catch {
                 throw FSError(error)
             }
@@ -144,9 +154,6 @@ extension FileSystem {
             }
         }
         if let first = page.objects.first, first.key == marker {
-            if first.metadata == nil, let knownMarker, knownMarker.matches(first) {
-                return .directory(marker: first)    // unchanged since its metadata was read
-            }
             let info = first.metadata != nil ? first : try storeCall { try store.head(marker) }
             return .directory(marker: learnt(info))
         }
@@ -157,23 +164,6 @@ extension FileSystem {
             return nil
         } catch {
             throw FSError(error)
-        }
-    }
-
-    /// What identifies the marker a directory node's metadata came from. Every marker is empty, so on S3 all have
-    /// one ETag: the Last-Modified second must match too (as in `apply`); a marker just written by this mount,
-    /// whose Last-Modified is not known yet, never matches.
-    struct MarkerStamp {
-        let version: String?
-        let modified: Int64?
-
-        init(_ node: Node) {
-            (version, modified) = (node.version, node.storedModified)
-        }
-
-        func matches(_ listed: ObjectInfo) -> Bool {
-            guard let version, let modified else { return false }
-            return listed.version == version && Int64(listed.lastModified.timeIntervalSince1970.rounded(.down)) == modified
         }
     }
 
