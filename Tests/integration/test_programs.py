@@ -30,9 +30,6 @@ def backend(request):
 
 # Known to fail: test name -> why. Remove an entry when it is fixed (xfail is not strict).
 KNOWN_BUGS = {
-    # Not a wrong result: slow. On moto, a clone of 300 files plus `git gc` costs about 9,600 requests (4,600 GET,
-    # 3,300 HEAD, 1,200 PUT, 500 DELETE) and a minute unloaded; on a loaded machine it ran past the 300 s limit.
-    "test_git_clone_fsck_gc[s3-path]": "slow on moto: git gc in a 300-file clone costs ~9,600 requests",
 }
 
 
