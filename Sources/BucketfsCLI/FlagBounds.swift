@@ -13,8 +13,9 @@ enum FlagBounds {
     /// `events tail --interval`: a poll every 10 ms is already a busy loop.
     static let pollInterval = 0.01...3_600
     static let listLimit = 1...1_000_000
-    /// `sessions cleanup --max-idle-hours`, `uploads cleanup --older-than`: 0 would take live ones too; ten years.
-    static let idleHours = 0.001...87_600
+    /// `sessions cleanup --max-idle-hours`, `uploads cleanup --older-than`: 0 is "all of them, now" (asked for
+    /// explicitly, e.g. to abort an upload left in flight); at most ten years.
+    static let idleHours = 0.0...87_600
 
     static func check(_ value: Double?, flag: String, in range: ClosedRange<Double>, unit: String) throws {
         guard let value else { return }

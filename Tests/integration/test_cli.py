@@ -125,7 +125,7 @@ def test_version_and_help():
     (["unmount", "/mnt/x", "--timeout=-5"], "--timeout"),
     (["unmount", "/mnt/x", "--timeout", "soon"], "--timeout"),
     (["lock", "run", "--wait", "nan", "file:///srv/x/", "f", "--", "true"], "--wait"),
-    (["sessions", "cleanup", "file:///srv/x/", "--max-idle-hours", "0"], "--max-idle-hours"),
+    (["sessions", "cleanup", "file:///srv/x/", "--max-idle-hours=-1"], "--max-idle-hours"),
     (["uploads", "cleanup", "file:///srv/x/", "--older-than", "1e400"], "--older-than"),
     (["events", "tail", "file:///srv/x/", "--interval", "0"], "--interval"),
     (["checkpoints", "list", "file:///srv/x/", "--limit", "99999999999999999999"], "--limit"),
