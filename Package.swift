@@ -31,35 +31,51 @@ let package = Package(
         .systemLibrary(name: "CPostgres", pkgConfig: "libpq", providers: [.apt(["libpq-dev"])]),
 
         // Bottom layer: the ObjectStore contract and its backends. The only layer that does store I/O.
-        .target(name: "ObjectStore", dependencies: ["CLibc", "CCurl", "COpenSSL", .product(name: "Logging", package: "swift-log")]),
+        .target(
+            name: "ObjectStore",
+            dependencies: ["CLibc", "CCurl", "COpenSSL", .product(name: "Logging", package: "swift-log")]),
         // A Redis connection (RESP over TCP or TLS), shared by the redis lock strategy and the Redis record backend.
         .target(name: "RedisClient", dependencies: ["CHiredis", "COpenSSL"]),
         // Distributed advisory locks: file, object and Redis strategies, leases, renewal.
-        .target(name: "Locking", dependencies: ["ObjectStore", "RedisClient", .product(name: "Logging", package: "swift-log"),
-                                               .product(name: "CoreMetrics", package: "swift-metrics")]),
+        .target(
+            name: "Locking",
+            dependencies: [
+                "ObjectStore", "RedisClient", .product(name: "Logging", package: "swift-log"),
+                .product(name: "CoreMetrics", package: "swift-metrics"),
+            ]),
         // JSON record stores (sessions, checkpoints, upload states…) over any ObjectStore, Redis or PostgreSQL.
         .target(name: "Records", dependencies: ["ObjectStore", "RedisClient", "CPostgres"]),
         // Filesystem behaviour without the kernel: inodes, caches, write staging, errno choice.
-        .target(name: "FileSystem", dependencies: ["ObjectStore", "Locking", "Records", .product(name: "Logging", package: "swift-log")]),
+        .target(
+            name: "FileSystem",
+            dependencies: ["ObjectStore", "Locking", "Records", .product(name: "Logging", package: "swift-log")]),
         // libfuse3 low-level adapter: ops table, replies, session lifecycle.
-        .target(name: "FuseBridge", dependencies: ["FileSystem", "CFuse", .product(name: "Logging", package: "swift-log")]),
+        .target(
+            name: "FuseBridge", dependencies: ["FileSystem", "CFuse", .product(name: "Logging", package: "swift-log")]),
         // CLI commands, config, daemon wiring.
-        .target(name: "BucketfsCLI", dependencies: [
-            "ObjectStore", "Locking", "RedisClient", "Records", "FileSystem", "FuseBridge", "CLibc",
-            .product(name: "ArgumentParser", package: "swift-argument-parser"),
-            .product(name: "Yams", package: "Yams"),
-            .product(name: "Logging", package: "swift-log"),
-            .product(name: "CoreMetrics", package: "swift-metrics"),
-            .product(name: "Prometheus", package: "swift-prometheus"),
-        ]),
+        .target(
+            name: "BucketfsCLI",
+            dependencies: [
+                "ObjectStore", "Locking", "RedisClient", "Records", "FileSystem", "FuseBridge", "CLibc",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Yams", package: "Yams"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "CoreMetrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+            ]),
         .executableTarget(name: "bucketfs", dependencies: ["BucketfsCLI"]),
 
         // Store decorators shared by the test targets (counting, failing, delaying, holding, quirky).
         .target(name: "TestSupport", dependencies: ["ObjectStore"], path: "Tests/TestSupport"),
         .testTarget(name: "ObjectStoreTests", dependencies: ["ObjectStore", "TestSupport"]),
-        .testTarget(name: "FileSystemTests", dependencies: ["FileSystem", "ObjectStore", "Locking", "Records", "TestSupport"]),
-        .testTarget(name: "CLITests", dependencies: ["BucketfsCLI", "FileSystem", "ObjectStore", "Records", "RedisClient",
-                                                     "Locking", "TestSupport"]),
+        .testTarget(
+            name: "FileSystemTests", dependencies: ["FileSystem", "ObjectStore", "Locking", "Records", "TestSupport"]),
+        .testTarget(
+            name: "CLITests",
+            dependencies: [
+                "BucketfsCLI", "FileSystem", "ObjectStore", "Records", "RedisClient",
+                "Locking", "TestSupport",
+            ]),
         .testTarget(name: "LockingTests", dependencies: ["Locking", "RedisClient", "ObjectStore", "TestSupport"]),
         .testTarget(name: "RecordsTests", dependencies: ["Records", "RedisClient", "ObjectStore", "TestSupport"]),
     ],

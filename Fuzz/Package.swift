@@ -10,12 +10,14 @@ let package = Package(
     name: "bucketfs-fuzz",
     dependencies: [.package(name: "bucketfs", path: "..")],
     targets: targets.map { name in
-        .executableTarget(name: name, dependencies: [
-            .product(name: "ObjectStore", package: "bucketfs"),
-            .product(name: "Locking", package: "bucketfs"),
-            .product(name: "RedisClient", package: "bucketfs"),
-            .product(name: "BucketfsCLI", package: "bucketfs"),
-        ])
+        .executableTarget(
+            name: name,
+            dependencies: [
+                .product(name: "ObjectStore", package: "bucketfs"),
+                .product(name: "Locking", package: "bucketfs"),
+                .product(name: "RedisClient", package: "bucketfs"),
+                .product(name: "BucketfsCLI", package: "bucketfs"),
+            ])
     },
     swiftLanguageModes: [.v6]
 )

@@ -38,6 +38,9 @@ python3 -c "import langgraph.checkpoint.conformance, redis" 2>/dev/null \
 python3 -c "import langgraph.graph" 2>/dev/null || python3 -m pip install -q langgraph    # the docs example
 python3 -m pip install -q --no-deps ./clients/python
 
+# The sources are formatted as .swift-format says (scripts/format.sh applies it).
+echo "==> format check"
+scripts/format.sh --check
 echo "==> building"
 swift build --build-tests
 echo "==> unit tests"

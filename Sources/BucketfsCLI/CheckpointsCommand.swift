@@ -5,7 +5,8 @@ import Records
 /// `bucketfs checkpoints list|show|put SOURCE THREAD`.
 struct CheckpointsCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "checkpoints", abstract: "List or show a thread's checkpoints.", subcommands: [List.self, Show.self, Put.self])
+        commandName: "checkpoints", abstract: "List or show a thread's checkpoints.",
+        subcommands: [List.self, Show.self, Put.self])
 
     struct List: ParsableCommand {
         static let configuration = CommandConfiguration(
@@ -40,7 +41,8 @@ struct CheckpointsCommand: ParsableCommand {
 
         func run() throws {
             let stores = try RecordsAccess.stores(source, settings: settings)
-            guard let checkpoint = try RecordsAccess.attempt({ try stores.checkpoints.get(thread: thread, id: id) }) else {
+            guard let checkpoint = try RecordsAccess.attempt({ try stores.checkpoints.get(thread: thread, id: id) })
+            else {
                 throw CLIError("no checkpoint \(id ?? "(latest)") in thread \(thread)")
             }
             try RecordsAccess.printJSON(checkpoint)
@@ -60,10 +62,13 @@ struct CheckpointsCommand: ParsableCommand {
         func run() throws {
             let stores = try RecordsAccess.stores(source, settings: settings)
             let value = try RecordsAccess.attempt { try JSONValue(parsing: Data(data.utf8)) }
-            guard case .object(let fields) = try RecordsAccess.attempt({ try JSONValue(parsing: Data(metadata.utf8)) }) else {
+            guard case .object(let fields) = try RecordsAccess.attempt({ try JSONValue(parsing: Data(metadata.utf8)) })
+            else {
                 throw CLIError("--metadata must be a JSON object")
             }
-            let record = try RecordsAccess.attempt { try stores.checkpoints.store(thread: thread, id: id, data: value, metadata: fields) }
+            let record = try RecordsAccess.attempt {
+                try stores.checkpoints.store(thread: thread, id: id, data: value, metadata: fields)
+            }
             try RecordsAccess.printJSON(record)
         }
     }

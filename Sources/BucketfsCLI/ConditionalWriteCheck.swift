@@ -17,15 +17,18 @@ extension MountAssembly {
         case .honoured:
             return
         case .unknown(let reason):
-            logger.warning("could not check that the store enforces conditional writes", metadata: ["reason": "\(reason)"])
+            logger.warning(
+                "could not check that the store enforces conditional writes", metadata: ["reason": "\(reason)"])
         case .ignored(let what):
             if locking.strategyName == "object" && configuration.storage.lock.mode != "best_effort" {
-                throw CLIError("\(location) ignores conditional writes (\(what)): the object lock strategy cannot "
-                               + "exclude other mounts there; use another lock strategy, or -o lock_mode=best_effort "
-                               + "to mount anyway")
+                throw CLIError(
+                    "\(location) ignores conditional writes (\(what)): the object lock strategy cannot "
+                        + "exclude other mounts there; use another lock strategy, or -o lock_mode=best_effort "
+                        + "to mount anyway")
             }
-            logger.warning("the store ignores conditional writes: conflicts with other writers cannot be detected",
-                           metadata: ["store": "\(location)", "ignored": "\(what)"])
+            logger.warning(
+                "the store ignores conditional writes: conflicts with other writers cannot be detected",
+                metadata: ["store": "\(location)", "ignored": "\(what)"])
         }
     }
 }
@@ -42,8 +45,9 @@ extension MountAssembly {
             if !kept { logger.info("the store drops directory markers' metadata: keeping it in sidecars") }
             return !kept
         } catch {
-            logger.warning("could not check whether the store keeps directory markers' metadata",
-                           metadata: ["reason": "\(error)"])
+            logger.warning(
+                "could not check whether the store keeps directory markers' metadata",
+                metadata: ["reason": "\(error)"])
             return false
         }
     }

@@ -8,7 +8,8 @@ struct ConfigCommand: ParsableCommand {
 
     struct Print: ParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Print the effective configuration (defaults < YAML < BUCKETFS_* < flags < -o), secrets redacted.")
+            abstract: "Print the effective configuration (defaults < YAML < BUCKETFS_* < flags < -o), secrets redacted."
+        )
 
         @Argument(help: "Mount source, e.g. file:///srv/bucket/ (default: BUCKETFS_SOURCE, then the config file).")
         var source: String?
@@ -22,7 +23,8 @@ struct ConfigCommand: ParsableCommand {
             let environment = ProcessInfo.processInfo.environment
             let layers = try settings.layers(environment: environment)
             let configuration = layers.last!.configuration
-            var resolved = source ?? environment["BUCKETFS_SOURCE"].flatMap { $0.isEmpty ? nil : $0 }
+            var resolved =
+                source ?? environment["BUCKETFS_SOURCE"].flatMap { $0.isEmpty ? nil : $0 }
                 ?? configuration.sourceFromStorage()
             var location: StoreLocation?
             if let text = resolved {
@@ -41,8 +43,10 @@ struct ConfigCommand: ParsableCommand {
         /// Where an S3 or GCS mount of `location` would take its credentials from (no request, no secret).
         static func credentialSource(_ location: StoreLocation?, configuration: Configuration) -> String? {
             switch location?.kind {
-            case .s3(let bucket, _): return S3ObjectStore.credentialSourceDescription(configuration.s3Configuration(bucket: bucket))
-            case .gcs(let bucket, _): return GCSObjectStore.credentialSourceDescription(configuration.gcsConfiguration(bucket: bucket))
+            case .s3(let bucket, _):
+                return S3ObjectStore.credentialSourceDescription(configuration.s3Configuration(bucket: bucket))
+            case .gcs(let bucket, _):
+                return GCSObjectStore.credentialSourceDescription(configuration.gcsConfiguration(bucket: bucket))
             default: return nil
             }
         }
@@ -53,7 +57,8 @@ struct ConfigCommand: ParsableCommand {
             let printed = layers.map { $0.configuration.redactedYAML(source: nil).split(separator: "\n") }
             var lines = printed.last!.map(String.init)
             for index in lines.indices {
-                guard let layer = printed.indices.last(where: { $0 > 0 && printed[$0][index] != printed[$0 - 1][index] })
+                guard
+                    let layer = printed.indices.last(where: { $0 > 0 && printed[$0][index] != printed[$0 - 1][index] })
                 else { continue }
                 lines[index] += "  # \(layers[layer].source)"
             }

@@ -41,7 +41,9 @@ extension Configuration {
             "aws_secret_access_key", "aws_session_token", "profile", "path_style", "no_sign_request", "project_id",
             "credentials_file",
         ]
-        for key in storageKeys { keys[environmentPrefix + key.uppercased()] = EnvironmentKey(path: ["storage"], key: key) }
+        for key in storageKeys {
+            keys[environmentPrefix + key.uppercased()] = EnvironmentKey(path: ["storage"], key: key)
+        }
         for key in ["retry_attempts", "retry_delay_seconds"] {
             keys[environmentPrefix + "LOCK_" + key.uppercased()] = EnvironmentKey(path: ["storage", "lock"], key: key)
         }

@@ -155,8 +155,9 @@ public struct Configuration: Equatable, Sendable {
                 }
             case "mount":
                 for (k, v) in try reader.mapping(value, key: "mount") where !(v is NSNull) {
-                    try setMountOption(k, value: v, reader: &reader, label: "mount.\(k)",
-                                       origin: "config key \"mount.\(k)\" in \(path)")
+                    try setMountOption(
+                        k, value: v, reader: &reader, label: "mount.\(k)",
+                        origin: "config key \"mount.\(k)\" in \(path)")
                 }
             default:
                 throw CLIError("unknown config key \"\(key)\" in \(path)")
@@ -183,7 +184,9 @@ public struct Configuration: Equatable, Sendable {
     }
 
     /// Lock settings that YAML (`storage.lock.*`) and `-o` (`lock_strategy=`, …) share.
-    private mutating func setLockOption(_ key: String, value: Any, reader: inout YAMLReader, label: String) throws(CLIError) {
+    private mutating func setLockOption(_ key: String, value: Any, reader: inout YAMLReader, label: String)
+        throws(CLIError)
+    {
         switch key {
         case "strategy", "lock_strategy":
             let s = try reader.string(value, key: label)
@@ -200,7 +203,7 @@ public struct Configuration: Equatable, Sendable {
                 throw CLIError("bad value for \(label): \"\(mode)\" (expected strict or best_effort)")
             }
             storage.lock.mode = mode
-        default: storage.lock.fileLockDir = try reader.string(value, key: label)    // file_lock_dir
+        default: storage.lock.fileLockDir = try reader.string(value, key: label)  // file_lock_dir
         }
     }
 
@@ -230,9 +233,10 @@ public struct Configuration: Equatable, Sendable {
             switch key {
             case "rw": mount.readOnly = false
             case "debug": mount.logLevel = "debug"
-            case "config": continue    // read before everything else by the caller
+            case "config": continue  // read before everything else by the caller
             case _ where Self.isMountCommandOption(key): continue
-            default: try setMountOption(key, value: value, reader: &reader, label: key, origin: "mount option \"\(key)\"")
+            default:
+                try setMountOption(key, value: value, reader: &reader, label: key, origin: "mount option \"\(key)\"")
             }
         }
     }
@@ -251,8 +255,10 @@ public struct Configuration: Equatable, Sendable {
         mountCommandOptions.contains(key) || key.hasPrefix("x-") || key == "comment"
     }
 
-    private mutating func setMountOption(_ key: String, value: Any, reader: inout YAMLReader, label: String,
-                                         origin: String) throws(CLIError) {
+    private mutating func setMountOption(
+        _ key: String, value: Any, reader: inout YAMLReader, label: String,
+        origin: String
+    ) throws(CLIError) {
         switch key {
         case "uid": mount.uid = UInt32(try reader.int(value, key: label, in: Bounds.id))
         case "gid": mount.gid = UInt32(try reader.int(value, key: label, in: Bounds.id))
@@ -280,12 +286,15 @@ public struct Configuration: Equatable, Sendable {
         case "metrics_addr": mount.metricsAddress = try reader.string(value, key: label)
         case "control_dir":
             let name = try reader.string(value, key: label)
-            guard !name.contains("/"), name != ".", name != ".." else { throw CLIError("bad value for \(label): \"\(name)\" (a single name)") }
+            guard !name.contains("/"), name != ".", name != ".." else {
+                throw CLIError("bad value for \(label): \"\(name)\" (a single name)")
+            }
             mount.controlDir = name
         case "control_dir_mode":
             let mode = try reader.mode(value, key: label)
             guard mode & ~0o444 == 0 else {
-                throw CLIError("bad value for \(label): 0\(String(mode, radix: 8)) (read bits only: 0400, 0440 or 0444)")
+                throw CLIError(
+                    "bad value for \(label): 0\(String(mode, radix: 8)) (read bits only: 0400, 0440 or 0444)")
             }
             mount.controlDirMode = mode
         case "records_url": mount.recordsURL = try reader.string(value, key: label)
@@ -305,7 +314,10 @@ public struct Configuration: Equatable, Sendable {
     /// YAML of the effective configuration, secrets replaced by `<redacted>`.
     public func redactedYAML(source: String?) -> String {
         func quoted(_ s: String?) -> String {
-            s.map { "\"" + $0.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"") + "\"" }
+            s.map {
+                "\"" + $0.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"")
+                    + "\""
+            }
                 ?? "null"
         }
         func secret(_ s: String?) -> String { s == nil ? "null" : "\"<redacted>\"" }
@@ -378,17 +390,19 @@ public struct Configuration: Equatable, Sendable {
 
     /// S3 settings for `bucket`; what is unset here comes from the environment and `~/.aws`.
     public func s3Configuration(bucket: String) -> S3Configuration {
-        S3Configuration(bucket: bucket, region: storage.regionName, endpointURL: storage.endpointURL,
-                        pathStyle: storage.pathStyle, accessKeyID: storage.accessKeyID,
-                        secretAccessKey: storage.secretAccessKey, sessionToken: storage.sessionToken,
-                        profile: storage.profile, noSignRequest: storage.noSignRequest)
+        S3Configuration(
+            bucket: bucket, region: storage.regionName, endpointURL: storage.endpointURL,
+            pathStyle: storage.pathStyle, accessKeyID: storage.accessKeyID,
+            secretAccessKey: storage.secretAccessKey, sessionToken: storage.sessionToken,
+            profile: storage.profile, noSignRequest: storage.noSignRequest)
     }
 
     /// GCS settings for `bucket`; what is unset here comes from the environment (`STORAGE_EMULATOR_HOST`,
     /// `GOOGLE_APPLICATION_CREDENTIALS`, the metadata server). `endpoint_url` serves both kinds of store.
     public func gcsConfiguration(bucket: String) -> GCSConfiguration {
-        GCSConfiguration(bucket: bucket, endpointURL: storage.endpointURL, credentialsFile: storage.credentialsFile,
-                         projectID: storage.projectID)
+        GCSConfiguration(
+            bucket: bucket, endpointURL: storage.endpointURL, credentialsFile: storage.credentialsFile,
+            projectID: storage.projectID)
     }
 
     /// How the store is reached, beside saved uploads: endpoint, region, path style (no secrets).
@@ -403,7 +417,8 @@ public struct Configuration: Equatable, Sendable {
             context["project_id"] = storage.projectID
             return context
         }
-        context["endpoint_url"] = storage.endpointURL ?? environment["AWS_ENDPOINT_URL_S3"] ?? environment["AWS_ENDPOINT_URL"]
+        context["endpoint_url"] =
+            storage.endpointURL ?? environment["AWS_ENDPOINT_URL_S3"] ?? environment["AWS_ENDPOINT_URL"]
         context["region"] = storage.regionName ?? environment["AWS_REGION"] ?? environment["AWS_DEFAULT_REGION"]
         context["path_style"] = storage.pathStyle.map { String($0) }
         context["profile"] = storage.profile
@@ -494,7 +509,9 @@ struct YAMLReader {
     /// An octal permission mode such as `0644` or `644`.
     func mode(_ value: Any, key: String) throws(CLIError) -> UInt32 {
         let text = value as? String ?? ""
-        guard let parsed = UInt32(text, radix: 8), parsed <= 0o7777 else { throw bad(key, "an octal mode such as 0644") }
+        guard let parsed = UInt32(text, radix: 8), parsed <= 0o7777 else {
+            throw bad(key, "an octal mode such as 0644")
+        }
         return parsed
     }
 

@@ -19,8 +19,9 @@ public enum DaemonLauncher {
     static func launch(source: String, mountpoint: String, arguments: [String], logDirectory: String) throws(CLIError) {
         // Logs name keys: the log directory is 0700, the log file 0600 (also one an older version made 0644).
         do {
-            try PrivateDirectory.prepare((logDirectory as NSString).deletingLastPathComponent,
-                                         sub: (logDirectory as NSString).lastPathComponent)
+            try PrivateDirectory.prepare(
+                (logDirectory as NSString).deletingLastPathComponent,
+                sub: (logDirectory as NSString).lastPathComponent)
         } catch {
             throw CLIError("log directory: \(error)")
         }
@@ -101,7 +102,9 @@ public enum DaemonLauncher {
         }
         let answer = String(decoding: message, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
         if answer == ReadinessPipe.readyMessage {
-            print("bucketfs: mounted \(source) at \(mountpoint) (pid \(pid), log \(logFile)); unmount with: bucketfs unmount \(mountpoint)")
+            print(
+                "bucketfs: mounted \(source) at \(mountpoint) (pid \(pid), log \(logFile)); unmount with: bucketfs unmount \(mountpoint)"
+            )
             return
         }
         var exitStatus: Int32 = 0
@@ -129,7 +132,10 @@ public enum DaemonLauncher {
         var buffer = [UInt8](repeating: 0, count: 4096)
         while true {
             let n = read(fd, &buffer, buffer.count)
-            if n > 0 { data += buffer[0..<n]; continue }
+            if n > 0 {
+                data += buffer[0..<n]
+                continue
+            }
             if n < 0 && errno == EINTR { continue }
             break
         }
@@ -170,7 +176,9 @@ public enum DaemonLauncher {
         }
     }
 
-    private static func withCStrings<R>(_ strings: [String], _ body: (UnsafePointer<UnsafeMutablePointer<CChar>?>) -> R) -> R {
+    private static func withCStrings<R>(_ strings: [String], _ body: (UnsafePointer<UnsafeMutablePointer<CChar>?>) -> R)
+        -> R
+    {
         let pointers = strings.map { strdup($0) } + [nil]
         defer { pointers.forEach { free($0) } }
         return pointers.withUnsafeBufferPointer { body($0.baseAddress!) }

@@ -42,14 +42,17 @@ struct DaemonLogHandler: LogHandler {
         var all = metadata
         if let provided = metadataProvider?.get() { all.merge(provided) { _, new in new } }
         if let extra = event.metadata { all.merge(extra) { _, new in new } }
-        let line = Self.format(level: event.level, label: label, message: event.message.description,
-                               metadata: all, journal: journal, date: Date())
+        let line = Self.format(
+            level: event.level, label: label, message: event.message.description,
+            metadata: all, journal: journal, date: Date())
         // One write(2) per line, so that lines of concurrent threads never interleave.
         _ = line.withCString { Glibc.write(STDERR_FILENO, $0, strlen($0)) }
     }
 
-    static func format(level: Logger.Level, label: String, message: String, metadata: Logger.Metadata,
-                       journal: Bool, date: Date) -> String {
+    static func format(
+        level: Logger.Level, label: String, message: String, metadata: Logger.Metadata,
+        journal: Bool, date: Date
+    ) -> String {
         let fields = metadata.sorted { $0.key < $1.key }.map { "\($0.key)=\(quoted("\($0.value)"))" }
         // No URL password reaches a log, whoever wrote the message.
         let text = URLRedaction.redact(([oneLine(message)] + fields).joined(separator: " "))
@@ -61,7 +64,8 @@ struct DaemonLogHandler: LogHandler {
     static func quoted(_ value: String) -> String {
         let flat = oneLine(value)
         guard flat.isEmpty || flat.contains(where: { $0 == " " || $0 == "\"" || $0 == "=" }) else { return flat }
-        return "\"" + flat.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"") + "\""
+        return "\"" + flat.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"")
+            + "\""
     }
 
     static func oneLine(_ text: String) -> String {

@@ -112,7 +112,8 @@ final class DaemonMetrics: Sendable {
     /// Bytes a streaming GET handed on (counted when it ends, whatever the outcome).
     func streamed(_ bytes: Int) {
         guard bytes > 0 else { return }
-        counter("bucketfs_store_bytes_total", [("op", "get_streaming"), ("direction", "received")]).increment(by: Int64(bytes))
+        counter("bucketfs_store_bytes_total", [("op", "get_streaming"), ("direction", "received")]).increment(
+            by: Int64(bytes))
     }
 
     /// The error's kind, a bounded set of label values.
@@ -153,11 +154,14 @@ final class DaemonMetrics: Sendable {
         refreshers.withLock { list in
             list.append { [self] in
                 follow("bucketfs_read_ahead_total", [("result", "hit")], counts.readAheadHits.load(ordering: .relaxed))
-                follow("bucketfs_read_ahead_total", [("result", "miss")], counts.readAheadMisses.load(ordering: .relaxed))
-                follow("bucketfs_small_content_cache_total", [("result", "hit")],
-                       counts.smallContentHits.load(ordering: .relaxed))
-                follow("bucketfs_small_content_cache_total", [("result", "miss")],
-                       counts.smallContentMisses.load(ordering: .relaxed))
+                follow(
+                    "bucketfs_read_ahead_total", [("result", "miss")], counts.readAheadMisses.load(ordering: .relaxed))
+                follow(
+                    "bucketfs_small_content_cache_total", [("result", "hit")],
+                    counts.smallContentHits.load(ordering: .relaxed))
+                follow(
+                    "bucketfs_small_content_cache_total", [("result", "miss")],
+                    counts.smallContentMisses.load(ordering: .relaxed))
                 follow("bucketfs_store_retries_total", [], retries())
                 let pending = fileSystem.pendingUploadCount
                 let inFlight = max(0, counts.uploadsInFlight.load(ordering: .relaxed))
@@ -180,7 +184,9 @@ final class DaemonMetrics: Sendable {
         var total = 0
         while let name = walker.nextObject() as? String {
             var info = stat()
-            if lstat(directory + "/" + name, &info) == 0, (info.st_mode & S_IFMT) == S_IFREG { total += Int(info.st_size) }
+            if lstat(directory + "/" + name, &info) == 0, (info.st_mode & S_IFMT) == S_IFREG {
+                total += Int(info.st_size)
+            }
         }
         return total
     }

@@ -26,16 +26,19 @@ struct EventsCommand: ParsableCommand {
             for name in try RecordsAccess.attempt({ try events.streams() }) {
                 let last = try RecordsAccess.attempt { try events.tail(stream: name, count: 1) }.first
                 let count = try RecordsAccess.attempt { try events.count(stream: name) }
-                Swift.print([name, "\(count) events", last.map { "\($0.type) \(RecordCoding.format($0.timestamp))" } ?? ""]
-                    .joined(separator: "\t"))
+                Swift.print(
+                    [name, "\(count) events", last.map { "\($0.type) \(RecordCoding.format($0.timestamp))" } ?? ""]
+                        .joined(separator: "\t"))
             }
         }
     }
 
     struct Tail: ParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "The last events (of every stream without STREAM), oldest first; --follow keeps printing new ones.",
-            discussion: "Lines: time, stream, sequence, type, data as JSON. --type upload_failed lists the dead letters.")
+            abstract:
+                "The last events (of every stream without STREAM), oldest first; --follow keeps printing new ones.",
+            discussion:
+                "Lines: time, stream, sequence, type, data as JSON. --type upload_failed lists the dead letters.")
         @Argument(help: "A mount source, a redis:// or a postgres:// URL.") var source: String
         @Argument(help: "The stream (a mount id).") var stream: String?
         @Option(name: [.customShort("n"), .long], help: "How many.") var lines = 10
@@ -116,8 +119,11 @@ struct EventsCommand: ParsableCommand {
             if json {
                 text += try compact(event) + "\n"
             } else {
-                text += [RecordCoding.format(event.timestamp), event.stream, String(event.sequence), event.type,
-                         try compact(JSONValue.object(event.data))].joined(separator: "\t") + "\n"
+                text +=
+                    [
+                        RecordCoding.format(event.timestamp), event.stream, String(event.sequence), event.type,
+                        try compact(JSONValue.object(event.data)),
+                    ].joined(separator: "\t") + "\n"
             }
         }
         FileHandle.standardOutput.write(Data(text.utf8))

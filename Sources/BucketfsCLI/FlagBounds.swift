@@ -22,16 +22,18 @@ enum FlagBounds {
         guard value.isFinite, range.contains(value) else {
             // Whole numbers without ".0"; anything huge or not finite as Swift prints it (Int(1e300) would trap).
             let shown = value == value.rounded() && abs(value) < 1e15 ? String(Int(value)) : String(value)
-            throw ValidationError("bad value for \(flag): \(shown) (expected \(unit) from "
-                                  + "\(Bounds.text(range.lowerBound)) to \(Bounds.text(range.upperBound)))")
+            throw ValidationError(
+                "bad value for \(flag): \(shown) (expected \(unit) from "
+                    + "\(Bounds.text(range.lowerBound)) to \(Bounds.text(range.upperBound)))")
         }
     }
 
     static func check(_ value: Int?, flag: String, in range: ClosedRange<Int>) throws {
         guard let value else { return }
         guard range.contains(value) else {
-            throw ValidationError("bad value for \(flag): \(value) (expected an integer from \(range.lowerBound) "
-                                  + "to \(range.upperBound))")
+            throw ValidationError(
+                "bad value for \(flag): \(value) (expected an integer from \(range.lowerBound) "
+                    + "to \(range.upperBound))")
         }
     }
 }

@@ -17,16 +17,21 @@ enum FuseConfiguration {
 
     /// fusermount3 refuses `allow_other` for users other than root unless fuse.conf allows it, and says so in a
     /// way that is easy to miss: check first and say how to fix it, before anything is mounted.
-    static func requireAllowOtherPermitted(allowOther: Bool, uid: uid_t = getuid(),
-                                           configPath: String = path) throws(CLIError) {
+    static func requireAllowOtherPermitted(
+        allowOther: Bool, uid: uid_t = getuid(),
+        configPath: String = path
+    ) throws(CLIError) {
         guard allowOther, uid != 0, !allowsOther(configPath: configPath) else { return }
-        throw CLIError("allow_other is refused for users other than root unless \(configPath) has a line user_allow_other: add it (as root: echo user_allow_other >> \(configPath)), or mount without allow_other")
+        throw CLIError(
+            "allow_other is refused for users other than root unless \(configPath) has a line user_allow_other: add it (as root: echo user_allow_other >> \(configPath)), or mount without allow_other"
+        )
     }
 
     /// Users other than root mount through the setuid fusermount3, which opens /dev/fuse itself: they only need
     /// the device to exist and fusermount3 to be installed.
     static func fusermountPath(environment: [String: String] = ProcessInfo.processInfo.environment) -> String? {
-        let directories = (environment["PATH"] ?? "").split(separator: ":").map(String.init)
+        let directories =
+            (environment["PATH"] ?? "").split(separator: ":").map(String.init)
             + ["/usr/bin", "/bin", "/usr/local/bin"]
         return directories.map { $0 + "/fusermount3" }.first { access($0, X_OK) == 0 }
     }

@@ -30,12 +30,12 @@ struct LockCommand: ParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Run COMMAND while holding the lock on RESOURCE (a path under SOURCE).",
             discussion: """
-            Waits for the lock as the configuration says (retry_attempts tries, retry_delay_seconds apart) unless
-            --wait is given; exits 1 without running COMMAND if the lock cannot be had. Otherwise exits with
-            COMMAND's status, or 1 if the lease was lost while COMMAND ran (it was then not protected).
-            COMMAND gets the lease's fencing token in BUCKETFS_LOCK_TOKEN: it grows with every new holder.
-            Example: bucketfs lock run s3://team/data/ jobs/nightly -- ./nightly.sh
-            """)
+                Waits for the lock as the configuration says (retry_attempts tries, retry_delay_seconds apart) unless
+                --wait is given; exits 1 without running COMMAND if the lock cannot be had. Otherwise exits with
+                COMMAND's status, or 1 if the lease was lost while COMMAND ran (it was then not protected).
+                COMMAND gets the lease's fencing token in BUCKETFS_LOCK_TOKEN: it grows with every new holder.
+                Example: bucketfs lock run s3://team/data/ jobs/nightly -- ./nightly.sh
+                """)
 
         @Argument(help: "s3://bucket/prefix/, gs://…, file:///dir/ — as for mount.")
         var source: String
@@ -76,8 +76,10 @@ struct LockCommand: ParsableCommand {
                     try manager.release(lease)
                 } else {
                     // The library's `withLock`: `retry_attempts` tries, `retry_delay_seconds` apart (seed 000).
-                    status = try withLock(name, manager: manager, mode: mode, retryAttempts: setup.retryAttempts,
-                                          retryDelay: setup.retryDelay) { lease in
+                    status = try withLock(
+                        name, manager: manager, mode: mode, retryAttempts: setup.retryAttempts,
+                        retryDelay: setup.retryDelay
+                    ) { lease in
                         ChildProcess.run(command, token: lease.token)
                     }
                 }
@@ -88,7 +90,8 @@ struct LockCommand: ParsableCommand {
                 throw CLIError("cannot take the lock on \(resource): \(error)")
             } catch {
                 // Only a release fails here: the lease was gone (or unreachable) before the command ended.
-                FileHandle.standardError.write(Data("bucketfs: the lock on \(resource) was lost while the command ran: \(error)\n".utf8))
+                FileHandle.standardError.write(
+                    Data("bucketfs: the lock on \(resource) was lost while the command ran: \(error)\n".utf8))
                 throw ExitCode.failure
             }
             manager.shutdown()
@@ -133,7 +136,7 @@ enum ChildProcess {
         for sig in forwarded {
             signal(sig) { received in
                 let pid = ChildProcess.child.load(ordering: .relaxed)
-                if pid > 0 && received != SIGINT { kill(pid, received) }    // SIGINT reaches the group already
+                if pid > 0 && received != SIGINT { kill(pid, received) }  // SIGINT reaches the group already
             }
         }
         var pid: pid_t = 0
@@ -145,7 +148,8 @@ enum ChildProcess {
         defer { cEnv.forEach { free($0) } }
         let spawned = posix_spawnp(&pid, argv[0], nil, nil, cArgs, cEnv)
         guard spawned == 0 else {
-            FileHandle.standardError.write(Data("bucketfs: cannot run \(argv[0]): \(String(cString: strerror(spawned)))\n".utf8))
+            FileHandle.standardError.write(
+                Data("bucketfs: cannot run \(argv[0]): \(String(cString: strerror(spawned)))\n".utf8))
             return 127
         }
         child.store(pid, ordering: .relaxed)
@@ -153,7 +157,7 @@ enum ChildProcess {
         while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
         child.store(0, ordering: .relaxed)
         for sig in forwarded { signal(sig, SIG_DFL) }
-        if status & 0x7f == 0 { return (status >> 8) & 0xff }    // exited
-        return 128 + (status & 0x7f)                               // killed by a signal
+        if status & 0x7f == 0 { return (status >> 8) & 0xff }  // exited
+        return 128 + (status & 0x7f)  // killed by a signal
     }
 }

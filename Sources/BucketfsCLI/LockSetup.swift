@@ -1,9 +1,9 @@
 import Foundation
 import Glibc
 import Locking
-import RedisClient
 import Logging
 import ObjectStore
+import RedisClient
 
 /// The lock strategy a configuration names, and how a file of the mount is named to it. `bucketfs mount` and
 /// `bucketfs lock` share this, so a `bucketfs lock run SOURCE data/x` excludes a flock on `MOUNT/data/x`.
@@ -38,15 +38,16 @@ struct LockSetup {
                 if let url = lock.redisURL {
                     endpoint = try RedisEndpoint(url: url)
                 } else {
-                    endpoint = RedisEndpoint(host: lock.redisHost ?? "127.0.0.1", port: lock.redisPort ?? 6379,
-                                             password: lock.redisPassword, db: lock.redisDB)
+                    endpoint = RedisEndpoint(
+                        host: lock.redisHost ?? "127.0.0.1", port: lock.redisPort ?? 6379,
+                        password: lock.redisPassword, db: lock.redisDB)
                 }
             } catch {
                 throw CLIError("bad Redis settings: \(error)")
             }
             strategy = RedisLockStrategy(endpoint: endpoint)
             resourceName = { source + local($0) }
-        default:    // "file"
+        default:  // "file"
             let directory = lock.fileLockDir ?? Self.defaultFileLockDirectory()
             do { strategy = try FileLockStrategy(directory: directory) } catch {
                 throw CLIError("cannot use lock directory \(directory): \(error)")
@@ -70,8 +71,9 @@ struct LockSetup {
 
     func makeManager(logger: Logger, onLost: (@Sendable (Lease, LockError) -> Void)? = nil) -> LockManager? {
         guard let strategy else { return nil }
-        return LockManager(strategy: strategy, owner: .current(), leaseDuration: leaseSeconds, logger: logger,
-                           onLost: onLost)
+        return LockManager(
+            strategy: strategy, owner: .current(), leaseDuration: leaseSeconds, logger: logger,
+            onLost: onLost)
     }
 
     static func defaultFileLockDirectory() -> String {

@@ -28,7 +28,10 @@ struct ConfigurationOptions: ParsableArguments {
     @Option(help: "trace, debug, info, warning or error (default info).")
     var logLevel: String?
 
-    @Option(help: "S3 or GCS endpoint, e.g. http://127.0.0.1:9000 (default: AWS_ENDPOINT_URL, then AWS; for gs://, STORAGE_EMULATOR_HOST, then Google).")
+    @Option(
+        help:
+            "S3 or GCS endpoint, e.g. http://127.0.0.1:9000 (default: AWS_ENDPOINT_URL, then AWS; for gs://, STORAGE_EMULATOR_HOST, then Google)."
+    )
     var endpointURL: String?
     @Option(help: "S3 region (default: AWS_REGION, AWS_DEFAULT_REGION, the profile's, us-east-1).")
     var region: String?
@@ -43,13 +46,24 @@ struct ConfigurationOptions: ParsableArguments {
     @Flag(help: "Anonymous S3 access (public buckets): requests are not signed.")
     var noSignRequest = false
 
-    @Option(help: "How locks on files hold across mounts: object (a lock object in the bucket; default), redis, file (one host) or none (this mount only).")
+    @Option(
+        help:
+            "How locks on files hold across mounts: object (a lock object in the bucket; default), redis, file (one host) or none (this mount only)."
+    )
     var lockStrategy: String?
-    @Option(help: "Redis for --lock-strategy redis: redis://[user:password@]host[:port][/db]; rediss://…[?ca=FILE] for TLS.")
+    @Option(
+        help: "Redis for --lock-strategy redis: redis://[user:password@]host[:port][/db]; rediss://…[?ca=FILE] for TLS."
+    )
     var redisURL: String?
-    @Option(help: "Serve metrics (locks: attempts, failures, latency, hold time, renewals, lost) as Prometheus text on HOST:PORT.")
+    @Option(
+        help:
+            "Serve metrics (locks: attempts, failures, latency, hold time, renewals, lost) as Prometheus text on HOST:PORT."
+    )
     var metricsAddr: String?
-    @Option(help: "Lease of a lock held across mounts, renewed at a third of it; how long a crashed mount's locks last (default 60).")
+    @Option(
+        help:
+            "Lease of a lock held across mounts, renewed at a third of it; how long a crashed mount's locks last (default 60)."
+    )
     var lockLeaseSeconds: Int?
 
     /// The numeric flags, named as typed (`-o` values are checked by `Configuration`, named by their key).
@@ -61,18 +75,22 @@ struct ConfigurationOptions: ParsableArguments {
     }
 
     /// defaults < YAML < environment (`BUCKETFS_*`) < flags < -o
-    func resolve(environment: [String: String] = ProcessInfo.processInfo.environment) throws(CLIError) -> Configuration {
+    func resolve(environment: [String: String] = ProcessInfo.processInfo.environment) throws(CLIError) -> Configuration
+    {
         try layers(environment: environment).last!.configuration
     }
 
     /// The configuration after each layer, in order: the defaults, the YAML file, each `BUCKETFS_*` variable, the
     /// flags, the `-o` options. `config print --sources` names the last layer that changed each value.
     func layers(environment: [String: String] = ProcessInfo.processInfo.environment)
-        throws(CLIError) -> [(source: String, configuration: Configuration)] {
+        throws(CLIError) -> [(source: String, configuration: Configuration)]
+    {
         var configuration = Configuration()
         var layers = [(source: "default", configuration: configuration)]
         let joined = options.joined(separator: ",")
-        let fileFromOptions = joined.split(separator: ",").first { $0.hasPrefix("config=") }.map { String($0.dropFirst(7)) }
+        let fileFromOptions = joined.split(separator: ",").first { $0.hasPrefix("config=") }.map {
+            String($0.dropFirst(7))
+        }
         let fileFromEnvironment = environment[Configuration.configFileVariable].flatMap { $0.isEmpty ? nil : $0 }
         if let file = fileFromOptions ?? config ?? fileFromEnvironment {
             try configuration.apply(yamlFile: file)

@@ -9,8 +9,10 @@ import Yams
 /// What the mount shows in its control directory.
 extension MountAssembly {
     /// nil when `control_dir` is empty (no control directory).
-    func controlSettings(records: RecordStores, registry: PrometheusCollectorRegistry, meter: MeteredStore,
-                         health: MountHealth) -> ControlDirectory.Settings? {
+    func controlSettings(
+        records: RecordStores, registry: PrometheusCollectorRegistry, meter: MeteredStore,
+        health: MountHealth
+    ) -> ControlDirectory.Settings? {
         let name = configuration.mount.controlDir
         guard !name.isEmpty else { return nil }
         let config = Self.configJSON(configuration, source: location.description)
@@ -39,7 +41,8 @@ extension MountAssembly {
     static func configJSON(_ configuration: Configuration, source: String) -> Data {
         let yaml = configuration.redactedYAML(source: source)
         guard let loaded = try? Yams.load(yaml: yaml), let value = jsonValue(loaded),
-              let data = try? RecordCoding.encode(value) else { return Data("{}\n".utf8) }
+            let data = try? RecordCoding.encode(value)
+        else { return Data("{}\n".utf8) }
         return data
     }
 

@@ -83,16 +83,17 @@ struct MountAssembly {
 
     var fileSystemOptions: FileSystemOptions {
         let m = configuration.mount
-        return FileSystemOptions(prefix: location.prefix, uid: m.uid, gid: m.gid, filePermissions: m.fileMode,
-                                 directoryPermissions: m.dirMode, readOnly: m.readOnly,
-                                 metadataTTL: m.metadataTTL, negativeTTL: m.negativeTTL,
-                                 cacheDirectory: m.cacheDir, readAheadBudget: m.readAheadMiB << 20,
-                                 multipartPartSize: streamsUploads && m.partSizeMiB > 0 ? m.partSizeMiB << 20 : nil,
-                                 multipartMaxInFlight: m.partsInFlight,
-                                 renameParallelism: m.renameParallelism,
-                                 stagingLimit: UInt64(m.stagingMaxMiB) << 20,
-                                 recoveryContext: configuration.storeContext(for: location),
-                                 blockCacheSize: UInt64(m.blockCacheMiB) << 20)
+        return FileSystemOptions(
+            prefix: location.prefix, uid: m.uid, gid: m.gid, filePermissions: m.fileMode,
+            directoryPermissions: m.dirMode, readOnly: m.readOnly,
+            metadataTTL: m.metadataTTL, negativeTTL: m.negativeTTL,
+            cacheDirectory: m.cacheDir, readAheadBudget: m.readAheadMiB << 20,
+            multipartPartSize: streamsUploads && m.partSizeMiB > 0 ? m.partSizeMiB << 20 : nil,
+            multipartMaxInFlight: m.partsInFlight,
+            renameParallelism: m.renameParallelism,
+            stagingLimit: UInt64(m.stagingMaxMiB) << 20,
+            recoveryContext: configuration.storeContext(for: location),
+            blockCacheSize: UInt64(m.blockCacheMiB) << 20)
     }
 
     /// The parts of a running mount, before it is mounted.
@@ -120,7 +121,7 @@ struct MountAssembly {
         var options = fileSystemOptions
         options.directoryMetadataInSidecar = directoryMetadataInSidecar(logger: logger)
         switch location.kind {
-        case .s3, .gcs: options.maxKeyLength = 1024    // both limit a key to 1,024 bytes of UTF-8
+        case .s3, .gcs: options.maxKeyLength = 1024  // both limit a key to 1,024 bytes of UTF-8
         default: break
         }
         // Staged data and recovery copies: real directories of ours, 0700 — never a link planted in the cache
@@ -130,27 +131,31 @@ struct MountAssembly {
                 throw CLIError("cache directory: \(error)")
             }
         }
-        let recovery = RecoveryFolder(directory: m.cacheDir + "/recovery", store: meter.description,
-                                      context: options.recoveryContext, logger: logger)
+        let recovery = RecoveryFolder(
+            directory: m.cacheDir + "/recovery", store: meter.description,
+            context: options.recoveryContext, logger: logger)
         let staging: StagingJournal
         do {
-            staging = try StagingJournal(directory: m.cacheDir + "/staging", store: meter.description,
-                                         context: options.recoveryContext, logger: logger)
+            staging = try StagingJournal(
+                directory: m.cacheDir + "/staging", store: meter.description,
+                context: options.recoveryContext, logger: logger)
         } catch {
             throw CLIError("\(error)")
         }
         let id = LiveSession.newMountID()
         let events = MountEvents(stream: id, log: records.events, logger: logger)
         events.stagingRecovered(staging.recover(store: store, recovery: recovery))
-        let journal = UploadStateJournal(uploads: records.uploads, logger: logger,
-                                         stagingDirectory: m.cacheDir + "/staging", mountID: staging.mountID,
-                                         events: events, isAlive: MountRegistry.isAlive)
+        let journal = UploadStateJournal(
+            uploads: records.uploads, logger: logger,
+            stagingDirectory: m.cacheDir + "/staging", mountID: staging.mountID,
+            events: events, isAlive: MountRegistry.isAlive)
         let fileSystem: FileSystem
         do {
-            fileSystem = try FileSystem(store: meter, options: options, logger: logger,
-                                        lockManager: locking.makeManager(logger: logger, onLost: events.lockLost),
-                                        lockResource: locking.resourceName, control: control,
-                                        uploadJournal: journal, stagingJournal: staging, events: events)
+            fileSystem = try FileSystem(
+                store: meter, options: options, logger: logger,
+                lockManager: locking.makeManager(logger: logger, onLost: events.lockLost),
+                lockResource: locking.resourceName, control: control,
+                uploadJournal: journal, stagingJournal: staging, events: events)
         } catch {
             throw CLIError("\(error)")
         }
@@ -158,8 +163,9 @@ struct MountAssembly {
         DaemonMetrics.shared.watch(fileSystem: fileSystem, cacheDirectory: m.cacheDir, store: store)
         // Uploads a crashed daemon on this host left behind: content to the recovery folder, upload aborted.
         journal.recoverInterrupted(store: store, recovery: recovery)
-        return Parts(id: id, meter: meter, records: records, events: events, health: health, staging: staging,
-                     fileSystem: fileSystem)
+        return Parts(
+            id: id, meter: meter, records: records, events: events, health: health, staging: staging,
+            fileSystem: fileSystem)
     }
 }
 
@@ -172,9 +178,10 @@ extension MountAssembly.Parts {
                 id: id, sessions: records.sessions, userID: String(getuid()), metadata: metadata,
                 counters: {
                     let c = meter.snapshot
-                    return SessionRecord.Metrics(requestCount: c.requests,
-                                                 totalProcessingTime: (c.seconds * 1000).rounded() / 1000,
-                                                 errorCount: c.errors)
+                    return SessionRecord.Metrics(
+                        requestCount: c.requests,
+                        totalProcessingTime: (c.seconds * 1000).rounded() / 1000,
+                        errorCount: c.errors)
                 },
                 warn: { message, error in logger.warning("\(message)", metadata: ["error": "\(error)"]) })
             session.refresh(every: 5)

@@ -1,5 +1,6 @@
 import ArgumentParser
 import CLibc
+import CoreMetrics
 import FileSystem
 import Foundation
 import FuseBridge
@@ -7,16 +8,15 @@ import Logging
 import ObjectStore
 import Prometheus
 import Records
-import CoreMetrics
 
 struct MountCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "mount",
         abstract: "Mount SOURCE on MOUNTPOINT.",
         discussion: """
-        Without --foreground the command returns once the mount is ready (exit 0) or has failed (one line on
-        stderr, non-zero exit); the daemon keeps running in the background and logs to CACHE_DIR/logs/.
-        """)
+            Without --foreground the command returns once the mount is ready (exit 0) or has failed (one line on
+            stderr, non-zero exit); the daemon keeps running in the background and logs to CACHE_DIR/logs/.
+            """)
 
     @Argument(help: "file:///dir/, memory://, s3://bucket/prefix/ or gs://bucket/prefix/")
     var source: String
@@ -46,9 +46,10 @@ struct MountCommand: ParsableCommand {
         if foreground {
             try serve(assembly, locking: locking, mountpoint: target)
         } else {
-            try DaemonLauncher.launch(source: location.description, mountpoint: target,
-                                      arguments: Array(CommandLine.arguments.dropFirst()),
-                                      logDirectory: configuration.mount.cacheDir + "/logs")
+            try DaemonLauncher.launch(
+                source: location.description, mountpoint: target,
+                arguments: Array(CommandLine.arguments.dropFirst()),
+                logDirectory: configuration.mount.cacheDir + "/logs")
         }
     }
 
@@ -77,8 +78,9 @@ struct MountCommand: ParsableCommand {
             let fileSystem = parts.fileSystem
             let session = try FuseSession(
                 fileSystem: fileSystem, mountpoint: mountpoint,
-                options: FuseMountOptions(fsName: location.description, readOnly: m.readOnly, allowOther: m.allowOther,
-                                          debug: m.logLevel == "trace"),
+                options: FuseMountOptions(
+                    fsName: location.description, readOnly: m.readOnly, allowOther: m.allowOther,
+                    debug: m.logLevel == "trace"),
                 logger: logger)
             do { try session.mount() } catch {
                 let needsFuseConf = m.allowOther && getuid() != 0
@@ -86,8 +88,9 @@ struct MountCommand: ParsableCommand {
                 throw CLIError("\(error)\(hint)")
             }
             let registration = MountRegistry.register(source: location.description, mountpoint: mountpoint)
-            registration?.refresh(every: 2, pendingUploads: { fileSystem.pendingUploadCount },
-                                  heldLocks: { fileSystem.heldLockLeases.map(\.resource) })
+            registration?.refresh(
+                every: 2, pendingUploads: { fileSystem.pendingUploadCount },
+                heldLocks: { fileSystem.heldLockLeases.map(\.resource) })
             let mountMetadata: [String: JSONValue] = [
                 "host": .string(ProcessInfo.processInfo.hostName), "uid": .integer(Int64(getuid())),
                 "pid": .integer(Int64(getpid())), "source": .string(location.description),
@@ -95,17 +98,22 @@ struct MountCommand: ParsableCommand {
             ]
             let mountSession = parts.startSession(metadata: mountMetadata, logger: logger)
             parts.events.emit(MountEventType.mounted, mountMetadata)
-            logger.info("mounted",
-                        metadata: ["source": "\(location)", "mountpoint": "\(mountpoint)", "pid": "\(getpid())"])
+            logger.info(
+                "mounted",
+                metadata: ["source": "\(location)", "mountpoint": "\(mountpoint)", "pid": "\(getpid())"])
             readiness?.signalReady()
             systemd?.ready(status: "serving \(location) at \(mountpoint)")
             let signal = session.run()
-            withExtendedLifetime(parts.staging) {}    // its lock marks this run's staged files as owned until here
+            withExtendedLifetime(parts.staging) {}  // its lock marks this run's staged files as owned until here
             systemd?.stopping()
             registration?.remove()
             mountSession?.end(status: signal == 0 ? "unmounted" : "stopped")
-            parts.events.emit(MountEventType.unmounted, ["status": .string(signal == 0 ? "unmounted" : "stopped"),
-                                                         "signal": .integer(Int64(signal))])
+            parts.events.emit(
+                MountEventType.unmounted,
+                [
+                    "status": .string(signal == 0 ? "unmounted" : "stopped"),
+                    "signal": .integer(Int64(signal)),
+                ])
             logger.info("unmounted", metadata: ["mountpoint": "\(mountpoint)", "signal": "\(signal)"])
         } catch {
             readiness?.signalFailure("\(error)")

@@ -30,15 +30,23 @@ final class MountEvents: EventSink {
         for key in report.uploaded { emit(MountEventType.uploadResumed, ["key": .string(key), "action": "uploaded"]) }
         for key in report.kept {
             let saved = report.savedCopies[key]
-            emit(MountEventType.uploadRecovered, ["key": .string(key), "action": "kept",
-                                                  "recovery_id": saved.map { .string(Self.recoveryID(saved: $0)) } ?? .null,
-                                                  "recovery_path": saved.map { .string($0) } ?? .null])
+            emit(
+                MountEventType.uploadRecovered,
+                [
+                    "key": .string(key), "action": "kept",
+                    "recovery_id": saved.map { .string(Self.recoveryID(saved: $0)) } ?? .null,
+                    "recovery_path": saved.map { .string($0) } ?? .null,
+                ])
         }
     }
 
     /// For `LockManager(onLost:)`, called on its renewal thread.
     func lockLost(_ lease: Lease, _ error: LockError) {
-        emit(MountEventType.lockLost, ["resource": .string(lease.resource), "token": .integer(Int64(lease.token)),
-                                       "error": .string(error.description)])
+        emit(
+            MountEventType.lockLost,
+            [
+                "resource": .string(lease.resource), "token": .integer(Int64(lease.token)),
+                "error": .string(error.description),
+            ])
     }
 }

@@ -29,16 +29,19 @@ final class MountHealth: Sendable {
     /// Lock order: `cached` is never held while probing, so a slow store does not block `heldLocks`.
     private let heldLocks = Mutex(HeldLocks())
 
-    /// The lock table's view, held in a struct, not as `Mutex<Closure?>`: each `withLock { $0 }` of a bare closure wrapped it in two more
-    /// reabstraction thunks and wrote it back, so every call grew slower until the stack overflowed (a daemon crash
-    /// after a few million FUSE operations; see docs/DEVELOPMENT.md, "Closures behind a Mutex").
+    /// The lock table's view, held in a struct, not as `Mutex<Closure?>`: each `withLock { $0 }` of a bare closure
+    /// wrapped it in two more reabstraction thunks and wrote it back, so every call grew slower until the stack
+    /// overflowed (a daemon crash after a few million FUSE operations; see docs/DEVELOPMENT.md, "Closures behind a
+    /// Mutex").
     private struct HeldLocks: Sendable {
         var leases: (@Sendable () -> [Lease])?
     }
 
     /// `ttl` 0 probes at every call (`bucketfs health`).
-    init(meter: MeteredStore, records: any RecordBackend, locking: LockSetup, ttl: Double,
-         now: @escaping @Sendable () -> Date = { Date() }) {
+    init(
+        meter: MeteredStore, records: any RecordBackend, locking: LockSetup, ttl: Double,
+        now: @escaping @Sendable () -> Date = { Date() }
+    ) {
         self.meter = meter
         self.records = records
         self.strategy = locking.strategy

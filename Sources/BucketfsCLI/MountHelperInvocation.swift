@@ -7,7 +7,8 @@ public enum MountHelperInvocation {
     /// and the first names no subcommand; anything else is left as it is.
     public static func arguments(_ arguments: [String]) -> [String] {
         guard arguments.count >= 2, !arguments[0].hasPrefix("-"), !arguments[1].hasPrefix("-"),
-              !subcommandNames.contains(arguments[0]) else { return arguments }
+            !subcommandNames.contains(arguments[0])
+        else { return arguments }
         return ["mount"] + arguments
     }
 

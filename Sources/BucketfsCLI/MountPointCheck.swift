@@ -17,7 +17,9 @@ enum MountPointCheck {
         var st = stat()
         if stat(full, &st) != 0 {
             if errno == ENOTCONN {
-                throw CLIError("mount point \(full) is a disconnected FUSE mount: run `bucketfs unmount \(full)` or `fusermount3 -u \(full)`")
+                throw CLIError(
+                    "mount point \(full) is a disconnected FUSE mount: run `bucketfs unmount \(full)` or `fusermount3 -u \(full)`"
+                )
             }
             throw CLIError("mount point \(full) does not exist")
         }
@@ -34,7 +36,9 @@ enum MountPointCheck {
         // Users other than root open the device too (libfuse then mounts through the setuid fusermount3).
         if getuid() != 0, access("/dev/fuse", F_OK) == 0 {
             guard access("/dev/fuse", R_OK | W_OK) == 0 else {
-                throw CLIError("/dev/fuse is not open to users other than root here: as root, chmod 0666 /dev/fuse (the mode udev gives it on a standard system), or mount as root")
+                throw CLIError(
+                    "/dev/fuse is not open to users other than root here: as root, chmod 0666 /dev/fuse (the mode udev gives it on a standard system), or mount as root"
+                )
             }
             guard FuseConfiguration.fusermountPath() != nil else {
                 throw CLIError("fusermount3 is missing: install fuse3 (users other than root mount through it)")
@@ -52,29 +56,34 @@ enum MountPointCheck {
         case (0, false):
             throw CLIError(sysAdminMissing)
         case (let error, let capable):
-            let problem = error == ENOENT
+            let problem =
+                error == ENOENT
                 ? "/dev/fuse is missing" : "/dev/fuse cannot be opened (\(String(cString: strerror(error))))"
             guard capable else {
-                throw CLIError("\(problem), and CAP_SYS_ADMIN is missing: "
-                               + "run the container with --device /dev/fuse --cap-add SYS_ADMIN")
+                throw CLIError(
+                    "\(problem), and CAP_SYS_ADMIN is missing: "
+                        + "run the container with --device /dev/fuse --cap-add SYS_ADMIN")
             }
             guard error == ENOENT else {
-                throw CLIError("\(problem): run the container with --device /dev/fuse "
-                               + "(a bind mount of it is not enough)")
+                throw CLIError(
+                    "\(problem): run the container with --device /dev/fuse "
+                        + "(a bind mount of it is not enough)")
             }
-            throw CLIError("\(problem): install fuse3 (modprobe fuse) on a host, "
-                           + "or run the container with --device /dev/fuse")
+            throw CLIError(
+                "\(problem): install fuse3 (modprobe fuse) on a host, "
+                    + "or run the container with --device /dev/fuse")
         }
     }
 
-    static let sysAdminMissing = "CAP_SYS_ADMIN is missing, which mount(2) needs (also through the setuid "
+    static let sysAdminMissing =
+        "CAP_SYS_ADMIN is missing, which mount(2) needs (also through the setuid "
         + "fusermount3): run the container with --cap-add SYS_ADMIN"
 
     /// Whether mount(2) can be reached: CAP_SYS_ADMIN in this process's effective set, or in its bounding set,
     /// which caps what the setuid fusermount3 (libfuse's fallback on EPERM) gains. Unreadable /proc: assume yes.
     static func mayGainSysAdmin() -> Bool {
         guard let status = procFile("/proc/self/status") else { return true }
-        let sysAdmin: UInt64 = 1 << 21    // CAP_SYS_ADMIN
+        let sysAdmin: UInt64 = 1 << 21  // CAP_SYS_ADMIN
         var found = false
         for line in status.split(separator: "\n") where line.hasPrefix("CapEff:") || line.hasPrefix("CapBnd:") {
             guard let mask = UInt64(line.split(separator: "\t").last ?? "", radix: 16) else { return true }
@@ -106,7 +115,10 @@ enum MountPointCheck {
         var buffer = [UInt8](repeating: 0, count: 16384)
         while true {
             let n = read(fd, &buffer, buffer.count)
-            if n > 0 { data += buffer[0..<n]; continue }
+            if n > 0 {
+                data += buffer[0..<n]
+                continue
+            }
             if n < 0 && errno == EINTR { continue }
             guard n == 0 else { return nil }
             return String(decoding: data, as: UTF8.self)
@@ -118,7 +130,9 @@ enum MountPointCheck {
         var bytes: [UInt8] = []
         var utf8 = Array(field.utf8)[...]
         while let byte = utf8.popFirst() {
-            if byte == UInt8(ascii: "\\"), utf8.count >= 3, let value = UInt8(String(decoding: utf8.prefix(3), as: UTF8.self), radix: 8) {
+            if byte == UInt8(ascii: "\\"), utf8.count >= 3,
+                let value = UInt8(String(decoding: utf8.prefix(3), as: UTF8.self), radix: 8)
+            {
                 bytes.append(value)
                 utf8 = utf8.dropFirst(3)
             } else {

@@ -59,10 +59,12 @@ final class MountRegistry: Sendable {
 
     static func register(source: String, mountpoint: String) -> MountRegistry? {
         let now = ISO8601DateFormatter().string(from: Date())
-        let record = MountRecord(pid: getpid(), source: source, mountpoint: mountpoint, started: now, updated: now,
-                                 pendingUploads: 0, heldLocks: [])
+        let record = MountRecord(
+            pid: getpid(), source: source, mountpoint: mountpoint, started: now, updated: now,
+            pendingUploads: 0, heldLocks: [])
         do { try prepareDirectory() } catch {
-            FileHandle.standardError.write(Data("bucketfs: mount not registered (status, unmount cannot see it): \(error)\n".utf8))
+            FileHandle.standardError.write(
+                Data("bucketfs: mount not registered (status, unmount cannot see it): \(error)\n".utf8))
             return nil
         }
         let registry = MountRegistry(file: file(for: mountpoint), record: record)
@@ -71,8 +73,10 @@ final class MountRegistry: Sendable {
 
     /// Rewrites the entry every `interval` seconds with the daemon's pending uploads and held locks, on a thread
     /// of its own (the daemon's work runs on libfuse's threads), until `remove`.
-    func refresh(every interval: Double, pendingUploads: @escaping @Sendable () -> Int,
-                 heldLocks: @escaping @Sendable () -> [String]) {
+    func refresh(
+        every interval: Double, pendingUploads: @escaping @Sendable () -> Int,
+        heldLocks: @escaping @Sendable () -> [String]
+    ) {
         let thread = Thread { [self] in
             while !removed.withLock({ $0 }) {
                 Thread.sleep(forTimeInterval: interval)
@@ -134,7 +138,7 @@ final class MountRegistry: Sendable {
     static func isAlive(_ pid: pid_t) -> Bool {
         guard UploadStateJournal.processExists(pid) else { return false }
         guard let executable = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/exe") else {
-            return true    // another user's process: cannot tell, trust the entry
+            return true  // another user's process: cannot tell, trust the entry
         }
         return (executable as NSString).lastPathComponent.hasPrefix("bucketfs")
     }

@@ -37,8 +37,10 @@ final class ProgressLine: Sendable {
 
     /// Repeats `text()` every `interval` seconds while `body` runs (for work that reports no progress of its
     /// own, such as one large upload), then clears the line.
-    func repeating<T>(_ text: @escaping @Sendable () -> String, every interval: Double = 0.5,
-                  _ body: () throws -> T) rethrows -> T {
+    func repeating<T>(
+        _ text: @escaping @Sendable () -> String, every interval: Double = 0.5,
+        _ body: () throws -> T
+    ) rethrows -> T {
         guard enabled else { return try body() }
         let done = Mutex(false)
         update(text())

@@ -27,12 +27,14 @@ struct RecoverCommand: ParsableCommand {
         let names = (try? FileManager.default.contentsOfDirectory(atPath: folder)) ?? []
         return names.filter { $0.hasSuffix(".json") }.sorted().compactMap { name in
             guard let data = FileManager.default.contents(atPath: folder + "/" + name),
-                  let info = try? JSONSerialization.jsonObject(with: data) as? [String: String],
-                  let key = info["key"], let dataPath = info["data"] else { return nil }
+                let info = try? JSONSerialization.jsonObject(with: data) as? [String: String],
+                let key = info["key"], let dataPath = info["data"]
+            else { return nil }
             let size = (try? FileManager.default.attributesOfItem(atPath: dataPath)[.size] as? UInt64) ?? 0
-            return Entry(id: String(name.dropLast(5)), store: info["store"] ?? "?", key: key,
-                         reason: info["reason"] ?? "", saved: info["saved"] ?? "", dataPath: dataPath, size: size,
-                         context: info)
+            return Entry(
+                id: String(name.dropLast(5)), store: info["store"] ?? "?", key: key,
+                reason: info["reason"] ?? "", saved: info["saved"] ?? "", dataPath: dataPath, size: size,
+                context: info)
         }
     }
 
@@ -98,7 +100,9 @@ struct RecoverCommand: ParsableCommand {
             let location: StoreLocation
             do { location = try StoreLocation(parsing: entry.store) } catch { throw CLIError("\(error)") }
             if case .memory = location.kind {
-                throw CLIError("cannot push to \(entry.store): that bucket lived in the daemon that saved the file; the data stays at \(entry.dataPath)")
+                throw CLIError(
+                    "cannot push to \(entry.store): that bucket lived in the daemon that saved the file; the data stays at \(entry.dataPath)"
+                )
             }
             // The endpoint and region of the mount that saved it, unless given now.
             configuration.adopt(storeContext: entry.context)
@@ -108,8 +112,9 @@ struct RecoverCommand: ParsableCommand {
             do {
                 try store.put(target, body: .file(path: entry.dataPath), options: PutOptions(condition: condition))
             } catch .preconditionFailed, .notFound {
-                throw CLIError("not pushed: \(entry.store)\(target) changed (or was deleted) since this copy was "
-                               + "saved; the copy stays in the folder (--force overwrites)")
+                throw CLIError(
+                    "not pushed: \(entry.store)\(target) changed (or was deleted) since this copy was "
+                        + "saved; the copy stays in the folder (--force overwrites)")
             } catch {
                 throw CLIError("cannot upload \(entry.store)\(target): \(error)")
             }

@@ -9,7 +9,8 @@ struct SessionsCommand: ParsableCommand {
         subcommands: [List.self, Show.self, End.self, Cleanup.self])
 
     struct List: ParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "One line per session: id, status, created, requests, errors.")
+        static let configuration = CommandConfiguration(
+            abstract: "One line per session: id, status, created, requests, errors.")
         @Argument(help: "A mount source (s3://bucket/prefix/, gs://…, file:///dir/) or a redis:// URL.")
         var source: String
         @OptionGroup var settings: ConfigurationOptions
@@ -18,8 +19,14 @@ struct SessionsCommand: ParsableCommand {
             let stores = try RecordsAccess.stores(source, settings: settings)
             for session in try RecordsAccess.attempt({ try stores.sessions.list() }) {
                 let m = session.metrics
-                print([session.sessionID, session.status, RecordCoding.format(session.createdAt), "requests=\(m.requestCount)",
-                       "errors=\(m.errorCount)", session.metadata["mount_point"].flatMap { if case .string(let s) = $0 { s } else { nil } } ?? ""]
+                print(
+                    [
+                        session.sessionID, session.status, RecordCoding.format(session.createdAt),
+                        "requests=\(m.requestCount)",
+                        "errors=\(m.errorCount)",
+                        session.metadata["mount_point"].flatMap { if case .string(let s) = $0 { s } else { nil } }
+                            ?? "",
+                    ]
                     .joined(separator: "\t"))
             }
         }
@@ -41,7 +48,8 @@ struct SessionsCommand: ParsableCommand {
     }
 
     struct End: ParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Mark a session ended (e.g. a mount whose host died).")
+        static let configuration = CommandConfiguration(
+            abstract: "Mark a session ended (e.g. a mount whose host died).")
         @Argument(help: "A mount source or a redis:// URL.") var source: String
         @Argument(help: "The session id.") var id: String
         @Option(help: "The status to record.") var status = "ended"

@@ -7,9 +7,9 @@ struct StatusCommand: ParsableCommand {
         commandName: "status",
         abstract: "List live bucketfs mounts: source, mount point, pid, uptime, pending uploads, held locks.",
         discussion: """
-        Each daemon refreshes its entry every 2 seconds; pending uploads are files written and not yet in the \
-        store (or being uploaded now). Mounts of other users are listed by those users' `bucketfs status`.
-        """)
+            Each daemon refreshes its entry every 2 seconds; pending uploads are files written and not yet in the \
+            store (or being uploaded now). Mounts of other users are listed by those users' `bucketfs status`.
+            """)
 
     @Argument(help: "Show only this mount point (exit 1 when it is not a live bucketfs mount).")
     var mountpoint: String?
@@ -54,7 +54,8 @@ struct StatusCommand: ParsableCommand {
         }
         let now = Date()
         let rows = records.map { record in
-            Row(record: record, uptimeSeconds: Int(now.timeIntervalSince(record.startedDate ?? now)),
+            Row(
+                record: record, uptimeSeconds: Int(now.timeIntervalSince(record.startedDate ?? now)),
                 mounted: MountPointCheck.mountType(at: record.mountpoint) == "fuse.bucketfs")
         }
         if json {
@@ -73,10 +74,12 @@ struct StatusCommand: ParsableCommand {
         let header = ["MOUNTPOINT", "SOURCE", "PID", "UPTIME", "PENDING", "LOCKS"]
         let cells = rows.map { row -> [String] in
             let locks = row.record.heldLocks ?? []
-            return [row.record.mountpoint + (row.mounted ? "" : " (not mounted)"), row.record.source,
-                    String(row.record.pid), ProgressLine.duration(Double(row.uptimeSeconds)),
-                    String(row.record.pendingUploads ?? 0),
-                    locks.isEmpty ? "0" : "\(locks.count): " + locks.joined(separator: ",")]
+            return [
+                row.record.mountpoint + (row.mounted ? "" : " (not mounted)"), row.record.source,
+                String(row.record.pid), ProgressLine.duration(Double(row.uptimeSeconds)),
+                String(row.record.pendingUploads ?? 0),
+                locks.isEmpty ? "0" : "\(locks.count): " + locks.joined(separator: ","),
+            ]
         }
         let all = [header] + cells
         let widths = header.indices.map { column in all.map { $0[column].count }.max() ?? 0 }

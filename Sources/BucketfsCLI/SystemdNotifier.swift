@@ -8,7 +8,9 @@ struct SystemdNotifier: Sendable {
     let socketPath: String
 
     /// The notifier for `$NOTIFY_SOCKET`, or nil when not started by systemd (nor by a test posing as it).
-    static func fromEnvironment(_ environment: [String: String] = ProcessInfo.processInfo.environment) -> SystemdNotifier? {
+    static func fromEnvironment(_ environment: [String: String] = ProcessInfo.processInfo.environment)
+        -> SystemdNotifier?
+    {
         guard let path = environment["NOTIFY_SOCKET"], path.hasPrefix("/") || path.hasPrefix("@"), path.utf8.count > 1
         else { return nil }
         return SystemdNotifier(socketPath: path)

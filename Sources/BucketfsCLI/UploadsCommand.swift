@@ -10,14 +10,16 @@ struct UploadsCommand: ParsableCommand {
         subcommands: [List.self, Cleanup.self])
 
     struct List: ParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "One line per upload: job id, key, parts, last update.")
+        static let configuration = CommandConfiguration(
+            abstract: "One line per upload: job id, key, parts, last update.")
         @Argument(help: "s3://bucket/prefix/, gs://…, file:///dir/ — as for mount.") var source: String
         @OptionGroup var settings: ConfigurationOptions
 
         func run() throws {
             let stores = try RecordsAccess.stores(source, settings: settings)
             for state in try RecordsAccess.attempt({ try stores.uploads.listActive() }) {
-                print("\(state.id)\t\(state.key)\tparts=\(state.parts.count)\t\(RecordCoding.format(state.lastUpdated))")
+                print(
+                    "\(state.id)\t\(state.key)\tparts=\(state.parts.count)\t\(RecordCoding.format(state.lastUpdated))")
             }
         }
     }

@@ -29,8 +29,9 @@ final class BlockCache: Sendable {
         self.directory = directory
         self.limit = limit
         self.blockSize = blockSize
-        try? FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true,
-                                                 attributes: [.posixPermissions: 0o700])
+        try? FileManager.default.createDirectory(
+            atPath: directory, withIntermediateDirectories: true,
+            attributes: [.posixPermissions: 0o700])
         var found: [(name: String, size: UInt64, modified: Date)] = []
         for name in (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? [] {
             let path = directory + "/" + name
@@ -39,8 +40,11 @@ final class BlockCache: Sendable {
                 continue
             }
             guard let attributes = try? FileManager.default.attributesOfItem(atPath: path) else { continue }
-            found.append((name, (attributes[.size] as? NSNumber)?.uint64Value ?? 0,
-                          attributes[.modificationDate] as? Date ?? .distantPast))
+            found.append(
+                (
+                    name, (attributes[.size] as? NSNumber)?.uint64Value ?? 0,
+                    attributes[.modificationDate] as? Date ?? .distantPast
+                ))
         }
         found.sort { $0.modified < $1.modified }
         index.withLock { index in
@@ -108,9 +112,12 @@ final class BlockCache: Sendable {
         var contents = Data(Self.header(key: key, version: version).utf8)
         contents.append(data)
         let temporary = directory + "/.tmp-" + UUID().uuidString
-        guard FileManager.default.createFile(atPath: temporary, contents: contents,
-                                             attributes: [.posixPermissions: 0o600]),
-              rename(temporary, directory + "/" + name) == 0 else {
+        guard
+            FileManager.default.createFile(
+                atPath: temporary, contents: contents,
+                attributes: [.posixPermissions: 0o600]),
+            rename(temporary, directory + "/" + name) == 0
+        else {
             try? FileManager.default.removeItem(atPath: temporary)
             return
         }

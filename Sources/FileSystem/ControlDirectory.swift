@@ -5,12 +5,12 @@ import Synchronization
 /// The read-only `.bucketfs/` directory at the mount root (name configurable): the mount's records and state
 /// as files that `ls -l`, `cat` and `jq` read.
 ///
-/// It takes the place of the real `<prefix>.bucketfs/` folder of the store, and presents what is there rather
-/// than hiding it: record folders (`sessions/`, `checkpoints/`, `uploads/`, `conversations/`, `tasks/`,
-/// `buffers/`, `registry/`, `events/`) come from the records backend (the same objects when records live in the bucket),
-/// every other real key under the folder (the object strategy's `locks/<path>.lock`) from the store, and
-/// generated files are added: `metrics`, `health.json`, `config.json`, and `locks/<path>.json` for each file
-/// this mount holds locks on or waits for.
+/// It takes the place of the real `<prefix>.bucketfs/` folder of the store, and presents what is there rather than
+/// hiding it: record folders (`sessions/`, `checkpoints/`, `uploads/`, `conversations/`, `tasks/`, `buffers/`,
+/// `registry/`, `events/`) come from the records backend (the same objects when records live in the bucket), every
+/// other real key under the folder (the object strategy's `locks/<path>.lock`) from the store, and generated files are
+/// added: `metrics`, `health.json`, `config.json`, and `locks/<path>.json` for each file this mount holds locks on or
+/// waits for.
 ///
 /// Inodes are in a reserved range above the inode table's. A file's content is rendered when the kernel asks
 /// for its attributes and kept for the opens that follow, so the size the kernel caches is the size read.
@@ -28,11 +28,13 @@ public final class ControlDirectory: Sendable {
         /// records (which name every file) and a GCS mount's in-flight parts.
         public var fileMode: UInt32
 
-        public init(name: String = ".bucketfs", records: (any RecordBackend)? = nil,
-                    metrics: @escaping @Sendable () -> String = { "" },
-                    health: @escaping @Sendable () -> Data = { Data("{}\n".utf8) },
-                    config: @escaping @Sendable () -> Data = { Data("{}\n".utf8) },
-                    fileMode: UInt32 = 0o400) {
+        public init(
+            name: String = ".bucketfs", records: (any RecordBackend)? = nil,
+            metrics: @escaping @Sendable () -> String = { "" },
+            health: @escaping @Sendable () -> Data = { Data("{}\n".utf8) },
+            config: @escaping @Sendable () -> Data = { Data("{}\n".utf8) },
+            fileMode: UInt32 = 0o400
+        ) {
             self.name = name
             self.records = records
             self.fileMode = fileMode & 0o444
@@ -68,9 +70,9 @@ public final class ControlDirectory: Sendable {
     /// This mount's lock table as `locks/<file>.json` documents; set by the filesystem.
     let lockFiles = Mutex(LockFiles())
 
-    /// The provider, held in a struct, not as `Mutex<Closure?>`: each `withLock { $0 }` of a bare closure wrapped it in two more
-    /// reabstraction thunks and wrote it back, so every call grew slower until the stack overflowed (a daemon crash
-    /// after a few million FUSE operations; see docs/DEVELOPMENT.md, "Closures behind a Mutex").
+    /// The provider, held in a struct, not as `Mutex<Closure?>`: each `withLock { $0 }` of a bare closure wrapped it in
+    /// two more reabstraction thunks and wrote it back, so every call grew slower until the stack overflowed (a daemon
+    /// crash after a few million FUSE operations; see docs/DEVELOPMENT.md, "Closures behind a Mutex").
     struct LockFiles: Sendable {
         var provide: (@Sendable () -> [String: Data])?
     }
@@ -170,8 +172,9 @@ public final class ControlDirectory: Sendable {
         if let content = try render(path) {
             let ino = ino(for: path)
             state.withLock { $0.rendered[ino] = content }
-            return FileAttributes(ino: ino, kind: .file, size: UInt64(content.count), permissions: settings.fileMode,
-                                  uid: owner.uid, gid: owner.gid, mtime: .now(), ctime: .now())
+            return FileAttributes(
+                ino: ino, kind: .file, size: UInt64(content.count), permissions: settings.fileMode,
+                uid: owner.uid, gid: owner.gid, mtime: .now(), ctime: .now())
         }
         let fixed = !path.contains("/") && Self.fixedDirectories.contains(path)
         if fixed { return directoryAttributes(ino(for: path)) }
@@ -180,8 +183,9 @@ public final class ControlDirectory: Sendable {
     }
 
     private func directoryAttributes(_ ino: UInt64) -> FileAttributes {
-        FileAttributes(ino: ino, kind: .directory, size: 0, permissions: directoryMode, uid: owner.uid,
-                       gid: owner.gid, mtime: created, ctime: created)
+        FileAttributes(
+            ino: ino, kind: .directory, size: 0, permissions: directoryMode, uid: owner.uid,
+            gid: owner.gid, mtime: created, ctime: created)
     }
 
     /// r and x for whoever may read the files: 0400 → 0500, 0444 → 0555.
@@ -218,7 +222,9 @@ public final class ControlDirectory: Sendable {
             if path.isEmpty, settings.records != nil { sources.append(records) }
             for source in sources {
                 for key in try source.keys(under: prefix) {
-                    if let first = key.dropFirst(prefix.count).split(separator: "/").first { names.insert(String(first)) }
+                    if let first = key.dropFirst(prefix.count).split(separator: "/").first {
+                        names.insert(String(first))
+                    }
                 }
             }
         } catch {

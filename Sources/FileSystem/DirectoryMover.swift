@@ -46,8 +46,9 @@ struct DirectoryMover {
             do throws(ObjectStoreError) {
                 var metadata = marker.metadata
                 if metadata == nil { metadata = try backend.head(marker.key).metadata }
-                let info = try backend.put(newPrefix + relative(marker.key), body: .data(Data()),
-                                           options: PutOptions(metadata: metadata ?? [:]))
+                let info = try backend.put(
+                    newPrefix + relative(marker.key), body: .data(Data()),
+                    options: PutOptions(metadata: metadata ?? [:]))
                 created.append(info.key)
                 versions[relative(marker.key)] = info.version
             } catch .notFound {
@@ -60,8 +61,10 @@ struct DirectoryMover {
         if failure == nil {
             let copies = workers.map(files.count, width: width) { i -> Result<String, ObjectStoreError> in
                 Result { () throws(ObjectStoreError) in
-                    try backend.copy(from: files[i].key, to: newPrefix + relative(files[i].key), metadata: nil,
-                                     condition: .none).version
+                    try backend.copy(
+                        from: files[i].key, to: newPrefix + relative(files[i].key), metadata: nil,
+                        condition: .none
+                    ).version
                 }
             }
             for (file, result) in zip(files, copies) {
@@ -92,8 +95,9 @@ struct DirectoryMover {
         }
         let left = deleteAll(files.map(\.key)) + deleteAll(directories.sorted(by: >))
         if let (key, error) = left.first {
-            throw .other("renamed to \(newPrefix), but \(left.count) old key(s) could not be deleted " +
-                         "(first \(key): \(error))")
+            throw .other(
+                "renamed to \(newPrefix), but \(left.count) old key(s) could not be deleted "
+                    + "(first \(key): \(error))")
         }
         return versions
     }

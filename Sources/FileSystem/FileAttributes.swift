@@ -103,8 +103,10 @@ public struct FileAttributes: Sendable, Equatable {
     /// Names the node has: 0 once unlinked (or replaced) while still open.
     public var linkCount: UInt32
 
-    public init(ino: UInt64, kind: NodeKind, size: UInt64, permissions: UInt32, uid: UInt32, gid: UInt32,
-                mtime: FileTime, ctime: FileTime, atime: FileTime? = nil, rdev: UInt32 = 0, linked: Bool = true) {
+    public init(
+        ino: UInt64, kind: NodeKind, size: UInt64, permissions: UInt32, uid: UInt32, gid: UInt32,
+        mtime: FileTime, ctime: FileTime, atime: FileTime? = nil, rdev: UInt32 = 0, linked: Bool = true
+    ) {
         self.ino = ino
         self.kind = kind
         self.size = size
@@ -131,8 +133,10 @@ public struct AttributeChanges: Sendable, Equatable {
     public var mtime: FileTime?
     public var atime: FileTime?
 
-    public init(permissions: UInt32? = nil, uid: UInt32? = nil, gid: UInt32? = nil, size: UInt64? = nil,
-                mtime: FileTime? = nil, atime: FileTime? = nil) {
+    public init(
+        permissions: UInt32? = nil, uid: UInt32? = nil, gid: UInt32? = nil, size: UInt64? = nil,
+        mtime: FileTime? = nil, atime: FileTime? = nil
+    ) {
         self.permissions = permissions
         self.uid = uid
         self.gid = gid

@@ -58,7 +58,7 @@ enum ContentState: Hashable {
     mutating func uploadStored() {
         switch self {
         case .uploading(let rewritten): self = rewritten ? .pending : .clean
-        default: break    // detached meanwhile: stays so
+        default: break  // detached meanwhile: stays so
         }
     }
 

@@ -114,10 +114,11 @@ final class FileLockCoordinator: Sendable {
                 // Locks granted under it stay: POSIX has no way to take them back.
                 entry.lease = nil
             }
-            let covered = entry.lease.map { lease in
-                (lease.mode == .exclusive || request.mode == .shared)
-                    && manager?.validLease(for: lease.resource)?.token == lease.token
-            } ?? false
+            let covered =
+                entry.lease.map { lease in
+                    (lease.mode == .exclusive || request.mode == .shared)
+                        && manager?.validLease(for: lease.resource)?.token == lease.token
+                } ?? false
             guard covered || manager == nil else {
                 entry.users += 1
                 s.files[ino] = entry
@@ -137,8 +138,10 @@ final class FileLockCoordinator: Sendable {
     }
 
     /// Under the file's gate: upgrade the lease, or take a new one.
-    private func strategyAttempt(_ ino: UInt64, path: String, _ request: FileLock,
-                                 queue: Bool) throws(FSError) -> Outcome {
+    private func strategyAttempt(
+        _ ino: UInt64, path: String, _ request: FileLock,
+        queue: Bool
+    ) throws(FSError) -> Outcome {
         guard let manager else { return .heldElsewhere }
         let now = ContinuousClock.now
         let current = state.withLock { s -> (outcome: Outcome?, lease: Lease?) in
@@ -151,7 +154,7 @@ final class FileLockCoordinator: Sendable {
         if let outcome = current.outcome { return outcome }
         var lease = current.lease
         if let held = lease, manager.lease(for: held.resource)?.token != held.token {
-            lease = nil    // lost meanwhile
+            lease = nil  // lost meanwhile
         }
         if let held = lease {
             guard manager.validLease(for: held.resource) != nil else {
@@ -244,7 +247,7 @@ final class FileLockCoordinator: Sendable {
             return (true, needed)
         }
         guard changed else { return }
-        nudgeLocalWaiters(ino)    // a local waiter may fit now
+        nudgeLocalWaiters(ino)  // a local waiter may fit now
         guard needed != .none else { return }
         let gate = state.withLock { $0.files[ino]!.gate }
         defer { leave(ino) }
@@ -286,12 +289,13 @@ final class FileLockCoordinator: Sendable {
         func sharedOnly() -> Lease? {
             state.withLock { s in
                 guard let entry = s.files[ino], let lease = entry.lease, lease.mode == .exclusive, !entry.locks.isEmpty,
-                      !entry.locks.locks.contains(where: { $0.mode == .exclusive }) else { return nil }
+                    !entry.locks.locks.contains(where: { $0.mode == .exclusive })
+                else { return nil }
                 return lease
             }
         }
         guard sharedOnly() != nil else { return }
-        beforeRelease()    // readers on other mounts see what was written under the exclusive lease
+        beforeRelease()  // readers on other mounts see what was written under the exclusive lease
         guard let lease = sharedOnly(), let manager else { return }
         do {
             guard let shared = try manager.convert(lease, to: .shared) else { return }
@@ -308,7 +312,8 @@ final class FileLockCoordinator: Sendable {
     func releaseIfUnused(_ ino: UInt64, beforeRelease: () -> Void) {
         let gate = state.withLock { s -> Gate? in
             guard var entry = s.files[ino], entry.locks.isEmpty, entry.lease != nil,
-                  !s.waiters.contains(where: { $0.ino == ino }) else { return nil }
+                !s.waiters.contains(where: { $0.ino == ino })
+            else { return nil }
             entry.users += 1
             s.files[ino] = entry
             return entry.gate
@@ -330,19 +335,24 @@ final class FileLockCoordinator: Sendable {
         let held = state.withLock { $0.files[ino]?.lease }
         // An exclusive lease here, or a shared one for a shared question, leaves nobody else in the way.
         if let held, manager.validLease(for: held.resource)?.token == held.token,
-           held.mode == .exclusive || request.mode == .shared { return nil }
+            held.mode == .exclusive || request.mode == .shared
+        {
+            return nil
+        }
         let records: [LockRecord]
         do {
             records = try manager.strategy.holders(of: resourceName(path))
         } catch {
-            logger.warning("F_GETLK could not ask the lock strategy", metadata: ["path": "\(path)", "error": "\(error)"])
+            logger.warning(
+                "F_GETLK could not ask the lock strategy", metadata: ["path": "\(path)", "error": "\(error)"])
             return nil
         }
         let mode: LeaseMode = request.mode == .exclusive ? .exclusive : .shared
         guard let other = records.first(where: { $0.owner != manager.owner.id && $0.leaseMode.conflicts(with: mode) })
         else { return nil }
-        return FileLock(owner: 0, kind: request.kind, mode: other.leaseMode == .exclusive ? .exclusive : .shared,
-                        start: 0, end: .max, pid: 0)
+        return FileLock(
+            owner: 0, kind: request.kind, mode: other.leaseMode == .exclusive ? .exclusive : .shared,
+            start: 0, end: .max, pid: 0)
     }
 
     /// Paths' inodes with a lock held in this mount, and their leases (for `bucketfs status` and listings).
@@ -354,13 +364,17 @@ final class FileLockCoordinator: Sendable {
 
     /// Queues a blocking request that could not be granted yet. `retry` makes one attempt and answers the
     /// waiter when it returns non-nil; it is called on the waiter thread.
-    func wait(_ ino: UInt64, _ request: FileLock, interrupted: @escaping @Sendable () -> Bool,
-              reply: @escaping @Sendable (FSError?) -> Void) {
+    func wait(
+        _ ino: UInt64, _ request: FileLock, interrupted: @escaping @Sendable () -> Bool,
+        reply: @escaping @Sendable (FSError?) -> Void
+    ) {
         let start = state.withLock { s -> Bool? in
             if s.stopped { return nil }
             s.nextWaiter += 1
-            s.waiters.append(Waiter(id: s.nextWaiter, ino: ino, request: request, interrupted: interrupted,
-                                    reply: reply, nextTry: .now + Self.firstRetry, delay: Self.firstRetry))
+            s.waiters.append(
+                Waiter(
+                    id: s.nextWaiter, ino: ino, request: request, interrupted: interrupted,
+                    reply: reply, nextTry: .now + Self.firstRetry, delay: Self.firstRetry))
             defer { s.waiterThreadStarted = true }
             return !s.waiterThreadStarted
         }
@@ -524,11 +538,15 @@ final class FileLockCoordinator: Sendable {
 
 extension FileLockCoordinator {
     /// Files with local locks or a lease, and queued blocking requests: what `.bucketfs/locks/` shows.
-    var snapshot: (held: [(ino: UInt64, locks: [FileLock], lease: Lease?)], waiting: [(ino: UInt64, request: FileLock)]) {
+    var snapshot: (held: [(ino: UInt64, locks: [FileLock], lease: Lease?)], waiting: [(ino: UInt64, request: FileLock)])
+    {
         state.withLock { s in
-            (s.files.compactMap { ino, entry in
-                entry.locks.isEmpty && entry.lease == nil ? nil : (ino: ino, locks: entry.locks.locks, lease: entry.lease)
-            }, s.waiters.map { (ino: $0.ino, request: $0.request) })
+            (
+                s.files.compactMap { ino, entry in
+                    entry.locks.isEmpty && entry.lease == nil
+                        ? nil : (ino: ino, locks: entry.locks.locks, lease: entry.lease)
+                }, s.waiters.map { (ino: $0.ino, request: $0.request) }
+            )
         }
     }
 }

@@ -7,7 +7,7 @@ import ObjectStore
 extension FileSystem {
     public func setattr(_ ino: UInt64, _ changes: AttributeChanges) throws(FSError) -> FileAttributes {
         try requireWritable()
-        if control?.owns(ino) == true { throw FSError.readOnly }    // control dir
+        if control?.owns(ino) == true { throw FSError.readOnly }  // control dir
         let now = FileTime.now()
         if let size = changes.size { try truncate(ino, to: size, mtime: changes.mtime ?? now, now: now) }
         if changes.changesMetadata { try changeMetadata(ino, changes, now: now) }
@@ -60,9 +60,9 @@ extension FileSystem {
                 s.table[ino] = node
                 return (before, node)
             }
-            if node.dirty { journal(ino) }    // the next upload carries it: so does the sidecar
+            if node.dirty { journal(ino) }  // the next upload carries it: so does the sidecar
             guard !node.dirty, node.content != .detached, !node.path.isEmpty || node.ino == InodeTable.rootIno else {
-                return    // the next upload carries it, or nothing will (detached)
+                return  // the next upload carries it, or nothing will (detached)
             }
             do throws(FSError) {
                 try storeMetadata(of: node)
@@ -93,8 +93,9 @@ extension FileSystem {
         } else {
             return
         }
-        metadataIndex.wrote(key: objectKey(of: node), version: info.version, size: node.kind == .directory ? 0 : node.size,
-                            metadata: metadata)
+        metadataIndex.wrote(
+            key: objectKey(of: node), version: info.version, size: node.kind == .directory ? 0 : node.size,
+            metadata: metadata)
         state.withLock { s in
             s.table[node.ino]?.version = info.version
             s.table[node.ino]?.writtenMetadata = metadata

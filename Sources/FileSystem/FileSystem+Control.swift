@@ -28,8 +28,10 @@ extension FileSystem {
     func lockDocuments() -> [String: Data] {
         let snapshot = locks.snapshot
         let paths = state.withLock { s in
-            Dictionary((snapshot.held.map(\.ino) + snapshot.waiting.map(\.ino)).map { ino in (ino, s.table[ino]?.path ?? "?") },
-                       uniquingKeysWith: { first, _ in first })
+            Dictionary(
+                (snapshot.held.map(\.ino) + snapshot.waiting.map(\.ino)).map { ino in (ino, s.table[ino]?.path ?? "?")
+                },
+                uniquingKeysWith: { first, _ in first })
         }
         var documents: [UInt64: LockDocument] = [:]
         for held in snapshot.held {

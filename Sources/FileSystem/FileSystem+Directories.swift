@@ -9,7 +9,7 @@ import ObjectStore
 extension FileSystem {
 
     public func openDirectory(_ ino: UInt64) throws(FSError) -> UInt64 {
-        if let control, control.owns(ino) { return state.withLock { $0.allocateHandle() } }    // control dir
+        if let control, control.owns(ino) { return state.withLock { $0.allocateHandle() } }  // control dir
         let node = try existingNode(ino)
         guard node.kind == .directory else { throw FSError.notDirectory }
         return state.withLock { $0.allocateHandle() }
@@ -17,9 +17,12 @@ extension FileSystem {
 
     /// Calls `add` for each entry from `offset` on until it returns false (the reply buffer is full).
     /// With `plus`, each entry that `add` accepts (other than `.` and `..`) counts as a kernel lookup.
-    public func readDirectory(_ ino: UInt64, handle: UInt64, offset: UInt64, plus: Bool,
-                              add: (DirectoryEntry) -> Bool) throws(FSError) {
-        if let control, control.owns(ino) { return try control.readDirectory(ino, offset: offset, add: add) }    // control dir
+    public func readDirectory(
+        _ ino: UInt64, handle: UInt64, offset: UInt64, plus: Bool,
+        add: (DirectoryEntry) -> Bool
+    ) throws(FSError) {
+        // control dir
+        if let control, control.owns(ino) { return try control.readDirectory(ino, offset: offset, add: add) }
         var listing = state.withLock { $0.listings[handle] }
         if listing == nil || offset == 0 {
             let fresh = try list(directory: ino)
@@ -50,7 +53,6 @@ extension FileSystem {
             s.table.evictIfUnused(entry.attributes.ino)
         }
     }
-
 
     /// At most this many HEADs per listing; beyond, entries show the defaults (a huge foreign directory stays
     /// one LIST per 1,000 keys).
@@ -104,7 +106,9 @@ extension FileSystem {
             }
             for pending in s.table.pendingChildren(of: node.path) {
                 let name = KeyMapping.name(of: pending.path)
-                if objects[name] == nil && !directoryNames.contains(name) { entries.append((name, pending.attributes())) }
+                if objects[name] == nil && !directoryNames.contains(name) {
+                    entries.append((name, pending.attributes()))
+                }
             }
             entries.sort { $0.0 < $1.0 }
             for (_, attributes) in entries { s.table[attributes.ino]?.listingPins += 1 }
@@ -122,8 +126,10 @@ extension FileSystem {
     /// HEADs, in parallel, the zero-byte objects whose metadata neither the LIST nor the index gave (only that
     /// tells a symlink or a FIFO from an empty file), and the markers of subdirectories not known fresh (a
     /// directory's mode and mtime live in its marker). Returns the markers found, by name.
-    private func headUnknownMetadata(in path: String, objects: inout [String: ObjectInfo],
-                                     directories: [String]) -> [String: ObjectInfo] {
+    private func headUnknownMetadata(
+        in path: String, objects: inout [String: ObjectInfo],
+        directories: [String]
+    ) -> [String: ObjectInfo] {
         let directoryNames = Set(directories)
         let (unknownObjects, unknownDirectories) = state.withLock { s -> ([String], [String]) in
             let objectNames = objects.filter { name, object in
@@ -132,12 +138,15 @@ extension FileSystem {
                 return !(known?.version == object.version && known?.metadataKnown == true)
             }.map(\.key).sorted()
             let directoryNames = directories.filter { name in
-                guard let known = s.table.node(at: KeyMapping.join(path, name)), known.kind == .directory else { return true }
+                guard let known = s.table.node(at: KeyMapping.join(path, name)), known.kind == .directory else {
+                    return true
+                }
                 return !isFresh(known)
             }
             return (objectNames, directoryNames)
         }
-        let keysToAsk = unknownObjects.map { (name: $0, key: keys.key(for: KeyMapping.join(path, $0)), directory: false) }
+        let keysToAsk =
+            unknownObjects.map { (name: $0, key: keys.key(for: KeyMapping.join(path, $0)), directory: false) }
             + unknownDirectories.map {
                 (name: $0, key: directoryMetadataKey(for: KeyMapping.join(path, $0)), directory: true)
             }

@@ -5,26 +5,31 @@ import ObjectStore
 /// Making and removing directory entries: mkdir, symlink, mknod (FIFOs, sockets, devices), create, unlink,
 /// rmdir, link (refused).
 extension FileSystem {
-    public func mkdir(parent: UInt64, name: String, permissions: UInt32, caller: Caller) throws(FSError) -> FileAttributes {
+    public func mkdir(parent: UInt64, name: String, permissions: UInt32, caller: Caller) throws(FSError)
+        -> FileAttributes
+    {
         try requireWritable()
         let path = try childPath(parent: parent, name: name)
         try requireAbsent(path)
         if let limit = options.maxKeyLength, directoryMetadataKey(for: path).utf8.count > limit {
-            throw FSError.nameTooLong    // its sidecar's key would be too long
+            throw FSError.nameTooLong  // its sidecar's key would be too long
         }
         let owner = ownership(of: caller, in: parent, directory: true)
         let now = FileTime.now()
-        var node = Node(ino: 0, path: path, kind: .directory, size: 0, permissions: (permissions & 0o7777) | owner.setgid,
-                        uid: owner.uid, gid: owner.gid, mtime: now, ctime: now, version: nil, inStore: true,
-                        metadataKnown: true, validatedAt: .now)
+        var node = Node(
+            ino: 0, path: path, kind: .directory, size: 0, permissions: (permissions & 0o7777) | owner.setgid,
+            uid: owner.uid, gid: owner.gid, mtime: now, ctime: now, version: nil, inStore: true,
+            metadataKnown: true, validatedAt: .now)
         var info = try storeCall {
-            try store.put(keys.directoryPrefix(for: path), body: .data(Data()),
-                          options: PutOptions(metadata: node.objectMetadata()))
+            try store.put(
+                keys.directoryPrefix(for: path), body: .data(Data()),
+                options: PutOptions(metadata: node.objectMetadata()))
         }
         if options.directoryMetadataInSidecar {
             info = try storeCall {
-                try store.put(directoryMetadataKey(for: path), body: .data(Data()),
-                              options: PutOptions(metadata: node.objectMetadata()))
+                try store.put(
+                    directoryMetadataKey(for: path), body: .data(Data()),
+                    options: PutOptions(metadata: node.objectMetadata()))
             }
         }
         node.version = info.version
@@ -32,10 +37,11 @@ extension FileSystem {
         return insertNew(node, retain: true)
     }
 
-    public func symlink(parent: UInt64, name: String, target: String, caller: Caller) throws(FSError) -> FileAttributes {
+    public func symlink(parent: UInt64, name: String, target: String, caller: Caller) throws(FSError) -> FileAttributes
+    {
         try requireWritable()
         let path = try childPath(parent: parent, name: name)
-        guard !target.isEmpty else { throw FSError.notFound }    // symlink(2): an empty target is ENOENT
+        guard !target.isEmpty else { throw FSError.notFound }  // symlink(2): an empty target is ENOENT
         guard target.utf8.count < Int(PATH_MAX) else { throw FSError.nameTooLong }
         let owner = ownership(of: caller, in: parent, directory: false)
         return try makeEmptyObject(path, kind: .symlink, permissions: 0o777, owner: owner, symlinkTarget: target)
@@ -43,8 +49,10 @@ extension FileSystem {
 
     /// mknod(2): a FIFO, a unix-domain socket or a character/block device is a zero-byte object whose metadata
     /// carries its type, mode and device number; the kernel serves its I/O. A regular file is an empty object.
-    public func mknod(parent: UInt64, name: String, mode: UInt32, rdev: UInt32,
-                      caller: Caller) throws(FSError) -> FileAttributes {
+    public func mknod(
+        parent: UInt64, name: String, mode: UInt32, rdev: UInt32,
+        caller: Caller
+    ) throws(FSError) -> FileAttributes {
         try requireWritable()
         let path = try childPath(parent: parent, name: name)
         guard let kind = NodeKind(mode: mode), kind != .directory, kind != .symlink else {
@@ -56,19 +64,23 @@ extension FileSystem {
     }
 
     /// One PUT, conditional on absence, of a zero-byte object of `kind` with its metadata.
-    private func makeEmptyObject(_ path: String, kind: NodeKind, permissions: UInt32, owner: Ownership,
-                                 symlinkTarget: String? = nil, rdev: UInt32 = 0) throws(FSError) -> FileAttributes {
+    private func makeEmptyObject(
+        _ path: String, kind: NodeKind, permissions: UInt32, owner: Ownership,
+        symlinkTarget: String? = nil, rdev: UInt32 = 0
+    ) throws(FSError) -> FileAttributes {
         try requireAbsent(path)
         let now = FileTime.now()
-        var node = Node(ino: 0, path: path, kind: kind, size: 0, permissions: permissions, uid: owner.uid,
-                        gid: owner.gid, mtime: now, ctime: now, rdev: rdev, symlinkTarget: symlinkTarget, version: nil,
-                        inStore: true, metadataKnown: true, validatedAt: .now)
+        var node = Node(
+            ino: 0, path: path, kind: kind, size: 0, permissions: permissions, uid: owner.uid,
+            gid: owner.gid, mtime: now, ctime: now, rdev: rdev, symlinkTarget: symlinkTarget, version: nil,
+            inStore: true, metadataKnown: true, validatedAt: .now)
         let info: ObjectInfo
         do throws(ObjectStoreError) {
-            info = try store.put(keys.key(for: path), body: .data(Data()),
-                                 options: PutOptions(metadata: node.objectMetadata(), condition: .ifAbsent))
+            info = try store.put(
+                keys.key(for: path), body: .data(Data()),
+                options: PutOptions(metadata: node.objectMetadata(), condition: .ifAbsent))
         } catch .preconditionFailed {
-            throw FSError.exists    // another writer made it since we looked
+            throw FSError.exists  // another writer made it since we looked
         } catch {
             throw FSError(error)
         }
@@ -78,16 +90,19 @@ extension FileSystem {
     }
 
     /// Creates a file that exists only locally until its first flush uploads it (one PUT for create+write+close).
-    public func create(parent: UInt64, name: String, permissions: UInt32, flags: Int32,
-                       caller: Caller) throws(FSError) -> (attributes: FileAttributes, handle: UInt64) {
+    public func create(
+        parent: UInt64, name: String, permissions: UInt32, flags: Int32,
+        caller: Caller
+    ) throws(FSError) -> (attributes: FileAttributes, handle: UInt64) {
         try requireWritable()
         let path = try childPath(parent: parent, name: name)
         let owner = ownership(of: caller, in: parent, directory: false)
         let staged = try StagedFile(directory: stagingDirectory, loaded: true)
         let now = FileTime.now()
-        var node = Node(ino: 0, path: path, kind: .file, size: 0, permissions: permissions & 0o7777,
-                        uid: owner.uid, gid: owner.gid, mtime: now, ctime: now, version: nil, inStore: false,
-                        metadataKnown: true, validatedAt: .now)
+        var node = Node(
+            ino: 0, path: path, kind: .file, size: 0, permissions: permissions & 0o7777,
+            uid: owner.uid, gid: owner.gid, mtime: now, ctime: now, version: nil, inStore: false,
+            metadataKnown: true, validatedAt: .now)
         node.staged = staged
         node.content = .pending
         node.openHandles = 1
@@ -118,7 +133,7 @@ extension FileSystem {
         guard attributes.kind != .directory else { throw FSError.isDirectory }
         try serialised([attributes.ino]) { () throws(FSError) in
             let node = try existingNode(attributes.ino)
-            guard node.path == path else { throw FSError.notFound }    // renamed or removed while we waited
+            guard node.path == path else { throw FSError.notFound }  // renamed or removed while we waited
             if node.kind == .file && node.openHandles > 0 && node.inStore {
                 // POSIX keeps an unlinked file readable through descriptors still open: keep a local copy.
                 _ = try stage(node.ino, keepContent: true)
@@ -127,7 +142,7 @@ extension FileSystem {
                 try deleteObject(keys.key(for: path))
             }
             if let stream = node.stream { dropStream(stream, of: node.ino) }
-            unjournal(state.withLock { $0.table[node.ino]?.staged })    // never to be uploaded: not to recover
+            unjournal(state.withLock { $0.table[node.ino]?.staged })  // never to be uploaded: not to recover
             let now = FileTime.now()
             state.withLock { s in
                 s.table[node.ino]?.touchChange(now)

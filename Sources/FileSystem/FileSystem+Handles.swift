@@ -13,13 +13,15 @@ extension FileSystem {
     }
 
     public func open(_ ino: UInt64, flags: Int32) throws(FSError) -> OpenResult {
-        if let control, control.owns(ino) { return OpenResult(handle: try control.open(ino, flags: flags), keepCache: false) }    // control dir
+        if let control, control.owns(ino) {
+            return OpenResult(handle: try control.open(ino, flags: flags), keepCache: false)
+        }  // control dir
         let writable = flags & O_ACCMODE != O_RDONLY
         if writable { try requireWritable() }
         var node = try existingNode(ino)
         guard node.kind == .file else { throw node.kind == .directory ? FSError.isDirectory : FSError.invalidArgument }
         if node.staged == nil && !node.path.isEmpty && !isFresh(node) {
-            _ = try resolve(node.path, retain: false, force: true)    // close-to-open: see other hosts' writes
+            _ = try resolve(node.path, retain: false, force: true)  // close-to-open: see other hosts' writes
             node = try existingNode(ino)
         }
         if writable && flags & O_TRUNC != 0 {
@@ -53,7 +55,8 @@ extension FileSystem {
     }
 
     public func read(_ ino: UInt64, handle: UInt64, offset: UInt64, size: Int) throws(FSError) -> Data {
-        if let control, control.owns(ino) { return try control.read(handle: handle, offset: offset, size: size) }    // control dir
+        // control dir
+        if let control, control.owns(ino) { return try control.read(handle: handle, offset: offset, size: size) }
         let node = try existingNode(ino)
         if let staged = node.staged {
             try staged.prepare { fd throws(FSError) in try download(path: node.path, into: fd, ino: ino) }
@@ -67,10 +70,11 @@ extension FileSystem {
         let prefetcher = state.withLock { s -> ReadPrefetcher? in
             guard var file = s.files[handle] else { return nil }
             if file.prefetcher == nil {
-                file.prefetcher = ReadPrefetcher(store: store, key: keys.key(for: node.path), size: node.size,
-                                                 settings: ReadPrefetcher.Settings(), budget: prefetchBudget,
-                                                 workers: workers, version: node.version,
-                                                 streaming: store.prefersStreamingReads)
+                file.prefetcher = ReadPrefetcher(
+                    store: store, key: keys.key(for: node.path), size: node.size,
+                    settings: ReadPrefetcher.Settings(), budget: prefetchBudget,
+                    workers: workers, version: node.version,
+                    streaming: store.prefersStreamingReads)
                 s.files[handle] = file
             }
             return file.prefetcher
@@ -79,14 +83,16 @@ extension FileSystem {
         return try storeCall { try prefetcher.read(offset: offset, count: size) }
     }
 
-    public func write(_ ino: UInt64, handle: UInt64, offset: UInt64, data: UnsafeRawBufferPointer) throws(FSError) -> Int {
+    public func write(_ ino: UInt64, handle: UInt64, offset: UInt64, data: UnsafeRawBufferPointer) throws(FSError)
+        -> Int
+    {
         guard offset + UInt64(data.count) <= Self.maxFileSize else { throw FSError.fileTooLarge }
         if options.stagingLimit > 0 {
             let end = offset + UInt64(data.count)
             let over = state.withLock { s in
                 s.table.stagedBytes + (end - min(end, s.table[ino]?.size ?? 0)) > options.stagingLimit
             }
-            if over { throw FSError.noSpace }    // the staging area is full: ENOSPC, nothing half-written
+            if over { throw FSError.noSpace }  // the staging area is full: ENOSPC, nothing half-written
         }
         let staged = try stage(ino, keepContent: true)
         let stream = state.withLock { $0.table[ino]?.stream }
@@ -127,7 +133,7 @@ extension FileSystem {
     }
 
     public func release(_ ino: UInt64, handle: UInt64) {
-        if let control, control.owns(ino) { return control.release(handle: handle) }    // control dir
+        if let control, control.owns(ino) { return control.release(handle: handle) }  // control dir
         let (file, stillDirty) = state.withLock { s -> (OpenFile?, Bool) in
             guard let file = s.files.removeValue(forKey: handle) else { return (nil, false) }
             guard var node = s.table[ino] else { return (file, false) }

@@ -16,8 +16,10 @@ extension FileSystem {
     /// Takes `request` on `ino`. Answers through `reply`: at once when granted, when refused (`.wouldBlock`
     /// if `wait` is false) or on failure; a blocking request that must wait is answered later from the lock
     /// waiter thread, with `.interrupted` once `interrupted()` says so. No thread waits meanwhile.
-    public func setLock(_ ino: UInt64, _ request: FileLock, wait: Bool, interrupted: @escaping @Sendable () -> Bool,
-                        reply: @escaping @Sendable (FSError?) -> Void) {
+    public func setLock(
+        _ ino: UInt64, _ request: FileLock, wait: Bool, interrupted: @escaping @Sendable () -> Bool,
+        reply: @escaping @Sendable (FSError?) -> Void
+    ) {
         do {
             switch try attemptLock(ino, request, queue: wait) {
             case .granted: reply(nil)
@@ -30,8 +32,10 @@ extension FileSystem {
     }
 
     /// Blocking form of `setLock` for callers with a thread to spare (tests, tools).
-    public func setLockWaiting(_ ino: UInt64, _ request: FileLock, wait: Bool,
-                               interrupted: @escaping @Sendable () -> Bool = { false }) throws(FSError) {
+    public func setLockWaiting(
+        _ ino: UInt64, _ request: FileLock, wait: Bool,
+        interrupted: @escaping @Sendable () -> Bool = { false }
+    ) throws(FSError) {
         let done = DispatchSemaphore(value: 0)
         let answer = Mutex<FSError?>(nil)
         setLock(ino, request, wait: wait, interrupted: interrupted) { error in
@@ -44,8 +48,9 @@ extension FileSystem {
 
     /// `F_UNLCK` and `LOCK_UN`: drops `owner`'s locks of `kind` on the range.
     public func unlock(_ ino: UInt64, owner: UInt64, kind: LockKind, start: UInt64 = 0, end: UInt64 = .max) {
-        locks.unlock(ino, change: { $0.remove(owner: owner, kind: kind, start: start, end: end) },
-                     beforeRelease: { uploadBeforeUnlock(ino) })
+        locks.unlock(
+            ino, change: { $0.remove(owner: owner, kind: kind, start: start, end: end) },
+            beforeRelease: { uploadBeforeUnlock(ino) })
     }
 
     /// A close by a process (FUSE `flush` with its lock owner): POSIX ends every lock that process holds on
@@ -57,11 +62,13 @@ extension FileSystem {
     /// The last close of an open file description (FUSE `release`): its flock lock (`flockOwner`, when the
     /// kernel says one was taken) and its OFD locks go.
     public func releaseLocks(_ ino: UInt64, handle: UInt64, flockOwner: UInt64?) {
-        locks.unlock(ino, change: { table in
-            let byHandle = table.remove(handle: handle)
-            let byOwner = flockOwner.map { table.remove(owner: $0, kind: .flock) } ?? false
-            return byHandle || byOwner
-        }, beforeRelease: { uploadBeforeUnlock(ino) })
+        locks.unlock(
+            ino,
+            change: { table in
+                let byHandle = table.remove(handle: handle)
+                let byOwner = flockOwner.map { table.remove(owner: $0, kind: .flock) } ?? false
+                return byHandle || byOwner
+            }, beforeRelease: { uploadBeforeUnlock(ino) })
     }
 
     /// `F_GETLK`: the lock held in this mount that would stop `request`, or nil. Locks of other mounts are not
@@ -93,19 +100,24 @@ extension FileSystem {
 
     /// Called once at the end of `init`: the waiter thread retries through here.
     func installLockRetry() {
-        locks.setRetry({ [weak self] ino, request throws(FSError) -> FileLockCoordinator.Outcome in
-            guard let self else { throw FSError.interrupted }
-            return try self.attemptLock(ino, request, queue: true)
-        }, release: { [weak self] ino in
-            guard let self else { return }
-            self.locks.releaseIfUnused(ino, beforeRelease: { self.uploadBeforeUnlock(ino) })
-        }, path: { [weak self] ino in
-            self?.state.withLock { $0.table[ino]?.path }
-        })
+        locks.setRetry(
+            { [weak self] ino, request throws(FSError) -> FileLockCoordinator.Outcome in
+                guard let self else { throw FSError.interrupted }
+                return try self.attemptLock(ino, request, queue: true)
+            },
+            release: { [weak self] ino in
+                guard let self else { return }
+                self.locks.releaseIfUnused(ino, beforeRelease: { self.uploadBeforeUnlock(ino) })
+            },
+            path: { [weak self] ino in
+                self?.state.withLock { $0.table[ino]?.path }
+            })
     }
 
-    func attemptLock(_ ino: UInt64, _ request: FileLock,
-                     queue: Bool = false) throws(FSError) -> FileLockCoordinator.Outcome {
+    func attemptLock(
+        _ ino: UInt64, _ request: FileLock,
+        queue: Bool = false
+    ) throws(FSError) -> FileLockCoordinator.Outcome {
         guard let node = state.withLock({ $0.table[ino] }) else { throw FSError.notFound }
         let outcome = try locks.attempt(ino, path: node.path, request, queue: queue)
         if case .granted(newLease: true) = outcome { revalidateAfterLockGrant(ino) }
@@ -121,11 +133,14 @@ extension FileSystem {
     /// drop what we cached of the old one (attributes, read-ahead, a clean local copy, the kernel's pages).
     /// Local writes not uploaded yet win.
     private func revalidateAfterLockGrant(_ ino: UInt64) {
-        guard let (path, before, staged) = state.withLock({ s -> (String, String?, StagedFile?)? in
-            guard let node = s.table[ino], node.kind == .file, !node.path.isEmpty, !node.dirty,
-                  node.stream?.hasStarted != true else { return nil }
-            return (node.path, node.version, node.staged)
-        }) else { return }
+        guard
+            let (path, before, staged) = state.withLock({ s -> (String, String?, StagedFile?)? in
+                guard let node = s.table[ino], node.kind == .file, !node.path.isEmpty, !node.dirty,
+                    node.stream?.hasStarted != true
+                else { return nil }
+                return (node.path, node.version, node.staged)
+            })
+        else { return }
         var changed = true
         do {
             if let staged {
@@ -138,7 +153,8 @@ extension FileSystem {
                 changed = state.withLock { $0.table[ino]?.version } != before
             }
         } catch {
-            logger.warning("could not revalidate a file after locking it", metadata: ["path": "\(path)", "error": "\(error)"])
+            logger.warning(
+                "could not revalidate a file after locking it", metadata: ["path": "\(path)", "error": "\(error)"])
         }
         guard changed else { return }
         let dropped = state.withLock { s -> [OpenFile] in

@@ -4,8 +4,8 @@ import ObjectStore
 /// Names and the metadata cache: what a path is, from the inode table while fresh, else from the store.
 extension FileSystem {
     public func lookup(parent: UInt64, name: String) throws(FSError) -> FileAttributes {
-        if let attributes = try controlLookup(parent: parent, name: name) { return attributes }    // control dir
-        if name == DirectoryMarkers.sidecarName { throw FSError.notFound }    // a directory's metadata, never listed
+        if let attributes = try controlLookup(parent: parent, name: name) { return attributes }  // control dir
+        if name == DirectoryMarkers.sidecarName { throw FSError.notFound }  // a directory's metadata, never listed
         let path = try childPath(parent: parent, name: name)
         return try resolve(path, retain: true)
     }
@@ -20,10 +20,11 @@ extension FileSystem {
     }
 
     public func getattr(_ ino: UInt64) throws(FSError) -> FileAttributes {
-        if let control, control.owns(ino) { return try control.getattr(ino) }    // control dir
+        if let control, control.owns(ino) { return try control.getattr(ino) }  // control dir
         let (attributes, path): (FileAttributes?, String) = try state.withLock { s throws(FSError) in
             guard let node = s.table[ino] else { throw FSError.notFound }
-            let trusted = ino == InodeTable.rootIno || node.path.isEmpty || node.staged != nil || node.dirty
+            let trusted =
+                ino == InodeTable.rootIno || node.path.isEmpty || node.staged != nil || node.dirty
                 || (isFresh(node) && isComplete(node))
             return (trusted ? node.attributes() : nil, node.path)
         }
@@ -45,8 +46,9 @@ extension FileSystem {
 
     public func statfs() -> FileSystemStats {
         // Buckets have no fixed size: report a large, constant capacity so that tools checking free space proceed.
-        FileSystemStats(blockSize: 4096, totalBlocks: 1 << 40, freeBlocks: 1 << 40, totalFiles: 1 << 32,
-                        freeFiles: 1 << 32, maxNameLength: 255)
+        FileSystemStats(
+            blockSize: 4096, totalBlocks: 1 << 40, freeBlocks: 1 << 40, totalFiles: 1 << 32,
+            freeFiles: 1 << 32, maxNameLength: 255)
     }
 
     // MARK: - Resolving paths against the store
@@ -64,7 +66,9 @@ extension FileSystem {
         typealias Known = (cached: FileAttributes?, object: Bool, small: Bool, marker: Bool)
         let known: Known = try state.withLock { s throws(FSError) -> Known in
             let node = s.table.node(at: path)
-            if let node, path.isEmpty || node.staged != nil || node.dirty || (!force && isFresh(node) && isComplete(node)) {
+            if let node,
+                path.isEmpty || node.staged != nil || node.dirty || (!force && isFresh(node) && isComplete(node))
+            {
                 if retain { s.table[node.ino]?.lookups += 1 }
                 return (node.attributes(), false, false, false)
             }
@@ -74,17 +78,21 @@ extension FileSystem {
             }
             if !force && node == nil && s.listedAbsent(path, now: .now) { throw FSError.notFound }
             if let node {
-                return (nil, node.kind != .directory && node.inStore,
-                        node.kind == .file && node.inStore && node.size <= Self.smallObjectLimit,
-                        node.kind == .directory && node.inStore && node.version != nil)
+                return (
+                    nil, node.kind != .directory && node.inStore,
+                    node.kind == .file && node.inStore && node.size <= Self.smallObjectLimit,
+                    node.kind == .directory && node.inStore && node.version != nil
+                )
             }
             let hint = s.fileHints[path]
             return (nil, hint != nil, hint.map { $0 <= Self.smallObjectLimit } ?? false, false)
         }
         if let cached = known.cached { return cached }
         var content: Data?
-        guard let observation = try observe(path, knownObject: known.object, fetchSmall: known.small,
-                                            knownMarker: known.marker, content: &content)
+        guard
+            let observation = try observe(
+                path, knownObject: known.object, fetchSmall: known.small,
+                knownMarker: known.marker, content: &content)
         else {
             state.withLock { s in
                 s.table.detach(path: path)
@@ -107,8 +115,10 @@ extension FileSystem {
     /// `fetchSmall`: it was a small file; revalidate with a GET of its first `smallObjectLimit` bytes, and if
     /// that is all of it, hand the bytes back in `content`. `knownMarker`: it was a directory with a marker;
     /// revalidate with one HEAD of the marker.
-    func observe(_ path: String, knownObject: Bool = false, fetchSmall: Bool = false, knownMarker: Bool = false,
-                 content: inout Data?) throws(FSError) -> Observation? {
+    func observe(
+        _ path: String, knownObject: Bool = false, fetchSmall: Bool = false, knownMarker: Bool = false,
+        content: inout Data?
+    ) throws(FSError) -> Observation? {
         let key = keys.key(for: path)
         let marker = key + "/"
         if knownObject {
@@ -139,7 +149,7 @@ extension FileSystem {
         do throws(ObjectStoreError) {
             page = try store.list(ListRequest(prefix: marker, delimiter: "/", maxKeys: 1))
         } catch .invalidKey {
-            return nil    // a name this backend cannot hold (e.g. its own state folder) does not exist
+            return nil  // a name this backend cannot hold (e.g. its own state folder) does not exist
         } catch {
             throw FSError(error)
         }
@@ -182,9 +192,9 @@ extension FileSystem {
         case .object(let info):
             if let metadata = info.metadata ?? metadataIndex.metadata(for: info) {
                 let named = PosixMetadata(metadata).kind ?? .file
-                kind = named == .directory ? .file : named    // an object is never a directory: its marker is
+                kind = named == .directory ? .file : named  // an object is never a directory: its marker is
             } else if let known = s.table.node(at: path), known.kind != .directory, known.version == info.version {
-                kind = known.kind    // a LIST entry cannot tell a symlink from a file; a HEAD did
+                kind = known.kind  // a LIST entry cannot tell a symlink from a file; a HEAD did
             } else {
                 kind = .file
             }
@@ -197,10 +207,11 @@ extension FileSystem {
             return updated.attributes()
         }
         let now = FileTime.now()
-        let blank = Node(ino: s.table.allocateIno(), path: path, kind: kind, size: 0,
-                         permissions: kind == .directory ? options.directoryPermissions : options.filePermissions,
-                         uid: options.uid, gid: options.gid, mtime: mountTime, ctime: now, version: nil,
-                         inStore: false, metadataKnown: false, validatedAt: .now)
+        let blank = Node(
+            ino: s.table.allocateIno(), path: path, kind: kind, size: 0,
+            permissions: kind == .directory ? options.directoryPermissions : options.filePermissions,
+            uid: options.uid, gid: options.gid, mtime: mountTime, ctime: now, version: nil,
+            inStore: false, metadataKnown: false, validatedAt: .now)
         let node = apply(observation: observation, to: blank)
         s.table.insert(node)
         return node.attributes()
@@ -223,7 +234,9 @@ extension FileSystem {
         }
         let modified = Int64(info.lastModified.timeIntervalSince1970.rounded(.down))
         let sameVersion = node.version == info.version && (node.storedModified ?? modified) == modified
-        let ours = info.metadata != nil && node.writtenMetadata.map { PosixMetadata($0) == PosixMetadata(info.metadata!) } == true
+        let ours =
+            info.metadata != nil
+            && node.writtenMetadata.map { PosixMetadata($0) == PosixMetadata(info.metadata!) } == true
         node.inStore = true
         node.version = info.version
         node.storedModified = modified
@@ -232,7 +245,8 @@ extension FileSystem {
         if (sameVersion || ours) && node.metadataKnown { return node }
         if let metadata = info.metadata ?? metadataIndex.metadata(for: info) {
             let posix = PosixMetadata(metadata)
-            node.permissions = posix.mode.map { $0 & 0o7777 }
+            node.permissions =
+                posix.mode.map { $0 & 0o7777 }
                 ?? (node.kind == .directory ? options.directoryPermissions : options.filePermissions)
             node.uid = posix.uid ?? options.uid
             node.gid = posix.gid ?? options.gid

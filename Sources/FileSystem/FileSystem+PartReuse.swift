@@ -8,10 +8,13 @@ extension FileSystem {
     /// The whole upload as a multipart upload reusing the stored version's unchanged parts, when that saves at
     /// least one part; nil when it does not apply or fails (the caller then uploads the staged file as usual,
     /// which also handles conflicts and recovery).
-    func uploadReusingStoredParts(_ job: (staged: StagedFile, node: Node, options: PutOptions),
-                                  key: String) -> ObjectInfo? {
+    func uploadReusingStoredParts(
+        _ job: (staged: StagedFile, node: Node, options: PutOptions),
+        key: String
+    ) -> ObjectInfo? {
         guard let partSize = options.multipartPartSize.map(UInt64.init), job.node.inStore,
-              case .ifVersionMatches(let version) = job.options.condition, job.node.version == version else { return nil }
+            case .ifVersionMatches(let version) = job.options.condition, job.node.version == version
+        else { return nil }
         let unchanged = min(job.node.changedFrom ?? job.node.size, job.node.storedSize, job.node.size)
         let copyEnd = unchanged / partSize * partSize
         guard copyEnd >= partSize else { return nil }
@@ -23,8 +26,9 @@ extension FileSystem {
             var offset: UInt64 = 0
             while offset < copyEnd {
                 let number = parts.count + 1
-                let etag = try store.uploadPartCopy(key, uploadID: id, number: number, source: key,
-                                                    range: offset..<(offset + partSize), sourceVersion: version)
+                let etag = try store.uploadPartCopy(
+                    key, uploadID: id, number: number, source: key,
+                    range: offset..<(offset + partSize), sourceVersion: version)
                 parts.append(CompletedPart(number: number, etag: etag))
                 offset += partSize
             }
@@ -32,20 +36,30 @@ extension FileSystem {
                 let count = Int(min(partSize, job.node.size - offset))
                 let body = try readStaged(job.staged, at: offset, count: count)
                 let number = parts.count + 1
-                parts.append(CompletedPart(number: number, etag: try store.uploadPart(key, uploadID: id, number: number,
-                                                                                     body: .data(body))))
+                parts.append(
+                    CompletedPart(
+                        number: number,
+                        etag: try store.uploadPart(
+                            key, uploadID: id, number: number,
+                            body: .data(body))))
                 offset += UInt64(count)
             }
-            var info = try store.completeMultipartUpload(key, uploadID: id, parts: parts,
-                                                         condition: .ifVersionMatches(version))
-            if info.size == 0 { info.size = job.node.size }    // completion could not HEAD: we know the size
-            logger.debug("upload reused stored parts", metadata: ["key": "\(key)", "copied": "\(copyEnd)",
-                                                                  "uploaded": "\(job.node.size - copyEnd)"])
+            var info = try store.completeMultipartUpload(
+                key, uploadID: id, parts: parts,
+                condition: .ifVersionMatches(version))
+            if info.size == 0 { info.size = job.node.size }  // completion could not HEAD: we know the size
+            logger.debug(
+                "upload reused stored parts",
+                metadata: [
+                    "key": "\(key)", "copied": "\(copyEnd)",
+                    "uploaded": "\(job.node.size - copyEnd)",
+                ])
             return info
         } catch {
             if let uploadID { try? store.abortMultipartUpload(key, uploadID: uploadID) }
-            logger.debug("upload reusing stored parts failed; uploading the whole file",
-                         metadata: ["key": "\(key)", "error": "\(error)"])
+            logger.debug(
+                "upload reusing stored parts failed; uploading the whole file",
+                metadata: ["key": "\(key)", "error": "\(error)"])
             return nil
         }
     }

@@ -2,11 +2,13 @@ import Foundation
 import ObjectStore
 
 /// rename(2). A file: server-side copy, then delete, ordered with the file's uploads (and those of the file it
-/// replaces). A directory: `DirectoryMover` — not atomic, but it finishes or undoes (docs/SEMANTICS.md). The moved node keeps its inode
-/// number; a replaced node is detached, so nothing of it is uploaded any more.
+/// replaces). A directory: `DirectoryMover` — not atomic, but it finishes or undoes (docs/SEMANTICS.md). The moved node
+/// keeps its inode number; a replaced node is detached, so nothing of it is uploaded any more.
 extension FileSystem {
-    public func rename(parent: UInt64, name: String, newParent: UInt64, newName: String,
-                       noReplace: Bool) throws(FSError) {
+    public func rename(
+        parent: UInt64, name: String, newParent: UInt64, newName: String,
+        noReplace: Bool
+    ) throws(FSError) {
         try requireWritable()
         let from = try childPath(parent: parent, name: name)
         let to = try childPath(parent: newParent, name: newName)
@@ -17,7 +19,7 @@ extension FileSystem {
         do throws(FSError) { destination = try resolve(to, retain: false) } catch .notFound { destination = nil }
         if let destination {
             if noReplace { throw FSError.exists }
-            if destination.ino == source.ino { return }    // two names of one node: nothing to do
+            if destination.ino == source.ino { return }  // two names of one node: nothing to do
             if source.kind == .directory && destination.kind != .directory { throw FSError.notDirectory }
             if source.kind != .directory && destination.kind == .directory { throw FSError.isDirectory }
             if destination.kind == .directory {
@@ -40,7 +42,7 @@ extension FileSystem {
     private func renameObject(ino: UInt64, replacing replaced: UInt64?, from: String, to: String) throws(FSError) {
         try serialised([ino] + (replaced.map { [$0] } ?? [])) { () throws(FSError) in
             let node = try existingNode(ino)
-            guard node.path == from else { throw FSError.notFound }    // renamed or removed while we waited
+            guard node.path == from else { throw FSError.notFound }  // renamed or removed while we waited
             let oldKey = keys.key(for: from)
             let newKey = keys.key(for: to)
             var newVersion: String?
@@ -70,7 +72,7 @@ extension FileSystem {
             // The replaced file's streamed upload (it was being written) must never complete over the new one.
             if let abandoned, let replaced { dropStream(abandoned, of: replaced) }
             if let replaced { unjournal(state.withLock { $0.table[replaced]?.staged }) }
-            journal(ino)    // a pending file: its sidecar names the new key and base
+            journal(ino)  // a pending file: its sidecar names the new key and base
         }
         if let replaced { dropStagedIfIdle(replaced) }
     }

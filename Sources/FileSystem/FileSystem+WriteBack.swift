@@ -39,8 +39,9 @@ extension FileSystem {
             return (staged.path, keys.key(for: node.path), base, node.contentType, node.objectMetadata())
         }
         guard let (path, key, base, contentType, metadata) = entry else { return }
-        stagingJournal.record(stagedPath: path, key: key, base: base, contentType: contentType, metadata: metadata,
-                              closed: closed)
+        stagingJournal.record(
+            stagedPath: path, key: key, base: base, contentType: contentType, metadata: metadata,
+            closed: closed)
     }
 
     /// The staged file's content is in the store, in the recovery folder, or of no use any more.
@@ -58,20 +59,24 @@ extension FileSystem {
     private func uploadHoldingSerial(_ ino: UInt64) throws(FSError) {
         let job: UploadJob? = state.withLock { s in
             guard var node = s.table[ino], let staged = node.staged, !node.path.isEmpty,
-                  node.content.beginUpload() else { return nil }
+                node.content.beginUpload()
+            else { return nil }
             var job = node
             node.changedFrom = nil
             if node.stream?.hasStarted == true {
-                node.stream = nil    // completed by this upload; later writes go to a plain PUT
+                node.stream = nil  // completed by this upload; later writes go to a plain PUT
             } else {
-                job.stream = nil     // not started: a PUT now, and the stream stays for the writes to come
+                job.stream = nil  // not started: a PUT now, and the stream stays for the writes to come
             }
             node.mtimeExplicit = false
             s.table[ino] = node
             let condition: PutCondition = node.inStore ? node.version.map { .ifVersionMatches($0) } ?? .none : .ifAbsent
-            return UploadJob(staged: staged, node: job, options: PutOptions(contentType: node.contentType,
-                                                                             metadata: node.objectMetadata(),
-                                                                             condition: condition))
+            return UploadJob(
+                staged: staged, node: job,
+                options: PutOptions(
+                    contentType: node.contentType,
+                    metadata: node.objectMetadata(),
+                    condition: condition))
         }
         guard let job else { return }
         FileSystemMetrics.shared.uploadStarted()
@@ -82,8 +87,9 @@ extension FileSystem {
                 do throws(ObjectStoreError) {
                     if let info = try completeStream(stream, job: job) { return recordUpload(ino, info, job: job) }
                 } catch {
-                    logger.warning("streamed upload failed; uploading the staged file instead",
-                                   metadata: ["key": "\(key)", "error": "\(error)"])
+                    logger.warning(
+                        "streamed upload failed; uploading the staged file instead",
+                        metadata: ["key": "\(key)", "error": "\(error)"])
                 }
             }
             stream.abort()
@@ -102,16 +108,18 @@ extension FileSystem {
             }
             // One copy per failure episode of a transient error (a later failure replaces it, a success drops it);
             // every conflict keeps its own.
-            let base: RecoveryFolder.Base = job.node.inStore ? job.node.version.map { .version($0) } ?? .absent : .absent
-            let saved = recovery.save(stagedPath: job.staged.path, key: key, reason: error.description, base: base,
-                                      episode: conflict ? nil : "\(ino)")
+            let base: RecoveryFolder.Base =
+                job.node.inStore ? job.node.version.map { .version($0) } ?? .absent : .absent
+            let saved = recovery.save(
+                stagedPath: job.staged.path, key: key, reason: error.description, base: base,
+                episode: conflict ? nil : "\(ino)")
             events?.uploadFailed(key: key, saved: saved, error: error.description, conflict: conflict)
             state.withLock { s in
-                s.table[ino]?.noteChange(from: 0)    // next time: upload it all
+                s.table[ino]?.noteChange(from: 0)  // next time: upload it all
                 s.table[ino]?.content.uploadFailed(conflict: conflict)
                 if saved == nil { s.table[ino]?.preserveStaged = true }
             }
-            if conflict && saved != nil { unjournal(job.staged) }    // the recovery folder has it now
+            if conflict && saved != nil { unjournal(job.staged) }  // the recovery folder has it now
             // A conflict stays one: retrying would fail the same way, the user decides (recover push). The
             // store may come back otherwise: the next flush, fsync or release tries again.
             if conflict { throw FSError.stale("\(key) was changed or deleted by another writer") }
@@ -123,8 +131,9 @@ extension FileSystem {
     /// The upload stored `info`: the node's base moves to it, and the lifecycle on (clean, or pending again if
     /// written meanwhile).
     private func recordUpload(_ ino: UInt64, _ info: ObjectInfo, job: UploadJob) {
-        metadataIndex.wrote(key: info.key.isEmpty ? keys.key(for: job.node.path) : info.key, version: info.version,
-                            size: info.size, metadata: job.options.metadata)
+        metadataIndex.wrote(
+            key: info.key.isEmpty ? keys.key(for: job.node.path) : info.key, version: info.version,
+            size: info.size, metadata: job.options.metadata)
         recovery.resolved(episode: "\(ino)")
         defer {
             // Written meanwhile: the sidecar takes the new base; else the store has it all.
@@ -146,7 +155,8 @@ extension FileSystem {
     /// Finishes a streamed multipart upload. Metadata set since the stream began (chmod, an explicit mtime)
     /// follows with a metadata-only copy. Returns nil when the file never filled a part (plain PUT instead).
     private func completeStream(_ stream: StreamingUpload, job: UploadJob) throws(ObjectStoreError) -> ObjectInfo? {
-        guard var info = try stream.finish(stagedFD: job.staged.fd, size: job.node.size, condition: job.options.condition)
+        guard
+            var info = try stream.finish(stagedFD: job.staged.fd, size: job.node.size, condition: job.options.condition)
         else { return nil }
         var sent = stream.metadata
         sent["mtime"] = job.options.metadata["mtime"]
@@ -157,10 +167,12 @@ extension FileSystem {
             // The content is safely in the store now: a failure here costs only the metadata, so log it
             // rather than letting the caller upload the content again.
             do throws(ObjectStoreError) {
-                info = try store.copy(from: info.key, to: info.key, metadata: job.options.metadata,
-                                      condition: .ifVersionMatches(info.version))
+                info = try store.copy(
+                    from: info.key, to: info.key, metadata: job.options.metadata,
+                    condition: .ifVersionMatches(info.version))
             } catch {
-                logger.error("could not store metadata after upload", metadata: ["key": "\(info.key)", "error": "\(error)"])
+                logger.error(
+                    "could not store metadata after upload", metadata: ["key": "\(info.key)", "error": "\(error)"])
             }
         }
         return info
@@ -171,8 +183,9 @@ extension FileSystem {
         guard let partSize = options.multipartPartSize else { return nil }
         var metadata = node.posixMetadata().objectMetadata
         for key in ["mtime", "ctime", "atime"] { metadata[key] = nil }
-        return StreamingUpload(store: store, key: keys.key(for: node.path), metadata: metadata, partSize: partSize,
-                               maxInFlight: options.multipartMaxInFlight, workers: workers, journal: uploadJournal)
+        return StreamingUpload(
+            store: store, key: keys.key(for: node.path), metadata: metadata, partSize: partSize,
+            maxInFlight: options.multipartMaxInFlight, workers: workers, journal: uploadJournal)
     }
 
     /// The file stopped being a sequential write: abandon its stream; the close uploads the staged file.
@@ -230,7 +243,9 @@ extension FileSystem {
         var offset: UInt64 = 0
         while true {
             let chunk = try storeCall { try store.get(key, range: offset..<(offset + Self.downloadChunk)) }
-            if let version, version != chunk.info.version { throw FSError.stale("\(key) was changed by another writer") }
+            if let version, version != chunk.info.version {
+                throw FSError.stale("\(key) was changed by another writer")
+            }
             if version == nil || offset == 0 { keepForeignAttributes(of: chunk.info, ino: ino) }
             version = chunk.info.version
             let written = chunk.body.withUnsafeBytes { pwrite(fd, $0.baseAddress, $0.count, off_t(offset)) }
@@ -256,7 +271,8 @@ extension FileSystem {
     func dropStagedIfIdle(_ ino: UInt64) {
         let staged: StagedFile? = state.withLock { s in
             guard var node = s.table[ino], node.openHandles == 0, let staged = node.staged,
-                  !node.content.hasUnstoredChanges || node.path.isEmpty else { return nil }
+                !node.content.hasUnstoredChanges || node.path.isEmpty
+            else { return nil }
             if node.path.isEmpty { node.content.detach() }
             node.staged = nil
             let preserve = node.preserveStaged

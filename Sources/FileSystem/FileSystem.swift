@@ -46,9 +46,10 @@ public final class FileSystem: Sendable {
     /// Drops the kernel's cached attributes and pages of an inode (set by the FUSE layer once mounted).
     let kernelCacheInvalidator = Mutex(KernelCacheInvalidator())
 
-    /// The FUSE layer's callback, held in a struct, not as `Mutex<Closure?>`: each `withLock { $0 }` of a bare closure wrapped it in two more
-    /// reabstraction thunks and wrote it back, so every call grew slower until the stack overflowed (a daemon crash
-    /// after a few million FUSE operations; see docs/DEVELOPMENT.md, "Closures behind a Mutex").
+    /// The FUSE layer's callback, held in a struct, not as `Mutex<Closure?>`: each `withLock { $0 }` of a bare closure
+    /// wrapped it in two more reabstraction thunks and wrote it back, so every call grew slower until the stack
+    /// overflowed (a daemon crash after a few million FUSE operations; see docs/DEVELOPMENT.md, "Closures behind a
+    /// Mutex").
     struct KernelCacheInvalidator: Sendable {
         var invalidate: (@Sendable (UInt64) -> Void)?
     }
@@ -89,7 +90,9 @@ public final class FileSystem: Sendable {
 
         /// Whether `path` is known not to exist because its parent's listing is known and lacks it.
         func listedAbsent(_ path: String, now: ContinuousClock.Instant) -> Bool {
-            guard !path.isEmpty, let known = listed[KeyMapping.parent(of: path)], now < known.until else { return false }
+            guard !path.isEmpty, let known = listed[KeyMapping.parent(of: path)], now < known.until else {
+                return false
+            }
             return !known.names.contains(KeyMapping.name(of: path))
         }
         var reportedInvalidKeys: Set<String> = []
@@ -120,10 +123,12 @@ public final class FileSystem: Sendable {
 
     /// `lockManager` makes locks hold across mounts (nil: within this mount only); `lockResource` names a
     /// file's path (relative to the mount root, "" for the root) to its strategy.
-    public init(store: any ObjectStore, options: FileSystemOptions, logger: Logger, lockManager: LockManager? = nil,
-                lockResource: @escaping @Sendable (String) -> String = { $0.isEmpty ? "." : $0 },
-                control: ControlDirectory.Settings? = nil, uploadJournal: (any UploadJournal)? = nil,
-                stagingJournal: StagingJournal? = nil, events: (any EventSink)? = nil) throws(FSError) {
+    public init(
+        store: any ObjectStore, options: FileSystemOptions, logger: Logger, lockManager: LockManager? = nil,
+        lockResource: @escaping @Sendable (String) -> String = { $0.isEmpty ? "." : $0 },
+        control: ControlDirectory.Settings? = nil, uploadJournal: (any UploadJournal)? = nil,
+        stagingJournal: StagingJournal? = nil, events: (any EventSink)? = nil
+    ) throws(FSError) {
         self.store = store
         self.stagingJournal = stagingJournal
         self.events = events
@@ -132,30 +137,37 @@ public final class FileSystem: Sendable {
         self.keys = KeyMapping(prefix: options.prefix)
         self.logger = logger
         self.stagingDirectory = options.cacheDirectory + "/staging"
-        self.recovery = RecoveryFolder(directory: options.cacheDirectory + "/recovery", store: store.description,
-                                       context: options.recoveryContext, logger: logger)
+        self.recovery = RecoveryFolder(
+            directory: options.cacheDirectory + "/recovery", store: store.description,
+            context: options.recoveryContext, logger: logger)
         self.mountTime = FileTime.now()
         self.workers = WorkerPool(threads: 16, name: "bucketfs-io")
         self.bulkWorkers = WorkerPool(threads: max(1, options.renameParallelism), name: "bucketfs-bulk")
-        self.prefetchBudget = PrefetchBudget(bytes: options.readAheadBudget, cache: options.blockCacheSize > 0
-            ? BlockCache(directory: options.cacheDirectory + "/blocks", limit: options.blockCacheSize) : nil,
+        self.prefetchBudget = PrefetchBudget(
+            bytes: options.readAheadBudget,
+            cache: options.blockCacheSize > 0
+                ? BlockCache(directory: options.cacheDirectory + "/blocks", limit: options.blockCacheSize) : nil,
             logger: logger)
-        self.metadataIndex = MetadataIndex(directory: options.persistMetadataIndex ? options.cacheDirectory + "/metadata" : nil,
-                                           name: store.description + "\n" + options.prefix)
+        self.metadataIndex = MetadataIndex(
+            directory: options.persistMetadataIndex ? options.cacheDirectory + "/metadata" : nil,
+            name: store.description + "\n" + options.prefix)
         self.locks = FileLockCoordinator(manager: lockManager, resourceName: lockResource, logger: logger)
         self.control = control.map {
-            ControlDirectory(settings: $0, storeFolder: ObjectStoreRecordBackend(store: store, prefix: options.prefix + $0.name + "/"),
-                             uid: options.uid, gid: options.gid)
+            ControlDirectory(
+                settings: $0,
+                storeFolder: ObjectStoreRecordBackend(store: store, prefix: options.prefix + $0.name + "/"),
+                uid: options.uid, gid: options.gid)
         }
         do {
             try FileManager.default.createDirectory(atPath: stagingDirectory, withIntermediateDirectories: true)
         } catch {
             throw FSError.io("cannot create cache directory \(stagingDirectory): \(error.localizedDescription)")
         }
-        let root = Node(ino: InodeTable.rootIno, path: "", kind: .directory, size: 0,
-                        permissions: options.directoryPermissions, uid: options.uid, gid: options.gid,
-                        mtime: mountTime, ctime: mountTime, version: nil, inStore: false, metadataKnown: false,
-                        validatedAt: .now, lookups: 1)
+        let root = Node(
+            ino: InodeTable.rootIno, path: "", kind: .directory, size: 0,
+            permissions: options.directoryPermissions, uid: options.uid, gid: options.gid,
+            mtime: mountTime, ctime: mountTime, version: nil, inStore: false, metadataKnown: false,
+            validatedAt: .now, lookups: 1)
         self.state = Mutex(State(table: InodeTable(root: root)))
         loadRootAttributes()
         installLockRetry()
@@ -183,8 +195,8 @@ public final class FileSystem: Sendable {
     func childPath(parent: UInt64, name: String) throws(FSError) -> String {
         guard name.utf8.count <= 255 else { throw FSError.nameTooLong }
         guard KeyMapping.isValidName(name) else { throw FSError.invalidArgument }
-        guard name != DirectoryMarkers.sidecarName else { throw FSError.notPermitted }    // reserved
-        if control?.refusesChange(parent: parent, name: name) == true { throw FSError.readOnly }    // control dir
+        guard name != DirectoryMarkers.sidecarName else { throw FSError.notPermitted }  // reserved
+        if control?.refusesChange(parent: parent, name: name) == true { throw FSError.readOnly }  // control dir
         let node = try existingNode(parent)
         guard node.kind == .directory else { throw FSError.notDirectory }
         guard parent == InodeTable.rootIno || !node.path.isEmpty else { throw FSError.notFound }
@@ -251,8 +263,9 @@ public final class FileSystem: Sendable {
             s.entriesChanged(in: KeyMapping.parent(of: node.path), at: node.ctime)
             if node.kind == .directory { s.listed[node.path] = ([], .now + .seconds(options.negativeTTL)) }
             if let version = node.version {
-                metadataIndex.wrote(key: objectKey(of: node), version: version, size: 0,
-                                    metadata: node.objectMetadata())
+                metadataIndex.wrote(
+                    key: objectKey(of: node), version: version, size: 0,
+                    metadata: node.objectMetadata())
             }
             return node.attributes()
         }

@@ -40,13 +40,15 @@ public struct FileSystemOptions: Sendable, Equatable {
     /// The longest key the store takes, in bytes (S3 and GCS: 1,024); a longer path is ENAMETOOLONG, not EIO.
     public var maxKeyLength: Int?
 
-    public init(prefix: String = "", uid: UInt32 = getuid(), gid: UInt32 = getgid(),
-                filePermissions: UInt32 = 0o644, directoryPermissions: UInt32 = 0o755, readOnly: Bool = false,
-                metadataTTL: Double = 1, negativeTTL: Double = 1, cacheDirectory: String,
-                readAheadBudget: Int = 128 << 20, multipartPartSize: Int? = nil, multipartMaxInFlight: Int = 4,
-                renameParallelism: Int = 16, stagingLimit: UInt64 = 0,
-                recoveryContext: [String: String] = [:], blockCacheSize: UInt64 = 1 << 30,
-                persistMetadataIndex: Bool = true) {
+    public init(
+        prefix: String = "", uid: UInt32 = getuid(), gid: UInt32 = getgid(),
+        filePermissions: UInt32 = 0o644, directoryPermissions: UInt32 = 0o755, readOnly: Bool = false,
+        metadataTTL: Double = 1, negativeTTL: Double = 1, cacheDirectory: String,
+        readAheadBudget: Int = 128 << 20, multipartPartSize: Int? = nil, multipartMaxInFlight: Int = 4,
+        renameParallelism: Int = 16, stagingLimit: UInt64 = 0,
+        recoveryContext: [String: String] = [:], blockCacheSize: UInt64 = 1 << 30,
+        persistMetadataIndex: Bool = true
+    ) {
         self.prefix = prefix
         self.uid = uid
         self.gid = gid

@@ -68,15 +68,17 @@ struct Node {
     }
 
     func attributes() -> FileAttributes {
-        FileAttributes(ino: ino, kind: kind, size: kind == .symlink ? UInt64(symlinkTarget?.utf8.count ?? 0) : size,
-                       permissions: permissions, uid: uid, gid: gid, mtime: mtime, ctime: ctime, atime: atime ?? mtime,
-                       rdev: rdev, linked: content != .detached)
+        FileAttributes(
+            ino: ino, kind: kind, size: kind == .symlink ? UInt64(symlinkTarget?.utf8.count ?? 0) : size,
+            permissions: permissions, uid: uid, gid: gid, mtime: mtime, ctime: ctime, atime: atime ?? mtime,
+            rdev: rdev, linked: content != .detached)
     }
 
     /// The metadata that goes with the object on every write.
     func posixMetadata() -> PosixMetadata {
-        PosixMetadata(mode: attributes().mode, uid: uid, gid: gid, mtime: mtime, symlinkTarget: symlinkTarget,
-                      atime: atime, ctime: ctime, rdev: rdev)
+        PosixMetadata(
+            mode: attributes().mode, uid: uid, gid: gid, mtime: mtime, symlinkTarget: symlinkTarget,
+            atime: atime, ctime: ctime, rdev: rdev)
     }
 
     /// Marks a change of the inode itself (chmod, chown, utimes, rename, a write): POSIX moves ctime.
@@ -167,8 +169,10 @@ struct InodeTable {
 
     /// Nodes directly inside directory `path` that exist only locally (created, not yet uploaded).
     func pendingChildren(of path: String) -> [Node] {
-        nodes.values.filter { !$0.inStore && $0.staged != nil && !$0.unlinked && !$0.path.isEmpty
-            && $0.kind == .file && KeyMapping.parent(of: $0.path) == path }
+        nodes.values.filter {
+            !$0.inStore && $0.staged != nil && !$0.unlinked && !$0.path.isEmpty
+                && $0.kind == .file && KeyMapping.parent(of: $0.path) == path
+        }
     }
 
     /// Nodes at `path` or below it (a directory's whole known subtree), by inode.

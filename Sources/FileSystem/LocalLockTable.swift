@@ -25,8 +25,10 @@ public struct FileLock: Sendable, Equatable {
     /// The open file handle the lock came through: OFD locks go when it is released.
     public var handle: UInt64
 
-    public init(owner: UInt64, kind: LockKind, mode: LockMode, start: UInt64 = 0, end: UInt64 = .max,
-                pid: UInt32 = 0, handle: UInt64 = 0) {
+    public init(
+        owner: UInt64, kind: LockKind, mode: LockMode, start: UInt64 = 0, end: UInt64 = .max,
+        pid: UInt32 = 0, handle: UInt64 = 0
+    ) {
         self.owner = owner
         self.kind = kind
         self.mode = mode
@@ -67,16 +69,19 @@ struct LocalLockTable: Sendable, Equatable {
         case .flock:
             // One flock per open file description: a second call converts it.
             locks.removeAll { $0.kind == .flock && $0.owner == request.owner }
-            locks.append(FileLock(owner: request.owner, kind: .flock, mode: request.mode, pid: request.pid,
-                                  handle: request.handle))
+            locks.append(
+                FileLock(
+                    owner: request.owner, kind: .flock, mode: request.mode, pid: request.pid,
+                    handle: request.handle))
         case .posix:
             remove(owner: request.owner, kind: .posix, start: request.start, end: request.end)
             var merged = request
             // Absorb this owner's locks of the same mode that touch the new range.
             locks.removeAll { lock in
                 guard lock.kind == .posix, lock.owner == request.owner, lock.mode == request.mode else { return false }
-                let touches = lock.overlaps(merged.start == 0 ? 0 : merged.start - 1,
-                                            merged.end == .max ? .max : merged.end + 1)
+                let touches = lock.overlaps(
+                    merged.start == 0 ? 0 : merged.start - 1,
+                    merged.end == .max ? .max : merged.end + 1)
                 if touches {
                     merged.start = min(merged.start, lock.start)
                     merged.end = max(merged.end, lock.end)

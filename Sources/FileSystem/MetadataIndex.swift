@@ -39,8 +39,9 @@ final class MetadataIndex: Sendable {
     /// `directory` nil: in memory only (tests, `memory://`). `name` tells apart mounts of different buckets.
     init(directory: String?, name: String) {
         guard let directory else { return }
-        try? FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true,
-                                                 attributes: [.posixPermissions: 0o700])
+        try? FileManager.default.createDirectory(
+            atPath: directory, withIntermediateDirectories: true,
+            attributes: [.posixPermissions: 0o700])
         let path = directory + "/" + Self.fileName(for: name)
         state.withLock { s in
             s.path = path
@@ -57,7 +58,8 @@ final class MetadataIndex: Sendable {
     func metadata(for info: ObjectInfo) -> ObjectMetadata? {
         return state.withLock { s in
             guard let entry = s.entries[info.key], entry.version == info.version, entry.size == info.size,
-                  let metadata = entry.metadata else { return nil }
+                let metadata = entry.metadata
+            else { return nil }
             let seconds = Int64(info.lastModified.timeIntervalSince1970.rounded(.down))
             if let modified = entry.modified, modified != seconds { return nil }
             if entry.modified == nil && info.lastModified.timeIntervalSince1970 > 0 {
@@ -74,8 +76,9 @@ final class MetadataIndex: Sendable {
     func learn(_ info: ObjectInfo) {
         guard let metadata = info.metadata else { return }
         let seconds = Int64(info.lastModified.timeIntervalSince1970.rounded(.down))
-        let entry = Entry(key: info.key, version: info.version, size: info.size,
-                          modified: seconds > 0 ? seconds : nil, metadata: metadata)
+        let entry = Entry(
+            key: info.key, version: info.version, size: info.size,
+            modified: seconds > 0 ? seconds : nil, metadata: metadata)
         state.withLock { s in
             if s.entries[info.key] != entry { Self.append(entry, to: &s) }
         }
@@ -148,7 +151,8 @@ final class MetadataIndex: Sendable {
             body.append(0x0A)
         }
         guard FileManager.default.createFile(atPath: temporary, contents: body, attributes: [.posixPermissions: 0o600]),
-              rename(temporary, current) == 0 else { return }
+            rename(temporary, current) == 0
+        else { return }
         close(s.fd)
         s.fd = open(current, O_WRONLY | O_APPEND | O_CLOEXEC | O_NOFOLLOW)
         s.lines = s.entries.count

@@ -15,8 +15,10 @@ struct PosixMetadata: Equatable {
     var ctime: FileTime?
     var rdev: UInt32?
 
-    init(mode: UInt32? = nil, uid: UInt32? = nil, gid: UInt32? = nil, mtime: FileTime? = nil,
-         symlinkTarget: String? = nil, atime: FileTime? = nil, ctime: FileTime? = nil, rdev: UInt32? = nil) {
+    init(
+        mode: UInt32? = nil, uid: UInt32? = nil, gid: UInt32? = nil, mtime: FileTime? = nil,
+        symlinkTarget: String? = nil, atime: FileTime? = nil, ctime: FileTime? = nil, rdev: UInt32? = nil
+    ) {
         self.mode = mode
         self.uid = uid
         self.gid = gid

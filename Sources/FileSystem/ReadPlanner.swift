@@ -67,9 +67,11 @@ final class ReadPlanner: Sendable {
             s.plans += 1
             let unmeasured = s.cost[.stream] == nil || s.cost[.ranges] == nil
             if size >= Self.probeFileSize && (unmeasured || s.plans % Self.probeEvery == 0) {
-                return [Segment(method: .stream, start: 0, end: Self.probeSegment),
-                        Segment(method: .ranges, start: Self.probeSegment, end: 2 * Self.probeSegment),
-                        Segment(method: nil, start: 2 * Self.probeSegment, end: size)]
+                return [
+                    Segment(method: .stream, start: 0, end: Self.probeSegment),
+                    Segment(method: .ranges, start: Self.probeSegment, end: 2 * Self.probeSegment),
+                    Segment(method: nil, start: 2 * Self.probeSegment, end: size),
+                ]
             }
             return [Segment(method: Self.best(s), start: 0, end: size)]
         }
@@ -95,8 +97,9 @@ final class ReadPlanner: Sendable {
         }
         let measured = costs.sorted { $0.key == .stream && $1.key == .ranges }
             .map { "\($0.key) \(String(format: "%.2f", $0.value * 1000)) ms/MiB" }.joined(separator: ", ")
-        logger?.log(level: before == after ? .debug : .info, "large sequential reads: \(after)",
-                    metadata: ["measured": "\(measured)", "sample": "\(method) \(bytes >> 20) MiB"])
+        logger?.log(
+            level: before == after ? .debug : .info, "large sequential reads: \(after)",
+            metadata: ["measured": "\(measured)", "sample": "\(method) \(bytes >> 20) MiB"])
     }
 
     /// One ranged GET of `bytes` that took `seconds`.

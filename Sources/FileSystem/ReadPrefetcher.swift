@@ -93,8 +93,10 @@ final class ReadPrefetcher: @unchecked Sendable {
     static let plannedWindow = 8 << 20
 
     /// `streaming`: the store has a real single-request stream (`ObjectStore.prefersStreamingReads`).
-    init(store: any ObjectStore, key: String, size: UInt64, settings: Settings, budget: PrefetchBudget,
-         workers: WorkerPool, version: String? = nil, streaming: Bool = false) {
+    init(
+        store: any ObjectStore, key: String, size: UInt64, settings: Settings, budget: PrefetchBudget,
+        workers: WorkerPool, version: String? = nil, streaming: Bool = false
+    ) {
         self.version = Mutex(version)
         self.streaming = streaming
         self.store = store
@@ -179,9 +181,10 @@ final class ReadPrefetcher: @unchecked Sendable {
         segmentCached = false
         if next.method == .stream {
             // Nil when the budget is spent or the block cache holds the start: then ranged reads serve the stretch.
-            stream = SequentialStream.start(store: store, key: key, version: version.withLock { $0 }, from: next.start,
-                                            size: size, budget: budget)
-            if stream == nil { segmentCached = true }    // not a measure of the stream
+            stream = SequentialStream.start(
+                store: store, key: key, version: version.withLock { $0 }, from: next.start,
+                size: size, budget: budget)
+            if stream == nil { segmentCached = true }  // not a measure of the stream
         } else {
             dropChunks { $0.end <= next.start }
             window = max(window, min(settings.maxWindow, Self.plannedWindow))
@@ -223,15 +226,19 @@ final class ReadPrefetcher: @unchecked Sendable {
         // The kernel sends several reads of a sequential reader at once (async read-ahead), a little out of order:
         // a read near the buffered region is still sequential. Only a read far from it is a seek, which drops what
         // was fetched for another position and starts small again.
-        let near = chunks.first.map { first in
-            offset + Self.slack >= first.start && offset <= (chunks.map(\.end).max() ?? 0) + UInt64(window)
-        } ?? false
+        let near =
+            chunks.first.map { first in
+                offset + Self.slack >= first.start && offset <= (chunks.map(\.end).max() ?? 0) + UInt64(window)
+            } ?? false
         // (A planned ranged stretch is known to be sequential: it starts wider, and reads ahead at once.)
-        let planned = segment.map { $0.method == .ranges && offset + Self.slack >= $0.start && offset < $0.end }
+        let planned =
+            segment.map { $0.method == .ranges && offset + Self.slack >= $0.start && offset < $0.end }
             ?? false
         if !near {
             dropChunks { _ in true }
-            window = planned ? max(settings.initialWindow, min(settings.maxWindow, Self.plannedWindow))
+            window =
+                planned
+                ? max(settings.initialWindow, min(settings.maxWindow, Self.plannedWindow))
                 : settings.initialWindow
         }
         // The chunks this read is made of, held by reference: another thread's seek may drop them from `chunks`
@@ -282,8 +289,8 @@ final class ReadPrefetcher: @unchecked Sendable {
             cached = cached || chunk.cached
             let from = Int(cursor - chunk.start)
             let to = min(data.count, Int(min(end, chunk.end) - chunk.start))
-            if from < to { result.append(data[data.startIndex + from ..< data.startIndex + to]) }
-            if to < Int(min(end, chunk.end) - chunk.start) { break }    // the object is shorter than we thought
+            if from < to { result.append(data[data.startIndex + from..<data.startIndex + to]) }
+            if to < Int(min(end, chunk.end) - chunk.start) { break }  // the object is shorter than we thought
             cursor = chunk.end
         }
         // Sequential progress: forget what is well behind the reader (concurrent reads may still need what is just
@@ -352,8 +359,11 @@ final class ReadPrefetcher: @unchecked Sendable {
             let first = Int(range.lowerBound / blockSize)
             let last = Int((range.upperBound - 1) / blockSize)
             let base = UInt64(first) * blockSize
-            if let known = version.withLock({ $0 }), let local = Self.cached(range, of: key, version: known, in: cache,
-                                                                             size: size) {
+            if let known = version.withLock({ $0 }),
+                let local = Self.cached(
+                    range, of: key, version: known, in: cache,
+                    size: size)
+            {
                 return .success((local, true))
             }
             if let known = version.withLock({ $0 }) {
@@ -361,7 +371,7 @@ final class ReadPrefetcher: @unchecked Sendable {
                 for number in first...last {
                     guard let block = cache.block(key: key, version: known, number: number) else { break }
                     cached.append(block)
-                    if UInt64(block.count) < blockSize { break }    // the object's last block
+                    if UInt64(block.count) < blockSize { break }  // the object's last block
                 }
                 if base + UInt64(cached.count) >= min(range.upperBound, size) {
                     return .success((Self.slice(cached, from: range.lowerBound - base, count: range.count), true))
@@ -378,8 +388,9 @@ final class ReadPrefetcher: @unchecked Sendable {
                     let end = min(got.body.count, offset + cache.blockSize)
                     // Whole blocks only, and the object's last one.
                     if end - offset == cache.blockSize || base + UInt64(end) == got.info.size {
-                        cache.store(key: key, version: got.info.version, number: number,
-                                    data: got.body.subdata(in: offset..<end))
+                        cache.store(
+                            key: key, version: got.info.version, number: number,
+                            data: got.body.subdata(in: offset..<end))
                     }
                     offset = end
                 }
@@ -394,14 +405,17 @@ final class ReadPrefetcher: @unchecked Sendable {
     private func timedGet(_ range: Range<UInt64>) throws(ObjectStoreError) -> ObjectData {
         let started = DispatchTime.now().uptimeNanoseconds
         let got = try store.get(key, range: range)
-        budget.planner.recordRequest(bytes: got.body.count,
-                                     seconds: Double(DispatchTime.now().uptimeNanoseconds - started) / 1e9)
+        budget.planner.recordRequest(
+            bytes: got.body.count,
+            seconds: Double(DispatchTime.now().uptimeNanoseconds - started) / 1e9)
         return got
     }
 
     /// `range` from cached blocks, reading only its bytes; nil unless every block it covers is cached.
-    private static func cached(_ range: Range<UInt64>, of key: String, version: String, in cache: BlockCache,
-                               size: UInt64) -> Data? {
+    private static func cached(
+        _ range: Range<UInt64>, of key: String, version: String, in cache: BlockCache,
+        size: UInt64
+    ) -> Data? {
         let blockSize = UInt64(cache.blockSize)
         let upper = min(range.upperBound, size)
         guard range.lowerBound < upper else { return nil }
@@ -414,7 +428,8 @@ final class ReadPrefetcher: @unchecked Sendable {
             let from = Int(max(range.lowerBound, base) - base)
             let to = Int(min(upper, base + blockSize) - base)
             guard let piece = cache.read(key: key, version: version, number: number, range: from..<to),
-                  piece.count == to - from else { return nil }
+                piece.count == to - from
+            else { return nil }
             data.append(piece)
         }
         return data
@@ -448,6 +463,6 @@ final class ReadPrefetcher: @unchecked Sendable {
     }
 }
 
-private extension PrefetchBudget {
-    func release(_ bytes: UInt64) { release(Int(bytes)) }
+extension PrefetchBudget {
+    fileprivate func release(_ bytes: UInt64) { release(Int(bytes)) }
 }

@@ -58,33 +58,44 @@ public struct RecoveryFolder: Sendable {
     /// Copies `stagedPath` (a regular file, not followed if it is a link) into the folder. Returns the copy's path,
     /// or nil if even that failed (logged).
     @discardableResult
-    public func save(stagedPath: String, key: String, reason: String, base: Base? = nil,
-              episode: String? = nil) -> String? {
+    public func save(
+        stagedPath: String, key: String, reason: String, base: Base? = nil,
+        episode: String? = nil
+    ) -> String? {
         let fd = open(stagedPath, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC)
         guard fd >= 0 else {
-            logger.critical("upload failed and the content could not be saved for recovery", metadata: [
-                "key": "\(key)", "reason": "\(reason)", "error": "\(String(cString: strerror(errno)))",
-                "staged": "\(stagedPath)"])
+            logger.critical(
+                "upload failed and the content could not be saved for recovery",
+                metadata: [
+                    "key": "\(key)", "reason": "\(reason)", "error": "\(String(cString: strerror(errno)))",
+                    "staged": "\(stagedPath)",
+                ])
             return nil
         }
         defer { close(fd) }
-        return save(contentOf: fd, key: key, reason: reason, base: base, episode: episode,
-                    describing: stagedPath)
+        return save(
+            contentOf: fd, key: key, reason: reason, base: base, episode: episode,
+            describing: stagedPath)
     }
 
     /// Copies the open file `fd` (from its start) into the folder; see `save(stagedPath:…)`. `store` and
     /// `context` default to this folder's (a crashed daemon's record may name another store).
     @discardableResult
-    public func save(contentOf fd: Int32, key: String, reason: String, base: Base? = nil, episode: String? = nil,
-                     store: String? = nil, context: [String: String]? = nil, describing source: String) -> String? {
+    public func save(
+        contentOf fd: Int32, key: String, reason: String, base: Base? = nil, episode: String? = nil,
+        store: String? = nil, context: [String: String]? = nil, describing source: String
+    ) -> String? {
         let stamp = ISO8601DateFormatter().string(from: Date()).replacingOccurrences(of: ":", with: "")
         let copy = "\(directory)/\(stamp)-\(UUID().uuidString.prefix(8))"
         do {
-            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true,
-                                                    attributes: [.posixPermissions: 0o700])
+            try FileManager.default.createDirectory(
+                atPath: directory, withIntermediateDirectories: true,
+                attributes: [.posixPermissions: 0o700])
             try Self.copyDurably(from: fd, to: copy + ".data")
-            var info = (context ?? self.context).merging(["store": store ?? self.store, "key": key, "reason": reason,
-                                                          "saved": stamp, "data": copy + ".data"]) { _, fixed in fixed }
+            var info = (context ?? self.context).merging([
+                "store": store ?? self.store, "key": key, "reason": reason,
+                "saved": stamp, "data": copy + ".data",
+            ]) { _, fixed in fixed }
             if let base { info["base"] = base.recorded }
             if let episode { info["episode"] = episode }
             let json = try JSONSerialization.data(withJSONObject: info, options: [.prettyPrinted, .sortedKeys])
@@ -92,13 +103,19 @@ public struct RecoveryFolder: Sendable {
             try Self.syncDirectory(directory)
         } catch {
             unlink(copy + ".data")
-            logger.critical("upload failed and the content could not be saved for recovery", metadata: [
-                "key": "\(key)", "reason": "\(reason)", "error": "\(error)", "staged": "\(source)"])
+            logger.critical(
+                "upload failed and the content could not be saved for recovery",
+                metadata: [
+                    "key": "\(key)", "reason": "\(reason)", "error": "\(error)", "staged": "\(source)",
+                ])
             return nil
         }
         if let episode, let earlier = episodes.replace(episode, with: copy) { remove(earlier) }
-        logger.error("upload failed; content kept for recovery", metadata: [
-            "key": "\(key)", "reason": "\(reason)", "saved": "\(copy).data"])
+        logger.error(
+            "upload failed; content kept for recovery",
+            metadata: [
+                "key": "\(key)", "reason": "\(reason)", "saved": "\(copy).data",
+            ])
         return copy + ".data"
     }
 
@@ -168,8 +185,14 @@ public struct RecoveryFolder: Sendable {
         }
         let failure = error("write", temp)
         close(fd)
-        guard written else { unlink(temp); throw failure }
-        guard rename(temp, path) == 0 else { unlink(temp); throw error("rename", path) }
+        guard written else {
+            unlink(temp)
+            throw failure
+        }
+        guard rename(temp, path) == 0 else {
+            unlink(temp)
+            throw error("rename", path)
+        }
     }
 
     static func syncDirectory(_ path: String) throws {

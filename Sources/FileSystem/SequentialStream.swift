@@ -34,11 +34,14 @@ final class SequentialStream: @unchecked Sendable {
     private var blockSize = 1 << 20
 
     /// Starts the transfer of `start..<size` on a thread of its own, or returns nil when the budget is spent.
-    static func start(store: any ObjectStore, key: String, version: String?, from start: UInt64, size: UInt64,
-                      budget: PrefetchBudget) -> SequentialStream? {
+    static func start(
+        store: any ObjectStore, key: String, version: String?, from start: UInt64, size: UInt64,
+        budget: PrefetchBudget
+    ) -> SequentialStream? {
         // Cached already (read before, this mount or an earlier one): ranged reads serve it from the block cache.
         if let cache = budget.cache, let version,
-           cache.contains(key: key, version: version, number: Int(start / UInt64(cache.blockSize))) {
+            cache.contains(key: key, version: version, number: Int(start / UInt64(cache.blockSize)))
+        {
             return nil
         }
         guard budget.reserve(footprint) else { return nil }
@@ -78,14 +81,14 @@ final class SequentialStream: @unchecked Sendable {
         while received < end && !finished && failure == nil && !closed {
             condition.wait()
         }
-        if closed { return nil }    // closed meanwhile (revalidated, released): the caller reads by range
+        if closed { return nil }  // closed meanwhile (revalidated, released): the caller reads by range
         if let failure { throw failure }
-        guard offset < received else { return offset >= size ? Data() : nil }    // ended short: ranged reads
+        guard offset < received else { return offset >= size ? Data() : nil }  // ended short: ranged reads
         var data = Data(capacity: Int(min(end, received) - offset))
         for block in blocks where block.start < end && block.start + UInt64(block.data.count) > offset {
             let from = Int(max(offset, block.start) - block.start)
             let to = Int(min(end, block.start + UInt64(block.data.count)) - block.start)
-            data.append(block.data[block.data.startIndex + from ..< block.data.startIndex + to])
+            data.append(block.data[block.data.startIndex + from..<block.data.startIndex + to])
         }
         readTo = max(readTo, offset + UInt64(data.count))
         // Drop what lies well behind the reader, and let the transfer go on.
@@ -102,7 +105,7 @@ final class SequentialStream: @unchecked Sendable {
         condition.lock()
         defer {
             condition.unlock()
-            for block in whole { keep?(Int(block.start) / blockSize, block.data) }    // disk I/O without the lock
+            for block in whole { keep?(Int(block.start) / blockSize, block.data) }  // disk I/O without the lock
         }
         while received >= readTo + Self.ahead && !closed {
             condition.wait()

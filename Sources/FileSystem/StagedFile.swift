@@ -13,7 +13,9 @@ final class StagedFile: Sendable {
     init(directory: String, loaded: Bool) throws(FSError) {
         var template = Array((directory + "/staged-XXXXXX").utf8CString)
         let fd = template.withUnsafeMutableBufferPointer { mkstemp($0.baseAddress!) }
-        guard fd >= 0 else { throw FSError.io("cannot create staging file in \(directory): \(String(cString: strerror(errno)))") }
+        guard fd >= 0 else {
+            throw FSError.io("cannot create staging file in \(directory): \(String(cString: strerror(errno)))")
+        }
         self.fd = fd
         self.path = String(decoding: template.dropLast().map { UInt8(bitPattern: $0) }, as: UTF8.self)
         self.loaded = Mutex(loaded)
@@ -49,7 +51,8 @@ final class StagedFile: Sendable {
             let n = pwrite(fd, buffer.baseAddress! + done, buffer.count - done, off_t(offset) + off_t(done))
             if n < 0 {
                 if errno == EINTR { continue }
-                throw errno == ENOSPC ? FSError.noSpace : FSError.io("staging write: \(String(cString: strerror(errno)))")
+                throw errno == ENOSPC
+                    ? FSError.noSpace : FSError.io("staging write: \(String(cString: strerror(errno)))")
             }
             done += n
         }

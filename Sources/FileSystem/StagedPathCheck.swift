@@ -14,12 +14,16 @@ struct StagedPathCheck {
         let name = url.lastPathComponent
         let folderPath = URL(fileURLWithPath: stagingDirectory).path
         guard recorded.hasPrefix("/"), url.deletingLastPathComponent().path == folderPath,
-              url.standardized.path == recorded, StagingJournal.isStagedFileName(name) else { return nil }
+            url.standardized.path == recorded, StagingJournal.isStagedFileName(name)
+        else { return nil }
         let folder = open(stagingDirectory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         guard folder >= 0 else { return nil }
         let fd = openat(folder, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC)
         if fd < 0 {
-            guard errno == ENOENT else { Glibc.close(folder); return nil }
+            guard errno == ENOENT else {
+                Glibc.close(folder)
+                return nil
+            }
             self.fd = nil
         } else {
             var status = stat()

@@ -31,7 +31,7 @@ extension StagingJournal {
             return report
         }
         defer { close(folder) }
-        var owners: [String: Bool] = [:]    // mount id → gone
+        var owners: [String: Bool] = [:]  // mount id → gone
         var stillOwned: Set<String> = []
         let decoder = JSONDecoder()
         decoder.dateDecodingStrategy = .iso8601
@@ -39,9 +39,11 @@ extension StagingJournal {
             let stem = String(name.dropLast(Self.sidecarSuffix.count))
             guard Self.isStagedName(stem) else { continue }
             guard let data = Self.read(name, in: folder), let record = try? decoder.decode(Record.self, from: data),
-                  Self.isMountID(record.mountID) else {
-                logger.error("unreadable staging journal entry; left in place",
-                             metadata: ["entry": "\(directory)/\(name)"])
+                Self.isMountID(record.mountID)
+            else {
+                logger.error(
+                    "unreadable staging journal entry; left in place",
+                    metadata: ["entry": "\(directory)/\(name)"])
                 report.unreadable.append(name)
                 continue
             }
@@ -57,15 +59,20 @@ extension StagingJournal {
     }
 
     /// Uploads or keeps one file; false when it is still there (the next mount tries again).
-    private func recoverOne(_ stem: String, record: Record, in folder: Int32, store target: any ObjectStore,
-                            recovery: RecoveryFolder, report: inout RecoveryReport) -> Bool {
+    private func recoverOne(
+        _ stem: String, record: Record, in folder: Int32, store target: any ObjectStore,
+        recovery: RecoveryFolder, report: inout RecoveryReport
+    ) -> Bool {
         let sidecarName = stem + Self.sidecarSuffix
         let fd = openat(folder, stem, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC)
         var status = stat()
         guard fd >= 0, fstat(fd, &status) == 0, status.st_mode & S_IFMT == S_IFREG else {
             if fd >= 0 { close(fd) }
-            logger.error("a stopped daemon's staged file is gone; nothing to recover", metadata: [
-                "key": "\(record.key)", "store": "\(record.store)"])
+            logger.error(
+                "a stopped daemon's staged file is gone; nothing to recover",
+                metadata: [
+                    "key": "\(record.key)", "store": "\(record.store)",
+                ])
             unlinkat(folder, sidecarName, 0)
             report.missing.append(record.key)
             return true
@@ -82,11 +89,15 @@ extension StagingJournal {
             case .unknown: condition = .none
             }
             do {
-                let options = PutOptions(contentType: record.contentType, metadata: record.metadata,
-                                         condition: condition)
+                let options = PutOptions(
+                    contentType: record.contentType, metadata: record.metadata,
+                    condition: condition)
                 try target.put(record.key, body: .file(path: "\(directory)/\(stem)"), options: options)
-                logger.warning("recovered a file a stopped daemon had not uploaded: uploaded now", metadata: [
-                    "key": "\(record.key)", "bytes": "\(size)", "pid": "\(record.pid)"])
+                logger.warning(
+                    "recovered a file a stopped daemon had not uploaded: uploaded now",
+                    metadata: [
+                        "key": "\(record.key)", "bytes": "\(size)", "pid": "\(record.pid)",
+                    ])
                 unlinkat(folder, stem, 0)
                 unlinkat(folder, sidecarName, 0)
                 report.uploaded.append(record.key)
@@ -105,14 +116,17 @@ extension StagingJournal {
         } else {
             reason += "; it belongs to \(record.store), not to this mount's store"
         }
-        let recoveryBase: RecoveryFolder.Base? = switch base {
-        case .absent: .absent
-        case .version(let v): .version(v)
-        case .unknown: nil
-        }
-        guard let saved = recovery.save(contentOf: fd, key: record.key, reason: reason, base: recoveryBase,
-                                        store: record.store, context: record.context,
-                                        describing: "\(directory)/\(stem)")
+        let recoveryBase: RecoveryFolder.Base? =
+            switch base {
+            case .absent: .absent
+            case .version(let v): .version(v)
+            case .unknown: nil
+            }
+        guard
+            let saved = recovery.save(
+                contentOf: fd, key: record.key, reason: reason, base: recoveryBase,
+                store: record.store, context: record.context,
+                describing: "\(directory)/\(stem)")
         else { return false }
         unlinkat(folder, stem, 0)
         unlinkat(folder, sidecarName, 0)
@@ -136,9 +150,10 @@ extension StagingJournal {
             let id = String(name.dropFirst(6).dropLast(5))
             guard Self.isMountID(id), !owned.contains(id), ownerIsGone(id, in: folder) else { continue }
             let remaining = Self.entries(of: folder).contains { entry in
-                entry.hasSuffix(Self.sidecarSuffix) && (Self.read(entry, in: folder).map {
-                    String(decoding: $0, as: UTF8.self).contains(id)
-                } ?? false)
+                entry.hasSuffix(Self.sidecarSuffix)
+                    && (Self.read(entry, in: folder).map {
+                        String(decoding: $0, as: UTF8.self).contains(id)
+                    } ?? false)
             }
             if !remaining { unlinkat(folder, name, 0) }
         }
@@ -165,7 +180,9 @@ extension StagingJournal {
         var names: [String] = []
         while let entry = readdir(stream) {
             var raw = entry.pointee.d_name
-            let name = withUnsafeBytes(of: &raw) { String(cString: $0.baseAddress!.assumingMemoryBound(to: CChar.self)) }
+            let name = withUnsafeBytes(of: &raw) {
+                String(cString: $0.baseAddress!.assumingMemoryBound(to: CChar.self))
+            }
             if name != "." && name != ".." { names.append(name) }
         }
         return names.sorted()

@@ -75,8 +75,9 @@ public final class StagingJournal: Sendable {
         self.logger = logger
         mountID = UUID().uuidString.lowercased()
         do {
-            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true,
-                                                    attributes: [.posixPermissions: 0o700])
+            try FileManager.default.createDirectory(
+                atPath: directory, withIntermediateDirectories: true,
+                attributes: [.posixPermissions: 0o700])
         } catch {
             throw FSError.io("cannot create staging directory \(directory): \(error.localizedDescription)")
         }
@@ -102,11 +103,14 @@ public final class StagingJournal: Sendable {
     /// closed it while it is still dirty (its upload failed and waits for a retry). Returns false (logged) if the
     /// sidecar could not be written: the write itself goes on, it is only not crash-safe.
     @discardableResult
-    public func record(stagedPath: String, key: String, base: Base, contentType: String?,
-                       metadata: ObjectMetadata, closed: Bool) -> Bool {
-        let record = Record(key: key, base: Self.encode(base), contentType: contentType, metadata: metadata,
-                            store: store, context: context, mountID: mountID, pid: getpid(), updated: Date(),
-                            closed: closed)
+    public func record(
+        stagedPath: String, key: String, base: Base, contentType: String?,
+        metadata: ObjectMetadata, closed: Bool
+    ) -> Bool {
+        let record = Record(
+            key: key, base: Self.encode(base), contentType: contentType, metadata: metadata,
+            store: store, context: context, mountID: mountID, pid: getpid(), updated: Date(),
+            closed: closed)
         do {
             let encoder = JSONEncoder()
             encoder.dateEncodingStrategy = .iso8601
@@ -115,8 +119,9 @@ public final class StagingJournal: Sendable {
             try RecoveryFolder.syncDirectory(directory)
             return true
         } catch {
-            logger.warning("cannot journal a staged file; it would not survive a crash of the daemon",
-                           metadata: ["key": "\(key)", "error": "\(error)"])
+            logger.warning(
+                "cannot journal a staged file; it would not survive a crash of the daemon",
+                metadata: ["key": "\(key)", "error": "\(error)"])
             return false
         }
     }

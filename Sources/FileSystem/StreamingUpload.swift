@@ -31,8 +31,10 @@ final class StreamingUpload: @unchecked Sendable {
     private var inFlight = 0
     private var failure: ObjectStoreError?
 
-    init(store: any ObjectStore, key: String, metadata: ObjectMetadata, partSize: Int, maxInFlight: Int,
-         workers: WorkerPool, journal: (any UploadJournal)? = nil) {
+    init(
+        store: any ObjectStore, key: String, metadata: ObjectMetadata, partSize: Int, maxInFlight: Int,
+        workers: WorkerPool, journal: (any UploadJournal)? = nil
+    ) {
         self.store = store
         self.journal = journal
         self.key = key
@@ -101,7 +103,9 @@ final class StreamingUpload: @unchecked Sendable {
 
     /// Uploads the remaining bytes up to `size` as the last part and completes. Returns nil when no part was
     /// ever started (the caller does a single PUT); throws when the stream failed (the caller aborts and falls back).
-    func finish(stagedFD fd: Int32, size: UInt64, condition putCondition: PutCondition) throws(ObjectStoreError) -> ObjectInfo? {
+    func finish(stagedFD fd: Int32, size: UInt64, condition putCondition: PutCondition) throws(ObjectStoreError)
+        -> ObjectInfo?
+    {
         condition.lock()
         defer { condition.unlock() }
         guard let uploadID else { return nil }
@@ -163,7 +167,9 @@ final class StreamingUpload: @unchecked Sendable {
         var data = Data(count: count)
         var done = 0
         while done < count {
-            let n = data.withUnsafeMutableBytes { pread(fd, $0.baseAddress! + done, count - done, off_t(offset) + off_t(done)) }
+            let n = data.withUnsafeMutableBytes {
+                pread(fd, $0.baseAddress! + done, count - done, off_t(offset) + off_t(done))
+            }
             if n < 0 && errno == EINTR { continue }
             guard n > 0 else { return nil }
             done += n

@@ -25,12 +25,15 @@ public struct UploadStateJournal: UploadJournal {
     /// Whether a pid recorded on this host is still a live daemon (the CLI checks that it is a bucketfs).
     let isAlive: @Sendable (pid_t) -> Bool
     public static let host = ProcessInfo.processInfo.hostName
-    public static let bootID = (try? String(contentsOfFile: "/proc/sys/kernel/random/boot_id", encoding: .utf8))?
+    public static let bootID =
+        (try? String(contentsOfFile: "/proc/sys/kernel/random/boot_id", encoding: .utf8))?
         .trimmingCharacters(in: .whitespacesAndNewlines) ?? ""
 
-    public init(uploads: UploadStateStore, logger: Logger, stagingDirectory: String, mountID: String,
-                events: (any EventSink)? = nil,
-                isAlive: @escaping @Sendable (pid_t) -> Bool = UploadStateJournal.processExists) {
+    public init(
+        uploads: UploadStateStore, logger: Logger, stagingDirectory: String, mountID: String,
+        events: (any EventSink)? = nil,
+        isAlive: @escaping @Sendable (pid_t) -> Bool = UploadStateJournal.processExists
+    ) {
         self.uploads = uploads
         self.logger = logger
         self.stagingDirectory = stagingDirectory
@@ -44,30 +47,35 @@ public struct UploadStateJournal: UploadJournal {
     public static func processExists(_ pid: pid_t) -> Bool {
         guard kill(pid, 0) == 0 || errno == EPERM else { return false }
         guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
-              let close = stat.lastIndex(of: ")") else { return true }
+            let close = stat.lastIndex(of: ")")
+        else { return true }
         return stat[close...].dropFirst(2).first != "Z"
     }
 
     public func begun(key: String, uploadID: String, stagedPath: String) -> String? {
         let id = "upload-" + UUID().uuidString.lowercased()
-        let state = UploadStateRecord(id: id, key: key, uploadID: uploadID, stagedPath: stagedPath, metadata: [
-            "host": .string(Self.host), "pid": .integer(Int64(getpid())), "mount_id": .string(mountID),
-            "boot_id": .string(Self.bootID),
-        ])
+        let state = UploadStateRecord(
+            id: id, key: key, uploadID: uploadID, stagedPath: stagedPath,
+            metadata: [
+                "host": .string(Self.host), "pid": .integer(Int64(getpid())), "mount_id": .string(mountID),
+                "boot_id": .string(Self.bootID),
+            ])
         do {
             try uploads.save(state)
             return id
         } catch {
-            logger.warning("cannot record a multipart upload in flight",
-                           metadata: ["key": "\(key)", "error": "\(error)"])
+            logger.warning(
+                "cannot record a multipart upload in flight",
+                metadata: ["key": "\(key)", "error": "\(error)"])
             return nil
         }
     }
 
     public func ended(_ id: String) {
         do { try uploads.delete(id) } catch {
-            logger.warning("cannot remove the record of a finished upload",
-                           metadata: ["id": "\(id)", "error": "\(error)"])
+            logger.warning(
+                "cannot remove the record of a finished upload",
+                metadata: ["id": "\(id)", "error": "\(error)"])
         }
     }
 
@@ -92,8 +100,9 @@ public struct UploadStateJournal: UploadJournal {
             var stagedGone = false
             if let recorded = state.stagedPath {
                 guard let staged = StagedPathCheck(recorded, stagingDirectory: stagingDirectory) else {
-                    logger.error("upload record names a staged file outside this mount's staging folder; ignored",
-                                 metadata: ["record": "\(state.id)", "key": "\(state.key)", "path": "\(recorded)"])
+                    logger.error(
+                        "upload record names a staged file outside this mount's staging folder; ignored",
+                        metadata: ["record": "\(state.id)", "key": "\(state.key)", "path": "\(recorded)"])
                     continue
                 }
                 defer { staged.close() }
@@ -104,7 +113,7 @@ public struct UploadStateJournal: UploadJournal {
                         describing: recorded)
                     if saved != nil { staged.remove() }
                 } else {
-                    stagedGone = true    // the staging journal's recovery (which runs first) took care of it
+                    stagedGone = true  // the staging journal's recovery (which runs first) took care of it
                 }
             }
             do throws(ObjectStoreError) {
@@ -112,19 +121,27 @@ public struct UploadStateJournal: UploadJournal {
             } catch .notFound {
                 // already gone
             } catch {
-                logger.warning("cannot abort an interrupted upload",
-                               metadata: ["key": "\(state.key)", "error": "\(error)"])
-                continue    // keep the record: the next mount tries again
+                logger.warning(
+                    "cannot abort an interrupted upload",
+                    metadata: ["key": "\(state.key)", "error": "\(error)"])
+                continue  // keep the record: the next mount tries again
             }
             try? uploads.delete(state.id)
-            if !stagedGone, let events { events.emit(MountEventType.uploadRecovered, [
-                "key": .string(state.key), "upload_id": .string(state.uploadID), "action": "aborted",
-                "recovery_id": saved.map { .string(type(of: events).recoveryID(saved: $0)) } ?? .null,
-                "recovery_path": saved.map { .string($0) } ?? .null,
-                "host": state.metadata["host"] ?? .null, "pid": state.metadata["pid"] ?? .null,
-            ]) }
-            logger.error("interrupted upload found and aborted", metadata: [
-                "key": "\(state.key)", "upload": "\(state.uploadID)", "saved": "\(saved ?? "no staged data left")"])
+            if !stagedGone, let events {
+                events.emit(
+                    MountEventType.uploadRecovered,
+                    [
+                        "key": .string(state.key), "upload_id": .string(state.uploadID), "action": "aborted",
+                        "recovery_id": saved.map { .string(type(of: events).recoveryID(saved: $0)) } ?? .null,
+                        "recovery_path": saved.map { .string($0) } ?? .null,
+                        "host": state.metadata["host"] ?? .null, "pid": state.metadata["pid"] ?? .null,
+                    ])
+            }
+            logger.error(
+                "interrupted upload found and aborted",
+                metadata: [
+                    "key": "\(state.key)", "upload": "\(state.uploadID)", "saved": "\(saved ?? "no staged data left")",
+                ])
             handled += 1
         }
         return handled
@@ -134,9 +151,13 @@ public struct UploadStateJournal: UploadJournal {
     /// container), or a pid that is no longer a bucketfs daemon.
     public func isOrphan(_ state: UploadStateRecord) -> Bool {
         guard case .string(let host)? = state.metadata["host"], host == Self.host,
-              case .integer(let pid)? = state.metadata["pid"] else { return false }
+            case .integer(let pid)? = state.metadata["pid"]
+        else { return false }
         if case .string(let boot)? = state.metadata["boot_id"], !boot.isEmpty, !Self.bootID.isEmpty,
-           boot != Self.bootID { return true }
+            boot != Self.bootID
+        {
+            return true
+        }
         if pid == Int64(getpid()) {
             guard case .string(let run)? = state.metadata["mount_id"] else { return false }
             return run != mountID

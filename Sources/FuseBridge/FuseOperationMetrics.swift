@@ -6,9 +6,9 @@ import Synchronization
 public enum FuseOperationMetrics {
     public typealias Observer = @Sendable (_ operation: String, _ errno: Int32, _ seconds: Double) -> Void
 
-    /// The observer, held in a struct, not as `Mutex<Closure?>`: each `withLock { $0 }` of a bare closure wrapped it in two more
-    /// reabstraction thunks and wrote it back, so every call grew slower until the stack overflowed (a daemon crash
-    /// after a few million FUSE operations; see docs/DEVELOPMENT.md, "Closures behind a Mutex").
+    /// The observer, held in a struct, not as `Mutex<Closure?>`: each `withLock { $0 }` of a bare closure wrapped it in
+    /// two more reabstraction thunks and wrote it back, so every call grew slower until the stack overflowed (a daemon
+    /// crash after a few million FUSE operations; see docs/DEVELOPMENT.md, "Closures behind a Mutex").
     private struct Installed: Sendable {
         var observer: Observer?
     }

@@ -18,8 +18,12 @@ enum FuseOperations {
     /// The file system and the reply of a request; `operation` names it in the FUSE metrics.
     static func reply(_ req: fuse_req_t?, _ operation: String) -> (FileSystem, FuseReply) {
         let ctx = context(req)
-        return (ctx.fileSystem, FuseReply(request: req!, timeout: ctx.fileSystem.options.metadataTTL,
-                                          operation: operation))
+        return (
+            ctx.fileSystem,
+            FuseReply(
+                request: req!, timeout: ctx.fileSystem.options.metadataTTL,
+                operation: operation)
+        )
     }
 
     static func caller(_ req: fuse_req_t?) -> Caller {
@@ -79,14 +83,20 @@ enum FuseOperations {
         ops.mknod = { req, parent, cName, mode, rdev in
             let (fs, r) = FuseOperations.reply(req, "mknod")
             r.run { () throws(FSError) in
-                r.entry(try fs.mknod(parent: parent, name: FuseOperations.name(cName), mode: mode, rdev: UInt32(truncatingIfNeeded: rdev),
-                                     caller: FuseOperations.caller(req)))
+                r.entry(
+                    try fs.mknod(
+                        parent: parent, name: FuseOperations.name(cName), mode: mode,
+                        rdev: UInt32(truncatingIfNeeded: rdev),
+                        caller: FuseOperations.caller(req)))
             }
         }
         ops.mkdir = { req, parent, cName, mode in
             let (fs, r) = FuseOperations.reply(req, "mkdir")
             r.run { () throws(FSError) in
-                r.entry(try fs.mkdir(parent: parent, name: FuseOperations.name(cName), permissions: mode, caller: FuseOperations.caller(req)))
+                r.entry(
+                    try fs.mkdir(
+                        parent: parent, name: FuseOperations.name(cName), permissions: mode,
+                        caller: FuseOperations.caller(req)))
             }
         }
         ops.unlink = { req, parent, cName in
@@ -106,15 +116,20 @@ enum FuseOperations {
         ops.symlink = { req, target, parent, cName in
             let (fs, r) = FuseOperations.reply(req, "symlink")
             r.run { () throws(FSError) in
-                r.entry(try fs.symlink(parent: parent, name: FuseOperations.name(cName), target: FuseOperations.name(target), caller: FuseOperations.caller(req)))
+                r.entry(
+                    try fs.symlink(
+                        parent: parent, name: FuseOperations.name(cName), target: FuseOperations.name(target),
+                        caller: FuseOperations.caller(req)))
             }
         }
         ops.rename = { req, parent, cName, newParent, cNewName, flags in
             let (fs, r) = FuseOperations.reply(req, "rename")
             guard flags & FuseOperations.renameExchange == 0 else { return r.error(.invalidArgument) }
             r.run { () throws(FSError) in
-                try fs.rename(parent: parent, name: FuseOperations.name(cName), newParent: newParent, newName: FuseOperations.name(cNewName),
-                              noReplace: flags & FuseOperations.renameNoReplace != 0)
+                try fs.rename(
+                    parent: parent, name: FuseOperations.name(cName), newParent: newParent,
+                    newName: FuseOperations.name(cNewName),
+                    noReplace: flags & FuseOperations.renameNoReplace != 0)
                 r.ok()
             }
         }
@@ -136,8 +151,9 @@ enum FuseOperations {
         ops.create = { req, parent, cName, mode, fi in
             let (fs, r) = FuseOperations.reply(req, "create")
             r.run { () throws(FSError) in
-                let created = try fs.create(parent: parent, name: FuseOperations.name(cName), permissions: mode,
-                                            flags: fi!.pointee.flags, caller: FuseOperations.caller(req))
+                let created = try fs.create(
+                    parent: parent, name: FuseOperations.name(cName), permissions: mode,
+                    flags: fi!.pointee.flags, caller: FuseOperations.caller(req))
                 fi!.pointee.fh = created.handle
                 var param = FuseReply.entryParam(created.attributes, timeout: r.timeout)
                 fuse_reply_create(req, &param, fi)
@@ -149,7 +165,8 @@ enum FuseOperations {
                 let data = try fs.read(ino, handle: fi!.pointee.fh, offset: UInt64(offset), size: size)
                 let splice = FuseOperations.context(req).tuning.spliceWrite
                 _ = data.withUnsafeBytes { bytes in
-                    splice ? FuseOperations.replyData(req, bytes)
+                    splice
+                        ? FuseOperations.replyData(req, bytes)
                         : fuse_reply_buf(req, bytes.baseAddress?.assumingMemoryBound(to: CChar.self), bytes.count)
                 }
             }
@@ -157,8 +174,9 @@ enum FuseOperations {
         ops.write = { req, ino, buffer, size, offset, fi in
             let (fs, r) = FuseOperations.reply(req, "write")
             r.run { () throws(FSError) in
-                let written = try fs.write(ino, handle: fi!.pointee.fh, offset: UInt64(offset),
-                                           data: UnsafeRawBufferPointer(start: buffer, count: size))
+                let written = try fs.write(
+                    ino, handle: fi!.pointee.fh, offset: UInt64(offset),
+                    data: UnsafeRawBufferPointer(start: buffer, count: size))
                 fuse_reply_write(req, written)
             }
         }
@@ -185,8 +203,9 @@ enum FuseOperations {
             let (fs, r) = FuseOperations.reply(req, "release")
             fs.release(ino, handle: fi!.pointee.fh)
             // The kernel sends no LOCK_UN when a flocked file is closed: the lock ends here (NOTES).
-            fs.releaseLocks(ino, handle: fi!.pointee.fh,
-                            flockOwner: fi!.pointee.flock_release != 0 ? fi!.pointee.lock_owner : nil)
+            fs.releaseLocks(
+                ino, handle: fi!.pointee.fh,
+                flockOwner: fi!.pointee.flock_release != 0 ? fi!.pointee.lock_owner : nil)
             r.ok()
         }
         ops.flock = { req, ino, fi, operation in
@@ -288,21 +307,25 @@ enum FuseOperations {
     static func fileLock(_ lock: Glibc.flock, owner: UInt64, handle: UInt64) -> FileLock {
         let start = UInt64(max(0, lock.l_start))
         let end = lock.l_len <= 0 ? UInt64.max : start + UInt64(lock.l_len) - 1
-        return FileLock(owner: owner, kind: .posix, mode: lock.l_type == Int16(F_WRLCK) ? .exclusive : .shared,
-                        start: start, end: end, pid: UInt32(bitPattern: lock.l_pid), handle: handle)
+        return FileLock(
+            owner: owner, kind: .posix, mode: lock.l_type == Int16(F_WRLCK) ? .exclusive : .shared,
+            start: start, end: end, pid: UInt32(bitPattern: lock.l_pid), handle: handle)
     }
 
     /// A read reply through `fuse_reply_data`, which libfuse vmsplices and splices when splice write is on.
     static func replyData(_ req: fuse_req_t?, _ bytes: UnsafeRawBufferPointer) -> Int32 {
         var vector = fuse_bufvec()
         vector.count = 1
-        vector.buf = fuse_buf(size: bytes.count, flags: fuse_buf_flags(rawValue: 0),
-                                mem: UnsafeMutableRawPointer(mutating: bytes.baseAddress), fd: -1, pos: 0)
+        vector.buf = fuse_buf(
+            size: bytes.count, flags: fuse_buf_flags(rawValue: 0),
+            mem: UnsafeMutableRawPointer(mutating: bytes.baseAddress), fd: -1, pos: 0)
         return fuse_reply_data(req, &vector, fuse_buf_copy_flags(rawValue: 0))
     }
 
-    static func readDirectory(_ req: fuse_req_t?, _ ino: fuse_ino_t, _ size: Int, _ offset: off_t,
-                              _ fi: UnsafeMutablePointer<fuse_file_info>?, plus: Bool) {
+    static func readDirectory(
+        _ req: fuse_req_t?, _ ino: fuse_ino_t, _ size: Int, _ offset: off_t,
+        _ fi: UnsafeMutablePointer<fuse_file_info>?, plus: Bool
+    ) {
         let (fs, r) = FuseOperations.reply(req, plus ? "readdirplus" : "readdir")
         let buffer = UnsafeMutablePointer<CChar>.allocate(capacity: size)
         defer { buffer.deallocate() }
@@ -312,12 +335,14 @@ enum FuseOperations {
                 let needed: Int
                 if plus {
                     var param = FuseReply.entryParam(entry.attributes, timeout: r.timeout)
-                    if !entry.complete { param.attr_timeout = 0 }    // defaults for want of metadata: stat asks
-                    needed = fuse_add_direntry_plus(req, buffer + used, size - used, entry.name, &param,
-                                                    off_t(entry.nextOffset))
+                    if !entry.complete { param.attr_timeout = 0 }  // defaults for want of metadata: stat asks
+                    needed = fuse_add_direntry_plus(
+                        req, buffer + used, size - used, entry.name, &param,
+                        off_t(entry.nextOffset))
                 } else {
                     var st = FuseReply.stat(entry.attributes)
-                    needed = fuse_add_direntry(req, buffer + used, size - used, entry.name, &st, off_t(entry.nextOffset))
+                    needed = fuse_add_direntry(
+                        req, buffer + used, size - used, entry.name, &st, off_t(entry.nextOffset))
                 }
                 guard needed <= size - used else { return false }
                 used += needed

@@ -29,8 +29,10 @@ public struct FuseMountOptions: Sendable {
     /// What FUSE_INIT asks for; nil: the defaults with BUCKETFS_FUSE_TUNING's overrides.
     public var tuning: FuseTuning?
 
-    public init(fsName: String, readOnly: Bool = false, allowOther: Bool = false, debug: Bool = false,
-                maxThreads: Int = 16, tuning: FuseTuning? = nil) {
+    public init(
+        fsName: String, readOnly: Bool = false, allowOther: Bool = false, debug: Bool = false,
+        maxThreads: Int = 16, tuning: FuseTuning? = nil
+    ) {
         self.tuning = tuning
         self.fsName = fsName
         self.readOnly = readOnly
@@ -58,8 +60,10 @@ public final class FuseSession {
         self.mountpoint = mountpoint
         self.logger = logger
 
-        var mountOptions = ["fsname=\(options.fsName.replacingOccurrences(of: ",", with: "\\,"))",
-                            "subtype=bucketfs", "default_permissions"]
+        var mountOptions = [
+            "fsname=\(options.fsName.replacingOccurrences(of: ",", with: "\\,"))",
+            "subtype=bucketfs", "default_permissions",
+        ]
         if options.readOnly { mountOptions.append("ro") }
         if options.allowOther { mountOptions.append("allow_other") }
         var argv = ["bucketfs", "-o", mountOptions.joined(separator: ",")]
@@ -95,7 +99,10 @@ public final class FuseSession {
             throw FuseSessionError(description: "cannot install signal handlers")
         }
         // Resolved before mounting: afterwards a stat of the mount point would wait for this daemon's own loop.
-        let resolved = realpath(mountpoint, nil).map { path in defer { free(path) }; return String(cString: path) }
+        let resolved = realpath(mountpoint, nil).map { path in
+            defer { free(path) }
+            return String(cString: path)
+        }
         guard fuse_session_mount(session, mountpoint) == 0 else {
             fuse_remove_signal_handlers(session)
             throw FuseSessionError(description: "cannot mount on \(mountpoint) (libfuse logged why)")

@@ -32,7 +32,8 @@ public struct FuseTuning: Sendable, Equatable {
 
     /// The defaults with the environment's overrides; a bad value is one readable line.
     public static func fromEnvironment(_ environment: [String: String] = ProcessInfo.processInfo.environment)
-        throws(FuseSessionError) -> FuseTuning {
+        throws(FuseSessionError) -> FuseTuning
+    {
         try parse(environment[environmentVariable] ?? "")
     }
 
@@ -40,7 +41,8 @@ public struct FuseTuning: Sendable, Equatable {
         var tuning = FuseTuning()
         for item in text.split(separator: ",") where !item.isEmpty {
             let parts = item.split(separator: "=", maxSplits: 1).map(String.init)
-            let key = parts[0], value = parts.count == 2 ? parts[1] : "1"
+            let key = parts[0]
+            let value = parts.count == 2 ? parts[1] : "1"
             func number(_ range: ClosedRange<Int>) throws(FuseSessionError) -> Int {
                 guard let n = Int(value), range.contains(n) else {
                     throw FuseSessionError(description: "\(environmentVariable): \(key) must be in \(range)")

@@ -56,8 +56,10 @@ public final class FileLockStrategy: LockStrategy {
         for fd in descriptors.withLock({ Array($0.values) }) { close(fd) }
     }
 
-    public func tryAcquire(_ resource: String, owner: LockOwner, lease: Double,
-                           mode: LeaseMode) throws(LockError) -> Lease? {
+    public func tryAcquire(
+        _ resource: String, owner: LockOwner, lease: Double,
+        mode: LeaseMode
+    ) throws(LockError) -> Lease? {
         try validateResource(resource)
         try validateLease(lease)
         let path = lockPath(resource)
@@ -80,8 +82,9 @@ public final class FileLockStrategy: LockStrategy {
             throw .unavailable("flock \(path): \(String(cString: strerror(error)))")
         }
         let now = Date()
-        var granted = Lease(resource: resource, owner: owner, token: 0, acquired: now,
-                            expires: now.addingTimeInterval(lease), duration: lease, mode: mode)
+        var granted = Lease(
+            resource: resource, owner: owner, token: 0, acquired: now,
+            expires: now.addingTimeInterval(lease), duration: lease, mode: mode)
         do {
             granted.token = try nextToken(fd, path: path, recording: granted)
         } catch {
@@ -152,7 +155,11 @@ public final class FileLockStrategy: LockStrategy {
     }
 
     public func release(_ lease: Lease) throws(LockError) {
-        guard let fd = descriptors.withLock({ $0.removeValue(forKey: HeldKey(resource: lease.resource, token: lease.token)) }) else {
+        guard
+            let fd = descriptors.withLock({
+                $0.removeValue(forKey: HeldKey(resource: lease.resource, token: lease.token))
+            })
+        else {
             throw .lost(lease.resource)
         }
         defer { close(fd) }
@@ -199,8 +206,9 @@ public final class FileLockStrategy: LockStrategy {
             // "1: FLOCK  ADVISORY  WRITE 1234 fe:00:5678 0 EOF"; waiters ("1: -> FLOCK …") hold nothing.
             let fields = line.split(separator: " ", omittingEmptySubsequences: true)
             guard fields.count >= 6, fields[1] == "FLOCK", let pid = Int32(fields[4]),
-                  let inode = fields[5].split(separator: ":").last.flatMap({ UInt64($0) }),
-                  inode == UInt64(info.st_ino) else { continue }
+                let inode = fields[5].split(separator: ":").last.flatMap({ UInt64($0) }),
+                inode == UInt64(info.st_ino)
+            else { continue }
             let mode: LeaseMode? = fields[3] == "READ" ? .shared : nil
             let now = Date()
             if let last, last.pid == pid {
@@ -210,9 +218,11 @@ public final class FileLockStrategy: LockStrategy {
                 record.resource = resource
                 records.append(record)
             } else {
-                records.append(LockRecord(owner: "pid \(pid)", host: LockOwner.hostName(), pid: pid, acquired: now,
-                                          expires: .distantFuture, token: last?.token ?? 0, resource: resource,
-                                          mode: mode))
+                records.append(
+                    LockRecord(
+                        owner: "pid \(pid)", host: LockOwner.hostName(), pid: pid, acquired: now,
+                        expires: .distantFuture, token: last?.token ?? 0, resource: resource,
+                        mode: mode))
             }
         }
         return records
@@ -259,7 +269,7 @@ public final class FileLockStrategy: LockStrategy {
         for byte in resource.utf8 {
             switch byte {
             case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"),
-                 UInt8(ascii: "0")...UInt8(ascii: "9"), UInt8(ascii: "."), UInt8(ascii: "_"), UInt8(ascii: "-"):
+                UInt8(ascii: "0")...UInt8(ascii: "9"), UInt8(ascii: "."), UInt8(ascii: "_"), UInt8(ascii: "-"):
                 escaped.append(Character(Unicode.Scalar(byte)))
             default:
                 escaped += String(format: "%%%02X", byte)

@@ -70,9 +70,11 @@ public final class LockManager: Sendable {
         min(duration / 10, 2)
     }
 
-    public init(strategy: any LockStrategy, owner: LockOwner = .current(), leaseDuration: Double = 60,
-                logger: Logger = Logger(label: "bucketfs.locks"),
-                onLost: (@Sendable (Lease, LockError) -> Void)? = nil) {
+    public init(
+        strategy: any LockStrategy, owner: LockOwner = .current(), leaseDuration: Double = 60,
+        logger: Logger = Logger(label: "bucketfs.locks"),
+        onLost: (@Sendable (Lease, LockError) -> Void)? = nil
+    ) {
         self.strategy = strategy
         self.owner = owner
         self.leaseDuration = leaseDuration
@@ -91,8 +93,10 @@ public final class LockManager: Sendable {
 
     /// One attempt: the lease, or `nil` at once if another owner (or this manager) holds `resource`. `queue`:
     /// the caller will ask again soon (a strategy with a waiting line keeps its place).
-    public func tryAcquire(_ resource: String, mode: LeaseMode = .exclusive,
-                           queue: Bool = false) throws(LockError) -> Lease? {
+    public func tryAcquire(
+        _ resource: String, mode: LeaseMode = .exclusive,
+        queue: Bool = false
+    ) throws(LockError) -> Lease? {
         let started = Date()
         count { $0.attempts += 1 }
         do {
@@ -113,8 +117,10 @@ public final class LockManager: Sendable {
     /// release feed (a release elsewhere is heard within a round trip or a watch interval), with a timed retry
     /// backing off from 50 ms to 1 s as a safety net. Returns `nil` on timeout or interruption. Backend
     /// failures are thrown at once: the caller decides whether to retry.
-    public func acquire(_ resource: String, mode: LeaseMode = .exclusive, timeout: Double? = nil,
-                        interrupted: (() -> Bool)? = nil) throws(LockError) -> Lease? {
+    public func acquire(
+        _ resource: String, mode: LeaseMode = .exclusive, timeout: Double? = nil,
+        interrupted: (() -> Bool)? = nil
+    ) throws(LockError) -> Lease? {
         let started = Date()
         let deadline = timeout.map { started.addingTimeInterval($0) }
         var delay = 0.05
@@ -192,8 +198,9 @@ public final class LockManager: Sendable {
         let now = Date()
         let startThread = changingMetrics { state -> Bool in
             state.nextID += 1
-            state.held[lease.resource] = Held(entry: Entry(lease, id: state.nextID), lease: lease,
-                                              renewAt: Self.renewalTime(lease, now: now), acquired: now)
+            state.held[lease.resource] = Held(
+                entry: Entry(lease, id: state.nextID), lease: lease,
+                renewAt: Self.renewalTime(lease, now: now), acquired: now)
             state.metrics.acquired += 1
             state.metrics.currentlyHeld = state.held.count
             state.metrics.recordLatency(now.timeIntervalSince(started))
@@ -223,7 +230,8 @@ public final class LockManager: Sendable {
                 try strategy.release(current)
                 count { $0.released += 1 }
             } catch {
-                logger.warning("releasing lock failed", metadata: ["resource": "\(lease.resource)", "error": "\(error)"])
+                logger.warning(
+                    "releasing lock failed", metadata: ["resource": "\(lease.resource)", "error": "\(error)"])
                 throw error
             }
         }
@@ -255,7 +263,8 @@ public final class LockManager: Sendable {
     /// under it (what was granted stays: POSIX cannot take a lock back).
     public func validLease(for resource: String, at now: Date = Date()) -> Lease? {
         guard let lease = lease(for: resource),
-              lease.expires.timeIntervalSince(now) > Self.safetyMargin(lease.duration) else { return nil }
+            lease.expires.timeIntervalSince(now) > Self.safetyMargin(lease.duration)
+        else { return nil }
         return lease
     }
 
@@ -306,7 +315,9 @@ public final class LockManager: Sendable {
         if stopped { return nil }
         for (resource, entry) in expired {
             let lease = state.withLock { $0.held[resource]?.lease }
-            if let lease { declareLost(resource, entry, lease, .unavailable("renewal did not complete before the lease ran out")) }
+            if let lease {
+                declareLost(resource, entry, lease, .unavailable("renewal did not complete before the lease ran out"))
+            }
         }
         for (resource, entry) in due {
             let worker = Thread { [weak self] in self?.renew(resource, entry) }
@@ -357,9 +368,12 @@ public final class LockManager: Sendable {
                 } else {
                     let retry = min(lease.duration / 3, max(lease.expires.timeIntervalSince(now) / 3, 0.1))
                     state.withLock { $0.held[resource]?.renewAt = now.addingTimeInterval(retry) }
-                    logger.warning("lock renewal failed; retrying before the lease runs out",
-                                   metadata: ["resource": "\(resource)", "error": "\(error)",
-                                              "expires": "\(lease.expires)"])
+                    logger.warning(
+                        "lock renewal failed; retrying before the lease runs out",
+                        metadata: [
+                            "resource": "\(resource)", "error": "\(error)",
+                            "expires": "\(lease.expires)",
+                        ])
                 }
             }
         }
@@ -380,9 +394,12 @@ public final class LockManager: Sendable {
             return true
         }
         guard removed else { return }
-        logger.error("lock lost: could not renew the lease",
-                     metadata: ["resource": "\(resource)", "strategy": "\(strategy.name)", "token": "\(lease.token)",
-                                "error": "\(error)"])
+        logger.error(
+            "lock lost: could not renew the lease",
+            metadata: [
+                "resource": "\(resource)", "strategy": "\(strategy.name)", "token": "\(lease.token)",
+                "error": "\(error)",
+            ])
         onLost?(lease, error)
     }
 

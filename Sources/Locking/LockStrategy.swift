@@ -16,8 +16,10 @@ public protocol LockStrategy: Sendable {
     func tryAcquire(_ resource: String, owner: LockOwner, lease: Double, mode: LeaseMode) throws(LockError) -> Lease?
     /// The same, for a caller that will ask again within a few seconds if refused (`queue`): a strategy with a
     /// waiting line (redis) keeps the caller's place in it, so that waiters are served in order.
-    func tryAcquire(_ resource: String, owner: LockOwner, lease: Double, mode: LeaseMode,
-                    queue: Bool) throws(LockError) -> Lease?
+    func tryAcquire(
+        _ resource: String, owner: LockOwner, lease: Double, mode: LeaseMode,
+        queue: Bool
+    ) throws(LockError) -> Lease?
     /// Changes a held lease's mode in place, never letting go: exclusive → shared always succeeds while the
     /// lease is ours; shared → exclusive answers `nil` while another owner shares it. A lease that becomes
     /// exclusive gets a new, greater token (other sharers may have held later tokens). Throws `.lost`.
@@ -40,8 +42,10 @@ extension LockStrategy {
         try tryAcquire(resource, owner: owner, lease: lease, mode: .exclusive)
     }
 
-    public func tryAcquire(_ resource: String, owner: LockOwner, lease: Double, mode: LeaseMode,
-                           queue: Bool) throws(LockError) -> Lease? {
+    public func tryAcquire(
+        _ resource: String, owner: LockOwner, lease: Double, mode: LeaseMode,
+        queue: Bool
+    ) throws(LockError) -> Lease? {
         try tryAcquire(resource, owner: owner, lease: lease, mode: mode)
     }
 
@@ -104,8 +108,10 @@ public struct Lease: Sendable, Hashable {
     public var version: String?
     public var mode: LeaseMode
 
-    public init(resource: String, owner: LockOwner, token: UInt64, acquired: Date, expires: Date, duration: Double,
-                version: String? = nil, mode: LeaseMode = .exclusive) {
+    public init(
+        resource: String, owner: LockOwner, token: UInt64, acquired: Date, expires: Date, duration: Double,
+        version: String? = nil, mode: LeaseMode = .exclusive
+    ) {
         self.resource = resource
         self.owner = owner
         self.token = token
@@ -118,8 +124,9 @@ public struct Lease: Sendable, Hashable {
 
     /// What `holders()` would show for this lease.
     public var record: LockRecord {
-        LockRecord(owner: owner.id, host: owner.host, pid: owner.pid, acquired: acquired, expires: expires,
-                   token: token, resource: resource, mode: mode == .shared ? .shared : nil)
+        LockRecord(
+            owner: owner.id, host: owner.host, pid: owner.pid, acquired: acquired, expires: expires,
+            token: token, resource: resource, mode: mode == .shared ? .shared : nil)
     }
 }
 
@@ -142,8 +149,10 @@ public struct LockRecord: Sendable, Equatable, Codable {
     /// held and stays out.
     public var holders: [LockRecord]?
 
-    public init(owner: String, host: String, pid: Int32, acquired: Date, expires: Date, token: UInt64,
-                resource: String, released: Bool? = nil, mode: LeaseMode? = nil, holders: [LockRecord]? = nil) {
+    public init(
+        owner: String, host: String, pid: Int32, acquired: Date, expires: Date, token: UInt64,
+        resource: String, released: Bool? = nil, mode: LeaseMode? = nil, holders: [LockRecord]? = nil
+    ) {
         self.owner = owner
         self.host = host
         self.pid = pid
@@ -200,7 +209,9 @@ public struct LockRecord: Sendable, Equatable, Codable {
             let container = try decoder.singleValueContainer()
             let text = try container.decode(String.self)
             // Records written by other tools may lack the fraction.
-            if let date = (try? withFraction.parse(text)) ?? (try? withoutFraction.parse(text)) { return date.lockPrecision }
+            if let date = (try? withFraction.parse(text)) ?? (try? withoutFraction.parse(text)) {
+                return date.lockPrecision
+            }
             throw DecodingError.dataCorruptedError(in: container, debugDescription: "not an ISO-8601 date: \(text)")
         }
         return decoder
@@ -221,8 +232,9 @@ public struct LockRecord: Sendable, Equatable, Codable {
         }
         var parts = tm()
         gmtime_r(&seconds, &parts)
-        return String(format: "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", Int(parts.tm_year) + 1900, Int(parts.tm_mon) + 1,
-                      Int(parts.tm_mday), Int(parts.tm_hour), Int(parts.tm_min), Int(parts.tm_sec), Int(fraction))
+        return String(
+            format: "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", Int(parts.tm_year) + 1900, Int(parts.tm_mon) + 1,
+            Int(parts.tm_mday), Int(parts.tm_hour), Int(parts.tm_min), Int(parts.tm_sec), Int(fraction))
     }
 }
 

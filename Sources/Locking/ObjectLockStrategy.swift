@@ -52,8 +52,10 @@ public final class ObjectLockStrategy: LockStrategy {
 
     // MARK: Acquire
 
-    public func tryAcquire(_ resource: String, owner: LockOwner, lease: Double,
-                           mode: LeaseMode) throws(LockError) -> Lease? {
+    public func tryAcquire(
+        _ resource: String, owner: LockOwner, lease: Double,
+        mode: LeaseMode
+    ) throws(LockError) -> Lease? {
         try validateResource(resource)
         try validateLease(lease)
         // Without conditional writes two sharers joining at once would overwrite each other: exclusive only.
@@ -91,8 +93,10 @@ public final class ObjectLockStrategy: LockStrategy {
                 return nil
             }
             let body = Self.sharedObject(resource, holders: live + [granted.record], topToken: granted.token)
-            if let lease = try write(granted, body: body, key: key,
-                                     condition: .ifVersionMatches(current.version)) {
+            if let lease = try write(
+                granted, body: body, key: key,
+                condition: .ifVersionMatches(current.version))
+            {
                 return lease
             }
         }
@@ -102,19 +106,26 @@ public final class ObjectLockStrategy: LockStrategy {
     /// How many read-modify-write rounds a shared change tries before giving up on a busy lock object.
     static let rounds = 8
 
-    private func fresh(_ resource: String, owner: LockOwner, lease: Double, token: UInt64,
-                       mode: LeaseMode) -> Lease {
+    private func fresh(
+        _ resource: String, owner: LockOwner, lease: Double, token: UInt64,
+        mode: LeaseMode
+    ) -> Lease {
         let now = Date()
-        return Lease(resource: resource, owner: owner, token: token, acquired: now,
-                     expires: now.addingTimeInterval(lease), duration: lease, mode: mode)
+        return Lease(
+            resource: resource, owner: owner, token: token, acquired: now,
+            expires: now.addingTimeInterval(lease), duration: lease, mode: mode)
     }
 
     /// Writes `body` (by default the lease's own record, or a one-holder shared object); `nil` when the
     /// condition failed (someone else wrote first).
-    private func write(_ lease: Lease, body: LockRecord? = nil, key: String,
-                       condition: PutCondition) throws(LockError) -> Lease? {
-        let record = body ?? (lease.mode == .shared
-            ? Self.sharedObject(lease.resource, holders: [lease.record], topToken: lease.token) : lease.record)
+    private func write(
+        _ lease: Lease, body: LockRecord? = nil, key: String,
+        condition: PutCondition
+    ) throws(LockError) -> Lease? {
+        let record =
+            body
+            ?? (lease.mode == .shared
+                ? Self.sharedObject(lease.resource, holders: [lease.record], topToken: lease.token) : lease.record)
         do {
             let info = try store.put(key, data: record.encoded(), options: Self.options(condition))
             var granted = lease
@@ -133,13 +144,15 @@ public final class ObjectLockStrategy: LockStrategy {
     static func sharedObject(_ resource: String, holders: [LockRecord], topToken: UInt64) -> LockRecord {
         guard let latest = holders.max(by: { $0.token < $1.token }) else {
             let now = Date().addingTimeInterval(-0.001)
-            return LockRecord(owner: "", host: "", pid: 0, acquired: now, expires: now, token: topToken,
-                              resource: resource, released: true)
+            return LockRecord(
+                owner: "", host: "", pid: 0, acquired: now, expires: now, token: topToken,
+                resource: resource, released: true)
         }
         let expires = holders.map(\.expires).max() ?? latest.expires
-        return LockRecord(owner: latest.owner, host: latest.host, pid: latest.pid, acquired: latest.acquired,
-                          expires: expires, token: max(topToken, latest.token), resource: resource,
-                          mode: .shared, holders: holders)
+        return LockRecord(
+            owner: latest.owner, host: latest.host, pid: latest.pid, acquired: latest.acquired,
+            expires: expires, token: max(topToken, latest.token), resource: resource,
+            mode: .shared, holders: holders)
     }
 
     // MARK: Renew, release, convert
@@ -150,8 +163,9 @@ public final class ObjectLockStrategy: LockStrategy {
         if lease.mode == .shared && !bestEffort {
             let record = renewed.record
             renewed.version = try updateShared(lease) { current, live in
-                Self.sharedObject(lease.resource, holders: live.map { $0.token == lease.token ? record : $0 },
-                                  topToken: current.token)
+                Self.sharedObject(
+                    lease.resource, holders: live.map { $0.token == lease.token ? record : $0 },
+                    topToken: current.token)
             }!
             return renewed
         }
@@ -167,8 +181,9 @@ public final class ObjectLockStrategy: LockStrategy {
             version = try updateShared(lease) { current, live in
                 token = current.token
                 others = live.count - 1
-                return Self.sharedObject(lease.resource, holders: live.filter { $0.token != lease.token },
-                                         topToken: current.token)
+                return Self.sharedObject(
+                    lease.resource, holders: live.filter { $0.token != lease.token },
+                    topToken: current.token)
             }!
             // Others still share it: nothing to remember for a quick re-acquire.
             if others > 0 { return }
@@ -199,11 +214,15 @@ public final class ObjectLockStrategy: LockStrategy {
             return converted
         }
         // Shared → exclusive: only as the last sharer, and with a token above every sharer's.
-        guard let version = try updateShared(lease, { current, live in
-            guard live.count == 1 else { return nil }
-            converted.token = current.token + 1
-            return converted.record
-        }) else { return nil }
+        guard
+            let version = try updateShared(
+                lease,
+                { current, live in
+                    guard live.count == 1 else { return nil }
+                    converted.token = current.token + 1
+                    return converted.record
+                })
+        else { return nil }
         converted.version = version
         return converted
     }
@@ -211,9 +230,12 @@ public final class ObjectLockStrategy: LockStrategy {
     /// A change to a shared lock object: `change` gets the object and its live holders (ours among them) and
     /// returns the new body, or `nil` to give up (answered `nil`). Conditional on the version read; a racing
     /// sharer's write makes us read again. Throws `.lost` when we are no longer among the holders.
-    private func updateShared(_ lease: Lease,
-                              _ change: (LockRecord, [LockRecord]) throws(LockError) -> LockRecord?)
-        throws(LockError) -> String? {
+    private func updateShared(
+        _ lease: Lease,
+        _ change: (LockRecord, [LockRecord]) throws(LockError) -> LockRecord?
+    )
+        throws(LockError) -> String?
+    {
         let key = key(for: lease.resource)
         // What we wrote last, if it is still the version we know: saves a read when nobody else wrote since.
         var current = sharedBodies.withLock { $0[lease.resource] }.flatMap {
@@ -238,8 +260,9 @@ public final class ObjectLockStrategy: LockStrategy {
                 return nil
             }
             do {
-                let info = try store.put(key, data: body.encoded(),
-                                         options: Self.options(.ifVersionMatches(version)))
+                let info = try store.put(
+                    key, data: body.encoded(),
+                    options: Self.options(.ifVersionMatches(version)))
                 remember(lease.resource, version: info.version, body: body)
                 return info.version
             } catch .preconditionFailed, .notFound {
@@ -335,7 +358,8 @@ public final class ObjectLockStrategy: LockStrategy {
 
     private func bestEffortReplace(_ lease: Lease, with record: LockRecord, key: String) throws(LockError) -> String {
         guard let current = try readRecord(key), current.record.owner == lease.owner.id,
-              current.record.token == lease.token, current.record.released != true else {
+            current.record.token == lease.token, current.record.released != true
+        else {
             throw .lost(lease.resource)
         }
         do {

@@ -44,7 +44,7 @@ public enum PrivateDirectory {
     /// Creates `path` 0700, or checks that the one there is a directory of ours that no one else can write.
     public static func makeOrCheck(_ path: String) throws(Refused) {
         if mkdir(path, 0o700) == 0 {
-            _ = chmod(path, 0o700)    // the umask may have taken bits we set, never added any
+            _ = chmod(path, 0o700)  // the umask may have taken bits we set, never added any
             return
         }
         guard errno == EEXIST else {
@@ -58,12 +58,14 @@ public enum PrivateDirectory {
             throw Refused(description: "refusing \(path): not a directory (a symbolic link or a file is there)")
         }
         guard info.st_uid == geteuid() else {
-            throw Refused(description: "refusing \(path): owned by uid \(info.st_uid), not by this user "
-                          + "(uid \(geteuid())); remove it or set XDG_RUNTIME_DIR")
+            throw Refused(
+                description: "refusing \(path): owned by uid \(info.st_uid), not by this user "
+                    + "(uid \(geteuid())); remove it or set XDG_RUNTIME_DIR")
         }
         guard info.st_mode & 0o022 == 0 else {
-            throw Refused(description: "refusing \(path): writable by group or others (mode "
-                          + "0\(String(info.st_mode & 0o7777, radix: 8))); chmod 700 it")
+            throw Refused(
+                description: "refusing \(path): writable by group or others (mode "
+                    + "0\(String(info.st_mode & 0o7777, radix: 8))); chmod 700 it")
         }
         // Ours and safe: close it to others too (an older version made these 0755).
         if info.st_mode & 0o077 != 0 { _ = chmod(path, 0o700) }

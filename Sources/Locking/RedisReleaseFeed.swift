@@ -27,8 +27,10 @@ final class RedisReleaseFeed: LockReleaseFeed {
         do {
             if lastID == nil { lastID = try newestID() }
             let block = max(1, Int(min(timeout, Self.longestBlock) * 1000))
-            let reply = try connection.lockCommand(["XREAD", "COUNT", "1000", "BLOCK", String(block), "STREAMS",
-                                                RedisLockStrategy.eventStream, lastID ?? "0-0"])
+            let reply = try connection.lockCommand([
+                "XREAD", "COUNT", "1000", "BLOCK", String(block), "STREAMS",
+                RedisLockStrategy.eventStream, lastID ?? "0-0",
+            ])
             if case .error = reply { throw LockError.unavailable("XREAD refused") }
             var released: Set<String> = []
             // [[stream, [[id, [field, value, …]], …]]], or null when nothing came.
@@ -39,7 +41,8 @@ final class RedisReleaseFeed: LockReleaseFeed {
                 }
                 for entry in entries {
                     guard case .array(let fields) = entry, fields.count == 2, let id = fields[0].text,
-                          case .array(let values) = fields[1] else { continue }
+                        case .array(let values) = fields[1]
+                    else { continue }
                     lastID = id
                     if values.count >= 2, let resource = values[1].text, resources.contains(resource) {
                         released.insert(resource)

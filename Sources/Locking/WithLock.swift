@@ -25,15 +25,19 @@ public struct LockAcquisitionError: Error, Sendable, Equatable, CustomStringConv
 /// `retry_delay_seconds` of the config), then throws `LockAcquisitionError`. The lock is released when `body`
 /// returns or throws. If the lease was lost while `body` ran, `body`'s result is discarded and `LockError.lost`
 /// is thrown: the work was not protected and the caller must know. Blocks the calling thread.
-public func withLock<T>(_ resource: String, manager: LockManager, retryAttempts: Int, retryDelay: Double,
-                        _ body: () throws -> T) throws -> T {
+public func withLock<T>(
+    _ resource: String, manager: LockManager, retryAttempts: Int, retryDelay: Double,
+    _ body: () throws -> T
+) throws -> T {
     try withLock(resource, manager: manager, retryAttempts: retryAttempts, retryDelay: retryDelay) { _ in try body() }
 }
 
 /// The same, in `mode`, handing `body` the lease: its `token` is the fencing token to pass on to whatever the
 /// lock protects (see docs/LOCKING.md, "Fencing tokens").
-public func withLock<T>(_ resource: String, manager: LockManager, mode: LeaseMode = .exclusive, retryAttempts: Int,
-                        retryDelay: Double, _ body: (Lease) throws -> T) throws -> T {
+public func withLock<T>(
+    _ resource: String, manager: LockManager, mode: LeaseMode = .exclusive, retryAttempts: Int,
+    retryDelay: Double, _ body: (Lease) throws -> T
+) throws -> T {
     let tries = max(1, retryAttempts)
     var lease: Lease?
     var lastError: LockError?
@@ -43,7 +47,9 @@ public func withLock<T>(_ resource: String, manager: LockManager, mode: LeaseMod
             lastError = nil
         } catch {
             // A configuration error will not fix itself: do not wait for it.
-            if case .invalid = error { throw LockAcquisitionError(resource: resource, attempts: attempt, lastError: error) }
+            if case .invalid = error {
+                throw LockAcquisitionError(resource: resource, attempts: attempt, lastError: error)
+            }
             lastError = error
         }
         if lease != nil { break }

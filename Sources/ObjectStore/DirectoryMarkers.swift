@@ -22,7 +22,8 @@ public enum DirectoryMarkers {
 
     /// Whether `store` keeps a marker's metadata: writes a marker with metadata at `probeKey` (which must end in
     /// `/`, e.g. `<prefix>.bucketfs/probe-<id>/`), reads it back and deletes it. Three requests, once per mount.
-    public static func markersKeepMetadata(_ store: any ObjectStore, probeKey: String) throws(ObjectStoreError) -> Bool {
+    public static func markersKeepMetadata(_ store: any ObjectStore, probeKey: String) throws(ObjectStoreError) -> Bool
+    {
         precondition(probeKey.hasSuffix("/"), "a marker key ends in /")
         try store.put(probeKey, body: .data(Data()), options: PutOptions(metadata: ["bucketfs-probe": "1"]))
         let kept = try store.head(probeKey).metadata?["bucketfs-probe"] == "1"

@@ -44,8 +44,10 @@ extension ForwardingObjectStore {
     }
 
     @discardableResult
-    public func copy(from source: String, to destination: String, metadata: ObjectMetadata?,
-                     condition: PutCondition) throws(ObjectStoreError) -> ObjectInfo {
+    public func copy(
+        from source: String, to destination: String, metadata: ObjectMetadata?,
+        condition: PutCondition
+    ) throws(ObjectStoreError) -> ObjectInfo {
         try base.copy(from: source, to: destination, metadata: metadata, condition: condition)
     }
 
@@ -53,25 +55,34 @@ extension ForwardingObjectStore {
         try base.createMultipartUpload(key, options: options)
     }
 
-    public func uploadPart(_ key: String, uploadID: String, number: Int,
-                           body: PutBody) throws(ObjectStoreError) -> String {
+    public func uploadPart(
+        _ key: String, uploadID: String, number: Int,
+        body: PutBody
+    ) throws(ObjectStoreError) -> String {
         try base.uploadPart(key, uploadID: uploadID, number: number, body: body)
     }
 
-    public func uploadPartCopy(_ key: String, uploadID: String, number: Int, source: String, range: Range<UInt64>,
-                               sourceVersion: String?) throws(ObjectStoreError) -> String {
-        try base.uploadPartCopy(key, uploadID: uploadID, number: number, source: source, range: range,
-                                sourceVersion: sourceVersion)
+    public func uploadPartCopy(
+        _ key: String, uploadID: String, number: Int, source: String, range: Range<UInt64>,
+        sourceVersion: String?
+    ) throws(ObjectStoreError) -> String {
+        try base.uploadPartCopy(
+            key, uploadID: uploadID, number: number, source: source, range: range,
+            sourceVersion: sourceVersion)
     }
 
-    public func getStreaming(_ key: String, range: Range<UInt64>, version: String?,
-                             consumer: @escaping (UnsafeRawBufferPointer) -> Bool) throws(ObjectStoreError) {
+    public func getStreaming(
+        _ key: String, range: Range<UInt64>, version: String?,
+        consumer: @escaping (UnsafeRawBufferPointer) -> Bool
+    ) throws(ObjectStoreError) {
         try base.getStreaming(key, range: range, version: version, consumer: consumer)
     }
 
     @discardableResult
-    public func completeMultipartUpload(_ key: String, uploadID: String, parts: [CompletedPart],
-                                        condition: PutCondition) throws(ObjectStoreError) -> ObjectInfo {
+    public func completeMultipartUpload(
+        _ key: String, uploadID: String, parts: [CompletedPart],
+        condition: PutCondition
+    ) throws(ObjectStoreError) -> ObjectInfo {
         try base.completeMultipartUpload(key, uploadID: uploadID, parts: parts, condition: condition)
     }
 

@@ -16,7 +16,8 @@ extension LocalDirectoryObjectStore {
         }
         if !startDirectory.isEmpty {
             guard Self.problem(withPath: startDirectory) == nil, let location = try? locate(startDirectory + "/"),
-                  let marker = try openObject(location) else { return builder.page }
+                let marker = try openObject(location)
+            else { return builder.page }
             close(marker.fd)
             // The start directory is itself the marker `dir/`, listed when the prefix is exactly `dir/`.
             let markerKey = startDirectory + "/"
@@ -88,9 +89,13 @@ extension LocalDirectoryObjectStore {
             while let dirent = readdir(stream) {
                 var rawName = dirent.pointee.d_name
                 let type = dirent.pointee.d_type
-                guard let name = withUnsafeBytes(of: &rawName, { bytes in
-                    String(validatingCString: bytes.baseAddress!.assumingMemoryBound(to: CChar.self))
-                }) else { continue }
+                guard
+                    let name = withUnsafeBytes(
+                        of: &rawName,
+                        { bytes in
+                            String(validatingCString: bytes.baseAddress!.assumingMemoryBound(to: CChar.self))
+                        })
+                else { continue }
                 if name == "." || name == ".." { continue }
                 if directory.isEmpty && name == Self.stateFolderName { continue }
                 let key = directory.isEmpty ? name : "\(directory)/\(name)"
@@ -103,8 +108,9 @@ extension LocalDirectoryObjectStore {
                     guard fstatat(fd, name, &status, AT_SYMLINK_NOFOLLOW) == 0 else { continue }
                     if status.st_mode & S_IFMT == S_IFLNK {
                         // Links to files beneath the root only.
-                        let target = paths.openFile(name, in: fd, parent: segments, root: rootFD,
-                                                    flags: O_RDONLY | O_NONBLOCK, reserved: Self.stateFolderName)
+                        let target = paths.openFile(
+                            name, in: fd, parent: segments, root: rootFD,
+                            flags: O_RDONLY | O_NONBLOCK, reserved: Self.stateFolderName)
                         guard target >= 0 else { continue }
                         defer { close(target) }
                         guard fstat(target, &status) == 0, Self.isRegularFile(status) else { continue }

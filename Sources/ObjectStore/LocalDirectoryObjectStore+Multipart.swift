@@ -22,8 +22,9 @@ extension LocalDirectoryObjectStore {
         let uploads = try openStateDirectory("multipart")
         defer { close(uploads) }
         guard mkdirat(uploads, uploadID, 0o777) == 0 else { throw failure("mkdir", uploadID, key: key) }
-        let record = UploadRecord(key: key, initiated: Date(), contentType: options.contentType,
-                                  metadata: options.metadata)
+        let record = UploadRecord(
+            key: key, initiated: Date(), contentType: options.contentType,
+            metadata: options.metadata)
         do throws(ObjectStoreError) {
             let directory = openat(uploads, uploadID, LocalRoot.directoryFlags)
             guard directory >= 0 else { throw failure("open", uploadID, key: key) }
@@ -43,7 +44,9 @@ extension LocalDirectoryObjectStore {
 
     /// The ETag is a random token per part write (not a content hash); `complete` checks it so that a part
     /// re-uploaded meanwhile is not silently mixed in.
-    public func uploadPart(_ key: String, uploadID: String, number: Int, body: PutBody) throws(ObjectStoreError) -> String {
+    public func uploadPart(_ key: String, uploadID: String, number: Int, body: PutBody) throws(ObjectStoreError)
+        -> String
+    {
         guard (1...10_000).contains(number) else {
             throw .invalidRequest("part number \(number) is outside 1...10000")
         }
@@ -58,8 +61,10 @@ extension LocalDirectoryObjectStore {
     }
 
     @discardableResult
-    public func completeMultipartUpload(_ key: String, uploadID: String, parts: [CompletedPart],
-                                        condition: PutCondition) throws(ObjectStoreError) -> ObjectInfo {
+    public func completeMultipartUpload(
+        _ key: String, uploadID: String, parts: [CompletedPart],
+        condition: PutCondition
+    ) throws(ObjectStoreError) -> ObjectInfo {
         let (directory, record) = try openUpload(key, uploadID: uploadID)
         defer { close(directory) }
         try validatePartList(parts)
@@ -109,8 +114,10 @@ extension LocalDirectoryObjectStore {
     // MARK: - Upload folders
 
     /// Writes `name` in `directory` through a temp name, synced, renamed in, and the directory synced.
-    private func writeFile(_ name: String, in directory: Int32, key: String,
-                           fill: (Int32) throws(ObjectStoreError) -> Void) throws(ObjectStoreError) {
+    private func writeFile(
+        _ name: String, in directory: Int32, key: String,
+        fill: (Int32) throws(ObjectStoreError) -> Void
+    ) throws(ObjectStoreError) {
         let temp = "\(name).tmp-\(UUID().uuidString.lowercased())"
         let fd = openat(directory, temp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o666)
         guard fd >= 0 else { throw errno == ENOENT ? .notFound(key: key) : failure("create", temp, key: key) }
@@ -143,8 +150,10 @@ extension LocalDirectoryObjectStore {
     }
 
     /// The upload's folder (open) and record; `.notFound(key)` for an unknown ID or one that belongs to another key.
-    private func openUpload(_ key: String, uploadID: String) throws(ObjectStoreError) -> (directory: Int32,
-                                                                                        record: UploadRecord) {
+    private func openUpload(_ key: String, uploadID: String) throws(ObjectStoreError) -> (
+        directory: Int32,
+        record: UploadRecord
+    ) {
         guard !uploadID.isEmpty, !uploadID.contains("/"), uploadID != ".", uploadID != ".." else {
             throw .notFound(key: key)
         }

@@ -138,8 +138,10 @@ public final class LocalDirectoryObjectStore: ObjectStore {
     }
 
     @discardableResult
-    public func copy(from source: String, to destination: String, metadata: ObjectMetadata?,
-                     condition: PutCondition) throws(ObjectStoreError) -> ObjectInfo {
+    public func copy(
+        from source: String, to destination: String, metadata: ObjectMetadata?,
+        condition: PutCondition
+    ) throws(ObjectStoreError) -> ObjectInfo {
         let from = try locate(source)
         let to = try locate(destination)
         if source == destination {
@@ -152,11 +154,14 @@ public final class LocalDirectoryObjectStore: ObjectStore {
         defer { close(original.fd) }
         let sourceAttributes = readAttributes(fd: original.fd)
         // Replacing the metadata keeps the content type: the contract has no way to pass a new one.
-        let attributes = StoredAttributes(contentType: sourceAttributes?.contentType,
-                                          metadata: metadata ?? sourceAttributes?.metadata ?? [:])
+        let attributes = StoredAttributes(
+            contentType: sourceAttributes?.contentType,
+            metadata: metadata ?? sourceAttributes?.metadata ?? [:])
         let isEmpty = from.isMarker || original.status.st_size == 0
         if to.isMarker {
-            guard isEmpty else { throw .invalidRequest("cannot copy non-empty \(source) onto directory marker \(destination)") }
+            guard isEmpty else {
+                throw .invalidRequest("cannot copy non-empty \(source) onto directory marker \(destination)")
+            }
             return try writeMarker(to, attributes: attributes, condition: condition)
         }
         let temp = try stageTempFile(attributes: attributes) { (fd) throws(ObjectStoreError) in
@@ -235,7 +240,8 @@ public final class LocalDirectoryObjectStore: ObjectStore {
     /// `<root>/.bucketfs-local/<folder>`, created as needed, never through a link.
     func openStateDirectory(_ folder: String) throws(ObjectStoreError) -> Int32 {
         try withRoot { (rootFD) throws(ObjectStoreError) -> Int32 in
-            let fd = paths.openDirectory([Substring(Self.stateFolderName), Substring(folder)], at: rootFD, create: true)
+            let fd = paths.openDirectory(
+                [Substring(Self.stateFolderName), Substring(folder)], at: rootFD, create: true)
             guard fd >= 0 else { throw failure("open", "\(root)/\(Self.stateFolderName)/\(folder)", key: folder) }
             return fd
         }
@@ -263,10 +269,12 @@ public final class LocalDirectoryObjectStore: ObjectStore {
             }
             defer { close(parent) }
             // O_NONBLOCK: opening a FIFO that sits where a file should be must not hang.
-            let fd = location.isMarker
+            let fd =
+                location.isMarker
                 ? openat(parent, location.name, LocalRoot.directoryFlags | O_NONBLOCK)
-                : paths.openFile(location.name, in: parent, parent: location.parent, root: rootFD,
-                                 flags: O_RDONLY | O_NONBLOCK, reserved: Self.stateFolderName)
+                : paths.openFile(
+                    location.name, in: parent, parent: location.parent, root: rootFD,
+                    flags: O_RDONLY | O_NONBLOCK, reserved: Self.stateFolderName)
             if fd < 0 {
                 if [ENOENT, ENOTDIR, ELOOP].contains(errno) { return nil }
                 throw failure("open", location.path, key: location.key)
@@ -289,8 +297,9 @@ public final class LocalDirectoryObjectStore: ObjectStore {
     func inspect(_ location: Location) throws(ObjectStoreError) -> ObjectInfo? {
         guard let object = try openObject(location) else { return nil }
         defer { close(object.fd) }
-        return info(key: location.key, status: object.status, attributes: readAttributes(fd: object.fd),
-                    withMetadata: true)
+        return info(
+            key: location.key, status: object.status, attributes: readAttributes(fd: object.fd),
+            withMetadata: true)
     }
 
     /// The version combines the inode, ctime and size with the write ID kept in the attribute. Every write by this
@@ -304,9 +313,10 @@ public final class LocalDirectoryObjectStore: ObjectStore {
         var version = "\(String(status.st_ino, radix: 16))-\(String(ctime, radix: 16))-\(String(size, radix: 16))"
         if let writeID = attributes?.writeID { version += "-\(writeID)" }
         let mtime = Double(status.st_mtim.tv_sec) + Double(status.st_mtim.tv_nsec) / 1e9
-        return ObjectInfo(key: key, size: size, lastModified: Date(timeIntervalSince1970: mtime), version: version,
-                          contentType: withMetadata ? attributes?.contentType : nil,
-                          metadata: withMetadata ? (attributes?.metadata ?? [:]) : nil)
+        return ObjectInfo(
+            key: key, size: size, lastModified: Date(timeIntervalSince1970: mtime), version: version,
+            contentType: withMetadata ? attributes?.contentType : nil,
+            metadata: withMetadata ? (attributes?.metadata ?? [:]) : nil)
     }
 
     static func isDirectory(_ status: stat) -> Bool { status.st_mode & S_IFMT == S_IFDIR }
@@ -326,8 +336,10 @@ public final class LocalDirectoryObjectStore: ObjectStore {
     }
 
     /// Writes a new temp file (data through `fill`, then the attribute), syncs it, and returns it.
-    func stageTempFile(attributes: StoredAttributes,
-                       fill: (Int32) throws(ObjectStoreError) -> Void) throws(ObjectStoreError) -> TempFile {
+    func stageTempFile(
+        attributes: StoredAttributes,
+        fill: (Int32) throws(ObjectStoreError) -> Void
+    ) throws(ObjectStoreError) -> TempFile {
         let directory = try openStateDirectory("tmp")
         let temp = TempFile(directory: directory, name: UUID().uuidString.lowercased())
         let fd = openat(directory, temp.name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o666)
@@ -350,7 +362,8 @@ public final class LocalDirectoryObjectStore: ObjectStore {
 
     /// Renames a staged temp file into place under the store lock, once the condition holds, and syncs the
     /// directory so that the new entry is durable.
-    func commit(_ temp: TempFile, to location: Location, condition: PutCondition) throws(ObjectStoreError) -> ObjectInfo {
+    func commit(_ temp: TempFile, to location: Location, condition: PutCondition) throws(ObjectStoreError) -> ObjectInfo
+    {
         do throws(ObjectStoreError) {
             let info = try withStoreLock { () throws(ObjectStoreError) -> ObjectInfo in
                 try condition.check(key: location.key, currentVersion: try inspect(location)?.version)
@@ -381,8 +394,10 @@ public final class LocalDirectoryObjectStore: ObjectStore {
     }
 
     /// Creates (or re-labels) the directory behind a marker key, under the store lock.
-    private func writeMarker(_ location: Location, attributes: StoredAttributes,
-                             condition: PutCondition) throws(ObjectStoreError) -> ObjectInfo {
+    private func writeMarker(
+        _ location: Location, attributes: StoredAttributes,
+        condition: PutCondition
+    ) throws(ObjectStoreError) -> ObjectInfo {
         try withStoreLock { () throws(ObjectStoreError) -> ObjectInfo in
             try condition.check(key: location.key, currentVersion: try inspect(location)?.version)
             let parent = try openParent(of: location, create: true)
@@ -404,16 +419,20 @@ public final class LocalDirectoryObjectStore: ObjectStore {
     }
 
     /// Copy onto itself: only the attribute changes (new write ID, hence new version), under the lock.
-    private func rewriteMetadata(_ location: Location, metadata: ObjectMetadata,
-                                 condition: PutCondition) throws(ObjectStoreError) -> ObjectInfo {
+    private func rewriteMetadata(
+        _ location: Location, metadata: ObjectMetadata,
+        condition: PutCondition
+    ) throws(ObjectStoreError) -> ObjectInfo {
         try withStoreLock { () throws(ObjectStoreError) -> ObjectInfo in
             guard let object = try openObject(location) else { throw .notFound(key: location.key) }
             defer { close(object.fd) }
             let current = readAttributes(fd: object.fd)
-            let version = info(key: location.key, status: object.status, attributes: current, withMetadata: false).version
+            let version = info(key: location.key, status: object.status, attributes: current, withMetadata: false)
+                .version
             try condition.check(key: location.key, currentVersion: version)
-            try writeAttributes(StoredAttributes(contentType: current?.contentType, metadata: metadata),
-                                fd: object.fd, key: location.key)
+            try writeAttributes(
+                StoredAttributes(contentType: current?.contentType, metadata: metadata),
+                fd: object.fd, key: location.key)
             try sync(object.fd, location.key)
             guard let info = try inspect(location) else { throw .notFound(key: location.key) }
             return info
@@ -563,7 +582,6 @@ public final class LocalDirectoryObjectStore: ObjectStore {
     private func unsupportedAttributes() -> ObjectStoreError {
         .other("backing filesystem does not support user extended attributes: \(root)")
     }
-
 
     // MARK: - Errors
 

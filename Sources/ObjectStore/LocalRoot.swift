@@ -58,8 +58,10 @@ struct LocalRoot: Sendable {
     /// Opens the file `name` in the open directory `directory` (whose path below the root is `parent`) with
     /// `flags`. A symbolic link there is followed only to a file beneath the root (and outside the state folder),
     /// each hop resolved component by component without following links; otherwise -1 with errno ENOENT.
-    func openFile(_ name: String, in directory: Int32, parent: [Substring], root: Int32, flags: Int32,
-                  reserved: String) -> Int32 {
+    func openFile(
+        _ name: String, in directory: Int32, parent: [Substring], root: Int32, flags: Int32,
+        reserved: String
+    ) -> Int32 {
         var fd = openat(directory, name, flags | O_NOFOLLOW | O_CLOEXEC)
         guard fd < 0 && errno == ELOOP else { return fd }
         var linkDirectory = fcntl(directory, F_DUPFD_CLOEXEC, 0)
@@ -68,12 +70,18 @@ struct LocalRoot: Sendable {
         defer { if linkDirectory >= 0 { close(linkDirectory) } }
         for _ in 0..<Self.maxLinks {
             guard let target = readLink(linkName, in: linkDirectory),
-                  let resolved = resolve(target, from: linkParent), let last = resolved.last,
-                  resolved.first.map(String.init) != reserved
-            else { errno = ENOENT; return -1 }
+                let resolved = resolve(target, from: linkParent), let last = resolved.last,
+                resolved.first.map(String.init) != reserved
+            else {
+                errno = ENOENT
+                return -1
+            }
             let above = Array(resolved.dropLast())
             let next = openDirectory(above, at: root)
-            guard next >= 0 else { errno = ENOENT; return -1 }
+            guard next >= 0 else {
+                errno = ENOENT
+                return -1
+            }
             close(linkDirectory)
             linkDirectory = next
             linkParent = above

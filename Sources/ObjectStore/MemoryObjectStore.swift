@@ -122,8 +122,10 @@ public final class MemoryObjectStore: ObjectStore {
     }
 
     @discardableResult
-    public func copy(from source: String, to destination: String, metadata: ObjectMetadata?,
-                     condition: PutCondition) throws(ObjectStoreError) -> ObjectInfo {
+    public func copy(
+        from source: String, to destination: String, metadata: ObjectMetadata?,
+        condition: PutCondition
+    ) throws(ObjectStoreError) -> ObjectInfo {
         try Self.validate(destination)
         if source == destination && metadata == nil {
             // As S3: a copy onto itself must change something.
@@ -132,8 +134,9 @@ public final class MemoryObjectStore: ObjectStore {
         return try state.withLock { (state) throws(ObjectStoreError) -> ObjectInfo in
             guard let original = state.objects[source] else { throw .notFound(key: source) }
             try condition.check(key: destination, currentVersion: state.objects[destination]?.info.version)
-            return Self.store(original.body, at: destination, contentType: original.info.contentType,
-                              metadata: metadata ?? original.info.metadata ?? [:], in: &state)
+            return Self.store(
+                original.body, at: destination, contentType: original.info.contentType,
+                metadata: metadata ?? original.info.metadata ?? [:], in: &state)
         }
     }
 
@@ -147,7 +150,9 @@ public final class MemoryObjectStore: ObjectStore {
         return uploadID
     }
 
-    public func uploadPart(_ key: String, uploadID: String, number: Int, body: PutBody) throws(ObjectStoreError) -> String {
+    public func uploadPart(_ key: String, uploadID: String, number: Int, body: PutBody) throws(ObjectStoreError)
+        -> String
+    {
         guard (1...10_000).contains(number) else {
             throw .invalidRequest("part number \(number) is outside 1...10000")
         }
@@ -161,8 +166,10 @@ public final class MemoryObjectStore: ObjectStore {
     }
 
     @discardableResult
-    public func completeMultipartUpload(_ key: String, uploadID: String, parts: [CompletedPart],
-                                        condition: PutCondition) throws(ObjectStoreError) -> ObjectInfo {
+    public func completeMultipartUpload(
+        _ key: String, uploadID: String, parts: [CompletedPart],
+        condition: PutCondition
+    ) throws(ObjectStoreError) -> ObjectInfo {
         try validatePartList(parts)
         return try state.withLock { (state) throws(ObjectStoreError) -> ObjectInfo in
             guard let upload = state.uploads[uploadID], upload.key == key else { throw .notFound(key: key) }
@@ -215,10 +222,13 @@ public final class MemoryObjectStore: ObjectStore {
         }
     }
 
-    private static func store(_ body: Data, at key: String, contentType: String?, metadata: ObjectMetadata,
-                              in state: inout State) -> ObjectInfo {
-        let info = ObjectInfo(key: key, size: UInt64(body.count), lastModified: Date(), version: state.nextVersion(),
-                              contentType: contentType, metadata: metadata)
+    private static func store(
+        _ body: Data, at key: String, contentType: String?, metadata: ObjectMetadata,
+        in state: inout State
+    ) -> ObjectInfo {
+        let info = ObjectInfo(
+            key: key, size: UInt64(body.count), lastModified: Date(), version: state.nextVersion(),
+            contentType: contentType, metadata: metadata)
         state.objects[key] = StoredObject(info: info, body: body)
         return info
     }

@@ -34,8 +34,10 @@ public final class MeteredStore: ForwardingObjectStore {
 
     /// Runs one request and counts it; "not found" and "changed by another writer" are answers, not errors.
     /// `sent` is the body's size; `received` reads the result's.
-    private func metered<T>(_ operation: String, sent: Int = 0, received: (T) -> Int = { _ in 0 },
-                            _ body: () throws(ObjectStoreError) -> T) throws(ObjectStoreError) -> T {
+    private func metered<T>(
+        _ operation: String, sent: Int = 0, received: (T) -> Int = { _ in 0 },
+        _ body: () throws(ObjectStoreError) -> T
+    ) throws(ObjectStoreError) -> T {
         let start = ContinuousClock.now
         do {
             let result = try body()
@@ -50,8 +52,10 @@ public final class MeteredStore: ForwardingObjectStore {
         }
     }
 
-    private func note(_ operation: String, _ start: ContinuousClock.Instant, error: ObjectStoreError?, sent: Int,
-                      received: Int) {
+    private func note(
+        _ operation: String, _ start: ContinuousClock.Instant, error: ObjectStoreError?, sent: Int,
+        received: Int
+    ) {
         let elapsed = ContinuousClock.now - start
         let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
         counters.withLock { c in
@@ -85,8 +89,10 @@ public final class MeteredStore: ForwardingObjectStore {
         }
     }
 
-    public func getStreaming(_ key: String, range: Range<UInt64>, version: String?,
-                             consumer: @escaping (UnsafeRawBufferPointer) -> Bool) throws(ObjectStoreError) {
+    public func getStreaming(
+        _ key: String, range: Range<UInt64>, version: String?,
+        consumer: @escaping (UnsafeRawBufferPointer) -> Bool
+    ) throws(ObjectStoreError) {
         let received = Atomic<Int>(0)
         defer { observer?.streamed(received.load(ordering: .relaxed)) }
         try metered("get_streaming") { () throws(ObjectStoreError) in
@@ -121,8 +127,10 @@ public final class MeteredStore: ForwardingObjectStore {
         return results
     }
 
-    public func copy(from source: String, to destination: String, metadata: ObjectMetadata?,
-                     condition: PutCondition) throws(ObjectStoreError) -> ObjectInfo {
+    public func copy(
+        from source: String, to destination: String, metadata: ObjectMetadata?,
+        condition: PutCondition
+    ) throws(ObjectStoreError) -> ObjectInfo {
         try metered("copy") { () throws(ObjectStoreError) in
             try base.copy(from: source, to: destination, metadata: metadata, condition: condition)
         }
@@ -134,23 +142,30 @@ public final class MeteredStore: ForwardingObjectStore {
         }
     }
 
-    public func uploadPart(_ key: String, uploadID: String, number: Int,
-                           body: PutBody) throws(ObjectStoreError) -> String {
+    public func uploadPart(
+        _ key: String, uploadID: String, number: Int,
+        body: PutBody
+    ) throws(ObjectStoreError) -> String {
         try metered("upload_part", sent: Self.size(body)) { () throws(ObjectStoreError) in
             try base.uploadPart(key, uploadID: uploadID, number: number, body: body)
         }
     }
 
-    public func uploadPartCopy(_ key: String, uploadID: String, number: Int, source: String, range: Range<UInt64>,
-                               sourceVersion: String?) throws(ObjectStoreError) -> String {
+    public func uploadPartCopy(
+        _ key: String, uploadID: String, number: Int, source: String, range: Range<UInt64>,
+        sourceVersion: String?
+    ) throws(ObjectStoreError) -> String {
         try metered("upload_part_copy") { () throws(ObjectStoreError) in
-            try base.uploadPartCopy(key, uploadID: uploadID, number: number, source: source, range: range,
-                                    sourceVersion: sourceVersion)
+            try base.uploadPartCopy(
+                key, uploadID: uploadID, number: number, source: source, range: range,
+                sourceVersion: sourceVersion)
         }
     }
 
-    public func completeMultipartUpload(_ key: String, uploadID: String, parts: [CompletedPart],
-                                        condition: PutCondition) throws(ObjectStoreError) -> ObjectInfo {
+    public func completeMultipartUpload(
+        _ key: String, uploadID: String, parts: [CompletedPart],
+        condition: PutCondition
+    ) throws(ObjectStoreError) -> ObjectInfo {
         try metered("complete_multipart_upload") { () throws(ObjectStoreError) in
             try base.completeMultipartUpload(key, uploadID: uploadID, parts: parts, condition: condition)
         }

@@ -29,8 +29,10 @@ public protocol ObjectStore: Sendable {
     /// Server-side copy. `metadata == nil` keeps the source's metadata; otherwise it is replaced. The content type
     /// is always the source's. Copying a key onto itself needs new metadata (S3 refuses it otherwise).
     @discardableResult
-    func copy(from source: String, to destination: String, metadata: ObjectMetadata?,
-              condition: PutCondition) throws(ObjectStoreError) -> ObjectInfo
+    func copy(
+        from source: String, to destination: String, metadata: ObjectMetadata?,
+        condition: PutCondition
+    ) throws(ObjectStoreError) -> ObjectInfo
 
     func createMultipartUpload(_ key: String, options: PutOptions) throws(ObjectStoreError) -> String
     /// Uploads part `number` (1-based). Returns the part's ETag, needed to complete.
@@ -38,19 +40,24 @@ public protocol ObjectStore: Sendable {
     /// Uploads part `number` as `range` of the object `source`, which must still be at `sourceVersion` (if given:
     /// `.preconditionFailed` otherwise). S3 copies on the server (UploadPartCopy); the default reads the range and
     /// uploads it. Returns the part's ETag.
-    func uploadPartCopy(_ key: String, uploadID: String, number: Int, source: String, range: Range<UInt64>,
-                        sourceVersion: String?) throws(ObjectStoreError) -> String
+    func uploadPartCopy(
+        _ key: String, uploadID: String, number: Int, source: String, range: Range<UInt64>,
+        sourceVersion: String?
+    ) throws(ObjectStoreError) -> String
     /// Hands `range` of `key` to `consumer` in the pieces it arrives in, for as long as `consumer` returns true;
     /// blocks until the range is done or `consumer` stops it. The object must be at `version`, if given
     /// (`.preconditionFailed` otherwise). S3 sends one streaming GET (resumed where it broke off); the default
     /// reads 8 MiB ranges one after another.
-    func getStreaming(_ key: String, range: Range<UInt64>, version: String?,
-                      consumer: @escaping (UnsafeRawBufferPointer) -> Bool) throws(ObjectStoreError)
+    func getStreaming(
+        _ key: String, range: Range<UInt64>, version: String?,
+        consumer: @escaping (UnsafeRawBufferPointer) -> Bool) throws(ObjectStoreError)
     /// Completes with the listed parts, in order, checking `condition` atomically at completion
     /// (`PutOptions.condition` given to `createMultipartUpload` is not used).
     @discardableResult
-    func completeMultipartUpload(_ key: String, uploadID: String, parts: [CompletedPart],
-                                 condition: PutCondition) throws(ObjectStoreError) -> ObjectInfo
+    func completeMultipartUpload(
+        _ key: String, uploadID: String, parts: [CompletedPart],
+        condition: PutCondition
+    ) throws(ObjectStoreError) -> ObjectInfo
     func abortMultipartUpload(_ key: String, uploadID: String) throws(ObjectStoreError)
     func listMultipartUploads(prefix: String) throws(ObjectStoreError) -> [MultipartUploadInfo]
     /// Deletes every key, unconditionally; a missing key counts as deleted. One result per key, in order: a failure
@@ -66,14 +73,19 @@ extension ObjectStore {
 
     public func deleteObjects(_ keys: [String]) -> [Result<Void, ObjectStoreError>] { deleteEach(keys) }
 
-    public func uploadPartCopy(_ key: String, uploadID: String, number: Int, source: String, range: Range<UInt64>,
-                               sourceVersion: String?) throws(ObjectStoreError) -> String {
-        try uploadPartCopyByReading(key, uploadID: uploadID, number: number, source: source, range: range,
-                                    sourceVersion: sourceVersion)
+    public func uploadPartCopy(
+        _ key: String, uploadID: String, number: Int, source: String, range: Range<UInt64>,
+        sourceVersion: String?
+    ) throws(ObjectStoreError) -> String {
+        try uploadPartCopyByReading(
+            key, uploadID: uploadID, number: number, source: source, range: range,
+            sourceVersion: sourceVersion)
     }
 
-    public func getStreaming(_ key: String, range: Range<UInt64>, version: String?,
-                             consumer: @escaping (UnsafeRawBufferPointer) -> Bool) throws(ObjectStoreError) {
+    public func getStreaming(
+        _ key: String, range: Range<UInt64>, version: String?,
+        consumer: @escaping (UnsafeRawBufferPointer) -> Bool
+    ) throws(ObjectStoreError) {
         try getStreamingByRanges(key, range: range, version: version, consumer: consumer)
     }
 
@@ -91,9 +103,11 @@ extension ObjectStore {
 
     /// The default `uploadPartCopy`, a client-side UploadPartCopy: GET of the range (checked against
     /// `sourceVersion`), then UploadPart.
-    public func uploadPartCopyByReading(_ key: String, uploadID: String, number: Int, source: String,
-                                        range: Range<UInt64>,
-                                        sourceVersion: String?) throws(ObjectStoreError) -> String {
+    public func uploadPartCopyByReading(
+        _ key: String, uploadID: String, number: Int, source: String,
+        range: Range<UInt64>,
+        sourceVersion: String?
+    ) throws(ObjectStoreError) -> String {
         let data = try get(source, range: range)
         if let sourceVersion, data.info.version != sourceVersion { throw .preconditionFailed(key: source) }
         guard data.body.count == range.count else {
@@ -103,8 +117,10 @@ extension ObjectStore {
     }
 
     /// The default `getStreaming`: ranged GETs of 8 MiB, one after another.
-    public func getStreamingByRanges(_ key: String, range: Range<UInt64>, version: String?,
-                                     consumer: (UnsafeRawBufferPointer) -> Bool) throws(ObjectStoreError) {
+    public func getStreamingByRanges(
+        _ key: String, range: Range<UInt64>, version: String?,
+        consumer: (UnsafeRawBufferPointer) -> Bool
+    ) throws(ObjectStoreError) {
         var offset = range.lowerBound
         while offset < range.upperBound {
             let piece = try get(key, range: offset..<min(range.upperBound, offset + (8 << 20)))
@@ -123,8 +139,10 @@ extension ObjectStore {
     /// calls): compare with the current object. `current` saves the read when the caller has it. Not atomic: another
     /// writer can slip in between this read and the write; the condition is still sent, so a server that honours it
     /// closes that window.
-    func checkConditionByReading(_ condition: PutCondition, key: String,
-                                 current: ObjectInfo?) throws(ObjectStoreError) {
+    func checkConditionByReading(
+        _ condition: PutCondition, key: String,
+        current: ObjectInfo?
+    ) throws(ObjectStoreError) {
         switch condition {
         case .none:
             return
@@ -150,8 +168,10 @@ extension ObjectStore {
     }
 
     @discardableResult
-    public func put(_ key: String, data: Data,
-                    options: PutOptions = PutOptions()) throws(ObjectStoreError) -> ObjectInfo {
+    public func put(
+        _ key: String, data: Data,
+        options: PutOptions = PutOptions()
+    ) throws(ObjectStoreError) -> ObjectInfo {
         try put(key, body: .data(data), options: options)
     }
 
@@ -173,8 +193,9 @@ extension ObjectStore {
             token = page.nextContinuationToken
             if let token {
                 guard seen.insert(token).inserted else {
-                    throw .other("malformed LIST reply for prefix \"\(prefix)\": the store repeated a continuation "
-                                 + "token after \(seen.count) pages; listing stopped")
+                    throw .other(
+                        "malformed LIST reply for prefix \"\(prefix)\": the store repeated a continuation "
+                            + "token after \(seen.count) pages; listing stopped")
                 }
                 guard seen.count < maxListPages else {
                     throw .other("LIST of prefix \"\(prefix)\" exceeded \(maxListPages) pages; listing stopped")
@@ -201,8 +222,10 @@ public struct ObjectInfo: Sendable, Equatable {
     /// `nil` when the store did not return it (a LIST entry); `[:]` when the object has none.
     public var metadata: ObjectMetadata?
 
-    public init(key: String, size: UInt64, lastModified: Date, version: String,
-                contentType: String? = nil, metadata: ObjectMetadata? = nil) {
+    public init(
+        key: String, size: UInt64, lastModified: Date, version: String,
+        contentType: String? = nil, metadata: ObjectMetadata? = nil
+    ) {
         self.key = key
         self.size = size
         self.lastModified = lastModified
@@ -229,8 +252,10 @@ public struct ListRequest: Sendable {
     public var startAfter: String?
     public var maxKeys: Int
 
-    public init(prefix: String, delimiter: String? = nil, continuationToken: String? = nil,
-                startAfter: String? = nil, maxKeys: Int = 1000) {
+    public init(
+        prefix: String, delimiter: String? = nil, continuationToken: String? = nil,
+        startAfter: String? = nil, maxKeys: Int = 1000
+    ) {
         self.prefix = prefix
         self.delimiter = delimiter
         self.continuationToken = continuationToken

@@ -12,7 +12,8 @@ public enum URLRedaction {
         var index = 0
         while index + 3 <= text.count {
             guard text[index] == UInt8(ascii: ":"), text[index + 1] == UInt8(ascii: "/"),
-                  text[index + 2] == UInt8(ascii: "/") else {
+                text[index + 2] == UInt8(ascii: "/")
+            else {
                 index += 1
                 continue
             }
@@ -22,7 +23,8 @@ public enum URLRedaction {
             var end = start
             while end < text.count, !isWordEnd(text[end]) { end += 1 }
             if let at = text[start..<end].lastIndex(of: UInt8(ascii: "@")),
-               let colon = text[start..<at].firstIndex(of: UInt8(ascii: ":")), colon + 1 < at {
+                let colon = text[start..<at].firstIndex(of: UInt8(ascii: ":")), colon + 1 < at
+            {
                 ranges.append((colon + 1)..<at)
             }
             index = max(end, start)
@@ -52,7 +54,7 @@ public enum URLRedaction {
     private static func isWordEnd(_ byte: UInt8) -> Bool {
         switch byte {
         case UInt8(ascii: " "), UInt8(ascii: "\t"), UInt8(ascii: "\n"), UInt8(ascii: "\r"), UInt8(ascii: "\""),
-             UInt8(ascii: "'"), UInt8(ascii: "<"), UInt8(ascii: ">"):
+            UInt8(ascii: "'"), UInt8(ascii: "<"), UInt8(ascii: ">"):
             return true
         default:
             return false

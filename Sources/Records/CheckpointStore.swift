@@ -12,12 +12,15 @@ public struct CheckpointStore: Sendable {
 
     /// Stores (or replaces) a checkpoint.
     @discardableResult
-    public func store(thread: String, id: String, data: JSONValue,
-                      metadata: [String: JSONValue] = [:]) throws(RecordError) -> CheckpointRecord {
+    public func store(
+        thread: String, id: String, data: JSONValue,
+        metadata: [String: JSONValue] = [:]
+    ) throws(RecordError) -> CheckpointRecord {
         try RecordKey.validate(thread, "thread id")
         try RecordKey.validate(id, "checkpoint id")
-        let record = CheckpointRecord(schemaVersion: RecordCoding.schemaVersion, threadID: thread, checkpointID: id,
-                                      createdAt: RecordCoding.now(), data: data, metadata: metadata)
+        let record = CheckpointRecord(
+            schemaVersion: RecordCoding.schemaVersion, threadID: thread, checkpointID: id,
+            createdAt: RecordCoding.now(), data: data, metadata: metadata)
         try table.put(RecordKey.checkpoint(thread, id), record)
         return record
     }
@@ -33,29 +36,40 @@ public struct CheckpointStore: Sendable {
     /// Newest first.
     public func list(thread: String, limit: Int = 10) throws(RecordError) -> [CheckpointRecord] {
         try RecordKey.validate(thread, "thread id")
-        let all = try table.all(under: RecordKey.checkpoints(thread)) { $0.hasSuffix(".json") && !$0.hasSuffix(".writes.json") }
-        return Array(all.map(\.record)
-            .sorted { ($0.createdAt, $0.checkpointID) > ($1.createdAt, $1.checkpointID) }
-            .prefix(max(limit, 0)))
+        let all = try table.all(under: RecordKey.checkpoints(thread)) {
+            $0.hasSuffix(".json") && !$0.hasSuffix(".writes.json")
+        }
+        return Array(
+            all.map(\.record)
+                .sorted { ($0.createdAt, $0.checkpointID) > ($1.createdAt, $1.checkpointID) }
+                .prefix(max(limit, 0)))
     }
 
     /// Every thread that has checkpoints.
     public func threads() throws(RecordError) -> [String] {
         let keys = try table.backend.keys(under: "checkpoints/")
-        let segments = keys.compactMap { $0.dropFirst("checkpoints/".count).split(separator: "/").first.map(String.init) }
+        let segments = keys.compactMap {
+            $0.dropFirst("checkpoints/".count).split(separator: "/").first.map(String.init)
+        }
         return Set(segments).map(RecordKey.id(fromSegment:)).sorted()
     }
 
     /// Appends `writes` of `task` to the checkpoint's intermediate writes (seed 001's `put_writes`).
-    public func putWrites(thread: String, checkpoint: String, task: String,
-                          writes: [(channel: String, value: JSONValue)]) throws(RecordError) {
+    public func putWrites(
+        thread: String, checkpoint: String, task: String,
+        writes: [(channel: String, value: JSONValue)]
+    ) throws(RecordError) {
         try RecordKey.validate(thread, "thread id")
         try RecordKey.validate(checkpoint, "checkpoint id")
         let entries = writes.map { CheckpointWrites.Write(taskID: task, channel: $0.channel, value: $0.value) }
-        _ = try writesTable.upsert(RecordKey.writes(thread, checkpoint), make: {
-            CheckpointWrites(schemaVersion: RecordCoding.schemaVersion, threadID: thread, checkpointID: checkpoint,
-                             updatedAt: RecordCoding.now(), writes: [])
-        }) { (record: inout CheckpointWrites) throws(RecordError) in
+        _ = try writesTable.upsert(
+            RecordKey.writes(thread, checkpoint),
+            make: {
+                CheckpointWrites(
+                    schemaVersion: RecordCoding.schemaVersion, threadID: thread, checkpointID: checkpoint,
+                    updatedAt: RecordCoding.now(), writes: [])
+            }
+        ) { (record: inout CheckpointWrites) throws(RecordError) in
             record.writes += entries
             record.updatedAt = RecordCoding.now()
         }

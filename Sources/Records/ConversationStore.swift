@@ -9,13 +9,16 @@ public struct ConversationStore: Sendable {
     init(backend: any RecordBackend) { table = RecordTable(backend: backend) }
 
     @discardableResult
-    public func append(session: String, role: String, content: String,
-                       metadata: [String: JSONValue] = [:]) throws(RecordError) -> ConversationMessage {
+    public func append(
+        session: String, role: String, content: String,
+        metadata: [String: JSONValue] = [:]
+    ) throws(RecordError) -> ConversationMessage {
         try RecordKey.validate(session, "session id")
         var sequence = try table.backend.keys(under: RecordKey.conversation(session)).count
         for _ in 0..<RecordTable<ConversationMessage>.maxAttempts {
-            let message = ConversationMessage(schemaVersion: RecordCoding.schemaVersion, sessionID: session, sequence: sequence,
-                                              role: role, content: content, timestamp: RecordCoding.now(), metadata: metadata)
+            let message = ConversationMessage(
+                schemaVersion: RecordCoding.schemaVersion, sessionID: session, sequence: sequence,
+                role: role, content: content, timestamp: RecordCoding.now(), metadata: metadata)
             if try table.create(RecordKey.message(session, sequence: sequence), message) { return message }
             sequence += 1
         }

@@ -13,7 +13,8 @@ public final class EventLog: Sendable {
     init(backend: any RecordBackend) { table = RecordTable(backend: backend) }
 
     @discardableResult
-    public func append(stream: String, type: String, data: [String: JSONValue] = [:]) throws(RecordError) -> EventRecord {
+    public func append(stream: String, type: String, data: [String: JSONValue] = [:]) throws(RecordError) -> EventRecord
+    {
         try RecordKey.validate(stream, "event stream")
         try RecordKey.validate(type, "event type")
         var sequence: Int
@@ -48,7 +49,8 @@ public final class EventLog: Sendable {
     public func count(stream: String, type: String? = nil) throws(RecordError) -> Int {
         guard let type else {
             try RecordKey.validate(stream, "event stream")
-            return try table.backend.keys(under: RecordKey.events(stream)).filter { Self.sequence(ofKey: $0) != nil }.count
+            return try table.backend.keys(under: RecordKey.events(stream)).filter { Self.sequence(ofKey: $0) != nil }
+                .count
         }
         return try read(stream: stream).filter { $0.type == type }.count
     }
@@ -69,9 +71,11 @@ public final class EventLog: Sendable {
     /// seconds, until `handle` returns false or `shouldStop` says so (checked between polls). Blocks the calling
     /// thread. Returns the sequence number to follow from next time.
     @discardableResult
-    public func follow(stream: String, from: Int = 0, interval: Double = 0.5,
-                       shouldStop: () -> Bool = { false },
-                       _ handle: (EventRecord) -> Bool) throws(RecordError) -> Int {
+    public func follow(
+        stream: String, from: Int = 0, interval: Double = 0.5,
+        shouldStop: () -> Bool = { false },
+        _ handle: (EventRecord) -> Bool
+    ) throws(RecordError) -> Int {
         var position = from
         while true {
             for event in try read(stream: stream, from: position) {

@@ -11,8 +11,10 @@ public struct EventRecord: Codable, Sendable, Equatable {
     public var timestamp: Date
     public var data: [String: JSONValue]
 
-    public init(stream: String, sequence: Int, type: String, timestamp: Date = RecordCoding.now(),
-                data: [String: JSONValue] = [:]) {
+    public init(
+        stream: String, sequence: Int, type: String, timestamp: Date = RecordCoding.now(),
+        data: [String: JSONValue] = [:]
+    ) {
         schemaVersion = RecordCoding.schemaVersion
         self.stream = stream
         self.sequence = sequence

@@ -20,9 +20,11 @@ public final class LiveSession: @unchecked Sendable {
     }
 
     /// Creates the record (`metadata` plus `mount_id`); throws when the backend refuses.
-    public init(id: String, sessions: SessionStore, userID: String, metadata: [String: JSONValue],
-                counters: @escaping @Sendable () -> SessionRecord.Metrics,
-                warn: @escaping @Sendable (String, any Error) -> Void = { _, _ in }) throws(RecordError) {
+    public init(
+        id: String, sessions: SessionStore, userID: String, metadata: [String: JSONValue],
+        counters: @escaping @Sendable () -> SessionRecord.Metrics,
+        warn: @escaping @Sendable (String, any Error) -> Void = { _, _ in }
+    ) throws(RecordError) {
         self.id = id
         self.sessions = sessions
         self.counters = counters

@@ -77,7 +77,8 @@ public struct ObjectStoreRecordBackend: RecordBackend {
     }
 
     private func conditionalPut(_ key: String, data: Data, condition: PutCondition) throws(RecordError) -> String? {
-        let options = PutOptions(contentType: Self.contentType, condition: store.supportsConditionalWrites ? condition : .none)
+        let options = PutOptions(
+            contentType: Self.contentType, condition: store.supportsConditionalWrites ? condition : .none)
         do {
             return try store.put(prefix + key, data: data, options: options).version
         } catch .preconditionFailed {

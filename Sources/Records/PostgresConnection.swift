@@ -32,14 +32,16 @@ public struct PostgresEndpoint: Sendable, Equatable, CustomStringConvertible {
         self.url = url
         let user = fields["user"].map { $0 + "@" } ?? ""
         let port = fields["port"].map { ":" + $0 } ?? ""
-        description = "postgres://\(user)\(fields["host"] ?? fields["hostaddr"] ?? "localhost")\(port)/\(fields["dbname"] ?? "")"
+        description =
+            "postgres://\(user)\(fields["host"] ?? fields["hostaddr"] ?? "localhost")\(port)/\(fields["dbname"] ?? "")"
     }
 
     /// A URL with any password (user-info or `password=` parameter) replaced, for error messages.
     static func redacted(_ url: String) -> String {
         var out = url
         if let scheme = out.range(of: "://"), let at = out[scheme.upperBound...].firstIndex(of: "@"),
-           let colon = out[scheme.upperBound..<at].firstIndex(of: ":") {
+            let colon = out[scheme.upperBound..<at].firstIndex(of: ":")
+        {
             out.replaceSubrange(out.index(after: colon)..<at, with: "***")
         }
         if let range = out.range(of: #"password=[^&]*"#, options: [.regularExpression, .caseInsensitive]) {
@@ -83,8 +85,10 @@ final class PostgresPool: Sendable {
         let handle: OpaquePointer
     }
 
-    init(endpoint: PostgresEndpoint, size: Int = 8,
-         prepare: @escaping @Sendable (PostgresPool, Connection) throws(RecordError) -> Void = { _, _ in }) {
+    init(
+        endpoint: PostgresEndpoint, size: Int = 8,
+        prepare: @escaping @Sendable (PostgresPool, Connection) throws(RecordError) -> Void = { _, _ in }
+    ) {
         self.endpoint = endpoint
         self.prepare = prepare
         slots = DispatchSemaphore(value: max(size, 1))
@@ -132,7 +136,9 @@ final class PostgresPool: Sendable {
     }
 
     /// A statement on a given connection (inside `withConnection`).
-    func run(_ connection: Connection, _ sql: String, _ parameters: [String?] = []) throws(RecordError) -> PostgresResult {
+    func run(_ connection: Connection, _ sql: String, _ parameters: [String?] = []) throws(RecordError)
+        -> PostgresResult
+    {
         let values = parameters.map { $0.map { strdup($0) } ?? nil }
         defer { for value in values { free(value) } }
         let constValues = values.map { $0.map { UnsafePointer($0) } }
@@ -146,9 +152,10 @@ final class PostgresPool: Sendable {
             var rows: [[String?]] = []
             let columns = PQnfields(handle)
             for row in 0..<PQntuples(handle) {
-                rows.append((0..<columns).map { column in
-                    PQgetisnull(handle, row, column) == 1 ? nil : String(cString: PQgetvalue(handle, row, column))
-                })
+                rows.append(
+                    (0..<columns).map { column in
+                        PQgetisnull(handle, row, column) == 1 ? nil : String(cString: PQgetvalue(handle, row, column))
+                    })
             }
             let affected = Int(String(cString: PQcmdTuples(handle))) ?? 0
             return PostgresResult(rows: rows, affected: affected, retried: false)
@@ -210,8 +217,10 @@ final class PostgresPool: Sendable {
 
     /// A refused password or a missing database is a configuration error, not an outage.
     private static func classify(_ detail: String, endpoint: PostgresEndpoint) -> RecordError {
-        let configuration = ["password authentication failed", "does not exist", "no password supplied",
-                             "invalid", "role", "no pg_hba.conf entry"]
+        let configuration = [
+            "password authentication failed", "does not exist", "no password supplied",
+            "invalid", "role", "no pg_hba.conf entry",
+        ]
         if configuration.contains(where: { detail.contains($0) }) { return .invalid("\(endpoint): \(detail)") }
         return .unavailable("\(endpoint): \(detail)")
     }

@@ -38,7 +38,8 @@ public final class PostgresRecordBackend: RecordBackend {
 
     public func create(_ key: String, data: Data) throws(RecordError) -> String? {
         let version = UUID().uuidString
-        let result = try pool.execute("""
+        let result = try pool.execute(
+            """
             INSERT INTO bucketfs_records (key, data, version, modified) VALUES ($1, $2, $3, now())
             ON CONFLICT (key) DO NOTHING
             """, [namespace + key, try Self.text(data), version])
@@ -55,7 +56,8 @@ public final class PostgresRecordBackend: RecordBackend {
 
     public func write(_ key: String, data: Data) throws(RecordError) -> String {
         let version = UUID().uuidString
-        _ = try pool.execute("""
+        _ = try pool.execute(
+            """
             INSERT INTO bucketfs_records (key, data, version, modified) VALUES ($1, $2, $3, now())
             ON CONFLICT (key) DO UPDATE SET data = EXCLUDED.data, version = EXCLUDED.version, modified = EXCLUDED.modified
             """, [namespace + key, try Self.text(data), version])
@@ -67,14 +69,17 @@ public final class PostgresRecordBackend: RecordBackend {
     }
 
     public func keys(under prefix: String) throws(RecordError) -> [String] {
-        let result = try pool.execute("SELECT key FROM bucketfs_records WHERE key LIKE $1 ESCAPE '\\' ORDER BY key",
-                                      [Self.likeEscaped(namespace + prefix) + "%"])
+        let result = try pool.execute(
+            "SELECT key FROM bucketfs_records WHERE key LIKE $1 ESCAPE '\\' ORDER BY key",
+            [Self.likeEscaped(namespace + prefix) + "%"])
         return result.rows.compactMap { $0.first.flatMap { $0 }.map { String($0.dropFirst(namespace.count)) } }
     }
 
     /// Connects (creating or migrating the schema on a first connection) and asks the server.
     public func ping() throws(RecordError) {
-        guard try pool.execute("SELECT 1").rows.first?.first == "1" else { throw .unavailable("\(endpoint): no answer") }
+        guard try pool.execute("SELECT 1").rows.first?.first == "1" else {
+            throw .unavailable("\(endpoint): no answer")
+        }
     }
 
     /// The schema version of the database (after connecting, so after any migration).

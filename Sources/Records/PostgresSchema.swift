@@ -12,25 +12,29 @@ enum PostgresSchema {
 
     /// Never edit a migration that has shipped: add the next one.
     static let migrations: [Migration] = [
-        Migration(version: 1, description: "records table", statements: [
-            // key: the record's key (`sessions/<id>.json`…), in byte order ("C") so prefix scans use the index.
-            // data: the JSON exactly as written (text, not jsonb, which would reformat it).
-            """
-            CREATE TABLE bucketfs_records (
-                key text COLLATE "C" PRIMARY KEY,
-                data text NOT NULL,
-                version text NOT NULL,
-                modified timestamptz NOT NULL DEFAULT now()
-            )
-            """,
-        ]),
-        Migration(version: 2, description: "bucketfs_records_json view", statements: [
-            // For SQL readers: `SELECT record->>'status' FROM bucketfs_records_json WHERE key LIKE 'sessions/%'`.
-            """
-            CREATE VIEW bucketfs_records_json AS
-                SELECT key, data::jsonb AS record, version, modified FROM bucketfs_records
-            """,
-        ]),
+        Migration(
+            version: 1, description: "records table",
+            statements: [
+                // key: the record's key (`sessions/<id>.json`…), in byte order ("C") so prefix scans use the index.
+                // data: the JSON exactly as written (text, not jsonb, which would reformat it).
+                """
+                CREATE TABLE bucketfs_records (
+                    key text COLLATE "C" PRIMARY KEY,
+                    data text NOT NULL,
+                    version text NOT NULL,
+                    modified timestamptz NOT NULL DEFAULT now()
+                )
+                """
+            ]),
+        Migration(
+            version: 2, description: "bucketfs_records_json view",
+            statements: [
+                // For SQL readers: `SELECT record->>'status' FROM bucketfs_records_json WHERE key LIKE 'sessions/%'`.
+                """
+                CREATE VIEW bucketfs_records_json AS
+                    SELECT key, data::jsonb AS record, version, modified FROM bucketfs_records
+                """
+            ]),
     ]
 
     static var latest: Int { migrations.last?.version ?? 0 }
@@ -45,7 +49,9 @@ enum PostgresSchema {
         _ = try pool.run(connection, "BEGIN")
         do throws(RecordError) {
             _ = try pool.run(connection, "SELECT pg_advisory_xact_lock(\(lockKey))")
-            _ = try pool.run(connection, """
+            _ = try pool.run(
+                connection,
+                """
                 CREATE TABLE IF NOT EXISTS bucketfs_schema (
                     version integer PRIMARY KEY,
                     description text NOT NULL,
@@ -54,12 +60,14 @@ enum PostgresSchema {
                 """)
             let current = try version(pool, connection) ?? 0
             guard current <= latest else {
-                throw .invalid("\(pool.endpoint): schema version \(current) is newer than this bucketfs knows (\(latest))")
+                throw .invalid(
+                    "\(pool.endpoint): schema version \(current) is newer than this bucketfs knows (\(latest))")
             }
             for migration in migrations where migration.version > current {
                 for statement in migration.statements { _ = try pool.run(connection, statement) }
-                _ = try pool.run(connection, "INSERT INTO bucketfs_schema (version, description) VALUES ($1, $2)",
-                                 [String(migration.version), migration.description])
+                _ = try pool.run(
+                    connection, "INSERT INTO bucketfs_schema (version, description) VALUES ($1, $2)",
+                    [String(migration.version), migration.description])
             }
             _ = try pool.run(connection, "COMMIT")
         } catch {

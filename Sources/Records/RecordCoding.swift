@@ -53,7 +53,8 @@ public enum RecordCoding {
         }
         let digits = text[text.index(after: dot)..<text.index(before: text.endIndex)]
         guard !digits.isEmpty, digits.allSatisfy(\.isASCII), digits.allSatisfy(\.isNumber),
-              let whole = try? Date.ISO8601FormatStyle().parse(text[..<dot] + "Z") else { return nil }
+            let whole = try? Date.ISO8601FormatStyle().parse(text[..<dot] + "Z")
+        else { return nil }
         let milliseconds = Int64((digits + "000").prefix(3)) ?? 0
         return instant(seconds: Int64(whole.timeIntervalSince1970), milliseconds: milliseconds)
     }

@@ -24,8 +24,10 @@ public enum RecordKey {
     public static func event(_ stream: String, sequence: Int) -> String { events(stream) + padded(sequence) + ".json" }
 
     /// Every kind of record, by its first key segment (what `records migrate` walks).
-    public static let folders = ["sessions/", "conversations/", "checkpoints/", "tasks/", "uploads/", "buffers/", "registry/",
-                                 "events/"]
+    public static let folders = [
+        "sessions/", "conversations/", "checkpoints/", "tasks/", "uploads/", "buffers/", "registry/",
+        "events/",
+    ]
 
     /// An id as one key segment: letters, digits and `-_.:@+=` stay, everything else (`/`, spaces, `%`…) is
     /// percent-encoded, and the names `.`/`..` are encoded too, so every id maps to one valid file name.
@@ -45,7 +47,9 @@ public enum RecordKey {
 
     /// Ids must be non-empty and free of NUL.
     static func validate(_ id: String, _ what: String) throws(RecordError) {
-        guard !id.isEmpty, !id.utf8.contains(0) else { throw .invalid("\(what) must be a non-empty string without NUL") }
+        guard !id.isEmpty, !id.utf8.contains(0) else {
+            throw .invalid("\(what) must be a non-empty string without NUL")
+        }
     }
 
     /// The id a segment was made from.
@@ -54,7 +58,8 @@ public enum RecordKey {
         var utf8 = Array(segment.utf8)[...]
         while let byte = utf8.popFirst() {
             if byte == UInt8(ascii: "%"), utf8.count >= 2,
-               let value = UInt8(String(decoding: utf8.prefix(2), as: UTF8.self), radix: 16) {
+                let value = UInt8(String(decoding: utf8.prefix(2), as: UTF8.self), radix: 16)
+            {
                 bytes.append(value)
                 utf8 = utf8.dropFirst(2)
             } else {

@@ -1,6 +1,6 @@
 import Foundation
-import RedisClient
 import ObjectStore
+import RedisClient
 
 /// Every record store over one backend.
 public struct RecordStores: Sendable {
@@ -19,8 +19,10 @@ public struct RecordStores: Sendable {
 
     /// `ttl`: seconds that buffer slots and registry entries live (seed 004: 24 h); `nil` for ever. `clock` tells
     /// them the time (tests move it by hand).
-    public init(backend: any RecordBackend, ttl: Double? = 86_400,
-                clock: @escaping @Sendable () -> Date = { Date() }) {
+    public init(
+        backend: any RecordBackend, ttl: Double? = 86_400,
+        clock: @escaping @Sendable () -> Date = { Date() }
+    ) {
         self.backend = backend
         sessions = SessionStore(backend: backend)
         conversations = ConversationStore(backend: backend)
@@ -33,8 +35,12 @@ public struct RecordStores: Sendable {
     }
 
     /// Records in `store` under `<mount prefix><records prefix>`.
-    public init(store: any ObjectStore, mountPrefix: String, recordsPrefix: String = defaultPrefix, ttl: Double? = 86_400) {
-        self.init(backend: ObjectStoreRecordBackend(store: store, prefix: mountPrefix + Self.normalized(recordsPrefix)), ttl: ttl)
+    public init(
+        store: any ObjectStore, mountPrefix: String, recordsPrefix: String = defaultPrefix, ttl: Double? = 86_400
+    ) {
+        self.init(
+            backend: ObjectStoreRecordBackend(store: store, prefix: mountPrefix + Self.normalized(recordsPrefix)),
+            ttl: ttl)
     }
 
     /// A backend from a URL: `redis://[:password@]host[:port][/db]` (keys `bucketfs:records:<key>`; `rediss://`
@@ -42,9 +48,12 @@ public struct RecordStores: Sendable {
     /// `postgres://[user@]host[:port]/db` (table `bucketfs_records`; `postgresql://` too), or any mount
     /// source (`s3://`, `gs://`, `file://`, `memory://`), whose records are under `<prefix><recordsPrefix>`.
     /// `makeStore` builds the object store (the CLI passes its configured S3/GCS settings).
-    public static func backend(url: String, recordsPrefix: String = defaultPrefix,
-                               makeStore: (StoreLocation) throws -> any ObjectStore = { try $0.makeStore() })
-        throws(RecordError) -> any RecordBackend {
+    public static func backend(
+        url: String, recordsPrefix: String = defaultPrefix,
+        makeStore: (StoreLocation) throws -> any ObjectStore = { try $0.makeStore() }
+    )
+        throws(RecordError) -> any RecordBackend
+    {
         if url.lowercased().hasPrefix("redis://") || url.lowercased().hasPrefix("rediss://") {
             do {
                 return RedisRecordBackend(endpoint: try RedisEndpoint(url: url))
@@ -63,7 +72,8 @@ public struct RecordStores: Sendable {
             throw .invalid(error.description)
         }
         do {
-            return ObjectStoreRecordBackend(store: try makeStore(location), prefix: location.prefix + normalized(recordsPrefix))
+            return ObjectStoreRecordBackend(
+                store: try makeStore(location), prefix: location.prefix + normalized(recordsPrefix))
         } catch {
             throw .unavailable(String(describing: error))
         }

@@ -43,7 +43,9 @@ struct RecordTable<Record: Codable & Sendable>: Sendable {
     }
 
     /// Creates with `make()` when absent, else updates: one CAS loop covering both.
-    func upsert(_ key: String, make: () -> Record, _ change: (inout Record) throws(RecordError) -> Void) throws(RecordError) -> Record {
+    func upsert(_ key: String, make: () -> Record, _ change: (inout Record) throws(RecordError) -> Void)
+        throws(RecordError) -> Record
+    {
         for _ in 0..<Self.maxAttempts {
             if let updated = try update(key, change) { return updated }
             var fresh = make()
@@ -55,7 +57,9 @@ struct RecordTable<Record: Codable & Sendable>: Sendable {
 
     /// Every decodable record under `prefix` whose key passes `include`; unreadable ones are skipped (a record
     /// deleted between list and read) — corrupt ones are reported.
-    func all(under prefix: String, include: (String) -> Bool = { $0.hasSuffix(".json") }) throws(RecordError) -> [(key: String, record: Record)] {
+    func all(under prefix: String, include: (String) -> Bool = { $0.hasSuffix(".json") }) throws(RecordError) -> [(
+        key: String, record: Record
+    )] {
         var out: [(key: String, record: Record)] = []
         for key in try backend.keys(under: prefix) where include(key) {
             if let record = try get(key) { out.append((key, record)) }

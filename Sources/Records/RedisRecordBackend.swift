@@ -40,7 +40,9 @@ public final class RedisRecordBackend: RecordBackend {
 
     public func read(_ key: String) throws(RecordError) -> StoredRecord? {
         let reply = try command(["HMGET", namespace + key, "data", "version", "modified"])
-        guard case .array(let fields) = reply, fields.count == 3, let data = fields[0].text, let version = fields[1].text else {
+        guard case .array(let fields) = reply, fields.count == 3, let data = fields[0].text,
+            let version = fields[1].text
+        else {
             return nil
         }
         let modified = fields[2].text.flatMap(Double.init).map { Date(timeIntervalSince1970: $0) }
@@ -49,20 +51,26 @@ public final class RedisRecordBackend: RecordBackend {
 
     public func create(_ key: String, data: Data) throws(RecordError) -> String? {
         let version = UUID().uuidString
-        let reply = try command(["EVAL", Self.createScript, "1", namespace + key, try Self.text(data), version, Self.stamp()])
+        let reply = try command([
+            "EVAL", Self.createScript, "1", namespace + key, try Self.text(data), version, Self.stamp(),
+        ])
         return reply == .integer(1) ? version : nil
     }
 
     public func replace(_ key: String, data: Data, ifVersion expected: String) throws(RecordError) -> String? {
         let version = UUID().uuidString
-        let reply = try command(["EVAL", Self.replaceScript, "1", namespace + key, try Self.text(data), version,
-                                 Self.stamp(), expected])
+        let reply = try command([
+            "EVAL", Self.replaceScript, "1", namespace + key, try Self.text(data), version,
+            Self.stamp(), expected,
+        ])
         return reply == .integer(1) ? version : nil
     }
 
     public func write(_ key: String, data: Data) throws(RecordError) -> String {
         let version = UUID().uuidString
-        _ = try command(["HSET", namespace + key, "data", try Self.text(data), "version", version, "modified", Self.stamp()])
+        _ = try command([
+            "HSET", namespace + key, "data", try Self.text(data), "version", version, "modified", Self.stamp(),
+        ])
         return version
     }
 
@@ -76,7 +84,9 @@ public final class RedisRecordBackend: RecordBackend {
         var cursor = "0"
         repeat {
             let reply = try command(["SCAN", cursor, "MATCH", pattern, "COUNT", "1000"])
-            guard case .array(let parts) = reply, parts.count == 2, let next = parts[0].text, case .array(let names) = parts[1] else {
+            guard case .array(let parts) = reply, parts.count == 2, let next = parts[0].text,
+                case .array(let names) = parts[1]
+            else {
                 throw .unavailable("\(endpoint): unexpected SCAN reply")
             }
             found += names.compactMap { $0.text.map { String($0.dropFirst(namespace.count)) } }

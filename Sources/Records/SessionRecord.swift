@@ -32,7 +32,8 @@ public struct SessionRecord: Codable, Sendable, Equatable {
     public var metadata: [String: JSONValue]
     public var metrics: Metrics
 
-    public init(sessionID: String, userID: String, metadata: [String: JSONValue] = [:], now: Date = RecordCoding.now()) {
+    public init(sessionID: String, userID: String, metadata: [String: JSONValue] = [:], now: Date = RecordCoding.now())
+    {
         schemaVersion = RecordCoding.schemaVersion
         self.sessionID = sessionID
         self.userID = userID

@@ -14,7 +14,9 @@ public struct SessionStore: Sendable {
 
     /// Creates the session; fails with `.invalid` if the id is taken.
     @discardableResult
-    public func create(id: String, userID: String, metadata: [String: JSONValue] = [:]) throws(RecordError) -> SessionRecord {
+    public func create(id: String, userID: String, metadata: [String: JSONValue] = [:]) throws(RecordError)
+        -> SessionRecord
+    {
         try RecordKey.validate(id, "session id")
         let record = SessionRecord(sessionID: id, userID: userID, metadata: metadata)
         guard try table.create(RecordKey.session(id), record) else { throw .invalid("session \(id) exists already") }
@@ -28,8 +30,10 @@ public struct SessionStore: Sendable {
 
     /// Seed 001's `update_session`: merges `metadata`, adds to the counters; `false` if there is no such session.
     @discardableResult
-    public func update(_ id: String, metadata: [String: JSONValue] = [:], incrementRequests: Int = 0,
-                       addProcessingTime: Double = 0, markErrors: Int = 0) throws(RecordError) -> Bool {
+    public func update(
+        _ id: String, metadata: [String: JSONValue] = [:], incrementRequests: Int = 0,
+        addProcessingTime: Double = 0, markErrors: Int = 0
+    ) throws(RecordError) -> Bool {
         try modify(id) { record in
             record.metadata.merge(metadata) { _, new in new }
             record.metrics.requestCount += incrementRequests
@@ -59,7 +63,9 @@ public struct SessionStore: Sendable {
 
     /// Every session, oldest first.
     public func list() throws(RecordError) -> [SessionRecord] {
-        try table.all(under: "sessions/").map(\.record).sorted { ($0.createdAt, $0.sessionID) < ($1.createdAt, $1.sessionID) }
+        try table.all(under: "sessions/").map(\.record).sorted {
+            ($0.createdAt, $0.sessionID) < ($1.createdAt, $1.sessionID)
+        }
     }
 
     /// Removes sessions not updated for `maxIdleHours` (with their conversation and task context); returns

@@ -13,8 +13,11 @@ public struct TaskContextStore: Sendable {
 
     public func put(session: String, context: JSONValue) throws(RecordError) {
         try RecordKey.validate(session, "session id")
-        try table.put(RecordKey.task(session), TaskContextRecord(schemaVersion: RecordCoding.schemaVersion, sessionID: session,
-                                                                 updatedAt: RecordCoding.now(), context: context))
+        try table.put(
+            RecordKey.task(session),
+            TaskContextRecord(
+                schemaVersion: RecordCoding.schemaVersion, sessionID: session,
+                updatedAt: RecordCoding.now(), context: context))
     }
 
     func delete(_ session: String) throws(RecordError) {

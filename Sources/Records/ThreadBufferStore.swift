@@ -20,8 +20,9 @@ public struct ThreadBufferStore: Sendable {
         var index = try table.backend.keys(under: RecordKey.buffer(thread)).count
         for _ in 0..<RecordTable<BufferSlot>.maxAttempts {
             let now = RecordCoding.truncated(clock())
-            let slot = BufferSlot(schemaVersion: RecordCoding.schemaVersion, threadID: thread, index: index, createdAt: now,
-                                  expiresAt: ttl.map { now.addingTimeInterval($0) }, data: data)
+            let slot = BufferSlot(
+                schemaVersion: RecordCoding.schemaVersion, threadID: thread, index: index, createdAt: now,
+                expiresAt: ttl.map { now.addingTimeInterval($0) }, data: data)
             if try table.create(RecordKey.slot(thread, index: index), slot) { return index }
             index += 1
         }
@@ -39,7 +40,8 @@ public struct ThreadBufferStore: Sendable {
     public func slot(thread: String, index: Int) throws(RecordError) -> BufferSlot? {
         try RecordKey.validate(thread, "thread id")
         guard index >= 0, let slot = try table.get(RecordKey.slot(thread, index: index)),
-              !slot.isExpired(at: clock()) else {
+            !slot.isExpired(at: clock())
+        else {
             return nil
         }
         return slot
@@ -61,9 +63,12 @@ public struct ThreadBufferStore: Sendable {
     /// Threads with at least one live slot.
     public func threads() throws(RecordError) -> [String] {
         let keys = try table.backend.keys(under: "buffers/")
-        let segments = Set(keys.compactMap { $0.dropFirst("buffers/".count).split(separator: "/").first.map(String.init) })
+        let segments = Set(
+            keys.compactMap { $0.dropFirst("buffers/".count).split(separator: "/").first.map(String.init) })
         var live: [String] = []
-        for thread in segments.map(RecordKey.id(fromSegment:)).sorted() where try exists(thread: thread) { live.append(thread) }
+        for thread in segments.map(RecordKey.id(fromSegment:)).sorted() where try exists(thread: thread) {
+            live.append(thread)
+        }
         return live
     }
 

@@ -20,10 +20,13 @@ public struct ThreadRegistry: Sendable {
         if let old = try table.get(RecordKey.registryEntry(uuid)), old.chain != chain {
             try table.backend.remove(RecordKey.registryChain(old.chain))
         }
-        if let oldUUID = try self.uuid(for: chain), oldUUID != uuid { try table.backend.remove(RecordKey.registryEntry(oldUUID)) }
+        if let oldUUID = try self.uuid(for: chain), oldUUID != uuid {
+            try table.backend.remove(RecordKey.registryEntry(oldUUID))
+        }
         let now = RecordCoding.truncated(clock())
-        let entry = RegistryEntry(schemaVersion: RecordCoding.schemaVersion, uuid: uuid, chain: chain, createdAt: now,
-                                  expiresAt: ttl.map { now.addingTimeInterval($0) })
+        let entry = RegistryEntry(
+            schemaVersion: RecordCoding.schemaVersion, uuid: uuid, chain: chain, createdAt: now,
+            expiresAt: ttl.map { now.addingTimeInterval($0) })
         try table.put(RecordKey.registryEntry(uuid), entry)
         try table.put(RecordKey.registryChain(chain), entry)
     }
@@ -31,7 +34,8 @@ public struct ThreadRegistry: Sendable {
     public func uuid(for chain: String) throws(RecordError) -> String? {
         try RecordKey.validate(chain, "chain")
         guard let index = try live(RecordKey.registryChain(chain)),
-              let entry = try live(RecordKey.registryEntry(index.uuid)), entry.chain == chain else { return nil }
+            let entry = try live(RecordKey.registryEntry(index.uuid)), entry.chain == chain
+        else { return nil }
         return entry.uuid
     }
 

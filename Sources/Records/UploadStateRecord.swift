@@ -33,8 +33,10 @@ public struct UploadStateRecord: Codable, Sendable, Equatable {
     public var sessionID: String?
     public var metadata: [String: JSONValue]
 
-    public init(id: String, key: String, uploadID: String, parts: [Part] = [], stagedPath: String? = nil,
-                sessionID: String? = nil, metadata: [String: JSONValue] = [:], now: Date = RecordCoding.now()) {
+    public init(
+        id: String, key: String, uploadID: String, parts: [Part] = [], stagedPath: String? = nil,
+        sessionID: String? = nil, metadata: [String: JSONValue] = [:], now: Date = RecordCoding.now()
+    ) {
         schemaVersion = RecordCoding.schemaVersion
         self.id = id
         self.key = key

@@ -43,8 +43,10 @@ public struct UploadStateStore: Sendable {
 
     /// Like `listActive`, but a record that cannot be read or decoded is returned by key with its error instead of
     /// failing the whole listing: crash recovery must go on for the others.
-    public func listActiveTolerating() throws(RecordError) -> (states: [UploadStateRecord],
-                                                               unreadable: [(key: String, error: RecordError)]) {
+    public func listActiveTolerating() throws(RecordError) -> (
+        states: [UploadStateRecord],
+        unreadable: [(key: String, error: RecordError)]
+    ) {
         var states: [UploadStateRecord] = []
         var unreadable: [(key: String, error: RecordError)] = []
         for key in try table.backend.keys(under: "uploads/") where key.hasSuffix(".json") {

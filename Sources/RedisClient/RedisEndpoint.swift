@@ -27,8 +27,10 @@ public struct RedisEndpoint: Sendable, Equatable, CustomStringConvertible {
     /// `nil`: plain TCP (`redis://`).
     public var tls: TLS?
 
-    public init(host: String = "127.0.0.1", port: Int = 6379, username: String? = nil, password: String? = nil,
-                db: Int = 0, tls: TLS? = nil) {
+    public init(
+        host: String = "127.0.0.1", port: Int = 6379, username: String? = nil, password: String? = nil,
+        db: Int = 0, tls: TLS? = nil
+    ) {
         self.host = host
         self.port = port
         self.username = username

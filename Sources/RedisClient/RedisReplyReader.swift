@@ -9,7 +9,9 @@ public enum RedisReplyReader {
         defer { redisReaderFree(reader) }
         let fed = bytes.withUnsafeBufferPointer { buffer in
             buffer.baseAddress.map { base in
-                base.withMemoryRebound(to: CChar.self, capacity: buffer.count) { redisReaderFeed(reader, $0, buffer.count) }
+                base.withMemoryRebound(to: CChar.self, capacity: buffer.count) {
+                    redisReaderFeed(reader, $0, buffer.count)
+                }
             } ?? REDIS_OK
         }
         guard fed == REDIS_OK else { return -1 }

@@ -1,10 +1,11 @@
 import Foundation
 import Logging
-@testable import FileSystem
-@testable import FuseBridge
 import ObjectStore
 import TestSupport
 import XCTest
+
+@testable import FileSystem
+@testable import FuseBridge
 
 /// A closure kept behind a `Mutex` must come out as it went in. Kept as a bare `Mutex<Closure?>`, every
 /// `withLock { $0 }` wrapped it in two more reabstraction thunks and stored that back: after a few million FUSE
@@ -24,8 +25,9 @@ final class CallbacksBehindMutexTests: XCTestCase {
     func testTheKernelCacheInvalidatorIsCalledAtTheSameDepthAfterManyReads() throws {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("callbacks-\(UUID().uuidString)")
         defer { try? FileManager.default.removeItem(at: directory) }
-        let fileSystem = try FileSystem(store: MemoryObjectStore(), options: FileSystemOptions(cacheDirectory: directory.path),
-                                        logger: Logger(label: "test"))
+        let fileSystem = try FileSystem(
+            store: MemoryObjectStore(), options: FileSystemOptions(cacheDirectory: directory.path),
+            logger: Logger(label: "test"))
         let depths = Locked<[Int]>([])
         fileSystem.kernelCacheInvalidator.withLock { callback in
             callback.invalidate = { _ in depths.update { $0.append(Thread.callStackSymbols.count) } }

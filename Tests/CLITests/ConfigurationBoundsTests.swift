@@ -1,6 +1,7 @@
-@testable import BucketfsCLI
 import Foundation
 import XCTest
+
+@testable import BucketfsCLI
 
 /// Every numeric option is bounded: a value outside its range is one line naming the key and the range,
 /// never a trap (uid above 2^32, `inf` seconds) or a thread per unit (rename_parallelism=100000).
@@ -65,8 +66,9 @@ final class ConfigurationBoundsTests: XCTestCase {
 
     func testValuesAtTheBoundsAreAccepted() throws {
         var configuration = Configuration()
-        try configuration.apply(mountOptions: "uid=4294967294,gid=0,metadata_ttl=86400,negative_ttl=0,"
-                                + "rename_parallelism=256,parts_in_flight=64,read_ahead_mib=0,staging_max_mib=1073741824")
+        try configuration.apply(
+            mountOptions: "uid=4294967294,gid=0,metadata_ttl=86400,negative_ttl=0,"
+                + "rename_parallelism=256,parts_in_flight=64,read_ahead_mib=0,staging_max_mib=1073741824")
         XCTAssertEqual(configuration.mount.uid, 4_294_967_294)
         XCTAssertEqual(configuration.mount.metadataTTL, 86_400)
         XCTAssertEqual(configuration.mount.renameParallelism, 256)

@@ -1,6 +1,7 @@
-@testable import BucketfsCLI
 import Foundation
 import XCTest
+
+@testable import BucketfsCLI
 
 final class ConfigurationTests: XCTestCase {
     private var files: [String] = []
@@ -13,7 +14,9 @@ final class ConfigurationTests: XCTestCase {
 
     /// Writes `yaml` to a temporary file and returns its path.
     private func configFile(_ yaml: String) throws -> String {
-        let path = FileManager.default.temporaryDirectory.appendingPathComponent("bucketfs-config-\(UUID().uuidString).yaml").path
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent(
+            "bucketfs-config-\(UUID().uuidString).yaml"
+        ).path
         try yaml.write(toFile: path, atomically: true, encoding: .utf8)
         files.append(path)
         return path
@@ -26,8 +29,10 @@ final class ConfigurationTests: XCTestCase {
     }
 
     /// The description of the `CLIError` that `body` throws (fails the test if it throws nothing).
-    private func errorText(file: StaticString = #filePath, line: UInt = #line,
-                           _ body: () throws(CLIError) -> Void) -> String {
+    private func errorText(
+        file: StaticString = #filePath, line: UInt = #line,
+        _ body: () throws(CLIError) -> Void
+    ) -> String {
         do {
             try body()
             XCTFail("expected a CLIError", file: file, line: line)
@@ -48,7 +53,8 @@ final class ConfigurationTests: XCTestCase {
     // MARK: YAML
 
     func testYAMLFileIsApplied() throws {
-        let configuration = try load("""
+        let configuration = try load(
+            """
             storage:
               type: s3
               bucket: team-data
@@ -282,7 +288,8 @@ final class ConfigurationTests: XCTestCase {
     // MARK: Output
 
     func testLockSettingsFromMountOptionsAndYAML() throws {
-        var configuration = try load("""
+        var configuration = try load(
+            """
             storage:
               lock:
                 strategy: redis
@@ -292,7 +299,8 @@ final class ConfigurationTests: XCTestCase {
         XCTAssertEqual(configuration.storage.lock.strategy, "redis")
         XCTAssertEqual(configuration.storage.lock.redisURL, "redis://user:hunter2@10.0.0.5:6380/2")
         XCTAssertEqual(configuration.storage.lock.leaseDurationSeconds, 30)
-        try configuration.apply(mountOptions: "lock_strategy=file,file_lock_dir=/tmp/l,lock_lease_seconds=7,metrics_addr=127.0.0.1:9464")
+        try configuration.apply(
+            mountOptions: "lock_strategy=file,file_lock_dir=/tmp/l,lock_lease_seconds=7,metrics_addr=127.0.0.1:9464")
         XCTAssertEqual(configuration.storage.lock.strategy, "file")
         XCTAssertEqual(configuration.storage.lock.fileLockDir, "/tmp/l")
         XCTAssertEqual(configuration.storage.lock.leaseDurationSeconds, 7)
@@ -311,7 +319,8 @@ final class ConfigurationTests: XCTestCase {
     }
 
     func testRedactedYAMLHidesSecrets() throws {
-        let configuration = try load("""
+        let configuration = try load(
+            """
             storage:
               type: s3
               bucket: b

@@ -1,7 +1,8 @@
-@testable import BucketfsCLI
 import Foundation
 import Glibc
 import XCTest
+
+@testable import BucketfsCLI
 
 final class DaemonLauncherTests: XCTestCase {
     /// The launcher's arguments reach the daemon through a pipe, byte for byte.

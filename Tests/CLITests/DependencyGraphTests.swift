@@ -16,7 +16,9 @@ final class DependencyGraphTests: XCTestCase {
 
     /// Target → the targets of this package it depends on (products of other packages left out).
     private func declared() throws -> [String: Set<String>] {
-        let manifest = try read("Package.swift")
+        // Line breaks after an opening parenthesis or bracket are the formatter's, not the graph's.
+        let manifest = try read("Package.swift").replacingOccurrences(
+            of: #"([(\[])\s+"#, with: "$1", options: .regularExpression)
         var graph: [String: Set<String>] = [:]
         var rest = manifest[...]
         while let start = rest.range(of: "arget(name: \"") {
@@ -24,7 +26,8 @@ final class DependencyGraphTests: XCTestCase {
             let name = String(rest[start.upperBound..<nameEnd])
             let isTest = rest[..<start.lowerBound].hasSuffix(".testT")
             guard let open = rest[nameEnd...].range(of: "dependencies: ["),
-                  rest[nameEnd..<open.lowerBound].contains(")") == false else {
+                rest[nameEnd..<open.lowerBound].contains(")") == false
+            else {
                 rest = rest[nameEnd...]
                 continue
             }
@@ -55,8 +58,9 @@ final class DependencyGraphTests: XCTestCase {
             let sides = line.components(separatedBy: "→")
             guard sides.count == 2 else { continue }
             let local = sides[1].split(separator: "(").first ?? ""
-            graph[sides[0].trimmingCharacters(in: .whitespaces)] = Set(local.split(separator: ",")
-                .map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty })
+            graph[sides[0].trimmingCharacters(in: .whitespaces)] = Set(
+                local.split(separator: ",")
+                    .map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty })
         }
         return graph
     }

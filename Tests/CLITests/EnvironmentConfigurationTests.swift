@@ -1,6 +1,7 @@
-@testable import BucketfsCLI
 import Foundation
 import XCTest
+
+@testable import BucketfsCLI
 
 /// The `BUCKETFS_*` layer: every option, its place in the precedence, its errors, and `config print --sources`.
 final class EnvironmentConfigurationTests: XCTestCase {
@@ -63,8 +64,10 @@ final class EnvironmentConfigurationTests: XCTestCase {
     }
 
     func testBadValueIsOneLineNamingTheVariable() {
-        for (name, value) in [("BUCKETFS_UID", "alice"), ("BUCKETFS_LOCK_STRATEGY", "paxos"),
-                              ("BUCKETFS_PART_SIZE_MIB", "3"), ("BUCKETFS_PATH_STYLE", "maybe")] {
+        for (name, value) in [
+            ("BUCKETFS_UID", "alice"), ("BUCKETFS_LOCK_STRATEGY", "paxos"),
+            ("BUCKETFS_PART_SIZE_MIB", "3"), ("BUCKETFS_PATH_STYLE", "maybe"),
+        ] {
             var configuration = Configuration()
             do {
                 try configuration.apply(environment: [name: value])
@@ -78,17 +81,20 @@ final class EnvironmentConfigurationTests: XCTestCase {
 
     func testPrecedenceDefaultsYAMLEnvironmentFlagsOptions() throws {
         let file = FileManager.default.temporaryDirectory.appendingPathComponent("env-\(UUID().uuidString).yaml").path
-        try "mount:\n  uid: 10\n  gid: 11\n  metadata_ttl: 3\n  negative_ttl: 4\n".write(toFile: file, atomically: true,
-                                                                                          encoding: .utf8)
+        try "mount:\n  uid: 10\n  gid: 11\n  metadata_ttl: 3\n  negative_ttl: 4\n".write(
+            toFile: file, atomically: true,
+            encoding: .utf8)
         defer { try? FileManager.default.removeItem(atPath: file) }
-        let options = try ConfigurationOptions.parse(["--config", file, "--uid", "20", "--metadata-ttl", "5",
-                                                      "-o", "uid=30"])
+        let options = try ConfigurationOptions.parse([
+            "--config", file, "--uid", "20", "--metadata-ttl", "5",
+            "-o", "uid=30",
+        ])
         let environment = ["BUCKETFS_UID": "40", "BUCKETFS_GID": "41", "BUCKETFS_METADATA_TTL": "6"]
         let configuration = try options.resolve(environment: environment)
-        XCTAssertEqual(configuration.mount.uid, 30)          // -o beats the flag and the environment
-        XCTAssertEqual(configuration.mount.metadataTTL, 5)   // the flag beats the environment
-        XCTAssertEqual(configuration.mount.gid, 41)          // the environment beats YAML
-        XCTAssertEqual(configuration.mount.negativeTTL, 4)   // YAML beats the default
+        XCTAssertEqual(configuration.mount.uid, 30)  // -o beats the flag and the environment
+        XCTAssertEqual(configuration.mount.metadataTTL, 5)  // the flag beats the environment
+        XCTAssertEqual(configuration.mount.gid, 41)  // the environment beats YAML
+        XCTAssertEqual(configuration.mount.negativeTTL, 4)  // YAML beats the default
 
         let annotated = ConfigCommand.Print.annotated(try options.layers(environment: environment), source: nil)
         XCTAssertTrue(annotated.contains("  uid: 30  # -o\n"), annotated)
@@ -107,7 +113,8 @@ final class EnvironmentConfigurationTests: XCTestCase {
         defer { for f in [fromEnvironment, fromFlag] { try? FileManager.default.removeItem(atPath: f) } }
         let environment = ["BUCKETFS_CONFIG": fromEnvironment]
         XCTAssertEqual(try ConfigurationOptions.parse([]).resolve(environment: environment).mount.uid, 1)
-        XCTAssertEqual(try ConfigurationOptions.parse(["--config", fromFlag]).resolve(environment: environment).mount.uid, 2)
+        XCTAssertEqual(
+            try ConfigurationOptions.parse(["--config", fromFlag]).resolve(environment: environment).mount.uid, 2)
     }
 
     func testUnknownVariablesAreReportedNotApplied() throws {

@@ -1,7 +1,8 @@
-@testable import BucketfsCLI
 import Foundation
 import ObjectStore
 import XCTest
+
+@testable import BucketfsCLI
 
 /// GCS keys (`credentials_file`, `project_id`, `endpoint_url`) from YAML and flags into the store's configuration,
 /// and what a saved upload remembers of a gs:// mount.
@@ -9,13 +10,13 @@ final class GCSConfigurationTests: XCTestCase {
     func testYAMLAndFlagsReachTheGCSConfiguration() throws {
         let path = NSTemporaryDirectory() + "bucketfs-gcs-\(UUID().uuidString).yaml"
         try """
-            storage:
-              type: gcs
-              bucket: team-data
-              prefix: alice/
-              credentials_file: /etc/bucketfs/sa.json
-              project_id: from-yaml
-            """.write(toFile: path, atomically: true, encoding: .utf8)
+        storage:
+          type: gcs
+          bucket: team-data
+          prefix: alice/
+          credentials_file: /etc/bucketfs/sa.json
+          project_id: from-yaml
+        """.write(toFile: path, atomically: true, encoding: .utf8)
         defer { try? FileManager.default.removeItem(atPath: path) }
         var configuration = Configuration()
         try configuration.apply(yamlFile: path)
@@ -25,9 +26,11 @@ final class GCSConfigurationTests: XCTestCase {
         XCTAssertEqual(gcs.projectID, "from-yaml")
         XCTAssertNil(gcs.endpointURL)
 
-        let flags = try ConfigurationOptions.parse(["--config", path, "--project-id", "from-flag",
-                                                    "--credentials-file", "/other.json",
-                                                    "--endpoint-url", "http://127.0.0.1:4443"]).resolve()
+        let flags = try ConfigurationOptions.parse([
+            "--config", path, "--project-id", "from-flag",
+            "--credentials-file", "/other.json",
+            "--endpoint-url", "http://127.0.0.1:4443",
+        ]).resolve()
         gcs = flags.gcsConfiguration(bucket: "b")
         XCTAssertEqual(gcs.projectID, "from-flag")
         XCTAssertEqual(gcs.credentialsFile, "/other.json")

@@ -1,4 +1,3 @@
-@testable import BucketfsCLI
 import FileSystem
 import Foundation
 import Locking
@@ -7,6 +6,8 @@ import ObjectStore
 import Records
 import TestSupport
 import XCTest
+
+@testable import BucketfsCLI
 
 /// `.bucketfs/health.json` is rendered whenever it is stat'ed: with the object lock strategy and other mounts'
 /// locks in the bucket, it used to cost a LIST of the locks and a GET per lock object each time.
@@ -34,11 +35,13 @@ final class HealthCostTests: XCTestCase {
         }
         let records = RecordStores(store: counting, mountPrefix: "")
         let clock = ManualClock()
-        let health = MountHealth(meter: MeteredStore(counting), records: records.backend, locking: locking,
-                                 ttl: 5, now: clock.now)
+        let health = MountHealth(
+            meter: MeteredStore(counting), records: records.backend, locking: locking,
+            ttl: 5, now: clock.now)
         let settings = ControlDirectory.Settings(health: health.document)
-        let fileSystem = try FileSystem(store: counting, options: FileSystemOptions(cacheDirectory: cache),
-                                        logger: Logger(label: "test"), control: settings)
+        let fileSystem = try FileSystem(
+            store: counting, options: FileSystemOptions(cacheDirectory: cache),
+            logger: Logger(label: "test"), control: settings)
         let control = try fileSystem.lookup(parent: 1, name: ".bucketfs")
         counting.reset()
 
@@ -65,8 +68,9 @@ final class HealthCostTests: XCTestCase {
         let root = cache + "/store"
         try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
         let store = try LocalDirectoryObjectStore(root: root)
-        let locking = try LockSetup(configuration: Configuration(), location: StoreLocation(parsing: "file://\(root)/"),
-                                    store: store)
+        let locking = try LockSetup(
+            configuration: Configuration(), location: StoreLocation(parsing: "file://\(root)/"),
+            store: store)
         let clock = ManualClock()
         let records = RecordStores(store: store, mountPrefix: "").backend
         let health = MountHealth(meter: MeteredStore(store), records: records, locking: locking, ttl: 5, now: clock.now)
@@ -79,7 +83,8 @@ final class HealthCostTests: XCTestCase {
 
     private func status(_ data: Data) -> String? {
         guard case .object(let fields)? = try? JSONDecoder().decode(JSONValue.self, from: data),
-              case .string(let status)? = fields["status"] else { return nil }
+            case .string(let status)? = fields["status"]
+        else { return nil }
         return status
     }
 }

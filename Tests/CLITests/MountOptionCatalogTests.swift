@@ -1,6 +1,7 @@
-@testable import BucketfsCLI
 import Foundation
 import XCTest
+
+@testable import BucketfsCLI
 
 /// `--help`, docs/CONFIGURATION.md and the option declarations say the same: every `-o` key the parser takes is
 /// in the catalog (`--help` is made from it) and in the doc's tables, and every flag `mount --help` lists is in
@@ -24,10 +25,11 @@ final class MountOptionCatalogTests: XCTestCase {
                 if !rows.isEmpty { break }
                 continue
             }
-            rows.append(line.split(separator: "|", omittingEmptySubsequences: false).dropFirst().dropLast()
-                .map { $0.trimmingCharacters(in: .whitespaces) })
+            rows.append(
+                line.split(separator: "|", omittingEmptySubsequences: false).dropFirst().dropLast()
+                    .map { $0.trimmingCharacters(in: .whitespaces) })
         }
-        return Array(rows.dropFirst(2))    // the header and the --- line
+        return Array(rows.dropFirst(2))  // the header and the --- line
     }
 
     /// `ro`, `uid=N`, `log_level=L`… in a cell → their names.
@@ -41,16 +43,19 @@ final class MountOptionCatalogTests: XCTestCase {
     private func parserKeys() throws -> Set<String> {
         let source = try read("Sources/BucketfsCLI/Configuration.swift")
         var keys = Set<String>()
-        for (from, to) in [("func apply(mountOptions", "static let mountCommandOptions"),
-                           ("func setMountOption(", "// MARK: - Output")] {
+        for (from, to) in [
+            ("func apply(mountOptions", "static let mountCommandOptions"),
+            ("func setMountOption(", "// MARK: - Output"),
+        ] {
             let start = try XCTUnwrap(source.range(of: from), from).upperBound
             let end = try XCTUnwrap(source.range(of: to, range: start..<source.endIndex), to).lowerBound
             for line in source[start..<end].split(separator: "\n") {
                 let code = line.trimmingCharacters(in: .whitespaces)
                 guard code.hasPrefix("case \""), let colon = code.firstIndex(of: ":") else { continue }
                 let labels = code[code.index(code.startIndex, offsetBy: 5)..<colon]
-                keys.formUnion(labels.components(separatedBy: "\"").enumerated().filter { $0.offset % 2 == 1 }
-                    .map(\.element))
+                keys.formUnion(
+                    labels.components(separatedBy: "\"").enumerated().filter { $0.offset % 2 == 1 }
+                        .map(\.element))
             }
         }
         return keys
@@ -92,20 +97,23 @@ final class MountOptionCatalogTests: XCTestCase {
         var documented = Set<String>()
         for heading in ["## Mount options", "## S3", "## GCS"] {
             for row in try table(after: heading, in: text) {
-                documented.formUnion(row[0].components(separatedBy: "`").enumerated().filter { $0.offset % 2 == 1 }
-                    .compactMap { $0.element.split(separator: " ").first.map(String.init) }
-                    .filter { $0.hasPrefix("--") })
+                documented.formUnion(
+                    row[0].components(separatedBy: "`").enumerated().filter { $0.offset % 2 == 1 }
+                        .compactMap { $0.element.split(separator: " ").first.map(String.init) }
+                        .filter { $0.hasPrefix("--") })
             }
         }
         // Option lines start with the flag: "  --uid <uid>  Owner…", "  -f, --foreground  Stay…".
-        let flags = Set(help.split(separator: "\n").compactMap { line -> String? in
-            var words = line.split(separator: " ")
-            if words.first?.count == 3, words.first?.hasPrefix("-") == true, words.first?.last == "," {
-                words.removeFirst()
+        let flags = Set(
+            help.split(separator: "\n").compactMap { line -> String? in
+                var words = line.split(separator: " ")
+                if words.first?.count == 3, words.first?.hasPrefix("-") == true, words.first?.last == "," {
+                    words.removeFirst()
+                }
+                guard let first = words.first, first.hasPrefix("--") else { return nil }
+                return String(first)
             }
-            guard let first = words.first, first.hasPrefix("--") else { return nil }
-            return String(first)
-        }).subtracting(["--help", "--version"])
+        ).subtracting(["--help", "--version"])
         XCTAssertGreaterThan(flags.count, 15, "the help's flags were found")
         XCTAssertEqual(flags.subtracting(documented).sorted(), [], "mount flags docs/CONFIGURATION.md leaves out")
         XCTAssertEqual(documented.subtracting(flags).sorted(), [], "flags documented that mount does not take")

@@ -1,8 +1,9 @@
-@testable import BucketfsCLI
 import Foundation
 import Glibc
 import Logging
 import XCTest
+
+@testable import BucketfsCLI
 
 /// mount(8) integration, systemd readiness, logging and the operator CLI, without mounting.
 final class OperationsTests: XCTestCase {
@@ -15,7 +16,8 @@ final class OperationsTests: XCTestCase {
     }
 
     private func temporaryFile(_ text: String) throws -> String {
-        let path = FileManager.default.temporaryDirectory.appendingPathComponent("bucketfs-ops-\(UUID().uuidString)").path
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("bucketfs-ops-\(UUID().uuidString)")
+            .path
         try text.write(toFile: path, atomically: true, encoding: .utf8)
         paths.append(path)
         return path
@@ -24,16 +26,20 @@ final class OperationsTests: XCTestCase {
     // MARK: mount.fuse3's command line
 
     func testTwoOperandsWithoutSubcommandMeanMount() {
-        XCTAssertEqual(MountHelperInvocation.arguments(["s3://b/p/", "/mnt/p", "-o", "rw,dev,suid"]),
-                       ["mount", "s3://b/p/", "/mnt/p", "-o", "rw,dev,suid"])
-        XCTAssertEqual(MountHelperInvocation.arguments(["file:///srv/b/", "/mnt/b"]), ["mount", "file:///srv/b/", "/mnt/b"])
+        XCTAssertEqual(
+            MountHelperInvocation.arguments(["s3://b/p/", "/mnt/p", "-o", "rw,dev,suid"]),
+            ["mount", "s3://b/p/", "/mnt/p", "-o", "rw,dev,suid"])
+        XCTAssertEqual(
+            MountHelperInvocation.arguments(["file:///srv/b/", "/mnt/b"]), ["mount", "file:///srv/b/", "/mnt/b"])
     }
 
     func testSubcommandsAndOptionsAreLeftAlone() {
-        for arguments in [["mount", "memory://", "/mnt/x"], ["unmount", "/mnt/x"], ["status", "/mnt/x"],
-                          ["config", "print", "memory://"], ["recover", "push", "id"], ["help", "mount"],
-                          ["--version"], ["--generate-completion-script", "bash"], ["memory://"], [],
-                          ["memory://", "--json"]] {
+        for arguments in [
+            ["mount", "memory://", "/mnt/x"], ["unmount", "/mnt/x"], ["status", "/mnt/x"],
+            ["config", "print", "memory://"], ["recover", "push", "id"], ["help", "mount"],
+            ["--version"], ["--generate-completion-script", "bash"], ["memory://"], [],
+            ["memory://", "--json"],
+        ] {
             XCTAssertEqual(MountHelperInvocation.arguments(arguments), arguments)
         }
     }
@@ -52,7 +58,10 @@ final class OperationsTests: XCTestCase {
     func testMountCommandOptionsAreAcceptedAndIgnored() throws {
         var configuration = Configuration()
         let defaults = configuration
-        try configuration.apply(mountOptions: "rw,defaults,nosuid,nodev,noauto,auto,_netdev,nofail,user,users,exec,noexec,suid,dev,async,atime,noatime,relatime,x-systemd.automount,x-systemd.requires=network-online.target,x-gvfs-hide,comment=systemd.automount")
+        try configuration.apply(
+            mountOptions:
+                "rw,defaults,nosuid,nodev,noauto,auto,_netdev,nofail,user,users,exec,noexec,suid,dev,async,atime,noatime,relatime,x-systemd.automount,x-systemd.requires=network-online.target,x-gvfs-hide,comment=systemd.automount"
+        )
         XCTAssertEqual(configuration, defaults)
     }
 
@@ -77,7 +86,8 @@ final class OperationsTests: XCTestCase {
     // MARK: allow_other
 
     func testFuseConfParsing() throws {
-        XCTAssertFalse(FuseConfiguration.allowsOther(configPath: try temporaryFile("#user_allow_other\nmount_max = 10\n")))
+        XCTAssertFalse(
+            FuseConfiguration.allowsOther(configPath: try temporaryFile("#user_allow_other\nmount_max = 10\n")))
         XCTAssertTrue(FuseConfiguration.allowsOther(configPath: try temporaryFile("# fuse\n  user_allow_other  \n")))
         XCTAssertTrue(FuseConfiguration.allowsOther(configPath: try temporaryFile("user_allow_other # for bucketfs\n")))
         XCTAssertFalse(FuseConfiguration.allowsOther(configPath: "/nonexistent/fuse.conf"))
@@ -85,17 +95,23 @@ final class OperationsTests: XCTestCase {
 
     func testAllowOtherRefusedForUsersWithoutUserAllowOther() throws {
         let refusing = try temporaryFile("#user_allow_other\n")
-        XCTAssertThrowsError(try FuseConfiguration.requireAllowOtherPermitted(allowOther: true, uid: 1000,
-                                                                              configPath: refusing)) { error in
+        XCTAssertThrowsError(
+            try FuseConfiguration.requireAllowOtherPermitted(
+                allowOther: true, uid: 1000,
+                configPath: refusing)
+        ) { error in
             let text = (error as? CLIError)?.description ?? ""
             XCTAssertTrue(text.contains("user_allow_other"), text)
             XCTAssertTrue(text.contains(refusing), text)
             XCTAssertFalse(text.contains("\n"))
         }
-        XCTAssertNoThrow(try FuseConfiguration.requireAllowOtherPermitted(allowOther: true, uid: 0, configPath: refusing))
-        XCTAssertNoThrow(try FuseConfiguration.requireAllowOtherPermitted(allowOther: false, uid: 1000, configPath: refusing))
+        XCTAssertNoThrow(
+            try FuseConfiguration.requireAllowOtherPermitted(allowOther: true, uid: 0, configPath: refusing))
+        XCTAssertNoThrow(
+            try FuseConfiguration.requireAllowOtherPermitted(allowOther: false, uid: 1000, configPath: refusing))
         let allowing = try temporaryFile("user_allow_other\n")
-        XCTAssertNoThrow(try FuseConfiguration.requireAllowOtherPermitted(allowOther: true, uid: 1000, configPath: allowing))
+        XCTAssertNoThrow(
+            try FuseConfiguration.requireAllowOtherPermitted(allowOther: true, uid: 1000, configPath: allowing))
     }
 
     // MARK: systemd readiness
@@ -130,7 +146,9 @@ final class OperationsTests: XCTestCase {
     }
 
     func testReadyAndStoppingReachAPathSocket() throws {
-        let path = FileManager.default.temporaryDirectory.appendingPathComponent("notify-\(getpid())-\(UUID().uuidString.prefix(8))").path
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent(
+            "notify-\(getpid())-\(UUID().uuidString.prefix(8))"
+        ).path
         let socket = try NotifySocket(name: path)
         let notifier = try XCTUnwrap(SystemdNotifier.fromEnvironment(["NOTIFY_SOCKET": path]))
         XCTAssertTrue(notifier.ready(status: "serving"))
@@ -166,12 +184,19 @@ final class OperationsTests: XCTestCase {
     func testLogLinesForTerminalAndJournal() {
         let date = Date(timeIntervalSince1970: 1_800_000_000)
         let metadata: Logger.Metadata = ["key": "a b.txt", "status": "503", "operation": "PutObject", "retries": "3"]
-        let plain = DaemonLogHandler.format(level: .warning, label: "bucketfs.s3", message: "store request failed",
-                                            metadata: metadata, journal: false, date: date)
-        XCTAssertEqual(plain, "2027-01-15T08:00:00.000Z warning bucketfs.s3: store request failed key=\"a b.txt\" operation=PutObject retries=3 status=503\n")
-        let journal = DaemonLogHandler.format(level: .warning, label: "bucketfs.s3", message: "store request\nfailed",
-                                              metadata: metadata, journal: true, date: date)
-        XCTAssertEqual(journal, "<4>warning bucketfs.s3: store request failed key=\"a b.txt\" operation=PutObject retries=3 status=503\n")
+        let plain = DaemonLogHandler.format(
+            level: .warning, label: "bucketfs.s3", message: "store request failed",
+            metadata: metadata, journal: false, date: date)
+        XCTAssertEqual(
+            plain,
+            "2027-01-15T08:00:00.000Z warning bucketfs.s3: store request failed key=\"a b.txt\" operation=PutObject retries=3 status=503\n"
+        )
+        let journal = DaemonLogHandler.format(
+            level: .warning, label: "bucketfs.s3", message: "store request\nfailed",
+            metadata: metadata, journal: true, date: date)
+        XCTAssertEqual(
+            journal,
+            "<4>warning bucketfs.s3: store request failed key=\"a b.txt\" operation=PutObject retries=3 status=503\n")
         XCTAssertTrue(DaemonLogHandler.underSystemd(["JOURNAL_STREAM": "8:1234"]))
         XCTAssertTrue(DaemonLogHandler.underSystemd(["INVOCATION_ID": "abc"]))
         XCTAssertFalse(DaemonLogHandler.underSystemd(["TERM": "xterm"]))
@@ -200,21 +225,24 @@ final class OperationsTests: XCTestCase {
         let file = MountRegistry.file(for: mountpoint)
         try FileManager.default.createDirectory(atPath: MountRegistry.directory, withIntermediateDirectories: true)
         // A pid far above pid_max: no such process.
-        let stale = MountRecord(pid: 99_999_999, source: "memory://", mountpoint: mountpoint, started: "2026-01-01T00:00:00Z")
+        let stale = MountRecord(
+            pid: 99_999_999, source: "memory://", mountpoint: mountpoint, started: "2026-01-01T00:00:00Z")
         try JSONEncoder().encode(stale).write(to: URL(fileURLWithPath: file))
         paths.append(file)
         XCTAssertFalse(MountRegistry.liveRecords().contains { $0.mountpoint == mountpoint })
     }
 
     func testStatusTable() {
-        let record = MountRecord(pid: 42, source: "s3://team/alice/", mountpoint: "/mnt/alice",
-                                 started: "2026-01-01T00:00:00Z", pendingUploads: 2, heldLocks: ["x.lock"])
+        let record = MountRecord(
+            pid: 42, source: "s3://team/alice/", mountpoint: "/mnt/alice",
+            started: "2026-01-01T00:00:00Z", pendingUploads: 2, heldLocks: ["x.lock"])
         let table = StatusCommand.table([StatusCommand.Row(record: record, uptimeSeconds: 3725, mounted: true)])
         let lines = table.split(separator: "\n").map(String.init)
         XCTAssertEqual(lines.count, 2)
         XCTAssertTrue(lines[0].hasPrefix("MOUNTPOINT"))
-        XCTAssertEqual(lines[1].split(separator: " ", omittingEmptySubsequences: true),
-                       ["/mnt/alice", "s3://team/alice/", "42", "1h02m", "2", "1:", "x.lock"])
+        XCTAssertEqual(
+            lines[1].split(separator: " ", omittingEmptySubsequences: true),
+            ["/mnt/alice", "s3://team/alice/", "42", "1h02m", "2", "1:", "x.lock"])
     }
 
     func testHumanSizesAndDurations() {

@@ -1,9 +1,10 @@
-@testable import BucketfsCLI
 import Foundation
 import Locking
-import RedisClient
 import ObjectStore
+import RedisClient
 import XCTest
+
+@testable import BucketfsCLI
 
 /// No secret in an error message or in printed configuration.
 final class RedactionTests: XCTestCase {
@@ -29,12 +30,14 @@ final class RedactionTests: XCTestCase {
     func testEndpointWithCredentialsIsRedactedInConfigPrint() throws {
         var configuration = Configuration()
         configuration.storage.endpointURL = "https://AKID:s3cr3t@minio.example:9000"
-        try configuration.apply(mountOptions: "redis_url=redis://alice:pa55@127.0.0.1:6379/1,records_url=redis://:r3c@h")
+        try configuration.apply(
+            mountOptions: "redis_url=redis://alice:pa55@127.0.0.1:6379/1,records_url=redis://:r3c@h")
         let yaml = configuration.redactedYAML(source: "s3://bucket/prefix/")
         for secret in ["s3cr3t", "pa55", "r3c"] { XCTAssertFalse(yaml.contains(secret), yaml) }
         XCTAssertTrue(yaml.contains("minio.example:9000"), yaml)
         XCTAssertTrue(yaml.contains("alice"), yaml)
-        let json = String(decoding: MountAssembly.configJSON(configuration, source: "s3://bucket/prefix/"), as: UTF8.self)
+        let json = String(
+            decoding: MountAssembly.configJSON(configuration, source: "s3://bucket/prefix/"), as: UTF8.self)
         for secret in ["s3cr3t", "pa55", "r3c"] { XCTAssertFalse(json.contains(secret), json) }
         XCTAssertTrue(json.contains("minio.example"), json)
     }
@@ -43,8 +46,9 @@ final class RedactionTests: XCTestCase {
         let error = CLIError("records_url redis://:t0ps3cret@host:1/0: connection refused")
         XCTAssertFalse(error.description.contains("t0ps3cret"), error.description)
         XCTAssertTrue(error.description.contains("connection refused"), error.description)
-        let line = DaemonLogHandler.format(level: .error, label: "bucketfs", message: "cannot reach redis://u:t0p@h/",
-                                           metadata: ["url": "rediss://:m3ta@h:1"], journal: false, date: Date())
+        let line = DaemonLogHandler.format(
+            level: .error, label: "bucketfs", message: "cannot reach redis://u:t0p@h/",
+            metadata: ["url": "rediss://:m3ta@h:1"], journal: false, date: Date())
         XCTAssertFalse(line.contains("t0p"), line)
         XCTAssertFalse(line.contains("m3ta"), line)
     }

@@ -1,8 +1,9 @@
-@testable import FileSystem
 import Foundation
 import ObjectStore
 import TestSupport
 import XCTest
+
+@testable import FileSystem
 
 /// The on-disk block cache, on its own and under the read-ahead and the sequential stream.
 final class BlockCacheTests: XCTestCase {
@@ -18,10 +19,13 @@ final class BlockCacheTests: XCTestCase {
         workers.stop()
     }
 
-    func readAll(_ store: any ObjectStore, key: String, size: Int, budget: PrefetchBudget, version: String?,
-                 chunk: Int = 128 << 10) throws -> Data {
-        let prefetcher = ReadPrefetcher(store: store, key: key, size: UInt64(size), settings: ReadPrefetcher.Settings(),
-                                        budget: budget, workers: workers, version: version)
+    func readAll(
+        _ store: any ObjectStore, key: String, size: Int, budget: PrefetchBudget, version: String?,
+        chunk: Int = 128 << 10
+    ) throws -> Data {
+        let prefetcher = ReadPrefetcher(
+            store: store, key: key, size: UInt64(size), settings: ReadPrefetcher.Settings(),
+            budget: budget, workers: workers, version: version)
         defer { prefetcher.close() }
         var data = Data()
         while data.count < size { data.append(try prefetcher.read(offset: UInt64(data.count), count: chunk)) }
@@ -44,8 +48,10 @@ final class BlockCacheTests: XCTestCase {
         XCTAssertEqual(store.count(.get), 0, "a second handle reads the cached blocks")
 
         let remounted = PrefetchBudget(bytes: 64 << 20, cache: BlockCache(directory: directory, limit: 64 << 20))
-        XCTAssertEqual(try readAll(store, key: "f", size: size, budget: remounted, version: info.version,
-                                   chunk: 4096 * 3), body)
+        XCTAssertEqual(
+            try readAll(
+                store, key: "f", size: size, budget: remounted, version: info.version,
+                chunk: 4096 * 3), body)
         XCTAssertEqual(store.count(.get), 0, "the blocks survive a remount")
 
         var changed = body
@@ -72,7 +78,7 @@ final class BlockCacheTests: XCTestCase {
         let block = Data(repeating: 7, count: 1000)
         let cache = BlockCache(directory: directory, limit: 3 * 1100, blockSize: 1000)
         for number in 0..<3 { cache.store(key: "k", version: "v", number: number, data: block) }
-        XCTAssertNotNil(cache.block(key: "k", version: "v", number: 0))    // used: now the most recent
+        XCTAssertNotNil(cache.block(key: "k", version: "v", number: 0))  // used: now the most recent
         cache.store(key: "k", version: "v", number: 3, data: block)
         XCTAssertLessThanOrEqual(cache.size, 3 * 1100)
         XCTAssertNotNil(cache.block(key: "k", version: "v", number: 0))
@@ -93,7 +99,8 @@ final class BlockCacheTests: XCTestCase {
         XCTAssertEqual(cache.read(key: "k", version: "v", number: 2, range: 990..<1000), block.subdata(in: 990..<1000))
         XCTAssertNil(cache.read(key: "k", version: "w", number: 2, range: 0..<10))
         XCTAssertNil(cache.read(key: "k", version: "v", number: 3, range: 0..<10))
-        let file = try XCTUnwrap(try FileManager.default.contentsOfDirectory(atPath: directory).first { $0.hasSuffix(".2") })
+        let file = try XCTUnwrap(
+            try FileManager.default.contentsOfDirectory(atPath: directory).first { $0.hasSuffix(".2") })
         try Data("other\nv\n".utf8 + block).write(to: URL(fileURLWithPath: directory + "/" + file))
         XCTAssertNil(cache.read(key: "k", version: "v", number: 2, range: 0..<10), "a header naming another key")
     }
@@ -106,8 +113,10 @@ final class BlockCacheTests: XCTestCase {
         let info = try memory.put("s", data: body)
         let cache = BlockCache(directory: directory, limit: 64 << 20)
         let budget = PrefetchBudget(bytes: 64 << 20, cache: cache)
-        let stream = try XCTUnwrap(SequentialStream.start(store: memory, key: "s", version: info.version, from: 0,
-                                                          size: UInt64(size), budget: budget))
+        let stream = try XCTUnwrap(
+            SequentialStream.start(
+                store: memory, key: "s", version: info.version, from: 0,
+                size: UInt64(size), budget: budget))
         var data = Data()
         while data.count < size {
             data.append(try XCTUnwrap(try stream.read(offset: UInt64(data.count), count: 128 << 10)))
@@ -121,7 +130,9 @@ final class BlockCacheTests: XCTestCase {
             let expected = body.subdata(in: (number << 20)..<min(size, (number + 1) << 20))
             XCTAssertEqual(cache.block(key: "s", version: info.version, number: number), expected, "block \(number)")
         }
-        XCTAssertNil(SequentialStream.start(store: memory, key: "s", version: info.version, from: 0,
-                                            size: UInt64(size), budget: budget))
+        XCTAssertNil(
+            SequentialStream.start(
+                store: memory, key: "s", version: info.version, from: 0,
+                size: UInt64(size), budget: budget))
     }
 }

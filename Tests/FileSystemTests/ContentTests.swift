@@ -14,8 +14,9 @@ final class ContentTests: FileSystemTestCase {
         let store = MemoryObjectStore()
         let fs = try makeFileSystem(store)
 
-        let (created, handle) = try fs.create(parent: Self.root, name: "new.txt", permissions: 0o640,
-                                              flags: O_WRONLY | O_CREAT, caller: caller)
+        let (created, handle) = try fs.create(
+            parent: Self.root, name: "new.txt", permissions: 0o640,
+            flags: O_WRONLY | O_CREAT, caller: caller)
         XCTAssertEqual(created.kind, .file)
         XCTAssertEqual(try write(fs, created.ino, handle: handle, at: 0, "hello "), 6)
         XCTAssertEqual(try write(fs, created.ino, handle: handle, at: 6, "world"), 5)
@@ -54,7 +55,8 @@ final class ContentTests: FileSystemTestCase {
     func testReadBackThroughAnotherMountAfterClose() throws {
         let store = MemoryObjectStore()
         let writer = try makeFileSystem(store)
-        let (file, handle) = try writer.create(parent: Self.root, name: "f", permissions: 0o600, flags: O_WRONLY, caller: caller)
+        let (file, handle) = try writer.create(
+            parent: Self.root, name: "f", permissions: 0o600, flags: O_WRONLY, caller: caller)
         try write(writer, file.ino, handle: handle, at: 0, "shared")
         try writer.flush(file.ino, handle: handle)
         writer.release(file.ino, handle: handle)
@@ -283,7 +285,8 @@ final class ContentTests: FileSystemTestCase {
     func testCreateOverObjectWrittenMeanwhileIsStale() throws {
         let store = MemoryObjectStore()
         let fs = try makeFileSystem(store)
-        let (file, handle) = try fs.create(parent: Self.root, name: "race", permissions: 0o644, flags: O_WRONLY, caller: caller)
+        let (file, handle) = try fs.create(
+            parent: Self.root, name: "race", permissions: 0o644, flags: O_WRONLY, caller: caller)
         try write(fs, file.ino, handle: handle, at: 0, "local")
 
         try put(store, "race", "remote")
@@ -299,7 +302,8 @@ final class ContentTests: FileSystemTestCase {
         let base = MemoryObjectStore()
         let store = FailingStore(base)
         let fs = try makeFileSystem(store)
-        let (file, handle) = try fs.create(parent: Self.root, name: "f", permissions: 0o644, flags: O_WRONLY, caller: caller)
+        let (file, handle) = try fs.create(
+            parent: Self.root, name: "f", permissions: 0o644, flags: O_WRONLY, caller: caller)
         try write(fs, file.ino, handle: handle, at: 0, "precious")
 
         store.failsWrites = true
@@ -338,8 +342,9 @@ final class ContentTests: FileSystemTestCase {
         store.failsWrites = true
         assertFails(.io("")) { () throws(FSError) in try fs.fsync(file.ino, handle: handle) }
         XCTAssertEqual(try body(base, "f"), "abc")
-        XCTAssertEqual(recoveryFiles(fs).data.first.flatMap { FileManager.default.contents(atPath: $0) },
-                       Data("abcdef".utf8))
+        XCTAssertEqual(
+            recoveryFiles(fs).data.first.flatMap { FileManager.default.contents(atPath: $0) },
+            Data("abcdef".utf8))
         store.failsWrites = false
         fs.release(file.ino, handle: handle)
     }
@@ -361,8 +366,9 @@ final class ContentTests: FileSystemTestCase {
         }
         fs.release(file.ino, handle: handle)
         XCTAssertEqual(try keys(store), [])
-        XCTAssertEqual(recoveryFiles(fs).data.first.flatMap { FileManager.default.contents(atPath: $0) },
-                       Data("MINEinal".utf8))
+        XCTAssertEqual(
+            recoveryFiles(fs).data.first.flatMap { FileManager.default.contents(atPath: $0) },
+            Data("MINEinal".utf8))
     }
 
     func testMetadataChangeFailureIsIO() throws {

@@ -1,9 +1,10 @@
-@testable import FileSystem
 import Foundation
 import ObjectStore
 import Synchronization
 import TestSupport
 import XCTest
+
+@testable import FileSystem
 
 /// DirectoryMover on a memory store, on the local backend, and behind wrappers that behave as SeaweedFS does
 /// (markers cannot be copied) or fail part-way.
@@ -14,8 +15,12 @@ final class DirectoryMoverTests: XCTestCase {
     func fill(_ store: any ObjectStore) throws {
         try store.put("top/d/", data: Data(), options: PutOptions(metadata: ["mode": "40700"]))
         try store.put("top/d/sub/", data: Data(), options: PutOptions(metadata: ["mode": "40750"]))
-        try store.put("top/d/" + DirectoryMarkers.sidecarName, data: Data(), options: PutOptions(metadata: ["mode": "40700"]))
-        for i in 0..<30 { try store.put("top/d/f\(i)", data: Data("file \(i)".utf8), options: PutOptions(metadata: ["mode": "100600"])) }
+        try store.put(
+            "top/d/" + DirectoryMarkers.sidecarName, data: Data(), options: PutOptions(metadata: ["mode": "40700"]))
+        for i in 0..<30 {
+            try store.put(
+                "top/d/f\(i)", data: Data("file \(i)".utf8), options: PutOptions(metadata: ["mode": "100600"]))
+        }
         try store.put("top/d/sub/g", data: Data("g".utf8))
         try store.put("top/d/implicit/deeper/h", data: Data("h".utf8))
         try store.put("top/d-sibling", data: Data("not moved".utf8))
@@ -75,7 +80,8 @@ final class DirectoryMoverTests: XCTestCase {
         try fill(store)
         let before = try keys(store, "top/")
         store.failCopyOf = "top/d/f17"
-        XCTAssertThrowsError(try DirectoryMover(store: store, workers: workers, width: 8).move(from: "top/d/", to: "top/e/"))
+        XCTAssertThrowsError(
+            try DirectoryMover(store: store, workers: workers, width: 8).move(from: "top/d/", to: "top/e/"))
         XCTAssertEqual(try keys(store, "top/"), before)
         XCTAssertEqual(try keys(store, "top/e/"), [])
     }

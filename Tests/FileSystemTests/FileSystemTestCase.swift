@@ -28,10 +28,13 @@ class FileSystemTestCase: XCTestCase {
 
     /// A filesystem over `store` with its own cache directory. A long TTL by default, so that no test depends
     /// on timing unless it asks for a TTL of 0.
-    func makeFileSystem(_ store: any ObjectStore, prefix: String = "", readOnly: Bool = false, metadataTTL: Double = 60,
-                        negativeTTL: Double = 60, cacheDirectory: String? = nil) throws -> FileSystem {
-        let options = FileSystemOptions(prefix: prefix, uid: 100, gid: 200, readOnly: readOnly, metadataTTL: metadataTTL,
-                                        negativeTTL: negativeTTL, cacheDirectory: try cacheDirectory ?? makeCacheDirectory())
+    func makeFileSystem(
+        _ store: any ObjectStore, prefix: String = "", readOnly: Bool = false, metadataTTL: Double = 60,
+        negativeTTL: Double = 60, cacheDirectory: String? = nil
+    ) throws -> FileSystem {
+        let options = FileSystemOptions(
+            prefix: prefix, uid: 100, gid: 200, readOnly: readOnly, metadataTTL: metadataTTL,
+            negativeTTL: negativeTTL, cacheDirectory: try cacheDirectory ?? makeCacheDirectory())
         return try FileSystem(store: store, options: options, logger: Logger(label: "bucketfs.tests"))
     }
 
@@ -52,11 +55,15 @@ class FileSystemTestCase: XCTestCase {
     // MARK: Filesystem helpers
 
     @discardableResult
-    func write(_ fs: FileSystem, _ ino: UInt64, handle: UInt64, at offset: UInt64, _ text: String) throws(FSError) -> Int {
+    func write(_ fs: FileSystem, _ ino: UInt64, handle: UInt64, at offset: UInt64, _ text: String) throws(FSError)
+        -> Int
+    {
         let bytes = Array(text.utf8)
         var result: Result<Int, FSError> = .success(0)
         bytes.withUnsafeBytes { buffer in
-            result = Result { () throws(FSError) -> Int in try fs.write(ino, handle: handle, offset: offset, data: buffer) }
+            result = Result { () throws(FSError) -> Int in
+                try fs.write(ino, handle: handle, offset: offset, data: buffer)
+            }
         }
         return try result.get()
     }
@@ -70,7 +77,10 @@ class FileSystemTestCase: XCTestCase {
         let handle = try fs.openDirectory(ino)
         defer { fs.releaseDirectory(handle: handle) }
         var all: [DirectoryEntry] = []
-        try fs.readDirectory(ino, handle: handle, offset: 0, plus: false) { all.append($0); return true }
+        try fs.readDirectory(ino, handle: handle, offset: 0, plus: false) {
+            all.append($0)
+            return true
+        }
         return all
     }
 
@@ -96,8 +106,10 @@ class FileSystemTestCase: XCTestCase {
 
     /// Asserts that `body` throws an `FSError` with the errno of `expected` (`.stale` and `.io` carry details
     /// that tests do not pin down, so errors are compared by errno).
-    func assertFails<T>(_ expected: FSError, file: StaticString = #filePath, line: UInt = #line,
-                        _ body: () throws(FSError) -> T) {
+    func assertFails<T>(
+        _ expected: FSError, file: StaticString = #filePath, line: UInt = #line,
+        _ body: () throws(FSError) -> T
+    ) {
         do {
             let value = try body()
             XCTFail("expected \(expected) (errno \(expected.errno)), got \(value)", file: file, line: line)

@@ -1,9 +1,10 @@
-@testable import FileSystem
 import Foundation
 import Glibc
 import ObjectStore
 import TestSupport
 import XCTest
+
+@testable import FileSystem
 
 /// The file lifecycle (`ContentState`): its transitions, and every operation that meets an upload in flight
 /// (held at the store's door by `HoldingStore`) waiting for it instead of racing it.
@@ -21,16 +22,22 @@ final class LifecycleTests: FileSystemTestCase {
             ("detach", { $0.detach() }),
             ("abandon", { $0.abandon() }),
         ]
-        let states: [ContentState] = [.clean, .pending, .uploading(rewritten: false), .uploading(rewritten: true),
-                                      .inRecovery, .detached]
+        let states: [ContentState] = [
+            .clean, .pending, .uploading(rewritten: false), .uploading(rewritten: true),
+            .inRecovery, .detached,
+        ]
         // Expected state after each event, per starting state, in the order of `events`.
         let expected: [ContentState: [ContentState]] = [
             .clean: [.pending, .clean, .clean, .clean, .clean, .detached, .clean],
             .pending: [.pending, .uploading(rewritten: false), .pending, .pending, .pending, .detached, .inRecovery],
-            .uploading(rewritten: false): [.uploading(rewritten: true), .uploading(rewritten: false), .clean,
-                                           .pending, .inRecovery, .detached, .uploading(rewritten: false)],
-            .uploading(rewritten: true): [.uploading(rewritten: true), .uploading(rewritten: true), .pending,
-                                          .pending, .inRecovery, .detached, .uploading(rewritten: true)],
+            .uploading(rewritten: false): [
+                .uploading(rewritten: true), .uploading(rewritten: false), .clean,
+                .pending, .inRecovery, .detached, .uploading(rewritten: false),
+            ],
+            .uploading(rewritten: true): [
+                .uploading(rewritten: true), .uploading(rewritten: true), .pending,
+                .pending, .inRecovery, .detached, .uploading(rewritten: true),
+            ],
             .inRecovery: [.pending, .inRecovery, .inRecovery, .inRecovery, .inRecovery, .detached, .inRecovery],
             .detached: [.detached, .detached, .detached, .detached, .detached, .detached, .detached],
         ]
@@ -47,30 +54,43 @@ final class LifecycleTests: FileSystemTestCase {
 
     /// Creates `f` with `text`, then starts its upload (a flush) on another thread, held in the store.
     private func uploadInFlight(_ store: HoldingStore, _ fs: FileSystem, text: String = "hello world")
-        throws -> (ino: UInt64, handle: UInt64, flushed: DispatchGroup, result: Locked<FSError?>) {
-        let (file, handle) = try fs.create(parent: Self.root, name: "f", permissions: 0o644, flags: O_WRONLY,
-                                           caller: caller)
+        throws -> (ino: UInt64, handle: UInt64, flushed: DispatchGroup, result: Locked<FSError?>)
+    {
+        let (file, handle) = try fs.create(
+            parent: Self.root, name: "f", permissions: 0o644, flags: O_WRONLY,
+            caller: caller)
         try write(fs, file.ino, handle: handle, at: 0, text)
         store.hold("f")
         let flushed = DispatchGroup()
         let result = Locked<FSError?>(nil)
         DispatchQueue.global().async(group: flushed) {
-            do throws(FSError) { try fs.flush(file.ino, handle: handle) } catch { let e = error; result.update { $0 = e } }
+            do throws(FSError) { try fs.flush(file.ino, handle: handle) } catch {
+                let e = error
+                result.update { $0 = e }
+            }
         }
         XCTAssertEqual(store.entered.wait(timeout: .now() + 10), .success)
         return (file.ino, handle, flushed, result)
     }
 
     /// Runs `body` on another thread, releases the held upload once `body` has started, and waits for both.
-    private func whileHeld(_ store: HoldingStore, _ flight: (ino: UInt64, handle: UInt64, flushed: DispatchGroup,
-                                                             result: Locked<FSError?>),
-                           _ body: @escaping @Sendable () throws(FSError) -> Void) -> FSError? {
+    private func whileHeld(
+        _ store: HoldingStore,
+        _ flight: (
+            ino: UInt64, handle: UInt64, flushed: DispatchGroup,
+            result: Locked<FSError?>
+        ),
+        _ body: @escaping @Sendable () throws(FSError) -> Void
+    ) -> FSError? {
         let done = DispatchGroup()
         let started = DispatchSemaphore(value: 0)
         let failure = Locked<FSError?>(nil)
         DispatchQueue.global().async(group: done) {
             started.signal()
-            do throws(FSError) { try body() } catch { let e = error; failure.update { $0 = e } }
+            do throws(FSError) { try body() } catch {
+                let e = error
+                failure.update { $0 = e }
+            }
         }
         started.wait()
         store.release()
@@ -96,9 +116,10 @@ final class LifecycleTests: FileSystemTestCase {
         let store = HoldingStore(base)
         let fs = try makeFileSystem(store)
         let flight = try uploadInFlight(store, fs)
-        XCTAssertNil(whileHeld(store, flight) { () throws(FSError) in
-            try fs.rename(parent: Self.root, name: "f", newParent: Self.root, newName: "g", noReplace: false)
-        })
+        XCTAssertNil(
+            whileHeld(store, flight) { () throws(FSError) in
+                try fs.rename(parent: Self.root, name: "f", newParent: Self.root, newName: "g", noReplace: false)
+            })
         try write(fs, flight.ino, handle: flight.handle, at: 11, "!")
         try fs.flush(flight.ino, handle: flight.handle)
         fs.release(flight.ino, handle: flight.handle)
@@ -112,9 +133,10 @@ final class LifecycleTests: FileSystemTestCase {
         let store = HoldingStore(base)
         let fs = try makeFileSystem(store)
         let flight = try uploadInFlight(store, fs)
-        XCTAssertNil(whileHeld(store, flight) { () throws(FSError) in
-            _ = try fs.setattr(flight.ino, AttributeChanges(permissions: 0o600))
-        })
+        XCTAssertNil(
+            whileHeld(store, flight) { () throws(FSError) in
+                _ = try fs.setattr(flight.ino, AttributeChanges(permissions: 0o600))
+            })
         fs.release(flight.ino, handle: flight.handle)
         XCTAssertEqual(try base.head("f").metadata?["mode"], String(UInt32(S_IFREG) | 0o600))
         XCTAssertEqual(try body(base, "f"), "hello world")
@@ -125,9 +147,10 @@ final class LifecycleTests: FileSystemTestCase {
         let store = HoldingStore(base)
         let fs = try makeFileSystem(store)
         let flight = try uploadInFlight(store, fs)
-        XCTAssertNil(whileHeld(store, flight) { () throws(FSError) in
-            _ = try fs.setattr(flight.ino, AttributeChanges(size: 5))
-        })
+        XCTAssertNil(
+            whileHeld(store, flight) { () throws(FSError) in
+                _ = try fs.setattr(flight.ino, AttributeChanges(size: 5))
+            })
         try fs.flush(flight.ino, handle: flight.handle)
         fs.release(flight.ino, handle: flight.handle)
         XCTAssertEqual(try body(base, "f"), "hello")
@@ -140,8 +163,9 @@ final class LifecycleTests: FileSystemTestCase {
         let base = MemoryObjectStore()
         let store = CountingStore(base)
         let fs = try makeFileSystem(store)
-        let (file, handle) = try fs.create(parent: Self.root, name: "config.lock", permissions: 0o644,
-                                           flags: O_WRONLY | O_EXCL, caller: caller)
+        let (file, handle) = try fs.create(
+            parent: Self.root, name: "config.lock", permissions: 0o644,
+            flags: O_WRONLY | O_EXCL, caller: caller)
         try write(fs, file.ino, handle: handle, at: 0, "[core]\n")
         store.reset()
         _ = try fs.setattr(file.ino, AttributeChanges(permissions: 0o664))
@@ -158,8 +182,9 @@ final class LifecycleTests: FileSystemTestCase {
     func testEmptyNewFileWhoseUploadFailsIsReportedAtClose() throws {
         let store = FailingStore(MemoryObjectStore())
         let fs = try makeFileSystem(store)
-        let (file, handle) = try fs.create(parent: Self.root, name: "empty", permissions: 0o644, flags: O_WRONLY,
-                                           caller: caller)
+        let (file, handle) = try fs.create(
+            parent: Self.root, name: "empty", permissions: 0o644, flags: O_WRONLY,
+            caller: caller)
         store.failsWrites = true
         assertFails(.io("")) { () throws(FSError) in try fs.flush(file.ino, handle: handle) }
         fs.release(file.ino, handle: handle)

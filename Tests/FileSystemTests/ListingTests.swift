@@ -54,7 +54,8 @@ final class ListingTests: FileSystemTestCase {
         let store = MemoryObjectStore()
         let fs = try makeFileSystem(store, negativeTTL: 60)
         assertFails(.notFound) { () throws(FSError) in try fs.lookup(parent: Self.root, name: "later") }
-        let (file, handle) = try fs.create(parent: Self.root, name: "later", permissions: 0o644, flags: O_WRONLY, caller: caller)
+        let (file, handle) = try fs.create(
+            parent: Self.root, name: "later", permissions: 0o644, flags: O_WRONLY, caller: caller)
         XCTAssertEqual(try fs.lookup(parent: Self.root, name: "later").ino, file.ino)
         fs.release(file.ino, handle: handle)
         XCTAssertEqual(try keys(store), ["later"])
@@ -71,7 +72,10 @@ final class ListingTests: FileSystemTestCase {
         let handle = try fs.openDirectory(dir.ino)
         defer { fs.releaseDirectory(handle: handle) }
         var listing: [DirectoryEntry] = []
-        try fs.readDirectory(dir.ino, handle: handle, offset: 0, plus: false) { listing.append($0); return true }
+        try fs.readDirectory(dir.ino, handle: handle, offset: 0, plus: false) {
+            listing.append($0)
+            return true
+        }
 
         XCTAssertEqual(store.count(.list), 1)
         XCTAssertEqual(store.count(.head), 0)
@@ -103,14 +107,15 @@ final class ListingTests: FileSystemTestCase {
         let first = try makeFileSystem(store, cacheDirectory: cache)
         let setTime = FileTime(seconds: 1_500_000_000, nanoseconds: 123_456_789)
         for name in ["a", "b"] {
-            let (file, handle) = try first.create(parent: Self.root, name: name, permissions: 0o600, flags: O_WRONLY,
-                                                  caller: caller)
+            let (file, handle) = try first.create(
+                parent: Self.root, name: name, permissions: 0o600, flags: O_WRONLY,
+                caller: caller)
             try write(first, file.ino, handle: handle, at: 0, "content of \(name)")
             _ = try first.setattr(file.ino, AttributeChanges(mtime: setTime))
             try first.flush(file.ino, handle: handle)
             first.release(file.ino, handle: handle)
         }
-        let second = try makeFileSystem(store, cacheDirectory: cache)    // (one HEAD: the root's attributes)
+        let second = try makeFileSystem(store, cacheDirectory: cache)  // (one HEAD: the root's attributes)
         store.reset()
         let listing = try entries(second, Self.root).filter { $0.name == "a" || $0.name == "b" }
         XCTAssertEqual(store.count(.list), 1)
@@ -124,7 +129,7 @@ final class ListingTests: FileSystemTestCase {
         store.reset()
         let relisted = try entries(second, Self.root).filter { $0.name == "a" }
         XCTAssertEqual(relisted.first?.complete, false)
-        XCTAssertEqual(relisted.first?.attributes.permissions, 0o644)    // the mount's default, not our old mode
+        XCTAssertEqual(relisted.first?.attributes.permissions, 0o644)  // the mount's default, not our old mode
     }
 
     func testDotEntriesPointAtDirectoryAndParent() throws {
@@ -164,14 +169,16 @@ final class ListingTests: FileSystemTestCase {
         let sub = try fs.lookup(parent: Self.root, name: "sub")
         XCTAssertEqual(try names(fs, sub.ino), [".", "..", "deep.txt"])
 
-        let (file, handle) = try fs.create(parent: sub.ino, name: "new.txt", permissions: 0o644, flags: O_WRONLY, caller: caller)
+        let (file, handle) = try fs.create(
+            parent: sub.ino, name: "new.txt", permissions: 0o644, flags: O_WRONLY, caller: caller)
         try write(fs, file.ino, handle: handle, at: 0, "written")
         try fs.flush(file.ino, handle: handle)
         fs.release(file.ino, handle: handle)
         _ = try fs.mkdir(parent: Self.root, name: "made", permissions: 0o755, caller: caller)
         XCTAssertEqual(try body(store, "team/alice/sub/new.txt"), "written")
-        XCTAssertEqual(try keys(store, prefix: "team/alice/"),
-                       ["team/alice/made/", "team/alice/notes.txt", "team/alice/sub/deep.txt", "team/alice/sub/new.txt"])
+        XCTAssertEqual(
+            try keys(store, prefix: "team/alice/"),
+            ["team/alice/made/", "team/alice/notes.txt", "team/alice/sub/deep.txt", "team/alice/sub/new.txt"])
         XCTAssertEqual(try keys(store).count, 6)
     }
 
@@ -194,7 +201,10 @@ final class ListingTests: FileSystemTestCase {
         let resume = try XCTUnwrap(firstPage.last?.nextOffset)
 
         var secondPage: [DirectoryEntry] = []
-        try fs.readDirectory(Self.root, handle: handle, offset: resume, plus: false) { secondPage.append($0); return true }
+        try fs.readDirectory(Self.root, handle: handle, offset: resume, plus: false) {
+            secondPage.append($0)
+            return true
+        }
 
         let names = (firstPage + secondPage).map(\.name)
         XCTAssertEqual(names, [".", "..", "a", "b", "c", "d", "e"])
@@ -205,7 +215,10 @@ final class ListingTests: FileSystemTestCase {
         // Past the end: nothing more.
         var afterEnd: [DirectoryEntry] = []
         let end = try XCTUnwrap(secondPage.last?.nextOffset)
-        try fs.readDirectory(Self.root, handle: handle, offset: end, plus: false) { afterEnd.append($0); return true }
+        try fs.readDirectory(Self.root, handle: handle, offset: end, plus: false) {
+            afterEnd.append($0)
+            return true
+        }
         XCTAssertEqual(afterEnd, [])
     }
 
@@ -229,7 +242,10 @@ final class ListingTests: FileSystemTestCase {
         try put(base, "aa", "new")
         store.reset()
         var rest: [String] = []
-        try fs.readDirectory(Self.root, handle: handle, offset: resume, plus: false) { rest.append($0.name); return true }
+        try fs.readDirectory(Self.root, handle: handle, offset: resume, plus: false) {
+            rest.append($0.name)
+            return true
+        }
         XCTAssertEqual(store.total, 0)
         XCTAssertEqual(firstPage + rest, [".", "..", "a", "b", "c", "d"])
     }
@@ -240,7 +256,10 @@ final class ListingTests: FileSystemTestCase {
         let fs = try makeFileSystem(store)
         let handle = try fs.openDirectory(Self.root)
         var seen: [DirectoryEntry] = []
-        try fs.readDirectory(Self.root, handle: handle, offset: 0, plus: true) { seen.append($0); return true }
+        try fs.readDirectory(Self.root, handle: handle, offset: 0, plus: true) {
+            seen.append($0)
+            return true
+        }
         fs.releaseDirectory(handle: handle)
         let file = try XCTUnwrap(seen.first { $0.name == "f" })
 
@@ -254,7 +273,7 @@ final class ListingTests: FileSystemTestCase {
         let store = MemoryObjectStore()
         try put(store, "f", "x")
         let fs = try makeFileSystem(store)
-        let listing = try entries(fs, Self.root)     // releases its handle
+        let listing = try entries(fs, Self.root)  // releases its handle
         let file = try XCTUnwrap(listing.first { $0.name == "f" })
         assertFails(.notFound) { () throws(FSError) in try fs.getattr(file.attributes.ino) }
     }

@@ -15,11 +15,13 @@ final class LockTests: FileSystemTestCase {
     func makeMounts(ttl: Double = 60) throws -> (MemoryObjectStore, FileSystem, FileSystem) {
         let store = MemoryObjectStore()
         func mount() throws -> FileSystem {
-            let options = FileSystemOptions(uid: 100, gid: 200, metadataTTL: ttl, negativeTTL: ttl,
-                                            cacheDirectory: try makeCacheDirectory())
+            let options = FileSystemOptions(
+                uid: 100, gid: 200, metadataTTL: ttl, negativeTTL: ttl,
+                cacheDirectory: try makeCacheDirectory())
             let manager = LockManager(strategy: ObjectLockStrategy(store: store), leaseDuration: 30)
-            return try FileSystem(store: store, options: options, logger: Logger(label: "bucketfs.tests"),
-                                  lockManager: manager)
+            return try FileSystem(
+                store: store, options: options, logger: Logger(label: "bucketfs.tests"),
+                lockManager: manager)
         }
         return (store, try mount(), try mount())
     }
@@ -49,7 +51,9 @@ final class LockTests: FileSystemTestCase {
         XCTAssertEqual(fs.testLock(f, posix(2, .shared, 105, 105))?.end, 109)
         // The owner itself never conflicts with its own locks.
         XCTAssertNil(fs.testLock(f, posix(1, .exclusive, 0, .max)))
-        assertFails(.wouldBlock) { () throws(FSError) in try fs.setLockWaiting(f, posix(2, .shared, 109, 200), wait: false) }
+        assertFails(.wouldBlock) { () throws(FSError) in
+            try fs.setLockWaiting(f, posix(2, .shared, 109, 200), wait: false)
+        }
         try fs.setLockWaiting(f, posix(2, .exclusive, 0, 99), wait: false)
     }
 
@@ -59,7 +63,9 @@ final class LockTests: FileSystemTestCase {
         let f = try ino(fs, "f")
         try fs.setLockWaiting(f, posix(1, .shared, 0, .max), wait: false)
         try fs.setLockWaiting(f, posix(2, .shared, 0, .max), wait: false)
-        assertFails(.wouldBlock) { () throws(FSError) in try fs.setLockWaiting(f, posix(3, .exclusive, 10, 20), wait: false) }
+        assertFails(.wouldBlock) { () throws(FSError) in
+            try fs.setLockWaiting(f, posix(3, .exclusive, 10, 20), wait: false)
+        }
     }
 
     func testUnlockingTheMiddleSplitsALock() throws {
@@ -95,7 +101,7 @@ final class LockTests: FileSystemTestCase {
         // A POSIX lock of another owner is another family: granted.
         try fs.setLockWaiting(f, posix(2, .exclusive, 0, .max), wait: false)
         assertFails(.wouldBlock) { () throws(FSError) in try fs.setLockWaiting(f, flock(3, .shared), wait: false) }
-        try fs.setLockWaiting(f, flock(1, .shared), wait: false)    // convert
+        try fs.setLockWaiting(f, flock(1, .shared), wait: false)  // convert
         try fs.setLockWaiting(f, flock(3, .shared), wait: false)
     }
 
@@ -105,13 +111,14 @@ final class LockTests: FileSystemTestCase {
         let f = try ino(fs, "f")
         try fs.setLockWaiting(f, posix(1, .exclusive, 0, 9), wait: false)
         try fs.setLockWaiting(f, FileLock(owner: 2, kind: .flock, mode: .exclusive, handle: 42), wait: false)
-        try fs.setLockWaiting(f, FileLock(owner: 3, kind: .posix, mode: .exclusive, start: 50, end: 59, handle: 43), wait: false)
+        try fs.setLockWaiting(
+            f, FileLock(owner: 3, kind: .posix, mode: .exclusive, start: 50, end: 59, handle: 43), wait: false)
         fs.closeLockOwner(f, owner: 1)
         XCTAssertNil(fs.testLock(f, posix(9, .exclusive, 0, 9)))
         fs.releaseLocks(f, handle: 42, flockOwner: 2)
         XCTAssertNil(fs.testLock(f, flock(9, .exclusive)))
         XCTAssertNotNil(fs.testLock(f, posix(9, .exclusive, 50, 50)))
-        fs.releaseLocks(f, handle: 43, flockOwner: nil)    // OFD lock: goes with its description
+        fs.releaseLocks(f, handle: 43, flockOwner: nil)  // OFD lock: goes with its description
         XCTAssertNil(fs.testLock(f, posix(9, .exclusive, 50, 50)))
     }
 
@@ -125,7 +132,13 @@ final class LockTests: FileSystemTestCase {
         // The waiter thread asks `interrupted` each time it looks at the waiter: after three looks it has had
         // its chances to be (wrongly) granted.
         let looked = DispatchSemaphore(value: 0)
-        fs.setLock(f, flock(2, .exclusive), wait: true, interrupted: { looked.signal(); return false }) { error in
+        fs.setLock(
+            f, flock(2, .exclusive), wait: true,
+            interrupted: {
+                looked.signal()
+                return false
+            }
+        ) { error in
             answer.withLock { $0 = .some(error) }
             answered.fulfill()
         }
@@ -146,7 +159,8 @@ final class LockTests: FileSystemTestCase {
         let box = UncheckedBox(fs)
         DispatchQueue.global().asyncAfter(deadline: .now() + 0.3) { interrupted.store(true, ordering: .relaxed) }
         assertFails(.interrupted) { () throws(FSError) in
-            try box.value.setLockWaiting(f, flock(2, .exclusive), wait: true, interrupted: { interrupted.load(ordering: .relaxed) })
+            try box.value.setLockWaiting(
+                f, flock(2, .exclusive), wait: true, interrupted: { interrupted.load(ordering: .relaxed) })
         }
         XCTAssertLessThan(Date().timeIntervalSince(started), 3)
     }
@@ -156,7 +170,8 @@ final class LockTests: FileSystemTestCase {
     func testSharedLocksCoexistAcrossMountsAndExclusiveWaitsForAll() throws {
         let (store, a, b) = try makeMounts()
         try put(store, "f", "data")
-        let fa = try ino(a, "f"), fb = try ino(b, "f")
+        let fa = try ino(a, "f")
+        let fb = try ino(b, "f")
         try a.setLockWaiting(fa, posix(1, .shared, 0, 9), wait: false)
         try a.setLockWaiting(fa, posix(2, .shared, 50, 59), wait: false)
         // Shared on both mounts: the lease is shared.
@@ -165,7 +180,9 @@ final class LockTests: FileSystemTestCase {
         XCTAssertEqual(b.heldLockLeases.map(\.mode), [.shared])
         // An exclusive lock on either mount waits for the other mount's sharers — even on a disjoint range:
         // across mounts the whole file is one lease.
-        assertFails(.wouldBlock) { () throws(FSError) in try b.setLockWaiting(fb, posix(4, .exclusive, 200, 209), wait: false) }
+        assertFails(.wouldBlock) { () throws(FSError) in
+            try b.setLockWaiting(fb, posix(4, .exclusive, 200, 209), wait: false)
+        }
         // F_GETLK on A sees B's shared lock when asking for a write lock (pid 0, the whole file).
         let remote = a.testLockAcrossMounts(fa, posix(9, .exclusive, 300, 300))
         XCTAssertEqual(remote.map { [$0.pid, UInt32($0.start)] }, [0, 0])
@@ -178,7 +195,9 @@ final class LockTests: FileSystemTestCase {
         // A upgrades in place: its shared locks stay, and B is now kept out entirely.
         try a.setLockWaiting(fa, posix(4, .exclusive, 200, 209), wait: false)
         XCTAssertEqual(a.heldLockLeases.map(\.mode), [.exclusive])
-        assertFails(.wouldBlock) { () throws(FSError) in try b.setLockWaiting(fb, posix(3, .shared, 100, 109), wait: false) }
+        assertFails(.wouldBlock) { () throws(FSError) in
+            try b.setLockWaiting(fb, posix(3, .shared, 100, 109), wait: false)
+        }
         XCTAssertEqual(b.testLockAcrossMounts(fb, posix(9, .shared, 0, 0))?.mode, .exclusive)
         // The exclusive lock goes: the lease goes back to shared, and B's readers get in.
         a.unlock(fa, owner: 4, kind: .posix)
@@ -195,7 +214,8 @@ final class LockTests: FileSystemTestCase {
     func testAnUpgradeWaitingForTheOtherMountsReaderIsGrantedWhenItLeaves() throws {
         let (store, a, b) = try makeMounts()
         try put(store, "f", "data")
-        let fa = try ino(a, "f"), fb = try ino(b, "f")
+        let fa = try ino(a, "f")
+        let fb = try ino(b, "f")
         try a.setLockWaiting(fa, flock(1, .shared), wait: false)
         try b.setLockWaiting(fb, flock(2, .shared), wait: false)
         let answered = expectation(description: "upgrade granted")
@@ -215,21 +235,24 @@ final class LockTests: FileSystemTestCase {
         let store = MemoryObjectStore()
         let stalling = StallingStrategy(ObjectLockStrategy(store: store))
         let manager = LockManager(strategy: stalling, leaseDuration: 1)
-        let options = FileSystemOptions(uid: 100, gid: 200, metadataTTL: 60, negativeTTL: 60,
-                                        cacheDirectory: try makeCacheDirectory())
-        let fs = try FileSystem(store: store, options: options, logger: Logger(label: "bucketfs.tests"),
-                                lockManager: manager)
+        let options = FileSystemOptions(
+            uid: 100, gid: 200, metadataTTL: 60, negativeTTL: 60,
+            cacheDirectory: try makeCacheDirectory())
+        let fs = try FileSystem(
+            store: store, options: options, logger: Logger(label: "bucketfs.tests"),
+            lockManager: manager)
         defer { stalling.resume() }
         try put(store, "f", "data")
         let f = try ino(fs, "f")
         try fs.setLockWaiting(f, flock(1, .shared), wait: false)
         let lease = try XCTUnwrap(fs.heldLockLeases.first)
-        stalling.stall()    // renewals hang, the store refuses new leases
+        stalling.stall()  // renewals hang, the store refuses new leases
         let deadline = Date().addingTimeInterval(5)
         while manager.validLease(for: "f") != nil && Date() < deadline { Thread.sleep(forTimeInterval: 0.02) }
         XCTAssertLessThan(Date(), lease.expires.addingTimeInterval(0.5))
-        XCTAssertThrowsError(try fs.setLockWaiting(f, flock(2, .shared), wait: false),
-                             "a second reader was granted under a lease nobody could renew")
+        XCTAssertThrowsError(
+            try fs.setLockWaiting(f, flock(2, .shared), wait: false),
+            "a second reader was granted under a lease nobody could renew")
         // Reported lost once it runs out, while the renewal still hangs.
         while manager.metrics.lost == 0 && Date() < deadline { Thread.sleep(forTimeInterval: 0.02) }
         XCTAssertEqual(manager.metrics.lost, 1)
@@ -237,9 +260,10 @@ final class LockTests: FileSystemTestCase {
     }
 
     func testLockThenReadSeesTheOtherMountsWriteMadeUnderTheLock() throws {
-        let (store, a, b) = try makeMounts()    // attributes trusted for 60 s: only the lock revalidates
+        let (store, a, b) = try makeMounts()  // attributes trusted for 60 s: only the lock revalidates
         try put(store, "counter", "1")
-        let fa = try ino(a, "counter"), fb = try ino(b, "counter")
+        let fa = try ino(a, "counter")
+        let fb = try ino(b, "counter")
         // B reads the old value (and caches it).
         let hb = try b.open(fb, flags: O_RDONLY).handle
         XCTAssertEqual(try readAll(b, fb, handle: hb), "1")
@@ -261,11 +285,12 @@ final class LockTests: FileSystemTestCase {
     func testLastUnlockUploadsPendingWritesBeforeTheLeaseGoes() throws {
         let (store, a, b) = try makeMounts()
         try put(store, "f", "old")
-        let fa = try ino(a, "f"), fb = try ino(b, "f")
+        let fa = try ino(a, "f")
+        let fb = try ino(b, "f")
         let ha = try a.open(fa, flags: O_RDWR).handle
         try a.setLockWaiting(fa, posix(1, .exclusive, 0, .max), wait: false)
         try write(a, fa, handle: ha, at: 0, "new")
-        XCTAssertEqual(try body(store, "f"), "old")    // not flushed yet
+        XCTAssertEqual(try body(store, "f"), "old")  // not flushed yet
         a.unlock(fa, owner: 1, kind: .posix)
         XCTAssertEqual(try body(store, "f"), "new")
         try b.setLockWaiting(fb, posix(2, .exclusive, 0, .max), wait: false)
@@ -275,11 +300,18 @@ final class LockTests: FileSystemTestCase {
     func testBlockedWaiterInAnotherMountGetsTheLockWhenReleased() throws {
         let (store, a, b) = try makeMounts()
         try put(store, "f", "data")
-        let fa = try ino(a, "f"), fb = try ino(b, "f")
+        let fa = try ino(a, "f")
+        let fb = try ino(b, "f")
         try a.setLockWaiting(fa, flock(1, .exclusive), wait: false)
         let answered = expectation(description: "granted in B")
         let looked = DispatchSemaphore(value: 0)
-        b.setLock(fb, flock(2, .exclusive), wait: true, interrupted: { looked.signal(); return false }) { error in
+        b.setLock(
+            fb, flock(2, .exclusive), wait: true,
+            interrupted: {
+                looked.signal()
+                return false
+            }
+        ) { error in
             XCTAssertNil(error)
             answered.fulfill()
         }

@@ -18,10 +18,16 @@ final class NamespaceTests: FileSystemTestCase {
     func testLookupOfNameOver255BytesIsNameTooLong() throws {
         let store = MemoryObjectStore()
         let fs = try makeFileSystem(store)
-        assertFails(.nameTooLong) { () throws(FSError) in try fs.lookup(parent: Self.root, name: String(repeating: "a", count: 256)) }
+        assertFails(.nameTooLong) { () throws(FSError) in
+            try fs.lookup(parent: Self.root, name: String(repeating: "a", count: 256))
+        }
         // 255 bytes is still a name: it is simply absent. Multi-byte characters count in bytes.
-        assertFails(.notFound) { () throws(FSError) in try fs.lookup(parent: Self.root, name: String(repeating: "a", count: 255)) }
-        assertFails(.nameTooLong) { () throws(FSError) in try fs.lookup(parent: Self.root, name: String(repeating: "é", count: 128)) }
+        assertFails(.notFound) { () throws(FSError) in
+            try fs.lookup(parent: Self.root, name: String(repeating: "a", count: 255))
+        }
+        assertFails(.nameTooLong) { () throws(FSError) in
+            try fs.lookup(parent: Self.root, name: String(repeating: "é", count: 128))
+        }
     }
 
     // MARK: Directories from keys
@@ -183,7 +189,8 @@ final class NamespaceTests: FileSystemTestCase {
     func testUnlinkOfUnflushedFileUploadsNothing() throws {
         let store = MemoryObjectStore()
         let fs = try makeFileSystem(store)
-        let (file, handle) = try fs.create(parent: Self.root, name: "tmp", permissions: 0o644, flags: O_WRONLY, caller: caller)
+        let (file, handle) = try fs.create(
+            parent: Self.root, name: "tmp", permissions: 0o644, flags: O_WRONLY, caller: caller)
         try write(fs, file.ino, handle: handle, at: 0, "scratch")
         try fs.unlink(parent: Self.root, name: "tmp")
         try fs.flush(file.ino, handle: handle)
@@ -200,7 +207,9 @@ final class NamespaceTests: FileSystemTestCase {
         _ = try fs.mkdir(parent: Self.root, name: "made", permissions: 0o755, caller: caller)
 
         for name in ["file", "implicit", "made"] {
-            assertFails(.exists) { () throws(FSError) in try fs.mkdir(parent: Self.root, name: name, permissions: 0o755, caller: caller) }
+            assertFails(.exists) { () throws(FSError) in
+                try fs.mkdir(parent: Self.root, name: name, permissions: 0o755, caller: caller)
+            }
         }
         XCTAssertEqual(try keys(store), ["file", "implicit/file", "made/"])
     }
@@ -249,8 +258,12 @@ final class NamespaceTests: FileSystemTestCase {
 
         try fs.rename(parent: Self.root, name: "d", newParent: e.ino, newName: "e", noReplace: false)
 
-        XCTAssertEqual(try keys(store), ["dx", "target-parent/", "target-parent/e/", "target-parent/e/a.txt",
-                                         "target-parent/e/sub/b.txt", "target-parent/e/sub/deeper/c.txt"])
+        XCTAssertEqual(
+            try keys(store),
+            [
+                "dx", "target-parent/", "target-parent/e/", "target-parent/e/a.txt",
+                "target-parent/e/sub/b.txt", "target-parent/e/sub/deeper/c.txt",
+            ])
         XCTAssertEqual(try body(store, "target-parent/e/sub/deeper/c.txt"), "C")
         XCTAssertEqual(try store.head("target-parent/e/a.txt").metadata?["uid"], "9")
         assertFails(.notFound) { () throws(FSError) in try fs.lookup(parent: Self.root, name: "d") }
@@ -342,7 +355,10 @@ final class NamespaceTests: FileSystemTestCase {
         let other = try makeFileSystem(store)
         let handle = try other.openDirectory(Self.root)
         var listed: [DirectoryEntry] = []
-        try other.readDirectory(Self.root, handle: handle, offset: 0, plus: true) { listed.append($0); return true }
+        try other.readDirectory(Self.root, handle: handle, offset: 0, plus: true) {
+            listed.append($0)
+            return true
+        }
         other.releaseDirectory(handle: handle)
         XCTAssertEqual(listed.first { $0.name == "ln" }?.attributes.kind, .symlink)
         let seen = try other.lookup(parent: Self.root, name: "ln")
@@ -362,7 +378,9 @@ final class NamespaceTests: FileSystemTestCase {
         let store = MemoryObjectStore()
         try put(store, "taken", "x")
         let fs = try makeFileSystem(store)
-        assertFails(.exists) { () throws(FSError) in try fs.symlink(parent: Self.root, name: "taken", target: "t", caller: caller) }
+        assertFails(.exists) { () throws(FSError) in
+            try fs.symlink(parent: Self.root, name: "taken", target: "t", caller: caller)
+        }
         XCTAssertEqual(try body(store, "taken"), "x")
     }
 
@@ -378,7 +396,9 @@ final class NamespaceTests: FileSystemTestCase {
         assertFails(.readOnly) { () throws(FSError) in
             try fs.create(parent: Self.root, name: "new", permissions: 0o644, flags: O_WRONLY | O_CREAT, caller: caller)
         }
-        assertFails(.readOnly) { () throws(FSError) in try fs.mkdir(parent: Self.root, name: "d2", permissions: 0o755, caller: caller) }
+        assertFails(.readOnly) { () throws(FSError) in
+            try fs.mkdir(parent: Self.root, name: "d2", permissions: 0o755, caller: caller)
+        }
         assertFails(.readOnly) { () throws(FSError) in try fs.unlink(parent: Self.root, name: "r.txt") }
         assertFails(.readOnly) { () throws(FSError) in try fs.rmdir(parent: Self.root, name: "dir") }
         assertFails(.readOnly) { () throws(FSError) in try fs.setattr(file.ino, AttributeChanges(size: 0)) }
@@ -388,7 +408,9 @@ final class NamespaceTests: FileSystemTestCase {
         assertFails(.readOnly) { () throws(FSError) in
             try fs.rename(parent: Self.root, name: "r.txt", newParent: Self.root, newName: "s.txt", noReplace: false)
         }
-        assertFails(.readOnly) { () throws(FSError) in try fs.symlink(parent: Self.root, name: "ln", target: "r.txt", caller: caller) }
+        assertFails(.readOnly) { () throws(FSError) in
+            try fs.symlink(parent: Self.root, name: "ln", target: "r.txt", caller: caller)
+        }
         XCTAssertEqual(FSError.readOnly.errno, EROFS)
 
         let handle = try fs.open(file.ino, flags: O_RDONLY).handle

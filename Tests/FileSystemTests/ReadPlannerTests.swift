@@ -1,8 +1,9 @@
-@testable import FileSystem
 import Foundation
 import ObjectStore
 import TestSupport
 import XCTest
+
+@testable import FileSystem
 
 /// The mount's choice between one streaming GET and parallel ranged GETs (`ReadPlanner`), on its own and through
 /// `ReadPrefetcher` on stores shaped like moto (a ranged GET costs a copy of the whole object) and like SeaweedFS
@@ -57,14 +58,15 @@ final class ReadPlannerTests: XCTestCase {
         XCTAssertEqual(planner.estimates.samples[.ranges], 1, "a sample under 8 MiB says little: ignored")
         XCTAssertEqual(planner.plan(size: 1 << 30, streaming: false), [.init(method: .ranges, start: 0, end: 1 << 30)])
         XCTAssertEqual(planner.plan(size: 4 << 20, streaming: true), [.init(method: .ranges, start: 0, end: 4 << 20)])
-        XCTAssertEqual(planner.plan(size: 20 << 20, streaming: true).map(\.method), [.stream],
-                       "too small to probe: the best so far")
+        XCTAssertEqual(
+            planner.plan(size: 20 << 20, streaming: true).map(\.method), [.stream],
+            "too small to probe: the best so far")
     }
 
     func testPartSizeFollowsTheRateOfOneRequest() {
         let planner = ReadPlanner()
         XCTAssertNil(planner.partSize)
-        planner.recordRequest(bytes: 8 << 20, seconds: 8.0 / 100)    // 100 MiB/s: 8 MiB in 80 ms
+        planner.recordRequest(bytes: 8 << 20, seconds: 8.0 / 100)  // 100 MiB/s: 8 MiB in 80 ms
         XCTAssertEqual(planner.partSize, 8 << 20)
         let slow = ReadPlanner()
         slow.recordRequest(bytes: 4 << 20, seconds: 1)
@@ -98,8 +100,10 @@ final class ReadPlannerTests: XCTestCase {
             pace(got.body.count)
             return got
         }
-        func getStreaming(_ key: String, range: Range<UInt64>, version: String?,
-                          consumer: @escaping (UnsafeRawBufferPointer) -> Bool) throws(ObjectStoreError) {
+        func getStreaming(
+            _ key: String, range: Range<UInt64>, version: String?,
+            consumer: @escaping (UnsafeRawBufferPointer) -> Bool
+        ) throws(ObjectStoreError) {
             streams.add()
             let body = try base.get(key, range: range).body
             var offset = 0
@@ -120,19 +124,25 @@ final class ReadPlannerTests: XCTestCase {
         func delete(_ key: String, condition: DeleteCondition) throws(ObjectStoreError) {
             try base.delete(key, condition: condition)
         }
-        func copy(from source: String, to destination: String, metadata: ObjectMetadata?,
-                  condition: PutCondition) throws(ObjectStoreError) -> ObjectInfo {
+        func copy(
+            from source: String, to destination: String, metadata: ObjectMetadata?,
+            condition: PutCondition
+        ) throws(ObjectStoreError) -> ObjectInfo {
             try base.copy(from: source, to: destination, metadata: metadata, condition: condition)
         }
         func createMultipartUpload(_ key: String, options: PutOptions) throws(ObjectStoreError) -> String {
             try base.createMultipartUpload(key, options: options)
         }
-        func uploadPart(_ key: String, uploadID: String, number: Int,
-                        body: PutBody) throws(ObjectStoreError) -> String {
+        func uploadPart(
+            _ key: String, uploadID: String, number: Int,
+            body: PutBody
+        ) throws(ObjectStoreError) -> String {
             try base.uploadPart(key, uploadID: uploadID, number: number, body: body)
         }
-        func completeMultipartUpload(_ key: String, uploadID: String, parts: [CompletedPart],
-                                     condition: PutCondition) throws(ObjectStoreError) -> ObjectInfo {
+        func completeMultipartUpload(
+            _ key: String, uploadID: String, parts: [CompletedPart],
+            condition: PutCondition
+        ) throws(ObjectStoreError) -> ObjectInfo {
             try base.completeMultipartUpload(key, uploadID: uploadID, parts: parts, condition: condition)
         }
         func abortMultipartUpload(_ key: String, uploadID: String) throws(ObjectStoreError) {
@@ -153,9 +163,10 @@ final class ReadPlannerTests: XCTestCase {
     /// Reads `key` front to back in 512 KiB reads, four at a time a little out of order (as the kernel's
     /// asynchronous read-ahead sends them), through one handle.
     func readAll(_ store: any ObjectStore, key: String, size: Int, budget: PrefetchBudget) throws -> Data {
-        let prefetcher = ReadPrefetcher(store: store, key: key, size: UInt64(size), settings: ReadPrefetcher.Settings(),
-                                        budget: budget, workers: workers, version: try store.head(key).version,
-                                        streaming: true)
+        let prefetcher = ReadPrefetcher(
+            store: store, key: key, size: UInt64(size), settings: ReadPrefetcher.Settings(),
+            budget: budget, workers: workers, version: try store.head(key).version,
+            streaming: true)
         defer { prefetcher.close() }
         let piece = 512 << 10
         var result = Data(count: size)
@@ -165,7 +176,7 @@ final class ReadPlannerTests: XCTestCase {
             let got = ThreadSafeBox<[Int: Data]>([:])
             let errors = ThreadSafeBox<[Error]>([])
             DispatchQueue.concurrentPerform(iterations: batch.count) { index in
-                let at = batch[batch.count - 1 - index]    // the later ones first
+                let at = batch[batch.count - 1 - index]  // the later ones first
                 do {
                     let data = try prefetcher.read(offset: UInt64(at), count: piece)
                     got.update { $0[at] = data }
@@ -221,13 +232,15 @@ final class ReadPlannerTests: XCTestCase {
         let budget = PrefetchBudget(bytes: 128 << 20, cache: BlockCache(directory: directory, limit: 1 << 30))
         XCTAssertEqual(try readAll(store, key: "f", size: size, budget: budget), body)
         XCTAssertEqual(try readAll(store, key: "f", size: size, budget: budget), body)
-        let prefetcher = ReadPrefetcher(store: store, key: "g", size: UInt64(size), settings: ReadPrefetcher.Settings(),
-                                        budget: PrefetchBudget(bytes: 128 << 20), workers: workers, streaming: true)
+        let prefetcher = ReadPrefetcher(
+            store: store, key: "g", size: UInt64(size), settings: ReadPrefetcher.Settings(),
+            budget: PrefetchBudget(bytes: 128 << 20), workers: workers, streaming: true)
         try store.base.put("g", data: body)
         defer { prefetcher.close() }
         for offset in [0, 128 << 10, 20 << 20, (20 << 20) + 4096, 3 << 20, size - 10] {
-            XCTAssertEqual(try prefetcher.read(offset: UInt64(offset), count: 65536),
-                           body.subdata(in: offset..<min(size, offset + 65536)), "at \(offset)")
+            XCTAssertEqual(
+                try prefetcher.read(offset: UInt64(offset), count: 65536),
+                body.subdata(in: offset..<min(size, offset + 65536)), "at \(offset)")
         }
     }
 }

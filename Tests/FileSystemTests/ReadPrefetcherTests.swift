@@ -1,14 +1,15 @@
-@testable import FileSystem
 import Foundation
 import ObjectStore
 import Synchronization
 import TestSupport
 import XCTest
 
+@testable import FileSystem
+
 /// ReadPrefetcher on its own, with many threads reading one handle as databases and parquet readers do.
 final class ReadPrefetcherTests: XCTestCase {
     static func content(_ count: Int) -> Data {
-        Data((0..<count).map { UInt8(truncatingIfNeeded: ($0 &* 2654435761) >> 13) })
+        Data((0..<count).map { UInt8(truncatingIfNeeded: ($0 &* 2_654_435_761) >> 13) })
     }
 
     /// 8 threads × 60 preads at random offsets (some far apart: seeks for the prefetcher) on one handle: every read
@@ -24,8 +25,9 @@ final class ReadPrefetcherTests: XCTestCase {
         let workers = WorkerPool(threads: 4, name: "test-prefetch")
         defer { workers.stop() }
         let budget = PrefetchBudget(bytes: 64 << 20)
-        let prefetcher = ReadPrefetcher(store: store, key: "db", size: UInt64(size), settings: ReadPrefetcher.Settings(),
-                                        budget: budget, workers: workers)
+        let prefetcher = ReadPrefetcher(
+            store: store, key: "db", size: UInt64(size), settings: ReadPrefetcher.Settings(),
+            budget: budget, workers: workers)
         let failures = Mutex<[String]>([])
         DispatchQueue.concurrentPerform(iterations: 8) { thread in
             var generator = SystemRandomNumberGenerator()

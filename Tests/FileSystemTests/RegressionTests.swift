@@ -14,7 +14,8 @@ final class RegressionTests: FileSystemTestCase {
         try put(store, "final", "old")
         let fs = try makeFileSystem(store)
         _ = try fs.lookup(parent: Self.root, name: "final")
-        let (tmp, h) = try fs.create(parent: Self.root, name: "tmp", permissions: 0o644, flags: O_WRONLY, caller: caller)
+        let (tmp, h) = try fs.create(
+            parent: Self.root, name: "tmp", permissions: 0o644, flags: O_WRONLY, caller: caller)
         try write(fs, tmp.ino, handle: h, at: 0, "new")
         try fs.rename(parent: Self.root, name: "tmp", newParent: Self.root, newName: "final", noReplace: false)
         var err: FSError?
@@ -35,7 +36,10 @@ final class RegressionTests: FileSystemTestCase {
         assertFails(.io("")) { () throws(FSError) in try fs.flush(f.ino, handle: h) }
         store.failsWrites = false
         var err: FSError?
-        do { try fs.fsync(f.ino, handle: h); try fs.flush(f.ino, handle: h) } catch { err = error }
+        do {
+            try fs.fsync(f.ino, handle: h)
+            try fs.flush(f.ino, handle: h)
+        } catch { err = error }
         fs.release(f.ino, handle: h)
         // The failed upload left the file dirty: once the store is back, fsync uploads it.
         XCTAssertNil(err)
@@ -71,7 +75,10 @@ final class RegressionTests: FileSystemTestCase {
         store.hold("f")
         let h2 = try fs.open(f.ino, flags: O_RDONLY).handle
         let firstDone = DispatchSemaphore(value: 0)
-        Thread { try? fs.flush(f.ino, handle: h); firstDone.signal() }.start()
+        Thread {
+            try? fs.flush(f.ino, handle: h)
+            firstDone.signal()
+        }.start()
         XCTAssertEqual(store.entered.wait(timeout: .now() + 10), .success, "the first upload is in flight")
         // close() of the other descriptor: it may return only once the content is in the store.
         let present = Mutex<Bool?>(nil)
@@ -98,8 +105,10 @@ final class RegressionTests: FileSystemTestCase {
         let (f, h) = try fs.create(parent: Self.root, name: "f", permissions: 0o644, flags: O_WRONLY, caller: caller)
         try write(fs, f.ino, handle: h, at: 0, "data")
         store.hold("f")
-        let first = Mutex<FSError?>(nil), second = Mutex<FSError?>(nil)
-        let firstDone = DispatchSemaphore(value: 0), secondDone = DispatchSemaphore(value: 0)
+        let first = Mutex<FSError?>(nil)
+        let second = Mutex<FSError?>(nil)
+        let firstDone = DispatchSemaphore(value: 0)
+        let secondDone = DispatchSemaphore(value: 0)
         Thread {
             do { try fs.flush(f.ino, handle: h) } catch let e as FSError { first.withLock { $0 = e } } catch {}
             firstDone.signal()
@@ -140,12 +149,14 @@ final class RegressionTests: FileSystemTestCase {
         let base = MemoryObjectStore()
         try put(base, "other", "x")
         let store = CreateGateStore(base)
-        let options = FileSystemOptions(prefix: "", uid: 1, gid: 1, metadataTTL: 0, negativeTTL: 0,
-                                        cacheDirectory: try makeCacheDirectory(), multipartPartSize: 5 << 20)
+        let options = FileSystemOptions(
+            prefix: "", uid: 1, gid: 1, metadataTTL: 0, negativeTTL: 0,
+            cacheDirectory: try makeCacheDirectory(), multipartPartSize: 5 << 20)
         let fs = try FileSystem(store: store, options: options, logger: .init(label: "r7"))
         let (f, h) = try fs.create(parent: Self.root, name: "big", permissions: 0o644, flags: O_WRONLY, caller: caller)
         let part = [UInt8](repeating: 1, count: 5 << 20)
-        let written = DispatchSemaphore(value: 0), flushed = DispatchSemaphore(value: 0)
+        let written = DispatchSemaphore(value: 0)
+        let flushed = DispatchSemaphore(value: 0)
         Thread {
             part.withUnsafeBytes { _ = try? fs.write(f.ino, handle: h, offset: 0, data: $0) }
             written.signal()
@@ -181,7 +192,10 @@ private final class CreateGateStore: ForwardingObjectStore {
     func release() { gate.signal() }
 
     func createMultipartUpload(_ key: String, options: PutOptions) throws(ObjectStoreError) -> String {
-        if first.withLock({ was in defer { was = false }; return was }) {
+        if first.withLock({ was in
+            defer { was = false }
+            return was
+        }) {
             entered.signal()
             gate.wait()
         }

@@ -15,7 +15,8 @@ final class RequestCostTests: FileSystemTestCase {
         for i in 0..<5 {
             // As the kernel does for open(O_CREAT): a lookup that finds nothing, then create.
             assertFails(.notFound) { () throws(FSError) in try fs.lookup(parent: dir.ino, name: "f\(i)") }
-            let created = try fs.create(parent: dir.ino, name: "f\(i)", permissions: 0o644, flags: O_WRONLY, caller: caller)
+            let created = try fs.create(
+                parent: dir.ino, name: "f\(i)", permissions: 0o644, flags: O_WRONLY, caller: caller)
             try write(fs, created.attributes.ino, handle: created.handle, at: 0, "x")
             try fs.flush(created.attributes.ino, handle: created.handle)
             fs.release(created.attributes.ino, handle: created.handle)

@@ -18,7 +18,9 @@ final class StagingJournalTests: XCTestCase {
     }
 
     private func makeDirectory() throws -> String {
-        let path = FileManager.default.temporaryDirectory.appendingPathComponent("bucketfs-journal-\(UUID().uuidString)").path
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent(
+            "bucketfs-journal-\(UUID().uuidString)"
+        ).path
         try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
         directories.append(path)
         return path
@@ -32,8 +34,10 @@ final class StagingJournalTests: XCTestCase {
     /// A staged file with `content` and its sidecar, as a daemon killed with `kill -9` leaves them: the sidecar
     /// written by a real journal, then the journal's lock file left behind unlocked.
     @discardableResult
-    private func leaveBehind(_ content: String, key: String, base: StagingJournal.Base, in staging: String,
-                             store: any ObjectStore, closed: Bool = true) throws -> String {
+    private func leaveBehind(
+        _ content: String, key: String, base: StagingJournal.Base, in staging: String,
+        store: any ObjectStore, closed: Bool = true
+    ) throws -> String {
         try FileManager.default.createDirectory(atPath: staging, withIntermediateDirectories: true)
         var template = Array((staging + "/staged-XXXXXX").utf8CString)
         let fd = template.withUnsafeMutableBufferPointer { mkstemp($0.baseAddress!) }
@@ -44,8 +48,10 @@ final class StagingJournalTests: XCTestCase {
         // The journal is released when the closure returns, as if its process had died.
         let id: String = try {
             let dead = try StagingJournal(directory: staging, store: store.description, context: [:], logger: logger)
-            XCTAssertTrue(dead.record(stagedPath: path, key: key, base: base, contentType: "text/plain",
-                                      metadata: ["mode": "33188"], closed: closed))
+            XCTAssertTrue(
+                dead.record(
+                    stagedPath: path, key: key, base: base, contentType: "text/plain",
+                    metadata: ["mode": "33188"], closed: closed))
             return dead.mountID
         }()
         let lock = "\(staging)/mount-\(id).lock"
@@ -70,10 +76,12 @@ final class StagingJournalTests: XCTestCase {
         for store in try stores() {
             let cache = try makeDirectory()
             let before = try store.put("doc.txt", data: Data("old".utf8))
-            let staged = try leaveBehind("new content", key: "doc.txt", base: .version(before.version),
-                                         in: cache + "/staging", store: store)
-            let journal = try StagingJournal(directory: cache + "/staging", store: store.description, context: [:],
-                                             logger: logger)
+            let staged = try leaveBehind(
+                "new content", key: "doc.txt", base: .version(before.version),
+                in: cache + "/staging", store: store)
+            let journal = try StagingJournal(
+                directory: cache + "/staging", store: store.description, context: [:],
+                logger: logger)
             let report = journal.recover(store: store, recovery: recoveryFolder(cache, store))
             XCTAssertEqual(report.uploaded, ["doc.txt"], "\(store)")
             XCTAssertEqual(try store.get("doc.txt").body, Data("new content".utf8))
@@ -89,11 +97,13 @@ final class StagingJournalTests: XCTestCase {
         for store in try stores() {
             let cache = try makeDirectory()
             let before = try store.put("doc.txt", data: Data("old".utf8))
-            try leaveBehind("ours", key: "doc.txt", base: .version(before.version), in: cache + "/staging",
-                            store: store)
+            try leaveBehind(
+                "ours", key: "doc.txt", base: .version(before.version), in: cache + "/staging",
+                store: store)
             let theirs = try store.put("doc.txt", data: Data("theirs".utf8))
-            let journal = try StagingJournal(directory: cache + "/staging", store: store.description, context: [:],
-                                             logger: logger)
+            let journal = try StagingJournal(
+                directory: cache + "/staging", store: store.description, context: [:],
+                logger: logger)
             let report = journal.recover(store: store, recovery: recoveryFolder(cache, store))
             XCTAssertEqual(report.kept, ["doc.txt"])
             XCTAssertEqual(try store.get("doc.txt").body, Data("theirs".utf8))
@@ -111,8 +121,9 @@ final class StagingJournalTests: XCTestCase {
             try leaveBehind("fresh", key: "new.txt", base: .absent, in: cache + "/staging", store: store)
             try leaveBehind("mine", key: "taken.txt", base: .absent, in: cache + "/staging", store: store)
             try store.put("taken.txt", data: Data("someone else's".utf8))
-            let journal = try StagingJournal(directory: cache + "/staging", store: store.description, context: [:],
-                                             logger: logger)
+            let journal = try StagingJournal(
+                directory: cache + "/staging", store: store.description, context: [:],
+                logger: logger)
             let report = journal.recover(store: store, recovery: recoveryFolder(cache, store))
             XCTAssertEqual(report.uploaded, ["new.txt"])
             XCTAssertEqual(report.kept, ["taken.txt"])
@@ -125,10 +136,12 @@ final class StagingJournalTests: XCTestCase {
     func testAFileStillOpenForWritingIsKeptNotPublished() throws {
         let store = MemoryObjectStore()
         let cache = try makeDirectory()
-        try leaveBehind("half a fi", key: "open.txt", base: .absent, in: cache + "/staging", store: store,
-                        closed: false)
-        let journal = try StagingJournal(directory: cache + "/staging", store: store.description, context: [:],
-                                         logger: logger)
+        try leaveBehind(
+            "half a fi", key: "open.txt", base: .absent, in: cache + "/staging", store: store,
+            closed: false)
+        let journal = try StagingJournal(
+            directory: cache + "/staging", store: store.description, context: [:],
+            logger: logger)
         XCTAssertEqual(journal.recover(store: store, recovery: recoveryFolder(cache, store)).kept, ["open.txt"])
         XCTAssertThrowsError(try store.head("open.txt"), "a file cut off mid-write is never published")
         XCTAssertEqual(try savedEntries(cache).first?["base"], "absent")
@@ -140,11 +153,13 @@ final class StagingJournalTests: XCTestCase {
         let staging = cache + "/staging"
         let live = try StagingJournal(directory: staging, store: store.description, context: [:], logger: logger)
         FileManager.default.createFile(atPath: staging + "/staged-LIVE01", contents: Data("busy".utf8))
-        live.record(stagedPath: staging + "/staged-LIVE01", key: "busy.txt", base: .absent, contentType: nil,
-                    metadata: [:], closed: false)
+        live.record(
+            stagedPath: staging + "/staged-LIVE01", key: "busy.txt", base: .absent, contentType: nil,
+            metadata: [:], closed: false)
         let other = try StagingJournal(directory: staging, store: store.description, context: [:], logger: logger)
-        XCTAssertEqual(other.recover(store: store, recovery: recoveryFolder(cache, store)),
-                       StagingJournal.RecoveryReport())
+        XCTAssertEqual(
+            other.recover(store: store, recovery: recoveryFolder(cache, store)),
+            StagingJournal.RecoveryReport())
         XCTAssertThrowsError(try store.head("busy.txt"))
         XCTAssertTrue(FileManager.default.fileExists(atPath: staging + "/staged-LIVE01.journal"))
         live.clear(stagedPath: staging + "/staged-LIVE01")
@@ -172,8 +187,9 @@ final class StagingJournalTests: XCTestCase {
         let elsewhere = try LocalDirectoryObjectStore(root: try makeDirectory())
         let cache = try makeDirectory()
         try leaveBehind("other", key: "k", base: .absent, in: cache + "/staging", store: elsewhere)
-        let journal = try StagingJournal(directory: cache + "/staging", store: store.description, context: [:],
-                                         logger: logger)
+        let journal = try StagingJournal(
+            directory: cache + "/staging", store: store.description, context: [:],
+            logger: logger)
         let report = journal.recover(store: store, recovery: recoveryFolder(cache, store))
         XCTAssertEqual(report.kept, ["k"])
         XCTAssertEqual(try savedEntries(cache).first?["store"], elsewhere.description)
@@ -185,8 +201,9 @@ final class StagingJournalTests: XCTestCase {
         let cache = try makeDirectory()
         let staged = try leaveBehind("gone", key: "k", base: .absent, in: cache + "/staging", store: store)
         unlink(staged)
-        let journal = try StagingJournal(directory: cache + "/staging", store: store.description, context: [:],
-                                         logger: logger)
+        let journal = try StagingJournal(
+            directory: cache + "/staging", store: store.description, context: [:],
+            logger: logger)
         XCTAssertEqual(journal.recover(store: store, recovery: recoveryFolder(cache, store)).missing, ["k"])
         XCTAssertFalse(FileManager.default.fileExists(atPath: staged + ".journal"))
     }
@@ -200,8 +217,10 @@ final class StagingJournalTests: XCTestCase {
         let staged = cache + "/staged"
         for attempt in 1...5 {
             try Data("attempt \(attempt)".utf8).write(to: URL(fileURLWithPath: staged))
-            XCTAssertNotNil(folder.save(stagedPath: staged, key: "f", reason: "store down", base: .absent,
-                                        episode: "ino-7"))
+            XCTAssertNotNil(
+                folder.save(
+                    stagedPath: staged, key: "f", reason: "store down", base: .absent,
+                    episode: "ino-7"))
         }
         var saved = try savedEntries(cache)
         XCTAssertEqual(saved.count, 1, "a later failure of the same file replaces its copy")

@@ -11,8 +11,9 @@ final class StreamingAndReadAheadTests: FileSystemTestCase {
     static let partSize = 1 << 20
 
     func makeStreamingFileSystem(_ store: any ObjectStore) throws -> FileSystem {
-        let options = FileSystemOptions(uid: 100, gid: 200, metadataTTL: 60, negativeTTL: 60,
-                                        cacheDirectory: try makeCacheDirectory(), multipartPartSize: Self.partSize)
+        let options = FileSystemOptions(
+            uid: 100, gid: 200, metadataTTL: 60, negativeTTL: 60,
+            cacheDirectory: try makeCacheDirectory(), multipartPartSize: Self.partSize)
         return try FileSystem(store: store, options: options, logger: Logger(label: "bucketfs.tests"))
     }
 
@@ -55,7 +56,8 @@ final class StreamingAndReadAheadTests: FileSystemTestCase {
     func testSmallFileIsOnePut() throws {
         let store = CountingStore(MemoryObjectStore())
         let fs = try makeStreamingFileSystem(store)
-        let created = try fs.create(parent: Self.root, name: "small", permissions: 0o644, flags: O_WRONLY, caller: caller)
+        let created = try fs.create(
+            parent: Self.root, name: "small", permissions: 0o644, flags: O_WRONLY, caller: caller)
         try write(fs, created.attributes.ino, created.handle, bytes(1000, seed: 1), at: 0)
         try fs.flush(created.attributes.ino, handle: created.handle)
         XCTAssertEqual(store.count(.put), 1)
@@ -156,8 +158,9 @@ final class StagingLimitTests: FileSystemTestCase {
 
     func testWritesBeyondTheStagingLimitFailWithENOSPCUntilSpaceIsFreed() throws {
         let store = MemoryObjectStore()
-        let options = FileSystemOptions(uid: 100, gid: 200, metadataTTL: 60, negativeTTL: 60,
-                                        cacheDirectory: try makeCacheDirectory(), stagingLimit: 1 << 20)
+        let options = FileSystemOptions(
+            uid: 100, gid: 200, metadataTTL: 60, negativeTTL: 60,
+            cacheDirectory: try makeCacheDirectory(), stagingLimit: 1 << 20)
         let fs = try FileSystem(store: store, options: options, logger: Logger(label: "bucketfs.tests"))
         let a = try fs.create(parent: Self.root, name: "a", permissions: 0o644, flags: O_WRONLY, caller: caller)
         let b = try fs.create(parent: Self.root, name: "b", permissions: 0o644, flags: O_WRONLY, caller: caller)
@@ -175,8 +178,9 @@ final class StagingLimitTests: FileSystemTestCase {
 /// Appending to a large stored object: the unchanged parts are copied on the server, only the tail is uploaded.
 final class PartReuseTests: FileSystemTestCase {
     func makeStreamingFileSystem(_ store: any ObjectStore) throws -> FileSystem {
-        let options = FileSystemOptions(uid: 100, gid: 200, metadataTTL: 60, negativeTTL: 60,
-                                        cacheDirectory: try makeCacheDirectory(), multipartPartSize: 5 << 20)
+        let options = FileSystemOptions(
+            uid: 100, gid: 200, metadataTTL: 60, negativeTTL: 60,
+            cacheDirectory: try makeCacheDirectory(), multipartPartSize: 5 << 20)
         return try FileSystem(store: store, options: options, logger: Logger(label: "bucketfs.tests"))
     }
 
@@ -192,8 +196,8 @@ final class PartReuseTests: FileSystemTestCase {
         try write(fs, ino, handle: handle, at: 12 << 20, "appended line\n")
         try fs.flush(ino, handle: handle)
         fs.release(ino, handle: handle)
-        XCTAssertEqual(counting.count(.uploadPartCopy), 2)    // 2 × 5 MiB copied on the server
-        XCTAssertEqual(counting.count(.uploadPart), 1)        // 2 MiB + the new line from the staged file
+        XCTAssertEqual(counting.count(.uploadPartCopy), 2)  // 2 × 5 MiB copied on the server
+        XCTAssertEqual(counting.count(.uploadPart), 1)  // 2 MiB + the new line from the staged file
         XCTAssertEqual(counting.count(.completeMultipartUpload), 1)
         XCTAssertEqual(counting.count(.put), 0)
         XCTAssertEqual(try memory.get("log").body, original + Data("appended line\n".utf8))
@@ -223,7 +227,7 @@ final class PartReuseTests: FileSystemTestCase {
         let ino = try fs.lookup(parent: FileSystemTestCase.root, name: "log").ino
         let handle = try fs.open(ino, flags: O_WRONLY | O_APPEND).handle
         try write(fs, ino, handle: handle, at: 12 << 20, "mine")
-        try memory.put("log", data: Data("theirs".utf8))    // another writer, meanwhile
+        try memory.put("log", data: Data("theirs".utf8))  // another writer, meanwhile
         assertFails(.stale("")) { () throws(FSError) in try fs.flush(ino, handle: handle) }
         fs.release(ino, handle: handle)
         XCTAssertEqual(try memory.get("log").body, Data("theirs".utf8))
@@ -265,7 +269,8 @@ final class SequentialStreamTests: FileSystemTestCase {
         let handle = try fs.open(ino, flags: O_RDONLY).handle
         XCTAssertEqual(try fs.read(ino, handle: handle, offset: 0, size: 4096), body.subdata(in: 0..<4096))
         let far = 35 << 20
-        XCTAssertEqual(try fs.read(ino, handle: handle, offset: UInt64(far), size: 4096), body.subdata(in: far..<(far + 4096)))
+        XCTAssertEqual(
+            try fs.read(ino, handle: handle, offset: UInt64(far), size: 4096), body.subdata(in: far..<(far + 4096)))
         XCTAssertEqual(try fs.read(ino, handle: handle, offset: 8192, size: 100), body.subdata(in: 8192..<8292))
         fs.release(ino, handle: handle)
     }
@@ -276,14 +281,16 @@ final class SequentialStreamTests: FileSystemTestCase {
         let counting = CountingStore(memory)
         let fs = try makeFileSystem(counting, metadataTTL: 0.5)
         let dir = try fs.lookup(parent: FileSystemTestCase.root, name: "dir").ino
-        _ = try names(fs, dir)    // a listing knows the file and its size...
-        Thread.sleep(forTimeInterval: 0.6)    // ...but that is too old now: the lookup revalidates
+        _ = try names(fs, dir)  // a listing knows the file and its size...
+        Thread.sleep(forTimeInterval: 0.6)  // ...but that is too old now: the lookup revalidates
         counting.reset()
         let ino = try fs.lookup(parent: dir, name: "small").ino
         let handle = try fs.open(ino, flags: O_RDONLY).handle
         XCTAssertEqual(try readAll(fs, ino, handle: handle), "hello")
         fs.release(ino, handle: handle)
-        XCTAssertEqual(counting.total, 1, "lookup's GET serves the read: \(CountingStore.Operation.allCases.map { "\($0)=\(counting.count($0))" })")
+        XCTAssertEqual(
+            counting.total, 1,
+            "lookup's GET serves the read: \(CountingStore.Operation.allCases.map { "\($0)=\(counting.count($0))" })")
         XCTAssertEqual(counting.count(.get), 1)
         // A changed object is not served from what the lookup read before.
         try memory.put("dir/small", data: Data("changed!".utf8))

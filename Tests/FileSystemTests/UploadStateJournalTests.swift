@@ -1,10 +1,11 @@
-@testable import FileSystem
 import Foundation
 import Glibc
 import Logging
 import ObjectStore
 import Records
 import XCTest
+
+@testable import FileSystem
 
 /// Recovery of interrupted multipart uploads from records read from the store: nothing in a record is trusted as
 /// a local path, one bad record does not stop the others, and a daemon that is pid 1 in a container recovers the
@@ -26,12 +27,16 @@ final class UploadStateJournalTests: XCTestCase {
         return path
     }
 
-    private func record(_ id: String, key: String, uploadID: String, staged: String, pid: Int64,
-                        mountID: String = "an-earlier-run") -> UploadStateRecord {
-        UploadStateRecord(id: id, key: key, uploadID: uploadID, stagedPath: staged, metadata: [
-            "host": .string(UploadStateJournal.host), "pid": .integer(pid), "mount_id": .string(mountID),
-            "boot_id": .string(UploadStateJournal.bootID),
-        ])
+    private func record(
+        _ id: String, key: String, uploadID: String, staged: String, pid: Int64,
+        mountID: String = "an-earlier-run"
+    ) -> UploadStateRecord {
+        UploadStateRecord(
+            id: id, key: key, uploadID: uploadID, stagedPath: staged,
+            metadata: [
+                "host": .string(UploadStateJournal.host), "pid": .integer(pid), "mount_id": .string(mountID),
+                "boot_id": .string(UploadStateJournal.bootID),
+            ])
     }
 
     func testForgedBadAndEarlierRunRecords() throws {
@@ -45,8 +50,10 @@ final class UploadStateJournalTests: XCTestCase {
         try Data("precious".utf8).write(to: URL(fileURLWithPath: victim))
         try FileManager.default.createSymbolicLink(atPath: staging + "/staged-LINK01", withDestinationPath: victim)
         let dead = Int64(Int32.max)
-        let forged = [victim, "\(staging)/../\(URL(fileURLWithPath: outside).lastPathComponent)/victim",
-                      staging + "/staged-LINK01", "relative/staged-ABCDEF"]
+        let forged = [
+            victim, "\(staging)/../\(URL(fileURLWithPath: outside).lastPathComponent)/victim",
+            staging + "/staged-LINK01", "relative/staged-ABCDEF",
+        ]
         for (n, path) in forged.enumerated() {
             try records.uploads.save(record("forged-\(n)", key: "k\(n)", uploadID: "u\(n)", staged: path, pid: dead))
         }
@@ -54,15 +61,21 @@ final class UploadStateJournalTests: XCTestCase {
         // The run before ours had the same pid (pid 1 in a container): its upload is an orphan.
         let upload = try store.createMultipartUpload("big", options: PutOptions())
         try Data("half written".utf8).write(to: URL(fileURLWithPath: staging + "/staged-EARLY1"))
-        try records.uploads.save(record("earlier", key: "big", uploadID: upload, staged: staging + "/staged-EARLY1",
-                                        pid: Int64(getpid())))
-        let journal = UploadStateJournal(uploads: records.uploads, logger: logger, stagingDirectory: staging,
-                                         mountID: "this-run")
-        try records.uploads.save(record("mine", key: "live", uploadID: "u-live", staged: staging + "/staged-MINE01",
-                                        pid: Int64(getpid()), mountID: "this-run"))
+        try records.uploads.save(
+            record(
+                "earlier", key: "big", uploadID: upload, staged: staging + "/staged-EARLY1",
+                pid: Int64(getpid())))
+        let journal = UploadStateJournal(
+            uploads: records.uploads, logger: logger, stagingDirectory: staging,
+            mountID: "this-run")
+        try records.uploads.save(
+            record(
+                "mine", key: "live", uploadID: "u-live", staged: staging + "/staged-MINE01",
+                pid: Int64(getpid()), mountID: "this-run"))
 
-        let recovery = RecoveryFolder(directory: cache + "/recovery", store: store.description, context: [:],
-                                      logger: logger)
+        let recovery = RecoveryFolder(
+            directory: cache + "/recovery", store: store.description, context: [:],
+            logger: logger)
         XCTAssertEqual(journal.recoverInterrupted(store: store, recovery: recovery), 1)
 
         XCTAssertEqual(try String(contentsOfFile: victim, encoding: .utf8), "precious", "never touched")
@@ -78,8 +91,9 @@ final class UploadStateJournalTests: XCTestCase {
     }
 
     func testOrphanRules() throws {
-        let journal = UploadStateJournal(uploads: RecordStores(store: MemoryObjectStore(), mountPrefix: "").uploads,
-                                         logger: logger, stagingDirectory: "/nonexistent", mountID: "this-run")
+        let journal = UploadStateJournal(
+            uploads: RecordStores(store: MemoryObjectStore(), mountPrefix: "").uploads,
+            logger: logger, stagingDirectory: "/nonexistent", mountID: "this-run")
         let me = Int64(getpid())
         XCTAssertFalse(journal.isOrphan(record("a", key: "k", uploadID: "u", staged: "", pid: me, mountID: "this-run")))
         XCTAssertTrue(journal.isOrphan(record("b", key: "k", uploadID: "u", staged: "", pid: me)))
@@ -102,19 +116,24 @@ final class UploadStateJournalTests: XCTestCase {
         try FileManager.default.createDirectory(atPath: staging, withIntermediateDirectories: true)
         let upload = try store.createMultipartUpload("big", options: PutOptions())
         try Data("partial".utf8).write(to: URL(fileURLWithPath: staging + "/staged-OTHER1"))
-        try records.uploads.save(record("other", key: "big", uploadID: upload, staged: staging + "/staged-OTHER1",
-                                        pid: 4242))
-        let recovery = RecoveryFolder(directory: cache + "/recovery", store: store.description, context: [:],
-                                      logger: logger)
+        try records.uploads.save(
+            record(
+                "other", key: "big", uploadID: upload, staged: staging + "/staged-OTHER1",
+                pid: 4242))
+        let recovery = RecoveryFolder(
+            directory: cache + "/recovery", store: store.description, context: [:],
+            logger: logger)
         let events = CollectedEvents()
-        let alive = UploadStateJournal(uploads: records.uploads, logger: logger, stagingDirectory: staging,
-                                       mountID: "this-run", events: events, isAlive: { $0 == 4242 })
+        let alive = UploadStateJournal(
+            uploads: records.uploads, logger: logger, stagingDirectory: staging,
+            mountID: "this-run", events: events, isAlive: { $0 == 4242 })
         XCTAssertEqual(alive.recoverInterrupted(store: store, recovery: recovery), 0, "pid 4242 said alive")
         XCTAssertEqual(try store.listMultipartUploads(prefix: "").count, 1)
         XCTAssertTrue(events.all.isEmpty)
 
-        let gone = UploadStateJournal(uploads: records.uploads, logger: logger, stagingDirectory: staging,
-                                      mountID: "this-run", events: events, isAlive: { _ in false })
+        let gone = UploadStateJournal(
+            uploads: records.uploads, logger: logger, stagingDirectory: staging,
+            mountID: "this-run", events: events, isAlive: { _ in false })
         XCTAssertEqual(gone.recoverInterrupted(store: store, recovery: recovery), 1)
         XCTAssertEqual(try store.listMultipartUploads(prefix: ""), [])
         XCTAssertEqual(try records.uploads.listActiveTolerating().states.map(\.id), [])

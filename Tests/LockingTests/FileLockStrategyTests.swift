@@ -1,15 +1,18 @@
 import Foundation
 import Glibc
-@testable import Locking
 import XCTest
+
+@testable import Locking
 
 final class FileLockStrategyTests: LockingStrategyTestCase {
     private var directory = ""
 
     override func setUpWithError() throws {
-        directory = FileManager.default.temporaryDirectory.appendingPathComponent("bucketfs-locks-\(UUID().uuidString)").path
+        directory =
+            FileManager.default.temporaryDirectory.appendingPathComponent("bucketfs-locks-\(UUID().uuidString)").path
         let directory = self.directory
-        suite = LockingSuite(leasesExpire: false, listsEverySharer: false, makeStrategy: { try FileLockStrategy(directory: directory) })
+        suite = LockingSuite(
+            leasesExpire: false, listsEverySharer: false, makeStrategy: { try FileLockStrategy(directory: directory) })
     }
 
     override func tearDown() {
@@ -32,7 +35,9 @@ final class FileLockStrategyTests: LockingStrategyTestCase {
         XCTAssertEqual(errno, EWOULDBLOCK)
         try strategy.release(lease)
         XCTAssertEqual(flock(fd, LOCK_EX | LOCK_NB), 0, "free after release")
-        XCTAssertNil(try strategy.tryAcquire("a/b", owner: suite.owner("b"), lease: 5), "and our raw flock now excludes the strategy")
+        XCTAssertNil(
+            try strategy.tryAcquire("a/b", owner: suite.owner("b"), lease: 5),
+            "and our raw flock now excludes the strategy")
         _ = flock(fd, LOCK_UN)
     }
 
@@ -52,7 +57,7 @@ final class FileLockStrategyTests: LockingStrategyTestCase {
         let lease = try XCTUnwrap(try strategy.tryAcquire("deep", owner: suite.owner("a"), lease: 5))
         lockOthers(200..<400)
         XCTAssertEqual(others.count, 400)
-        let table = try String(contentsOfFile: "/proc/locks", encoding: .utf8)    // (Foundation's short read)
+        let table = try String(contentsOfFile: "/proc/locks", encoding: .utf8)  // (Foundation's short read)
         XCTAssertLessThan(table.utf8.count, 400 * 40, "this test needs /proc/locks to pass one page")
         XCTAssertEqual(try strategy.holders(of: "deep").count, 1)
         try strategy.release(lease)

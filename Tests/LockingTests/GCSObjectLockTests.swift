@@ -1,8 +1,9 @@
 import Foundation
+import TestSupport
+import XCTest
+
 @testable import Locking
 @testable import ObjectStore
-import XCTest
-import TestSupport
 
 /// The object strategy over GCS (fake-gcs-server on loopback; one server for the class, a bucket per test). Lock
 /// objects are written with `ifGenerationMatch` in multipart uploads, the one place the emulator honours it.
@@ -18,7 +19,9 @@ final class GCSObjectLockTests: LockingStrategyTestCase {
         let server = try Self.server.get()
         let bucket = "bucketfs-locks-\(UUID().uuidString.prefix(8).lowercased())"
         try server.createBucket(bucket)
-        suite = LockingSuite(makeStrategy: { ObjectLockStrategy(store: try server.makeStore(bucket: bucket), prefix: "mnt/") })
+        suite = LockingSuite(makeStrategy: {
+            ObjectLockStrategy(store: try server.makeStore(bucket: bucket), prefix: "mnt/")
+        })
     }
 
     // MARK: GCS specifics
@@ -34,11 +37,15 @@ final class GCSObjectLockTests: LockingStrategyTestCase {
         XCTAssertFalse(first.bestEffort, "GCS has conditional writes")
         let lease = try XCTUnwrap(try first.tryAcquire("report.csv", owner: suite.owner("host-a"), lease: 30))
         XCTAssertNil(try second.tryAcquire("report.csv", owner: suite.owner("host-b"), lease: 30))
-        let raw = try HTTPClient(options: HTTPClient.Options()).perform(HTTPRequest(
-            method: "GET", url: server.endpoint + "/storage/v1/b/\(bucket)/o/data%2F.bucketfs%2Flocks%2Freport.csv.lock?alt=media"))
+        let raw = try HTTPClient(options: HTTPClient.Options()).perform(
+            HTTPRequest(
+                method: "GET",
+                url: server.endpoint + "/storage/v1/b/\(bucket)/o/data%2F.bucketfs%2Flocks%2Freport.csv.lock?alt=media")
+        )
         let record = try LockRecord.decode(raw.body)
         XCTAssertEqual(record.token, lease.token)
         try first.release(lease)
-        XCTAssertEqual(try second.tryAcquire("report.csv", owner: suite.owner("host-b"), lease: 30)?.token, lease.token + 1)
+        XCTAssertEqual(
+            try second.tryAcquire("report.csv", owner: suite.owner("host-b"), lease: 30)?.token, lease.token + 1)
     }
 }

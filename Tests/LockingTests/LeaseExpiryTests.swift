@@ -1,9 +1,10 @@
 import Foundation
-@testable import Locking
 import ObjectStore
 import Synchronization
 import TestSupport
 import XCTest
+
+@testable import Locking
 
 /// A strategy whose renewals can be made to hang (a store answering nothing while the client retries for
 /// minutes) and whose acquisitions then fail, as when the store is out of reach.
@@ -51,14 +52,17 @@ final class StallingStrategy: LockStrategy {
 /// Issue 12: a lease whose renewal hangs must stop counting before it runs out, be reported lost when it does,
 /// and hold up no other lease's renewal.
 final class LeaseExpiryTests: XCTestCase {
-    func owner(_ name: String) -> LockOwner { LockOwner(id: "\(name)-\(UUID().uuidString.prefix(8))", host: "h", pid: 1) }
+    func owner(_ name: String) -> LockOwner {
+        LockOwner(id: "\(name)-\(UUID().uuidString.prefix(8))", host: "h", pid: 1)
+    }
 
     func testAStuckRenewalIsLostAtExpiryAndHoldsUpNoOtherLease() throws {
         let store = MemoryObjectStore()
         let stalling = StallingStrategy(ObjectLockStrategy(store: store))
         let lost = Mutex<[String]>([])
-        let manager = LockManager(strategy: stalling, owner: owner("m"), leaseDuration: 1,
-                                  onLost: { lease, _ in lost.withLock { $0.append(lease.resource) } })
+        let manager = LockManager(
+            strategy: stalling, owner: owner("m"), leaseDuration: 1,
+            onLost: { lease, _ in lost.withLock { $0.append(lease.resource) } })
         defer {
             stalling.resume()
             manager.shutdown()
@@ -70,8 +74,9 @@ final class LeaseExpiryTests: XCTestCase {
 
         // Until `stuck` runs out, it is vouched for only up to its safety margin before expiry.
         XCTAssertNotNil(manager.validLease(for: "stuck"))
-        XCTAssertNil(manager.validLease(for: "stuck", at: stuck.expires.addingTimeInterval(-0.05)),
-                     "no lease is vouched for within its safety margin of expiry")
+        XCTAssertNil(
+            manager.validLease(for: "stuck", at: stuck.expires.addingTimeInterval(-0.05)),
+            "no lease is vouched for within its safety margin of expiry")
 
         // Lost once its expiry passes, although the renewal call has not come back.
         let deadline = Date().addingTimeInterval(5)

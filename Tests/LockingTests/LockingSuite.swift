@@ -26,8 +26,10 @@ struct LockingSuite {
 
     /// A second owner is refused while the lock is held, and gets it after release; tokens grow every time.
     func exclusionAndTokens() throws {
-        let a = try makeStrategy(), b = try makeStrategy()
-        let ownerA = owner("a"), ownerB = owner("b")
+        let a = try makeStrategy()
+        let b = try makeStrategy()
+        let ownerA = owner("a")
+        let ownerB = owner("b")
         let resource = resource("exclusion")
 
         let first = try XCTUnwrap(try a.tryAcquire(resource, owner: ownerA, lease: 30))
@@ -53,8 +55,10 @@ struct LockingSuite {
 
     /// A lease that is not renewed is taken over after it expires, never before; the old holder learns it lost.
     func expiryTakeover() throws {
-        let a = try makeStrategy(), b = try makeStrategy()
-        let ownerA = owner("a"), ownerB = owner("b")
+        let a = try makeStrategy()
+        let b = try makeStrategy()
+        let ownerA = owner("a")
+        let ownerB = owner("b")
         let resource = resource("expiry")
 
         let lease = try XCTUnwrap(try a.tryAcquire(resource, owner: ownerA, lease: 0.3))
@@ -85,8 +89,10 @@ struct LockingSuite {
 
     /// Renewing moves the expiry; a renewed lease outlives its first expiry.
     func renewExtends() throws {
-        let a = try makeStrategy(), b = try makeStrategy()
-        let ownerA = owner("a"), ownerB = owner("b")
+        let a = try makeStrategy()
+        let b = try makeStrategy()
+        let ownerA = owner("a")
+        let ownerB = owner("b")
         let resource = resource("renew")
 
         let lease = try XCTUnwrap(try a.tryAcquire(resource, owner: ownerA, lease: 0.6))
@@ -105,7 +111,8 @@ struct LockingSuite {
 
     /// `holders()` names the holder (owner, host, pid, token) and forgets it after release.
     func holdersListing() throws {
-        let a = try makeStrategy(), b = try makeStrategy()
+        let a = try makeStrategy()
+        let b = try makeStrategy()
         let ownerA = owner("alpha")
         let resource = resource("holders")
         let lease = try XCTUnwrap(try a.tryAcquire(resource, owner: ownerA, lease: 30))
@@ -142,7 +149,8 @@ struct LockingSuite {
             let done = DispatchGroup()
             for index in 0..<16 {
                 done.enter()
-                let client = clients[index], owner = owners[index]
+                let client = clients[index]
+                let owner = owners[index]
                 Thread {
                     start.wait()
                     do {
@@ -213,14 +221,18 @@ struct LockingSuite {
         let resource = resource("wait")
         let holder = LockManager(strategy: try makeStrategy(), owner: owner("holder"), leaseDuration: 30)
         let waiter = LockManager(strategy: try makeStrategy(), owner: owner("waiter"), leaseDuration: 30)
-        defer { holder.shutdown(); waiter.shutdown() }
+        defer {
+            holder.shutdown()
+            waiter.shutdown()
+        }
 
         let held = try XCTUnwrap(try holder.tryAcquire(resource))
         let started = Date()
         XCTAssertNil(try waiter.acquire(resource, timeout: 0.3))
         XCTAssertGreaterThanOrEqual(Date().timeIntervalSince(started), 0.29)
         XCTAssertEqual(waiter.metrics.failures["timeout"], 1)
-        XCTAssertNil(try waiter.acquire(resource, timeout: 10, interrupted: { Date().timeIntervalSince(started) > 0.6 }))
+        XCTAssertNil(
+            try waiter.acquire(resource, timeout: 10, interrupted: { Date().timeIntervalSince(started) > 0.6 }))
         XCTAssertEqual(waiter.metrics.failures["interrupted"], 1)
 
         DispatchQueue.global().asyncAfter(deadline: .now() + 0.3) { try? holder.release(held) }
@@ -248,9 +260,11 @@ struct LockingSuite {
         XCTAssertTrue(manager.held.isEmpty, "released after the body")
 
         struct BodyFailure: Error {}
-        XCTAssertThrowsError(try withLock(resource, manager: manager, retryAttempts: 1, retryDelay: 0) { () throws -> Void in
-            throw BodyFailure()
-        }) {
+        XCTAssertThrowsError(
+            try withLock(resource, manager: manager, retryAttempts: 1, retryDelay: 0) { () throws -> Void in
+                throw BodyFailure()
+            }
+        ) {
             XCTAssertTrue($0 is BodyFailure)
         }
         XCTAssertTrue(manager.held.isEmpty, "released after a throwing body")
@@ -258,7 +272,8 @@ struct LockingSuite {
         let taken = try XCTUnwrap(try other.tryAcquire(resource, owner: ownerB, lease: 30))
         var ran = false
         let started = Date()
-        XCTAssertThrowsError(try withLock(resource, manager: manager, retryAttempts: 3, retryDelay: 0.1) { ran = true }) {
+        XCTAssertThrowsError(try withLock(resource, manager: manager, retryAttempts: 3, retryDelay: 0.1) { ran = true })
+        {
             let error = $0 as? LockAcquisitionError
             XCTAssertEqual(error, LockAcquisitionError(resource: resource, attempts: 3, lastError: nil))
         }
@@ -270,14 +285,19 @@ struct LockingSuite {
     /// Shared leases of two owners coexist; an exclusive request waits for every sharer; conversions work both
     /// ways without letting go; every grant (and every upgrade) has a greater token; `holders(of:)` lists them.
     func sharedLeases() throws {
-        let a = try makeStrategy(), b = try makeStrategy(), c = try makeStrategy()
-        let ownerA = owner("a"), ownerB = owner("b"), ownerC = owner("c")
+        let a = try makeStrategy()
+        let b = try makeStrategy()
+        let c = try makeStrategy()
+        let ownerA = owner("a")
+        let ownerB = owner("b")
+        let ownerC = owner("c")
         let resource = resource("shared")
 
         let sharedA = try XCTUnwrap(try a.tryAcquire(resource, owner: ownerA, lease: 30, mode: .shared))
         XCTAssertEqual(sharedA.mode, .shared)
-        let sharedB = try XCTUnwrap(try b.tryAcquire(resource, owner: ownerB, lease: 30, mode: .shared),
-                                    "shared + shared coexist")
+        let sharedB = try XCTUnwrap(
+            try b.tryAcquire(resource, owner: ownerB, lease: 30, mode: .shared),
+            "shared + shared coexist")
         XCTAssertGreaterThan(sharedB.token, sharedA.token)
         XCTAssertNil(try c.tryAcquire(resource, owner: ownerC, lease: 30, mode: .exclusive), "exclusive waits")
         let listed = try c.holders(of: resource)
@@ -310,8 +330,9 @@ struct LockingSuite {
         XCTAssertThrowsError(try a.release(sharedAgain)) { XCTAssertEqual($0 as? LockError, .lost(resource)) }
         try b.release(sharedB2)
 
-        let exclusiveC = try XCTUnwrap(try c.tryAcquire(resource, owner: ownerC, lease: 30, mode: .exclusive),
-                                       "free once every sharer has gone")
+        let exclusiveC = try XCTUnwrap(
+            try c.tryAcquire(resource, owner: ownerC, lease: 30, mode: .exclusive),
+            "free once every sharer has gone")
         XCTAssertGreaterThan(exclusiveC.token, sharedB2.token)
         try c.release(exclusiveC)
         XCTAssertEqual(try c.holders(of: resource), [])
@@ -320,8 +341,10 @@ struct LockingSuite {
     /// A sharer whose lease ran out no longer counts: an exclusive request gets in, and the sharer learns it lost.
     func expiredSharerIsDropped() throws {
         guard leasesExpire else { return }
-        let a = try makeStrategy(), b = try makeStrategy()
-        let ownerA = owner("a"), ownerB = owner("b")
+        let a = try makeStrategy()
+        let b = try makeStrategy()
+        let ownerA = owner("a")
+        let ownerB = owner("b")
         let resource = resource("shared-expiry")
         let sharedA = try XCTUnwrap(try a.tryAcquire(resource, owner: ownerA, lease: 0.3, mode: .shared))
         XCTAssertNil(try b.tryAcquire(resource, owner: ownerB, lease: 30, mode: .exclusive))
@@ -334,7 +357,8 @@ struct LockingSuite {
 
     /// The release feed reports a released resource soon after the release (within its interval).
     func releaseFeedHearsRelease() throws {
-        let a = try makeStrategy(), b = try makeStrategy()
+        let a = try makeStrategy()
+        let b = try makeStrategy()
         let resource = resource("feed")
         let lease = try XCTUnwrap(try a.tryAcquire(resource, owner: owner("a"), lease: 30))
         let feed = b.makeReleaseFeed()
@@ -344,7 +368,8 @@ struct LockingSuite {
         let deadline = Date().addingTimeInterval(5)
         var heard = false
         while Date() < deadline && !heard {
-            heard = feed.waitForReleases(of: [resource], timeout: 1).contains(resource)
+            heard =
+                feed.waitForReleases(of: [resource], timeout: 1).contains(resource)
                 && (try? b.holders(of: resource).isEmpty) == true
         }
         XCTAssertTrue(heard, "the feed reported the release")

@@ -1,8 +1,9 @@
 import Foundation
-@testable import Locking
 import ObjectStore
 import TestSupport
 import XCTest
+
+@testable import Locking
 
 /// The object strategy over the in-memory store.
 final class MemoryObjectLockTests: LockingStrategyTestCase {
@@ -51,7 +52,7 @@ final class MemoryObjectLockTests: LockingStrategyTestCase {
         try other.release(try XCTUnwrap(try other.tryAcquire("f", owner: suite.owner("b"), lease: 30)))
         counting.reset()
         let lease = try XCTUnwrap(try strategy.tryAcquire("f", owner: suite.owner("a"), lease: 30))
-        XCTAssertEqual(counting.total, 3)    // refused conditional PUT, GET, conditional PUT
+        XCTAssertEqual(counting.total, 3)  // refused conditional PUT, GET, conditional PUT
         XCTAssertEqual(tokens + [lease.token], [1, 2, 3, 5])
     }
 
@@ -69,7 +70,9 @@ final class MemoryObjectLockTests: LockingStrategyTestCase {
     /// The best-effort mode (no conditional writes) passes the sequential checks; races are its documented weakness.
     func testBestEffortMode() throws {
         let store = self.store!
-        let bestEffort = LockingSuite(makeStrategy: { ObjectLockStrategy(store: store, prefix: "be/", bestEffort: true) })
+        let bestEffort = LockingSuite(makeStrategy: {
+            ObjectLockStrategy(store: store, prefix: "be/", bestEffort: true)
+        })
         XCTAssertTrue(ObjectLockStrategy(store: store, bestEffort: true).bestEffort)
         XCTAssertFalse(ObjectLockStrategy(store: store).bestEffort, "the memory store has conditional writes")
         try bestEffort.exclusionAndTokens()
@@ -111,10 +114,13 @@ final class LocalDirectoryObjectLockTests: LockingStrategyTestCase {
     private var root = ""
 
     override func setUpWithError() throws {
-        root = FileManager.default.temporaryDirectory.appendingPathComponent("bucketfs-objlocks-\(UUID().uuidString)").path
+        root =
+            FileManager.default.temporaryDirectory.appendingPathComponent("bucketfs-objlocks-\(UUID().uuidString)").path
         try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
         let root = self.root
-        suite = LockingSuite(makeStrategy: { ObjectLockStrategy(store: try LocalDirectoryObjectStore(root: root), prefix: "mnt/") })
+        suite = LockingSuite(makeStrategy: {
+            ObjectLockStrategy(store: try LocalDirectoryObjectStore(root: root), prefix: "mnt/")
+        })
     }
 
     override func tearDown() {
@@ -137,7 +143,9 @@ final class S3ObjectLockTests: LockingStrategyTestCase {
         let moto = try Self.moto.get()
         let bucket = "bucketfs-locks-\(UUID().uuidString.prefix(8).lowercased())"
         try moto.createBucket(bucket)
-        suite = LockingSuite(makeStrategy: { ObjectLockStrategy(store: try moto.makeStore(bucket: bucket), prefix: "mnt/") })
+        suite = LockingSuite(makeStrategy: {
+            ObjectLockStrategy(store: try moto.makeStore(bucket: bucket), prefix: "mnt/")
+        })
     }
 
 }

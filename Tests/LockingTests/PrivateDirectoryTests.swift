@@ -1,14 +1,16 @@
 import Foundation
 import Glibc
-@testable import Locking
 import XCTest
+
+@testable import Locking
 
 /// Runtime and lock directories no other local user can prepare for us.
 final class PrivateDirectoryTests: XCTestCase {
     private var root = ""
 
     override func setUpWithError() throws {
-        root = FileManager.default.temporaryDirectory.appendingPathComponent("bucketfs-private-\(UUID().uuidString)").path
+        root =
+            FileManager.default.temporaryDirectory.appendingPathComponent("bucketfs-private-\(UUID().uuidString)").path
         try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
     }
 
@@ -86,14 +88,19 @@ final class PrivateDirectoryTests: XCTestCase {
         let victim = root + "/victim"
         try "precious\n".write(toFile: victim, atomically: false, encoding: .utf8)
         XCTAssertEqual(symlink(victim, strategy.lockPath("data/x")), 0)
-        XCTAssertThrowsError(try strategy.tryAcquire("data/x", owner: LockOwner(id: "o", host: "h", pid: 1),
-                                                     lease: 5)) {
+        XCTAssertThrowsError(
+            try strategy.tryAcquire(
+                "data/x", owner: LockOwner(id: "o", host: "h", pid: 1),
+                lease: 5)
+        ) {
             XCTAssertTrue("\($0)".contains("symbolic link"), "\($0)")
         }
         XCTAssertEqual(try String(contentsOfFile: victim, encoding: .utf8), "precious\n")
         // A lock file that is ours is created 0600.
-        let lease = try XCTUnwrap(try strategy.tryAcquire("data/y", owner: LockOwner(id: "o", host: "h", pid: 1),
-                                                          lease: 5))
+        let lease = try XCTUnwrap(
+            try strategy.tryAcquire(
+                "data/y", owner: LockOwner(id: "o", host: "h", pid: 1),
+                lease: 5))
         XCTAssertEqual(mode(strategy.lockPath("data/y")), 0o600)
         try strategy.release(lease)
     }

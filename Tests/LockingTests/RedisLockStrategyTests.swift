@@ -1,8 +1,9 @@
 import Foundation
-@testable import Locking
 import RedisClient
 import TestSupport
 import XCTest
+
+@testable import Locking
 
 /// The redis strategy against a `redis-server` started for the class.
 final class RedisLockStrategyTests: LockingStrategyTestCase {
@@ -26,9 +27,13 @@ final class RedisLockStrategyTests: LockingStrategyTestCase {
         defer { server.stop() }
         let lost = Locked<[Lease]>([])
         let signal = DispatchSemaphore(value: 0)
-        let manager = LockManager(strategy: RedisLockStrategy(endpoint: RedisEndpoint(port: server.port)),
-                                  owner: suite.owner("m"), leaseDuration: 1,
-                                  onLost: { lease, _ in lost.withLock { $0.append(lease) }; signal.signal() })
+        let manager = LockManager(
+            strategy: RedisLockStrategy(endpoint: RedisEndpoint(port: server.port)),
+            owner: suite.owner("m"), leaseDuration: 1,
+            onLost: { lease, _ in
+                lost.withLock { $0.append(lease) }
+                signal.signal()
+            })
         defer { manager.shutdown() }
         let lease = try XCTUnwrap(try manager.tryAcquire("victim"))
         Thread.sleep(forTimeInterval: 0.5)
@@ -57,7 +62,10 @@ final class RedisLockStrategyTests: LockingStrategyTestCase {
         let lease = try XCTUnwrap(try strategy.tryAcquire("reconnect", owner: suite.owner("a"), lease: 30))
         // Kill the connection from the server side.
         let admin = RedisConnection(endpoint: strategy.endpoint)
-        XCTAssertEqual(try admin.command(["CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes"]).text.flatMap(Int.init).map { $0 >= 1 }, true)
+        XCTAssertEqual(
+            try admin.command(["CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes"]).text.flatMap(Int.init).map {
+                $0 >= 1
+            }, true)
         let renewed = try strategy.renew(lease)
         XCTAssertEqual(renewed.token, lease.token)
         try strategy.release(renewed)
@@ -77,7 +85,10 @@ final class RedisLockStrategyTests: LockingStrategyTestCase {
     func testPasswordAndDatabase() throws {
         guard let executable = Loopback.find("redis-server") else { throw XCTSkip("redis-server is not installed") }
         let server = try ServerProcess(name: "redis-server", executable: executable) { port in
-            ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--requirepass", "s3cret"]
+            [
+                "--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--requirepass",
+                "s3cret",
+            ]
         }
         defer { server.stop() }
         let good = RedisLockStrategy(endpoint: try RedisEndpoint(url: "redis://:s3cret@127.0.0.1:\(server.port)/3"))
@@ -103,9 +114,12 @@ final class RedisLockStrategyTests: LockingStrategyTestCase {
 
     func testEndpointURLs() throws {
         XCTAssertEqual(try RedisEndpoint(url: "redis://cache.internal"), RedisEndpoint(host: "cache.internal"))
-        XCTAssertEqual(try RedisEndpoint(url: "redis://:p%40ss@10.0.0.5:6380/2"),
-                       RedisEndpoint(host: "10.0.0.5", port: 6380, password: "p@ss", db: 2))
-        XCTAssertEqual(try RedisEndpoint(url: "redis://alice:pw@h:1/"), RedisEndpoint(host: "h", port: 1, username: "alice", password: "pw"))
+        XCTAssertEqual(
+            try RedisEndpoint(url: "redis://:p%40ss@10.0.0.5:6380/2"),
+            RedisEndpoint(host: "10.0.0.5", port: 6380, password: "p@ss", db: 2))
+        XCTAssertEqual(
+            try RedisEndpoint(url: "redis://alice:pw@h:1/"),
+            RedisEndpoint(host: "h", port: 1, username: "alice", password: "pw"))
         XCTAssertEqual(RedisEndpoint(host: "h", password: "pw", db: 1).description, "redis://***@h:6379/1")
         for bad in ["http://h", "redis://", "redis://h/x", "redis://h/-1"] {
             XCTAssertThrowsError(try RedisEndpoint(url: bad), bad) {

@@ -1,8 +1,9 @@
 import Foundation
-@testable import Locking
 import RedisClient
 import TestSupport
 import XCTest
+
+@testable import Locking
 
 /// The redis strategy over `rediss://` against a TLS-only `redis-server` (certificates made by `openssl` for the
 /// class): the shared suite, certificate and host-name verification, client certificates, URL forms.
@@ -34,8 +35,11 @@ final class RedisTLSLockTests: XCTestCase {
     /// password never reaches that server), with one line naming the reason.
     func testCertificateFromAnotherCAIsRefused() throws {
         let server = try Self.redis.get()
-        let strategy = RedisLockStrategy(endpoint: try RedisEndpoint(url: server.url(ca: server.otherCAFile,
-                                                                                      password: Self.password)))
+        let strategy = RedisLockStrategy(
+            endpoint: try RedisEndpoint(
+                url: server.url(
+                    ca: server.otherCAFile,
+                    password: Self.password)))
         XCTAssertThrowsError(try strategy.tryAcquire("x", owner: suite.owner("a"), lease: 5)) {
             guard case LockError.invalid(let detail) = $0 else { return XCTFail("got \($0)") }
             XCTAssertTrue(detail.contains("certificate was refused"), detail)
@@ -48,8 +52,11 @@ final class RedisTLSLockTests: XCTestCase {
     /// The certificate names 127.0.0.1 only: connecting as `localhost` must fail the host check.
     func testCertificateForAnotherHostIsRefused() throws {
         let server = try Self.redis.get()
-        let strategy = RedisLockStrategy(endpoint: try RedisEndpoint(url: server.url(password: Self.password,
-                                                                                      host: "localhost")))
+        let strategy = RedisLockStrategy(
+            endpoint: try RedisEndpoint(
+                url: server.url(
+                    password: Self.password,
+                    host: "localhost")))
         XCTAssertThrowsError(try strategy.holders()) {
             guard case LockError.invalid(let detail) = $0 else { return XCTFail("got \($0)") }
             XCTAssertTrue(detail.contains("certificate was refused"), detail)
@@ -90,15 +97,21 @@ final class RedisTLSLockTests: XCTestCase {
 
     func testTLSEndpointURLs() throws {
         let endpoint = try RedisEndpoint(url: "rediss://alice:pw@cache.example:6380/2?ca=/etc/ca.pem")
-        XCTAssertEqual(endpoint, RedisEndpoint(host: "cache.example", port: 6380, username: "alice", password: "pw",
-                                               db: 2, tls: RedisEndpoint.TLS(caFile: "/etc/ca.pem")))
+        XCTAssertEqual(
+            endpoint,
+            RedisEndpoint(
+                host: "cache.example", port: 6380, username: "alice", password: "pw",
+                db: 2, tls: RedisEndpoint.TLS(caFile: "/etc/ca.pem")))
         XCTAssertEqual(try RedisEndpoint(url: "REDISS://h").tls, RedisEndpoint.TLS())
         XCTAssertEqual(endpoint.description, "rediss://***@cache.example:6380/2")
-        XCTAssertEqual(try RedisEndpoint(url: "rediss://h?cert=/c.pem&key=/k.pem").tls,
-                       RedisEndpoint.TLS(certFile: "/c.pem", keyFile: "/k.pem"))
-        let refused = ["redis://h?ca=/ca.pem": "needs rediss://",
-                       "rediss://h?verify=none": "unknown parameter 'verify'",
-                       "rediss://h?cert=/c.pem": "both 'cert' and 'key'", "rediss://h?ca=": "needs a file path"]
+        XCTAssertEqual(
+            try RedisEndpoint(url: "rediss://h?cert=/c.pem&key=/k.pem").tls,
+            RedisEndpoint.TLS(certFile: "/c.pem", keyFile: "/k.pem"))
+        let refused = [
+            "redis://h?ca=/ca.pem": "needs rediss://",
+            "rediss://h?verify=none": "unknown parameter 'verify'",
+            "rediss://h?cert=/c.pem": "both 'cert' and 'key'", "rediss://h?ca=": "needs a file path",
+        ]
         for (url, reason) in refused {
             XCTAssertThrowsError(try RedisEndpoint(url: url), url) {
                 guard case RedisError.invalid(let detail) = $0 else { return XCTFail("got \($0)") }

@@ -1,7 +1,8 @@
 import Foundation
-@testable import ObjectStore
-import XCTest
 import TestSupport
+import XCTest
+
+@testable import ObjectStore
 
 /// The AWS credential chain: its order (no network), and each source that asks a service against a loopback
 /// stand-in — moto's STS (AssumeRoleWithWebIdentity, AssumeRole), and `Tests/integration/credential_standins.py`
@@ -26,22 +27,23 @@ final class AWSCredentialTests: XCTestCase {
     }
 
     private func source(_ environment: [String: String]) throws -> S3CredentialSource? {
-        try S3CredentialSource.resolve(S3Configuration(bucket: "b"), environment: ["HOME": directory].merging(environment) { $1 })
+        try S3CredentialSource.resolve(
+            S3Configuration(bucket: "b"), environment: ["HOME": directory].merging(environment) { $1 })
     }
 
     // MARK: Order
 
     func testChainOrderIsTheSDKs() throws {
         try """
-            [default]
-            role_arn = arn:aws:iam::123456789012:role/from-profile
-            source_profile = base
-            [profile base]
-            aws_access_key_id = BASEKEY
-            aws_secret_access_key = basesecret
-            [profile tool]
-            credential_process = /usr/local/bin/get-keys --json
-            """.write(toFile: directory + "/.aws/config", atomically: true, encoding: .utf8)
+        [default]
+        role_arn = arn:aws:iam::123456789012:role/from-profile
+        source_profile = base
+        [profile base]
+        aws_access_key_id = BASEKEY
+        aws_secret_access_key = basesecret
+        [profile tool]
+        credential_process = /usr/local/bin/get-keys --json
+        """.write(toFile: directory + "/.aws/config", atomically: true, encoding: .utf8)
         let keys = ["AWS_ACCESS_KEY_ID": "ENVKEY", "AWS_SECRET_ACCESS_KEY": "envsecret"]
         let web = ["AWS_WEB_IDENTITY_TOKEN_FILE": "/var/run/token", "AWS_ROLE_ARN": "arn:aws:iam::1:role/web"]
         let container = ["AWS_CONTAINER_CREDENTIALS_RELATIVE_URI": "/v2/credentials/abc"]
@@ -59,12 +61,17 @@ final class AWSCredentialTests: XCTestCase {
             return XCTFail("the profile before the container")
         }
         XCTAssertEqual(assumed, "arn:aws:iam::123456789012:role/from-profile")
-        XCTAssertEqual(base, .fixed(S3Credentials(accessKeyID: "BASEKEY", secretAccessKey: "basesecret"),
-                                    origin: "profile base"))
-        XCTAssertEqual(try source(["AWS_PROFILE": "tool"]),
-                       .process(command: "/usr/local/bin/get-keys --json", origin: "profile tool"))
-        XCTAssertEqual(try source(["AWS_PROFILE": "none"].merging(container) { $1 }),
-                       .container(url: "http://169.254.170.2/v2/credentials/abc", tokenFile: nil, token: nil))
+        XCTAssertEqual(
+            base,
+            .fixed(
+                S3Credentials(accessKeyID: "BASEKEY", secretAccessKey: "basesecret"),
+                origin: "profile base"))
+        XCTAssertEqual(
+            try source(["AWS_PROFILE": "tool"]),
+            .process(command: "/usr/local/bin/get-keys --json", origin: "profile tool"))
+        XCTAssertEqual(
+            try source(["AWS_PROFILE": "none"].merging(container) { $1 }),
+            .container(url: "http://169.254.170.2/v2/credentials/abc", tokenFile: nil, token: nil))
         XCTAssertEqual(try source(["AWS_PROFILE": "none"]), .instanceMetadata(endpoint: "http://169.254.169.254"))
         XCTAssertThrowsError(try source(["AWS_PROFILE": "none", "AWS_EC2_METADATA_DISABLED": "true"])) {
             XCTAssertEqual($0 as? ObjectStoreError, .unauthorized(S3Credentials.missingMessage))
@@ -76,7 +83,8 @@ final class AWSCredentialTests: XCTestCase {
     }
 
     func testSourceProfileLoopIsOneLine() throws {
-        try "[profile a]\nrole_arn = arn:aws:iam::1:role/a\nsource_profile = b\n[profile b]\nrole_arn = arn:aws:iam::1:role/b\nsource_profile = a\n"
+        try
+            "[profile a]\nrole_arn = arn:aws:iam::1:role/a\nsource_profile = b\n[profile b]\nrole_arn = arn:aws:iam::1:role/b\nsource_profile = a\n"
             .write(toFile: directory + "/.aws/config", atomically: true, encoding: .utf8)
         XCTAssertThrowsError(try source(["AWS_PROFILE": "a"])) {
             XCTAssertTrue("\($0)".contains("loops back"), "\($0)")
@@ -86,15 +94,18 @@ final class AWSCredentialTests: XCTestCase {
     // MARK: credential_process
 
     func testCredentialProcess() throws {
-        let script = try write("""
+        let script = try write(
+            """
             #!/bin/sh
             echo '{"Version": 1, "AccessKeyId": "PROCKEY", "SecretAccessKey": "procsecret", "SessionToken": "proctoken", "Expiration": "2099-01-01T00:00:00Z"}'
             """, "creds.sh")
         chmod(script, 0o755)
-        try "[profile tool]\ncredential_process = \(script)\n".write(toFile: directory + "/.aws/config", atomically: true,
-                                                                     encoding: .utf8)
-        let provider = S3CredentialProvider(source: try XCTUnwrap(try source(["AWS_PROFILE": "tool"])), region: "us-east-1",
-                                            environment: [:])
+        try "[profile tool]\ncredential_process = \(script)\n".write(
+            toFile: directory + "/.aws/config", atomically: true,
+            encoding: .utf8)
+        let provider = S3CredentialProvider(
+            source: try XCTUnwrap(try source(["AWS_PROFILE": "tool"])), region: "us-east-1",
+            environment: [:])
         let keys = try provider.credentials()
         XCTAssertEqual(keys.accessKeyID, "PROCKEY")
         XCTAssertEqual(keys.sessionToken, "proctoken")
@@ -104,8 +115,12 @@ final class AWSCredentialTests: XCTestCase {
 
         let failing = try write("#!/bin/sh\nexit 3\n", "fail.sh")
         chmod(failing, 0o755)
-        XCTAssertThrowsError(try S3CredentialProvider(source: .process(command: failing, origin: "profile x"),
-                                                      region: "us-east-1", environment: [:]).credentials()) {
+        XCTAssertThrowsError(
+            try S3CredentialProvider(
+                source: .process(command: failing, origin: "profile x"),
+                region: "us-east-1", environment: [:]
+            ).credentials()
+        ) {
             XCTAssertTrue("\($0)".contains("exited with status 3"), "\($0)")
         }
     }
@@ -115,8 +130,9 @@ final class AWSCredentialTests: XCTestCase {
     func testInstanceMetadataV2CachesThenRefreshesBeforeExpiry() throws {
         let standIn = try CredentialStandIns()
         defer { standIn.stop() }
-        let provider = S3CredentialProvider(source: .instanceMetadata(endpoint: standIn.endpoint), region: "us-east-1",
-                                            environment: [:])
+        let provider = S3CredentialProvider(
+            source: .instanceMetadata(endpoint: standIn.endpoint), region: "us-east-1",
+            environment: [:])
         let first = try provider.credentials()
         XCTAssertEqual(first.accessKeyID, "KEY-1")
         XCTAssertEqual(first.sessionToken, "session-1")
@@ -147,21 +163,27 @@ final class AWSCredentialTests: XCTestCase {
         let standIn = try CredentialStandIns()
         defer { standIn.stop() }
         let tokenFile = try write(standIn.containerToken + "\n", "token")
-        let environment = ["AWS_CONTAINER_CREDENTIALS_FULL_URI": standIn.endpoint + "/container-credentials",
-                           "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE": tokenFile, "AWS_PROFILE": "none"]
+        let environment = [
+            "AWS_CONTAINER_CREDENTIALS_FULL_URI": standIn.endpoint + "/container-credentials",
+            "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE": tokenFile, "AWS_PROFILE": "none",
+        ]
         let found = try XCTUnwrap(try source(environment))
-        XCTAssertEqual(found, .container(url: standIn.endpoint + "/container-credentials", tokenFile: tokenFile, token: nil))
+        XCTAssertEqual(
+            found, .container(url: standIn.endpoint + "/container-credentials", tokenFile: tokenFile, token: nil))
         let keys = try S3CredentialProvider(source: found, region: "us-east-1", environment: environment).credentials()
         XCTAssertEqual(keys.accessKeyID, "KEY-1")
         XCTAssertNotNil(keys.expiration)
 
         _ = try write("wrong-token", "token")
-        XCTAssertThrowsError(try S3CredentialProvider(source: found, region: "us-east-1", environment: environment)
-            .credentials()) { XCTAssertTrue("\($0)".contains("HTTP 403"), "\($0)") }
+        XCTAssertThrowsError(
+            try S3CredentialProvider(source: found, region: "us-east-1", environment: environment)
+                .credentials()
+        ) { XCTAssertTrue("\($0)".contains("HTTP 403"), "\($0)") }
         XCTAssertEqual(try standIn.stats()["container_rejected"] as? Int, 1)
         // Plain http to another machine would send the token in the clear: refused.
-        XCTAssertThrowsError(try AWSMetadataCredentials(client: HTTPClient(options: .init()))
-            .container(url: "http://10.1.2.3/creds", tokenFile: nil, token: "t"))
+        XCTAssertThrowsError(
+            try AWSMetadataCredentials(client: HTTPClient(options: .init()))
+                .container(url: "http://10.1.2.3/creds", tokenFile: nil, token: "t"))
     }
 
     /// A store on moto signing with instance-metadata keys; `credentialSource` names IMDSv2.
@@ -171,9 +193,10 @@ final class AWSCredentialTests: XCTestCase {
         let moto = try MotoServer()
         defer { moto.stop() }
         try moto.createBucket("imds")
-        let store = try S3ObjectStore(configuration: S3Configuration(
-            bucket: "imds", region: "us-east-1", endpointURL: moto.endpoint,
-            environment: ["HOME": directory, "AWS_EC2_METADATA_SERVICE_ENDPOINT": standIn.endpoint]))
+        let store = try S3ObjectStore(
+            configuration: S3Configuration(
+                bucket: "imds", region: "us-east-1", endpointURL: moto.endpoint,
+                environment: ["HOME": directory, "AWS_EC2_METADATA_SERVICE_ENDPOINT": standIn.endpoint]))
         XCTAssertTrue(store.credentialSource.contains("IMDSv2"), store.credentialSource)
         try store.validate()
         _ = try store.put("a", body: .data(Data("hello".utf8)), options: PutOptions())
@@ -188,33 +211,45 @@ final class AWSCredentialTests: XCTestCase {
         defer { moto.stop() }
         try moto.createBucket("sts")
         let tokenFile = try write("eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ0ZXN0In0.c2ln", "web-token")
-        let environment = ["HOME": directory, "AWS_WEB_IDENTITY_TOKEN_FILE": tokenFile,
-                           "AWS_ROLE_ARN": "arn:aws:iam::123456789012:role/bucketfs", "AWS_ENDPOINT_URL_STS": moto.endpoint]
-        let provider = S3CredentialProvider(source: try XCTUnwrap(try source(environment)), region: "us-east-1",
-                                            environment: environment)
+        let environment = [
+            "HOME": directory, "AWS_WEB_IDENTITY_TOKEN_FILE": tokenFile,
+            "AWS_ROLE_ARN": "arn:aws:iam::123456789012:role/bucketfs", "AWS_ENDPOINT_URL_STS": moto.endpoint,
+        ]
+        let provider = S3CredentialProvider(
+            source: try XCTUnwrap(try source(environment)), region: "us-east-1",
+            environment: environment)
         let keys = try provider.credentials()
         XCTAssertTrue(keys.accessKeyID.hasPrefix("ASIA"), keys.accessKeyID)
         XCTAssertFalse(keys.sessionToken?.isEmpty ?? true)
         XCTAssertGreaterThan(try XCTUnwrap(keys.expiration), Date())
-        let store = try S3ObjectStore(configuration: S3Configuration(bucket: "sts", region: "us-east-1",
-                                                                     endpointURL: moto.endpoint, environment: environment))
+        let store = try S3ObjectStore(
+            configuration: S3Configuration(
+                bucket: "sts", region: "us-east-1",
+                endpointURL: moto.endpoint, environment: environment))
         XCTAssertTrue(store.credentialSource.hasPrefix("web identity"), store.credentialSource)
         _ = try store.put("k", body: .data(Data("x".utf8)), options: PutOptions())
 
         // role_arn + source_profile: AssumeRole signed with the source profile's keys.
-        try "[profile base]\naws_access_key_id = AKIDBASE\naws_secret_access_key = basesecret\n[profile ops]\nrole_arn = arn:aws:iam::123456789012:role/ops\nsource_profile = base\n"
+        try
+            "[profile base]\naws_access_key_id = AKIDBASE\naws_secret_access_key = basesecret\n[profile ops]\nrole_arn = arn:aws:iam::123456789012:role/ops\nsource_profile = base\n"
             .write(toFile: directory + "/.aws/config", atomically: true, encoding: .utf8)
         let profileEnvironment = ["HOME": directory, "AWS_PROFILE": "ops", "AWS_ENDPOINT_URL_STS": moto.endpoint]
-        let assumed = try S3CredentialProvider(source: try XCTUnwrap(try source(profileEnvironment)), region: "us-east-1",
-                                               environment: profileEnvironment).credentials()
+        let assumed = try S3CredentialProvider(
+            source: try XCTUnwrap(try source(profileEnvironment)), region: "us-east-1",
+            environment: profileEnvironment
+        ).credentials()
         XCTAssertTrue(assumed.accessKeyID.hasPrefix("ASIA"), assumed.accessKeyID)
         XCTAssertNotEqual(assumed.accessKeyID, keys.accessKeyID)
 
         // An unreadable token file is named.
         var broken = environment
         broken["AWS_WEB_IDENTITY_TOKEN_FILE"] = directory + "/missing"
-        XCTAssertThrowsError(try S3CredentialProvider(source: try XCTUnwrap(try source(broken)), region: "us-east-1",
-                                                      environment: broken).credentials()) {
+        XCTAssertThrowsError(
+            try S3CredentialProvider(
+                source: try XCTUnwrap(try source(broken)), region: "us-east-1",
+                environment: broken
+            ).credentials()
+        ) {
             XCTAssertTrue("\($0)".contains("missing"), "\($0)")
         }
     }
@@ -234,9 +269,11 @@ final class CredentialStandIns: ServerProcess, @unchecked Sendable {
         let python = try Loopback.require("python3", install: "apt-get install python3")
         let token = "container-token-\(UUID().uuidString)"
         containerToken = token
-        try super.init(name: "credential stand-ins", executable: python, arguments: { port in
-            [script, String(port), token, subjectFile]
-        }, timeout: 20)
+        try super.init(
+            name: "credential stand-ins", executable: python,
+            arguments: { port in
+                [script, String(port), token, subjectFile]
+            }, timeout: 20)
     }
 
     override func stop() {
@@ -248,7 +285,8 @@ final class CredentialStandIns: ServerProcess, @unchecked Sendable {
 
     @discardableResult
     func control(_ path: String) throws -> [String: Any] {
-        let response = try HTTPClient(options: HTTPClient.Options()).perform(HTTPRequest(method: "GET", url: endpoint + path))
+        let response = try HTTPClient(options: HTTPClient.Options()).perform(
+            HTTPRequest(method: "GET", url: endpoint + path))
         return (try JSONSerialization.jsonObject(with: response.body) as? [String: Any]) ?? [:]
     }
 }

@@ -17,8 +17,10 @@ final class ForwardingObjectStoreTests: XCTestCase {
     final class Observer: StoreMeterObserver {
         let operations = Mutex<[String]>([])
         let streamedBytes = Atomic<Int>(0)
-        func storeOperation(_ operation: String, error: ObjectStoreError?, seconds: Double, received: Int,
-                            sent: Int) {
+        func storeOperation(
+            _ operation: String, error: ObjectStoreError?, seconds: Double, received: Int,
+            sent: Int
+        ) {
             operations.withLock { $0.append(error == nil ? operation : operation + "!") }
         }
         func streamed(_ bytes: Int) { streamedBytes.add(bytes, ordering: .relaxed) }
@@ -39,12 +41,17 @@ final class ForwardingObjectStoreTests: XCTestCase {
         try store.getStreaming("a", range: 0..<5, version: nil) { _ in true }
         let upload = try store.createMultipartUpload("m", options: PutOptions())
         let part = try store.uploadPart("m", uploadID: upload, number: 1, body: .data(Data("x".utf8)))
-        let copied = try store.uploadPartCopy("m", uploadID: upload, number: 2, source: "a", range: 0..<5,
-                                              sourceVersion: nil)
+        let copied = try store.uploadPartCopy(
+            "m", uploadID: upload, number: 2, source: "a", range: 0..<5,
+            sourceVersion: nil)
         _ = try store.listMultipartUploads(prefix: "")
-        try store.completeMultipartUpload("m", uploadID: upload, parts: [CompletedPart(number: 1, etag: part),
-                                                                         CompletedPart(number: 2, etag: copied)],
-                                          condition: .none)
+        try store.completeMultipartUpload(
+            "m", uploadID: upload,
+            parts: [
+                CompletedPart(number: 1, etag: part),
+                CompletedPart(number: 2, etag: copied),
+            ],
+            condition: .none)
         let other = try store.createMultipartUpload("n", options: PutOptions())
         try store.abortMultipartUpload("n", uploadID: other)
         try store.delete("b", condition: .none)
@@ -52,7 +59,7 @@ final class ForwardingObjectStoreTests: XCTestCase {
         for operation in CountingStore.Operation.allCases {
             let expected: Int
             switch operation {
-            case .get: expected = 2    // get and getStreaming
+            case .get: expected = 2  // get and getStreaming
             case .createMultipartUpload: expected = 2
             default: expected = 1
             }
@@ -81,8 +88,11 @@ final class ForwardingObjectStoreTests: XCTestCase {
         for result in results {
             XCTAssertThrowsError(try result.get()) { XCTAssertEqual($0 as? ObjectStoreError, .transport("down")) }
         }
-        XCTAssertThrowsError(try store.uploadPartCopy("m", uploadID: upload, number: 1, source: "a", range: 0..<5,
-                                                      sourceVersion: nil)) {
+        XCTAssertThrowsError(
+            try store.uploadPartCopy(
+                "m", uploadID: upload, number: 1, source: "a", range: 0..<5,
+                sourceVersion: nil)
+        ) {
             XCTAssertEqual($0 as? ObjectStoreError, .transport("down"))
         }
         store.failsWrites = false

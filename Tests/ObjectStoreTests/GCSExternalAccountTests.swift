@@ -1,6 +1,7 @@
 import Foundation
-@testable import ObjectStore
 import XCTest
+
+@testable import ObjectStore
 
 /// Workload identity federation (`external_account` files) against the loopback stand-ins: the subject token
 /// from its file is exchanged at STS, the federated token buys the impersonated service account's token, and
@@ -35,8 +36,10 @@ final class GCSExternalAccountTests: XCTestCase {
     }
 
     private func makeStore(_ file: String) throws -> GCSObjectStore {
-        try GCSObjectStore(configuration: GCSConfiguration(bucket: "b", endpointURL: standIn.endpoint,
-                                                           credentialsFile: file, maxRetries: 1, environment: [:]))
+        try GCSObjectStore(
+            configuration: GCSConfiguration(
+                bucket: "b", endpointURL: standIn.endpoint,
+                credentialsFile: file, maxRetries: 1, environment: [:]))
     }
 
     func testImpersonatedTokenIsCachedAndSent() throws {
@@ -47,10 +50,13 @@ final class GCSExternalAccountTests: XCTestCase {
         XCTAssertEqual(stats["sts_issued"] as? Int, 1)
         XCTAssertEqual(stats["impersonated"] as? Int, 1)
         XCTAssertEqual(stats["storage_auth"] as? [String], Array(repeating: "Bearer impersonated-1", count: 3))
-        let described = GCSObjectStore.credentialSourceDescription(GCSConfiguration(bucket: "b", credentialsFile: file,
-                                                                                    environment: [:]))
-        XCTAssertTrue(described.contains("workload identity federation") && described.contains(standIn.subjectFile),
-                      described)
+        let described = GCSObjectStore.credentialSourceDescription(
+            GCSConfiguration(
+                bucket: "b", credentialsFile: file,
+                environment: [:]))
+        XCTAssertTrue(
+            described.contains("workload identity federation") && described.contains(standIn.subjectFile),
+            described)
     }
 
     /// Tokens that live a minute (under the 5-minute margin) are fetched again before each use, and each fetch

@@ -1,7 +1,8 @@
 import Foundation
-@testable import ObjectStore
-import XCTest
 import TestSupport
+import XCTest
+
+@testable import ObjectStore
 
 /// The GCS backend against a real `fake-gcs-server` on loopback (one server for the class, a fresh bucket per test).
 final class GCSObjectStoreTests: XCTestCase {
@@ -23,8 +24,9 @@ final class GCSObjectStoreTests: XCTestCase {
 
     /// Small resumable chunks, so that modest bodies take the resumable path in several chunks.
     private func configuration(bucket: String? = nil, maxRetries: Int = 5) -> GCSConfiguration {
-        GCSConfiguration(bucket: bucket ?? self.bucket, endpointURL: server.endpoint, maxRetries: maxRetries,
-                         resumableThreshold: 256 << 10, resumableChunkSize: 256 << 10, environment: [:])
+        GCSConfiguration(
+            bucket: bucket ?? self.bucket, endpointURL: server.endpoint, maxRetries: maxRetries,
+            resumableThreshold: 256 << 10, resumableChunkSize: 256 << 10, environment: [:])
     }
 
     private func makeStore() throws -> GCSObjectStore {
@@ -53,13 +55,17 @@ final class GCSObjectStoreTests: XCTestCase {
     /// What another GCS client sees: the resource's `metadata` map and content type.
     func testMetadataInTheObjectResource() throws {
         let store = try makeStore()
-        let metadata = ["mode": "33188", "uid": "1000", "mtime": "1700000000.123456789", "symlink": "target%20with%20spaces"]
-        let put = try store.put("meta/file", data: Data("x".utf8), options: PutOptions(contentType: "text/x", metadata: metadata))
+        let metadata = [
+            "mode": "33188", "uid": "1000", "mtime": "1700000000.123456789", "symlink": "target%20with%20spaces",
+        ]
+        let put = try store.put(
+            "meta/file", data: Data("x".utf8), options: PutOptions(contentType: "text/x", metadata: metadata))
         XCTAssertEqual(put.metadata, metadata)
         XCTAssertEqual(try store.head("meta/file").metadata, metadata)
         XCTAssertEqual(try store.get("meta/file", range: 0..<1).info.metadata, metadata)
-        XCTAssertEqual(try store.list(ListRequest(prefix: "meta/")).objects.first?.metadata, metadata,
-                       "listings carry the metadata GCS returns with them")
+        XCTAssertEqual(
+            try store.list(ListRequest(prefix: "meta/")).objects.first?.metadata, metadata,
+            "listings carry the metadata GCS returns with them")
         let raw = try server.request("GET", "/storage/v1/b/\(bucket)/o/meta%2Ffile")
         let resource = try XCTUnwrap(try JSONSerialization.jsonObject(with: raw.body) as? [String: Any])
         XCTAssertEqual(resource["metadata"] as? [String: String], metadata)
@@ -74,8 +80,9 @@ final class GCSObjectStoreTests: XCTestCase {
         try body.write(to: URL(fileURLWithPath: path))
         defer { try? FileManager.default.removeItem(atPath: path) }
         let before = store.attemptCount
-        let info = try store.put("big", body: .file(path: path),
-                                 options: PutOptions(contentType: "application/x-big", metadata: ["mode": "33188"]))
+        let info = try store.put(
+            "big", body: .file(path: path),
+            options: PutOptions(contentType: "application/x-big", metadata: ["mode": "33188"]))
         XCTAssertEqual(store.attemptCount - before, 7, "one start and six chunks")
         XCTAssertEqual(info.size, UInt64(body.count))
         XCTAssertEqual(try store.get("big").body, body)
@@ -88,9 +95,12 @@ final class GCSObjectStoreTests: XCTestCase {
         XCTAssertThrowsError(try store.put("big", body: .file(path: path), options: PutOptions(condition: .ifAbsent))) {
             XCTAssertEqual($0 as? ObjectStoreError, .preconditionFailed(key: "big"))
         }
-        let replaced = try store.put("big", body: .data(body), options: PutOptions(condition: .ifVersionMatches(info.version)))
+        let replaced = try store.put(
+            "big", body: .data(body), options: PutOptions(condition: .ifVersionMatches(info.version)))
         XCTAssertNotEqual(replaced.version, info.version)
-        XCTAssertThrowsError(try store.put("big", body: .data(body), options: PutOptions(condition: .ifVersionMatches(info.version)))) {
+        XCTAssertThrowsError(
+            try store.put("big", body: .data(body), options: PutOptions(condition: .ifVersionMatches(info.version)))
+        ) {
             XCTAssertEqual($0 as? ObjectStoreError, .preconditionFailed(key: "big"))
         }
         // Exactly one chunk's worth: the last chunk is the whole body.
@@ -102,14 +112,19 @@ final class GCSObjectStoreTests: XCTestCase {
     /// More than 32 parts: composed in rounds through intermediate objects, all of which are removed.
     func testManyPartsComposeInRounds() throws {
         let store = try makeStore()
-        let uploadID = try store.createMultipartUpload("many", options: PutOptions(contentType: "text/plain", metadata: ["n": "40"]))
+        let uploadID = try store.createMultipartUpload(
+            "many", options: PutOptions(contentType: "text/plain", metadata: ["n": "40"]))
         var parts: [CompletedPart] = []
         var expected = Data()
         for number in 1...40 {
             let chunk = Data("part \(number);".utf8)
             expected += chunk
-            parts.append(CompletedPart(number: number, etag: try store.uploadPart("many", uploadID: uploadID, number: number,
-                                                                                body: .data(chunk))))
+            parts.append(
+                CompletedPart(
+                    number: number,
+                    etag: try store.uploadPart(
+                        "many", uploadID: uploadID, number: number,
+                        body: .data(chunk))))
         }
         let info = try store.completeMultipartUpload("many", uploadID: uploadID, parts: parts, condition: .ifAbsent)
         XCTAssertEqual(info.size, UInt64(expected.count))
@@ -128,11 +143,13 @@ final class GCSObjectStoreTests: XCTestCase {
         XCTAssertEqual(try second.listMultipartUploads(prefix: "shared/").map(\.uploadID), [uploadID])
         XCTAssertEqual(try second.listMultipartUploads(prefix: "other/"), [])
         let etag = try second.uploadPart("shared/key", uploadID: uploadID, number: 1, body: .data(Data("x".utf8)))
-        XCTAssertThrowsError(try second.uploadPart("shared/wrong", uploadID: uploadID, number: 1, body: .data(Data()))) {
+        XCTAssertThrowsError(try second.uploadPart("shared/wrong", uploadID: uploadID, number: 1, body: .data(Data())))
+        {
             XCTAssertEqual($0 as? ObjectStoreError, .notFound(key: "shared/wrong"), "an upload belongs to its key")
         }
-        try second.completeMultipartUpload("shared/key", uploadID: uploadID, parts: [CompletedPart(number: 1, etag: etag)],
-                                           condition: .none)
+        try second.completeMultipartUpload(
+            "shared/key", uploadID: uploadID, parts: [CompletedPart(number: 1, etag: etag)],
+            condition: .none)
         XCTAssertEqual(try first.get("shared/key").body, Data("x".utf8))
     }
 
@@ -178,8 +195,10 @@ final class GCSObjectStoreTests: XCTestCase {
             XCTAssertTrue(detail.contains("no-such-bucket-here"), detail)
         }
         let port = try Loopback.freePort()
-        let unreachable = try GCSObjectStore(configuration: GCSConfiguration(
-            bucket: bucket, endpointURL: "http://127.0.0.1:\(port)", connectTimeout: 1, maxRetries: 4, environment: [:]))
+        let unreachable = try GCSObjectStore(
+            configuration: GCSConfiguration(
+                bucket: bucket, endpointURL: "http://127.0.0.1:\(port)", connectTimeout: 1, maxRetries: 4,
+                environment: [:]))
         XCTAssertThrowsError(try unreachable.validate()) {
             guard case ObjectStoreError.transport(let detail) = $0 else { return XCTFail("got \($0)") }
             XCTAssertTrue(detail.hasPrefix("cannot reach GCS endpoint http://127.0.0.1:\(port)"), detail)
@@ -188,18 +207,23 @@ final class GCSObjectStoreTests: XCTestCase {
     }
 
     func testEndpointAndCredentialResolution() throws {
-        let emulated = try GCSObjectStore(configuration: GCSConfiguration(
-            bucket: "b", environment: ["STORAGE_EMULATOR_HOST": "127.0.0.1:9023"]))
+        let emulated = try GCSObjectStore(
+            configuration: GCSConfiguration(
+                bucket: "b", environment: ["STORAGE_EMULATOR_HOST": "127.0.0.1:9023"]))
         XCTAssertEqual(emulated.endpoint, "http://127.0.0.1:9023")
         XCTAssertTrue(emulated.emulator)
         XCTAssertNil(emulated.tokens, "emulators get no authentication")
-        let real = try GCSObjectStore(configuration: GCSConfiguration(
-            bucket: "b", environment: ["GCE_METADATA_HOST": "10.0.0.1:8080", "HOME": "/nonexistent"]))
+        let real = try GCSObjectStore(
+            configuration: GCSConfiguration(
+                bucket: "b", environment: ["GCE_METADATA_HOST": "10.0.0.1:8080", "HOME": "/nonexistent"]))
         XCTAssertEqual(real.endpoint, "https://storage.googleapis.com")
         XCTAssertFalse(real.emulator)
         XCTAssertEqual(real.tokens?.credentials, .metadataServer(host: "10.0.0.1:8080"))
-        XCTAssertThrowsError(try GCSObjectStore(configuration: GCSConfiguration(
-            bucket: "b", credentialsFile: "/nonexistent/sa.json", environment: [:]))) {
+        XCTAssertThrowsError(
+            try GCSObjectStore(
+                configuration: GCSConfiguration(
+                    bucket: "b", credentialsFile: "/nonexistent/sa.json", environment: [:]))
+        ) {
             guard case ObjectStoreError.unauthorized(let detail) = $0 else { return XCTFail("got \($0)") }
             XCTAssertTrue(detail.contains("/nonexistent/sa.json"), detail)
         }
@@ -207,16 +231,23 @@ final class GCSObjectStoreTests: XCTestCase {
         let dir = NSTemporaryDirectory() + "gcs-creds-\(UUID().uuidString)"
         try FileManager.default.createDirectory(atPath: dir + "/.config/gcloud", withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        try #"{"type":"authorized_user","client_id":"id","client_secret":"s","refresh_token":"r","quota_project_id":"q"}"#
-            .write(toFile: dir + "/.config/gcloud/application_default_credentials.json", atomically: true, encoding: .utf8)
+        try
+            #"{"type":"authorized_user","client_id":"id","client_secret":"s","refresh_token":"r","quota_project_id":"q"}"#
+            .write(
+                toFile: dir + "/.config/gcloud/application_default_credentials.json", atomically: true, encoding: .utf8)
         let user = try GCSObjectStore(configuration: GCSConfiguration(bucket: "b", environment: ["HOME": dir]))
         XCTAssertEqual(user.projectID, "q")
-        guard case .authorizedUser(let resolved)? = user.tokens?.credentials else { return XCTFail("not authorized_user") }
+        guard case .authorizedUser(let resolved)? = user.tokens?.credentials else {
+            return XCTFail("not authorized_user")
+        }
         XCTAssertEqual(resolved.refreshToken, "r")
         XCTAssertEqual(resolved.tokenURI, GCSCredentials.defaultTokenURI)
         try #"{"type":"external_account"}"#.write(toFile: dir + "/other.json", atomically: true, encoding: .utf8)
-        XCTAssertThrowsError(try GCSObjectStore(configuration: GCSConfiguration(
-            bucket: "b", environment: ["GOOGLE_APPLICATION_CREDENTIALS": dir + "/other.json"]))) {
+        XCTAssertThrowsError(
+            try GCSObjectStore(
+                configuration: GCSConfiguration(
+                    bucket: "b", environment: ["GOOGLE_APPLICATION_CREDENTIALS": dir + "/other.json"]))
+        ) {
             guard case ObjectStoreError.unauthorized(let detail) = $0 else { return XCTFail("got \($0)") }
             // external_account files are supported: one without its required fields says which are missing.
             XCTAssertTrue(detail.contains("credential_source"), detail)

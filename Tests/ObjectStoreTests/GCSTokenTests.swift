@@ -1,7 +1,8 @@
 import Foundation
-@testable import ObjectStore
-import XCTest
 import TestSupport
+import XCTest
+
+@testable import ObjectStore
 
 /// The OAuth2 flows against a loopback server that verifies the JWT (RS256 signature with the test key pair's public
 /// key; iss, scope, aud, iat, exp) and then stands in for the storage endpoint, checking the bearer token.
@@ -20,9 +21,11 @@ final class GCSTokenTests: XCTestCase {
     }
 
     private func makeStore(bucket: String = "b", credentialsFile: String? = nil) throws -> GCSObjectStore {
-        try GCSObjectStore(configuration: GCSConfiguration(
-            bucket: bucket, endpointURL: server.endpoint, credentialsFile: credentialsFile ?? server.credentialsFile(),
-            maxRetries: 3, environment: [:]))
+        try GCSObjectStore(
+            configuration: GCSConfiguration(
+                bucket: bucket, endpointURL: server.endpoint,
+                credentialsFile: credentialsFile ?? server.credentialsFile(),
+                maxRetries: 3, environment: [:]))
     }
 
     func testServiceAccountTokenIsSignedCachedAndSent() throws {
@@ -80,18 +83,21 @@ final class GCSTokenTests: XCTestCase {
     }
 
     func testMetadataServerToken() throws {
-        let provider = try GCSTokenProvider(credentials: .metadataServer(host: "127.0.0.1:\(server.port)"),
-                                            client: HTTPClient(options: HTTPClient.Options()))
+        let provider = try GCSTokenProvider(
+            credentials: .metadataServer(host: "127.0.0.1:\(server.port)"),
+            client: HTTPClient(options: HTTPClient.Options()))
         XCTAssertEqual(try provider.token(), "token-1")
         XCTAssertEqual(try provider.token(), "token-1")
         XCTAssertEqual(provider.fetchCount.load(ordering: .relaxed), 1)
         let (credentials, _) = try GCSCredentials.resolve(
-            GCSConfiguration(bucket: "b"), environment: ["GCE_METADATA_HOST": "127.0.0.1:\(server.port)", "HOME": "/nonexistent"],
+            GCSConfiguration(bucket: "b"),
+            environment: ["GCE_METADATA_HOST": "127.0.0.1:\(server.port)", "HOME": "/nonexistent"],
             emulator: false)
         XCTAssertEqual(credentials, .metadataServer(host: "127.0.0.1:\(server.port)"))
 
-        let unreachable = try GCSTokenProvider(credentials: .metadataServer(host: "127.0.0.1:\(try Loopback.freePort())"),
-                                               client: HTTPClient(options: HTTPClient.Options(connectTimeout: 1)))
+        let unreachable = try GCSTokenProvider(
+            credentials: .metadataServer(host: "127.0.0.1:\(try Loopback.freePort())"),
+            client: HTTPClient(options: HTTPClient.Options(connectTimeout: 1)))
         XCTAssertThrowsError(try unreachable.token()) {
             guard case ObjectStoreError.unauthorized(let detail) = $0 else { return XCTFail("got \($0)") }
             XCTAssertTrue(detail.contains("GOOGLE_APPLICATION_CREDENTIALS"), detail)
@@ -101,17 +107,20 @@ final class GCSTokenTests: XCTestCase {
     /// The JWT's shape, checked locally too: three base64url parts, RS256 header with the key id.
     func testAssertionShape() throws {
         let pem = try String(contentsOfFile: server.directory + "/key.pem", encoding: .utf8)
-        let account = GCSCredentials.ServiceAccount(clientEmail: "a@b", privateKeyPEM: pem, privateKeyID: "k",
-                                                    tokenURI: "https://example/token", projectID: nil)
-        let jwt = try GCSTokenProvider.assertion(for: account, signer: RSASHA256Signer(pem: pem),
-                                                 now: Date(timeIntervalSince1970: 1_700_000_000))
+        let account = GCSCredentials.ServiceAccount(
+            clientEmail: "a@b", privateKeyPEM: pem, privateKeyID: "k",
+            tokenURI: "https://example/token", projectID: nil)
+        let jwt = try GCSTokenProvider.assertion(
+            for: account, signer: RSASHA256Signer(pem: pem),
+            now: Date(timeIntervalSince1970: 1_700_000_000))
         let parts = jwt.split(separator: ".").map(String.init)
         XCTAssertEqual(parts.count, 3)
         XCTAssertFalse(jwt.contains("=") || jwt.contains("+") || jwt.contains("/"))
         func decode(_ part: String) throws -> [String: Any] {
             var text = part.replacingOccurrences(of: "-", with: "+").replacingOccurrences(of: "_", with: "/")
             text += String(repeating: "=", count: (4 - text.count % 4) % 4)
-            return try XCTUnwrap(try JSONSerialization.jsonObject(with: XCTUnwrap(Data(base64Encoded: text))) as? [String: Any])
+            return try XCTUnwrap(
+                try JSONSerialization.jsonObject(with: XCTUnwrap(Data(base64Encoded: text))) as? [String: Any])
         }
         XCTAssertEqual(try decode(parts[0])["alg"] as? String, "RS256")
         XCTAssertEqual(try decode(parts[0])["kid"] as? String, "k")

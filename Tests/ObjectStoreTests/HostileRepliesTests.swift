@@ -1,8 +1,9 @@
 import Foundation
 import Glibc
-@testable import ObjectStore
 import Synchronization
 import XCTest
+
+@testable import ObjectStore
 
 /// A tiny HTTP/1.1 server on loopback that answers every request with what `handler` says: the store's replies
 /// crafted to be broken or hostile. Records each request line and its headers.
@@ -32,7 +33,9 @@ final class CannedHTTPServer: @unchecked Sendable {
         address.sin_addr.s_addr = inet_addr("127.0.0.1")
         address.sin_port = 0
         let bound = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+            }
         }
         guard bound == 0, listen(fd, 16) == 0 else { throw POSIXError(.EADDRINUSE) }
         var length = socklen_t(MemoryLayout<sockaddr_in>.size)
@@ -44,7 +47,10 @@ final class CannedHTTPServer: @unchecked Sendable {
         thread.start()
     }
 
-    func stop() { shutdown(fd, Int32(SHUT_RDWR)); close(fd) }
+    func stop() {
+        shutdown(fd, Int32(SHUT_RDWR))
+        close(fd)
+    }
 
     private func serve() {
         while true {
@@ -71,7 +77,8 @@ final class CannedHTTPServer: @unchecked Sendable {
             var headers: [String: String] = [:]
             for line in head.dropFirst() {
                 guard let colon = line.firstIndex(of: ":") else { continue }
-                headers[line[..<colon].lowercased()] = line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces)
+                headers[line[..<colon].lowercased()] = line[line.index(after: colon)...].trimmingCharacters(
+                    in: .whitespaces)
             }
             var bodyLength = Int(headers["content-length"] ?? "0") ?? 0
             data.removeFirst(end + 4)
@@ -87,7 +94,8 @@ final class CannedHTTPServer: @unchecked Sendable {
             let (status, replyHeaders, body) = handler(seen.method, seen.target)
             // A canned content-length (on HEAD) replaces the real one.
             let canned = replyHeaders.contains { $0.0 == "content-length" }
-            var reply = "HTTP/1.1 \(status) Canned\r\n"
+            var reply =
+                "HTTP/1.1 \(status) Canned\r\n"
                 + (canned ? "" : "content-length: \(seen.method == "HEAD" ? 0 : body.count)\r\n")
             for (name, value) in replyHeaders { reply += "\(name): \(value)\r\n" }
             reply += "\r\n"
@@ -104,7 +112,9 @@ final class CannedHTTPServer: @unchecked Sendable {
 
     private func find(_ haystack: [UInt8], _ needle: [UInt8]) -> Int? {
         guard haystack.count >= needle.count else { return nil }
-        for i in 0...(haystack.count - needle.count) where Array(haystack[i..<(i + needle.count)]) == needle { return i }
+        for i in 0...(haystack.count - needle.count) where Array(haystack[i..<(i + needle.count)]) == needle {
+            return i
+        }
         return nil
     }
 }
@@ -127,19 +137,22 @@ final class HostileRepliesTests: XCTestCase {
     }
 
     private func s3(_ server: CannedHTTPServer) throws -> S3ObjectStore {
-        try S3ObjectStore(configuration: S3Configuration(
-            bucket: "b", region: "us-east-1", endpointURL: server.endpoint, pathStyle: true, accessKeyID: "AK",
-            secretAccessKey: "SK", maxRetries: 0, environment: [:]))
+        try S3ObjectStore(
+            configuration: S3Configuration(
+                bucket: "b", region: "us-east-1", endpointURL: server.endpoint, pathStyle: true, accessKeyID: "AK",
+                secretAccessKey: "SK", maxRetries: 0, environment: [:]))
     }
 
     private func gcs(_ server: CannedHTTPServer) throws -> GCSObjectStore {
-        try GCSObjectStore(configuration: GCSConfiguration(
-            bucket: "b", endpointURL: server.endpoint, maxRetries: 0, resumableThreshold: 1024,
-            resumableChunkSize: 1024, environment: [:]))
+        try GCSObjectStore(
+            configuration: GCSConfiguration(
+                bucket: "b", endpointURL: server.endpoint, maxRetries: 0, resumableThreshold: 1024,
+                resumableChunkSize: 1024, environment: [:]))
     }
 
     private static func listXML(_ contents: String, token: String?) -> Data {
-        Data("""
+        Data(
+            """
             <?xml version="1.0" encoding="UTF-8"?>
             <ListBucketResult><Name>b</Name><Prefix></Prefix><KeyCount>1</KeyCount>\(contents)\
             <IsTruncated>\(token == nil ? "false" : "true")</IsTruncated>\
@@ -149,8 +162,10 @@ final class HostileRepliesTests: XCTestCase {
 
     func testS3ContinuationTokenThatRepeatsEndsTheListing() throws {
         let server = try server { _, _ in
-            (200, [("content-type", "application/xml")],
-             Self.listXML("<Contents><Key>k</Key><Size>1</Size><ETag>\"e\"</ETag></Contents>", token: "again"))
+            (
+                200, [("content-type", "application/xml")],
+                Self.listXML("<Contents><Key>k</Key><Size>1</Size><ETag>\"e\"</ETag></Contents>", token: "again")
+            )
         }
         XCTAssertThrowsError(try s3(server).listAll(prefix: "")) {
             XCTAssertTrue("\($0)".contains("repeated a continuation token"), "\($0)")
@@ -168,7 +183,9 @@ final class HostileRepliesTests: XCTestCase {
     }
 
     func testS3HeadWithAHugeContentLengthIsAnError() throws {
-        let server = try server { _, _ in (200, [("etag", "\"e\""), ("content-length", "18446744073709551615")], Data()) }
+        let server = try server { _, _ in
+            (200, [("etag", "\"e\""), ("content-length", "18446744073709551615")], Data())
+        }
         XCTAssertThrowsError(try s3(server).head("k")) {
             XCTAssertTrue("\($0)".contains("malformed Content-Length"), "\($0)")
         }
@@ -184,8 +201,10 @@ final class HostileRepliesTests: XCTestCase {
 
     func testGCSPageTokenThatRepeatsEndsTheListing() throws {
         let server = try server { _, _ in
-            (200, [("content-type", "application/json")],
-             Data(#"{"items":[{"name":"k","generation":"1","size":"1"}],"nextPageToken":"again"}"#.utf8))
+            (
+                200, [("content-type", "application/json")],
+                Data(#"{"items":[{"name":"k","generation":"1","size":"1"}],"nextPageToken":"again"}"#.utf8)
+            )
         }
         XCTAssertThrowsError(try gcs(server).listAll(prefix: "")) {
             XCTAssertTrue("\($0)".contains("repeated a continuation token"), "\($0)")
@@ -206,7 +225,8 @@ final class HostileRepliesTests: XCTestCase {
     func testGCSResumableSessionOnAnotherHostIsRefused() throws {
         let elsewhere = try server { _, _ in (200, [], Data(#"{"name":"k","generation":"1","size":"4096"}"#.utf8)) }
         let server = try server { method, _ in
-            method == "POST" ? (200, [("location", elsewhere.endpoint + "/upload/session/1")], Data()) : (404, [], Data())
+            method == "POST"
+                ? (200, [("location", elsewhere.endpoint + "/upload/session/1")], Data()) : (404, [], Data())
         }
         XCTAssertThrowsError(try gcs(server).put("k", body: .data(Data(count: 4096)), options: PutOptions())) {
             XCTAssertTrue("\($0)".contains("another host"), "\($0)")

@@ -15,7 +15,8 @@ final class LocalDirectoryObjectStoreTests: XCTestCase {
 
     /// A new empty backing directory, removed after the test.
     private func makeRoot() throws -> String {
-        let path = FileManager.default.temporaryDirectory.appendingPathComponent("bucketfs-local-\(UUID().uuidString)").path
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("bucketfs-local-\(UUID().uuidString)")
+            .path
         try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
         directories.append(path)
         return path
@@ -27,7 +28,8 @@ final class LocalDirectoryObjectStoreTests: XCTestCase {
     }
 
     func testConformance() throws {
-        ObjectStoreConformance(partSize: 64 << 10, makeStore: { try LocalDirectoryObjectStore(root: self.makeRoot()) }).run()
+        ObjectStoreConformance(partSize: 64 << 10, makeStore: { try LocalDirectoryObjectStore(root: self.makeRoot()) })
+            .run()
     }
 
     func testConformanceUnderAKeyPrefix() throws {
@@ -45,8 +47,9 @@ final class LocalDirectoryObjectStoreTests: XCTestCase {
         try Data("outside".utf8).write(to: URL(fileURLWithPath: "\(root)/a/c.txt"))
         XCTAssertEqual(try store.get("a/c.txt").body, Data("outside".utf8))
         XCTAssertEqual(try store.head("a/c.txt").metadata, [:])
-        XCTAssertEqual(try store.list(ListRequest(prefix: "a/", delimiter: "/")).objects.map(\.key),
-                       ["a/", "a/b.txt", "a/c.txt"])
+        XCTAssertEqual(
+            try store.list(ListRequest(prefix: "a/", delimiter: "/")).objects.map(\.key),
+            ["a/", "a/b.txt", "a/c.txt"])
     }
 
     func testMetadataLivesInAnExtendedAttribute() throws {
@@ -81,7 +84,9 @@ final class LocalDirectoryObjectStoreTests: XCTestCase {
 
     func testInvalidKeysAreRejected() throws {
         let (store, _) = try makeStore()
-        for key in ["", "/abs", "a//b", "./a", "a/./b", "a/../b", "..", "a\u{0}b", ".bucketfs-local/lock", ".bucketfs-local/"] {
+        for key in [
+            "", "/abs", "a//b", "./a", "a/./b", "a/../b", "..", "a\u{0}b", ".bucketfs-local/lock", ".bucketfs-local/",
+        ] {
             expectInvalidKey { try store.put(key, data: Data()) }
         }
         expectInvalidKey { try store.head(".bucketfs-local/lock") }
@@ -115,8 +120,9 @@ final class LocalDirectoryObjectStoreTests: XCTestCase {
         try store.put("x/sub/f", data: Data("f".utf8))
 
         XCTAssertEqual(try store.head("x/sub/").size, 0)
-        XCTAssertEqual(try store.listAll(prefix: "x/").objects.map(\.key),
-                       ["x/", "x/sub/", "x/sub/deeper/", "x/sub/f"])
+        XCTAssertEqual(
+            try store.listAll(prefix: "x/").objects.map(\.key),
+            ["x/", "x/sub/", "x/sub/deeper/", "x/sub/f"])
         let delimited = try store.listAll(prefix: "x/", delimiter: "/")
         XCTAssertEqual(delimited.objects.map(\.key), ["x/"])
         XCTAssertEqual(delimited.commonPrefixes, ["x/sub/"])
@@ -126,7 +132,9 @@ final class LocalDirectoryObjectStoreTests: XCTestCase {
         XCTAssertFalse(FileManager.default.fileExists(atPath: "\(root)/x/sub/deeper"))
         try store.delete("x/sub/")
         XCTAssertTrue(FileManager.default.fileExists(atPath: "\(root)/x/sub/f"))
-        XCTAssertThrowsError(try store.head("x/sub")) { XCTAssertEqual($0 as? ObjectStoreError, .notFound(key: "x/sub")) }
+        XCTAssertThrowsError(try store.head("x/sub")) {
+            XCTAssertEqual($0 as? ObjectStoreError, .notFound(key: "x/sub"))
+        }
     }
 
     func testOddEntriesInTheBackingDirectory() throws {
@@ -151,8 +159,10 @@ final class LocalDirectoryObjectStoreTests: XCTestCase {
             let winners = Mutex<Int>(0)
             DispatchQueue.concurrentPerform(iterations: 16) { writer in
                 let store = stores[writer % stores.count]
-                if (try? store.put("race-\(round)", data: Data("\(writer)".utf8),
-                                   options: PutOptions(condition: .ifAbsent))) != nil {
+                if (try? store.put(
+                    "race-\(round)", data: Data("\(writer)".utf8),
+                    options: PutOptions(condition: .ifAbsent))) != nil
+                {
                     winners.withLock { $0 += 1 }
                 }
             }
@@ -167,9 +177,13 @@ final class LocalDirectoryObjectStoreTests: XCTestCase {
             var done = 0
             while done < 10 {
                 guard let current = try? store.get(counter),
-                      let value = Int(String(decoding: current.body, as: UTF8.self)) else { continue }
+                    let value = Int(String(decoding: current.body, as: UTF8.self))
+                else { continue }
                 let next = Data("\(value + 1)".utf8)
-                if (try? store.put(counter, data: next, options: PutOptions(condition: .ifVersionMatches(current.info.version)))) != nil {
+                if (try? store.put(
+                    counter, data: next, options: PutOptions(condition: .ifVersionMatches(current.info.version))))
+                    != nil
+                {
                     done += 1
                 }
             }
@@ -219,7 +233,8 @@ final class LocalDirectoryObjectStoreTests: XCTestCase {
     }
 
     private func readXattr(_ path: String, _ name: String) -> Data? {
-        typealias Get = @convention(c) (UnsafePointer<CChar>, UnsafePointer<CChar>, UnsafeMutableRawPointer?, Int) -> Int
+        typealias Get =
+            @convention(c) (UnsafePointer<CChar>, UnsafePointer<CChar>, UnsafeMutableRawPointer?, Int) -> Int
         guard let symbol = dlsym(nil, "getxattr") else { return nil }
         let getxattr = unsafeBitCast(symbol, to: Get.self)
         var buffer = [UInt8](repeating: 0, count: 4096)

@@ -16,14 +16,17 @@ final class LocalDirectorySafetyTests: XCTestCase {
     }
 
     private func makeDirectory() throws -> String {
-        let path = FileManager.default.temporaryDirectory.appendingPathComponent("bucketfs-safety-\(UUID().uuidString)").path
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("bucketfs-safety-\(UUID().uuidString)")
+            .path
         try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
         directories.append(path)
         return path
     }
 
-    private func index(of event: String, in events: [String], file: StaticString = #filePath,
-                       line: UInt = #line) -> Int {
+    private func index(
+        of event: String, in events: [String], file: StaticString = #filePath,
+        line: UInt = #line
+    ) -> Int {
         guard let index = events.firstIndex(of: event) else {
             XCTFail("no \"\(event)\" in \(events)", file: file, line: line)
             return -1
@@ -33,7 +36,8 @@ final class LocalDirectorySafetyTests: XCTestCase {
 
     func testPutSyncsTheFileBeforeTheRenameAndTheDirectoryAfter() throws {
         let events = Locked<[String]>([])
-        let store = try LocalDirectoryObjectStore(root: try makeDirectory(), trace: { e in events.update { $0.append(e) } })
+        let store = try LocalDirectoryObjectStore(
+            root: try makeDirectory(), trace: { e in events.update { $0.append(e) } })
         events.update { $0 = [] }
         try store.put("a/b/c.txt", data: Data("durable".utf8))
         let seen = events.value
@@ -42,8 +46,9 @@ final class LocalDirectorySafetyTests: XCTestCase {
         let directorySynced = index(of: "fsync directory of a/b/c.txt", in: seen)
         XCTAssertLessThan(fileSynced, renamed, "the data must be on disk before the name points at it")
         XCTAssertLessThan(renamed, directorySynced, "the new name must be on disk before put returns")
-        XCTAssertTrue(seen.contains("fsync directory above a") && seen.contains("fsync directory above b"),
-                      "directories made for the key are synced into their parents: \(seen)")
+        XCTAssertTrue(
+            seen.contains("fsync directory above a") && seen.contains("fsync directory above b"),
+            "directories made for the key are synced into their parents: \(seen)")
 
         events.update { $0 = [] }
         try store.delete("a/b/c.txt")
@@ -55,14 +60,16 @@ final class LocalDirectorySafetyTests: XCTestCase {
 
     func testMultipartPartsAndCompletionAreSynced() throws {
         let events = Locked<[String]>([])
-        let store = try LocalDirectoryObjectStore(root: try makeDirectory(), trace: { e in events.update { $0.append(e) } })
+        let store = try LocalDirectoryObjectStore(
+            root: try makeDirectory(), trace: { e in events.update { $0.append(e) } })
         let upload = try store.createMultipartUpload("big", options: PutOptions())
         events.update { $0 = [] }
         let etag = try store.uploadPart("big", uploadID: upload, number: 1, body: .data(Data("part".utf8)))
         XCTAssertTrue(events.value.contains { $0.hasPrefix("fsync part-1.tmp-") }, "\(events.value)")
         XCTAssertTrue(events.value.contains("rename part-1"))
         events.update { $0 = [] }
-        try store.completeMultipartUpload("big", uploadID: upload, parts: [CompletedPart(number: 1, etag: etag)], condition: .none)
+        try store.completeMultipartUpload(
+            "big", uploadID: upload, parts: [CompletedPart(number: 1, etag: etag)], condition: .none)
         let seen = events.value
         XCTAssertLessThan(index(of: "fsync temp file", in: seen), index(of: "rename big", in: seen))
         XCTAssertLessThan(index(of: "rename big", in: seen), index(of: "fsync directory of big", in: seen))
@@ -83,13 +90,17 @@ final class LocalDirectorySafetyTests: XCTestCase {
         XCTAssertThrowsError(try store.get("evil/secret")) {
             XCTAssertEqual($0 as? ObjectStoreError, .notFound(key: "evil/secret"))
         }
-        XCTAssertThrowsError(try store.head("evil/")) { XCTAssertEqual($0 as? ObjectStoreError, .notFound(key: "evil/")) }
+        XCTAssertThrowsError(try store.head("evil/")) {
+            XCTAssertEqual($0 as? ObjectStoreError, .notFound(key: "evil/"))
+        }
         try store.delete("evil/secret")
         XCTAssertEqual(try store.listAll(prefix: "evil/", delimiter: nil).objects.map(\.key), [])
         let upload = try store.createMultipartUpload("evil/mp", options: PutOptions())
         let etag = try store.uploadPart("evil/mp", uploadID: upload, number: 1, body: .data(Data("p".utf8)))
-        XCTAssertThrowsError(try store.completeMultipartUpload("evil/mp", uploadID: upload,
-                                                               parts: [CompletedPart(number: 1, etag: etag)], condition: .none))
+        XCTAssertThrowsError(
+            try store.completeMultipartUpload(
+                "evil/mp", uploadID: upload,
+                parts: [CompletedPart(number: 1, etag: etag)], condition: .none))
 
         XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: outside), ["secret"])
         XCTAssertEqual(try String(contentsOfFile: "\(outside)/secret", encoding: .utf8), "secret")
@@ -102,8 +113,9 @@ final class LocalDirectorySafetyTests: XCTestCase {
         try FileManager.default.removeItem(atPath: "\(root)/.bucketfs-local/tmp")
         try FileManager.default.createSymbolicLink(atPath: "\(root)/.bucketfs-local/tmp", withDestinationPath: outside)
         XCTAssertThrowsError(try store.put("k", data: Data("x".utf8)))
-        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: outside), [],
-                       "no temp file may be created through the link")
+        XCTAssertEqual(
+            try FileManager.default.contentsOfDirectory(atPath: outside), [],
+            "no temp file may be created through the link")
     }
 
     func testLinksToFilesAreFollowedOnlyBeneathTheRoot() throws {
@@ -114,14 +126,18 @@ final class LocalDirectorySafetyTests: XCTestCase {
         try store.put("d/real", data: Data("inside".utf8))
         let fm = FileManager.default
         try fm.createSymbolicLink(atPath: "\(root)/leak", withDestinationPath: "\(outside)/secret")
-        try fm.createSymbolicLink(atPath: "\(root)/d/up", withDestinationPath: "../../\(URL(fileURLWithPath: outside).lastPathComponent)/secret")
+        try fm.createSymbolicLink(
+            atPath: "\(root)/d/up",
+            withDestinationPath: "../../\(URL(fileURLWithPath: outside).lastPathComponent)/secret")
         try fm.createSymbolicLink(atPath: "\(root)/d/sibling", withDestinationPath: "real")
         try fm.createSymbolicLink(atPath: "\(root)/viaparent", withDestinationPath: "./d/../d/real")
         try fm.createSymbolicLink(atPath: "\(root)/chain", withDestinationPath: "viaparent")
         try fm.createSymbolicLink(atPath: "\(root)/state", withDestinationPath: ".bucketfs-local/lock")
 
         for key in ["leak", "d/up", "state"] {
-            XCTAssertThrowsError(try store.get(key), key) { XCTAssertEqual($0 as? ObjectStoreError, .notFound(key: key)) }
+            XCTAssertThrowsError(try store.get(key), key) {
+                XCTAssertEqual($0 as? ObjectStoreError, .notFound(key: key))
+            }
         }
         for key in ["d/sibling", "viaparent", "chain"] {
             XCTAssertEqual(try store.get(key).body, Data("inside".utf8), key)

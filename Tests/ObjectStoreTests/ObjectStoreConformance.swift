@@ -1,7 +1,7 @@
 import Foundation
 import ObjectStore
-import TestSupport
 import Synchronization
+import TestSupport
 import XCTest
 
 /// The behaviour every backend must show, run the same way on each. A backend's test case adds one line:
@@ -83,8 +83,9 @@ struct ObjectStoreConformance {
 
     func headMetadata(_ store: any ObjectStore, _ p: String) throws {
         let metadata = ["mode": "100644", "uid": "1000"]
-        let put = try store.put(p + "meta", data: Data("hello".utf8),
-                                options: PutOptions(contentType: "text/plain", metadata: metadata))
+        let put = try store.put(
+            p + "meta", data: Data("hello".utf8),
+            options: PutOptions(contentType: "text/plain", metadata: metadata))
         let head = try store.head(p + "meta")
         XCTAssertEqual(head.size, 5)
         XCTAssertEqual(head.contentType, "text/plain")
@@ -143,10 +144,12 @@ struct ObjectStoreConformance {
 
     func putIfVersionMatches(_ store: any ObjectStore, _ p: String) throws {
         let first = try store.put(p + "cas", data: Data("1".utf8))
-        let second = try store.put(p + "cas", data: Data("2".utf8),
-                                   options: PutOptions(condition: .ifVersionMatches(first.version)))
+        let second = try store.put(
+            p + "cas", data: Data("2".utf8),
+            options: PutOptions(condition: .ifVersionMatches(first.version)))
         expectError(.preconditionFailed(key: p + "cas")) {
-            try store.put(p + "cas", data: Data("3".utf8), options: PutOptions(condition: .ifVersionMatches(first.version)))
+            try store.put(
+                p + "cas", data: Data("3".utf8), options: PutOptions(condition: .ifVersionMatches(first.version)))
         }
         XCTAssertEqual(try store.get(p + "cas").body, Data("2".utf8))
         XCTAssertEqual(try store.head(p + "cas").version, second.version)
@@ -175,7 +178,8 @@ struct ObjectStoreConformance {
         let unexpected = Mutex<[String]>([])
         DispatchQueue.concurrentPerform(iterations: 16) { writer in
             do {
-                try store.put(p + "race", data: Data("writer \(writer)".utf8), options: PutOptions(condition: .ifAbsent))
+                try store.put(
+                    p + "race", data: Data("writer \(writer)".utf8), options: PutOptions(condition: .ifAbsent))
                 winners.withLock { $0.append(writer) }
             } catch ObjectStoreError.preconditionFailed {
                 losers.add(1, ordering: .relaxed)
@@ -210,8 +214,9 @@ struct ObjectStoreConformance {
         XCTAssertEqual(top.objects.first?.version, try store.head(p + "Z").version, "list and head agree on versions")
 
         let all = try store.list(ListRequest(prefix: p))
-        XCTAssertEqual(withoutImplicitMarkers(all.objects.map(\.key)),
-                       ["Z", "a.txt", "b.txt", "dir-1", "dir/sub/y", "dir/x", "dir0", "dir2/z"].map { p + $0 })
+        XCTAssertEqual(
+            withoutImplicitMarkers(all.objects.map(\.key)),
+            ["Z", "a.txt", "b.txt", "dir-1", "dir/sub/y", "dir/x", "dir0", "dir2/z"].map { p + $0 })
         XCTAssertEqual(all.commonPrefixes, [])
 
         let inner = try store.list(ListRequest(prefix: p + "dir/", delimiter: "/"))
@@ -259,8 +264,9 @@ struct ObjectStoreConformance {
         XCTAssertEqual(try store.get(p + "replaced").body, body)
 
         let before = try store.head(p + "src")
-        let after = try store.copy(from: p + "src", to: p + "src", metadata: ["c": "3"],
-                                   condition: .ifVersionMatches(before.version))
+        let after = try store.copy(
+            from: p + "src", to: p + "src", metadata: ["c": "3"],
+            condition: .ifVersionMatches(before.version))
         XCTAssertEqual(try store.head(p + "src").metadata, ["c": "3"])
         XCTAssertEqual(try store.head(p + "src").version, after.version)
         XCTAssertEqual(try store.get(p + "src").body, body)
@@ -270,7 +276,8 @@ struct ObjectStoreConformance {
         }
         XCTAssertNotEqual(after.version, before.version, "copy onto itself makes a new version")
         expectError(.preconditionFailed(key: p + "src")) {
-            try store.copy(from: p + "src", to: p + "src", metadata: ["d": "4"], condition: .ifVersionMatches(before.version))
+            try store.copy(
+                from: p + "src", to: p + "src", metadata: ["d": "4"], condition: .ifVersionMatches(before.version))
         }
 
         expectError(.preconditionFailed(key: p + "kept")) {
@@ -295,7 +302,8 @@ struct ObjectStoreConformance {
         // Uploaded out of order; completed in order.
         var etags: [Int: String] = [:]
         for number in [2, 3, 1] {
-            etags[number] = try store.uploadPart(key, uploadID: uploadID, number: number, body: .data(bodies[number - 1]))
+            etags[number] = try store.uploadPart(
+                key, uploadID: uploadID, number: number, body: .data(bodies[number - 1]))
         }
         let parts = (1...3).map { CompletedPart(number: $0, etag: etags[$0]!) }
         let info = try store.completeMultipartUpload(key, uploadID: uploadID, parts: parts, condition: .ifAbsent)
@@ -315,14 +323,20 @@ struct ObjectStoreConformance {
         let old = try store.put(key, data: first)
         let uploadID = try store.createMultipartUpload(key, options: PutOptions())
         let size = UInt64(partSize)
-        let etag1 = try store.uploadPartCopy(key, uploadID: uploadID, number: 1, source: key, range: 0..<size,
-                                             sourceVersion: old.version)
-        let etag2 = try store.uploadPartCopy(key, uploadID: uploadID, number: 2, source: key, range: size..<(2 * size),
-                                             sourceVersion: old.version)
+        let etag1 = try store.uploadPartCopy(
+            key, uploadID: uploadID, number: 1, source: key, range: 0..<size,
+            sourceVersion: old.version)
+        let etag2 = try store.uploadPartCopy(
+            key, uploadID: uploadID, number: 2, source: key, range: size..<(2 * size),
+            sourceVersion: old.version)
         let etag3 = try store.uploadPart(key, uploadID: uploadID, number: 3, body: .data(Data("appended".utf8)))
-        try store.completeMultipartUpload(key, uploadID: uploadID, parts: [CompletedPart(number: 1, etag: etag1),
-                                          CompletedPart(number: 2, etag: etag2), CompletedPart(number: 3, etag: etag3)],
-                                          condition: .ifVersionMatches(old.version))
+        try store.completeMultipartUpload(
+            key, uploadID: uploadID,
+            parts: [
+                CompletedPart(number: 1, etag: etag1),
+                CompletedPart(number: 2, etag: etag2), CompletedPart(number: 3, etag: etag3),
+            ],
+            condition: .ifVersionMatches(old.version))
         XCTAssertEqual(try store.get(key).body, first + Data("appended".utf8))
     }
 
@@ -355,8 +369,9 @@ struct ObjectStoreConformance {
         let uploadID = try store.createMultipartUpload(key, options: PutOptions())
         let etag = try store.uploadPart(key, uploadID: uploadID, number: 1, body: .data(Data("new".utf8)))
         expectError(.preconditionFailed(key: key)) {
-            try store.completeMultipartUpload(key, uploadID: uploadID, parts: [CompletedPart(number: 1, etag: etag)],
-                                              condition: .ifAbsent)
+            try store.completeMultipartUpload(
+                key, uploadID: uploadID, parts: [CompletedPart(number: 1, etag: etag)],
+                condition: .ifAbsent)
         }
         XCTAssertEqual(try store.get(key).body, Data("already here".utf8))
         try store.abortMultipartUpload(key, uploadID: uploadID)
@@ -366,29 +381,34 @@ struct ObjectStoreConformance {
     func multipartErrors(_ store: any ObjectStore, _ p: String) throws {
         let key = p + "bad"
         let uploadID = try store.createMultipartUpload(key, options: PutOptions())
-        let one = try store.uploadPart(key, uploadID: uploadID, number: 1, body: .data(Data(repeating: 7, count: partSize)))
+        let one = try store.uploadPart(
+            key, uploadID: uploadID, number: 1, body: .data(Data(repeating: 7, count: partSize)))
         let two = try store.uploadPart(key, uploadID: uploadID, number: 2, body: .data(Data("end".utf8)))
         expectInvalidRequest("parts out of order") {
-            try store.completeMultipartUpload(key, uploadID: uploadID,
-                                              parts: [CompletedPart(number: 2, etag: two), CompletedPart(number: 1, etag: one)],
-                                              condition: .none)
+            try store.completeMultipartUpload(
+                key, uploadID: uploadID,
+                parts: [CompletedPart(number: 2, etag: two), CompletedPart(number: 1, etag: one)],
+                condition: .none)
         }
         expectInvalidRequest("wrong etag") {
-            try store.completeMultipartUpload(key, uploadID: uploadID,
-                                              parts: [CompletedPart(number: 1, etag: two), CompletedPart(number: 2, etag: two)],
-                                              condition: .none)
+            try store.completeMultipartUpload(
+                key, uploadID: uploadID,
+                parts: [CompletedPart(number: 1, etag: two), CompletedPart(number: 2, etag: two)],
+                condition: .none)
         }
         expectInvalidRequest("part never uploaded") {
-            try store.completeMultipartUpload(key, uploadID: uploadID,
-                                              parts: [CompletedPart(number: 1, etag: one), CompletedPart(number: 3, etag: two)],
-                                              condition: .none)
+            try store.completeMultipartUpload(
+                key, uploadID: uploadID,
+                parts: [CompletedPart(number: 1, etag: one), CompletedPart(number: 3, etag: two)],
+                condition: .none)
         }
         expectError(.notFound(key: key)) {
             try store.uploadPart(key, uploadID: "no-such-upload", number: 1, body: .data(Data()))
         }
         expectError(.notFound(key: key)) {
-            try store.completeMultipartUpload(key, uploadID: "no-such-upload", parts: [CompletedPart(number: 1, etag: one)],
-                                              condition: .none)
+            try store.completeMultipartUpload(
+                key, uploadID: "no-such-upload", parts: [CompletedPart(number: 1, etag: one)],
+                condition: .none)
         }
         expectError(.notFound(key: key)) { try store.abortMultipartUpload(key, uploadID: "no-such-upload") }
         expectError(.notFound(key: key)) { try store.head(key) }
@@ -432,7 +452,8 @@ struct ObjectStoreConformance {
         let sidecar = DirectoryMarkers.sidecarKey(forMarker: p + "s/d/")
         try store.put(sidecar, data: Data(), options: PutOptions(metadata: ["mode": "40700"]))
         XCTAssertEqual(try store.head(sidecar).metadata, ["mode": "40700"])
-        try store.copy(from: sidecar, to: DirectoryMarkers.sidecarKey(forMarker: p + "s/e/"), metadata: nil, condition: .none)
+        try store.copy(
+            from: sidecar, to: DirectoryMarkers.sidecarKey(forMarker: p + "s/e/"), metadata: nil, condition: .none)
         XCTAssertEqual(try store.head(p + "s/e/" + DirectoryMarkers.sidecarName).metadata, ["mode": "40700"])
         try store.delete(sidecar)
         try store.delete(p + "s/e/" + DirectoryMarkers.sidecarName)
@@ -461,13 +482,17 @@ struct ObjectStoreConformance {
     }
 
     /// Follows continuation tokens, checking each page's size; returns objects and common prefixes in order.
-    private func collectPages(_ store: any ObjectStore, _ first: ListRequest,
-                              file: StaticString = #filePath, line: UInt = #line) throws -> [String] {
+    private func collectPages(
+        _ store: any ObjectStore, _ first: ListRequest,
+        file: StaticString = #filePath, line: UInt = #line
+    ) throws -> [String] {
         var request = first
         var entries: [String] = []
         for _ in 0..<20 {
             let page = try store.list(request)
-            let pageEntries = (page.objects.map(\.key) + page.commonPrefixes).sorted { Array($0.utf8).lexicographicallyPrecedes(Array($1.utf8)) }
+            let pageEntries = (page.objects.map(\.key) + page.commonPrefixes).sorted {
+                Array($0.utf8).lexicographicallyPrecedes(Array($1.utf8))
+            }
             XCTAssertLessThanOrEqual(pageEntries.count, request.maxKeys, "page too large", file: file, line: line)
             entries += pageEntries
             guard let token = page.nextContinuationToken else { return entries }
@@ -477,8 +502,10 @@ struct ObjectStoreConformance {
         return entries
     }
 
-    private func expectError<T>(_ expected: ObjectStoreError, file: StaticString = #filePath, line: UInt = #line,
-                                _ body: () throws -> T) {
+    private func expectError<T>(
+        _ expected: ObjectStoreError, file: StaticString = #filePath, line: UInt = #line,
+        _ body: () throws -> T
+    ) {
         do {
             _ = try body()
             XCTFail("expected \(expected), but it succeeded", file: file, line: line)
@@ -489,8 +516,10 @@ struct ObjectStoreConformance {
         }
     }
 
-    private func expectInvalidRequest<T>(_ what: String, file: StaticString = #filePath, line: UInt = #line,
-                                         _ body: () throws -> T) {
+    private func expectInvalidRequest<T>(
+        _ what: String, file: StaticString = #filePath, line: UInt = #line,
+        _ body: () throws -> T
+    ) {
         do {
             _ = try body()
             XCTFail("\(what): expected invalidRequest, but it succeeded", file: file, line: line)

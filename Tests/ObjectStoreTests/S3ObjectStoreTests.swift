@@ -1,8 +1,9 @@
 import Foundation
 import Glibc
-@testable import ObjectStore
-import XCTest
 import TestSupport
+import XCTest
+
+@testable import ObjectStore
 
 /// The S3 backend against a real `moto_server` on loopback (one server for the whole class, a fresh bucket per test).
 final class S3ObjectStoreTests: XCTestCase {
@@ -23,9 +24,11 @@ final class S3ObjectStoreTests: XCTestCase {
     }
 
     private func configuration(bucket: String? = nil, maxRetries: Int = 5) -> S3Configuration {
-        // Dummy credentials in the configuration, and an empty environment, so nothing of the host's AWS setup leaks in.
-        S3Configuration(bucket: bucket ?? self.bucket, region: "us-east-1", endpointURL: moto.endpoint,
-                        accessKeyID: "testing", secretAccessKey: "testing", maxRetries: maxRetries, environment: [:])
+        // Dummy credentials in the configuration, and an empty environment, so nothing of the host's AWS setup leaks
+        // in.
+        S3Configuration(
+            bucket: bucket ?? self.bucket, region: "us-east-1", endpointURL: moto.endpoint,
+            accessKeyID: "testing", secretAccessKey: "testing", maxRetries: maxRetries, environment: [:])
     }
 
     private func makeStore() throws -> S3ObjectStore {
@@ -57,7 +60,8 @@ final class S3ObjectStoreTests: XCTestCase {
         XCTAssertEqual(third.version, second.version, "S3: same bytes, same ETag")
     }
 
-    /// The suite's `copy`, with the stale condition made stale by a content change (a metadata-only copy keeps the ETag).
+    /// The suite's `copy`, with the stale condition made stale by a content change (a metadata-only copy keeps the
+    /// ETag).
     func testCopy() throws {
         let store = try makeStore()
         let body = Data("copy me".utf8)
@@ -75,20 +79,25 @@ final class S3ObjectStoreTests: XCTestCase {
         XCTAssertEqual(try store.head("replaced").contentType, "text/plain", "REPLACE keeps the source's content type")
 
         let before = try store.head("src")
-        let after = try store.copy(from: "src", to: "src", metadata: ["c": "3"], condition: .ifVersionMatches(before.version))
+        let after = try store.copy(
+            from: "src", to: "src", metadata: ["c": "3"], condition: .ifVersionMatches(before.version))
         XCTAssertEqual(try store.head("src").metadata, ["c": "3"])
         XCTAssertEqual(try store.head("src").version, after.version)
         XCTAssertEqual(try store.get("src").body, body)
 
         let changed = try store.put("src", data: Data("new content".utf8))
-        XCTAssertThrowsError(try store.copy(from: "src", to: "src", metadata: ["d": "4"], condition: .ifVersionMatches(before.version))) {
+        XCTAssertThrowsError(
+            try store.copy(from: "src", to: "src", metadata: ["d": "4"], condition: .ifVersionMatches(before.version))
+        ) {
             XCTAssertEqual($0 as? ObjectStoreError, .preconditionFailed(key: "src"))
         }
         try store.copy(from: "src", to: "src", metadata: ["d": "4"], condition: .ifVersionMatches(changed.version))
         XCTAssertThrowsError(try store.copy(from: "src", to: "kept", metadata: nil, condition: .ifAbsent)) {
             XCTAssertEqual($0 as? ObjectStoreError, .preconditionFailed(key: "kept"))
         }
-        XCTAssertThrowsError(try store.copy(from: "src", to: "absent", metadata: nil, condition: .ifVersionMatches(changed.version))) {
+        XCTAssertThrowsError(
+            try store.copy(from: "src", to: "absent", metadata: nil, condition: .ifVersionMatches(changed.version))
+        ) {
             XCTAssertEqual($0 as? ObjectStoreError, .notFound(key: "absent"))
         }
         XCTAssertThrowsError(try store.copy(from: "missing", to: "other", metadata: nil, condition: .none)) {
@@ -105,7 +114,9 @@ final class S3ObjectStoreTests: XCTestCase {
 
     func testMetadataRoundTripAsAmzMetaHeaders() throws {
         let store = try makeStore()
-        let metadata = ["mode": "33188", "uid": "1000", "mtime": "1700000000.123456789", "symlink": "target%20with%20spaces"]
+        let metadata = [
+            "mode": "33188", "uid": "1000", "mtime": "1700000000.123456789", "symlink": "target%20with%20spaces",
+        ]
         let put = try store.put("meta/file", data: Data("x".utf8), options: PutOptions(metadata: metadata))
         XCTAssertEqual(put.metadata, metadata)
         XCTAssertEqual(put.contentType, "application/octet-stream")
@@ -134,12 +145,14 @@ final class S3ObjectStoreTests: XCTestCase {
         try second.write(to: URL(fileURLWithPath: path))
         defer { try? FileManager.default.removeItem(atPath: path) }
 
-        let uploadID = try store.createMultipartUpload("mp/ten", options: PutOptions(contentType: "text/plain", metadata: ["a": "1"]))
+        let uploadID = try store.createMultipartUpload(
+            "mp/ten", options: PutOptions(contentType: "text/plain", metadata: ["a": "1"]))
         let etag1 = try store.uploadPart("mp/ten", uploadID: uploadID, number: 1, body: .data(first))
         let etag2 = try store.uploadPart("mp/ten", uploadID: uploadID, number: 2, body: .file(path: path))
-        let info = try store.completeMultipartUpload("mp/ten", uploadID: uploadID,
-                                                     parts: [CompletedPart(number: 1, etag: etag1), CompletedPart(number: 2, etag: etag2)],
-                                                     condition: .ifAbsent)
+        let info = try store.completeMultipartUpload(
+            "mp/ten", uploadID: uploadID,
+            parts: [CompletedPart(number: 1, etag: etag1), CompletedPart(number: 2, etag: etag2)],
+            condition: .ifAbsent)
         XCTAssertEqual(info.size, UInt64(2 * partSize))
         XCTAssertTrue(info.version.hasSuffix("-2"), "a multipart ETag names its part count: \(info.version)")
         XCTAssertFalse(info.version.contains("\""))
@@ -173,7 +186,8 @@ final class S3ObjectStoreTests: XCTestCase {
     }
 
     func testMissingBucket() throws {
-        let store = try S3ObjectStore(configuration: configuration(bucket: "no-such-bucket-\(UUID().uuidString.prefix(8).lowercased())"))
+        let store = try S3ObjectStore(
+            configuration: configuration(bucket: "no-such-bucket-\(UUID().uuidString.prefix(8).lowercased())"))
         XCTAssertThrowsError(try store.validate()) {
             guard case ObjectStoreError.noSuchBucket(let detail) = $0 else { return XCTFail("got \($0)") }
             XCTAssertTrue(detail.contains(moto.endpoint), detail)
@@ -192,9 +206,10 @@ final class S3ObjectStoreTests: XCTestCase {
     func testWrongCredentialsAreUnauthorized() throws {
         let strict = try MotoServer(environment: ["INITIAL_NO_AUTH_ACTION_COUNT": "0"])
         defer { strict.stop() }
-        let store = try S3ObjectStore(configuration: S3Configuration(
-            bucket: "any", region: "us-east-1", endpointURL: strict.endpoint, accessKeyID: "AKIAWRONG",
-            secretAccessKey: "wrong", environment: [:]))
+        let store = try S3ObjectStore(
+            configuration: S3Configuration(
+                bucket: "any", region: "us-east-1", endpointURL: strict.endpoint, accessKeyID: "AKIAWRONG",
+                secretAccessKey: "wrong", environment: [:]))
         XCTAssertThrowsError(try store.validate()) {
             guard case ObjectStoreError.unauthorized(let detail) = $0 else { return XCTFail("got \($0)") }
             XCTAssertTrue(detail.contains("InvalidAccessKeyId"), detail)
@@ -205,20 +220,26 @@ final class S3ObjectStoreTests: XCTestCase {
         let home = FileManager.default.temporaryDirectory.appendingPathComponent("home-\(UUID().uuidString)").path
         let noMetadata = ["HOME": home, "AWS_EC2_METADATA_DISABLED": "true"]
         XCTAssertThrowsError(try S3ObjectStore(configuration: S3Configuration(bucket: "b", environment: noMetadata))) {
-            XCTAssertEqual($0 as? ObjectStoreError, .unauthorized(
-                "no AWS credentials found: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or storage.aws_access_key_id"))
+            XCTAssertEqual(
+                $0 as? ObjectStoreError,
+                .unauthorized(
+                    "no AWS credentials found: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or storage.aws_access_key_id"
+                ))
         }
         // Anonymous access is allowed when asked for (requests go unsigned).
-        let anonymous = try S3ObjectStore(configuration: S3Configuration(
-            bucket: bucket, endpointURL: moto.endpoint, noSignRequest: true, environment: ["HOME": home]))
+        let anonymous = try S3ObjectStore(
+            configuration: S3Configuration(
+                bucket: bucket, endpointURL: moto.endpoint, noSignRequest: true, environment: ["HOME": home]))
         XCTAssertEqual(anonymous.description, "s3://\(bucket)/")
     }
 
     func testRetriesThenTransportError() throws {
         let port = try Loopback.freePort()  // nobody listens there
-        let store = try S3ObjectStore(configuration: S3Configuration(
-            bucket: "b", endpointURL: "http://127.0.0.1:\(port)", accessKeyID: "testing", secretAccessKey: "testing",
-            maxRetries: 2, environment: [:]))
+        let store = try S3ObjectStore(
+            configuration: S3Configuration(
+                bucket: "b", endpointURL: "http://127.0.0.1:\(port)", accessKeyID: "testing",
+                secretAccessKey: "testing",
+                maxRetries: 2, environment: [:]))
         XCTAssertThrowsError(try store.head("k")) {
             guard case ObjectStoreError.transport(let detail) = $0 else { return XCTFail("got \($0)") }
             XCTAssertTrue(detail.contains("127.0.0.1:\(port)"), detail)
@@ -277,39 +298,46 @@ final class S3ObjectStoreTests: XCTestCase {
         try FileManager.default.createDirectory(atPath: dir + "/.aws", withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: dir) }
         try """
-            [default]
-            aws_access_key_id = DEFAULTKEY
-            aws_secret_access_key = defaultsecret
+        [default]
+        aws_access_key_id = DEFAULTKEY
+        aws_secret_access_key = defaultsecret
 
-            [work]
-            aws_access_key_id=WORKKEY
-            aws_secret_access_key=worksecret
-            aws_session_token=worktoken
-            """.write(toFile: dir + "/.aws/credentials", atomically: true, encoding: .utf8)
+        [work]
+        aws_access_key_id=WORKKEY
+        aws_secret_access_key=worksecret
+        aws_session_token=worktoken
+        """.write(toFile: dir + "/.aws/credentials", atomically: true, encoding: .utf8)
         try """
-            [default]
-            region = eu-west-1
-            [profile work]
-            region = ap-south-1
-            [profile cfg]
-            aws_access_key_id = CFGKEY
-            aws_secret_access_key = cfgsecret
-            """.write(toFile: dir + "/.aws/config", atomically: true, encoding: .utf8)
+        [default]
+        region = eu-west-1
+        [profile work]
+        region = ap-south-1
+        [profile cfg]
+        aws_access_key_id = CFGKEY
+        aws_secret_access_key = cfgsecret
+        """.write(toFile: dir + "/.aws/config", atomically: true, encoding: .utf8)
         let home = ["HOME": dir]
         let base = S3Configuration(bucket: "b")
 
         XCTAssertEqual(try S3Credentials.resolve(base, environment: home)?.accessKeyID, "DEFAULTKEY")
         XCTAssertEqual(S3Credentials.region(base, environment: home), "eu-west-1")
         let work = try S3Credentials.resolve(base, environment: home.merging(["AWS_PROFILE": "work"]) { $1 })
-        XCTAssertEqual(work, S3Credentials(accessKeyID: "WORKKEY", secretAccessKey: "worksecret", sessionToken: "worktoken"))
-        XCTAssertEqual(S3Credentials.region(base, environment: home.merging(["AWS_PROFILE": "work"]) { $1 }), "ap-south-1")
-        XCTAssertEqual(try S3Credentials.resolve(base, environment: home.merging(["AWS_PROFILE": "cfg"]) { $1 })?.accessKeyID, "CFGKEY")
+        XCTAssertEqual(
+            work, S3Credentials(accessKeyID: "WORKKEY", secretAccessKey: "worksecret", sessionToken: "worktoken"))
+        XCTAssertEqual(
+            S3Credentials.region(base, environment: home.merging(["AWS_PROFILE": "work"]) { $1 }), "ap-south-1")
+        XCTAssertEqual(
+            try S3Credentials.resolve(base, environment: home.merging(["AWS_PROFILE": "cfg"]) { $1 })?.accessKeyID,
+            "CFGKEY")
 
         // Environment keys beat the profile; explicit ones beat both; region variables likewise.
-        var environment = home.merging(["AWS_ACCESS_KEY_ID": "ENVKEY", "AWS_SECRET_ACCESS_KEY": "envsecret",
-                                        "AWS_SESSION_TOKEN": "envtoken", "AWS_DEFAULT_REGION": "us-west-2"]) { $1 }
-        XCTAssertEqual(try S3Credentials.resolve(base, environment: environment),
-                       S3Credentials(accessKeyID: "ENVKEY", secretAccessKey: "envsecret", sessionToken: "envtoken"))
+        var environment = home.merging([
+            "AWS_ACCESS_KEY_ID": "ENVKEY", "AWS_SECRET_ACCESS_KEY": "envsecret",
+            "AWS_SESSION_TOKEN": "envtoken", "AWS_DEFAULT_REGION": "us-west-2",
+        ]) { $1 }
+        XCTAssertEqual(
+            try S3Credentials.resolve(base, environment: environment),
+            S3Credentials(accessKeyID: "ENVKEY", secretAccessKey: "envsecret", sessionToken: "envtoken"))
         XCTAssertEqual(S3Credentials.region(base, environment: environment), "us-west-2")
         environment["AWS_REGION"] = "ca-central-1"
         XCTAssertEqual(S3Credentials.region(base, environment: environment), "ca-central-1")
@@ -323,7 +351,10 @@ final class S3ObjectStoreTests: XCTestCase {
         // AWS_SHARED_CREDENTIALS_FILE / AWS_CONFIG_FILE move the files; nothing found is an error, unless anonymous.
         try "[default]\naws_access_key_id = MOVED\naws_secret_access_key = s\n"
             .write(toFile: dir + "/moved", atomically: true, encoding: .utf8)
-        XCTAssertEqual(try S3Credentials.resolve(base, environment: ["HOME": "/nonexistent", "AWS_SHARED_CREDENTIALS_FILE": dir + "/moved"])?.accessKeyID, "MOVED")
+        XCTAssertEqual(
+            try S3Credentials.resolve(
+                base, environment: ["HOME": "/nonexistent", "AWS_SHARED_CREDENTIALS_FILE": dir + "/moved"])?
+                .accessKeyID, "MOVED")
         XCTAssertEqual(S3Credentials.region(base, environment: ["HOME": "/nonexistent"]), "us-east-1")
         XCTAssertThrowsError(try S3Credentials.resolve(base, environment: ["HOME": "/nonexistent"]))
         var anonymous = base
@@ -338,13 +369,15 @@ final class S3ObjectStoreTests: XCTestCase {
         XCTAssertFalse(aws.pathStyle)
         let dotted = try S3ObjectStore(configuration: S3Configuration(bucket: "my.bucket", environment: keys))
         XCTAssertTrue(dotted.pathStyle)
-        let custom = try S3ObjectStore(configuration: S3Configuration(
-            bucket: "b", environment: keys.merging(["AWS_ENDPOINT_URL": "http://minio:9000/"]) { $1 }))
+        let custom = try S3ObjectStore(
+            configuration: S3Configuration(
+                bucket: "b", environment: keys.merging(["AWS_ENDPOINT_URL": "http://minio:9000/"]) { $1 }))
         XCTAssertEqual(custom.endpoint, "http://minio:9000")
         XCTAssertTrue(custom.pathStyle)
-        let forced = try S3ObjectStore(configuration: S3Configuration(bucket: "b", endpointURL: "http://minio:9000", pathStyle: false,
-                                                                     environment: keys))
+        let forced = try S3ObjectStore(
+            configuration: S3Configuration(
+                bucket: "b", endpointURL: "http://minio:9000", pathStyle: false,
+                environment: keys))
         XCTAssertFalse(forced.pathStyle)
     }
 }
-

@@ -1,8 +1,9 @@
 import Foundation
 import Glibc
-@testable import ObjectStore
-import XCTest
 import TestSupport
+import XCTest
+
+@testable import ObjectStore
 
 /// The shared suite, and the S3-compatibility differences bucketfs copes with, on SeaweedFS.
 final class SeaweedObjectStoreTests: XCTestCase {
@@ -24,8 +25,10 @@ final class SeaweedObjectStoreTests: XCTestCase {
 
     func testConformance() throws {
         let store = try server.makeStore(bucket: bucket)
-        ObjectStoreConformance(keyPrefix: "conformance/", versionsAreContentHashes: true, markersKeepMetadata: false,
-                               makeStore: { store }).run()
+        ObjectStoreConformance(
+            keyPrefix: "conformance/", versionsAreContentHashes: true, markersKeepMetadata: false,
+            makeStore: { store }
+        ).run()
     }
 
     /// DeleteObjects split into requests of `deleteBatchSize` keys.

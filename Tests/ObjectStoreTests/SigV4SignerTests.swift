@@ -1,26 +1,32 @@
 import Foundation
-@testable import ObjectStore
 import XCTest
+
+@testable import ObjectStore
 
 /// AWS Signature Version 4, checked against the values AWS publishes: the signing-key example of the SigV4
 /// documentation, the "get-vanilla" cases of the SigV4 test suite, and the S3 "GET Object" header-auth example.
 final class SigV4SignerTests: XCTestCase {
-    private let suiteSigner = SigV4Signer(accessKeyID: "AKIDEXAMPLE", secretAccessKey: "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY",
-                                          sessionToken: nil, region: "us-east-1", service: "service")
+    private let suiteSigner = SigV4Signer(
+        accessKeyID: "AKIDEXAMPLE", secretAccessKey: "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY",
+        sessionToken: nil, region: "us-east-1", service: "service")
     private let suiteDate = Date(timeIntervalSince1970: 1_440_938_160)  // 2015-08-30T12:36:00Z
 
     func testSigningKeyExample() {
-        let signer = SigV4Signer(accessKeyID: "AKIDEXAMPLE", secretAccessKey: "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY",
-                                 sessionToken: nil, region: "us-east-1", service: "iam")
+        let signer = SigV4Signer(
+            accessKeyID: "AKIDEXAMPLE", secretAccessKey: "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY",
+            sessionToken: nil, region: "us-east-1", service: "iam")
         let key = signer.signingKey(date: Date(timeIntervalSince1970: 1_329_264_000))  // 2012-02-15
         XCTAssertEqual(Hashing.hex(key), "f4780e2d9f65fa895f9c67b32ce1baf0b0d8a43505a000a1a9e090d414db404d")
     }
 
     func testGetVanilla() {
         let headers = [("Host", "example.amazonaws.com"), ("X-Amz-Date", "20150830T123600Z")]
-        let canonical = suiteSigner.canonicalRequest(method: "GET", path: "/", query: [], headers: headers,
-                                                     payloadHash: SigV4Signer.emptyPayloadHash)
-        XCTAssertEqual(canonical.request, """
+        let canonical = suiteSigner.canonicalRequest(
+            method: "GET", path: "/", query: [], headers: headers,
+            payloadHash: SigV4Signer.emptyPayloadHash)
+        XCTAssertEqual(
+            canonical.request,
+            """
             GET
             /
 
@@ -30,50 +36,62 @@ final class SigV4SignerTests: XCTestCase {
             host;x-amz-date
             e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855
             """)
-        XCTAssertEqual(suiteSigner.stringToSign(canonicalRequest: canonical.request, date: suiteDate), """
+        XCTAssertEqual(
+            suiteSigner.stringToSign(canonicalRequest: canonical.request, date: suiteDate),
+            """
             AWS4-HMAC-SHA256
             20150830T123600Z
             20150830/us-east-1/service/aws4_request
             bb579772317eb040ac9ed261061d46c1f17a8133879d6129b6e1c25292927e63
             """)
         XCTAssertEqual(
-            suiteSigner.authorizationHeader(method: "GET", path: "/", query: [], headers: headers,
-                                            payloadHash: SigV4Signer.emptyPayloadHash, date: suiteDate),
+            suiteSigner.authorizationHeader(
+                method: "GET", path: "/", query: [], headers: headers,
+                payloadHash: SigV4Signer.emptyPayloadHash, date: suiteDate),
             "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20150830/us-east-1/service/aws4_request, "
-                + "SignedHeaders=host;x-amz-date, Signature=5fa00fa31553b73ebf1942676e86291e8372ff2a2260956d9b8aae1d763fbf31")
+                + "SignedHeaders=host;x-amz-date, Signature=5fa00fa31553b73ebf1942676e86291e8372ff2a2260956d9b8aae1d763fbf31"
+        )
     }
 
     func testGetVanillaQueryOrderKeyCase() {
         let headers = [("Host", "example.amazonaws.com"), ("X-Amz-Date", "20150830T123600Z")]
         let query = [("Param2", "value2"), ("Param1", "value1")]
         XCTAssertEqual(SigV4Signer.canonicalQueryString(query), "Param1=value1&Param2=value2")
-        let authorization = suiteSigner.authorizationHeader(method: "GET", path: "/", query: query, headers: headers,
-                                                            payloadHash: SigV4Signer.emptyPayloadHash, date: suiteDate)
-        XCTAssertTrue(authorization.hasSuffix("Signature=b97d918cfa904a5beff61c982a1b6f458b799221646efd99d3219ec94cdf2500"),
-                      authorization)
+        let authorization = suiteSigner.authorizationHeader(
+            method: "GET", path: "/", query: query, headers: headers,
+            payloadHash: SigV4Signer.emptyPayloadHash, date: suiteDate)
+        XCTAssertTrue(
+            authorization.hasSuffix("Signature=b97d918cfa904a5beff61c982a1b6f458b799221646efd99d3219ec94cdf2500"),
+            authorization)
     }
 
     /// The S3 documentation's header-based example: the first 10 bytes of examplebucket/test.txt.
     func testS3GetObjectExample() {
-        let signer = SigV4Signer(accessKeyID: "AKIAIOSFODNN7EXAMPLE", secretAccessKey: "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
-                                 sessionToken: nil, region: "us-east-1", service: "s3")
+        let signer = SigV4Signer(
+            accessKeyID: "AKIAIOSFODNN7EXAMPLE", secretAccessKey: "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+            sessionToken: nil, region: "us-east-1", service: "s3")
         let date = Date(timeIntervalSince1970: 1_369_353_600)  // 2013-05-24T00:00:00Z
         let request = [("host", "examplebucket.s3.amazonaws.com"), ("range", "bytes=0-9")]
-        let added = signer.signingHeaders(method: "GET", path: "/test.txt", query: [], headers: request,
-                                          payloadHash: SigV4Signer.emptyPayloadHash, date: date)
+        let added = signer.signingHeaders(
+            method: "GET", path: "/test.txt", query: [], headers: request,
+            payloadHash: SigV4Signer.emptyPayloadHash, date: date)
         let byName = Dictionary(added, uniquingKeysWith: { first, _ in first })
         XCTAssertEqual(byName["x-amz-date"], "20130524T000000Z")
         XCTAssertEqual(byName["x-amz-content-sha256"], SigV4Signer.emptyPayloadHash)
         XCTAssertNil(byName["x-amz-security-token"])
-        XCTAssertEqual(byName["authorization"],
-                       "AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE/20130524/us-east-1/s3/aws4_request, "
-                           + "SignedHeaders=host;range;x-amz-content-sha256;x-amz-date, "
-                           + "Signature=f0e8bdb87c964420e857bd35b5d6ed310bd44f0170aba48dd91039c6036bdb41")
+        XCTAssertEqual(
+            byName["authorization"],
+            "AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE/20130524/us-east-1/s3/aws4_request, "
+                + "SignedHeaders=host;range;x-amz-content-sha256;x-amz-date, "
+                + "Signature=f0e8bdb87c964420e857bd35b5d6ed310bd44f0170aba48dd91039c6036bdb41")
 
-        let canonical = signer.canonicalRequest(method: "GET", path: "/test.txt", query: [],
-                                                headers: request + added.filter { $0.0 != "authorization" },
-                                                payloadHash: SigV4Signer.emptyPayloadHash)
-        XCTAssertEqual(signer.stringToSign(canonicalRequest: canonical.request, date: date), """
+        let canonical = signer.canonicalRequest(
+            method: "GET", path: "/test.txt", query: [],
+            headers: request + added.filter { $0.0 != "authorization" },
+            payloadHash: SigV4Signer.emptyPayloadHash)
+        XCTAssertEqual(
+            signer.stringToSign(canonicalRequest: canonical.request, date: date),
+            """
             AWS4-HMAC-SHA256
             20130524T000000Z
             20130524/us-east-1/s3/aws4_request
@@ -84,28 +102,34 @@ final class SigV4SignerTests: XCTestCase {
     func testSessionTokenIsSentAndSigned() {
         var signer = suiteSigner
         signer.sessionToken = "token/with+chars="
-        let added = signer.signingHeaders(method: "GET", path: "/", query: [], headers: [("host", "example.amazonaws.com")],
-                                          payloadHash: SigV4Signer.emptyPayloadHash, date: suiteDate)
+        let added = signer.signingHeaders(
+            method: "GET", path: "/", query: [], headers: [("host", "example.amazonaws.com")],
+            payloadHash: SigV4Signer.emptyPayloadHash, date: suiteDate)
         let byName = Dictionary(added, uniquingKeysWith: { first, _ in first })
         XCTAssertEqual(byName["x-amz-security-token"], "token/with+chars=")
-        XCTAssertTrue(byName["authorization"]?.contains("SignedHeaders=host;x-amz-content-sha256;x-amz-date;x-amz-security-token,") ?? false,
-                      byName["authorization"] ?? "")
+        XCTAssertTrue(
+            byName["authorization"]?.contains(
+                "SignedHeaders=host;x-amz-content-sha256;x-amz-date;x-amz-security-token,") ?? false,
+            byName["authorization"] ?? "")
     }
 
     func testURIEncoding() {
         XCTAssertEqual(SigV4Signer.uriEncode("dir/a b+c~d_e-f.g%h", keepSlash: true), "dir/a%20b%2Bc~d_e-f.g%25h")
         XCTAssertEqual(SigV4Signer.uriEncode("a/b", keepSlash: false), "a%2Fb")
         XCTAssertEqual(SigV4Signer.uriEncode("é*", keepSlash: true), "%C3%A9%2A")
-        XCTAssertEqual(SigV4Signer.canonicalQueryString([("prefix", "a b/"), ("uploads", ""), ("delimiter", "/")]),
-                       "delimiter=%2F&prefix=a%20b%2F&uploads=")
+        XCTAssertEqual(
+            SigV4Signer.canonicalQueryString([("prefix", "a b/"), ("uploads", ""), ("delimiter", "/")]),
+            "delimiter=%2F&prefix=a%20b%2F&uploads=")
     }
 
     func testHeaderValuesAreTrimmedAndNamesSorted() {
-        let canonical = suiteSigner.canonicalRequest(method: "PUT", path: "/k", query: [],
-                                                     headers: [("X-Amz-Meta-B", "  two   words "), ("Content-Type", "text/plain")],
-                                                     payloadHash: "UNSIGNED-PAYLOAD")
+        let canonical = suiteSigner.canonicalRequest(
+            method: "PUT", path: "/k", query: [],
+            headers: [("X-Amz-Meta-B", "  two   words "), ("Content-Type", "text/plain")],
+            payloadHash: "UNSIGNED-PAYLOAD")
         XCTAssertEqual(canonical.signedHeaders, "content-type;x-amz-meta-b")
-        XCTAssertTrue(canonical.request.contains("content-type:text/plain\nx-amz-meta-b:two words\n"), canonical.request)
+        XCTAssertTrue(
+            canonical.request.contains("content-type:text/plain\nx-amz-meta-b:two words\n"), canonical.request)
     }
 
     func testDigests() {

@@ -11,9 +11,12 @@ final class StoreLocationTests: XCTestCase {
         XCTAssertEqual(try StoreLocation(parsing: "memory://scratch").kind, .memory(name: "scratch"))
         XCTAssertEqual(try StoreLocation(parsing: "s3://bucket").kind, .s3(bucket: "bucket", prefix: ""))
         XCTAssertEqual(try StoreLocation(parsing: "s3://bucket/").kind, .s3(bucket: "bucket", prefix: ""))
-        XCTAssertEqual(try StoreLocation(parsing: "s3://bucket/some/prefix").kind, .s3(bucket: "bucket", prefix: "some/prefix/"))
-        XCTAssertEqual(try StoreLocation(parsing: "S3://bucket//some/prefix/").kind, .s3(bucket: "bucket", prefix: "some/prefix/"))
-        XCTAssertEqual(try StoreLocation(parsing: "gs://team-data/alice/").kind, .gcs(bucket: "team-data", prefix: "alice/"))
+        XCTAssertEqual(
+            try StoreLocation(parsing: "s3://bucket/some/prefix").kind, .s3(bucket: "bucket", prefix: "some/prefix/"))
+        XCTAssertEqual(
+            try StoreLocation(parsing: "S3://bucket//some/prefix/").kind, .s3(bucket: "bucket", prefix: "some/prefix/"))
+        XCTAssertEqual(
+            try StoreLocation(parsing: "gs://team-data/alice/").kind, .gcs(bucket: "team-data", prefix: "alice/"))
     }
 
     func testPrefix() throws {
@@ -41,19 +44,26 @@ final class StoreLocationTests: XCTestCase {
     }
 
     func testErrorsReadAsOneLine() {
-        expect("ftp://x", .unknownScheme(scheme: "ftp", source: "ftp://x"),
-               #"unknown source scheme "ftp" in "ftp://x" (expected file://, memory://, s3:// or gs://)"#)
+        expect(
+            "ftp://x", .unknownScheme(scheme: "ftp", source: "ftp://x"),
+            #"unknown source scheme "ftp" in "ftp://x" (expected file://, memory://, s3:// or gs://)"#)
         expect("file://rel", .relativePath("file://rel"), "file:// source needs an absolute path: file://rel")
         expect("s3://", .missingBucket(scheme: "s3", source: "s3://"), "s3:// source needs a bucket name: s3://")
-        expect("gs:///prefix", .missingBucket(scheme: "gs", source: "gs:///prefix"),
-               "gs:// source needs a bucket name: gs:///prefix")
-        expect("/srv/data", .notAURL("/srv/data"),
-               #"source "/srv/data" is not a URL (expected file://, memory://, s3:// or gs://)"#)
-        expect("memory://a/b", .invalidMemoryName("memory://a/b"), "memory:// source takes a name without slashes: memory://a/b")
+        expect(
+            "gs:///prefix", .missingBucket(scheme: "gs", source: "gs:///prefix"),
+            "gs:// source needs a bucket name: gs:///prefix")
+        expect(
+            "/srv/data", .notAURL("/srv/data"),
+            #"source "/srv/data" is not a URL (expected file://, memory://, s3:// or gs://)"#)
+        expect(
+            "memory://a/b", .invalidMemoryName("memory://a/b"),
+            "memory:// source takes a name without slashes: memory://a/b")
     }
 
     func testMakeStore() throws {
-        let root = FileManager.default.temporaryDirectory.appendingPathComponent("bucketfs-location-\(UUID().uuidString)").path
+        let root = FileManager.default.temporaryDirectory.appendingPathComponent(
+            "bucketfs-location-\(UUID().uuidString)"
+        ).path
         try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: root) }
         let local = try StoreLocation(parsing: "file://\(root)/").makeStore()
@@ -75,9 +85,15 @@ final class StoreLocationTests: XCTestCase {
         XCTAssertEqual(first.description, "memory://\(name)")
 
         // Without credentials (an empty environment), an S3 store refuses to start with a message that says why.
-        XCTAssertThrowsError(try StoreLocation(parsing: "s3://bucket/p/").makeStore(
-            s3: S3Configuration(bucket: "ignored", environment: ["HOME": "/nonexistent",
-                                                                 "AWS_EC2_METADATA_DISABLED": "true"]))) {
+        XCTAssertThrowsError(
+            try StoreLocation(parsing: "s3://bucket/p/").makeStore(
+                s3: S3Configuration(
+                    bucket: "ignored",
+                    environment: [
+                        "HOME": "/nonexistent",
+                        "AWS_EC2_METADATA_DISABLED": "true",
+                    ]))
+        ) {
             guard case ObjectStoreError.unauthorized(let detail) = $0 else { return XCTFail("got \($0)") }
             XCTAssertTrue(detail.contains("AWS_ACCESS_KEY_ID"), detail)
         }
@@ -88,8 +104,10 @@ final class StoreLocationTests: XCTestCase {
         XCTAssertEqual(gcs.description, "gs://bucket/")
     }
 
-    private func expect(_ source: String, _ error: StoreLocationError, _ message: String,
-                        file: StaticString = #filePath, line: UInt = #line) {
+    private func expect(
+        _ source: String, _ error: StoreLocationError, _ message: String,
+        file: StaticString = #filePath, line: UInt = #line
+    ) {
         XCTAssertThrowsError(try StoreLocation(parsing: source), file: file, line: line) {
             XCTAssertEqual($0 as? StoreLocationError, error, file: file, line: line)
             XCTAssertEqual("\($0)", message, file: file, line: line)

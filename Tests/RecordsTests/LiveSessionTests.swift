@@ -9,11 +9,14 @@ import XCTest
 final class LiveSessionTests: XCTestCase {
     private let meter = Meter()
 
-    private func makeSession(_ stores: RecordStores, id: String = LiveSession.newMountID(),
-                             warnings: Warnings? = nil) throws -> LiveSession {
-        try LiveSession(id: id, sessions: stores.sessions, userID: "1000", metadata: ["host": "h1"],
-                        counters: { [meter] in meter.value },
-                        warn: { message, _ in warnings?.add(message) })
+    private func makeSession(
+        _ stores: RecordStores, id: String = LiveSession.newMountID(),
+        warnings: Warnings? = nil
+    ) throws -> LiveSession {
+        try LiveSession(
+            id: id, sessions: stores.sessions, userID: "1000", metadata: ["host": "h1"],
+            counters: { [meter] in meter.value },
+            warn: { message, _ in warnings?.add(message) })
     }
 
     func testLifecycle() throws {
@@ -66,9 +69,13 @@ final class LiveSessionTests: XCTestCase {
         XCTAssertThrowsError(try makeSession(stores), "a backend that refuses the record fails the start")
         session.update()
         session.end(status: "unmounted")
-        XCTAssertEqual(warnings.all, ["cannot refresh the mount's session record",
-                                                  "cannot refresh the mount's session record",
-                                                  "cannot end the mount's session record"])
+        XCTAssertEqual(
+            warnings.all,
+            [
+                "cannot refresh the mount's session record",
+                "cannot refresh the mount's session record",
+                "cannot end the mount's session record",
+            ])
         backend.failing.store(false, ordering: .relaxed)
         XCTAssertNil(try stores.sessions.get("mount-abc")?.endedAt, "nothing was written while it failed")
     }
@@ -107,7 +114,10 @@ private final class SwitchableBackend: RecordBackend {
         if failing.load(ordering: .relaxed) { throw .unavailable("switched off") }
     }
 
-    func read(_ key: String) throws(RecordError) -> StoredRecord? { try check(); return try base.read(key) }
+    func read(_ key: String) throws(RecordError) -> StoredRecord? {
+        try check()
+        return try base.read(key)
+    }
     func create(_ key: String, data: Data) throws(RecordError) -> String? {
         try check()
         return try base.create(key, data: data)
@@ -120,7 +130,13 @@ private final class SwitchableBackend: RecordBackend {
         try check()
         return try base.write(key, data: data)
     }
-    func remove(_ key: String) throws(RecordError) -> Bool { try check(); return try base.remove(key) }
-    func keys(under prefix: String) throws(RecordError) -> [String] { try check(); return try base.keys(under: prefix) }
+    func remove(_ key: String) throws(RecordError) -> Bool {
+        try check()
+        return try base.remove(key)
+    }
+    func keys(under prefix: String) throws(RecordError) -> [String] {
+        try check()
+        return try base.keys(under: prefix)
+    }
     func ping() throws(RecordError) { try check() }
 }

@@ -1,7 +1,8 @@
 import Foundation
-@testable import Records
 import TestSupport
 import XCTest
+
+@testable import Records
 
 /// The shared suite on a real PostgreSQL server, plus what only PostgreSQL has: the schema and its migrations,
 /// connection errors as one line, reconnection.
@@ -35,7 +36,8 @@ final class PostgresRecordsTests: RecordsBackendTestCase {
         let applied = try server.admin(url.components(separatedBy: "/").last!)
             .execute("SELECT version, description FROM bucketfs_schema ORDER BY version")
         XCTAssertEqual(applied.rows.map { $0[0] }, PostgresSchema.migrations.map { String($0.version) })
-        XCTAssertEqual(backend.description, "postgres://bucketfs@127.0.0.1:\(server.port)/\(url.split(separator: "/").last!)")
+        XCTAssertEqual(
+            backend.description, "postgres://bucketfs@127.0.0.1:\(server.port)/\(url.split(separator: "/").last!)")
         XCTAssertFalse(backend.description.contains(PostgresServer.password))
     }
 
@@ -45,16 +47,20 @@ final class PostgresRecordsTests: RecordsBackendTestCase {
         let name = "old_\(UUID().uuidString.prefix(6).lowercased())"
         _ = try server.createDatabase(name)
         let admin = try server.admin(name)
-        _ = try admin.execute("CREATE TABLE bucketfs_schema (version integer PRIMARY KEY, description text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())")
+        _ = try admin.execute(
+            "CREATE TABLE bucketfs_schema (version integer PRIMARY KEY, description text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())"
+        )
         for statement in PostgresSchema.migrations[0].statements { _ = try admin.execute(statement) }
         _ = try admin.execute("INSERT INTO bucketfs_schema (version, description) VALUES (1, 'records table')")
-        _ = try admin.execute("INSERT INTO bucketfs_records (key, data, version) VALUES ('tasks/s.json', $1, 'v0')",
-                              [#"{"context":1,"schema_version":1,"session_id":"s","updated_at":"2025-01-01T00:00:00.000Z"}"#])
+        _ = try admin.execute(
+            "INSERT INTO bucketfs_records (key, data, version) VALUES ('tasks/s.json', $1, 'v0')",
+            [#"{"context":1,"schema_version":1,"session_id":"s","updated_at":"2025-01-01T00:00:00.000Z"}"#])
 
         let stores = RecordStores(backend: try PostgresRecordBackend(url: server.url(name)))
         XCTAssertEqual(try stores.tasks.get(session: "s"), 1)
         XCTAssertEqual(try (stores.backend as! PostgresRecordBackend).schemaVersion(), PostgresSchema.latest)
-        let viaView = try admin.execute("SELECT record->>'session_id' FROM bucketfs_records_json WHERE key = 'tasks/s.json'")
+        let viaView = try admin.execute(
+            "SELECT record->>'session_id' FROM bucketfs_records_json WHERE key = 'tasks/s.json'")
         XCTAssertEqual(viaView.rows.first?.first, "s")
 
         _ = try admin.execute("INSERT INTO bucketfs_schema (version, description) VALUES (99, 'from the future')")

@@ -1,8 +1,9 @@
 import Foundation
 import Glibc
-@testable import Records
 import TestSupport
 import XCTest
+
+@testable import Records
 
 /// A throwaway PostgreSQL server (Debian's `postgresql`) for one test class: `initdb` into a temp dir, then
 /// `postgres` on a free loopback port with password (SCRAM) authentication. PostgreSQL refuses to run as root,
@@ -28,15 +29,23 @@ final class PostgresServer: ServerProcess, @unchecked Sendable {
             }
             for path in [directory, directory + "/pw"] { chown(path, owner.pw_uid, owner.pw_gid) }
         }
-        try Self.runToEnd(bin + "/initdb", ["-D", directory + "/data", "-U", Self.user, "--pwfile=" + directory + "/pw",
-                                           "-A", "scram-sha-256", "-E", "UTF8", "--locale=C", "--no-sync"])
+        try Self.runToEnd(
+            bin + "/initdb",
+            [
+                "-D", directory + "/data", "-U", Self.user, "--pwfile=" + directory + "/pw",
+                "-A", "scram-sha-256", "-E", "UTF8", "--locale=C", "--no-sync",
+            ])
         let executable = asRoot ? "/usr/sbin/runuser" : bin + "/postgres"
-        try super.init(name: "postgres", executable: executable, arguments: { port in
-            let server = ["-D", directory + "/data", "-p", String(port), "-k", directory,
-                          "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "synchronous_commit=off",
-                          "-c", "full_page_writes=off", "-c", "max_connections=200"]
-            return asRoot ? ["-u", "postgres", "--", bin + "/postgres"] + server : server
-        }, ready: { port in (try? Self.pool(port: port, database: "postgres").execute("SELECT 1")) != nil })
+        try super.init(
+            name: "postgres", executable: executable,
+            arguments: { port in
+                let server = [
+                    "-D", directory + "/data", "-p", String(port), "-k", directory,
+                    "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "synchronous_commit=off",
+                    "-c", "full_page_writes=off", "-c", "max_connections=200",
+                ]
+                return asRoot ? ["-u", "postgres", "--", bin + "/postgres"] + server : server
+            }, ready: { port in (try? Self.pool(port: port, database: "postgres").execute("SELECT 1")) != nil })
     }
 
     /// `postgres://bucketfs:…@127.0.0.1:PORT/<database>`.
@@ -66,7 +75,8 @@ final class PostgresServer: ServerProcess, @unchecked Sendable {
     override func stop() {
         // SIGINT is PostgreSQL's fast shutdown; the postmaster's pid is the first line of postmaster.pid.
         if let text = try? String(contentsOfFile: directory + "/data/postmaster.pid", encoding: .utf8),
-           let pid = text.split(separator: "\n").first.flatMap({ pid_t($0) }) {
+            let pid = text.split(separator: "\n").first.flatMap({ pid_t($0) })
+        {
             kill(pid, SIGINT)
         }
         if process.isRunning { process.waitUntilExit() }

@@ -1,7 +1,7 @@
 import Foundation
-import RedisClient
 import ObjectStore
 import Records
+import RedisClient
 import TestSupport
 import XCTest
 
@@ -24,7 +24,8 @@ class RecordsBackendTestCase: XCTestCase {
     func testRegistry() throws { try suite.registry() }
     func testEvents() throws { try suite.events() }
     func testMigrationRoundTrip() throws {
-        try suite.migrationRoundTrip(via: ObjectStoreRecordBackend(store: MemoryObjectStore(), prefix: "elsewhere/.bucketfs/"))
+        try suite.migrationRoundTrip(
+            via: ObjectStoreRecordBackend(store: MemoryObjectStore(), prefix: "elsewhere/.bucketfs/"))
     }
 }
 
@@ -104,7 +105,8 @@ final class S3RecordsTests: RecordsBackendTestCase {
         let memory = RecordStores(store: MemoryObjectStore(), mountPrefix: "")
         try memory.sessions.create(id: "mig", userID: "u", metadata: ["x": 1.5])
         try memory.checkpoints.store(thread: "th", id: "c1", data: ["deep": ["a": [1, 2, nil]]])
-        try memory.uploads.save(UploadStateRecord(id: "up", key: "k", uploadID: "U", parts: [.init(partNumber: 1, etag: "e")]))
+        try memory.uploads.save(
+            UploadStateRecord(id: "up", key: "k", uploadID: "U", parts: [.init(partNumber: 1, etag: "e")]))
         let directory = NSTemporaryDirectory() + "records-mig-\(UUID().uuidString)"
         defer { try? FileManager.default.removeItem(atPath: directory) }
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)

@@ -16,15 +16,20 @@ struct RecordsSuite {
     func sessionLifecycle() throws {
         let stores = try stores("sessions")
         let created = try stores.sessions.create(id: "s/1 x", userID: "alice", metadata: ["host": "h1", "n": 3])
-        XCTAssertThrowsError(try stores.sessions.create(id: "s/1 x", userID: "bob")) { XCTAssertTrue("\($0)".contains("exists")) }
+        XCTAssertThrowsError(try stores.sessions.create(id: "s/1 x", userID: "bob")) {
+            XCTAssertTrue("\($0)".contains("exists"))
+        }
         XCTAssertEqual(try stores.sessions.get("s/1 x"), created)
         XCTAssertNil(try stores.sessions.get("nobody"))
 
-        XCTAssertTrue(try stores.sessions.update("s/1 x", metadata: ["mode": "ro"], incrementRequests: 2,
-                                                 addProcessingTime: 0.25, markErrors: 1))
+        XCTAssertTrue(
+            try stores.sessions.update(
+                "s/1 x", metadata: ["mode": "ro"], incrementRequests: 2,
+                addProcessingTime: 0.25, markErrors: 1))
         XCTAssertFalse(try stores.sessions.update("nobody", incrementRequests: 1))
         let updated = try XCTUnwrap(try stores.sessions.get("s/1 x"))
-        XCTAssertEqual(updated.metrics, SessionRecord.Metrics(requestCount: 2, totalProcessingTime: 0.25, errorCount: 1))
+        XCTAssertEqual(
+            updated.metrics, SessionRecord.Metrics(requestCount: 2, totalProcessingTime: 0.25, errorCount: 1))
         XCTAssertEqual(updated.metadata, ["host": "h1", "n": 3, "mode": "ro"])
         XCTAssertGreaterThanOrEqual(updated.updatedAt, created.updatedAt)
 
@@ -72,7 +77,8 @@ struct RecordsSuite {
         try stores.conversations.append(session: "old", role: "user", content: "hi")
         try stores.tasks.put(session: "old", context: ["step": 1])
         XCTAssertEqual(try stores.sessions.cleanupExpired(maxIdleHours: 1), [])
-        XCTAssertEqual(try stores.sessions.cleanupExpired(maxIdleHours: 1, now: Date().addingTimeInterval(7200)), ["old"])
+        XCTAssertEqual(
+            try stores.sessions.cleanupExpired(maxIdleHours: 1, now: Date().addingTimeInterval(7200)), ["old"])
         XCTAssertNil(try stores.sessions.get("old"))
         XCTAssertEqual(try stores.conversations.history(session: "old"), [])
         XCTAssertNil(try stores.tasks.get(session: "old"))
@@ -81,14 +87,18 @@ struct RecordsSuite {
     /// Messages in order; history keeps the last `limit`, oldest first; racing appenders all land.
     func conversations() throws {
         let stores = try stores("conversations")
-        for n in 0..<5 { try stores.conversations.append(session: "c", role: n % 2 == 0 ? "user" : "assistant", content: "m\(n)") }
+        for n in 0..<5 {
+            try stores.conversations.append(session: "c", role: n % 2 == 0 ? "user" : "assistant", content: "m\(n)")
+        }
         let last3 = try stores.conversations.history(session: "c", limit: 3)
         XCTAssertEqual(last3.map(\.content), ["m2", "m3", "m4"])
         XCTAssertEqual(last3.map(\.sequence), [2, 3, 4])
         XCTAssertEqual(last3.first?.role, "user")
 
         DispatchQueue.concurrentPerform(iterations: 4) { worker in
-            for n in 0..<5 { _ = try? stores.conversations.append(session: "race", role: "user", content: "w\(worker)-\(n)") }
+            for n in 0..<5 {
+                _ = try? stores.conversations.append(session: "race", role: "user", content: "w\(worker)-\(n)")
+            }
         }
         let all = try stores.conversations.history(session: "race", limit: 100)
         XCTAssertEqual(all.map(\.sequence), Array(0..<20))
@@ -99,7 +109,8 @@ struct RecordsSuite {
     func checkpoints() throws {
         let stores = try stores("checkpoints")
         for n in 1...3 {
-            try stores.checkpoints.store(thread: "t1", id: "cp\(n)", data: ["step": .integer(Int64(n))], metadata: ["n": .integer(Int64(n))])
+            try stores.checkpoints.store(
+                thread: "t1", id: "cp\(n)", data: ["step": .integer(Int64(n))], metadata: ["n": .integer(Int64(n))])
             usleep(5_000)
         }
         try stores.checkpoints.store(thread: "t2", id: "other", data: nil)
@@ -108,7 +119,8 @@ struct RecordsSuite {
         XCTAssertNil(try stores.checkpoints.get(thread: "t1", id: "cp9"))
         XCTAssertEqual(try stores.checkpoints.list(thread: "t1", limit: 2).map(\.checkpointID), ["cp3", "cp2"])
 
-        try stores.checkpoints.putWrites(thread: "t1", checkpoint: "cp3", task: "a", writes: [("ch1", 1), ("ch2", "x")])
+        try stores.checkpoints.putWrites(
+            thread: "t1", checkpoint: "cp3", task: "a", writes: [("ch1", 1), ("ch2", "x")])
         try stores.checkpoints.putWrites(thread: "t1", checkpoint: "cp3", task: "b", writes: [("ch1", 2)])
         let writes = try stores.checkpoints.getWrites(thread: "t1", checkpoint: "cp3")
         XCTAssertEqual(writes.map(\.taskID), ["a", "a", "b"])
@@ -214,13 +226,16 @@ struct RecordsSuite {
             XCTAssertEqual(event.sequence, n)
         }
         try stores.events.append(stream: "other", type: "mounted")
-        XCTAssertEqual(try stores.events.read(stream: "mount a/1", from: 1, limit: 2).map(\.type), ["upload_failed", "lock_lost"])
+        XCTAssertEqual(
+            try stores.events.read(stream: "mount a/1", from: 1, limit: 2).map(\.type), ["upload_failed", "lock_lost"])
         XCTAssertEqual(try stores.events.read(stream: "mount a/1", from: 3).map(\.sequence), [3, 4])
-        XCTAssertEqual(try stores.events.tail(stream: "mount a/1", count: 2).map(\.type), ["upload_failed", "unmounted"])
+        XCTAssertEqual(
+            try stores.events.tail(stream: "mount a/1", count: 2).map(\.type), ["upload_failed", "unmounted"])
         XCTAssertEqual(try stores.events.count(stream: "mount a/1"), 5)
         XCTAssertEqual(try stores.events.count(stream: "mount a/1", type: "upload_failed"), 2)
-        XCTAssertEqual(try stores.events.countByType(stream: "mount a/1"),
-                       ["mounted": 1, "upload_failed": 2, "lock_lost": 1, "unmounted": 1])
+        XCTAssertEqual(
+            try stores.events.countByType(stream: "mount a/1"),
+            ["mounted": 1, "upload_failed": 2, "lock_lost": 1, "unmounted": 1])
         XCTAssertEqual(try stores.events.streams(), ["mount a/1", "other"])
         let raw = try XCTUnwrap(try stores.backend.read("events/mount%20a%2F1/0000000001.json")).data
         let json = try XCTUnwrap(try JSONSerialization.jsonObject(with: raw) as? [String: Any])
@@ -231,13 +246,18 @@ struct RecordsSuite {
         // Racing appenders on separate clients (each with its own idea of the next number) all land, once each.
         let logs = try (0..<4).map { _ in RecordStores(backend: try makeBackend(name)).events }
         DispatchQueue.concurrentPerform(iterations: 4) { worker in
-            for n in 0..<10 { _ = try? logs[worker].append(stream: "race", type: "w", data: ["who": .string("\(worker)-\(n)")]) }
+            for n in 0..<10 {
+                _ = try? logs[worker].append(stream: "race", type: "w", data: ["who": .string("\(worker)-\(n)")])
+            }
         }
         let raced = try stores.events.read(stream: "race")
         XCTAssertEqual(raced.map(\.sequence), Array(0..<40))
-        XCTAssertEqual(Set(raced.compactMap { event -> String? in
-            if case .string(let who)? = event.data["who"] { return who } else { return nil }
-        }).count, 40)
+        XCTAssertEqual(
+            Set(
+                raced.compactMap { event -> String? in
+                    if case .string(let who)? = event.data["who"] { return who } else { return nil }
+                }
+            ).count, 40)
 
         // Follow sees events appended after it started, in order, and stops when told.
         let seen = Locked<[Int]>([])

@@ -1,7 +1,7 @@
 import Foundation
 import ObjectStore
-import RedisClient
 import Records
+import RedisClient
 import TestSupport
 import XCTest
 

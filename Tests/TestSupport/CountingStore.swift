@@ -34,8 +34,10 @@ public final class CountingStore: ForwardingObjectStore {
         return try base.get(key, range: range)
     }
 
-    public func getStreaming(_ key: String, range: Range<UInt64>, version: String?,
-                             consumer: @escaping (UnsafeRawBufferPointer) -> Bool) throws(ObjectStoreError) {
+    public func getStreaming(
+        _ key: String, range: Range<UInt64>, version: String?,
+        consumer: @escaping (UnsafeRawBufferPointer) -> Bool
+    ) throws(ObjectStoreError) {
         record(.get)
         try base.getStreaming(key, range: range, version: version, consumer: consumer)
     }
@@ -61,8 +63,10 @@ public final class CountingStore: ForwardingObjectStore {
         return base.deleteObjects(keys)
     }
 
-    public func copy(from source: String, to destination: String, metadata: ObjectMetadata?,
-                     condition: PutCondition) throws(ObjectStoreError) -> ObjectInfo {
+    public func copy(
+        from source: String, to destination: String, metadata: ObjectMetadata?,
+        condition: PutCondition
+    ) throws(ObjectStoreError) -> ObjectInfo {
         record(.copy)
         return try base.copy(from: source, to: destination, metadata: metadata, condition: condition)
     }
@@ -72,21 +76,28 @@ public final class CountingStore: ForwardingObjectStore {
         return try base.createMultipartUpload(key, options: options)
     }
 
-    public func uploadPart(_ key: String, uploadID: String, number: Int,
-                           body: PutBody) throws(ObjectStoreError) -> String {
+    public func uploadPart(
+        _ key: String, uploadID: String, number: Int,
+        body: PutBody
+    ) throws(ObjectStoreError) -> String {
         record(.uploadPart)
         return try base.uploadPart(key, uploadID: uploadID, number: number, body: body)
     }
 
-    public func uploadPartCopy(_ key: String, uploadID: String, number: Int, source: String, range: Range<UInt64>,
-                               sourceVersion: String?) throws(ObjectStoreError) -> String {
+    public func uploadPartCopy(
+        _ key: String, uploadID: String, number: Int, source: String, range: Range<UInt64>,
+        sourceVersion: String?
+    ) throws(ObjectStoreError) -> String {
         record(.uploadPartCopy)
-        return try base.uploadPartCopy(key, uploadID: uploadID, number: number, source: source, range: range,
-                                       sourceVersion: sourceVersion)
+        return try base.uploadPartCopy(
+            key, uploadID: uploadID, number: number, source: source, range: range,
+            sourceVersion: sourceVersion)
     }
 
-    public func completeMultipartUpload(_ key: String, uploadID: String, parts: [CompletedPart],
-                                        condition: PutCondition) throws(ObjectStoreError) -> ObjectInfo {
+    public func completeMultipartUpload(
+        _ key: String, uploadID: String, parts: [CompletedPart],
+        condition: PutCondition
+    ) throws(ObjectStoreError) -> ObjectInfo {
         record(.completeMultipartUpload)
         return try base.completeMultipartUpload(key, uploadID: uploadID, parts: parts, condition: condition)
     }

@@ -35,16 +35,21 @@ public final class DelayingStore: ForwardingObjectStore {
     }
 
     /// Through `get`, so that its delays and failures apply.
-    public func getStreaming(_ key: String, range: Range<UInt64>, version: String?,
-                             consumer: @escaping (UnsafeRawBufferPointer) -> Bool) throws(ObjectStoreError) {
+    public func getStreaming(
+        _ key: String, range: Range<UInt64>, version: String?,
+        consumer: @escaping (UnsafeRawBufferPointer) -> Bool
+    ) throws(ObjectStoreError) {
         try getStreamingByRanges(key, range: range, version: version, consumer: consumer)
     }
 
     /// Through `get`, so that its delays and failures apply.
-    public func uploadPartCopy(_ key: String, uploadID: String, number: Int, source: String, range: Range<UInt64>,
-                               sourceVersion: String?) throws(ObjectStoreError) -> String {
-        try uploadPartCopyByReading(key, uploadID: uploadID, number: number, source: source, range: range,
-                                    sourceVersion: sourceVersion)
+    public func uploadPartCopy(
+        _ key: String, uploadID: String, number: Int, source: String, range: Range<UInt64>,
+        sourceVersion: String?
+    ) throws(ObjectStoreError) -> String {
+        try uploadPartCopyByReading(
+            key, uploadID: uploadID, number: number, source: source, range: range,
+            sourceVersion: sourceVersion)
     }
 
     public func put(_ key: String, body: PutBody, options: PutOptions) throws(ObjectStoreError) -> ObjectInfo {

@@ -35,8 +35,10 @@ public final class FailingStore: ForwardingObjectStore {
     /// Through `delete`, so that each key fails.
     public func deleteObjects(_ keys: [String]) -> [Result<Void, ObjectStoreError>] { deleteEach(keys) }
 
-    public func copy(from source: String, to destination: String, metadata: ObjectMetadata?,
-                     condition: PutCondition) throws(ObjectStoreError) -> ObjectInfo {
+    public func copy(
+        from source: String, to destination: String, metadata: ObjectMetadata?,
+        condition: PutCondition
+    ) throws(ObjectStoreError) -> ObjectInfo {
         try check()
         return try base.copy(from: source, to: destination, metadata: metadata, condition: condition)
     }
@@ -46,21 +48,28 @@ public final class FailingStore: ForwardingObjectStore {
         return try base.createMultipartUpload(key, options: options)
     }
 
-    public func uploadPart(_ key: String, uploadID: String, number: Int,
-                           body: PutBody) throws(ObjectStoreError) -> String {
+    public func uploadPart(
+        _ key: String, uploadID: String, number: Int,
+        body: PutBody
+    ) throws(ObjectStoreError) -> String {
         try check()
         return try base.uploadPart(key, uploadID: uploadID, number: number, body: body)
     }
 
     /// Through `uploadPart`, so that it fails too.
-    public func uploadPartCopy(_ key: String, uploadID: String, number: Int, source: String, range: Range<UInt64>,
-                               sourceVersion: String?) throws(ObjectStoreError) -> String {
-        try uploadPartCopyByReading(key, uploadID: uploadID, number: number, source: source, range: range,
-                                    sourceVersion: sourceVersion)
+    public func uploadPartCopy(
+        _ key: String, uploadID: String, number: Int, source: String, range: Range<UInt64>,
+        sourceVersion: String?
+    ) throws(ObjectStoreError) -> String {
+        try uploadPartCopyByReading(
+            key, uploadID: uploadID, number: number, source: source, range: range,
+            sourceVersion: sourceVersion)
     }
 
-    public func completeMultipartUpload(_ key: String, uploadID: String, parts: [CompletedPart],
-                                        condition: PutCondition) throws(ObjectStoreError) -> ObjectInfo {
+    public func completeMultipartUpload(
+        _ key: String, uploadID: String, parts: [CompletedPart],
+        condition: PutCondition
+    ) throws(ObjectStoreError) -> ObjectInfo {
         try check()
         return try base.completeMultipartUpload(key, uploadID: uploadID, parts: parts, condition: condition)
     }

@@ -36,8 +36,10 @@ public final class HoldingStore: ForwardingObjectStore {
         return try base.put(key, body: body, options: options)
     }
 
-    public func completeMultipartUpload(_ key: String, uploadID: String, parts: [CompletedPart],
-                                        condition: PutCondition) throws(ObjectStoreError) -> ObjectInfo {
+    public func completeMultipartUpload(
+        _ key: String, uploadID: String, parts: [CompletedPart],
+        condition: PutCondition
+    ) throws(ObjectStoreError) -> ObjectInfo {
         wait(for: key)
         return try base.completeMultipartUpload(key, uploadID: uploadID, parts: parts, condition: condition)
     }

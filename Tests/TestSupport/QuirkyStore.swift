@@ -33,8 +33,10 @@ public final class QuirkyStore: ForwardingObjectStore {
     /// Through `delete`, so that its failures apply.
     public func deleteObjects(_ keys: [String]) -> [Result<Void, ObjectStoreError>] { deleteEach(keys) }
 
-    public func copy(from source: String, to destination: String, metadata: ObjectMetadata?,
-                     condition: PutCondition) throws(ObjectStoreError) -> ObjectInfo {
+    public func copy(
+        from source: String, to destination: String, metadata: ObjectMetadata?,
+        condition: PutCondition
+    ) throws(ObjectStoreError) -> ObjectInfo {
         if source.hasSuffix("/") { throw .notFound(key: source) }
         if source == failCopyOf { throw .transport("copy failed") }
         return try base.copy(from: source, to: destination, metadata: metadata, condition: condition)

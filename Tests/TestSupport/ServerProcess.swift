@@ -11,9 +11,11 @@ open class ServerProcess: @unchecked Sendable {
     /// `port`: nil picks a free one. `prepare` may set up the process further (working directory, stdin) before
     /// it runs. `ready` is polled every 50 ms for up to `timeout` seconds; a server that exits or is not ready by
     /// then is a failure (the program is installed, so it should start).
-    public init(name: String, executable: String, port: Int? = nil, environment: [String: String] = [:],
-                arguments: (Int) -> [String], stderr: FileHandle = .nullDevice, timeout: Double = 60,
-                prepare: ((Process) throws -> Void)? = nil, ready: ((Int) -> Bool)? = nil) throws {
+    public init(
+        name: String, executable: String, port: Int? = nil, environment: [String: String] = [:],
+        arguments: (Int) -> [String], stderr: FileHandle = .nullDevice, timeout: Double = 60,
+        prepare: ((Process) throws -> Void)? = nil, ready: ((Int) -> Bool)? = nil
+    ) throws {
         let port = try port ?? Loopback.freePort()
         self.port = port
         process.executableURL = URL(fileURLWithPath: executable)

@@ -22,20 +22,25 @@ public final class TLSRedisServer: ServerProcess, @unchecked Sendable {
         try Self.makeCertificates(openssl: openssl, in: directory)
         let dir = directory.path
         do {
-            try super.init(name: "redis-server (TLS)", executable: redis, arguments: { port in
-                ["--port", "0", "--tls-port", String(port), "--bind", "127.0.0.1", "--save", "",
-                 "--appendonly", "no", "--dir", dir, "--tls-cert-file", "\(dir)/server.pem",
-                 "--tls-key-file", "\(dir)/server.key", "--tls-ca-cert-file", "\(dir)/ca.pem",
-                 "--tls-auth-clients", clientCertificates ? "yes" : "no"] + (password == nil ? [] : ["-"])
-            }, timeout: 30, prepare: { process in
-                process.currentDirectoryURL = directory
-                guard let password else { return }
-                // Through the config on stdin, not argv: the habit the daemon keeps too.
-                let input = Pipe()
-                process.standardInput = input
-                try input.fileHandleForWriting.write(contentsOf: Data("requirepass \(password)\n".utf8))
-                try input.fileHandleForWriting.close()
-            })
+            try super.init(
+                name: "redis-server (TLS)", executable: redis,
+                arguments: { port in
+                    [
+                        "--port", "0", "--tls-port", String(port), "--bind", "127.0.0.1", "--save", "",
+                        "--appendonly", "no", "--dir", dir, "--tls-cert-file", "\(dir)/server.pem",
+                        "--tls-key-file", "\(dir)/server.key", "--tls-ca-cert-file", "\(dir)/ca.pem",
+                        "--tls-auth-clients", clientCertificates ? "yes" : "no",
+                    ] + (password == nil ? [] : ["-"])
+                }, timeout: 30,
+                prepare: { process in
+                    process.currentDirectoryURL = directory
+                    guard let password else { return }
+                    // Through the config on stdin, not argv: the habit the daemon keeps too.
+                    let input = Pipe()
+                    process.standardInput = input
+                    try input.fileHandleForWriting.write(contentsOf: Data("requirepass \(password)\n".utf8))
+                    try input.fileHandleForWriting.close()
+                })
         } catch {
             try? FileManager.default.removeItem(at: directory)
             throw error
@@ -48,8 +53,10 @@ public final class TLSRedisServer: ServerProcess, @unchecked Sendable {
     }
 
     /// `rediss://[:password@]127.0.0.1:PORT/db?ca=…` trusting `ca` (default: the CA that signed the server).
-    public func url(ca: String? = nil, password: String? = nil, db: Int = 0, clientCertificate: Bool = false,
-                    host: String = "127.0.0.1") -> String {
+    public func url(
+        ca: String? = nil, password: String? = nil, db: Int = 0, clientCertificate: Bool = false,
+        host: String = "127.0.0.1"
+    ) -> String {
         var url = "rediss://\(password.map { ":\($0)@" } ?? "")\(host):\(port)/\(db)?ca=\(ca ?? caFile)"
         if clientCertificate { url += "&cert=\(clientCertFile)&key=\(clientKeyFile)" }
         return url
@@ -57,19 +64,28 @@ public final class TLSRedisServer: ServerProcess, @unchecked Sendable {
 
     private static func makeCertificates(openssl: String, in directory: URL) throws {
         let key = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-        _ = FileManager.default.createFile(atPath: directory.appendingPathComponent("san.cnf").path,
-                                         contents: Data("subjectAltName=IP:127.0.0.1\n".utf8))
+        _ = FileManager.default.createFile(
+            atPath: directory.appendingPathComponent("san.cnf").path,
+            contents: Data("subjectAltName=IP:127.0.0.1\n".utf8))
         let steps: [[String]] = [
-            ["req", "-x509"] + key + ["-keyout", "ca.key", "-out", "ca.pem", "-days", "2",
-                                      "-subj", "/CN=bucketfs test CA"],
-            ["req", "-x509"] + key + ["-keyout", "other-ca.key", "-out", "other-ca.pem", "-days", "2",
-                                      "-subj", "/CN=another CA"],
+            ["req", "-x509"] + key + [
+                "-keyout", "ca.key", "-out", "ca.pem", "-days", "2",
+                "-subj", "/CN=bucketfs test CA",
+            ],
+            ["req", "-x509"] + key + [
+                "-keyout", "other-ca.key", "-out", "other-ca.pem", "-days", "2",
+                "-subj", "/CN=another CA",
+            ],
             ["req"] + key + ["-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1"],
-            ["x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
-             "-out", "server.pem", "-days", "2", "-extfile", "san.cnf"],
+            [
+                "x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+                "-out", "server.pem", "-days", "2", "-extfile", "san.cnf",
+            ],
             ["req"] + key + ["-keyout", "client.key", "-out", "client.csr", "-subj", "/CN=bucketfs client"],
-            ["x509", "-req", "-in", "client.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
-             "-out", "client.pem", "-days", "2"],
+            [
+                "x509", "-req", "-in", "client.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+                "-out", "client.pem", "-days", "2",
+            ],
         ]
         for step in steps {
             let run = Process()

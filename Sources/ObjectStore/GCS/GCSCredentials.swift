@@ -36,12 +36,15 @@ enum GCSCredentials: Sendable, Equatable {
 
     /// The credentials and the project they name (if any). `emulator` says requests go to an emulator or a custom
     /// endpoint, which get no authentication unless a file is configured explicitly.
-    static func resolve(_ configuration: GCSConfiguration, environment: [String: String],
-                        emulator: Bool) throws(ObjectStoreError) -> (GCSCredentials, projectID: String?) {
+    static func resolve(
+        _ configuration: GCSConfiguration, environment: [String: String],
+        emulator: Bool
+    ) throws(ObjectStoreError) -> (GCSCredentials, projectID: String?) {
         if let file = configuration.credentialsFile, !file.isEmpty { return try load(file: file) }
         if emulator { return (.none, nil) }
         if let file = environment["GOOGLE_APPLICATION_CREDENTIALS"], !file.isEmpty { return try load(file: file) }
-        let configHome = environment["CLOUDSDK_CONFIG"]
+        let configHome =
+            environment["CLOUDSDK_CONFIG"]
             ?? (environment["HOME"].map { $0 + "/.config/gcloud" })
         if let configHome {
             let wellKnown = configHome + "/application_default_credentials.json"
@@ -79,23 +82,27 @@ enum GCSCredentials: Sendable, Equatable {
             guard let email = field("client_email"), let key = field("private_key") else {
                 throw .unauthorized("GCS credentials file \(file) lacks client_email or private_key")
             }
-            let account = ServiceAccount(clientEmail: email, privateKeyPEM: key, privateKeyID: field("private_key_id"),
-                                         tokenURI: field("token_uri") ?? defaultTokenURI, projectID: field("project_id"))
+            let account = ServiceAccount(
+                clientEmail: email, privateKeyPEM: key, privateKeyID: field("private_key_id"),
+                tokenURI: field("token_uri") ?? defaultTokenURI, projectID: field("project_id"))
             return (.serviceAccount(account), account.projectID)
         case "authorized_user":
-            guard let id = field("client_id"), let secret = field("client_secret"), let refresh = field("refresh_token") else {
+            guard let id = field("client_id"), let secret = field("client_secret"), let refresh = field("refresh_token")
+            else {
                 throw .unauthorized("GCS credentials file \(file) lacks client_id, client_secret or refresh_token")
             }
-            let user = AuthorizedUser(clientID: id, clientSecret: secret, refreshToken: refresh,
-                                      tokenURI: field("token_uri") ?? defaultTokenURI,
-                                      quotaProjectID: field("quota_project_id"))
+            let user = AuthorizedUser(
+                clientID: id, clientSecret: secret, refreshToken: refresh,
+                tokenURI: field("token_uri") ?? defaultTokenURI,
+                quotaProjectID: field("quota_project_id"))
             return (.authorizedUser(user), user.quotaProjectID)
         case "external_account":
             let account = try GCSExternalAccount(object, file: file)
             return (.externalAccount(account), account.quotaProjectID)
         case let other:
-            throw .unauthorized("GCS credentials file \(file) has type \"\(other ?? "none")\" "
-                                + "(expected service_account, authorized_user or external_account)")
+            throw .unauthorized(
+                "GCS credentials file \(file) has type \"\(other ?? "none")\" "
+                    + "(expected service_account, authorized_user or external_account)")
         }
     }
 }

@@ -28,17 +28,19 @@ struct GCSExternalAccount: Sendable, Equatable, CustomStringConvertible {
         case .file(let path): from = "token file \(path)"
         case .url(let url, _): from = "token URL \(url)"
         }
-        let impersonating = impersonationURL.map { url -> String in
-            let account = url.split(separator: "/").last.map { String($0.prefix { $0 != ":" }) } ?? url
-            return ", impersonating \(account)"
-        } ?? ""
+        let impersonating =
+            impersonationURL.map { url -> String in
+                let account = url.split(separator: "/").last.map { String($0.prefix { $0 != ":" }) } ?? url
+                return ", impersonating \(account)"
+            } ?? ""
         return "external account (workload identity federation: \(from), audience \(audience)\(impersonating))"
     }
 
     init(_ object: [String: Any], file: String) throws(ObjectStoreError) {
         func field(_ name: String) -> String? { (object[name] as? String).flatMap { $0.isEmpty ? nil : $0 } }
         guard let audience = field("audience"), let type = field("subject_token_type"),
-              let source = object["credential_source"] as? [String: Any] else {
+            let source = object["credential_source"] as? [String: Any]
+        else {
             throw .unauthorized("GCS credentials file \(file) lacks audience, subject_token_type or credential_source")
         }
         self.audience = audience
@@ -51,8 +53,9 @@ struct GCSExternalAccount: Sendable, Equatable, CustomStringConvertible {
         } else if let url = source["url"] as? String, !url.isEmpty {
             self.source = .url(url, headers: source["headers"] as? [String: String] ?? [:])
         } else {
-            throw .unauthorized("GCS credentials file \(file): credential_source needs file or url "
-                                + "(AWS and executable sources are not supported)")
+            throw .unauthorized(
+                "GCS credentials file \(file): credential_source needs file or url "
+                    + "(AWS and executable sources are not supported)")
         }
         let format = source["format"] as? [String: Any]
         jsonField = (format?["type"] as? String) == "json" ? (format?["subject_token_field_name"] as? String) : nil

@@ -7,14 +7,18 @@ enum GCSJSON {
     }
 
     static func encode(_ object: [String: Any]) throws(ObjectStoreError) -> Data {
-        do { return try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes]) } catch {
+        do {
+            return try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes])
+        } catch {
             throw .invalidRequest("cannot encode GCS request: \(error)")
         }
     }
 
     /// An object resource as `ObjectInfo`; the version is the generation. `nil` if it has no name or generation.
     static func objectInfo(_ resource: [String: Any], withMetadata: Bool = true) -> ObjectInfo? {
-        guard let name = resource["name"] as? String, let generation = string(resource["generation"]) else { return nil }
+        guard let name = resource["name"] as? String, let generation = string(resource["generation"]) else {
+            return nil
+        }
         var metadata: ObjectMetadata? = nil
         if withMetadata {
             metadata = [:]
@@ -22,12 +26,14 @@ enum GCSJSON {
                 if let text = string(value) { metadata?[key] = text }
             }
         }
-        let updated = (resource["updated"] as? String).flatMap(HTTPTimestamp.parseISO8601)
+        let updated =
+            (resource["updated"] as? String).flatMap(HTTPTimestamp.parseISO8601)
             ?? (resource["timeCreated"] as? String).flatMap(HTTPTimestamp.parseISO8601)
             ?? Date(timeIntervalSince1970: 0)
         guard !hasBadSize(resource) else { return nil }
-        return ObjectInfo(key: name, size: string(resource["size"]).flatMap { UInt64($0) } ?? 0, lastModified: updated,
-                          version: generation, contentType: resource["contentType"] as? String, metadata: metadata)
+        return ObjectInfo(
+            key: name, size: string(resource["size"]).flatMap { UInt64($0) } ?? 0, lastModified: updated,
+            version: generation, contentType: resource["contentType"] as? String, metadata: metadata)
     }
 
     /// A size that is not a number, or that no file can have (above Int64.max): a hostile or broken reply.

@@ -13,8 +13,9 @@ extension GCSObjectStore {
         for _ in 0..<threads {
             let thread = Thread { [self] in
                 while let index = results.take() {
-                    results.store(Result { () throws(ObjectStoreError) in try delete(keys[index], condition: .none) },
-                                  at: index)
+                    results.store(
+                        Result { () throws(ObjectStoreError) in try delete(keys[index], condition: .none) },
+                        at: index)
                 }
                 done.signal()
             }

@@ -24,18 +24,24 @@ extension GCSObjectStore {
         try checkKey(key)
         let uploadID = UUID().uuidString.replacingOccurrences(of: "-", with: "").lowercased()
         let userMetadata = String(decoding: try GCSJSON.encode(options.metadata), as: UTF8.self)
-        let manifest = [Self.manifestKey: key,
-                        Self.manifestContentType: options.contentType ?? "application/octet-stream",
-                        Self.manifestMetadata: userMetadata]
-        _ = try multipartUpload(uploadsPrefix + uploadID, data: Data(),
-                            options: PutOptions(contentType: "application/x-bucketfs-upload", metadata: manifest,
-                                                condition: .ifAbsent))
+        let manifest = [
+            Self.manifestKey: key,
+            Self.manifestContentType: options.contentType ?? "application/octet-stream",
+            Self.manifestMetadata: userMetadata,
+        ]
+        _ = try multipartUpload(
+            uploadsPrefix + uploadID, data: Data(),
+            options: PutOptions(
+                contentType: "application/x-bucketfs-upload", metadata: manifest,
+                condition: .ifAbsent))
         openUploads.withLock { _ = $0.insert(uploadID) }
         return uploadID
     }
 
-    public func uploadPart(_ key: String, uploadID: String, number: Int,
-                           body: PutBody) throws(ObjectStoreError) -> String {
+    public func uploadPart(
+        _ key: String, uploadID: String, number: Int,
+        body: PutBody
+    ) throws(ObjectStoreError) -> String {
         try checkKey(key)
         guard (1...10_000).contains(number) else { throw .invalidRequest("part number \(number) is not in 1...10000") }
         if !openUploads.withLock({ $0.contains(uploadID) }) { _ = try manifest(key, uploadID: uploadID) }
@@ -44,8 +50,10 @@ extension GCSObjectStore {
     }
 
     @discardableResult
-    public func completeMultipartUpload(_ key: String, uploadID: String, parts: [CompletedPart],
-                                        condition: PutCondition) throws(ObjectStoreError) -> ObjectInfo {
+    public func completeMultipartUpload(
+        _ key: String, uploadID: String, parts: [CompletedPart],
+        condition: PutCondition
+    ) throws(ObjectStoreError) -> ObjectInfo {
         try checkKey(key)
         try validatePartList(parts)
         let manifest = try manifest(key, uploadID: uploadID)
@@ -73,14 +81,16 @@ extension GCSObjectStore {
             for (index, start) in stride(from: 0, to: sources.count, by: Self.composeLimit).enumerated() {
                 let group = Array(sources[start..<min(start + Self.composeLimit, sources.count)])
                 let name = uploadsPrefix + uploadID + "/c\(round)-\(index)"
-                let info = try compose(group, into: name, contentType: "application/octet-stream", metadata: [:],
-                                       condition: .none)
+                let info = try compose(
+                    group, into: name, contentType: "application/octet-stream", metadata: [:],
+                    condition: .none)
                 next.append((name, info.version))
             }
             sources = next
         }
-        let info = try compose(sources, into: key, contentType: manifest.contentType, metadata: manifest.metadata,
-                               condition: condition)
+        let info = try compose(
+            sources, into: key, contentType: manifest.contentType, metadata: manifest.metadata,
+            condition: condition)
         openUploads.withLock { _ = $0.remove(uploadID) }
         // The object is complete: failing to tidy up must not turn that into an error (the caller would upload again).
         try? deleteUploadObjects(uploadID)
@@ -102,8 +112,10 @@ extension GCSObjectStore {
             var metadata = object.metadata ?? [:]
             if object.metadata == nil { metadata = try head(object.key).metadata ?? [:] }
             guard let key = metadata[Self.manifestKey], key.hasPrefix(prefix) else { continue }
-            uploads.append(MultipartUploadInfo(key: key, uploadID: String(object.key.dropFirst(uploadsPrefix.count)),
-                                               initiated: object.lastModified))
+            uploads.append(
+                MultipartUploadInfo(
+                    key: key, uploadID: String(object.key.dropFirst(uploadsPrefix.count)),
+                    initiated: object.lastModified))
         }
         return uploads.sorted { ($0.key, $0.uploadID) < ($1.key, $1.uploadID) }
     }
@@ -117,7 +129,8 @@ extension GCSObjectStore {
 
     /// The upload's manifest; `.notFound(key)` when the upload does not exist (or is for another key).
     private func manifest(_ key: String, uploadID: String) throws(ObjectStoreError) -> Manifest {
-        let valid = uploadID.count == 32
+        let valid =
+            uploadID.count == 32
             && uploadID.utf8.allSatisfy { ($0 >= 0x30 && $0 <= 0x39) || ($0 >= 0x61 && $0 <= 0x66) }
         guard valid else { throw .notFound(key: key) }
         let info: ObjectInfo
@@ -128,8 +141,9 @@ extension GCSObjectStore {
         let metadata = info.metadata ?? [:]
         guard metadata[Self.manifestKey] == key else { throw .notFound(key: key) }
         let user = metadata[Self.manifestMetadata].flatMap { GCSJSON.object(Data($0.utf8)) } ?? [:]
-        return Manifest(contentType: metadata[Self.manifestContentType] ?? "application/octet-stream",
-                        metadata: user.compactMapValues { $0 as? String })
+        return Manifest(
+            contentType: metadata[Self.manifestContentType] ?? "application/octet-stream",
+            metadata: user.compactMapValues { $0 as? String })
     }
 
     private func partKey(_ uploadID: String, _ number: Int) -> String {
@@ -138,8 +152,10 @@ extension GCSObjectStore {
     }
 
     /// One compose request; each source pinned to its generation, the destination under `condition`.
-    private func compose(_ sources: [(name: String, generation: String)], into destination: String, contentType: String,
-                         metadata: ObjectMetadata, condition: PutCondition) throws(ObjectStoreError) -> ObjectInfo {
+    private func compose(
+        _ sources: [(name: String, generation: String)], into destination: String, contentType: String,
+        metadata: ObjectMetadata, condition: PutCondition
+    ) throws(ObjectStoreError) -> ObjectInfo {
         var resource: [String: Any] = ["contentType": contentType]
         if !metadata.isEmpty { resource["metadata"] = metadata }
         let body = try GCSJSON.encode([
@@ -148,10 +164,14 @@ extension GCSObjectStore {
             "destination": resource,
         ])
         let query = try conditionQuery(condition, key: destination)
-        let response = try send(Request(method: "POST", path: objectPath(destination) + "/compose", query: query,
-                                        headers: [("content-type", "application/json")], body: .data(body))).response
+        let response = try send(
+            Request(
+                method: "POST", path: objectPath(destination) + "/compose", query: query,
+                headers: [("content-type", "application/json")], body: .data(body))
+        ).response
         guard response.status == 200, let document = GCSJSON.object(response.body),
-              let info = GCSJSON.objectInfo(document) else {
+            let info = GCSJSON.objectInfo(document)
+        else {
             if response.status == 404 { throw .invalidRequest("a part of the upload disappeared before completion") }
             throw try conditionError(response, key: destination, condition: condition)
         }

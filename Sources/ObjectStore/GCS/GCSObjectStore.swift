@@ -56,15 +56,18 @@ public final class GCSObjectStore: HTTPObjectStore {
         }
         self.endpoint = endpoint
         emulator = custom != nil
-        let client = HTTPClient(options: HTTPClient.Options(
-            connectTimeout: configuration.connectTimeout, lowSpeedLimit: configuration.lowSpeedLimit,
-            lowSpeedTime: configuration.lowSpeedTime, caBundle: nil))
-        let (credentials, fileProject) = try GCSCredentials.resolve(configuration, environment: environment,
-                                                                     emulator: emulator)
+        let client = HTTPClient(
+            options: HTTPClient.Options(
+                connectTimeout: configuration.connectTimeout, lowSpeedLimit: configuration.lowSpeedLimit,
+                lowSpeedTime: configuration.lowSpeedTime, caBundle: nil))
+        let (credentials, fileProject) = try GCSCredentials.resolve(
+            configuration, environment: environment,
+            emulator: emulator)
         tokens = credentials == .none ? nil : try GCSTokenProvider(credentials: credentials, client: client)
         projectID = configuration.projectID ?? fileProject ?? environment["GOOGLE_CLOUD_PROJECT"]
-        http = HTTPStoreCore(service: "GCS", bucket: bucket, endpoint: endpoint, client: client,
-                             retry: RetryPolicy(maxRetries: configuration.maxRetries) { Self.isRetryable($0.status) })
+        http = HTTPStoreCore(
+            service: "GCS", bucket: bucket, endpoint: endpoint, client: client,
+            retry: RetryPolicy(maxRetries: configuration.maxRetries) { Self.isRetryable($0.status) })
         resumableThreshold = UInt64(max(0, configuration.resumableThreshold))
         chunkSize = max(256 << 10, configuration.resumableChunkSize / (256 << 10) * (256 << 10))
         var uploads = configuration.uploadsPrefix
@@ -106,10 +109,11 @@ public final class GCSObjectStore: HTTPObjectStore {
         }
         // Without it, an object stored gzip-encoded would be decompressed by the server and ranges ignored.
         request.headers.append(("accept-encoding", "gzip"))
-        return try HTTPStoreCore.objectData(try send(request).response, range: range,
-                                            info: { mediaInfo(key: key, headers: $0, size: $1) },
-                                            head: { () throws(ObjectStoreError) in try head(key) },
-                                            failure: { mapError($0, key: key) })
+        return try HTTPStoreCore.objectData(
+            try send(request).response, range: range,
+            info: { mediaInfo(key: key, headers: $0, size: $1) },
+            head: { () throws(ObjectStoreError) in try head(key) },
+            failure: { mapError($0, key: key) })
     }
 
     public func list(_ request: ListRequest) throws(ObjectStoreError) -> ListPage {
@@ -137,8 +141,10 @@ public final class GCSObjectStore: HTTPObjectStore {
         } else if let startAfter = request.startAfter, !startAfter.isEmpty {
             after = startAfter
         }
-        var query = [("maxResults", String(min(1000, maxKeys + (after == nil ? 0 : 1)))),
-                     ("projection", "noAcl")]
+        var query = [
+            ("maxResults", String(min(1000, maxKeys + (after == nil ? 0 : 1)))),
+            ("projection", "noAcl"),
+        ]
         if !request.prefix.isEmpty { query.append(("prefix", request.prefix)) }
         if let delimiter = request.delimiter, !delimiter.isEmpty { query.append(("delimiter", delimiter)) }
         if let after {
@@ -209,18 +215,22 @@ public final class GCSObjectStore: HTTPObjectStore {
         body.append(Data("\r\n--\(boundary)--\r\n".utf8))
         var query = [("uploadType", "multipart")]
         query += try conditionQuery(options.condition, key: key)
-        let sent = try send(Request(method: "POST", path: "/upload" + bucketPath() + "/o", query: query,
-                                    headers: [("content-type", "multipart/related; boundary=\(boundary)")],
-                                    body: .data(body)))
+        let sent = try send(
+            Request(
+                method: "POST", path: "/upload" + bucketPath() + "/o", query: query,
+                headers: [("content-type", "multipart/related; boundary=\(boundary)")],
+                body: .data(body)))
         if sent.response.status == 200, let resource = GCSJSON.object(sent.response.body),
-           let info = GCSJSON.objectInfo(resource) {
+            let info = GCSJSON.objectInfo(resource)
+        {
             return info
         }
         // A retried conditional upload whose first attempt did land (the response was lost) fails its own
         // condition: if the object now holds exactly our bytes, it was our write.
         if sent.response.status == 412, sent.attempts > 1, options.condition != .none,
-           let current = try? rawResource(key), GCSJSON.md5(current) == Data(Hashing.md5(data)).base64EncodedString(),
-           let info = GCSJSON.objectInfo(current) {
+            let current = try? rawResource(key), GCSJSON.md5(current) == Data(Hashing.md5(data)).base64EncodedString(),
+            let info = GCSJSON.objectInfo(current)
+        {
             return info
         }
         throw try conditionError(sent.response, key: key, condition: options.condition)
@@ -252,8 +262,10 @@ public final class GCSObjectStore: HTTPObjectStore {
     /// for its content type (kept when the metadata is replaced, since a resource in the request replaces all of
     /// it) and so that the copy is pinned to that generation (`ifSourceGenerationMatch`).
     @discardableResult
-    public func copy(from source: String, to destination: String, metadata: ObjectMetadata?,
-                     condition: PutCondition) throws(ObjectStoreError) -> ObjectInfo {
+    public func copy(
+        from source: String, to destination: String, metadata: ObjectMetadata?,
+        condition: PutCondition
+    ) throws(ObjectStoreError) -> ObjectInfo {
         try checkKey(source)
         try checkKey(destination)
         let sourceInfo = try head(source)
@@ -274,9 +286,12 @@ public final class GCSObjectStore: HTTPObjectStore {
         while true {
             var pageQuery = query
             if let rewriteToken { pageQuery.append(("rewriteToken", rewriteToken)) }
-            let response = try send(Request(method: "POST", path: path, query: pageQuery,
-                                            headers: [("content-type", "application/json")],
-                                            body: .data(body))).response
+            let response = try send(
+                Request(
+                    method: "POST", path: path, query: pageQuery,
+                    headers: [("content-type", "application/json")],
+                    body: .data(body))
+            ).response
             guard response.status == 200, let document = GCSJSON.object(response.body) else {
                 if response.status == 404 { throw .notFound(key: source) }
                 throw try conditionError(response, key: destination, condition: condition)
@@ -310,8 +325,10 @@ public final class GCSObjectStore: HTTPObjectStore {
         var body: HTTPBody = .none
         var expectedResponseSize: Int?
 
-        init(method: String, path: String, query: [(String, String)] = [], headers: [(String, String)] = [],
-             body: HTTPBody = .none) {
+        init(
+            method: String, path: String, query: [(String, String)] = [], headers: [(String, String)] = [],
+            body: HTTPBody = .none
+        ) {
             self.method = method
             self.path = path
             self.query = query
@@ -340,17 +357,21 @@ public final class GCSObjectStore: HTTPObjectStore {
             url += "?" + request.query.map { "\(Self.encode($0.0))=\(Self.encode($0.1))" }.joined(separator: "&")
         }
         var renewedToken = false
-        let answer = try http.send(policy: policy, prepare: { (_: Int) throws(ObjectStoreError) -> HTTPRequest in
-            var headers = request.headers
-            if let tokens { headers.append(("authorization", "Bearer \(try tokens.token())")) }
-            return HTTPRequest(method: request.method, url: url, headers: headers, body: request.body,
-                               expectedResponseSize: request.expectedResponseSize)
-        }, inspect: { response in
-            guard response.status == 401, let tokens, !renewedToken else { return .asIs }
-            tokens.invalidate()
-            renewedToken = true
-            return .again
-        })
+        let answer = try http.send(
+            policy: policy,
+            prepare: { (_: Int) throws(ObjectStoreError) -> HTTPRequest in
+                var headers = request.headers
+                if let tokens { headers.append(("authorization", "Bearer \(try tokens.token())")) }
+                return HTTPRequest(
+                    method: request.method, url: url, headers: headers, body: request.body,
+                    expectedResponseSize: request.expectedResponseSize)
+            },
+            inspect: { response in
+                guard response.status == 401, let tokens, !renewedToken else { return .asIs }
+                tokens.invalidate()
+                renewedToken = true
+                return .again
+            })
         return Sent(response: answer.response, attempts: answer.attempts)
     }
 
@@ -375,8 +396,10 @@ public final class GCSObjectStore: HTTPObjectStore {
 
     /// A failed write's error. GCS answers 412 both when the generation differs and when a generation is required
     /// of a missing object; the protocol wants `.notFound` for the latter, so a 412 on `ifVersionMatches` looks.
-    func conditionError(_ response: HTTPResponse, key: String,
-                        condition: PutCondition) throws(ObjectStoreError) -> ObjectStoreError {
+    func conditionError(
+        _ response: HTTPResponse, key: String,
+        condition: PutCondition
+    ) throws(ObjectStoreError) -> ObjectStoreError {
         if response.status == 412, case .ifVersionMatches = condition, !(try exists(key)) {
             return .notFound(key: key)
         }
@@ -391,7 +414,9 @@ public final class GCSObjectStore: HTTPObjectStore {
         let parsed = GCSJSON.errorDetail(response.body)
         let reason = parsed?.reason ?? ""
         let message = parsed?.message ?? ""
-        let detail = message.isEmpty ? "HTTP \(response.status)"
+        let detail =
+            message.isEmpty
+            ? "HTTP \(response.status)"
             : "\(reason.isEmpty ? "" : reason + ": ")\(message) (HTTP \(response.status))"
         switch response.status {
         case 404:
@@ -439,11 +464,13 @@ public final class GCSObjectStore: HTTPObjectStore {
     }
 
     private func mediaInfo(key: String, headers: [String: String], size: UInt64?) -> ObjectInfo {
-        let total = size ?? headers["x-goog-stored-content-length"].flatMap { UInt64($0) }
+        let total =
+            size ?? headers["x-goog-stored-content-length"].flatMap { UInt64($0) }
             ?? headers["content-length"].flatMap { UInt64($0) } ?? 0
-        return ObjectInfo(key: key, size: total, lastModified: HTTPStoreCore.lastModified(headers),
-                          version: headers["x-goog-generation"] ?? "", contentType: headers["content-type"],
-                          metadata: HTTPStoreCore.metadata(headers, prefix: "x-goog-meta-"))
+        return ObjectInfo(
+            key: key, size: total, lastModified: HTTPStoreCore.lastModified(headers),
+            version: headers["x-goog-generation"] ?? "", contentType: headers["content-type"],
+            metadata: HTTPStoreCore.metadata(headers, prefix: "x-goog-meta-"))
     }
 
     static func length(of body: PutBody) throws(ObjectStoreError) -> UInt64 {
@@ -478,8 +505,10 @@ public final class GCSObjectStore: HTTPObjectStore {
                 }
                 if got < 0 && errno == EINTR { continue }
                 guard got > 0 else {
-                    throw .invalidRequest(got < 0 ? "cannot read body file \(path): \(String(cString: strerror(errno)))"
-                                                  : "body file \(path) shrank while it was being uploaded")
+                    throw .invalidRequest(
+                        got < 0
+                            ? "cannot read body file \(path): \(String(cString: strerror(errno)))"
+                            : "body file \(path) shrank while it was being uploaded")
                 }
                 done += got
             }

@@ -14,9 +14,10 @@ extension GCSTokenProvider {
             ("scope", scope), ("requested_token_type", "urn:ietf:params:oauth:token-type:access_token"),
             ("subject_token_type", account.subjectTokenType), ("subject_token", subject),
         ].map { "\($0.0)=\(Self.formEncode($0.1))" }.joined(separator: "&")
-        let request = HTTPRequest(method: "POST", url: account.tokenURL,
-                                  headers: [("content-type", "application/x-www-form-urlencoded")],
-                                  body: .data(Data(form.utf8)))
+        let request = HTTPRequest(
+            method: "POST", url: account.tokenURL,
+            headers: [("content-type", "application/x-www-form-urlencoded")],
+            body: .data(Data(form.utf8)))
         let response: HTTPResponse
         do { response = try perform(request) } catch {
             throw .transport("cannot reach STS \(account.tokenURL) for the external account: \(error)")
@@ -28,9 +29,10 @@ extension GCSTokenProvider {
 
     private func impersonate(url: String, bearer: String, now: Date) throws(ObjectStoreError) -> Token {
         let body = #"{"scope":["\#(Self.scope)"],"lifetime":"3600s"}"#
-        let request = HTTPRequest(method: "POST", url: url,
-                                  headers: [("content-type", "application/json"), ("authorization", "Bearer " + bearer)],
-                                  body: .data(Data(body.utf8)))
+        let request = HTTPRequest(
+            method: "POST", url: url,
+            headers: [("content-type", "application/json"), ("authorization", "Bearer " + bearer)],
+            body: .data(Data(body.utf8)))
         let response: HTTPResponse
         do { response = try perform(request) } catch {
             throw .transport("cannot reach \(url) to impersonate the service account: \(error)")
@@ -38,10 +40,12 @@ extension GCSTokenProvider {
         let json = (try? JSONSerialization.jsonObject(with: response.body)) as? [String: Any] ?? [:]
         guard response.status == 200, let value = json["accessToken"] as? String, !value.isEmpty else {
             let message = ((json["error"] as? [String: Any])?["message"] as? String) ?? "HTTP \(response.status)"
-            throw response.status >= 500 ? .transport("\(url) refused: \(message)")
+            throw response.status >= 500
+                ? .transport("\(url) refused: \(message)")
                 : .unauthorized("service account impersonation at \(url) refused: \(message)")
         }
-        let expires = (json["expireTime"] as? String).flatMap(HTTPTimestamp.parseISO8601) ?? now.addingTimeInterval(3600)
+        let expires =
+            (json["expireTime"] as? String).flatMap(HTTPTimestamp.parseISO8601) ?? now.addingTimeInterval(3600)
         return Token(value: value, expires: expires)
     }
 
@@ -55,8 +59,10 @@ extension GCSTokenProvider {
             raw = data
         case .url(let url, let headers):
             let response: HTTPResponse
-            do { response = try perform(HTTPRequest(method: "GET", url: url, headers: headers.map { ($0.key, $0.value) })) }
-            catch { throw .unauthorized("cannot fetch the external account's subject token from \(url): \(error)") }
+            do {
+                response = try perform(
+                    HTTPRequest(method: "GET", url: url, headers: headers.map { ($0.key, $0.value) }))
+            } catch { throw .unauthorized("cannot fetch the external account's subject token from \(url): \(error)") }
             guard response.status == 200 else {
                 throw .unauthorized("the external account's subject token URL \(url) answered HTTP \(response.status)")
             }

@@ -77,21 +77,26 @@ final class GCSTokenProvider: Sendable {
         case .serviceAccount(let account):
             guard let signer else { throw .unauthorized("no signing key for \(account.clientEmail)") }
             let assertion = try Self.assertion(for: account, signer: signer, now: now)
-            let form = "grant_type=" + Self.formEncode("urn:ietf:params:oauth:grant-type:jwt-bearer")
+            let form =
+                "grant_type=" + Self.formEncode("urn:ietf:params:oauth:grant-type:jwt-bearer")
                 + "&assertion=" + Self.formEncode(assertion)
-            return try exchange(url: account.tokenURI, form: form, what: "service account \(account.clientEmail)", now: now)
+            return try exchange(
+                url: account.tokenURI, form: form, what: "service account \(account.clientEmail)", now: now)
         case .authorizedUser(let user):
-            let form = ["grant_type=refresh_token", "client_id=" + Self.formEncode(user.clientID),
-                        "client_secret=" + Self.formEncode(user.clientSecret),
-                        "refresh_token=" + Self.formEncode(user.refreshToken)].joined(separator: "&")
+            let form = [
+                "grant_type=refresh_token", "client_id=" + Self.formEncode(user.clientID),
+                "client_secret=" + Self.formEncode(user.clientSecret),
+                "refresh_token=" + Self.formEncode(user.refreshToken),
+            ].joined(separator: "&")
             return try exchange(url: user.tokenURI, form: form, what: "user credentials", now: now)
         case .metadataServer(let host):
             let url = "http://\(host)/computeMetadata/v1/instance/service-accounts/default/token"
             let request = HTTPRequest(method: "GET", url: url, headers: [("metadata-flavor", "Google")])
             let response: HTTPResponse
             do { response = try perform(request) } catch {
-                throw .unauthorized("no GCS credentials found (set credentials_file or GOOGLE_APPLICATION_CREDENTIALS, "
-                                    + "or run on Google Cloud): metadata server \(host): \(error)")
+                throw .unauthorized(
+                    "no GCS credentials found (set credentials_file or GOOGLE_APPLICATION_CREDENTIALS, "
+                        + "or run on Google Cloud): metadata server \(host): \(error)")
             }
             return try parse(response, from: "metadata server \(host)", now: now)
         case .externalAccount(let account):
@@ -100,9 +105,10 @@ final class GCSTokenProvider: Sendable {
     }
 
     private func exchange(url: String, form: String, what: String, now: Date) throws(ObjectStoreError) -> Token {
-        let request = HTTPRequest(method: "POST", url: url,
-                                  headers: [("content-type", "application/x-www-form-urlencoded")],
-                                  body: .data(Data(form.utf8)))
+        let request = HTTPRequest(
+            method: "POST", url: url,
+            headers: [("content-type", "application/x-www-form-urlencoded")],
+            body: .data(Data(form.utf8)))
         let response: HTTPResponse
         do { response = try perform(request) } catch {
             throw .transport("cannot reach token endpoint \(url) for \(what): \(error)")
@@ -140,7 +146,8 @@ final class GCSTokenProvider: Sendable {
         guard let value = json["access_token"] as? String, !value.isEmpty else {
             throw .unauthorized("\(source) answered without an access_token")
         }
-        let lifetime = (json["expires_in"] as? NSNumber)?.doubleValue
+        let lifetime =
+            (json["expires_in"] as? NSNumber)?.doubleValue
             ?? (json["expires_in"] as? String).flatMap(Double.init) ?? 3600
         return Token(value: value, expires: now.addingTimeInterval(lifetime))
     }
@@ -148,8 +155,10 @@ final class GCSTokenProvider: Sendable {
     // MARK: JWT
 
     /// The signed JWT a service account exchanges for a token: RS256 over `header.claims`, both base64url JSON.
-    static func assertion(for account: GCSCredentials.ServiceAccount, signer: RSASHA256Signer,
-                          now: Date) throws(ObjectStoreError) -> String {
+    static func assertion(
+        for account: GCSCredentials.ServiceAccount, signer: RSASHA256Signer,
+        now: Date
+    ) throws(ObjectStoreError) -> String {
         var header: [String: Any] = ["alg": "RS256", "typ": "JWT"]
         if let kid = account.privateKeyID { header["kid"] = kid }
         let issued = Int(now.timeIntervalSince1970)
@@ -163,7 +172,9 @@ final class GCSTokenProvider: Sendable {
     }
 
     private static func json(_ object: [String: Any]) throws(ObjectStoreError) -> Data {
-        do { return try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes]) } catch {
+        do {
+            return try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes])
+        } catch {
             throw .other("cannot encode JWT: \(error)")
         }
     }

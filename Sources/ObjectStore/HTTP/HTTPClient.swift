@@ -35,8 +35,10 @@ final class HTTPClient: Sendable {
     /// With `bodySink`, a response body whose status is in `sinkStatuses` goes to the sink piece by piece as it
     /// arrives instead of into `HTTPResponse.body`; the sink returns false to stop the transfer (the response then
     /// comes back normally, with what headers it had). Other statuses (errors) are collected as usual.
-    func perform(_ request: HTTPRequest, sinkStatuses: Set<Int> = [],
-                 bodySink: ((UnsafeRawBufferPointer) -> Bool)? = nil) throws(ObjectStoreError) -> HTTPResponse {
+    func perform(
+        _ request: HTTPRequest, sinkStatuses: Set<Int> = [],
+        bodySink: ((UnsafeRawBufferPointer) -> Bool)? = nil
+    ) throws(ObjectStoreError) -> HTTPResponse {
         let handle = try checkOut()
         defer { checkIn(handle) }
         let transfer = Transfer(reserveFromContentLength: request.method != "HEAD" && bodySink == nil)
@@ -75,7 +77,7 @@ final class HTTPClient: Sendable {
                 if let sink = transfer.sink, transfer.sinkStatuses.contains(transfer.status) {
                     guard sink(UnsafeRawBufferPointer(start: buffer, count: total)) else {
                         transfer.sinkStopped = true
-                        return 0    // curl ends the transfer with CURLE_WRITE_ERROR
+                        return 0  // curl ends the transfer with CURLE_WRITE_ERROR
                     }
                     return total
                 }
@@ -216,7 +218,8 @@ private final class Transfer {
         let value = line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces)
         headers[name] = headers[name].map { "\($0), \(value)" } ?? value
         if name == "content-length", reserveFromContentLength, let length = Int(value), !reserved,
-           length <= Int(Int32.max) {
+            length <= Int(Int32.max)
+        {
             reserve(length)
         }
     }
@@ -238,7 +241,8 @@ private final class Transfer {
             let count = read(uploadFD, buffer, wanted)
             if count < 0 && errno == EINTR { continue }
             if count <= 0 {
-                readError = count < 0
+                readError =
+                    count < 0
                     ? "cannot read body file \(uploadPath): \(String(cString: strerror(errno)))"
                     : "body file \(uploadPath) shrank while it was being uploaded"
                 return Int(CURL_READFUNC_ABORT)

@@ -10,8 +10,10 @@ struct HTTPRequest: Sendable {
     /// Bytes to reserve for the response body up front (a ranged GET knows its size), so it grows without copies.
     var expectedResponseSize: Int?
 
-    init(method: String, url: String, headers: [(String, String)] = [], body: HTTPBody = .none,
-         expectedResponseSize: Int? = nil) {
+    init(
+        method: String, url: String, headers: [(String, String)] = [], body: HTTPBody = .none,
+        expectedResponseSize: Int? = nil
+    ) {
         self.method = method
         self.url = url
         self.headers = headers

@@ -43,11 +43,13 @@ final class HTTPStoreCore: Sendable {
     /// Sends one request under `policy` (the store's by default). `prepare` builds attempt n's request (signed, or
     /// with a token); an error there ends the request at once. `inspect` sees every answer first and may change
     /// it. `gaveUp` hears of the error that ends the request after its retries (a connection failure).
-    func send(policy: RetryPolicy? = nil, sinkStatuses: Set<Int> = [],
-              bodySink: ((UnsafeRawBufferPointer) -> Bool)? = nil,
-              prepare: (_ attempt: Int) throws(ObjectStoreError) -> HTTPRequest,
-              inspect: (inout HTTPResponse) -> Verdict = { _ in .asIs },
-              gaveUp: (ObjectStoreError, _ attempts: Int) -> Void = { _, _ in }) throws(ObjectStoreError) -> Answer {
+    func send(
+        policy: RetryPolicy? = nil, sinkStatuses: Set<Int> = [],
+        bodySink: ((UnsafeRawBufferPointer) -> Bool)? = nil,
+        prepare: (_ attempt: Int) throws(ObjectStoreError) -> HTTPRequest,
+        inspect: (inout HTTPResponse) -> Verdict = { _ in .asIs },
+        gaveUp: (ObjectStoreError, _ attempts: Int) -> Void = { _, _ in }
+    ) throws(ObjectStoreError) -> Answer {
         let policy = policy ?? retry
         var attempt = 0
         while true {
@@ -115,10 +117,12 @@ final class HTTPStoreCore: Sendable {
     /// A GET's answer as `ObjectStore.get` returns it: 200 is the whole object (when a range was asked, the server
     /// ignored it: the range is cut out), 206 the range (the object's size from Content-Range), 416 a range past the
     /// end (empty, with `head`'s info); anything else is `failure`'s error. `info` reads headers and a size.
-    static func objectData(_ response: HTTPResponse, range: Range<UInt64>?,
-                           info: (_ headers: [String: String], _ size: UInt64?) -> ObjectInfo,
-                           head: () throws(ObjectStoreError) -> ObjectInfo,
-                           failure: (HTTPResponse) -> ObjectStoreError) throws(ObjectStoreError) -> ObjectData {
+    static func objectData(
+        _ response: HTTPResponse, range: Range<UInt64>?,
+        info: (_ headers: [String: String], _ size: UInt64?) -> ObjectInfo,
+        head: () throws(ObjectStoreError) -> ObjectInfo,
+        failure: (HTTPResponse) -> ObjectStoreError
+    ) throws(ObjectStoreError) -> ObjectData {
         switch response.status {
         case 200:
             let whole = ObjectData(info: info(response.headers, UInt64(response.body.count)), body: response.body)

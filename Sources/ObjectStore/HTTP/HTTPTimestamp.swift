@@ -10,11 +10,13 @@ enum HTTPTimestamp {
         // RFC 7231 IMF-fixdate: day-name, DD Mon YYYY HH:MM:SS GMT
         let parts = text.split(separator: " ")
         guard parts.count >= 5, let day = Int(parts[1]),
-              let month = months.firstIndex(of: parts[2].lowercased()), let year = Int(parts[3]) else { return nil }
+            let month = months.firstIndex(of: parts[2].lowercased()), let year = Int(parts[3])
+        else { return nil }
         let clock = parts[4].split(separator: ":").compactMap { Int($0) }
         guard clock.count == 3 else { return nil }
-        return make(year: year, month: month + 1, day: day, hour: clock[0], minute: clock[1], second: clock[2],
-                    fraction: 0)
+        return make(
+            year: year, month: month + 1, day: day, hour: clock[0], minute: clock[1], second: clock[2],
+            fraction: 0)
     }
 
     static func parseISO8601(_ text: String) -> Date? {
@@ -23,7 +25,8 @@ enum HTTPTimestamp {
         guard bytes.count >= 19 else { return nil }
         func number(_ range: Range<Int>) -> Int? { Int(String(decoding: bytes[range], as: UTF8.self)) }
         guard let year = number(0..<4), let month = number(5..<7), let day = number(8..<10),
-              let hour = number(11..<13), let minute = number(14..<16), let second = number(17..<19) else { return nil }
+            let hour = number(11..<13), let minute = number(14..<16), let second = number(17..<19)
+        else { return nil }
         var fraction = 0.0
         if bytes.count > 20, bytes[19] == UInt8(ascii: ".") {
             let digits = bytes[20...].prefix { $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }
@@ -32,8 +35,10 @@ enum HTTPTimestamp {
         return make(year: year, month: month, day: day, hour: hour, minute: minute, second: second, fraction: fraction)
     }
 
-    private static func make(year: Int, month: Int, day: Int, hour: Int, minute: Int, second: Int,
-                             fraction: Double) -> Date? {
+    private static func make(
+        year: Int, month: Int, day: Int, hour: Int, minute: Int, second: Int,
+        fraction: Double
+    ) -> Date? {
         var t = tm()
         t.tm_year = Int32(year - 1900)
         t.tm_mon = Int32(month - 1)

@@ -17,8 +17,9 @@ enum Hashing {
         var length: UInt32 = 0
         key.withUnsafeBufferPointer { keyBytes in
             message.withUnsafeBytes { bytes in
-                _ = HMAC(EVP_sha256(), keyBytes.baseAddress, Int32(keyBytes.count),
-                         bytes.bindMemory(to: UInt8.self).baseAddress, bytes.count, &output, &length)
+                _ = HMAC(
+                    EVP_sha256(), keyBytes.baseAddress, Int32(keyBytes.count),
+                    bytes.bindMemory(to: UInt8.self).baseAddress, bytes.count, &output, &length)
             }
         }
         return Array(output.prefix(Int(length)))
@@ -30,8 +31,10 @@ enum Hashing {
 
     /// Digest of a file's bytes, read in 1 MiB chunks so large bodies never sit in memory; also returns the length
     /// hashed, which is what the upload then sends.
-    static func fileDigest(path: String,
-                           md5 wantMD5: Bool = false) throws(ObjectStoreError) -> (digest: [UInt8], length: UInt64) {
+    static func fileDigest(
+        path: String,
+        md5 wantMD5: Bool = false
+    ) throws(ObjectStoreError) -> (digest: [UInt8], length: UInt64) {
         let fd = open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else {
             throw .invalidRequest("cannot read body file \(path): \(String(cString: strerror(errno)))")

@@ -8,8 +8,10 @@ struct AWSMetadataCredentials {
 
     /// Hosts a plain-http `AWS_CONTAINER_CREDENTIALS_FULL_URI` may name (the SDKs' rule: a token must not travel
     /// in the clear off the machine): loopback, and the ECS and EKS link-local endpoints.
-    static let plainHTTPHosts: Set<String> = ["127.0.0.1", "localhost", "[::1]", "169.254.170.2", "169.254.170.23",
-                                              "[fd00:ec2::23]"]
+    static let plainHTTPHosts: Set<String> = [
+        "127.0.0.1", "localhost", "[::1]", "169.254.170.2", "169.254.170.23",
+        "[fd00:ec2::23]",
+    ]
 
     func container(url: String, tokenFile: String?, token: String?) throws(ObjectStoreError) -> S3Credentials {
         let request = HTTPRequest(method: "GET", url: url)
@@ -26,12 +28,17 @@ struct AWSMetadataCredentials {
             guard let data = FileManager.default.contents(atPath: tokenFile) else {
                 throw .unauthorized("cannot read AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE \(tokenFile)")
             }
-            headers.append(("authorization", String(decoding: data, as: UTF8.self)
-                .trimmingCharacters(in: .whitespacesAndNewlines)))
+            headers.append(
+                (
+                    "authorization",
+                    String(decoding: data, as: UTF8.self)
+                        .trimmingCharacters(in: .whitespacesAndNewlines)
+                ))
         } else if let token {
             headers.append(("authorization", token))
         }
-        let response = try get(HTTPRequest(method: "GET", url: url, headers: headers), what: "container credentials \(url)")
+        let response = try get(
+            HTTPRequest(method: "GET", url: url, headers: headers), what: "container credentials \(url)")
         return try Self.parse(response.body, from: "container credentials \(url)")
     }
 
@@ -39,15 +46,19 @@ struct AWSMetadataCredentials {
     /// request is tried once (the chain's last resort must not hold up the "no credentials" line).
     func instance(endpoint: String, probeAttempts: Int = 1) throws(ObjectStoreError) -> S3Credentials {
         let what = "EC2 instance metadata at \(endpoint)"
-        let tokenResponse = try get(HTTPRequest(method: "PUT", url: endpoint + "/latest/api/token",
-                                                headers: [("x-aws-ec2-metadata-token-ttl-seconds", "21600")]),
-                                   what: what, attempts: probeAttempts)
+        let tokenResponse = try get(
+            HTTPRequest(
+                method: "PUT", url: endpoint + "/latest/api/token",
+                headers: [("x-aws-ec2-metadata-token-ttl-seconds", "21600")]),
+            what: what, attempts: probeAttempts)
         let token = String(decoding: tokenResponse.body, as: UTF8.self)
         let auth = [("x-aws-ec2-metadata-token", token)]
         let base = endpoint + "/latest/meta-data/iam/security-credentials/"
         let roles = try get(HTTPRequest(method: "GET", url: base, headers: auth), what: what)
-        guard let role = String(decoding: roles.body, as: UTF8.self).split(whereSeparator: \.isNewline).first
-            .map({ $0.trimmingCharacters(in: .whitespaces) }), !role.isEmpty else {
+        guard
+            let role = String(decoding: roles.body, as: UTF8.self).split(whereSeparator: \.isNewline).first
+                .map({ $0.trimmingCharacters(in: .whitespaces) }), !role.isEmpty
+        else {
             throw .unauthorized("\(what): the instance has no IAM role")
         }
         let response = try get(HTTPRequest(method: "GET", url: base + role, headers: auth), what: what)
@@ -101,7 +112,8 @@ struct AWSMetadataCredentials {
             throw .unauthorized("\(what): \(code) \(json["Message"] as? String ?? "")")
         }
         guard let id = json["AccessKeyId"] as? String, !id.isEmpty,
-              let secret = json["SecretAccessKey"] as? String, !secret.isEmpty else {
+            let secret = json["SecretAccessKey"] as? String, !secret.isEmpty
+        else {
             throw .unauthorized("\(what) answered without AccessKeyId/SecretAccessKey")
         }
         let token = (json["Token"] as? String) ?? (json["SessionToken"] as? String)

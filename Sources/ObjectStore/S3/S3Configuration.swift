@@ -30,11 +30,13 @@ public struct S3Configuration: Sendable {
     /// Environment to read `AWS_*` variables from; `nil` means the process environment. Tests pass their own.
     public var environment: [String: String]?
 
-    public init(bucket: String, region: String? = nil, endpointURL: String? = nil, pathStyle: Bool? = nil,
-                accessKeyID: String? = nil, secretAccessKey: String? = nil, sessionToken: String? = nil,
-                profile: String? = nil, noSignRequest: Bool = false, connectTimeout: Double = 10,
-                lowSpeedLimit: Int = 1024, lowSpeedTime: Int = 30, maxRetries: Int = 5,
-                environment: [String: String]? = nil) {
+    public init(
+        bucket: String, region: String? = nil, endpointURL: String? = nil, pathStyle: Bool? = nil,
+        accessKeyID: String? = nil, secretAccessKey: String? = nil, sessionToken: String? = nil,
+        profile: String? = nil, noSignRequest: Bool = false, connectTimeout: Double = 10,
+        lowSpeedLimit: Int = 1024, lowSpeedTime: Int = 30, maxRetries: Int = 5,
+        environment: [String: String]? = nil
+    ) {
         self.bucket = bucket
         self.region = region
         self.endpointURL = endpointURL

@@ -30,8 +30,9 @@ final class S3CredentialProvider: Sendable {
         self.environment = environment
         self.refreshMargin = refreshMargin
         if case .assumeRole(_, _, _, let inner, _) = source {
-            base = S3CredentialProvider(source: inner, region: region, environment: environment,
-                                        refreshMargin: refreshMargin)
+            base = S3CredentialProvider(
+                source: inner, region: region, environment: environment,
+                refreshMargin: refreshMargin)
         } else {
             base = nil
         }
@@ -88,15 +89,18 @@ final class S3CredentialProvider: Sendable {
             return keys
         case .webIdentity(let role, let file, let session, _):
             guard let data = FileManager.default.contents(atPath: file),
-                  let token = S3Credentials.nonEmpty(String(decoding: data, as: UTF8.self)
-                                                     .trimmingCharacters(in: .whitespacesAndNewlines)) else {
+                let token = S3Credentials.nonEmpty(
+                    String(decoding: data, as: UTF8.self)
+                        .trimmingCharacters(in: .whitespacesAndNewlines))
+            else {
                 throw .unauthorized("cannot read the web identity token file \(file)")
             }
             return try sts.assumeRoleWithWebIdentity(roleARN: role, sessionName: session, token: token)
         case .assumeRole(let role, let session, let externalID, _, _):
             guard let base else { throw .unauthorized("assume role \(role): no source credentials") }
-            return try sts.assumeRole(roleARN: role, sessionName: session, externalID: externalID,
-                                      using: try base.credentials())
+            return try sts.assumeRole(
+                roleARN: role, sessionName: session, externalID: externalID,
+                using: try base.credentials())
         case .process(let command, let origin):
             return try AWSMetadataCredentials.run(process: command, origin: origin)
         case .container(let url, let tokenFile, let token):

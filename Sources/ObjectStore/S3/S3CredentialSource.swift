@@ -16,8 +16,9 @@ indirect enum S3CredentialSource: Sendable, Equatable, CustomStringConvertible {
     /// Keys that do not change; `origin` names where they were found.
     case fixed(S3Credentials, origin: String)
     case webIdentity(roleARN: String, tokenFile: String, sessionName: String, origin: String)
-    case assumeRole(roleARN: String, sessionName: String, externalID: String?, source: S3CredentialSource,
-                    origin: String)
+    case assumeRole(
+        roleARN: String, sessionName: String, externalID: String?, source: S3CredentialSource,
+        origin: String)
     /// A command printing credentials as JSON (`credential_process`), run through `/bin/sh -c`.
     case process(command: String, origin: String)
     case container(url: String, tokenFile: String?, token: String?)
@@ -43,25 +44,34 @@ indirect enum S3CredentialSource: Sendable, Equatable, CustomStringConvertible {
     static let defaultIMDSEndpoint = "http://169.254.169.254"
 
     /// The chain above; `nil` for anonymous access (`noSignRequest`).
-    static func resolve(_ configuration: S3Configuration, environment: [String: String]) throws(ObjectStoreError) -> S3CredentialSource? {
+    static func resolve(_ configuration: S3Configuration, environment: [String: String]) throws(ObjectStoreError)
+        -> S3CredentialSource?
+    {
         let env = { (name: String) in S3Credentials.nonEmpty(environment[name]) }
         if configuration.noSignRequest { return nil }
         if let id = S3Credentials.nonEmpty(configuration.accessKeyID),
-           let secret = S3Credentials.nonEmpty(configuration.secretAccessKey) {
-            let keys = S3Credentials(accessKeyID: id, secretAccessKey: secret,
-                                     sessionToken: S3Credentials.nonEmpty(configuration.sessionToken))
+            let secret = S3Credentials.nonEmpty(configuration.secretAccessKey)
+        {
+            let keys = S3Credentials(
+                accessKeyID: id, secretAccessKey: secret,
+                sessionToken: S3Credentials.nonEmpty(configuration.sessionToken))
             return .fixed(keys, origin: "configuration (storage.aws_access_key_id)")
         }
-        if S3Credentials.nonEmpty(configuration.accessKeyID) != nil || S3Credentials.nonEmpty(configuration.secretAccessKey) != nil {
-            throw .unauthorized("incomplete AWS credentials in the configuration: both an access key id and a secret access key are needed")
+        if S3Credentials.nonEmpty(configuration.accessKeyID) != nil
+            || S3Credentials.nonEmpty(configuration.secretAccessKey) != nil
+        {
+            throw .unauthorized(
+                "incomplete AWS credentials in the configuration: both an access key id and a secret access key are needed"
+            )
         }
         if let id = env("AWS_ACCESS_KEY_ID"), let secret = env("AWS_SECRET_ACCESS_KEY") {
             let keys = S3Credentials(accessKeyID: id, secretAccessKey: secret, sessionToken: env("AWS_SESSION_TOKEN"))
             return .fixed(keys, origin: "environment (AWS_ACCESS_KEY_ID)")
         }
         if let file = env("AWS_WEB_IDENTITY_TOKEN_FILE"), let role = env("AWS_ROLE_ARN") {
-            return .webIdentity(roleARN: role, tokenFile: file, sessionName: env("AWS_ROLE_SESSION_NAME") ?? sessionName(),
-                                origin: "AWS_WEB_IDENTITY_TOKEN_FILE")
+            return .webIdentity(
+                roleARN: role, tokenFile: file, sessionName: env("AWS_ROLE_SESSION_NAME") ?? sessionName(),
+                origin: "AWS_WEB_IDENTITY_TOKEN_FILE")
         }
         let profile = S3Credentials.profileName(configuration, environment: environment)
         if let source = try fromProfile(profile, configuration: configuration, environment: environment, seen: []) {
@@ -77,15 +87,19 @@ indirect enum S3CredentialSource: Sendable, Equatable, CustomStringConvertible {
     }
 
     /// A profile's source, or nil when it has none (the chain goes on). `seen` breaks `source_profile` cycles.
-    static func fromProfile(_ name: String, configuration: S3Configuration, environment: [String: String],
-                            seen: [String]) throws(ObjectStoreError) -> S3CredentialSource? {
+    static func fromProfile(
+        _ name: String, configuration: S3Configuration, environment: [String: String],
+        seen: [String]
+    ) throws(ObjectStoreError) -> S3CredentialSource? {
         let settings = S3Credentials.profileSettings(configuration, environment: environment, name: name)
         let value = { (key: String) in S3Credentials.nonEmpty(settings[key]) }
         let staticKeys = value("aws_access_key_id").flatMap { id in
             value("aws_secret_access_key").map {
-                S3CredentialSource.fixed(S3Credentials(accessKeyID: id, secretAccessKey: $0,
-                                                       sessionToken: value("aws_session_token")),
-                                         origin: "profile \(name)")
+                S3CredentialSource.fixed(
+                    S3Credentials(
+                        accessKeyID: id, secretAccessKey: $0,
+                        sessionToken: value("aws_session_token")),
+                    origin: "profile \(name)")
             }
         }
         if let role = value("role_arn") {
@@ -101,8 +115,11 @@ indirect enum S3CredentialSource: Sendable, Equatable, CustomStringConvertible {
                 if sourceProfile == name, let staticKeys {
                     base = staticKeys
                 } else {
-                    guard let found = try fromProfile(sourceProfile, configuration: configuration,
-                                                      environment: environment, seen: seen + [name]) else {
+                    guard
+                        let found = try fromProfile(
+                            sourceProfile, configuration: configuration,
+                            environment: environment, seen: seen + [name])
+                    else {
                         throw .unauthorized("AWS profile \(name): source_profile \(sourceProfile) has no credentials")
                     }
                     base = found
@@ -111,30 +128,38 @@ indirect enum S3CredentialSource: Sendable, Equatable, CustomStringConvertible {
                 switch kind {
                 case "Environment":
                     guard let id = S3Credentials.nonEmpty(environment["AWS_ACCESS_KEY_ID"]),
-                          let secret = S3Credentials.nonEmpty(environment["AWS_SECRET_ACCESS_KEY"]) else {
-                        throw .unauthorized("AWS profile \(name): credential_source Environment, but no AWS_ACCESS_KEY_ID")
+                        let secret = S3Credentials.nonEmpty(environment["AWS_SECRET_ACCESS_KEY"])
+                    else {
+                        throw .unauthorized(
+                            "AWS profile \(name): credential_source Environment, but no AWS_ACCESS_KEY_ID")
                     }
-                    base = .fixed(S3Credentials(accessKeyID: id, secretAccessKey: secret,
-                                                sessionToken: S3Credentials.nonEmpty(environment["AWS_SESSION_TOKEN"])),
-                                  origin: "environment (AWS_ACCESS_KEY_ID)")
+                    base = .fixed(
+                        S3Credentials(
+                            accessKeyID: id, secretAccessKey: secret,
+                            sessionToken: S3Credentials.nonEmpty(environment["AWS_SESSION_TOKEN"])),
+                        origin: "environment (AWS_ACCESS_KEY_ID)")
                 case "EcsContainer":
                     guard let container = containerSource(environment) else {
-                        throw .unauthorized("AWS profile \(name): credential_source EcsContainer, but no "
-                                            + "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI or _FULL_URI")
+                        throw .unauthorized(
+                            "AWS profile \(name): credential_source EcsContainer, but no "
+                                + "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI or _FULL_URI")
                     }
                     base = container
                 case "Ec2InstanceMetadata":
-                    base = .instanceMetadata(endpoint: S3Credentials.nonEmpty(environment["AWS_EC2_METADATA_SERVICE_ENDPOINT"])
-                                             ?? defaultIMDSEndpoint)
+                    base = .instanceMetadata(
+                        endpoint: S3Credentials.nonEmpty(environment["AWS_EC2_METADATA_SERVICE_ENDPOINT"])
+                            ?? defaultIMDSEndpoint)
                 default:
-                    throw .unauthorized("AWS profile \(name): unknown credential_source \(kind) "
-                                        + "(expected Environment, EcsContainer or Ec2InstanceMetadata)")
+                    throw .unauthorized(
+                        "AWS profile \(name): unknown credential_source \(kind) "
+                            + "(expected Environment, EcsContainer or Ec2InstanceMetadata)")
                 }
             } else {
                 throw .unauthorized("AWS profile \(name): role_arn needs source_profile or credential_source")
             }
-            return .assumeRole(roleARN: role, sessionName: session, externalID: value("external_id"), source: base,
-                               origin: "profile \(name)")
+            return .assumeRole(
+                roleARN: role, sessionName: session, externalID: value("external_id"), source: base,
+                origin: "profile \(name)")
         }
         if let staticKeys { return staticKeys }
         if let command = value("credential_process") { return .process(command: command, origin: "profile \(name)") }
@@ -151,8 +176,9 @@ indirect enum S3CredentialSource: Sendable, Equatable, CustomStringConvertible {
         } else {
             return nil
         }
-        return .container(url: url, tokenFile: env("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE"),
-                          token: env("AWS_CONTAINER_AUTHORIZATION_TOKEN"))
+        return .container(
+            url: url, tokenFile: env("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE"),
+            token: env("AWS_CONTAINER_AUTHORIZATION_TOKEN"))
     }
 
     /// `bucketfs-<host>-<pid>`: STS wants a session name, and one naming the machine shows up in CloudTrail.

@@ -19,15 +19,20 @@ struct S3Credentials: Sendable, Equatable {
 
     /// The credentials the chain (`S3CredentialSource.resolve`) gives now, or `nil` for anonymous access. Sources
     /// that ask a service (STS, the container or instance metadata) ask it once here.
-    static func resolve(_ configuration: S3Configuration, environment: [String: String]) throws(ObjectStoreError) -> S3Credentials? {
+    static func resolve(_ configuration: S3Configuration, environment: [String: String]) throws(ObjectStoreError)
+        -> S3Credentials?
+    {
         guard let source = try S3CredentialSource.resolve(configuration, environment: environment) else { return nil }
-        return try S3CredentialProvider(source: source, region: region(configuration, environment: environment),
-                                        environment: environment).credentials()
+        return try S3CredentialProvider(
+            source: source, region: region(configuration, environment: environment),
+            environment: environment
+        ).credentials()
     }
 
     /// Explicit → `AWS_REGION` → `AWS_DEFAULT_REGION` → the profile's `region` → `us-east-1`.
     static func region(_ configuration: S3Configuration, environment: [String: String]) -> String {
-        nonEmpty(configuration.region) ?? nonEmpty(environment["AWS_REGION"]) ?? nonEmpty(environment["AWS_DEFAULT_REGION"])
+        nonEmpty(configuration.region) ?? nonEmpty(environment["AWS_REGION"]) ?? nonEmpty(
+            environment["AWS_DEFAULT_REGION"])
             ?? nonEmpty(profileSettings(configuration, environment: environment)["region"]) ?? "us-east-1"
     }
 
@@ -37,11 +42,14 @@ struct S3Credentials: Sendable, Equatable {
     }
 
     /// The profile's settings; the credentials file wins over the config file for keys present in both.
-    static func profileSettings(_ configuration: S3Configuration, environment: [String: String],
-                                name: String? = nil) -> [String: String] {
+    static func profileSettings(
+        _ configuration: S3Configuration, environment: [String: String],
+        name: String? = nil
+    ) -> [String: String] {
         let name = name ?? profileName(configuration, environment: environment)
         let home = nonEmpty(environment["HOME"]) ?? NSHomeDirectory()
-        let credentialsPath = nonEmpty(environment["AWS_SHARED_CREDENTIALS_FILE"]).map(expandTilde(home)) ?? "\(home)/.aws/credentials"
+        let credentialsPath =
+            nonEmpty(environment["AWS_SHARED_CREDENTIALS_FILE"]).map(expandTilde(home)) ?? "\(home)/.aws/credentials"
         let configPath = nonEmpty(environment["AWS_CONFIG_FILE"]).map(expandTilde(home)) ?? "\(home)/.aws/config"
         var settings: [String: String] = [:]
         // In the config file non-default profiles are `[profile name]`; `[default]` stays bare.
@@ -65,7 +73,8 @@ struct S3Credentials: Sendable, Equatable {
             let line = rawLine.trimmingCharacters(in: .whitespaces)
             if line.isEmpty || line.hasPrefix("#") || line.hasPrefix(";") { continue }
             if line.hasPrefix("[") && line.hasSuffix("]") {
-                let name = line.dropFirst().dropLast().split(separator: " ", omittingEmptySubsequences: true).joined(separator: " ")
+                let name = line.dropFirst().dropLast().split(separator: " ", omittingEmptySubsequences: true).joined(
+                    separator: " ")
                 current = name
                 if sections[name] == nil { sections[name] = [:] }
                 continue

@@ -20,7 +20,8 @@ extension S3ObjectStore {
                 continue
             }
             if key.unicodeScalars.contains(where: { $0.value < 0x20 && $0 != "\t" && $0 != "\n" && $0 != "\r" })
-                || key.contains("\r") {
+                || key.contains("\r")
+            {
                 results[index] = Result { () throws(ObjectStoreError) in try delete(key, condition: .none) }
                 continue
             }
@@ -37,12 +38,16 @@ extension S3ObjectStore {
         for key in keys { xml += "<Object><Key>\(S3XML.escape(key))</Key></Object>" }
         xml += "</Delete>"
         let body = Data(xml.utf8)
-        let headers = [("content-type", "application/xml"),
-                       ("content-md5", Data(Hashing.md5(body)).base64EncodedString())]
+        let headers = [
+            ("content-type", "application/xml"),
+            ("content-md5", Data(Hashing.md5(body)).base64EncodedString()),
+        ]
         let answer: S3XML
         do throws(ObjectStoreError) {
-            let sent = try send(Request(method: "POST", key: nil, query: [("delete", "")], headers: headers,
-                                        body: .data(body)))
+            let sent = try send(
+                Request(
+                    method: "POST", key: nil, query: [("delete", "")], headers: headers,
+                    body: .data(body)))
             guard sent.response.status == 200 else { throw mapError(sent.response, key: keys.first) }
             guard let parsed = S3XML.parse(sent.response.body), parsed.name == "DeleteResult" else {
                 throw .other("S3 DeleteObjects on \(bucket): unreadable response")
@@ -57,7 +62,9 @@ extension S3ObjectStore {
             let code = error.value("Code") ?? ""
             // A key that is already gone is deleted, as DELETE of a missing key is.
             if code == "NoSuchKey" { continue }
-            failed[key] = code == "AccessDenied" ? .accessDenied(key)
+            failed[key] =
+                code == "AccessDenied"
+                ? .accessDenied(key)
                 : .other("DeleteObjects \(key): \(code) \(error.value("Message") ?? "")")
         }
         return keys.map { key in failed[key].map { .failure($0) } ?? .success(()) }

@@ -10,7 +10,9 @@ extension S3ObjectStore {
         let xml = S3XML.parse(response.body)
         let code = xml?.value("Code") ?? ""
         let message = xml?.value("Message") ?? ""
-        let detail = code.isEmpty ? "HTTP \(response.status)"
+        let detail =
+            code.isEmpty
+            ? "HTTP \(response.status)"
             : "\(code)\(message.isEmpty ? "" : ": \(message)") (HTTP \(response.status))"
         let conditionKey = conditionKey ?? key ?? ""
         switch code {
@@ -21,15 +23,15 @@ extension S3ObjectStore {
         case "PreconditionFailed", "ConditionalRequestConflict":
             return .preconditionFailed(key: conditionKey)
         case "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken", "TokenRefreshRequired",
-             "AuthorizationHeaderMalformed", "MissingSecurityHeader", "RequestTimeTooSkewed", "InvalidClientTokenId":
+            "AuthorizationHeaderMalformed", "MissingSecurityHeader", "RequestTimeTooSkewed", "InvalidClientTokenId":
             return .unauthorized(detail)
         case "AccessDenied", "AllAccessDisabled", "AccountProblem":
             return .accessDenied(detail)
         case "SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded", "TooManyRequests":
             return .throttled(detail)
         case "InvalidPart", "InvalidPartOrder", "EntityTooSmall", "EntityTooLarge", "InvalidArgument", "InvalidRequest",
-             "MalformedXML", "InvalidDigest", "BadDigest", "XAmzContentSHA256Mismatch", "KeyTooLongError",
-             "MetadataTooLarge", "InvalidBucketName", "IncompleteBody", "MissingContentLength":
+            "MalformedXML", "InvalidDigest", "BadDigest", "XAmzContentSHA256Mismatch", "KeyTooLongError",
+            "MetadataTooLarge", "InvalidBucketName", "IncompleteBody", "MissingContentLength":
             return .invalidRequest(detail)
         case "PermanentRedirect":
             let other = response.headers["x-amz-bucket-region"].map { "region \($0)" } ?? "another region"

@@ -10,14 +10,17 @@ extension S3ObjectStore {
         headers += try metadataHeaders(options.metadata)
         let sent = try send(Request(method: "POST", key: key, query: [("uploads", "")], headers: headers))
         guard sent.response.status == 200, let uploadID = S3XML.parse(sent.response.body)?.value("UploadId"),
-              !uploadID.isEmpty else {
+            !uploadID.isEmpty
+        else {
             throw mapError(sent.response, key: key)
         }
         return uploadID
     }
 
-    public func uploadPart(_ key: String, uploadID: String, number: Int,
-                           body: PutBody) throws(ObjectStoreError) -> String {
+    public func uploadPart(
+        _ key: String, uploadID: String, number: Int,
+        body: PutBody
+    ) throws(ObjectStoreError) -> String {
         try checkKey(key)
         let query = [("partNumber", String(number)), ("uploadId", uploadID)]
         let sent = try send(Request(method: "PUT", key: key, query: query, body: body, probeUpload: uploadID))
@@ -29,18 +32,25 @@ extension S3ObjectStore {
 
     /// UploadPartCopy: the server copies `range` of `source` into the part. `x-amz-copy-source-if-match` guards
     /// the version (not every S3-compatible server honours it; the completion's own condition still does).
-    public func uploadPartCopy(_ key: String, uploadID: String, number: Int, source: String, range: Range<UInt64>,
-                               sourceVersion: String?) throws(ObjectStoreError) -> String {
+    public func uploadPartCopy(
+        _ key: String, uploadID: String, number: Int, source: String, range: Range<UInt64>,
+        sourceVersion: String?
+    ) throws(ObjectStoreError) -> String {
         try checkKey(key)
         guard !range.isEmpty else { throw .invalidRequest("empty copy range") }
         let query = [("partNumber", String(number)), ("uploadId", uploadID)]
-        var headers = [("x-amz-copy-source", "/\(bucket)/\(SigV4Signer.uriEncode(source, keepSlash: true))"),
-                       ("x-amz-copy-source-range", "bytes=\(range.lowerBound)-\(range.upperBound - 1)")]
+        var headers = [
+            ("x-amz-copy-source", "/\(bucket)/\(SigV4Signer.uriEncode(source, keepSlash: true))"),
+            ("x-amz-copy-source-range", "bytes=\(range.lowerBound)-\(range.upperBound - 1)"),
+        ]
         if let sourceVersion { headers.append(("x-amz-copy-source-if-match", Self.quote(sourceVersion))) }
-        let sent = try send(Request(method: "PUT", key: key, query: query, headers: headers, errorMayComeWith200: true,
-                                    probeUpload: uploadID))
+        let sent = try send(
+            Request(
+                method: "PUT", key: key, query: query, headers: headers, errorMayComeWith200: true,
+                probeUpload: uploadID))
         guard sent.response.status == 200, let xml = S3XML.parse(sent.response.body), xml.name == "CopyPartResult",
-              let etag = xml.value("ETag") else {
+            let etag = xml.value("ETag")
+        else {
             throw mapError(sent.response, key: source, conditionKey: source)
         }
         return Self.unquote(etag)
@@ -50,22 +60,28 @@ extension S3ObjectStore {
     /// A retried completion whose first attempt succeeded can come back NoSuchUpload (`.notFound`) or 412; unlike a
     /// single PUT, the multipart ETag cannot be checked locally, so that rare case is reported as an error.
     @discardableResult
-    public func completeMultipartUpload(_ key: String, uploadID: String, parts: [CompletedPart],
-                                        condition: PutCondition) throws(ObjectStoreError) -> ObjectInfo {
+    public func completeMultipartUpload(
+        _ key: String, uploadID: String, parts: [CompletedPart],
+        condition: PutCondition
+    ) throws(ObjectStoreError) -> ObjectInfo {
         try checkKey(key)
         try validatePartList(parts)
         var xml = "<CompleteMultipartUpload xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">"
         for part in parts {
-            xml += "<Part><PartNumber>\(part.number)</PartNumber>"
+            xml +=
+                "<Part><PartNumber>\(part.number)</PartNumber>"
                 + "<ETag>\(S3XML.escape(Self.quote(part.etag)))</ETag></Part>"
         }
         xml += "</CompleteMultipartUpload>"
         let headers = [("content-type", "application/xml")] + conditionHeaders(condition)
-        let sent = try send(Request(method: "POST", key: key, query: [("uploadId", uploadID)], headers: headers,
-                                    body: .data(Data(xml.utf8)), errorMayComeWith200: true, probeUpload: uploadID))
+        let sent = try send(
+            Request(
+                method: "POST", key: key, query: [("uploadId", uploadID)], headers: headers,
+                body: .data(Data(xml.utf8)), errorMayComeWith200: true, probeUpload: uploadID))
         // AWS names the root CompleteMultipartUploadResult, moto CompleteMultipartUploadResponse.
         guard sent.response.status == 200, let result = S3XML.parse(sent.response.body),
-              result.name.hasPrefix("CompleteMultipartUpload") else {
+            result.name.hasPrefix("CompleteMultipartUpload")
+        else {
             throw mapError(sent.response, key: key)
         }
         let version = Self.unquote(result.value("ETag") ?? sent.response.headers["etag"] ?? "")
@@ -102,10 +118,11 @@ extension S3ObjectStore {
             let encoded = xml.value("EncodingType")?.lowercased() == "url"
             for upload in xml.all("Upload") {
                 guard let key = upload.value("Key"), let id = upload.value("UploadId") else { continue }
-                uploads.append(MultipartUploadInfo(
-                    key: encoded ? Self.urlDecode(key) : key, uploadID: id,
-                    initiated: upload.value("Initiated").flatMap(HTTPTimestamp.parseISO8601)
-                        ?? Date(timeIntervalSince1970: 0)))
+                uploads.append(
+                    MultipartUploadInfo(
+                        key: encoded ? Self.urlDecode(key) : key, uploadID: id,
+                        initiated: upload.value("Initiated").flatMap(HTTPTimestamp.parseISO8601)
+                            ?? Date(timeIntervalSince1970: 0)))
             }
             guard xml.value("IsTruncated") == "true" else { break }
             keyMarker = xml.value("NextKeyMarker").map { encoded ? Self.urlDecode($0) : $0 }

@@ -66,11 +66,13 @@ public final class S3ObjectStore: HTTPObjectStore {
         // Dotted bucket names break TLS wildcard certificates when virtual-hosted, so they default to path-style.
         pathStyle = configuration.pathStyle ?? (custom != nil || bucket.contains("."))
         requestHost = pathStyle ? authority : "\(bucket).\(authority)"
-        let client = HTTPClient(options: HTTPClient.Options(
-            connectTimeout: configuration.connectTimeout, lowSpeedLimit: configuration.lowSpeedLimit,
-            lowSpeedTime: configuration.lowSpeedTime, caBundle: environment["AWS_CA_BUNDLE"]))
-        http = HTTPStoreCore(service: "S3", bucket: bucket, endpoint: endpoint, client: client,
-                             retry: RetryPolicy(maxRetries: configuration.maxRetries, isRetryable: Self.isRetryable))
+        let client = HTTPClient(
+            options: HTTPClient.Options(
+                connectTimeout: configuration.connectTimeout, lowSpeedLimit: configuration.lowSpeedLimit,
+                lowSpeedTime: configuration.lowSpeedTime, caBundle: environment["AWS_CA_BUNDLE"]))
+        http = HTTPStoreCore(
+            service: "S3", bucket: bucket, endpoint: endpoint, client: client,
+            retry: RetryPolicy(maxRetries: configuration.maxRetries, isRetryable: Self.isRetryable))
     }
 
     /// One cheap request (ListObjectsV2, max-keys=1) so that a missing bucket, rejected credentials or an unreachable
@@ -113,16 +115,19 @@ public final class S3ObjectStore: HTTPObjectStore {
             request.headers.append(("range", "bytes=\(range.lowerBound)-\(range.upperBound - 1)"))
             request.expectedResponseSize = Int(clamping: range.count)
         }
-        return try HTTPStoreCore.objectData(try send(request).response, range: range,
-                                            info: { info(key: key, headers: $0, size: $1) },
-                                            head: { () throws(ObjectStoreError) in try head(key) },
-                                            failure: { mapError($0, key: key) })
+        return try HTTPStoreCore.objectData(
+            try send(request).response, range: range,
+            info: { info(key: key, headers: $0, size: $1) },
+            head: { () throws(ObjectStoreError) in try head(key) },
+            failure: { mapError($0, key: key) })
     }
 
     /// One GET for the whole range, its body handed on as it arrives. A connection that breaks mid-way is resumed
     /// from the byte where it stopped (up to 3 times), conditional on the same version so the pieces match.
-    public func getStreaming(_ key: String, range: Range<UInt64>, version: String?,
-                             consumer: @escaping (UnsafeRawBufferPointer) -> Bool) throws(ObjectStoreError) {
+    public func getStreaming(
+        _ key: String, range: Range<UInt64>, version: String?,
+        consumer: @escaping (UnsafeRawBufferPointer) -> Bool
+    ) throws(ObjectStoreError) {
         try checkKey(key)
         let progress = StreamProgress(position: range.lowerBound)
         var breaks = 0
@@ -151,12 +156,12 @@ public final class S3ObjectStore: HTTPObjectStore {
             }
             switch sent.response.status {
             case 200, 206:
-                if sent.response.status == 200 { return }    // all of it went to the consumer
+                if sent.response.status == 200 { return }  // all of it went to the consumer
                 if progress.position == startedAt && !progress.stopped {
                     throw .transport("GET \(key): the server sent no bytes of the range")
                 }
             case 416:
-                return    // past the end
+                return  // past the end
             default:
                 // 500/503/SlowDown…: nothing reached the consumer, so the same range can be asked again.
                 if Self.isRetryable(sent.response) && breaks < 3 {
@@ -173,11 +178,15 @@ public final class S3ObjectStore: HTTPObjectStore {
         try list(request, policy: nil)
     }
 
-    private func list(_ request: ListRequest, policy: RetryPolicy?,
-                      quiet: Bool = false) throws(ObjectStoreError) -> ListPage {
+    private func list(
+        _ request: ListRequest, policy: RetryPolicy?,
+        quiet: Bool = false
+    ) throws(ObjectStoreError) -> ListPage {
         // encoding-type=url: keys may hold characters XML 1.0 cannot carry; S3 then percent-encodes them.
-        var query = [("list-type", "2"), ("encoding-type", "url"),
-                     ("max-keys", String(min(1000, max(1, request.maxKeys))))]
+        var query = [
+            ("list-type", "2"), ("encoding-type", "url"),
+            ("max-keys", String(min(1000, max(1, request.maxKeys)))),
+        ]
         if !request.prefix.isEmpty { query.append(("prefix", request.prefix)) }
         if let delimiter = request.delimiter, !delimiter.isEmpty { query.append(("delimiter", delimiter)) }
         if let token = request.continuationToken { query.append(("continuation-token", token)) }
@@ -197,11 +206,12 @@ public final class S3ObjectStore: HTTPObjectStore {
             guard let size = entry.value("Size").map({ UInt64($0) }) ?? 0, size <= UInt64(Int64.max) else {
                 throw .other("S3 ListObjectsV2 on \(bucket): malformed Size for \(decode(key))")
             }
-            page.objects.append(ObjectInfo(
-                key: decode(key), size: size,
-                lastModified: entry.value("LastModified").flatMap(HTTPTimestamp.parseISO8601)
-                    ?? Date(timeIntervalSince1970: 0),
-                version: Self.unquote(entry.value("ETag") ?? ""), contentType: nil, metadata: nil))
+            page.objects.append(
+                ObjectInfo(
+                    key: decode(key), size: size,
+                    lastModified: entry.value("LastModified").flatMap(HTTPTimestamp.parseISO8601)
+                        ?? Date(timeIntervalSince1970: 0),
+                    version: Self.unquote(entry.value("ETag") ?? ""), contentType: nil, metadata: nil))
         }
         // SeaweedFS lists in its directory-tree order (`a/x` before `a-1`); S3 promises byte order. Sorted here,
         // a page is in byte order on every server (pages themselves still follow the server's order).
@@ -230,27 +240,32 @@ public final class S3ObjectStore: HTTPObjectStore {
         let sent = try send(Request(method: "PUT", key: key, headers: headers, body: body))
         let response = sent.response
         if response.status == 200 {
-            return ObjectInfo(key: key, size: sent.bodyLength, lastModified: responseDate(response),
-                              version: Self.unquote(response.headers["etag"] ?? ""),
-                              contentType: options.contentType ?? "application/octet-stream",
-                              metadata: options.metadata)
+            return ObjectInfo(
+                key: key, size: sent.bodyLength, lastModified: responseDate(response),
+                version: Self.unquote(response.headers["etag"] ?? ""),
+                contentType: options.contentType ?? "application/octet-stream",
+                metadata: options.metadata)
         }
         // A retried conditional PUT whose first attempt did land (the response was lost) fails its own condition.
         // If the object now holds exactly our bytes (single-part ETag = MD5 of the body), it was our write. With
         // SSE-KMS/SSE-C the ETag is not the MD5 and the 412 stands (rare: it needs a lost response first).
         if response.status == 412, sent.attempts > 1, options.condition != .none,
-           let current = try? head(key), current.version == (try? md5Hex(body)) {
+            let current = try? head(key), current.version == (try? md5Hex(body))
+        {
             return current
         }
-        try refineIfMatchFailure(response, key: key,
-                                 sentIfMatch: options.condition != .none && options.condition != .ifAbsent)
+        try refineIfMatchFailure(
+            response, key: key,
+            sentIfMatch: options.condition != .none && options.condition != .ifAbsent)
         throw mapError(response, key: key)
     }
 
     /// SeaweedFS answers `If-Match` on a missing key with 412 where AWS and moto answer 404: a HEAD tells the two
     /// apart, so that every server reports `.notFound` for an absent object. Costs a request on failure only.
-    private func refineIfMatchFailure(_ response: HTTPResponse, key: String,
-                                      sentIfMatch: Bool) throws(ObjectStoreError) {
+    private func refineIfMatchFailure(
+        _ response: HTTPResponse, key: String,
+        sentIfMatch: Bool
+    ) throws(ObjectStoreError) {
         guard response.status == 412, sentIfMatch else { return }
         if try !exists(key) { throw .notFound(key: key) }
     }
@@ -282,8 +297,10 @@ public final class S3ObjectStore: HTTPObjectStore {
     /// otherwise reset it) and for a `.notFound` naming the source. Objects over 5 GiB need a multipart copy, which
     /// this does not do (S3 answers InvalidRequest).
     @discardableResult
-    public func copy(from source: String, to destination: String, metadata: ObjectMetadata?,
-                     condition: PutCondition) throws(ObjectStoreError) -> ObjectInfo {
+    public func copy(
+        from source: String, to destination: String, metadata: ObjectMetadata?,
+        condition: PutCondition
+    ) throws(ObjectStoreError) -> ObjectInfo {
         try checkKey(source)
         try checkKey(destination)
         let sourceInfo = try head(source)
@@ -299,14 +316,16 @@ public final class S3ObjectStore: HTTPObjectStore {
         headers += conditionHeaders(condition)
         let sent = try send(Request(method: "PUT", key: destination, headers: headers, errorMayComeWith200: true))
         guard sent.response.status == 200, let xml = S3XML.parse(sent.response.body),
-              xml.name == "CopyObjectResult" else {
+            xml.name == "CopyObjectResult"
+        else {
             throw mapError(sent.response, key: source, conditionKey: destination)
         }
-        return ObjectInfo(key: destination, size: sourceInfo.size,
-                          lastModified: xml.value("LastModified").flatMap(HTTPTimestamp.parseISO8601)
-                              ?? responseDate(sent.response),
-                          version: Self.unquote(xml.value("ETag") ?? ""), contentType: sourceInfo.contentType,
-                          metadata: metadata ?? sourceInfo.metadata)
+        return ObjectInfo(
+            key: destination, size: sourceInfo.size,
+            lastModified: xml.value("LastModified").flatMap(HTTPTimestamp.parseISO8601)
+                ?? responseDate(sent.response),
+            version: Self.unquote(xml.value("ETag") ?? ""), contentType: sourceInfo.contentType,
+            metadata: metadata ?? sourceInfo.metadata)
     }
 
     // MARK: Requests and retries
@@ -338,43 +357,55 @@ public final class S3ObjectStore: HTTPObjectStore {
     /// Sends under the store's retry policy (`policy` to change it; see `RetryPolicy`), signing every attempt
     /// anew. 500/502/503/504, 429 and RequestTimeout are retryable; an error in a 200 (CopyObject,
     /// CompleteMultipartUpload) counts as a 500 or 503.
-    func send(_ request: Request, policy: RetryPolicy? = nil, sinkStatuses: Set<Int> = [],
-              bodySink: ((UnsafeRawBufferPointer) -> Bool)? = nil) throws(ObjectStoreError) -> Sent {
+    func send(
+        _ request: Request, policy: RetryPolicy? = nil, sinkStatuses: Set<Int> = [],
+        bodySink: ((UnsafeRawBufferPointer) -> Bool)? = nil
+    ) throws(ObjectStoreError) -> Sent {
         let path = canonicalPath(key: request.key)
         let queryString = SigV4Signer.canonicalQueryString(request.query)
         let url = "\(scheme)://\(requestHost)\(path)\(queryString.isEmpty ? "" : "?" + queryString)"
         let (body, payloadHash, length) = try prepare(request.body)
         var probed = false
-        let answer = try http.send(policy: policy, sinkStatuses: sinkStatuses, bodySink: bodySink, prepare: {
-            (_: Int) throws(ObjectStoreError) -> HTTPRequest in
-            var headers = [("host", requestHost)] + request.headers
-            if let credentialProvider {
-                let keys = try credentialProvider.credentials()
-                let signer = SigV4Signer(accessKeyID: keys.accessKeyID, secretAccessKey: keys.secretAccessKey,
-                                         sessionToken: keys.sessionToken, region: region, service: "s3")
-                headers += signer.signingHeaders(method: request.method, path: path, query: request.query,
-                                                 headers: headers, payloadHash: payloadHash, date: Date())
-            }
-            return HTTPRequest(method: request.method, url: url, headers: headers, body: body,
-                               expectedResponseSize: request.expectedResponseSize)
-        }, inspect: { response in
-            if request.errorMayComeWith200, response.status == 200,
-               let xml = S3XML.parse(response.body), xml.name == "Error" {
-                response.status = xml.value("Code") == "SlowDown" ? 503 : 500
-            }
-            if response.status == 500, let uploadID = request.probeUpload, let key = request.key,
-               let missing = try? missingUploadResponse(key: key, uploadID: uploadID) {
-                response = missing
-                probed = true
-                return .final
-            }
-            return .asIs
-        }, gaveUp: { error, attempts in
-            logFailure(request, status: "none", code: nil, attempts: attempts, error: "\(error)")
-        })
+        let answer = try http.send(
+            policy: policy, sinkStatuses: sinkStatuses, bodySink: bodySink,
+            prepare: {
+                (_: Int) throws(ObjectStoreError) -> HTTPRequest in
+                var headers = [("host", requestHost)] + request.headers
+                if let credentialProvider {
+                    let keys = try credentialProvider.credentials()
+                    let signer = SigV4Signer(
+                        accessKeyID: keys.accessKeyID, secretAccessKey: keys.secretAccessKey,
+                        sessionToken: keys.sessionToken, region: region, service: "s3")
+                    headers += signer.signingHeaders(
+                        method: request.method, path: path, query: request.query,
+                        headers: headers, payloadHash: payloadHash, date: Date())
+                }
+                return HTTPRequest(
+                    method: request.method, url: url, headers: headers, body: body,
+                    expectedResponseSize: request.expectedResponseSize)
+            },
+            inspect: { response in
+                if request.errorMayComeWith200, response.status == 200,
+                    let xml = S3XML.parse(response.body), xml.name == "Error"
+                {
+                    response.status = xml.value("Code") == "SlowDown" ? 503 : 500
+                }
+                if response.status == 500, let uploadID = request.probeUpload, let key = request.key,
+                    let missing = try? missingUploadResponse(key: key, uploadID: uploadID)
+                {
+                    response = missing
+                    probed = true
+                    return .final
+                }
+                return .asIs
+            },
+            gaveUp: { error, attempts in
+                logFailure(request, status: "none", code: nil, attempts: attempts, error: "\(error)")
+            })
         if answer.response.status >= 300 && !probed {
-            logFailure(request, status: String(answer.response.status), code: errorCode(answer.response),
-                       attempts: answer.attempts)
+            logFailure(
+                request, status: String(answer.response.status), code: errorCode(answer.response),
+                attempts: answer.attempts)
         }
         return Sent(response: answer.response, attempts: answer.attempts, bodyLength: length)
     }
@@ -385,15 +416,19 @@ public final class S3ObjectStore: HTTPObjectStore {
     /// (a 404 on a write means the bucket is gone) are warnings.
     private func logFailure(_ request: Request, status: String, code: String?, attempts: Int, error: String? = nil) {
         guard !request.quiet else { return }
-        var metadata: Logger.Metadata = ["operation": "\(Self.operationName(request))", "bucket": "\(bucket)",
-                                         "key": "\(request.key ?? "")", "status": "\(status)",
-                                         "retries": "\(attempts - 1)"]
+        var metadata: Logger.Metadata = [
+            "operation": "\(Self.operationName(request))", "bucket": "\(bucket)",
+            "key": "\(request.key ?? "")", "status": "\(status)",
+            "retries": "\(attempts - 1)",
+        ]
         if let code { metadata["code"] = "\(code)" }
         if let error { metadata["error"] = "\(error)" }
-        let expected = status == "412" || status == "304"
+        let expected =
+            status == "412" || status == "304"
             || (status == "404" && request.key != nil && ["HEAD", "GET", "DELETE"].contains(request.method))
-        Logger(label: "bucketfs.s3").log(level: expected ? .debug : .warning, "store request failed",
-                                         metadata: metadata)
+        Logger(label: "bucketfs.s3").log(
+            level: expected ? .debug : .warning, "store request failed",
+            metadata: metadata)
     }
 
     /// The S3 API name of a request, as AWS's documentation and error messages call it.
@@ -464,10 +499,13 @@ public final class S3ObjectStore: HTTPObjectStore {
     func metadataHeaders(_ metadata: ObjectMetadata) throws(ObjectStoreError) -> [(String, String)] {
         var headers: [(String, String)] = []
         for (key, value) in metadata.sorted(by: { $0.key < $1.key }) {
-            let keyOK = !key.isEmpty && key.utf8.allSatisfy {
-                ($0 >= 0x61 && $0 <= 0x7a) || ($0 >= 0x30 && $0 <= 0x39) || $0 == 0x2d || $0 == 0x5f || $0 == 0x2e
-            }
-            let valueOK = value.utf8.allSatisfy { $0 >= 0x20 && $0 < 0x7f }
+            let keyOK =
+                !key.isEmpty
+                && key.utf8.allSatisfy {
+                    ($0 >= 0x61 && $0 <= 0x7a) || ($0 >= 0x30 && $0 <= 0x39) || $0 == 0x2d || $0 == 0x5f || $0 == 0x2e
+                }
+            let valueOK =
+                value.utf8.allSatisfy { $0 >= 0x20 && $0 < 0x7f }
                 && value.trimmingCharacters(in: .whitespaces) == value
             guard keyOK, valueOK else {
                 throw .invalidRequest("metadata \(key)=\(value) cannot be sent as an x-amz-meta header")
@@ -486,10 +524,11 @@ public final class S3ObjectStore: HTTPObjectStore {
     }
 
     private func info(key: String, headers: [String: String], size: UInt64?) -> ObjectInfo {
-        ObjectInfo(key: key, size: size ?? headers["content-length"].flatMap { UInt64($0) } ?? 0,
-                   lastModified: HTTPStoreCore.lastModified(headers), version: Self.unquote(headers["etag"] ?? ""),
-                   contentType: headers["content-type"],
-                   metadata: HTTPStoreCore.metadata(headers, prefix: "x-amz-meta-"))
+        ObjectInfo(
+            key: key, size: size ?? headers["content-length"].flatMap { UInt64($0) } ?? 0,
+            lastModified: HTTPStoreCore.lastModified(headers), version: Self.unquote(headers["etag"] ?? ""),
+            contentType: headers["content-type"],
+            metadata: HTTPStoreCore.metadata(headers, prefix: "x-amz-meta-"))
     }
 
     private func responseDate(_ response: HTTPResponse) -> Date {

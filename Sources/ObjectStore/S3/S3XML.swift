@@ -58,10 +58,16 @@ struct S3XML: Sendable {
         mutating func document() -> S3XML? {
             while true {
                 skipWhitespace()
-                if starts(with: "<?") { guard skip(past: "?>") else { return nil } }
-                else if starts(with: "<!--") { guard skip(past: "-->") else { return nil } }
-                else if starts(with: "<!") { guard skip(past: ">") else { return nil } }  // DOCTYPE
-                else { break }
+                if starts(with: "<?") {
+                    guard skip(past: "?>") else { return nil }
+                } else if starts(with: "<!--") {
+                    guard skip(past: "-->") else { return nil }
+                } else if starts(with: "<!") {
+                    guard skip(past: ">") else { return nil }
+                }  // DOCTYPE
+                else {
+                    break
+                }
             }
             guard peek == UInt8(ascii: "<") else { return nil }
             return element()
@@ -145,7 +151,8 @@ struct S3XML: Sendable {
             var i = 0
             while i < raw.count {
                 guard raw[i] == UInt8(ascii: "&"), let semicolon = raw[i...].firstIndex(of: UInt8(ascii: ";")),
-                      semicolon - i <= 10 else {
+                    semicolon - i <= 10
+                else {
                     out.append(raw[i])
                     i += 1
                     continue
@@ -161,7 +168,8 @@ struct S3XML: Sendable {
                 default:
                     if entity.hasPrefix("#") {
                         let digits = entity.dropFirst()
-                        let scalarValue = digits.hasPrefix("x") || digits.hasPrefix("X")
+                        let scalarValue =
+                            digits.hasPrefix("x") || digits.hasPrefix("X")
                             ? UInt32(digits.dropFirst(), radix: 16) : UInt32(digits, radix: 10)
                         if let scalarValue, let scalar = Unicode.Scalar(scalarValue) {
                             replacement = Array(String(Character(scalar)).utf8)

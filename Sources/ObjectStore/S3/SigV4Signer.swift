@@ -19,29 +19,38 @@ struct SigV4Signer: Sendable {
     /// The headers to add to a request: `x-amz-date`, `x-amz-content-sha256`, `x-amz-security-token` when there is a
     /// session token, and `authorization`. `headers` must already contain `host` and every header that will be sent
     /// (all of them are signed).
-    func signingHeaders(method: String, path: String, query: [(String, String)], headers: [(String, String)],
-                        payloadHash: String, date: Date) -> [(String, String)] {
+    func signingHeaders(
+        method: String, path: String, query: [(String, String)], headers: [(String, String)],
+        payloadHash: String, date: Date
+    ) -> [(String, String)] {
         var added: [(String, String)] = [
             ("x-amz-date", Self.amzDate(date)),
             ("x-amz-content-sha256", payloadHash),
         ]
         if let sessionToken, !sessionToken.isEmpty { added.append(("x-amz-security-token", sessionToken)) }
-        let authorization = authorizationHeader(method: method, path: path, query: query, headers: headers + added,
-                                                payloadHash: payloadHash, date: date)
+        let authorization = authorizationHeader(
+            method: method, path: path, query: query, headers: headers + added,
+            payloadHash: payloadHash, date: date)
         return added + [("authorization", authorization)]
     }
 
     /// The `Authorization` value signing exactly `headers` (which must include `x-amz-date` or be signed for `date`).
-    func authorizationHeader(method: String, path: String, query: [(String, String)], headers: [(String, String)],
-                             payloadHash: String, date: Date) -> String {
-        let canonical = canonicalRequest(method: method, path: path, query: query, headers: headers, payloadHash: payloadHash)
+    func authorizationHeader(
+        method: String, path: String, query: [(String, String)], headers: [(String, String)],
+        payloadHash: String, date: Date
+    ) -> String {
+        let canonical = canonicalRequest(
+            method: method, path: path, query: query, headers: headers, payloadHash: payloadHash)
         let toSign = stringToSign(canonicalRequest: canonical.request, date: date)
         let signature = Hashing.hex(Hashing.hmacSHA256(key: signingKey(date: date), toSign))
-        return "AWS4-HMAC-SHA256 Credential=\(accessKeyID)/\(scope(date)), SignedHeaders=\(canonical.signedHeaders), Signature=\(signature)"
+        return
+            "AWS4-HMAC-SHA256 Credential=\(accessKeyID)/\(scope(date)), SignedHeaders=\(canonical.signedHeaders), Signature=\(signature)"
     }
 
-    func canonicalRequest(method: String, path: String, query: [(String, String)], headers: [(String, String)],
-                          payloadHash: String) -> (request: String, signedHeaders: String) {
+    func canonicalRequest(
+        method: String, path: String, query: [(String, String)], headers: [(String, String)],
+        payloadHash: String
+    ) -> (request: String, signedHeaders: String) {
         // Lower-case names; values trimmed with inner runs of spaces collapsed; repeated names joined by commas.
         var merged: [String: String] = [:]
         for (name, value) in headers {
@@ -52,8 +61,10 @@ struct SigV4Signer: Sendable {
         let names = merged.keys.sorted()
         let canonicalHeaders = names.map { "\($0):\(merged[$0]!)\n" }.joined()
         let signedHeaders = names.joined(separator: ";")
-        let request = [method, path.isEmpty ? "/" : path, Self.canonicalQueryString(query),
-                       canonicalHeaders, signedHeaders, payloadHash].joined(separator: "\n")
+        let request = [
+            method, path.isEmpty ? "/" : path, Self.canonicalQueryString(query),
+            canonicalHeaders, signedHeaders, payloadHash,
+        ].joined(separator: "\n")
         return (request, signedHeaders)
     }
 
@@ -94,8 +105,8 @@ struct SigV4Signer: Sendable {
         for byte in value.utf8 {
             switch byte {
             case UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "a")...UInt8(ascii: "z"),
-                 UInt8(ascii: "0")...UInt8(ascii: "9"), UInt8(ascii: "-"), UInt8(ascii: "_"),
-                 UInt8(ascii: "."), UInt8(ascii: "~"):
+                UInt8(ascii: "0")...UInt8(ascii: "9"), UInt8(ascii: "-"), UInt8(ascii: "_"),
+                UInt8(ascii: "."), UInt8(ascii: "~"):
                 out.append(byte)
             case UInt8(ascii: "/") where keepSlash:
                 out.append(byte)
@@ -117,8 +128,9 @@ struct SigV4Signer: Sendable {
 
     static func amzDate(_ date: Date) -> String {
         let t = utc(date)
-        return String(format: "%04d%02d%02dT%02d%02d%02dZ", t.tm_year + 1900, t.tm_mon + 1, t.tm_mday,
-                      t.tm_hour, t.tm_min, t.tm_sec)
+        return String(
+            format: "%04d%02d%02dT%02d%02d%02dZ", t.tm_year + 1900, t.tm_mon + 1, t.tm_mday,
+            t.tm_hour, t.tm_min, t.tm_sec)
     }
 
     static func dateStamp(_ date: Date) -> String {
