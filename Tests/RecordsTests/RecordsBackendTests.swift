@@ -142,3 +142,39 @@ final class RedisRecordsTests: RecordsBackendTestCase {
         XCTAssertThrowsError(try dead.ping()) { XCTAssertTrue("\($0)".contains("unavailable"), "\($0)") }
     }
 }
+
+/// Records (events included) on GCS, through fake-gcs-server: create is `ifGenerationMatch=0`, update a write
+/// conditional on the generation read.
+final class GCSRecordsTests: RecordsBackendTestCase {
+    private static let server = SharedServer { try FakeGCSServer() }
+
+    override class func tearDown() {
+        server.stop()
+        super.tearDown()
+    }
+
+    private var bucket = ""
+
+    override func setUpWithError() throws {
+        let server = try Self.server.get()
+        bucket = "records-\(UUID().uuidString.prefix(8).lowercased())"
+        try server.createBucket(bucket)
+        let store = try server.makeStore(bucket: bucket)
+        suite = RecordsSuite { ObjectStoreRecordBackend(store: store, prefix: "team/\($0).bucketfs/") }
+    }
+
+    /// An event is an object any GCS client reads, at the documented key, as the JSON the library wrote.
+    func testEventIsAnObjectOfTheBucket() throws {
+        let server = try Self.server.get()
+        let stores = RecordStores(
+            backend: ObjectStoreRecordBackend(
+                store: try server.makeStore(bucket: bucket),
+                prefix: "team/.bucketfs/"))
+        try stores.events.append(stream: "mount-1", type: "mounted", data: ["host": "h"])
+        let raw = try server.request(
+            "GET", "/storage/v1/b/\(bucket)/o/team%2F.bucketfs%2Fevents%2Fmount-1%2F0000000000.json?alt=media")
+        XCTAssertEqual(raw.status, 200)
+        XCTAssertEqual(raw.body, try XCTUnwrap(try stores.backend.read("events/mount-1/0000000000.json")).data)
+        XCTAssertEqual(try stores.events.read(stream: "mount-1").map(\.type), ["mounted"])
+    }
+}
