@@ -174,14 +174,14 @@ struct RecordsSuite {
         XCTAssertFalse(try stores.buffers.delete(thread: "u"))
         XCTAssertEqual(try stores.buffers.threads(), ["t"])
 
-        let clock = RecordsTestClock()
-        let short = RecordStores(backend: stores.backend, ttl: 30, clock: clock.now)
+        let clock = TestClock(frozen: true)
+        let short = RecordStores(backend: stores.backend, ttl: 30, clock: clock.read)
         try short.buffers.append(thread: "brief", data: 1)
         XCTAssertEqual(try short.buffers.length(thread: "brief"), 1)
-        clock.advance(29)
+        clock.advance(by: 29)
         XCTAssertEqual(try short.buffers.length(thread: "brief"), 1, "alive until its TTL")
         XCTAssertEqual(try short.buffers.purgeExpired(), 0)
-        clock.advance(2)
+        clock.advance(by: 2)
         XCTAssertEqual(try short.buffers.length(thread: "brief"), 0)
         XCTAssertNil(try short.buffers.slot(thread: "brief", index: 0))
         XCTAssertEqual(try short.buffers.purgeExpired(), 1)
@@ -203,14 +203,14 @@ struct RecordsSuite {
         XCTAssertFalse(try stores.registry.delete(uuid: "u2"))
         XCTAssertNil(try stores.registry.uuid(for: "console.greeter"))
 
-        let clock = RecordsTestClock()
-        let short = RecordStores(backend: stores.backend, ttl: 30, clock: clock.now)
+        let clock = TestClock(frozen: true)
+        let short = RecordStores(backend: stores.backend, ttl: 30, clock: clock.read)
         try short.registry.set(chain: "brief", uuid: "u9")
         XCTAssertEqual(try short.registry.chain(for: "u9"), "brief")
-        clock.advance(29)
+        clock.advance(by: 29)
         XCTAssertEqual(try short.registry.uuid(for: "brief"), "u9", "alive until its TTL")
         XCTAssertEqual(try short.registry.purgeExpired(), 0)
-        clock.advance(2)
+        clock.advance(by: 2)
         XCTAssertNil(try short.registry.chain(for: "u9"))
         XCTAssertNil(try short.registry.uuid(for: "brief"))
         XCTAssertEqual(try short.registry.purgeExpired(), 1)
@@ -309,14 +309,4 @@ struct RecordsSuite {
         }
         return out
     }
-}
-
-/// A clock that starts now and moves only when told.
-final class RecordsTestClock: @unchecked Sendable {
-    private let lock = NSLock()
-    private var current = Date()
-
-    var now: @Sendable () -> Date { { [self] in lock.withLock { current } } }
-
-    func advance(_ seconds: Double) { lock.withLock { current += seconds } }
 }
