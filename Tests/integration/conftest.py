@@ -53,6 +53,16 @@ def daemon_pid(mountpoint):
     return None
 
 
+def mount_error(source, mountpoint, *args, env=None):
+    """A mount that must fail at once: one line on stderr, non-zero exit, nothing mounted. Returns the line."""
+    result = run(BIN, "mount", source, str(mountpoint), *args, check=False, env=env)
+    assert result.returncode != 0
+    lines = [l for l in result.stderr.splitlines() if l.strip()]
+    assert len(lines) == 1, result.stderr
+    assert not is_mounted(mountpoint)
+    return lines[0]
+
+
 def listdir(path):
     """A directory's names, without the mount's read-only `.bucketfs/` control directory."""
     return sorted(n for n in os.listdir(path) if n != ".bucketfs")

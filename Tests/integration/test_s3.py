@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from conftest import BIN, Mount, S3Bucket, daemon_pid, is_daemon_state, is_mounted, listdir, run, sh
+from conftest import BIN, S3Bucket, is_daemon_state, listdir, mount_error, run, sh
 from servers import MotoServer
 
 pytestmark = pytest.mark.skipif("s3" not in os.environ.get("BUCKETFS_TEST_BACKENDS", "file,s3"),
@@ -216,15 +216,6 @@ def test_store_down_then_back(make_mount, backend, tmp_path):
     finally:
         m.force_cleanup()
         server.stop()
-
-
-def mount_error(source, mountpoint, *args, env=None):
-    result = run(BIN, "mount", source, str(mountpoint), *args, check=False, env=env)
-    assert result.returncode != 0
-    lines = [l for l in result.stderr.splitlines() if l.strip()]
-    assert len(lines) == 1, result.stderr
-    assert not is_mounted(mountpoint)
-    return lines[0]
 
 
 def test_missing_bucket_is_one_line(moto, tmp_path):
