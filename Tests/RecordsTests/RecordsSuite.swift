@@ -8,8 +8,10 @@ import XCTest
 struct RecordsSuite {
     var makeBackend: (String) throws -> any RecordBackend
 
-    func stores(_ check: String, ttl: Double? = 86_400) throws -> RecordStores {
-        RecordStores(backend: try makeBackend("\(check)-\(UUID().uuidString.prefix(8))/"), ttl: ttl)
+    func stores(_ check: String, ttl: Double? = 86_400, clock: TestClock? = nil) throws -> RecordStores {
+        let backend = try makeBackend("\(check)-\(UUID().uuidString.prefix(8))/")
+        guard let clock else { return RecordStores(backend: backend, ttl: ttl) }
+        return RecordStores(backend: backend, ttl: ttl, clock: clock.read)
     }
 
     /// Create, get, update, end, list; the JSON is seed 001's shape with `schema_version` and UTC times.
@@ -107,11 +109,12 @@ struct RecordsSuite {
 
     /// Latest, by id, newest first with a limit, and intermediate writes.
     func checkpoints() throws {
-        let stores = try stores("checkpoints")
+        let clock = TestClock(frozen: true)
+        let stores = try stores("checkpoints", clock: clock)
         for n in 1...3 {
             try stores.checkpoints.store(
                 thread: "t1", id: "cp\(n)", data: ["step": .integer(Int64(n))], metadata: ["n": .integer(Int64(n))])
-            usleep(5_000)
+            clock.advance(by: 0.005)  // newest first is by created_at (ms)
         }
         try stores.checkpoints.store(thread: "t2", id: "other", data: nil)
         XCTAssertEqual(try stores.checkpoints.get(thread: "t1")?.checkpointID, "cp3")
