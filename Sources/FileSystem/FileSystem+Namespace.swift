@@ -4,7 +4,6 @@ import ObjectStore
 /// Names and the metadata cache: what a path is, from the inode table while fresh, else from the store.
 extension FileSystem {
     public func lookup(parent: UInt64, name: String) throws(FSError) -> FileAttributes {
-        if let attributes = try controlLookup(parent: parent, name: name) { return attributes }  // control dir
         if name == DirectoryMarkers.sidecarName { throw FSError.notFound }  // a directory's metadata, never listed
         let path = try childPath(parent: parent, name: name)
         return try resolve(path, retain: true)
@@ -20,7 +19,6 @@ extension FileSystem {
     }
 
     public func getattr(_ ino: UInt64) throws(FSError) -> FileAttributes {
-        if let control, control.owns(ino) { return try control.getattr(ino) }  // control dir
         let (attributes, path): (FileAttributes?, String) = try state.withLock { s throws(FSError) in
             guard let node = s.table[ino] else { throw FSError.notFound }
             let trusted =
