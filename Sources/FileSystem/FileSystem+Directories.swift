@@ -94,6 +94,7 @@ extension FileSystem {
                 let observation: Observation = markers[name].map { .directory(marker: $0) } ?? .implicitDirectory
                 entries.append((name, upsert(KeyMapping.join(node.path, name), observation, in: &s)))
             }
+            s.table[ino]?.subdirectories = Set(directories)  // st_nlink
             // A directory shadows an object of the same name.
             if s.fileHints.count + objects.count > Self.fileHintLimit { s.fileHints = [:] }
             for (name, object) in objects where !directoryNames.contains(name) {

@@ -248,6 +248,7 @@ public final class FileSystem: Sendable {
             var node = node
             node.ino = s.table.allocateIno()
             node.lookups = retain ? 1 : 0
+            if node.kind == .directory { node.subdirectories = [] }  // new: none yet
             s.table.insert(node)
             s.negative.removeValue(forKey: node.path)
             s.noteExists(node.path)
@@ -255,7 +256,7 @@ public final class FileSystem: Sendable {
             if node.kind == .directory { s.listed[node.path] = ([], .now + .seconds(options.negativeTTL)) }
             if let version = node.version {
                 metadataIndex.wrote(
-                    key: objectKey(of: node), version: version, size: 0,
+                    key: objectKey(of: node), version: version, size: node.size,
                     metadata: node.objectMetadata())
             }
             return node.attributes()
