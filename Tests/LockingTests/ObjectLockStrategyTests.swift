@@ -12,7 +12,8 @@ final class MemoryObjectLockTests: LockingStrategyTestCase {
     override func setUp() {
         let store = MemoryObjectStore()
         self.store = store
-        suite = LockingSuite(makeStrategy: { ObjectLockStrategy(store: store, prefix: "mnt/") })
+        let clock = TestClock()
+        suite = LockingSuite(clock: clock) { ObjectLockStrategy(store: store, prefix: "mnt/", clock: clock.read) }
     }
 
     // MARK: Object specifics
@@ -96,9 +97,10 @@ final class MemoryObjectLockTests: LockingStrategyTestCase {
     /// The best-effort mode (no conditional writes) passes the sequential checks; races are its documented weakness.
     func testBestEffortMode() throws {
         let store = self.store!
-        let bestEffort = LockingSuite(makeStrategy: {
-            ObjectLockStrategy(store: store, prefix: "be/", bestEffort: true)
-        })
+        let clock = TestClock()
+        let bestEffort = LockingSuite(clock: clock) {
+            ObjectLockStrategy(store: store, prefix: "be/", bestEffort: true, clock: clock.read)
+        }
         XCTAssertTrue(ObjectLockStrategy(store: store, bestEffort: true).bestEffort)
         XCTAssertFalse(ObjectLockStrategy(store: store).bestEffort, "the memory store has conditional writes")
         try bestEffort.exclusionAndTokens()
@@ -144,9 +146,10 @@ final class LocalDirectoryObjectLockTests: LockingStrategyTestCase {
             FileManager.default.temporaryDirectory.appendingPathComponent("bucketfs-objlocks-\(UUID().uuidString)").path
         try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
         let root = self.root
-        suite = LockingSuite(makeStrategy: {
-            ObjectLockStrategy(store: try LocalDirectoryObjectStore(root: root), prefix: "mnt/")
-        })
+        let clock = TestClock()
+        suite = LockingSuite(clock: clock) {
+            ObjectLockStrategy(store: try LocalDirectoryObjectStore(root: root), prefix: "mnt/", clock: clock.read)
+        }
     }
 
     override func tearDown() {
@@ -169,9 +172,10 @@ final class S3ObjectLockTests: LockingStrategyTestCase {
         let moto = try Self.moto.get()
         let bucket = "bucketfs-locks-\(UUID().uuidString.prefix(8).lowercased())"
         try moto.createBucket(bucket)
-        suite = LockingSuite(makeStrategy: {
-            ObjectLockStrategy(store: try moto.makeStore(bucket: bucket), prefix: "mnt/")
-        })
+        let clock = TestClock()
+        suite = LockingSuite(clock: clock) {
+            ObjectLockStrategy(store: try moto.makeStore(bucket: bucket), prefix: "mnt/", clock: clock.read)
+        }
     }
 
 }

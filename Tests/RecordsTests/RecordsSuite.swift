@@ -8,8 +8,10 @@ import XCTest
 struct RecordsSuite {
     var makeBackend: (String) throws -> any RecordBackend
 
-    func stores(_ check: String, ttl: Double? = 86_400) throws -> RecordStores {
-        RecordStores(backend: try makeBackend("\(check)-\(UUID().uuidString.prefix(8))/"), ttl: ttl)
+    func stores(_ check: String, ttl: Double? = 86_400, clock: TestClock? = nil) throws -> RecordStores {
+        let backend = try makeBackend("\(check)-\(UUID().uuidString.prefix(8))/")
+        guard let clock else { return RecordStores(backend: backend, ttl: ttl) }
+        return RecordStores(backend: backend, ttl: ttl, clock: clock.read)
     }
 
     /// Create, get, update, end, list; the JSON is seed 001's shape with `schema_version` and UTC times.
@@ -107,11 +109,12 @@ struct RecordsSuite {
 
     /// Latest, by id, newest first with a limit, and intermediate writes.
     func checkpoints() throws {
-        let stores = try stores("checkpoints")
+        let clock = TestClock(frozen: true)
+        let stores = try stores("checkpoints", clock: clock)
         for n in 1...3 {
             try stores.checkpoints.store(
                 thread: "t1", id: "cp\(n)", data: ["step": .integer(Int64(n))], metadata: ["n": .integer(Int64(n))])
-            usleep(5_000)
+            clock.advance(by: 0.005)  // newest first is by created_at (ms)
         }
         try stores.checkpoints.store(thread: "t2", id: "other", data: nil)
         XCTAssertEqual(try stores.checkpoints.get(thread: "t1")?.checkpointID, "cp3")
@@ -174,14 +177,14 @@ struct RecordsSuite {
         XCTAssertFalse(try stores.buffers.delete(thread: "u"))
         XCTAssertEqual(try stores.buffers.threads(), ["t"])
 
-        let clock = RecordsTestClock()
-        let short = RecordStores(backend: stores.backend, ttl: 30, clock: clock.now)
+        let clock = TestClock(frozen: true)
+        let short = RecordStores(backend: stores.backend, ttl: 30, clock: clock.read)
         try short.buffers.append(thread: "brief", data: 1)
         XCTAssertEqual(try short.buffers.length(thread: "brief"), 1)
-        clock.advance(29)
+        clock.advance(by: 29)
         XCTAssertEqual(try short.buffers.length(thread: "brief"), 1, "alive until its TTL")
         XCTAssertEqual(try short.buffers.purgeExpired(), 0)
-        clock.advance(2)
+        clock.advance(by: 2)
         XCTAssertEqual(try short.buffers.length(thread: "brief"), 0)
         XCTAssertNil(try short.buffers.slot(thread: "brief", index: 0))
         XCTAssertEqual(try short.buffers.purgeExpired(), 1)
@@ -203,14 +206,14 @@ struct RecordsSuite {
         XCTAssertFalse(try stores.registry.delete(uuid: "u2"))
         XCTAssertNil(try stores.registry.uuid(for: "console.greeter"))
 
-        let clock = RecordsTestClock()
-        let short = RecordStores(backend: stores.backend, ttl: 30, clock: clock.now)
+        let clock = TestClock(frozen: true)
+        let short = RecordStores(backend: stores.backend, ttl: 30, clock: clock.read)
         try short.registry.set(chain: "brief", uuid: "u9")
         XCTAssertEqual(try short.registry.chain(for: "u9"), "brief")
-        clock.advance(29)
+        clock.advance(by: 29)
         XCTAssertEqual(try short.registry.uuid(for: "brief"), "u9", "alive until its TTL")
         XCTAssertEqual(try short.registry.purgeExpired(), 0)
-        clock.advance(2)
+        clock.advance(by: 2)
         XCTAssertNil(try short.registry.chain(for: "u9"))
         XCTAssertNil(try short.registry.uuid(for: "brief"))
         XCTAssertEqual(try short.registry.purgeExpired(), 1)
@@ -309,14 +312,4 @@ struct RecordsSuite {
         }
         return out
     }
-}
-
-/// A clock that starts now and moves only when told.
-final class RecordsTestClock: @unchecked Sendable {
-    private let lock = NSLock()
-    private var current = Date()
-
-    var now: @Sendable () -> Date { { [self] in lock.withLock { current } } }
-
-    func advance(_ seconds: Double) { lock.withLock { current += seconds } }
 }
