@@ -15,9 +15,6 @@ extension FileSystem {
     }
 
     public func open(_ ino: UInt64, flags: Int32) throws(FSError) -> OpenResult {
-        if let control, control.owns(ino) {
-            return OpenResult(handle: try control.open(ino, flags: flags), keepCache: false)
-        }  // control dir
         let writable = flags & O_ACCMODE != O_RDONLY
         if writable { try requireWritable() }
         var node = try existingNode(ino)
@@ -58,8 +55,6 @@ extension FileSystem {
     }
 
     public func read(_ ino: UInt64, handle: UInt64, offset: UInt64, size: Int) throws(FSError) -> Data {
-        // control dir
-        if let control, control.owns(ino) { return try control.read(handle: handle, offset: offset, size: size) }
         let node = try existingNode(ino)
         if let staged = node.staged {
             try staged.prepare { fd throws(FSError) in try download(path: node.path, into: fd, ino: ino) }
@@ -141,7 +136,6 @@ extension FileSystem {
     }
 
     public func release(_ ino: UInt64, handle: UInt64) {
-        if let control, control.owns(ino) { return control.release(handle: handle) }  // control dir
         let (file, stillDirty) = state.withLock { s -> (OpenFile?, Bool) in
             guard let file = s.files.removeValue(forKey: handle) else { return (nil, false) }
             guard var node = s.table[ino] else { return (file, false) }

@@ -3,13 +3,13 @@ remount of an unchanged object costs no GET (counted by the daemon's own metrics
 by another writer is read fresh, never from the old blocks."""
 import os
 import re
-import socket
 import time
 import urllib.request
 
 import pytest
 
 from conftest import Mount
+from servers import free_port
 
 pytestmark = pytest.mark.skipif("s3" not in os.environ.get("BUCKETFS_TEST_BACKENDS", "file,s3"),
                                 reason="s3 backend not selected")
@@ -18,12 +18,6 @@ pytestmark = pytest.mark.skipif("s3" not in os.environ.get("BUCKETFS_TEST_BACKEN
 @pytest.fixture(params=["s3", "seaweed"])
 def backend(request):
     return request.param
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class MeteredMount(Mount):
