@@ -340,6 +340,16 @@ public final class ObjectLockStrategy: LockStrategy {
         }
     }
 
+    /// The release feed saw the lock object free (released or expired) at `version`: the next acquire takes it
+    /// over with one PUT conditional on that version instead of trying to create it and then reading it (a
+    /// waiter on another mount is served in one round trip after the feed's GET, where it took three).
+    func noteFree(_ resource: String, version: String, token: UInt64) {
+        released.withLock { known in
+            if known.count >= Self.rememberedLimit { known.removeAll() }
+            known[resource] = (version, token)
+        }
+    }
+
     public func makeReleaseFeed() -> any LockReleaseFeed {
         ObjectReleaseFeed(strategy: self)
     }

@@ -57,6 +57,32 @@ final class MemoryObjectLockTests: LockingStrategyTestCase {
         XCTAssertEqual(tokens + [lease.token], [1, 2, 3, 5])
     }
 
+    /// A waiter on another mount whose release feed saw the object released takes it with one conditional PUT
+    /// (no create attempt, no read); a stale sighting costs the usual read and still grants the next token.
+    func testAcquireAfterTheFeedSawTheReleaseIsOnePut() throws {
+        let holder = ObjectLockStrategy(store: store)
+        let counting = CountingStore(store)
+        let waiter = ObjectLockStrategy(store: counting)
+        let first = try XCTUnwrap(try holder.tryAcquire("f", owner: suite.owner("a"), lease: 30))
+        let feed = waiter.makeReleaseFeed()
+        XCTAssertEqual(feed.waitForReleases(of: ["f"], timeout: 0.01), [])
+        try holder.release(first)
+        XCTAssertEqual(feed.waitForReleases(of: ["f"], timeout: 0.01), ["f"])
+        counting.reset()
+        let second = try XCTUnwrap(try waiter.tryAcquire("f", owner: suite.owner("b"), lease: 30))
+        XCTAssertEqual(counting.count(.put), 1)
+        XCTAssertEqual(counting.total, 1)
+        XCTAssertEqual(second.token, first.token + 1)
+        // Seen free, then taken and released by the holder again before the waiter asks: refused PUT, GET, PUT.
+        try waiter.release(second)
+        XCTAssertEqual(feed.waitForReleases(of: ["f"], timeout: 0.01), ["f"])
+        try holder.release(try XCTUnwrap(try holder.tryAcquire("f", owner: suite.owner("a"), lease: 30)))
+        counting.reset()
+        let third = try XCTUnwrap(try waiter.tryAcquire("f", owner: suite.owner("b"), lease: 30))
+        XCTAssertEqual(counting.total, 3)
+        XCTAssertEqual(third.token, second.token + 2)
+    }
+
     /// Someone rewrote our lock object (by hand, or a takeover we did not see): renew and release report it lost.
     func testForeignWriteMeansLost() throws {
         let strategy = ObjectLockStrategy(store: store)
