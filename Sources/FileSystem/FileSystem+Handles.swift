@@ -8,7 +8,9 @@ extension FileSystem {
 
     public struct OpenResult: Sendable {
         public var handle: UInt64
-        /// The object has not changed since the last open: the kernel may keep its cached pages.
+        /// The kernel may keep its cached pages of the file (FOPEN_KEEP_CACHE): the version revalidated by this
+        /// open is the one whose pages this mount let it cache (the last open's, and no read since served another),
+        /// and no local change is pending. Else the kernel drops them — another host's write is read fresh.
         public var keepCache: Bool
     }
 
@@ -43,9 +45,10 @@ extension FileSystem {
             let handle = s.allocateHandle()
             let version = s.table[ino]?.version
             let content = s.table[ino]?.staged == nil ? s.smallContents.take(ino, version: version) : nil
-            s.files[handle] = OpenFile(ino: ino, content: content)
+            s.files[handle] = OpenFile(ino: ino, content: content, version: version)
             s.table[ino]?.openHandles += 1
-            let keep = version != nil && version == s.table[ino]?.lastOpenedVersion
+            // (`lastOpenedVersion`: the version of the pages the kernel may hold; a mismatch drops them all.)
+            let keep = version != nil && version == s.table[ino]?.lastOpenedVersion && s.table[ino]?.dirty == false
             s.table[ino]?.lastOpenedVersion = version
             return OpenResult(handle: handle, keepCache: keep)
         }
@@ -64,6 +67,11 @@ extension FileSystem {
         }
         let prefetcher = state.withLock { s -> ReadPrefetcher? in
             guard var file = s.files[handle] else { return nil }
+            // A handle of another version (opened before a revalidation) fills the kernel's cache with pages that
+            // the next open must not keep.
+            if file.version != node.version || file.version != s.table[ino]?.lastOpenedVersion {
+                s.table[ino]?.lastOpenedVersion = nil
+            }
             if file.prefetcher == nil {
                 file.prefetcher = ReadPrefetcher(
                     store: store, key: keys.key(for: node.path), size: node.size,

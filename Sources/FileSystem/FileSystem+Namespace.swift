@@ -216,7 +216,7 @@ extension FileSystem {
         }
         let now = FileTime.now()
         let blank = Node(
-            ino: s.table.allocateIno(), path: path, kind: kind, size: 0,
+            ino: s.table.ino(reusedFor: path, kind: kind), path: path, kind: kind, size: 0,
             permissions: kind == .directory ? options.directoryPermissions : options.filePermissions,
             uid: options.uid, gid: options.gid, mtime: mountTime, ctime: now, version: nil,
             inStore: false, metadataKnown: false, validatedAt: .now)

@@ -59,6 +59,8 @@ public final class FileSystem: Sendable {
         var prefetcher: ReadPrefetcher?
         /// The whole content of a small file, read by the lookup that preceded the open.
         var content: Data?
+        /// The object's version at open: what this handle's reads put in the kernel's page cache (keep_cache).
+        var version: String? = nil
     }
 
     struct State {

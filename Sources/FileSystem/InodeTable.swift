@@ -123,6 +123,11 @@ struct InodeTable {
     private var nextIno: UInt64 = 2
     /// Nodes that have a staged file, kept so that the staged total is cheap to add up.
     private var stagedInos: Set<UInt64> = []
+    /// The numbers of nodes evicted while still named (the kernel forgot them, e.g. its dentry cache shrank), by
+    /// path: the same path seen again as the same kind gets its number back, so `st_ino` stays stable for as
+    /// long as the name does (pjdfstest compares it across steps). Dropped when the name goes.
+    private var retired: [String: (ino: UInt64, kind: NodeKind)] = [:]
+    static let retiredLimit = 100_000
 
     init(root: Node) {
         nodes[root.ino] = root
@@ -155,9 +160,16 @@ struct InodeTable {
         return nextIno
     }
 
+    /// The number for a node the store shows at `path`: the one it had before it was evicted, else a new one.
+    mutating func ino(reusedFor path: String, kind: NodeKind) -> UInt64 {
+        if let old = retired.removeValue(forKey: path), old.kind == kind, nodes[old.ino] == nil { return old.ino }
+        return allocateIno()
+    }
+
     /// Adds `node` at its path, detaching whatever node held the path before.
     mutating func insert(_ node: Node) {
         detach(path: node.path)
+        retired.removeValue(forKey: node.path)
         nodes[node.ino] = node
         noteStaging(node.ino)
         byPath[node.path] = node.ino
@@ -167,6 +179,7 @@ struct InodeTable {
     /// The node at `path` leaves the namespace (it stays known by number until the kernel forgets it).
     /// `parentCounts`: a directory leaving is one subdirectory less for its parent.
     mutating func detach(path: String, parentCounts: Bool = true) {
+        retired.removeValue(forKey: path)
         guard !path.isEmpty, let ino = byPath.removeValue(forKey: path) else { return }
         if parentCounts && nodes[ino]?.kind == .directory { noteSubdirectory(path, present: false) }
         nodes[ino]?.path = ""
@@ -180,6 +193,7 @@ struct InodeTable {
         let isDirectory = node(at: from)?.kind == .directory
         if isDirectory { noteSubdirectory(from, present: false) }
         let below = from + "/"
+        retired = retired.filter { $0.key != from && !$0.key.hasPrefix(below) }  // (evicted below: new numbers)
         let moved = byPath.filter { $0.key == from || $0.key.hasPrefix(below) }
         for (path, ino) in moved {
             byPath.removeValue(forKey: path)
@@ -221,6 +235,10 @@ struct InodeTable {
         guard let node = nodes[ino], node.isEvictable else { return }
         nodes.removeValue(forKey: ino)
         stagedInos.remove(ino)
-        if !node.path.isEmpty, byPath[node.path] == ino { byPath.removeValue(forKey: node.path) }
+        if !node.path.isEmpty, byPath[node.path] == ino {
+            byPath.removeValue(forKey: node.path)
+            if retired.count >= Self.retiredLimit { retired = [:] }  // bounded: past it, numbers may change
+            retired[node.path] = (node.ino, node.kind)
+        }
     }
 }

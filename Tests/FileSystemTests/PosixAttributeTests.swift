@@ -64,6 +64,41 @@ final class PosixAttributeTests: FileSystemTestCase {
         XCTAssertEqual(try fs.getattr(t.ino).linkCount, 6)
     }
 
+    // MARK: Inode numbers
+
+    /// The kernel forgets inodes it no longer uses (its dentry cache shrinks under memory pressure): looked up
+    /// again, a name that stayed keeps its number, as on a local filesystem (pjdfstest rename/09 and rename/10
+    /// compare `st_ino` across steps). A name that went, or now names another kind, gets a new one.
+    func testInodeNumberSurvivesTheKernelForgettingIt() throws {
+        let store = MemoryObjectStore()
+        for key in ["f", "g", "h", "d/x"] { try put(store, key, "x") }
+        let fs = try makeFileSystem(store)
+        let d = try fs.lookup(parent: Self.root, name: "d")
+        let x = try fs.lookup(parent: d.ino, name: "x")
+        let f = try fs.lookup(parent: Self.root, name: "f")
+        let g = try fs.lookup(parent: Self.root, name: "g")
+        let h = try fs.lookup(parent: Self.root, name: "h")
+        for node in [x, d, f, g, h] { fs.forget(node.ino, count: 1) }
+
+        XCTAssertEqual(try fs.lookup(parent: Self.root, name: "f").ino, f.ino)
+        let d2 = try fs.lookup(parent: Self.root, name: "d")
+        XCTAssertEqual(d2.ino, d.ino)
+        XCTAssertEqual(try fs.lookup(parent: d2.ino, name: "x").ino, x.ino)
+
+        // g becomes a directory elsewhere: another kind, another number.
+        try store.delete("g")
+        try put(store, "g/inside", "y")
+        let g2 = try fs.lookup(parent: Self.root, name: "g")
+        XCTAssertEqual(g2.kind, .directory)
+        XCTAssertNotEqual(g2.ino, g.ino)
+
+        // h removed here and made again: a new file, a new number.
+        try fs.unlink(parent: Self.root, name: "h")
+        let made = try fs.create(parent: Self.root, name: "h", permissions: 0o644, flags: O_WRONLY, caller: caller)
+        XCTAssertNotEqual(made.attributes.ino, h.ino)
+        fs.release(made.attributes.ino, handle: made.handle)
+    }
+
     // MARK: Long symlink targets
 
     func testSymlinkTargetTooLongForMetadataIsTheObjectBody() throws {
