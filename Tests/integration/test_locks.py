@@ -17,7 +17,7 @@ import time
 import pytest
 
 from conftest import BIN, FileBucket, Mount, daemon_pid, run, sh
-from servers import RedisServer
+from servers import RedisServer, free_port
 
 # (strategy, backend): the object strategy on every store, Redis and lock files on the local backend.
 SCENARIOS = [("object", "file"), ("object", "s3"), ("object", "gs"), ("redis", "file"), ("file", "file")]
@@ -553,12 +553,6 @@ def test_lock_list_shows_the_mounts_holder(pair):
         assert records[0]["pid"] == daemon_pid(pair.a.path)
     finally:
         holder.kill()
-
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def scrape(port):
