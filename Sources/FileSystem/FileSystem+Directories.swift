@@ -164,6 +164,62 @@ extension FileSystem {
         return markers
     }
 
+    /// Keys asked for by the LIST that looks a name up: enough to see past names that sort between `name` and
+    /// `name/` (`name.lock`, `name-1`: the bytes below `/`).
+    static let lookupListingKeys = 16
+
+    /// What `path` is, from one LIST of the keys that start with its key (delimiter `/`): the object `key` itself
+    /// and the common prefix `key/` both show there, so a missing name costs one request (a LIST of `key/` and a
+    /// HEAD of `key` before). A file is then asked for its metadata (a HEAD, or for a small one a GET whose bytes go
+    /// to `content`) unless the metadata index knows that version; a directory gets one HEAD of the object that
+    /// carries its metadata. `nil` when the page cannot tell (truncated before `key/`, or a key gone between the
+    /// LIST and the HEAD): the caller asks the longer way. The local backend lists a prefix by reading the whole
+    /// parent directory, so it is not used there (requests cost nothing there anyway).
+    func observeWithOneListing(_ path: String, content: inout Data?) throws(FSError) -> Observation?? {
+        guard !store.description.hasPrefix("file://") else { return nil }
+        let key = keys.key(for: path)
+        let marker = key + "/"
+        let page: ListPage
+        do throws(ObjectStoreError) {
+            page = try store.list(ListRequest(prefix: key, delimiter: "/", maxKeys: Self.lookupListingKeys))
+        } catch .invalidKey {
+            return nil
+        } catch {
+            throw FSError(error)
+        }
+        let isDirectory = page.commonPrefixes.contains(marker) || page.objects.contains { $0.key.hasPrefix(marker) }
+        let object = page.objects.first { $0.key == key }
+        if page.nextContinuationToken != nil && !isDirectory {
+            // Complete only if the page went past where `key/` would be.
+            let beyond = (page.objects.map(\.key) + page.commonPrefixes).contains {
+                marker.utf8.lexicographicallyPrecedes($0.utf8)
+            }
+            if !beyond { return nil }
+        }
+        do throws(ObjectStoreError) {
+            if isDirectory {
+                do throws(ObjectStoreError) {
+                    return .directory(marker: learnt(try store.head(directoryMetadataKey(for: path))))
+                } catch .notFound {
+                    return .some(.implicitDirectory)
+                }
+            }
+            guard var info = object else { return .some(nil) }
+            info.metadata = info.metadata ?? metadataIndex.metadata(for: info)
+            if info.metadata != nil { return .object(info) }
+            if info.size > 0 && info.size <= Self.smallObjectLimit {
+                let data = try store.get(key, range: 0..<Self.smallObjectLimit)
+                if UInt64(data.body.count) == data.info.size { content = data.body }
+                return .object(learnt(data.info))
+            }
+            return .object(learnt(try store.head(key)))
+        } catch .notFound, .invalidKey {
+            return nil  // changed between the LIST and the HEAD: ask again the long way
+        } catch {
+            throw FSError(error)
+        }
+    }
+
     private func acceptName(_ name: String, key: String) -> Bool {
         if KeyMapping.isValidName(name) { return true }
         let first = state.withLock { $0.reportedInvalidKeys.insert(key).inserted }

@@ -145,6 +145,7 @@ extension FileSystem {
                 throw FSError(error)
             }
         }
+        if let answer = try observeWithOneListing(path, content: &content) { return answer }  // +Directories
         let page: ListPage
         do throws(ObjectStoreError) {
             page = try store.list(ListRequest(prefix: marker, delimiter: "/", maxKeys: 1))

@@ -1,0 +1,105 @@
+import FileSystem
+import Foundation
+import Glibc
+import ObjectStore
+import TestSupport
+import XCTest
+
+/// Requests saved on what programs do most (git, cp, cat, ls -l): each test fails if its saving goes.
+final class RequestSavingTests: FileSystemTestCase {
+    /// A name that is nowhere: one LIST (of the keys starting with its key), no HEAD after it.
+    func testLookingUpAMissingNameIsOneList() throws {
+        let base = MemoryObjectStore()
+        try put(base, "d/other", "x")
+        try put(base, "d/name.lock", "x")  // sorts between `name` and `name/`
+        let store = CountingStore(base)
+        let fs = try makeFileSystem(store, metadataTTL: 0, negativeTTL: 0)
+        let dir = try fs.lookup(parent: Self.root, name: "d")
+        store.reset()
+        assertFails(.notFound) { () throws(FSError) in try fs.lookup(parent: dir.ino, name: "name") }
+        XCTAssertEqual(store.count(.list), 1)
+        XCTAssertEqual(store.total, 1)
+    }
+
+    /// The page of that LIST fills with names between `name` and `name/`: it cannot tell, and the longer way
+    /// answers, right, for a directory, a file and nothing.
+    func testManyNeighboursStillGiveTheRightAnswer() throws {
+        let base = MemoryObjectStore()
+        for i in 0..<40 { try put(base, String(format: "name-%02d", i), "x") }
+        try put(base, "name/inner", "x")
+        for i in 0..<40 { try put(base, String(format: "file.%02d", i), "x") }
+        try put(base, "file", "content")
+        for i in 0..<40 { try put(base, String(format: "none.%02d", i), "x") }
+        let fs = try makeFileSystem(CountingStore(base), metadataTTL: 0, negativeTTL: 0)
+        XCTAssertEqual(try fs.lookup(parent: Self.root, name: "name").kind, .directory)
+        let file = try fs.lookup(parent: Self.root, name: "file")
+        XCTAssertEqual(file.kind, .file)
+        XCTAssertEqual(file.size, 7)
+        assertFails(.notFound) { () throws(FSError) in try fs.lookup(parent: Self.root, name: "none") }
+    }
+
+    /// A file the metadata index knows at that version (written from this host before) is one LIST; an unknown
+    /// small one a LIST and a GET whose bytes the open reads; a directory made by bucketfs a LIST and a HEAD.
+    func testLookingUpKnownFilesAndDirectories() throws {
+        let base = MemoryObjectStore()
+        let store = CountingStore(base)  // the same description, so the same metadata index file
+        let cache = try makeCacheDirectory()
+        let writer = try makeFileSystem(store, cacheDirectory: cache)
+        let made = try writer.create(
+            parent: Self.root, name: "mine", permissions: 0o640, flags: O_WRONLY, caller: caller)
+        try write(writer, made.attributes.ino, handle: made.handle, at: 0, "mine")
+        try writer.flush(made.attributes.ino, handle: made.handle)
+        writer.release(made.attributes.ino, handle: made.handle)
+        _ = try writer.mkdir(parent: Self.root, name: "dir", permissions: 0o750, caller: caller)
+        try put(base, "foreign", "theirs")
+
+        let fs = try makeFileSystem(store, cacheDirectory: cache)
+        store.reset()
+        let mine = try fs.lookup(parent: Self.root, name: "mine")
+        XCTAssertEqual(mine.permissions, 0o640)
+        XCTAssertEqual(store.total, 1, "the index knows this version: the LIST alone")
+        store.reset()
+        let foreign = try fs.lookup(parent: Self.root, name: "foreign")
+        XCTAssertEqual(store.count(.list), 1)
+        XCTAssertEqual(store.count(.get), 1)
+        XCTAssertEqual(store.total, 2)
+        let opened = try fs.open(foreign.ino, flags: O_RDONLY)
+        XCTAssertEqual(try readAll(fs, foreign.ino, handle: opened.handle), "theirs")
+        fs.release(foreign.ino, handle: opened.handle)
+        XCTAssertEqual(store.total, 2, "the open read the bytes the lookup fetched")
+        store.reset()
+        let dir = try fs.lookup(parent: Self.root, name: "dir")
+        XCTAssertEqual(dir.kind, .directory)
+        XCTAssertEqual(dir.permissions, 0o750)
+        XCTAssertEqual(store.total, 2, "a LIST, and a HEAD of the marker for its metadata")
+    }
+
+    /// A rename hands the copy what the node knows of the source, so S3 needs no HEAD of it.
+    func testRenameCopiesKnowingTheSource() throws {
+        let base = MemoryObjectStore()
+        try put(base, "a", "content", metadata: ["mode": "0600"])
+        let store = CountingStore(base)
+        let fs = try makeFileSystem(store)
+        _ = try fs.lookup(parent: Self.root, name: "a")
+        try fs.rename(parent: Self.root, name: "a", newParent: Self.root, newName: "b", noReplace: false)
+        XCTAssertEqual(store.count(.copy), 1)
+        XCTAssertEqual(store.copiesKnowingSource, 1)
+        XCTAssertEqual(try body(base, "b"), "content")
+        XCTAssertEqual(try keys(base), ["b"])
+    }
+
+    /// A small file just uploaded is read back from memory: its first open after the close costs no GET.
+    func testReadingAFileJustWrittenCostsNoGet() throws {
+        let store = CountingStore(MemoryObjectStore())
+        let fs = try makeFileSystem(store)
+        let made = try fs.create(parent: Self.root, name: "f", permissions: 0o644, flags: O_WRONLY, caller: caller)
+        try write(fs, made.attributes.ino, handle: made.handle, at: 0, "fresh bytes")
+        try fs.flush(made.attributes.ino, handle: made.handle)
+        fs.release(made.attributes.ino, handle: made.handle)
+        store.reset()
+        let opened = try fs.open(made.attributes.ino, flags: O_RDONLY)
+        XCTAssertEqual(try readAll(fs, made.attributes.ino, handle: opened.handle), "fresh bytes")
+        fs.release(made.attributes.ino, handle: opened.handle)
+        XCTAssertEqual(store.total, 0)
+    }
+}
