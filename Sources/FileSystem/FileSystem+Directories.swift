@@ -164,6 +164,48 @@ extension FileSystem {
         return markers
     }
 
+    /// Entries whose metadata one `stat` fetches at once (itself and the next ones of its directory).
+    static let siblingFetchBatch = 256
+
+    /// `ls -l` of a directory listed without metadata (an S3 LIST carries none; entries another host wrote, or
+    /// another tool): instead of one HEAD per `stat`, one after the other, the first `stat` of such an entry HEADs it
+    /// and the next incomplete entries of its directory (in name order, the order `ls` asks them in), up to
+    /// `siblingFetchBatch`, in parallel (16 at a time, on the worker pool). The `stat`s that follow find them known
+    /// for `metadata_ttl`. A listing alone (`ls`, `find`) costs no HEAD. Returns the entry's attributes if its HEAD
+    /// answered; nil: the caller asks the usual way.
+    func fetchIncompleteSiblings(of ino: UInt64) -> FileAttributes? {
+        let batch = state.withLock { s -> [(ino: UInt64, path: String)] in
+            guard let node = s.table[ino], Self.awaitsMetadata(node) else { return [] }
+            let parent = KeyMapping.parent(of: node.path)
+            let next = s.table.nodes.values.filter {
+                $0.ino != ino && Self.awaitsMetadata($0) && $0.path > node.path
+                    && KeyMapping.parent(of: $0.path) == parent
+            }
+            .sorted { $0.path < $1.path }.prefix(Self.siblingFetchBatch - 1)
+            return [(ino, node.path)] + next.map { ($0.ino, $0.path) }
+        }
+        guard batch.count > 1 else { return nil }  // a lone entry: the usual HEAD (or small GET)
+        let backend = store
+        let keyOf = batch.map { keys.key(for: $0.path) }
+        let answers = workers.map(batch.count, width: 16) { i -> ObjectInfo? in try? backend.head(keyOf[i]) }
+        return state.withLock { s -> FileAttributes? in
+            var asked: FileAttributes?
+            for (entry, answer) in zip(batch, answers) {
+                guard let answer, let node = s.table[entry.ino], node.path == entry.path, Self.awaitsMetadata(node)
+                else { continue }
+                metadataIndex.learn(answer)
+                let attributes = upsert(entry.path, .object(answer), in: &s)
+                if entry.ino == ino && attributes.ino == ino { asked = attributes }
+            }
+            return asked
+        }
+    }
+
+    /// An object in the store whose metadata is not known, with nothing of it local.
+    private static func awaitsMetadata(_ node: Node) -> Bool {
+        node.kind != .directory && node.inStore && !node.metadataKnown && node.staged == nil && !node.dirty
+    }
+
     /// Keys asked for by the LIST that looks a name up: enough to see past names that sort between `name` and
     /// `name/` (`name.lock`, `name-1`: the bytes below `/`).
     static let lookupListingKeys = 16

@@ -29,6 +29,7 @@ extension FileSystem {
             return (trusted ? node.attributes() : nil, node.path)
         }
         if let attributes { return attributes }
+        if let fetched = fetchIncompleteSiblings(of: ino) { return fetched }  // ls -l: +Directories
         return try resolve(path, retain: false, force: true)
     }
 

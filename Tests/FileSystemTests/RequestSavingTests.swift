@@ -102,4 +102,38 @@ final class RequestSavingTests: FileSystemTestCase {
         fs.release(made.attributes.ino, handle: opened.handle)
         XCTAssertEqual(store.total, 0)
     }
+
+    /// `ls -l` of entries a LIST described without metadata: the first stat HEADs the next ones too, in parallel;
+    /// the stats that follow cost nothing and show the stored mode and mtime.
+    func testStatsAfterAListingAreFetchedTogether() throws {
+        let base = MemoryObjectStore()
+        for i in 0..<40 {
+            try put(
+                base, String(format: "d/f%02d", i), "content",
+                metadata: ["mode": String(0o100600), "mtime": "1000000000"])
+        }
+        let store = CountingStore(base)
+        let fs = try makeFileSystem(store, metadataTTL: 60)
+        let dir = try fs.lookup(parent: Self.root, name: "d")
+        // As the kernel lists for `ls -l`: READDIRPLUS, each entry a lookup.
+        var listed: [DirectoryEntry] = []
+        let handle = try fs.openDirectory(dir.ino)
+        try fs.readDirectory(dir.ino, handle: handle, offset: 0, plus: true) { entry in
+            if entry.name.hasPrefix("f") { listed.append(entry) }
+            return true
+        }
+        fs.releaseDirectory(handle: handle)
+        XCTAssertEqual(listed.count, 40)
+        XCTAssertFalse(listed[0].complete, "a LIST has no metadata")
+        store.reset()
+        let first = try fs.getattr(listed[0].attributes.ino)
+        XCTAssertEqual(first.permissions, 0o600)
+        XCTAssertEqual(store.count(.head), 40, "all of them at once")
+        for entry in listed {
+            let attributes = try fs.getattr(entry.attributes.ino)
+            XCTAssertEqual(attributes.permissions, 0o600)
+            XCTAssertEqual(attributes.mtime.seconds, 1_000_000_000)
+        }
+        XCTAssertEqual(store.total, 40, "the other stats were answered from what the first one fetched")
+    }
 }
