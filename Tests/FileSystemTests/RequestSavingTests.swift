@@ -39,7 +39,8 @@ final class RequestSavingTests: FileSystemTestCase {
     }
 
     /// A file the metadata index knows at that version (written from this host before) is one LIST; an unknown
-    /// small one a LIST and a GET whose bytes the open reads; a directory made by bucketfs a LIST and a HEAD.
+    /// small one a LIST and a GET whose bytes the open reads; a directory whose marker the index knows one LIST, one
+    /// without a marker too, an unknown marker a LIST and a HEAD.
     func testLookingUpKnownFilesAndDirectories() throws {
         let base = MemoryObjectStore()
         let store = CountingStore(base)  // the same description, so the same metadata index file
@@ -71,7 +72,17 @@ final class RequestSavingTests: FileSystemTestCase {
         let dir = try fs.lookup(parent: Self.root, name: "dir")
         XCTAssertEqual(dir.kind, .directory)
         XCTAssertEqual(dir.permissions, 0o750)
-        XCTAssertEqual(store.total, 2, "a LIST, and a HEAD of the marker for its metadata")
+        XCTAssertEqual(store.total, 1, "the index knows its marker: the LIST alone")
+        try put(base, "implicit/inner", "x")
+        try put(base, "theirs/", "", metadata: ["mode": String(0o040700)])
+        try put(base, "theirs/inner", "x")
+        store.reset()
+        XCTAssertEqual(try fs.lookup(parent: Self.root, name: "implicit").kind, .directory)
+        XCTAssertEqual(store.total, 1, "no marker: the LIST alone")
+        store.reset()
+        let theirs = try fs.lookup(parent: Self.root, name: "theirs")
+        XCTAssertEqual(theirs.permissions, 0o700)
+        XCTAssertEqual(store.total, 2, "a marker never seen: a LIST, and a HEAD of it for its metadata")
     }
 
     /// A rename hands the copy what the node knows of the source, so S3 needs no HEAD of it.
@@ -128,12 +139,16 @@ final class RequestSavingTests: FileSystemTestCase {
         store.reset()
         let first = try fs.getattr(listed[0].attributes.ino)
         XCTAssertEqual(first.permissions, 0o600)
-        XCTAssertEqual(store.count(.head), 40, "all of them at once")
+        XCTAssertEqual(store.count(.get), 40, "all of them at once (small files: a GET each, for the open to come)")
         for entry in listed {
             let attributes = try fs.getattr(entry.attributes.ino)
             XCTAssertEqual(attributes.permissions, 0o600)
             XCTAssertEqual(attributes.mtime.seconds, 1_000_000_000)
         }
         XCTAssertEqual(store.total, 40, "the other stats were answered from what the first one fetched")
+        let opened = try fs.open(listed[7].attributes.ino, flags: O_RDONLY)
+        XCTAssertEqual(try readAll(fs, listed[7].attributes.ino, handle: opened.handle), "content")
+        fs.release(listed[7].attributes.ino, handle: opened.handle)
+        XCTAssertEqual(store.total, 40, "and the open read the bytes fetched")
     }
 }
