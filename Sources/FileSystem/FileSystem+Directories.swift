@@ -173,13 +173,14 @@ extension FileSystem {
     /// `siblingFetchBatch`, in parallel (16 at a time, on the worker pool): a HEAD each, or for a small file a GET whose
     /// bytes the next open reads, as one `stat` would. The `stat`s that follow find them known
     /// for `metadata_ttl`. A listing alone (`ls`, `find`) costs no HEAD. Returns the entry's attributes if its HEAD
-    /// answered; nil: the caller asks the usual way.
-    func fetchIncompleteSiblings(of ino: UInt64) -> FileAttributes? {
+    /// answered (`retain`: counting a kernel lookup); nil: the caller asks the usual way. (The kernel asks with a
+    /// LOOKUP or a GETATTR, depending on how it listed: both come here.)
+    func fetchIncompleteSiblings(of path: String, retain: Bool) -> FileAttributes? {
         let batch = state.withLock { s -> [(index: Int, ino: UInt64, path: String, size: UInt64)] in
-            guard let node = s.table[ino], Self.awaitsMetadata(node) else { return [] }
+            guard let node = s.table.node(at: path), Self.awaitsMetadata(node) else { return [] }
             let parent = KeyMapping.parent(of: node.path)
             let next = s.table.nodes.values.filter {
-                $0.ino != ino && Self.awaitsMetadata($0) && $0.path > node.path
+                $0.ino != node.ino && Self.awaitsMetadata($0) && $0.path > node.path
                     && KeyMapping.parent(of: $0.path) == parent
             }
             .sorted { $0.path < $1.path }.prefix(Self.siblingFetchBatch - 1)
@@ -202,7 +203,10 @@ extension FileSystem {
                 else { continue }
                 metadataIndex.learn(answer.info)
                 let attributes = upsert(entry.path, .object(answer.info), in: &s)
-                if entry.ino == ino && attributes.ino == ino { asked = attributes }
+                if entry.index == 0 && attributes.ino == entry.ino {
+                    asked = attributes
+                    if retain { s.table[entry.ino]?.lookups += 1 }
+                }
                 if asks[entry.index].small, UInt64(answer.body.count) == answer.info.size,
                     s.table[attributes.ino]?.version == answer.info.version
                 {

@@ -29,7 +29,7 @@ extension FileSystem {
             return (trusted ? node.attributes() : nil, node.path)
         }
         if let attributes { return attributes }
-        if let fetched = fetchIncompleteSiblings(of: ino) { return fetched }  // ls -l: +Directories
+        if let fetched = fetchIncompleteSiblings(of: path, retain: false) { return fetched }  // ls -l: +Directories
         return try resolve(path, retain: false, force: true)
     }
 
@@ -89,6 +89,7 @@ extension FileSystem {
             return (nil, hint != nil, hint.map { $0 <= Self.smallObjectLimit } ?? false, false)
         }
         if let cached = known.cached { return cached }
+        if known.object, let fetched = fetchIncompleteSiblings(of: path, retain: retain) { return fetched }  // ls -l
         var content: Data?
         guard
             let observation = try observe(

@@ -151,4 +151,24 @@ final class RequestSavingTests: FileSystemTestCase {
         fs.release(listed[7].attributes.ino, handle: opened.handle)
         XCTAssertEqual(store.total, 40, "and the open read the bytes fetched")
     }
+
+    /// The same when the kernel asks with LOOKUPs (a plain READDIR, the directory still open).
+    func testLookupsAfterAListingAreFetchedTogether() throws {
+        let base = MemoryObjectStore()
+        for i in 0..<30 { try put(base, String(format: "d/f%02d", i), String(repeating: "y", count: 70 << 10)) }
+        let store = CountingStore(base)
+        let fs = try makeFileSystem(store, metadataTTL: 60)
+        let dir = try fs.lookup(parent: Self.root, name: "d")
+        var names: [String] = []
+        let handle = try fs.openDirectory(dir.ino)
+        try fs.readDirectory(dir.ino, handle: handle, offset: 0, plus: false) { entry in
+            if entry.name.hasPrefix("f") { names.append(entry.name) }
+            return true
+        }
+        store.reset()
+        for name in names { XCTAssertEqual(try fs.lookup(parent: dir.ino, name: name).size, 70 << 10) }
+        fs.releaseDirectory(handle: handle)
+        XCTAssertEqual(store.count(.head), 30, "larger than 64 KiB: a HEAD each, all asked by the first lookup")
+        XCTAssertEqual(store.total, 30)
+    }
 }
