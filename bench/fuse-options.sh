@@ -15,16 +15,14 @@
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(dirname "$HERE")"
-BIN=${BUCKETFS_BIN:-$ROOT/.build/release/bucketfs}
-[ -x "$BIN" ] || { echo "fuse-options: no $BIN (swift build -c release, or set BUCKETFS_BIN)" >&2; exit 1; }
-BIN=$(cd "$(dirname "$BIN")" && pwd)/$(basename "$BIN")
+source "$HERE/lib.sh"
+bench_binary fuse-options
 WORK=${FUSE_BENCH_WORK:-/tmp/fuse-options}
 MIB=${FUSE_BENCH_MIB:-256}
 ROUNDS=${FUSE_BENCH_ROUNDS:-1}
 PORT=${FUSE_BENCH_PORT:-19600}
 BACKENDS=(${FUSE_BENCH_BACKENDS:-file s3})
 VARIANTS=(${FUSE_BENCH_VARIANTS:-default max_write_128k read_ahead_128k no_parallel_dirops background_12 splice writeback})
-export AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_DEFAULT_REGION=us-east-1
 mkdir -p "$WORK"
 MNT=$WORK/mnt
 
@@ -42,19 +40,13 @@ tuning() {
 }
 
 S3_URL=${FUSE_BENCH_S3_URL:-}
-WEED_PID=
 cleanup() {
     mountpoint -q "$MNT" && "$BIN" unmount "$MNT" >/dev/null 2>&1 || true
     [ -n "$WEED_PID" ] && kill "$WEED_PID" 2>/dev/null || true
 }
 trap cleanup EXIT
 if [[ " ${BACKENDS[*]} " == *" s3 "* ]] && [ -z "$S3_URL" ]; then
-    mkdir -p "$WORK/seaweed"
-    weed server -dir="$WORK/seaweed" -ip=127.0.0.1 -ip.bind=127.0.0.1 -master.telemetry=false \
-        -master.port=$((PORT + 1)) -master.volumeSizeLimitMB=1024 -volume.port=$((PORT + 2)) -volume.max=200 \
-        -filer -filer.port=$((PORT + 3)) -s3 -s3.port="$PORT" >> "$WORK/seaweed.log" 2>&1 &
-    WEED_PID=$!
-    S3_URL=http://127.0.0.1:$PORT
+    bench_seaweed "$WORK/seaweed" "$PORT"
 fi
 s3() {
     python3 - "$S3_URL" "$@" <<'PY'
@@ -78,12 +70,8 @@ PY
 
 SOURCE_FILE=$WORK/source-$MIB
 [ -s "$SOURCE_FILE" ] || head -c "$((MIB << 20))" /dev/urandom > "$SOURCE_FILE"
-now() { date +%s.%N; }
-load() { cut -d' ' -f1 /proc/loadavg; }
 emit() { echo "$BACKEND $VARIANT $1 $2 $3 $(load)"; }
 rate() { python3 -c "import sys; print(f'{float(sys.argv[1]) / (float(sys.argv[3]) - float(sys.argv[2])):.1f}')" "$@"; }
-span() { python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.3f}')" "$@"; }
-drop() { sync; echo 3 > /proc/sys/vm/drop_caches; }
 
 mount_it() {
     mkdir -p "$MNT"

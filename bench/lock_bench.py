@@ -156,6 +156,7 @@ def main():
     parser.add_argument("--s3-endpoint", help="another S3 server for the object strategy (SeaweedFS, …)")
     args = parser.parse_args()
     work = pathlib.Path(tempfile.mkdtemp(prefix="bucketfs-lockbench-"))
+    load_before = os.getloadavg()
     servers = Servers(work)
     scenarios = [
         ("file", "file://", []),
@@ -214,6 +215,10 @@ def main():
         trips_text = f"{trips:.2f}" if trips is not None else "—"
         verdict = f"{total}/{expected}" + ("" if total == expected and ok else " LOST")
         print(f"| {name} | {p50:.2f} | {p99:.2f} | {trips_text} | {h50:.1f} | {h99:.1f} | {verdict} | {rate:.1f} |")
+    # Latencies on a shared machine depend on its load: say what it was (1/5/15-minute averages, and cores).
+    load_after = os.getloadavg()
+    print(f"\nload average: {' '.join(f'{x:.2f}' for x in load_before)} at the start,"
+          f" {' '.join(f'{x:.2f}' for x in load_after)} at the end ({os.cpu_count()} cores)")
     lost = [r for r in rows if r[6] != r[7] or not r[9]]
     sys.exit(1 if lost else 0)
 

@@ -17,20 +17,17 @@
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(dirname "$HERE")"
-BIN=${BUCKETFS_BIN:-$ROOT/.build/release/bucketfs}
-[ -x "$BIN" ] || { echo "scale: no $BIN (swift build -c release, or set BUCKETFS_BIN)" >&2; exit 1; }
-BIN=$(cd "$(dirname "$BIN")" && pwd)/$(basename "$BIN")
+source "$HERE/lib.sh"
+bench_binary scale
 WORK=${SCALE_WORK:-/tmp/bucketfs-scale}
 N=${SCALE_N:-100000}
 MIB=${SCALE_MIB:-256}
 PORT=${SCALE_PORT:-19610}
 PARTS=(${SCALE_PARTS:-listing rss cpu})
-export AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_DEFAULT_REGION=us-east-1
 mkdir -p "$WORK"
 MNT=$WORK/mnt
 RCLONE_MNT=$WORK/rclone-mnt
 S3_URL=${SCALE_S3_URL:-}
-WEED_PID=
 RCLONE_PID=
 cleanup() {
     mountpoint -q "$MNT" && "$BIN" unmount "$MNT" >/dev/null 2>&1 || true
@@ -40,20 +37,11 @@ cleanup() {
 }
 trap cleanup EXIT
 if [ -z "$S3_URL" ]; then
-    mkdir -p "$WORK/seaweed"
-    weed server -dir="$WORK/seaweed" -ip=127.0.0.1 -ip.bind=127.0.0.1 -master.telemetry=false \
-        -master.port=$((PORT + 1)) -master.volumeSizeLimitMB=1024 -volume.port=$((PORT + 2)) -volume.max=200 \
-        -filer -filer.port=$((PORT + 3)) -s3 -s3.port="$PORT" >> "$WORK/seaweed.log" 2>&1 &
-    WEED_PID=$!
-    S3_URL=http://127.0.0.1:$PORT
+    bench_seaweed "$WORK/seaweed" "$PORT"
 fi
 BUCKET=scale-$N
 
-load() { cut -d' ' -f1 /proc/loadavg; }
 emit() { echo "$1 $2 $3 $(load)"; }
-now() { date +%s.%N; }
-span() { python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.3f}')" "$@"; }
-drop() { sync; echo 3 > /proc/sys/vm/drop_caches; }
 status_kib() { awk -v k="$2:" '$1 == k { print $2 }' "/proc/$1/status"; }
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 daemon_pid() {

@@ -103,7 +103,8 @@ public enum DaemonLauncher {
         let answer = String(decoding: message, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
         if answer == ReadinessPipe.readyMessage {
             print(
-                "bucketfs: mounted \(source) at \(mountpoint) (pid \(pid), log \(logFile)); unmount with: bucketfs unmount \(mountpoint)"
+                "bucketfs: mounted \(source) at \(mountpoint) (pid \(pid), log \(logFile)); "
+                    + "unmount with: bucketfs unmount \(mountpoint)"
             )
             return
         }

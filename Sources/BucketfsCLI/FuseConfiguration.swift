@@ -23,7 +23,8 @@ enum FuseConfiguration {
     ) throws(CLIError) {
         guard allowOther, uid != 0, !allowsOther(configPath: configPath) else { return }
         throw CLIError(
-            "allow_other is refused for users other than root unless \(configPath) has a line user_allow_other: add it (as root: echo user_allow_other >> \(configPath)), or mount without allow_other"
+            "allow_other is refused for users other than root unless \(configPath) has a line user_allow_other: "
+                + "add it (as root: echo user_allow_other >> \(configPath)), or mount without allow_other"
         )
     }
 

@@ -63,7 +63,8 @@ final class MetricsEndpoint: Sendable {
         DaemonMetrics.shared.refresh()
         registry.emit(into: &body)
         let head =
-            "HTTP/1.0 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: \(body.count)\r\nConnection: close\r\n\r\n"
+            "HTTP/1.0 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\n"
+            + "Content-Length: \(body.count)\r\nConnection: close\r\n\r\n"
         let reply = Array(head.utf8) + body
         var sent = 0
         while sent < reply.count {

@@ -29,8 +29,10 @@ struct ConfigurationOptions: ParsableArguments {
     var logLevel: String?
 
     @Option(
-        help:
-            "S3 or GCS endpoint, e.g. http://127.0.0.1:9000 (default: AWS_ENDPOINT_URL, then AWS; for gs://, STORAGE_EMULATOR_HOST, then Google)."
+        help: """
+            S3 or GCS endpoint, e.g. http://127.0.0.1:9000 (default: AWS_ENDPOINT_URL, then AWS; \
+            for gs://, STORAGE_EMULATOR_HOST, then Google).
+            """
     )
     var endpointURL: String?
     @Option(help: "S3 region (default: AWS_REGION, AWS_DEFAULT_REGION, the profile's, us-east-1).")
@@ -47,8 +49,10 @@ struct ConfigurationOptions: ParsableArguments {
     var noSignRequest = false
 
     @Option(
-        help:
-            "How locks on files hold across mounts: object (a lock object in the bucket; default), redis, file (one host) or none (this mount only)."
+        help: """
+            How locks on files hold across mounts: object (a lock object in the bucket; default), \
+            redis, file (one host) or none (this mount only).
+            """
     )
     var lockStrategy: String?
     @Option(
@@ -56,13 +60,17 @@ struct ConfigurationOptions: ParsableArguments {
     )
     var redisURL: String?
     @Option(
-        help:
-            "Serve metrics (locks: attempts, failures, latency, hold time, renewals, lost) as Prometheus text on HOST:PORT."
+        help: """
+            Serve metrics (locks: attempts, failures, latency, hold time, renewals, lost) \
+            as Prometheus text on HOST:PORT.
+            """
     )
     var metricsAddr: String?
     @Option(
-        help:
-            "Lease of a lock held across mounts, renewed at a third of it; how long a crashed mount's locks last (default 60)."
+        help: """
+            Lease of a lock held across mounts, renewed at a third of it; \
+            how long a crashed mount's locks last (default 60).
+            """
     )
     var lockLeaseSeconds: Int?
 

@@ -107,6 +107,8 @@ struct MountAssembly {
         /// Its lock marks this run's staged files as owned: keep it alive until the mount ends.
         let staging: StagingJournal
         let fileSystem: FileSystem
+        /// The file system with the control directory over its root: what the FUSE layer serves.
+        let tree: MountTree
     }
 
     /// Builds the file system with its records, events, journals and control directory, and recovers what a
@@ -154,7 +156,7 @@ struct MountAssembly {
             fileSystem = try FileSystem(
                 store: meter, options: options, logger: logger,
                 lockManager: locking.makeManager(logger: logger, onLost: events.lockLost),
-                lockResource: locking.resourceName, control: control,
+                lockResource: locking.resourceName,
                 uploadJournal: journal, stagingJournal: staging, events: events)
         } catch {
             throw CLIError("\(error)")
@@ -165,7 +167,7 @@ struct MountAssembly {
         journal.recoverInterrupted(store: store, recovery: recovery)
         return Parts(
             id: id, meter: meter, records: records, events: events, health: health, staging: staging,
-            fileSystem: fileSystem)
+            fileSystem: fileSystem, tree: MountTree(files: fileSystem, control: control))
     }
 }
 

@@ -77,7 +77,7 @@ struct MountCommand: ParsableCommand {
             let parts = try assembly.assemble(locking: locking, registry: registry, logger: logger)
             let fileSystem = parts.fileSystem
             let session = try FuseSession(
-                fileSystem: fileSystem, mountpoint: mountpoint,
+                tree: parts.tree, mountpoint: mountpoint,
                 options: FuseMountOptions(
                     fsName: location.description, readOnly: m.readOnly, allowOther: m.allowOther,
                     debug: m.logLevel == "trace"),

@@ -18,7 +18,8 @@ enum MountPointCheck {
         if stat(full, &st) != 0 {
             if errno == ENOTCONN {
                 throw CLIError(
-                    "mount point \(full) is a disconnected FUSE mount: run `bucketfs unmount \(full)` or `fusermount3 -u \(full)`"
+                    "mount point \(full) is a disconnected FUSE mount: "
+                        + "run `bucketfs unmount \(full)` or `fusermount3 -u \(full)`"
                 )
             }
             throw CLIError("mount point \(full) does not exist")
@@ -37,7 +38,8 @@ enum MountPointCheck {
         if getuid() != 0, access("/dev/fuse", F_OK) == 0 {
             guard access("/dev/fuse", R_OK | W_OK) == 0 else {
                 throw CLIError(
-                    "/dev/fuse is not open to users other than root here: as root, chmod 0666 /dev/fuse (the mode udev gives it on a standard system), or mount as root"
+                    "/dev/fuse is not open to users other than root here: as root, chmod 0666 /dev/fuse "
+                        + "(the mode udev gives it on a standard system), or mount as root"
                 )
             }
             guard FuseConfiguration.fusermountPath() != nil else {

@@ -11,7 +11,8 @@ struct RecordsCommand: ParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Copy every record from one backend to another, byte for byte.",
             discussion:
-                "Idempotent: records already there with the same bytes are left alone; run again to finish an interrupted copy."
+                "Idempotent: records already there with the same bytes are left alone; "
+                + "run again to finish an interrupted copy."
         )
         @Option(help: "A mount source, a redis:// or a postgres:// URL.") var from: String
         @Option(help: "A mount source, a redis:// or a postgres:// URL.") var to: String

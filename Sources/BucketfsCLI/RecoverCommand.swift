@@ -101,7 +101,8 @@ struct RecoverCommand: ParsableCommand {
             do { location = try StoreLocation(parsing: entry.store) } catch { throw CLIError("\(error)") }
             if case .memory = location.kind {
                 throw CLIError(
-                    "cannot push to \(entry.store): that bucket lived in the daemon that saved the file; the data stays at \(entry.dataPath)"
+                    "cannot push to \(entry.store): that bucket lived in the daemon that saved the file; "
+                        + "the data stays at \(entry.dataPath)"
                 )
             }
             // The endpoint and region of the mount that saved it, unless given now.

@@ -59,17 +59,7 @@ final class BlockCache: Sendable {
 
     /// Block `number` of the object at `version`, if cached: the whole block, or less for the object's last one.
     func block(key: String, version: String, number: Int) -> Data? {
-        let name = Self.fileName(key: key, version: version, number: number)
-        let known = index.withLock { index -> Bool in
-            guard index.entries[name] != nil else { return false }
-            index.clock += 1
-            index.entries[name]?.used = index.clock
-            return true
-        }
-        guard known, let contents = FileManager.default.contents(atPath: directory + "/" + name) else { return nil }
-        let header = Data(Self.header(key: key, version: version).utf8)
-        guard contents.starts(with: header) else { return nil }
-        return contents.subdata(in: header.count..<contents.count)
+        read(key: key, version: version, number: number, range: 0..<blockSize)
     }
 
     /// `range` of block `number` (clipped to the block), read from its file alone — no copy of the whole block, so a

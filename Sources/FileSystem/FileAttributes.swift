@@ -100,12 +100,16 @@ public struct FileAttributes: Sendable, Equatable {
     public var atime: FileTime
     /// Device number of a character or block device (0 otherwise).
     public var rdev: UInt32
-    /// Names the node has: 0 once unlinked (or replaced) while still open.
+    /// Names the node has: 0 once unlinked (or replaced) while still open; a directory 2 plus its subdirectories.
     public var linkCount: UInt32
+    /// 512-byte blocks allocated, where known (a file's local staged copy, which may have holes); nil: as many
+    /// as the size takes.
+    public var blocks: UInt64?
 
     public init(
         ino: UInt64, kind: NodeKind, size: UInt64, permissions: UInt32, uid: UInt32, gid: UInt32,
-        mtime: FileTime, ctime: FileTime, atime: FileTime? = nil, rdev: UInt32 = 0, linked: Bool = true
+        mtime: FileTime, ctime: FileTime, atime: FileTime? = nil, rdev: UInt32 = 0, linked: Bool = true,
+        subdirectories: UInt32 = 0, blocks: UInt64? = nil
     ) {
         self.ino = ino
         self.kind = kind
@@ -117,7 +121,13 @@ public struct FileAttributes: Sendable, Equatable {
         self.ctime = ctime
         self.atime = atime ?? mtime
         self.rdev = rdev
-        self.linkCount = linked ? (kind == .directory ? 2 : 1) : 0
+        self.linkCount = linked ? (kind == .directory ? 2 + min(subdirectories, UInt32.max - 2) : 1) : 0
+        self.blocks = blocks
+    }
+
+    /// `st_blocks`: the blocks allocated where known, else those the size takes.
+    public var allocatedBlocks: UInt64 {
+        blocks ?? (size / 512 + (size % 512 == 0 ? 0 : 1))
     }
 
     /// The full `st_mode`: type bits plus permissions.

@@ -34,8 +34,6 @@ final class FileLockCoordinator: Sendable {
         /// When the lease was taken from the strategy: local waiters are handed it directly for `localSlice`,
         /// then it goes back so that other mounts get their turn.
         var leaseSince: ContinuousClock.Instant = .now
-        /// When this mount last gave the lease back after holding it for local waiters.
-        var yieldedAt: ContinuousClock.Instant?
 
         var idle: Bool { locks.isEmpty && lease == nil && users == 0 }
     }
@@ -60,6 +58,12 @@ final class FileLockCoordinator: Sendable {
         var waiterThreadStarted = false
         var feedThreadStarted = false
         var stopped = false
+        /// A moving average of how long the strategy takes to answer an acquire or release, in seconds.
+        var strategyLatency = 0.0
+        /// When this mount last gave a file's lease back after holding it for local waiters. Kept here, not in
+        /// the file's entry: the entry goes once the file has no lock and no lease, which is just then (the
+        /// window was lost with it, and a busy mount took the lease straight back).
+        var yieldedAt: [UInt64: ContinuousClock.Instant] = [:]
     }
 
     let state = Mutex(State())
@@ -80,6 +84,30 @@ final class FileLockCoordinator: Sendable {
     /// waiter on another mount (woken by the release feed) can take its turn. Redis keeps a waiting line of its
     /// own, so nothing is needed there.
     let yieldWindow: Duration
+    /// The other mount's waiter needs its feed's look and its own acquire (a round trip each) within the window:
+    /// on a slow or loaded store a fixed window was too short and one mount kept the file for a minute (tested).
+    /// So the window grows by this many of the strategy's measured round trips, up to `longestYield`.
+    static let yieldRoundTrips = 4.0
+    static let longestYield: Duration = .seconds(2)
+
+    /// The window local waiters step back for now: `yieldWindow` plus a few of the strategy's round trips.
+    var currentYieldWindow: Duration {
+        guard yieldWindow > .zero else { return .zero }
+        let latency = state.withLock { $0.strategyLatency }
+        return min(yieldWindow + .milliseconds(Int(latency * Self.yieldRoundTrips * 1000)), Self.longestYield)
+    }
+
+    /// Times a call to the strategy into `strategyLatency` (a moving average, a quarter for the newest).
+    private func timed<T>(_ call: () throws(LockError) -> T) throws(LockError) -> T {
+        let started = ContinuousClock.now
+        defer {
+            let seconds = Self.seconds(ContinuousClock.now - started)
+            state.withLock {
+                $0.strategyLatency = $0.strategyLatency == 0 ? seconds : $0.strategyLatency * 0.75 + seconds * 0.25
+            }
+        }
+        return try call()
+    }
 
     init(manager: LockManager?, resourceName: @escaping @Sendable (String) -> String, logger: Logger) {
         self.manager = manager
@@ -144,11 +172,12 @@ final class FileLockCoordinator: Sendable {
     ) throws(FSError) -> Outcome {
         guard let manager else { return .heldElsewhere }
         let now = ContinuousClock.now
+        let yieldWindow = currentYieldWindow
         let current = state.withLock { s -> (outcome: Outcome?, lease: Lease?) in
             guard let entry = s.files[ino] else { return (nil, nil) }
             if entry.locks.conflict(with: request) != nil { return (.heldLocally, nil) }
             // Local waiters step back for a moment after a slice, so another mount can take its turn.
-            if queue, let yielded = entry.yieldedAt, now - yielded < yieldWindow { return (.heldElsewhere, nil) }
+            if queue, let yielded = s.yieldedAt[ino], now - yielded < yieldWindow { return (.heldElsewhere, nil) }
             return (nil, entry.lease)
         }
         if let outcome = current.outcome { return outcome }
@@ -184,7 +213,9 @@ final class FileLockCoordinator: Sendable {
         }
         let taken: Lease?
         do {
-            taken = try manager.tryAcquire(resourceName(path), mode: mode, queue: queue)
+            taken = try timed { () throws(LockError) in
+                try manager.tryAcquire(resourceName(path), mode: mode, queue: queue)
+            }
         } catch {
             logger.error("lock strategy failed", metadata: ["path": "\(path)", "error": "\(error)"])
             throw FSError.lockUnavailable("\(error)")
@@ -192,7 +223,7 @@ final class FileLockCoordinator: Sendable {
         guard let taken else { return .heldElsewhere }
         state.withLock { s in
             s.files[ino]?.leaseSince = .now
-            s.files[ino]?.yieldedAt = nil
+            s.yieldedAt[ino] = nil
         }
         grant(ino, request, lease: taken)
         return .granted(newLease: true)
@@ -273,12 +304,16 @@ final class FileLockCoordinator: Sendable {
             guard let entry = s.files[ino], entry.locks.isEmpty, let lease = entry.lease else { return nil }
             s.files[ino]?.lease = nil
             // Held for local waiters to the end of a slice: they step back for a moment.
-            if s.waiters.contains(where: { $0.ino == ino }) { s.files[ino]?.yieldedAt = .now }
+            if s.waiters.contains(where: { $0.ino == ino }) {
+                let now = ContinuousClock.now
+                s.yieldedAt = s.yieldedAt.filter { now - $0.value < Self.longestYield }
+                s.yieldedAt[ino] = now
+            }
             return lease
         }
         guard let lease else { return }
         do {
-            try manager?.release(lease)
+            if let manager { try timed { () throws(LockError) in try manager.release(lease) } }
         } catch {
             logger.error("could not release lock", metadata: ["resource": "\(lease.resource)", "error": "\(error)"])
         }

@@ -2,28 +2,8 @@ import Foundation
 import Locking
 import Records
 
-/// The hooks that put the control directory (`ControlDirectory`) into the mount's tree.
+/// What the control directory (`ControlDirectory`, laid over the root by `MountTree`) shows of this mount's locks.
 extension FileSystem {
-    /// Connects the control directory to this mount's lock table (called at the end of `init`).
-    func installControlDirectory() {
-        control?.lockFiles.withLock { files in
-            files.provide = { [weak self] in self?.lockDocuments() ?? [:] }
-        }
-    }
-
-    /// `nil` when `name` under `parent` is not the control directory or inside it.
-    func controlLookup(parent: UInt64, name: String) throws(FSError) -> FileAttributes? {
-        guard let control else { return nil }
-        if control.owns(parent) { return try control.lookup(parent: parent, name: name) }
-        if parent == InodeTable.rootIno && name == control.name { return control.rootEntryAttributes() }
-        return nil
-    }
-
-    /// Whether the root listing leaves out a real entry because the control directory takes its name.
-    func controlShadows(_ directoryPath: String, _ name: String) -> Bool {
-        directoryPath.isEmpty && name == control?.name
-    }
-
     /// One JSON document per file this mount holds locks on or waits for, named `<escaped path>.json`.
     func lockDocuments() -> [String: Data] {
         let snapshot = locks.snapshot

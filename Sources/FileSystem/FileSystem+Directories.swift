@@ -9,7 +9,6 @@ import ObjectStore
 extension FileSystem {
 
     public func openDirectory(_ ino: UInt64) throws(FSError) -> UInt64 {
-        if let control, control.owns(ino) { return state.withLock { $0.allocateHandle() } }  // control dir
         let node = try existingNode(ino)
         guard node.kind == .directory else { throw FSError.notDirectory }
         return state.withLock { $0.allocateHandle() }
@@ -21,8 +20,6 @@ extension FileSystem {
         _ ino: UInt64, handle: UInt64, offset: UInt64, plus: Bool,
         add: (DirectoryEntry) -> Bool
     ) throws(FSError) {
-        // control dir
-        if let control, control.owns(ino) { return try control.readDirectory(ino, offset: offset, add: add) }
         var listing = state.withLock { $0.listings[handle] }
         if listing == nil || offset == 0 {
             let fresh = try list(directory: ino)
@@ -59,7 +56,6 @@ extension FileSystem {
     static let listingHeadLimit = 1_000
 
     private func list(directory ino: UInt64) throws(FSError) -> [DirectoryEntry] {
-        let controlEntry = ino == InodeTable.rootIno ? control.map { ($0.name, $0.rootEntryAttributes()) } : nil
         let node = try existingNode(ino)
         guard node.kind == .directory else { throw FSError.notDirectory }
         let prefix = keys.directoryPrefix(for: node.path)
@@ -70,7 +66,7 @@ extension FileSystem {
         var marker: ObjectInfo?
         for commonPrefix in page.commonPrefixes {
             let name = String(commonPrefix.dropFirst(prefix.count).dropLast())
-            if acceptName(name, key: commonPrefix) && !controlShadows(node.path, name) { directories.append(name) }
+            if acceptName(name, key: commonPrefix) { directories.append(name) }
         }
         for object in page.objects {
             let name = String(object.key.dropFirst(prefix.count))
@@ -82,7 +78,7 @@ extension FileSystem {
                 if !options.directoryMetadataInSidecar { marker = object }
                 continue
             }
-            if acceptName(name, key: object.key) && !controlShadows(node.path, name) {
+            if acceptName(name, key: object.key) {
                 var object = object
                 if object.metadata == nil { object.metadata = metadataIndex.metadata(for: object) }
                 objects[name] = object
@@ -98,6 +94,7 @@ extension FileSystem {
                 let observation: Observation = markers[name].map { .directory(marker: $0) } ?? .implicitDirectory
                 entries.append((name, upsert(KeyMapping.join(node.path, name), observation, in: &s)))
             }
+            s.table[ino]?.subdirectories = Set(directories)  // st_nlink
             // A directory shadows an object of the same name.
             if s.fileHints.count + objects.count > Self.fileHintLimit { s.fileHints = [:] }
             for (name, object) in objects where !directoryNames.contains(name) {
@@ -115,7 +112,7 @@ extension FileSystem {
             s.listed[node.path] = (Set(entries.map(\.0)), .now + .seconds(options.negativeTTL))
             let dots = [(".", s.table[ino]?.attributes()), ("..", s.table[parentIno]?.attributes())]
             let named = dots.compactMap { name, attributes in attributes.map { (name, $0) } }
-            let all = named + entries + (controlEntry.map { [$0] } ?? [])
+            let all = named + entries
             return all.enumerated().map { index, item in
                 let known = s.table[item.1.ino].map(isComplete) ?? true
                 return DirectoryEntry(name: item.0, attributes: item.1, nextOffset: UInt64(index + 1), complete: known)

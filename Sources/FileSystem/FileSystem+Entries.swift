@@ -74,10 +74,11 @@ extension FileSystem {
             ino: 0, path: path, kind: kind, size: 0, permissions: permissions, uid: owner.uid,
             gid: owner.gid, mtime: now, ctime: now, rdev: rdev, symlinkTarget: symlinkTarget, version: nil,
             inStore: true, metadataKnown: true, validatedAt: .now)
+        node.size = UInt64(node.objectBody.count)
         let info: ObjectInfo
         do throws(ObjectStoreError) {
             info = try store.put(
-                keys.key(for: path), body: .data(Data()),
+                keys.key(for: path), body: .data(node.objectBody),  // a long symlink target: its body
                 options: PutOptions(metadata: node.objectMetadata(), condition: .ifAbsent))
         } catch .preconditionFailed {
             throw FSError.exists  // another writer made it since we looked

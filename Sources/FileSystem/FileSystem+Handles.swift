@@ -8,14 +8,13 @@ extension FileSystem {
 
     public struct OpenResult: Sendable {
         public var handle: UInt64
-        /// The object has not changed since the last open: the kernel may keep its cached pages.
+        /// The kernel may keep its cached pages of the file (FOPEN_KEEP_CACHE): the version revalidated by this
+        /// open is the one whose pages this mount let it cache (the last open's, and no read since served another),
+        /// and no local change is pending. Else the kernel drops them — another host's write is read fresh.
         public var keepCache: Bool
     }
 
     public func open(_ ino: UInt64, flags: Int32) throws(FSError) -> OpenResult {
-        if let control, control.owns(ino) {
-            return OpenResult(handle: try control.open(ino, flags: flags), keepCache: false)
-        }  // control dir
         let writable = flags & O_ACCMODE != O_RDONLY
         if writable { try requireWritable() }
         var node = try existingNode(ino)
@@ -46,17 +45,16 @@ extension FileSystem {
             let handle = s.allocateHandle()
             let version = s.table[ino]?.version
             let content = s.table[ino]?.staged == nil ? s.smallContents.take(ino, version: version) : nil
-            s.files[handle] = OpenFile(ino: ino, content: content)
+            s.files[handle] = OpenFile(ino: ino, content: content, version: version)
             s.table[ino]?.openHandles += 1
-            let keep = version != nil && version == s.table[ino]?.lastOpenedVersion
+            // (`lastOpenedVersion`: the version of the pages the kernel may hold; a mismatch drops them all.)
+            let keep = version != nil && version == s.table[ino]?.lastOpenedVersion && s.table[ino]?.dirty == false
             s.table[ino]?.lastOpenedVersion = version
             return OpenResult(handle: handle, keepCache: keep)
         }
     }
 
     public func read(_ ino: UInt64, handle: UInt64, offset: UInt64, size: Int) throws(FSError) -> Data {
-        // control dir
-        if let control, control.owns(ino) { return try control.read(handle: handle, offset: offset, size: size) }
         let node = try existingNode(ino)
         if let staged = node.staged {
             try staged.prepare { fd throws(FSError) in try download(path: node.path, into: fd, ino: ino) }
@@ -69,6 +67,11 @@ extension FileSystem {
         }
         let prefetcher = state.withLock { s -> ReadPrefetcher? in
             guard var file = s.files[handle] else { return nil }
+            // A handle of another version (opened before a revalidation) fills the kernel's cache with pages that
+            // the next open must not keep.
+            if file.version != node.version || file.version != s.table[ino]?.lastOpenedVersion {
+                s.table[ino]?.lastOpenedVersion = nil
+            }
             if file.prefetcher == nil {
                 file.prefetcher = ReadPrefetcher(
                     store: store, key: keys.key(for: node.path), size: node.size,
@@ -133,7 +136,6 @@ extension FileSystem {
     }
 
     public func release(_ ino: UInt64, handle: UInt64) {
-        if let control, control.owns(ino) { return control.release(handle: handle) }  // control dir
         let (file, stillDirty) = state.withLock { s -> (OpenFile?, Bool) in
             guard let file = s.files.removeValue(forKey: handle) else { return (nil, false) }
             guard var node = s.table[ino] else { return (file, false) }

@@ -4,7 +4,6 @@ import ObjectStore
 /// Names and the metadata cache: what a path is, from the inode table while fresh, else from the store.
 extension FileSystem {
     public func lookup(parent: UInt64, name: String) throws(FSError) -> FileAttributes {
-        if let attributes = try controlLookup(parent: parent, name: name) { return attributes }  // control dir
         if name == DirectoryMarkers.sidecarName { throw FSError.notFound }  // a directory's metadata, never listed
         let path = try childPath(parent: parent, name: name)
         return try resolve(path, retain: true)
@@ -20,7 +19,6 @@ extension FileSystem {
     }
 
     public func getattr(_ ino: UInt64) throws(FSError) -> FileAttributes {
-        if let control, control.owns(ino) { return try control.getattr(ino) }  // control dir
         let (attributes, path): (FileAttributes?, String) = try state.withLock { s throws(FSError) in
             guard let node = s.table[ino] else { throw FSError.notFound }
             let trusted =
@@ -41,7 +39,17 @@ extension FileSystem {
 
     public func readlink(_ ino: UInt64) throws(FSError) -> String {
         let node = try existingNode(ino)
-        guard node.kind == .symlink, let target = node.symlinkTarget else { throw FSError.invalidArgument }
+        guard node.kind == .symlink else { throw FSError.invalidArgument }
+        if let target = node.symlinkTarget { return target }
+        // Too long for metadata (or written by s3fs): the target is the object's body, read once per version.
+        guard node.inStore, !node.path.isEmpty else { throw FSError.io("symlink \(node.path) has no target") }
+        let data = try storeCall { try store.get(keys.key(for: node.path), range: 0..<UInt64(PATH_MAX)) }
+        guard !data.body.isEmpty, let target = String(data: data.body, encoding: .utf8) else {
+            throw FSError.io("symlink \(node.path): its body is not a target")
+        }
+        state.withLock { s in
+            if s.table[ino]?.version == data.info.version { s.table[ino]?.symlinkTarget = target }
+        }
         return target
     }
 
@@ -211,7 +219,7 @@ extension FileSystem {
         }
         let now = FileTime.now()
         let blank = Node(
-            ino: s.table.allocateIno(), path: path, kind: kind, size: 0,
+            ino: s.table.ino(reusedFor: path, kind: kind), path: path, kind: kind, size: 0,
             permissions: kind == .directory ? options.directoryPermissions : options.filePermissions,
             uid: options.uid, gid: options.gid, mtime: mountTime, ctime: now, version: nil,
             inStore: false, metadataKnown: false, validatedAt: .now)

@@ -12,7 +12,8 @@ import Synchronization
 /// The parts, one concern a file: names and the metadata cache (`+Namespace`), attribute changes (`+Attributes`),
 /// creating and removing entries (`+Entries`), `+Rename`, directory listings (`+Directories`), open files and
 /// their I/O (`+Handles`), write-back to the store (`+WriteBack`, following `ContentState`), locks (`+Locks`)
-/// and the `.bucketfs/` control directory (`+Control`).
+/// and the lock documents the `.bucketfs/` control directory shows (`+Control`). The control directory itself is
+/// laid over the root by `MountTree`, which the FUSE layer calls.
 ///
 /// Locking, in this order: a file's `FileSerial` (held across its store changes), a `StagedFile`'s content lock
 /// (held while its content downloads), then `state`, which guards the inode table and handles and is never held
@@ -33,8 +34,6 @@ public final class FileSystem: Sendable {
     let prefetchBudget: PrefetchBudget
     /// flock/fcntl locks: POSIX detail within the mount, a strategy lease per locked file across mounts.
     let locks: FileLockCoordinator
-    /// The read-only `.bucketfs/` directory (ControlDirectory), if the mount shows one.
-    public let control: ControlDirectory?
     /// Metadata of object versions seen before, so that a LIST needs no HEAD per entry (`MetadataIndex`).
     let metadataIndex: MetadataIndex
     /// Sidecars naming each dirty staged file's key and base, so a crash of the daemon loses none (`StagingJournal`).
@@ -60,6 +59,8 @@ public final class FileSystem: Sendable {
         var prefetcher: ReadPrefetcher?
         /// The whole content of a small file, read by the lookup that preceded the open.
         var content: Data?
+        /// The object's version at open: what this handle's reads put in the kernel's page cache (keep_cache).
+        var version: String? = nil
     }
 
     struct State {
@@ -126,7 +127,7 @@ public final class FileSystem: Sendable {
     public init(
         store: any ObjectStore, options: FileSystemOptions, logger: Logger, lockManager: LockManager? = nil,
         lockResource: @escaping @Sendable (String) -> String = { $0.isEmpty ? "." : $0 },
-        control: ControlDirectory.Settings? = nil, uploadJournal: (any UploadJournal)? = nil,
+        uploadJournal: (any UploadJournal)? = nil,
         stagingJournal: StagingJournal? = nil, events: (any EventSink)? = nil
     ) throws(FSError) {
         self.store = store
@@ -152,12 +153,6 @@ public final class FileSystem: Sendable {
             directory: options.persistMetadataIndex ? options.cacheDirectory + "/metadata" : nil,
             name: store.description + "\n" + options.prefix)
         self.locks = FileLockCoordinator(manager: lockManager, resourceName: lockResource, logger: logger)
-        self.control = control.map {
-            ControlDirectory(
-                settings: $0,
-                storeFolder: ObjectStoreRecordBackend(store: store, prefix: options.prefix + $0.name + "/"),
-                uid: options.uid, gid: options.gid)
-        }
         do {
             try FileManager.default.createDirectory(atPath: stagingDirectory, withIntermediateDirectories: true)
         } catch {
@@ -171,7 +166,6 @@ public final class FileSystem: Sendable {
         self.state = Mutex(State(table: InodeTable(root: root)))
         loadRootAttributes()
         installLockRetry()
-        installControlDirectory()
     }
 
     deinit {
@@ -196,7 +190,6 @@ public final class FileSystem: Sendable {
         guard name.utf8.count <= 255 else { throw FSError.nameTooLong }
         guard KeyMapping.isValidName(name) else { throw FSError.invalidArgument }
         guard name != DirectoryMarkers.sidecarName else { throw FSError.notPermitted }  // reserved
-        if control?.refusesChange(parent: parent, name: name) == true { throw FSError.readOnly }  // control dir
         let node = try existingNode(parent)
         guard node.kind == .directory else { throw FSError.notDirectory }
         guard parent == InodeTable.rootIno || !node.path.isEmpty else { throw FSError.notFound }
@@ -257,6 +250,7 @@ public final class FileSystem: Sendable {
             var node = node
             node.ino = s.table.allocateIno()
             node.lookups = retain ? 1 : 0
+            if node.kind == .directory { node.subdirectories = [] }  // new: none yet
             s.table.insert(node)
             s.negative.removeValue(forKey: node.path)
             s.noteExists(node.path)
@@ -264,7 +258,7 @@ public final class FileSystem: Sendable {
             if node.kind == .directory { s.listed[node.path] = ([], .now + .seconds(options.negativeTTL)) }
             if let version = node.version {
                 metadataIndex.wrote(
-                    key: objectKey(of: node), version: version, size: 0,
+                    key: objectKey(of: node), version: version, size: node.size,
                     metadata: node.objectMetadata())
             }
             return node.attributes()

@@ -17,6 +17,9 @@ struct Node {
     /// Device number of a character or block device.
     var rdev: UInt32 = 0
     var symlinkTarget: String?
+    /// Directory: the names of its subdirectories, when this mount knows them all (it listed the directory or
+    /// made it); nil until then. `st_nlink` is 2 plus their number, as on ext4.
+    var subdirectories: Set<String>?
     /// The store's version of the object (file, symlink) or marker (directory) this node was read from.
     var version: String?
     /// File/symlink: the object exists. Directory: an explicit marker `dir/` exists.
@@ -69,16 +72,31 @@ struct Node {
 
     func attributes() -> FileAttributes {
         FileAttributes(
-            ino: ino, kind: kind, size: kind == .symlink ? UInt64(symlinkTarget?.utf8.count ?? 0) : size,
+            ino: ino, kind: kind, size: kind == .symlink ? symlinkTarget.map { UInt64($0.utf8.count) } ?? size : size,
             permissions: permissions, uid: uid, gid: gid, mtime: mtime, ctime: ctime, atime: atime ?? mtime,
-            rdev: rdev, linked: content != .detached)
+            rdev: rdev, linked: content != .detached, subdirectories: UInt32(clamping: subdirectories?.count ?? 0),
+            blocks: allocatedBlocks())
+    }
+
+    /// 512-byte blocks of the staged copy while it holds the whole content (holes left by truncate or a write past
+    /// the end are not counted); nil otherwise (the store's object counts as fully allocated).
+    private func allocatedBlocks() -> UInt64? {
+        guard kind == .file, let staged, staged.isLoaded else { return nil }
+        return staged.allocatedBlocks()
     }
 
     /// The metadata that goes with the object on every write.
     func posixMetadata() -> PosixMetadata {
         PosixMetadata(
             mode: attributes().mode, uid: uid, gid: gid, mtime: mtime, symlinkTarget: symlinkTarget,
-            atime: atime, ctime: ctime, rdev: rdev)
+            atime: atime, ctime: ctime, rdev: rdev, symlinkInBody: kind == .symlink && symlinkTarget == nil)
+    }
+
+    /// The content of the object this node is made as (`makeEmptyObject`): a symlink's target when it is too
+    /// long for metadata, else nothing.
+    var objectBody: Data {
+        guard kind == .symlink, let symlinkTarget, PosixMetadata.storesInBody(symlinkTarget) else { return Data() }
+        return Data(symlinkTarget.utf8)
     }
 
     /// Marks a change of the inode itself (chmod, chown, utimes, rename, a write): POSIX moves ctime.
@@ -105,6 +123,11 @@ struct InodeTable {
     private var nextIno: UInt64 = 2
     /// Nodes that have a staged file, kept so that the staged total is cheap to add up.
     private var stagedInos: Set<UInt64> = []
+    /// The numbers of nodes evicted while still named (the kernel forgot them, e.g. its dentry cache shrank), by
+    /// path: the same path seen again as the same kind gets its number back, so `st_ino` stays stable for as
+    /// long as the name does (pjdfstest compares it across steps). Dropped when the name goes.
+    private var retired: [String: (ino: UInt64, kind: NodeKind)] = [:]
+    static let retiredLimit = 100_000
 
     init(root: Node) {
         nodes[root.ino] = root
@@ -137,17 +160,28 @@ struct InodeTable {
         return nextIno
     }
 
+    /// The number for a node the store shows at `path`: the one it had before it was evicted, else a new one.
+    mutating func ino(reusedFor path: String, kind: NodeKind) -> UInt64 {
+        if let old = retired.removeValue(forKey: path), old.kind == kind, nodes[old.ino] == nil { return old.ino }
+        return allocateIno()
+    }
+
     /// Adds `node` at its path, detaching whatever node held the path before.
     mutating func insert(_ node: Node) {
         detach(path: node.path)
+        retired.removeValue(forKey: node.path)
         nodes[node.ino] = node
         noteStaging(node.ino)
         byPath[node.path] = node.ino
+        if node.kind == .directory { noteSubdirectory(node.path, present: true) }
     }
 
     /// The node at `path` leaves the namespace (it stays known by number until the kernel forgets it).
-    mutating func detach(path: String) {
+    /// `parentCounts`: a directory leaving is one subdirectory less for its parent.
+    mutating func detach(path: String, parentCounts: Bool = true) {
+        retired.removeValue(forKey: path)
         guard !path.isEmpty, let ino = byPath.removeValue(forKey: path) else { return }
+        if parentCounts && nodes[ino]?.kind == .directory { noteSubdirectory(path, present: false) }
         nodes[ino]?.path = ""
         nodes[ino]?.content.detach()
         evictIfUnused(ino)
@@ -156,14 +190,30 @@ struct InodeTable {
     /// Moves the node at `from` (and, for a directory, every node below it) to `to`.
     mutating func move(from: String, to: String) {
         detach(path: to)
+        let isDirectory = node(at: from)?.kind == .directory
+        if isDirectory { noteSubdirectory(from, present: false) }
         let below = from + "/"
+        retired = retired.filter { $0.key != from && !$0.key.hasPrefix(below) }  // (evicted below: new numbers)
         let moved = byPath.filter { $0.key == from || $0.key.hasPrefix(below) }
         for (path, ino) in moved {
             byPath.removeValue(forKey: path)
             let newPath = to + path.dropFirst(from.count)
-            detach(path: newPath)
+            detach(path: newPath, parentCounts: false)  // a stale node: the moved tree brings its own counts
             byPath[newPath] = ino
             nodes[ino]?.path = newPath
+        }
+        if isDirectory { noteSubdirectory(to, present: true) }
+    }
+
+    /// The directory at `path` appeared or went: its parent's subdirectory names follow, when they are known.
+    private mutating func noteSubdirectory(_ path: String, present: Bool) {
+        guard !path.isEmpty, let parent = byPath[KeyMapping.parent(of: path)], nodes[parent]?.subdirectories != nil
+        else { return }
+        let name = KeyMapping.name(of: path)
+        if present {
+            nodes[parent]?.subdirectories?.insert(name)
+        } else {
+            nodes[parent]?.subdirectories?.remove(name)
         }
     }
 
@@ -185,6 +235,10 @@ struct InodeTable {
         guard let node = nodes[ino], node.isEvictable else { return }
         nodes.removeValue(forKey: ino)
         stagedInos.remove(ino)
-        if !node.path.isEmpty, byPath[node.path] == ino { byPath.removeValue(forKey: node.path) }
+        if !node.path.isEmpty, byPath[node.path] == ino {
+            byPath.removeValue(forKey: node.path)
+            if retired.count >= Self.retiredLimit { retired = [:] }  // bounded: past it, numbers may change
+            retired[node.path] = (node.ino, node.kind)
+        }
     }
 }

@@ -16,6 +16,13 @@ import Synchronization
 /// the store (load, another network path) is noticed. A tie (within `tolerance`) goes to the stream: one request
 /// instead of many.
 ///
+/// The ranged half of a probe starts with one GET of `probePart` from its start, alone (the kernel's first reads of
+/// the stretch wait for it): if that GET moved under `probeRatio` of the stream's rate, ranges lost this probe — a
+/// store that pays a fixed cost per GET as large as the stream's (moto copies the whole object for each) — and the
+/// stream takes over at once. Otherwise the stretch reads ahead in parallel, and still stops as soon as the reader
+/// has spent in it what the stream took for all of it (`probeLimit`). A probe ended early records ranges as costing
+/// what it saw, and at least as much as the stream (`recordLostProbe`).
+///
 /// Ranged reads are sized from measurements too: a part is what one GET moves in `partDuration` at the measured
 /// rate of one ranged GET (so its fixed cost, the time to the first byte, stays small beside its transfer), within
 /// `minimumPart...maximumPart`; the parts in flight are the read-ahead window (up to 64 MiB, within the mount's
@@ -43,6 +50,8 @@ final class ReadPlanner: Sendable {
     static let partDuration = 0.08
     static let minimumPart = 4 << 20
     static let maximumPart = 16 << 20
+    static let probePart: UInt64 = 4 << 20
+    static let probeRatio = 0.5
 
     private struct State {
         /// Seconds in `read` per MiB delivered, by method.
@@ -100,6 +109,23 @@ final class ReadPlanner: Sendable {
         logger?.log(
             level: before == after ? .debug : .info, "large sequential reads: \(after)",
             metadata: ["measured": "\(measured)", "sample": "\(method) \(bytes >> 20) MiB"])
+    }
+
+    /// Seconds a reader may spend in a probe's ranged stretch of `bytes` before ranges can no longer win it: what
+    /// the stream measured for as many bytes, less the tolerance (nil: the stream is unmeasured).
+    func probeLimit(bytes: UInt64) -> Double? {
+        state.withLock { s in
+            s.cost[.stream].map { $0 * (1 - Self.tolerance) * Double(bytes) / Double(1 << 20) }
+        }
+    }
+
+    /// A probe's ranged stretch of `bytes` ended early, lost, after the reader spent `seconds` in it: ranges cost at
+    /// least that for the stretch, and no less than the stream (then a tie, which the stream wins; a later probe
+    /// that finds ranges faster turns the choice at once).
+    func recordLostProbe(bytes: UInt64, seconds: Double) {
+        let mib = Double(bytes) / Double(1 << 20)
+        let stream = state.withLock { $0.cost[.stream] } ?? 0
+        record(.ranges, bytes: Int(bytes), seconds: max(seconds, stream * mib))
     }
 
     /// One ranged GET of `bytes` that took `seconds`.

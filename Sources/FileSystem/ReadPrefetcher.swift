@@ -82,11 +82,21 @@ final class ReadPrefetcher: @unchecked Sendable {
     private var segment: ReadPlanner.Segment?
     private var nextSegments: [ReadPlanner.Segment] = []
     private var stream: SequentialStream?
+    /// The stream of the stretch just left, kept for the kernel's reads of its last bytes that arrive after the
+    /// reader moved on (else each would be a ranged GET), until a read is well past its end.
+    private var tail: (stream: SequentialStream, end: UInt64)?
     /// What the reader got in the current stretch and the seconds it spent in `read` for it; whether the block cache
     /// served any of it (then it measures the disk, not the store: not recorded).
     private var segmentBytes = 0
     private var segmentSeconds = 0.0
     private var segmentCached = false
+    /// In a probe's ranged stretch: the seconds in `read` past which ranges have lost it (`ReadPlanner.probeLimit`).
+    private var probeLimit: Double?
+    /// In a probe's ranged stretch: its first GET (`ReadPlanner.probePart`) is not judged yet; no read-ahead before.
+    private var probeFirst = false
+    /// Bytes per second of the probe's stream stretch, wall clock (nil: not measured).
+    private var streamRate: Double?
+    private var segmentStarted: UInt64 = 0
     private let streaming: Bool
     /// Where a planned ranged stretch starts its window: wide enough to be parallel at once, small enough that a
     /// reader that only wanted the first bytes costs little more than a stream would.
@@ -135,6 +145,8 @@ final class ReadPrefetcher: @unchecked Sendable {
         condition.lock()
         closed = true
         leaveSegment(record: true)
+        tail?.stream.close()
+        tail = nil
         nextSegments = []
         dropChunks { _ in true }
         condition.unlock()
@@ -162,11 +174,18 @@ final class ReadPrefetcher: @unchecked Sendable {
                 return nil
             }
             guard offset >= current.end, !nextSegments.isEmpty else { break }
-            leaveSegment(record: true)
+            leaveSegment(record: true, keepTail: true)
             enterSegment()
         }
-        // Reads a little behind a stream's start (the kernel's reads arrive out of order) are ranged reads.
-        guard let current = segment, offset >= current.start else { return nil }
+        if let kept = tail, offset >= kept.end + Self.slack {
+            kept.stream.close()
+            tail = nil
+        }
+        // Reads a little behind a stream's start (the kernel's reads arrive out of order): the previous stretch's
+        // stream if it has them, else ranged reads.
+        guard let current = segment, offset >= current.start else {
+            return tail.flatMap { offset < $0.end ? $0.stream : nil }
+        }
         return stream
     }
 
@@ -179,6 +198,9 @@ final class ReadPrefetcher: @unchecked Sendable {
         segmentBytes = 0
         segmentSeconds = 0
         segmentCached = false
+        probeLimit = nil
+        probeFirst = false
+        segmentStarted = DispatchTime.now().uptimeNanoseconds
         if next.method == .stream {
             // Nil when the budget is spent or the block cache holds the start: then ranged reads serve the stretch.
             stream = SequentialStream.start(
@@ -188,17 +210,53 @@ final class ReadPrefetcher: @unchecked Sendable {
         } else {
             dropChunks { $0.end <= next.start }
             window = max(window, min(settings.maxWindow, Self.plannedWindow))
+            // A ranged stretch with more after it is a probe's.
+            if !nextSegments.isEmpty {
+                probeLimit = budget.planner.probeLimit(bytes: next.end - next.start)
+                probeFirst = probeLimit != nil
+            }
         }
     }
 
+    /// The probe's ranged stretch lost (its first GET was too slow, or the reader spent in it more than the stream
+    /// would have for all of it): recorded so, and ended where the fetched chunks end (a block boundary, so that the
+    /// stream after it fills the block cache). Called with the lock held.
+    private func abandonProbe() {
+        guard var current = segment, !nextSegments.isEmpty else { return }
+        budget.planner.recordLostProbe(bytes: current.end - current.start, seconds: segmentSeconds)
+        probeLimit = nil
+        probeFirst = false
+        segmentCached = true  // recorded
+        let block = UInt64(budget.cache?.blockSize ?? BlockCache.defaultBlockSize)
+        let fetched = chunks.map(\.end).max() ?? current.start
+        current.end = min(current.end, max(current.start, fetched / block * block))
+        segment = current
+        nextSegments[0].start = current.end
+    }
+
     /// Ends the current stretch, recording what it measured. Called with the lock held.
-    private func leaveSegment(record: Bool) {
+    private func leaveSegment(record: Bool, keepTail: Bool = false) {
         guard let current = segment else { return }
         if record && !segmentCached, let method = current.method {
             budget.planner.record(method, bytes: segmentBytes, seconds: segmentSeconds)
+            let wall = Double(DispatchTime.now().uptimeNanoseconds - segmentStarted) / 1e9
+            if method == .stream && segmentBytes >= ReadPlanner.minimumSample && wall > 0 {
+                streamRate = Double(segmentBytes) / wall
+            }
         }
         segment = nil
-        stream?.close()
+        probeLimit = nil
+        probeFirst = false
+        if keepTail, let stream {
+            // It stops at the stretch's end: what comes after is the next stretch's to fetch (and measure).
+            tail?.stream.close()
+            stream.stop(at: current.end)
+            tail = (stream, current.end)
+        } else if !keepTail {
+            tail?.stream.close()
+            tail = nil
+            stream?.close()
+        }
         stream = nil
     }
 
@@ -210,6 +268,7 @@ final class ReadPrefetcher: @unchecked Sendable {
             segmentBytes += bytes
             segmentSeconds += seconds
             if cached { segmentCached = true }
+            if let limit = probeLimit, !segmentCached, segmentSeconds > limit { abandonProbe() }
         }
         condition.unlock()
     }
@@ -246,6 +305,24 @@ final class ReadPrefetcher: @unchecked Sendable {
         var cursor = offset
         var parts: [Chunk] = []
         var demand: [Chunk] = []
+        // A probe's ranged stretch begins with one GET of its first `probePart`, which the first read fetches.
+        var probeChunk: Chunk?
+        if probeFirst, let current = segment,
+            !chunks.contains(where: { $0.start <= current.start && current.start < $0.end })
+        {
+            if offset < current.start {
+                // (a late read of the stretch before: not the probe's)
+            } else if offset < current.start + ReadPlanner.probePart {
+                let chunk = Chunk(
+                    start: current.start, end: min(current.end, current.start + ReadPlanner.probePart),
+                    budgeted: false)
+                insert(chunk)
+                demand.append(chunk)
+                probeChunk = chunk
+            } else {
+                probeFirst = false  // the reader is elsewhere: nothing to judge
+            }
+        }
         while cursor < end {
             if let chunk = chunks.first(where: { $0.start <= cursor && cursor < $0.end }) {
                 parts.append(chunk)
@@ -266,14 +343,18 @@ final class ReadPrefetcher: @unchecked Sendable {
         FileSystemMetrics.shared.readAhead(hit: demand.isEmpty)
         // (A read just behind a live stream's start fetches what it needs, nothing ahead: the stream has that.)
         // A seek (a random read) starts no read-ahead: only the next read, if it follows on, does.
-        if (near || planned) && (segment?.method != .stream || stream == nil) { readAhead(from: end) }
+        // (A probe's ranged stretch reads ahead only once its first GET is judged.)
+        if (near || planned) && !probeFirst && (segment?.method != .stream || stream == nil) { readAhead(from: end) }
         // What this read needs now is fetched on the caller's own (libfuse) thread, so that a busy worker pool
         // (read-ahead of other files, part uploads) never delays it.
         for chunk in demand {
             condition.unlock()
+            let started = DispatchTime.now().uptimeNanoseconds
             let outcome = fetch(chunk.start..<chunk.end)
+            let seconds = Double(DispatchTime.now().uptimeNanoseconds - started) / 1e9
             condition.lock()
             complete(chunk, with: outcome)
+            if chunk === probeChunk { judgeProbe(outcome, seconds: seconds) }
         }
 
         var result = Data(capacity: Int(end - offset))
@@ -298,6 +379,17 @@ final class ReadPrefetcher: @unchecked Sendable {
         dropChunks { $0.end + Self.slack <= offset }
         window = min(settings.maxWindow, window * 2)
         return (result, cached)
+    }
+
+    /// The probe's first ranged GET is in: under `probeRatio` of the stream's rate, ranges lost this probe; else the
+    /// stretch reads ahead from now on. Called with the lock held.
+    private func judgeProbe(
+        _ outcome: Result<(data: Data, cached: Bool), ObjectStoreError>, seconds: Double
+    ) {
+        guard probeFirst else { return }
+        probeFirst = false
+        guard case .success(let got) = outcome, !got.cached, let streamRate, seconds > 0 else { return }
+        if Double(got.data.count) / seconds < streamRate * ReadPlanner.probeRatio { abandonProbe() }
     }
 
     /// Whether every block of `range` is in the block cache (index only).
@@ -360,22 +452,9 @@ final class ReadPrefetcher: @unchecked Sendable {
             let last = Int((range.upperBound - 1) / blockSize)
             let base = UInt64(first) * blockSize
             if let known = version.withLock({ $0 }),
-                let local = Self.cached(
-                    range, of: key, version: known, in: cache,
-                    size: size)
+                let local = Self.cached(range, of: key, version: known, in: cache, size: size)
             {
                 return .success((local, true))
-            }
-            if let known = version.withLock({ $0 }) {
-                var cached = Data()
-                for number in first...last {
-                    guard let block = cache.block(key: key, version: known, number: number) else { break }
-                    cached.append(block)
-                    if UInt64(block.count) < blockSize { break }  // the object's last block
-                }
-                if base + UInt64(cached.count) >= min(range.upperBound, size) {
-                    return .success((Self.slice(cached, from: range.lowerBound - base, count: range.count), true))
-                }
             }
             let got = try timedGet(base..<min(size, UInt64(last + 1) * blockSize))
             let cacheable = version.withLock { known -> Bool in

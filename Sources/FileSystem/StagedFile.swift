@@ -9,6 +9,8 @@ final class StagedFile: Sendable {
     /// Whether the object's existing content has been copied in. Held while downloading, so that a
     /// concurrent writer waits for the download instead of writing into a half-filled file.
     private let loaded: Mutex<Bool>
+    /// The same, readable without waiting for a download in flight (`stat` asks under the state lock).
+    private let loadedFlag: Atomic<Bool>
 
     init(directory: String, loaded: Bool) throws(FSError) {
         var template = Array((directory + "/staged-XXXXXX").utf8CString)
@@ -19,6 +21,17 @@ final class StagedFile: Sendable {
         self.fd = fd
         self.path = String(decoding: template.dropLast().map { UInt8(bitPattern: $0) }, as: UTF8.self)
         self.loaded = Mutex(loaded)
+        self.loadedFlag = Atomic(loaded)
+    }
+
+    /// Whether the file holds the whole content (nothing left to download).
+    var isLoaded: Bool { loadedFlag.load(ordering: .acquiring) }
+
+    /// 512-byte blocks the file takes on the local disk: holes (truncate up, a write past the end) take none.
+    func allocatedBlocks() -> UInt64? {
+        var status = stat()
+        guard fstat(fd, &status) == 0 else { return nil }
+        return UInt64(max(0, status.st_blocks))
     }
 
     /// Runs `load` once (until it succeeds) to fill the file with the object's current content.
@@ -27,13 +40,17 @@ final class StagedFile: Sendable {
             guard !isLoaded else { return }
             try load(fd)
             isLoaded = true
+            loadedFlag.store(true, ordering: .releasing)
         }
     }
 
     /// The content no longer depends on the object's (O_TRUNC, truncate to 0): waits for a download in flight,
     /// then makes sure none starts later and writes over what comes next.
     func markLoaded() {
-        loaded.withLock { $0 = true }
+        loaded.withLock { isLoaded in
+            isLoaded = true
+            loadedFlag.store(true, ordering: .releasing)
+        }
     }
 
     /// The object changed in the store and nothing here was written: empty the copy, so that the next read
@@ -42,6 +59,7 @@ final class StagedFile: Sendable {
         loaded.withLock { isLoaded in
             _ = ftruncate(fd, 0)
             isLoaded = false
+            loadedFlag.store(false, ordering: .releasing)
         }
     }
 

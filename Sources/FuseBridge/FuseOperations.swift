@@ -4,8 +4,8 @@ import Foundation
 import Glibc
 
 /// The `fuse_lowlevel_ops` table. Each callback runs on a libfuse worker thread, finds the `FuseContext`
-/// through the request's userdata, calls `FileSystem` (which may block on the store — fine on these threads)
-/// and replies once.
+/// through the request's userdata, calls `MountTree` (the bucket's `FileSystem` with the control directory over
+/// it; it may block on the store — fine on these threads) and replies once.
 enum FuseOperations {
     /// `renameat2` flags (linux/fs.h), which Glibc's module does not export.
     static let renameNoReplace: UInt32 = 1 << 0
@@ -16,12 +16,12 @@ enum FuseOperations {
     }
 
     /// The file system and the reply of a request; `operation` names it in the FUSE metrics.
-    static func reply(_ req: fuse_req_t?, _ operation: String) -> (FileSystem, FuseReply) {
+    static func reply(_ req: fuse_req_t?, _ operation: String) -> (MountTree, FuseReply) {
         let ctx = context(req)
         return (
-            ctx.fileSystem,
+            ctx.tree,
             FuseReply(
-                request: req!, timeout: ctx.fileSystem.options.metadataTTL,
+                request: req!, timeout: ctx.tree.options.metadataTTL,
                 operation: operation)
         )
     }
@@ -54,11 +54,11 @@ enum FuseOperations {
             }
         }
         ops.forget = { req, ino, count in
-            FuseOperations.context(req).fileSystem.forget(ino, count: count)
+            FuseOperations.context(req).tree.forget(ino, count: count)
             fuse_reply_none(req)
         }
         ops.forget_multi = { req, count, forgets in
-            let fs = FuseOperations.context(req).fileSystem
+            let fs = FuseOperations.context(req).tree
             for i in 0..<count {
                 fs.forget(forgets![i].ino, count: forgets![i].nlookup)
             }
@@ -243,9 +243,9 @@ enum FuseOperations {
         ops.readdirplus = { req, ino, size, offset, fi in
             FuseOperations.readDirectory(req, ino, size, offset, fi, plus: true)
         }
-        ops.releasedir = { req, _, fi in
+        ops.releasedir = { req, ino, fi in
             let (fs, r) = FuseOperations.reply(req, "releasedir")
-            fs.releaseDirectory(handle: fi!.pointee.fh)
+            fs.releaseDirectory(ino, handle: fi!.pointee.fh)
             r.ok()
         }
         ops.fsyncdir = { req, _, _, _ in
@@ -297,7 +297,7 @@ enum FuseOperations {
     /// Asks for `request`; a blocked waiting request is answered later from the lock waiter thread, and a FUSE
     /// interrupt (the caller got a signal) ends it with EINTR.
     static func lock(_ req: fuse_req_t?, _ ino: fuse_ino_t, _ request: FileLock, wait: Bool) {
-        let fs = FuseOperations.context(req).fileSystem
+        let fs = FuseOperations.context(req).tree
         let pending = PendingRequest(request: req!)
         fs.setLock(ino, request, wait: wait, interrupted: { pending.interrupted }) { error in
             pending.answer(error)

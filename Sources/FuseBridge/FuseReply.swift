@@ -76,7 +76,7 @@ final class FuseReply {
         // not trap the daemon.
         st.st_size = Int(clamping: attributes.size)
         st.st_blksize = 128 * 1024
-        st.st_blocks = Int(clamping: attributes.size / 512 + (attributes.size % 512 == 0 ? 0 : 1))
+        st.st_blocks = Int(clamping: attributes.allocatedBlocks)
         st.st_mtim = timespec(tv_sec: Int(attributes.mtime.seconds), tv_nsec: Int(attributes.mtime.nanoseconds))
         st.st_atim = timespec(tv_sec: Int(attributes.atime.seconds), tv_nsec: Int(attributes.atime.nanoseconds))
         st.st_rdev = UInt(attributes.rdev)

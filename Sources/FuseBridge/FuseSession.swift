@@ -11,10 +11,10 @@ struct SessionHandle: @unchecked Sendable {
 
 /// What the callbacks reach through the request's userdata.
 final class FuseContext: Sendable {
-    let fileSystem: FileSystem
+    let tree: MountTree
     let tuning: FuseTuning
-    init(fileSystem: FileSystem, tuning: FuseTuning) {
-        self.fileSystem = fileSystem
+    init(tree: MountTree, tuning: FuseTuning) {
+        self.tree = tree
         self.tuning = tuning
     }
 }
@@ -55,8 +55,8 @@ public final class FuseSession {
     private var session: OpaquePointer?
     private var operations = FuseOperations.makeTable()
 
-    public init(fileSystem: FileSystem, mountpoint: String, options: FuseMountOptions, logger: Logger) throws {
-        self.context = FuseContext(fileSystem: fileSystem, tuning: try options.tuning ?? FuseTuning.fromEnvironment())
+    public init(tree: MountTree, mountpoint: String, options: FuseMountOptions, logger: Logger) throws {
+        self.context = FuseContext(tree: tree, tuning: try options.tuning ?? FuseTuning.fromEnvironment())
         self.mountpoint = mountpoint
         self.logger = logger
 
@@ -85,7 +85,7 @@ public final class FuseSession {
         guard let created = session else { throw FuseSessionError(description: "cannot create the FUSE session") }
         self.maxThreads = options.maxThreads
         let handle = SessionHandle(session: created)
-        fileSystem.setKernelCacheInvalidator { ino in
+        tree.files.setKernelCacheInvalidator { ino in
             // Attributes and every cached page of the inode (offset 0, length 0: all of it).
             _ = fuse_lowlevel_notify_inval_inode(handle.session, ino, 0, 0)
         }
@@ -120,10 +120,10 @@ public final class FuseSession {
         fuse_loop_cfg_set_clone_fd(config, 1)
         let result = cfuse_session_loop_mt(session, config)
         fuse_loop_cfg_destroy(config)
-        context.fileSystem.flushAll()
+        context.tree.files.flushAll()
         // Leases go back after the uploads, so another mount that takes a lock next sees the writes.
-        context.fileSystem.shutdownLocks()
-        context.fileSystem.setKernelCacheInvalidator { _ in }
+        context.tree.files.shutdownLocks()
+        context.tree.files.setKernelCacheInvalidator { _ in }
         fuse_remove_signal_handlers(session)
         fuse_session_unmount(session)
         fuse_session_destroy(session)

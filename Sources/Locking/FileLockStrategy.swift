@@ -22,6 +22,8 @@ import Synchronization
 public final class FileLockStrategy: LockStrategy {
     public let directory: String
     public var name: String { "file" }
+    /// Stamps the records (a flock never expires: the lease is only written down for people to read).
+    let clock: @Sendable () -> Date
 
     /// Open descriptors of held locks, by `resource` + token.
     private let descriptors = Mutex<[HeldKey: Int32]>([:])
@@ -33,7 +35,11 @@ public final class FileLockStrategy: LockStrategy {
 
     /// Creates `directory` if needed. One under the user's runtime directory (the default, possibly in /tmp) is
     /// made 0700 and refused if someone else made it (see `PrivateDirectory`).
-    public init(directory: String, runtimeBase: String = PrivateDirectory.runtimeBase()) throws(LockError) {
+    public init(
+        directory: String, runtimeBase: String = PrivateDirectory.runtimeBase(),
+        clock: @escaping @Sendable () -> Date = { Date() }
+    ) throws(LockError) {
+        self.clock = clock
         var path = directory
         while path.count > 1 && path.hasSuffix("/") { path.removeLast() }
         guard !path.isEmpty else { throw .invalid("file_lock_dir is empty") }
@@ -81,7 +87,7 @@ public final class FileLockStrategy: LockStrategy {
             if error == EWOULDBLOCK { return nil }
             throw .unavailable("flock \(path): \(String(cString: strerror(error)))")
         }
-        let now = Date()
+        let now = clock()
         var granted = Lease(
             resource: resource, owner: owner, token: 0, acquired: now,
             expires: now.addingTimeInterval(lease), duration: lease, mode: mode)
@@ -148,7 +154,7 @@ public final class FileLockStrategy: LockStrategy {
             throw .lost(lease.resource)
         }
         var renewed = lease
-        renewed.expires = Date().addingTimeInterval(lease.duration).lockPrecision
+        renewed.expires = clock().addingTimeInterval(lease.duration).lockPrecision
         // Sharers would overwrite each other's record; the flock is what holds, so only exclusive holders write.
         if lease.mode == .exclusive { try writeRecord(renewed.record, to: fd, path: lockPath(lease.resource)) }
         return renewed
@@ -165,7 +171,7 @@ public final class FileLockStrategy: LockStrategy {
         defer { close(fd) }
         guard lease.mode == .exclusive else { return }  // closing drops the shared flock
         var record = lease.record
-        record.expires = Date().addingTimeInterval(-0.001).lockPrecision  // in the past, after rounding
+        record.expires = clock().addingTimeInterval(-0.001).lockPrecision  // in the past, after rounding
         record.released = true
         // The token must survive for the next holder; a failed write only costs the record's accuracy.
         try? writeRecord(record, to: fd, path: lockPath(lease.resource))
@@ -210,7 +216,7 @@ public final class FileLockStrategy: LockStrategy {
                 inode == UInt64(info.st_ino)
             else { continue }
             let mode: LeaseMode? = fields[3] == "READ" ? .shared : nil
-            let now = Date()
+            let now = clock()
             if let last, last.pid == pid {
                 var record = last
                 record.mode = mode

@@ -30,6 +30,8 @@ public final class ObjectLockStrategy: LockStrategy {
     public let prefix: String
     public let bestEffort: Bool
     public var name: String { "object" }
+    /// This host's clock: it stamps leases and decides whether one read has expired (tests move it).
+    let clock: @Sendable () -> Date
 
     /// Records this strategy released, by resource: version and token, so the next acquire can skip the read.
     private let released = Mutex<[String: (version: String, token: UInt64)]>([:])
@@ -40,10 +42,14 @@ public final class ObjectLockStrategy: LockStrategy {
     public var locksPrefix: String { "\(prefix).bucketfs/locks/" }
 
     /// `bestEffort` defaults to whatever the store cannot guarantee.
-    public init(store: any ObjectStore, prefix: String = "", bestEffort: Bool? = nil) {
+    public init(
+        store: any ObjectStore, prefix: String = "", bestEffort: Bool? = nil,
+        clock: @escaping @Sendable () -> Date = { Date() }
+    ) {
         self.store = store
         self.prefix = prefix
         self.bestEffort = bestEffort ?? !store.supportsConditionalWrites
+        self.clock = clock
     }
 
     public func key(for resource: String) -> String {
@@ -80,7 +86,7 @@ public final class ObjectLockStrategy: LockStrategy {
                 if let lease = try write(granted, key: key, condition: .ifAbsent) { return lease }
                 continue
             }
-            let live = current.record.liveHolders()
+            let live = current.record.liveHolders(at: clock())
             let granted = fresh(resource, owner: owner, lease: lease, token: current.record.token + 1, mode: mode)
             if live.isEmpty {
                 if let lease = try write(granted, key: key, condition: .ifVersionMatches(current.version)) {
@@ -92,7 +98,7 @@ public final class ObjectLockStrategy: LockStrategy {
             guard mode == .shared, live.allSatisfy({ $0.leaseMode == .shared && $0.owner != owner.id }) else {
                 return nil
             }
-            let body = Self.sharedObject(resource, holders: live + [granted.record], topToken: granted.token)
+            let body = sharedObject(resource, holders: live + [granted.record], topToken: granted.token)
             if let lease = try write(
                 granted, body: body, key: key,
                 condition: .ifVersionMatches(current.version))
@@ -110,7 +116,7 @@ public final class ObjectLockStrategy: LockStrategy {
         _ resource: String, owner: LockOwner, lease: Double, token: UInt64,
         mode: LeaseMode
     ) -> Lease {
-        let now = Date()
+        let now = clock()
         return Lease(
             resource: resource, owner: owner, token: token, acquired: now,
             expires: now.addingTimeInterval(lease), duration: lease, mode: mode)
@@ -125,7 +131,7 @@ public final class ObjectLockStrategy: LockStrategy {
         let record =
             body
             ?? (lease.mode == .shared
-                ? Self.sharedObject(lease.resource, holders: [lease.record], topToken: lease.token) : lease.record)
+                ? sharedObject(lease.resource, holders: [lease.record], topToken: lease.token) : lease.record)
         do {
             let info = try store.put(key, data: record.encoded(), options: Self.options(condition))
             var granted = lease
@@ -141,9 +147,9 @@ public final class ObjectLockStrategy: LockStrategy {
 
     /// The lock object of shared holders: the top-level fields are those of the latest sharer, with the greatest
     /// token issued and the latest expiry, so a reader unaware of sharing sees it held.
-    static func sharedObject(_ resource: String, holders: [LockRecord], topToken: UInt64) -> LockRecord {
+    func sharedObject(_ resource: String, holders: [LockRecord], topToken: UInt64) -> LockRecord {
         guard let latest = holders.max(by: { $0.token < $1.token }) else {
-            let now = Date().addingTimeInterval(-0.001)
+            let now = clock().addingTimeInterval(-0.001)
             return LockRecord(
                 owner: "", host: "", pid: 0, acquired: now, expires: now, token: topToken,
                 resource: resource, released: true)
@@ -159,11 +165,11 @@ public final class ObjectLockStrategy: LockStrategy {
 
     public func renew(_ lease: Lease) throws(LockError) -> Lease {
         var renewed = lease
-        renewed.expires = Date().addingTimeInterval(lease.duration).lockPrecision
+        renewed.expires = clock().addingTimeInterval(lease.duration).lockPrecision
         if lease.mode == .shared && !bestEffort {
             let record = renewed.record
             renewed.version = try updateShared(lease) { current, live in
-                Self.sharedObject(
+                sharedObject(
                     lease.resource, holders: live.map { $0.token == lease.token ? record : $0 },
                     topToken: current.token)
             }!
@@ -181,7 +187,7 @@ public final class ObjectLockStrategy: LockStrategy {
             version = try updateShared(lease) { current, live in
                 token = current.token
                 others = live.count - 1
-                return Self.sharedObject(
+                return sharedObject(
                     lease.resource, holders: live.filter { $0.token != lease.token },
                     topToken: current.token)
             }!
@@ -189,7 +195,7 @@ public final class ObjectLockStrategy: LockStrategy {
             if others > 0 { return }
         } else {
             var record = lease.record
-            record.expires = Date().addingTimeInterval(-0.001).lockPrecision  // in the past, after rounding
+            record.expires = clock().addingTimeInterval(-0.001).lockPrecision  // in the past, after rounding
             record.released = true
             record.mode = nil
             version = try replace(lease, with: record)
@@ -207,9 +213,9 @@ public final class ObjectLockStrategy: LockStrategy {
         if bestEffort { return mode == .shared ? lease : nil }
         var converted = lease
         converted.mode = mode
-        converted.expires = Date().addingTimeInterval(lease.duration).lockPrecision
+        converted.expires = clock().addingTimeInterval(lease.duration).lockPrecision
         if mode == .shared {
-            let body = Self.sharedObject(lease.resource, holders: [converted.record], topToken: lease.token)
+            let body = sharedObject(lease.resource, holders: [converted.record], topToken: lease.token)
             converted.version = try replace(lease, with: body)
             return converted
         }
@@ -248,7 +254,7 @@ public final class ObjectLockStrategy: LockStrategy {
                 cached = false
             }
             guard let (record, version) = current else { throw .lost(lease.resource) }
-            let live = record.liveHolders()
+            let live = record.liveHolders(at: clock())
             let ours = live.contains { $0.owner == lease.owner.id && $0.token == lease.token }
             // What we wrote last may be out of date (another sharer left or joined): only a fresh read decides.
             guard let body = ours ? try change(record, live) : nil else {
@@ -314,23 +320,33 @@ public final class ObjectLockStrategy: LockStrategy {
         for object in objects where object.key.hasSuffix(".lock") {
             // A stray object under locks/ is not worth failing the whole listing for.
             guard let found = try? readRecord(object.key) else { continue }
-            records += Self.listed(found.record)
+            records += listed(found.record)
         }
         return records
     }
 
     /// One GET.
     public func holders(of resource: String) throws(LockError) -> [LockRecord] {
-        Self.listed(try readRecord(key(for: resource))?.record)
+        listed(try readRecord(key(for: resource))?.record)
     }
 
     /// The live holders of a lock object, each as its own record (a sharer's record names the resource).
-    private static func listed(_ record: LockRecord?) -> [LockRecord] {
+    private func listed(_ record: LockRecord?) -> [LockRecord] {
         guard let record else { return [] }
-        return record.liveHolders().map { holder in
+        return record.liveHolders(at: clock()).map { holder in
             var shown = holder
             shown.resource = record.resource
             return shown
+        }
+    }
+
+    /// The release feed saw the lock object free (released or expired) at `version`: the next acquire takes it
+    /// over with one PUT conditional on that version instead of trying to create it and then reading it (a
+    /// waiter on another mount is served in one round trip after the feed's GET, where it took three).
+    func noteFree(_ resource: String, version: String, token: UInt64) {
+        released.withLock { known in
+            if known.count >= Self.rememberedLimit { known.removeAll() }
+            known[resource] = (version, token)
         }
     }
 
@@ -344,7 +360,7 @@ public final class ObjectLockStrategy: LockStrategy {
         let key = key(for: resource)
         var token: UInt64 = 1
         if let existing = try readRecord(key) {
-            guard !existing.record.isHeld() else { return nil }
+            guard !existing.record.isHeld(at: clock()) else { return nil }
             token = existing.record.token + 1
         }
         let fresh = fresh(resource, owner: owner, lease: lease, token: token, mode: .exclusive)

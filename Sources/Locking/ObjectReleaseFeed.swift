@@ -47,7 +47,10 @@ final class ObjectReleaseFeed: LockReleaseFeed {
                 free.insert(resource)
                 continue
             }
-            if seen.record.liveHolders().isEmpty || (before != nil && before != seen.version) {
+            if seen.record.liveHolders(at: strategy.clock()).isEmpty {
+                strategy.noteFree(resource, version: seen.version, token: seen.record.token)
+                free.insert(resource)
+            } else if before != nil && before != seen.version {
                 free.insert(resource)
             }
             watched.withLock { $0[resource]?.version = seen.version }

@@ -4,10 +4,13 @@ import Foundation
 public struct CheckpointStore: Sendable {
     let table: RecordTable<CheckpointRecord>
     let writesTable: RecordTable<CheckpointWrites>
+    /// Stamps `created_at`, which orders a thread's checkpoints (tests move it).
+    let clock: @Sendable () -> Date
 
-    init(backend: any RecordBackend) {
+    init(backend: any RecordBackend, clock: @escaping @Sendable () -> Date = { Date() }) {
         table = RecordTable(backend: backend)
         writesTable = RecordTable(backend: backend)
+        self.clock = clock
     }
 
     /// Stores (or replaces) a checkpoint.
@@ -20,7 +23,7 @@ public struct CheckpointStore: Sendable {
         try RecordKey.validate(id, "checkpoint id")
         let record = CheckpointRecord(
             schemaVersion: RecordCoding.schemaVersion, threadID: thread, checkpointID: id,
-            createdAt: RecordCoding.now(), data: data, metadata: metadata)
+            createdAt: RecordCoding.truncated(clock()), data: data, metadata: metadata)
         try table.put(RecordKey.checkpoint(thread, id), record)
         return record
     }

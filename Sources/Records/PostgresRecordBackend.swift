@@ -59,7 +59,8 @@ public final class PostgresRecordBackend: RecordBackend {
         _ = try pool.execute(
             """
             INSERT INTO bucketfs_records (key, data, version, modified) VALUES ($1, $2, $3, now())
-            ON CONFLICT (key) DO UPDATE SET data = EXCLUDED.data, version = EXCLUDED.version, modified = EXCLUDED.modified
+            ON CONFLICT (key) DO UPDATE SET data = EXCLUDED.data, version = EXCLUDED.version, \
+            modified = EXCLUDED.modified
             """, [namespace + key, try Self.text(data), version])
         return version
     }

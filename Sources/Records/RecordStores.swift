@@ -18,7 +18,7 @@ public struct RecordStores: Sendable {
     public let events: EventLog
 
     /// `ttl`: seconds that buffer slots and registry entries live (seed 004: 24 h); `nil` for ever. `clock` tells
-    /// them the time (tests move it by hand).
+    /// them and the checkpoints (their `created_at`) the time (tests move it by hand).
     public init(
         backend: any RecordBackend, ttl: Double? = 86_400,
         clock: @escaping @Sendable () -> Date = { Date() }
@@ -26,7 +26,7 @@ public struct RecordStores: Sendable {
         self.backend = backend
         sessions = SessionStore(backend: backend)
         conversations = ConversationStore(backend: backend)
-        checkpoints = CheckpointStore(backend: backend)
+        checkpoints = CheckpointStore(backend: backend, clock: clock)
         tasks = TaskContextStore(backend: backend)
         uploads = UploadStateStore(backend: backend)
         buffers = ThreadBufferStore(backend: backend, ttl: ttl, clock: clock)

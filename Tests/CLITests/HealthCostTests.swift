@@ -39,9 +39,10 @@ final class HealthCostTests: XCTestCase {
             meter: MeteredStore(counting), records: records.backend, locking: locking,
             ttl: 5, now: clock.now)
         let settings = ControlDirectory.Settings(health: health.document)
-        let fileSystem = try FileSystem(
-            store: counting, options: FileSystemOptions(cacheDirectory: cache),
-            logger: Logger(label: "test"), control: settings)
+        let fileSystem = MountTree(
+            files: try FileSystem(
+                store: counting, options: FileSystemOptions(cacheDirectory: cache), logger: Logger(label: "test")),
+            control: settings)
         let control = try fileSystem.lookup(parent: 1, name: ".bucketfs")
         counting.reset()
 

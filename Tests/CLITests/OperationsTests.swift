@@ -60,7 +60,9 @@ final class OperationsTests: XCTestCase {
         let defaults = configuration
         try configuration.apply(
             mountOptions:
-                "rw,defaults,nosuid,nodev,noauto,auto,_netdev,nofail,user,users,exec,noexec,suid,dev,async,atime,noatime,relatime,x-systemd.automount,x-systemd.requires=network-online.target,x-gvfs-hide,comment=systemd.automount"
+                "rw,defaults,nosuid,nodev,noauto,auto,_netdev,nofail,user,users,exec,noexec,suid,dev,async,atime,"
+                + "noatime,relatime,x-systemd.automount,x-systemd.requires=network-online.target,x-gvfs-hide,"
+                + "comment=systemd.automount"
         )
         XCTAssertEqual(configuration, defaults)
     }
@@ -189,7 +191,8 @@ final class OperationsTests: XCTestCase {
             metadata: metadata, journal: false, date: date)
         XCTAssertEqual(
             plain,
-            "2027-01-15T08:00:00.000Z warning bucketfs.s3: store request failed key=\"a b.txt\" operation=PutObject retries=3 status=503\n"
+            "2027-01-15T08:00:00.000Z warning bucketfs.s3: store request failed key=\"a b.txt\" "
+                + "operation=PutObject retries=3 status=503\n"
         )
         let journal = DaemonLogHandler.format(
             level: .warning, label: "bucketfs.s3", message: "store request\nfailed",

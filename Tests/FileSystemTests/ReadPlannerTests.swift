@@ -84,6 +84,8 @@ final class ReadPlannerTests: XCTestCase {
         let rangeCost: Double
         let streams = Counter()
         let gets = Counter()
+        /// Bytes sent by ranged GETs (not streams).
+        let rangedBytes = Counter()
         init(mibPerSecond: Double, rangeCost: Double = 0) {
             self.mibPerSecond = mibPerSecond
             self.rangeCost = rangeCost
@@ -98,6 +100,7 @@ final class ReadPlannerTests: XCTestCase {
             usleep(useconds_t(rangeCost * 1e6))
             let got = try base.get(key, range: range)
             pace(got.body.count)
+            rangedBytes.add(got.body.count)
             return got
         }
         func getStreaming(
@@ -156,7 +159,7 @@ final class ReadPlannerTests: XCTestCase {
     final class Counter: @unchecked Sendable {
         private let lock = NSLock()
         private var count = 0
-        func add() { lock.withLock { count += 1 } }
+        func add(_ amount: Int = 1) { lock.withLock { count += amount } }
         var value: Int { lock.withLock { count } }
     }
 
@@ -209,12 +212,17 @@ final class ReadPlannerTests: XCTestCase {
     }
 
     func testCostlyRangesChooseTheStream() throws {
-        let store = PacedStore(mibPerSecond: 400, rangeCost: 0.15)
+        // moto on a busy machine: a ranged GET of a 256 MiB object costs ~0.4 s before its first byte.
+        let store = PacedStore(mibPerSecond: 400, rangeCost: 0.4)
         let body = Self.content(64 << 20)
         try store.base.put("f", data: body)
         let budget = PrefetchBudget(bytes: 128 << 20)
         XCTAssertEqual(try readAll(store, key: "f", size: body.count, budget: budget), body)
         XCTAssertEqual(budget.planner.best, .stream, "\(budget.planner.estimates)")
+        // The probe's first ranged GET (4 MiB) ran far slower than the stream: the probe ended there, instead of
+        // fetching its 16 MiB by ranges (on moto each GET costs a copy of the whole object).
+        XCTAssertLessThan(store.rangedBytes.value, 8 << 20, "\(store.gets.value) GETs")
+        XCTAssertEqual(store.streams.value, 2, "the probe's stream, then one from where its ranges stopped")
         let gets = store.gets.value
         XCTAssertEqual(try readAll(store, key: "f", size: body.count, budget: budget), body)
         XCTAssertLessThanOrEqual(store.gets.value - gets, 2, "then one stream (and the out-of-order reads before it)")

@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import TestSupport
 import XCTest
 
 @testable import Locking
@@ -11,8 +12,10 @@ final class FileLockStrategyTests: LockingStrategyTestCase {
         directory =
             FileManager.default.temporaryDirectory.appendingPathComponent("bucketfs-locks-\(UUID().uuidString)").path
         let directory = self.directory
-        suite = LockingSuite(
-            leasesExpire: false, listsEverySharer: false, makeStrategy: { try FileLockStrategy(directory: directory) })
+        let clock = TestClock()
+        suite = LockingSuite(leasesExpire: false, listsEverySharer: false, clock: clock) {
+            try FileLockStrategy(directory: directory, clock: clock.read)
+        }
     }
 
     override func tearDown() {

@@ -19,9 +19,10 @@ final class GCSObjectLockTests: LockingStrategyTestCase {
         let server = try Self.server.get()
         let bucket = "bucketfs-locks-\(UUID().uuidString.prefix(8).lowercased())"
         try server.createBucket(bucket)
-        suite = LockingSuite(makeStrategy: {
-            ObjectLockStrategy(store: try server.makeStore(bucket: bucket), prefix: "mnt/")
-        })
+        let clock = TestClock()
+        suite = LockingSuite(clock: clock) {
+            ObjectLockStrategy(store: try server.makeStore(bucket: bucket), prefix: "mnt/", clock: clock.read)
+        }
     }
 
     // MARK: GCS specifics

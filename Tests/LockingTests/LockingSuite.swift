@@ -11,7 +11,22 @@ struct LockingSuite {
     var leasesExpire = true
     /// `false` for the file strategy: a flock probe sees that a file is shared, not by whom.
     var listsEverySharer = true
+    /// The clock the strategies read, where they decide expiry themselves (object, file): the checks move it
+    /// instead of sleeping. `nil` for Redis, whose server's clock decides: there time really passes.
+    var clock: TestClock? = nil
     var makeStrategy: () throws -> any LockStrategy
+
+    /// The time the strategies see.
+    var now: Date { clock?.now ?? Date() }
+
+    /// A lease to let run out: short where time really passes, long where the clock jumps (no race with a slow
+    /// machine then).
+    var shortLease: Double { clock == nil ? 0.3 : 30 }
+
+    /// Lets the strategies' time reach `date`.
+    func pass(until date: Date) {
+        if let clock { clock.advance(to: date) } else { Thread.sleep(until: date) }
+    }
 
     func owner(_ name: String) -> LockOwner {
         LockOwner(id: "\(name)-\(UUID().uuidString.prefix(8))", host: "host-\(name)", pid: 4000 + Int32(name.count))
@@ -61,15 +76,15 @@ struct LockingSuite {
         let ownerB = owner("b")
         let resource = resource("expiry")
 
-        let lease = try XCTUnwrap(try a.tryAcquire(resource, owner: ownerA, lease: 0.3))
+        let lease = try XCTUnwrap(try a.tryAcquire(resource, owner: ownerA, lease: shortLease))
         var refusals = 0
-        while Date() < lease.expires.addingTimeInterval(-0.08) {
+        while now < lease.expires.addingTimeInterval(-shortLease / 4) {
             XCTAssertNil(try b.tryAcquire(resource, owner: ownerB, lease: 30), "taken over before expiry")
             refusals += 1
-            Thread.sleep(forTimeInterval: 0.03)
+            pass(until: now.addingTimeInterval(shortLease / 10))
         }
         XCTAssertGreaterThan(refusals, 0)
-        Thread.sleep(until: lease.expires.addingTimeInterval(0.1))
+        pass(until: lease.expires.addingTimeInterval(shortLease / 3))
 
         guard leasesExpire else {
             XCTAssertNil(try b.tryAcquire(resource, owner: ownerB, lease: 30), "a flock outlives its lease")
@@ -95,13 +110,13 @@ struct LockingSuite {
         let ownerB = owner("b")
         let resource = resource("renew")
 
-        let lease = try XCTUnwrap(try a.tryAcquire(resource, owner: ownerA, lease: 0.6))
-        Thread.sleep(forTimeInterval: 0.3)
+        let lease = try XCTUnwrap(try a.tryAcquire(resource, owner: ownerA, lease: 2 * shortLease))
+        pass(until: now.addingTimeInterval(shortLease))
         var renewed = try a.renew(lease)
         XCTAssertGreaterThan(renewed.expires, lease.expires)
         XCTAssertEqual(renewed.token, lease.token)
         XCTAssertEqual(renewed.acquired, lease.acquired)
-        Thread.sleep(until: lease.expires.addingTimeInterval(0.1))
+        pass(until: lease.expires.addingTimeInterval(shortLease / 3))
         XCTAssertNil(try b.tryAcquire(resource, owner: ownerB, lease: 30), "renewed past the first expiry")
         renewed = try a.renew(renewed)
         try a.release(renewed)
@@ -122,7 +137,7 @@ struct LockingSuite {
         XCTAssertEqual(record.host, "host-alpha")
         XCTAssertEqual(record.pid, ownerA.pid)
         XCTAssertEqual(record.token, lease.token)
-        XCTAssertGreaterThan(record.expires, Date())
+        XCTAssertGreaterThan(record.expires, now)
         XCTAssertNotEqual(record.released, true)
 
         // The JSON shape: ISO-8601 dates and the documented field names.
@@ -346,9 +361,9 @@ struct LockingSuite {
         let ownerA = owner("a")
         let ownerB = owner("b")
         let resource = resource("shared-expiry")
-        let sharedA = try XCTUnwrap(try a.tryAcquire(resource, owner: ownerA, lease: 0.3, mode: .shared))
+        let sharedA = try XCTUnwrap(try a.tryAcquire(resource, owner: ownerA, lease: shortLease, mode: .shared))
         XCTAssertNil(try b.tryAcquire(resource, owner: ownerB, lease: 30, mode: .exclusive))
-        Thread.sleep(until: sharedA.expires.addingTimeInterval(0.1))
+        pass(until: sharedA.expires.addingTimeInterval(shortLease / 3))
         let taken = try XCTUnwrap(try b.tryAcquire(resource, owner: ownerB, lease: 30, mode: .exclusive))
         XCTAssertGreaterThan(taken.token, sharedA.token)
         XCTAssertThrowsError(try a.renew(sharedA)) { XCTAssertEqual($0 as? LockError, .lost(resource)) }

@@ -12,7 +12,8 @@ final class MemoryObjectLockTests: LockingStrategyTestCase {
     override func setUp() {
         let store = MemoryObjectStore()
         self.store = store
-        suite = LockingSuite(makeStrategy: { ObjectLockStrategy(store: store, prefix: "mnt/") })
+        let clock = TestClock()
+        suite = LockingSuite(clock: clock) { ObjectLockStrategy(store: store, prefix: "mnt/", clock: clock.read) }
     }
 
     // MARK: Object specifics
@@ -56,6 +57,32 @@ final class MemoryObjectLockTests: LockingStrategyTestCase {
         XCTAssertEqual(tokens + [lease.token], [1, 2, 3, 5])
     }
 
+    /// A waiter on another mount whose release feed saw the object released takes it with one conditional PUT
+    /// (no create attempt, no read); a stale sighting costs the usual read and still grants the next token.
+    func testAcquireAfterTheFeedSawTheReleaseIsOnePut() throws {
+        let holder = ObjectLockStrategy(store: store)
+        let counting = CountingStore(store)
+        let waiter = ObjectLockStrategy(store: counting)
+        let first = try XCTUnwrap(try holder.tryAcquire("f", owner: suite.owner("a"), lease: 30))
+        let feed = waiter.makeReleaseFeed()
+        XCTAssertEqual(feed.waitForReleases(of: ["f"], timeout: 0.01), [])
+        try holder.release(first)
+        XCTAssertEqual(feed.waitForReleases(of: ["f"], timeout: 0.01), ["f"])
+        counting.reset()
+        let second = try XCTUnwrap(try waiter.tryAcquire("f", owner: suite.owner("b"), lease: 30))
+        XCTAssertEqual(counting.count(.put), 1)
+        XCTAssertEqual(counting.total, 1)
+        XCTAssertEqual(second.token, first.token + 1)
+        // Seen free, then taken and released by the holder again before the waiter asks: refused PUT, GET, PUT.
+        try waiter.release(second)
+        XCTAssertEqual(feed.waitForReleases(of: ["f"], timeout: 0.01), ["f"])
+        try holder.release(try XCTUnwrap(try holder.tryAcquire("f", owner: suite.owner("a"), lease: 30)))
+        counting.reset()
+        let third = try XCTUnwrap(try waiter.tryAcquire("f", owner: suite.owner("b"), lease: 30))
+        XCTAssertEqual(counting.total, 3)
+        XCTAssertEqual(third.token, second.token + 2)
+    }
+
     /// Someone rewrote our lock object (by hand, or a takeover we did not see): renew and release report it lost.
     func testForeignWriteMeansLost() throws {
         let strategy = ObjectLockStrategy(store: store)
@@ -70,9 +97,10 @@ final class MemoryObjectLockTests: LockingStrategyTestCase {
     /// The best-effort mode (no conditional writes) passes the sequential checks; races are its documented weakness.
     func testBestEffortMode() throws {
         let store = self.store!
-        let bestEffort = LockingSuite(makeStrategy: {
-            ObjectLockStrategy(store: store, prefix: "be/", bestEffort: true)
-        })
+        let clock = TestClock()
+        let bestEffort = LockingSuite(clock: clock) {
+            ObjectLockStrategy(store: store, prefix: "be/", bestEffort: true, clock: clock.read)
+        }
         XCTAssertTrue(ObjectLockStrategy(store: store, bestEffort: true).bestEffort)
         XCTAssertFalse(ObjectLockStrategy(store: store).bestEffort, "the memory store has conditional writes")
         try bestEffort.exclusionAndTokens()
@@ -118,9 +146,10 @@ final class LocalDirectoryObjectLockTests: LockingStrategyTestCase {
             FileManager.default.temporaryDirectory.appendingPathComponent("bucketfs-objlocks-\(UUID().uuidString)").path
         try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
         let root = self.root
-        suite = LockingSuite(makeStrategy: {
-            ObjectLockStrategy(store: try LocalDirectoryObjectStore(root: root), prefix: "mnt/")
-        })
+        let clock = TestClock()
+        suite = LockingSuite(clock: clock) {
+            ObjectLockStrategy(store: try LocalDirectoryObjectStore(root: root), prefix: "mnt/", clock: clock.read)
+        }
     }
 
     override func tearDown() {
@@ -143,9 +172,10 @@ final class S3ObjectLockTests: LockingStrategyTestCase {
         let moto = try Self.moto.get()
         let bucket = "bucketfs-locks-\(UUID().uuidString.prefix(8).lowercased())"
         try moto.createBucket(bucket)
-        suite = LockingSuite(makeStrategy: {
-            ObjectLockStrategy(store: try moto.makeStore(bucket: bucket), prefix: "mnt/")
-        })
+        let clock = TestClock()
+        suite = LockingSuite(clock: clock) {
+            ObjectLockStrategy(store: try moto.makeStore(bucket: bucket), prefix: "mnt/", clock: clock.read)
+        }
     }
 
 }

@@ -84,7 +84,8 @@ final class AWSCredentialTests: XCTestCase {
 
     func testSourceProfileLoopIsOneLine() throws {
         try
-            "[profile a]\nrole_arn = arn:aws:iam::1:role/a\nsource_profile = b\n[profile b]\nrole_arn = arn:aws:iam::1:role/b\nsource_profile = a\n"
+            ("[profile a]\nrole_arn = arn:aws:iam::1:role/a\nsource_profile = b\n"
+            + "[profile b]\nrole_arn = arn:aws:iam::1:role/b\nsource_profile = a\n")
             .write(toFile: directory + "/.aws/config", atomically: true, encoding: .utf8)
         XCTAssertThrowsError(try source(["AWS_PROFILE": "a"])) {
             XCTAssertTrue("\($0)".contains("loops back"), "\($0)")
@@ -97,7 +98,8 @@ final class AWSCredentialTests: XCTestCase {
         let script = try write(
             """
             #!/bin/sh
-            echo '{"Version": 1, "AccessKeyId": "PROCKEY", "SecretAccessKey": "procsecret", "SessionToken": "proctoken", "Expiration": "2099-01-01T00:00:00Z"}'
+            echo '{"Version": 1, "AccessKeyId": "PROCKEY", "SecretAccessKey": "procsecret", \
+            "SessionToken": "proctoken", "Expiration": "2099-01-01T00:00:00Z"}'
             """, "creds.sh")
         chmod(script, 0o755)
         try "[profile tool]\ncredential_process = \(script)\n".write(
@@ -231,7 +233,8 @@ final class AWSCredentialTests: XCTestCase {
 
         // role_arn + source_profile: AssumeRole signed with the source profile's keys.
         try
-            "[profile base]\naws_access_key_id = AKIDBASE\naws_secret_access_key = basesecret\n[profile ops]\nrole_arn = arn:aws:iam::123456789012:role/ops\nsource_profile = base\n"
+            ("[profile base]\naws_access_key_id = AKIDBASE\naws_secret_access_key = basesecret\n"
+            + "[profile ops]\nrole_arn = arn:aws:iam::123456789012:role/ops\nsource_profile = base\n")
             .write(toFile: directory + "/.aws/config", atomically: true, encoding: .utf8)
         let profileEnvironment = ["HOME": directory, "AWS_PROFILE": "ops", "AWS_ENDPOINT_URL_STS": moto.endpoint]
         let assumed = try S3CredentialProvider(

@@ -232,7 +232,8 @@ final class GCSObjectStoreTests: XCTestCase {
         try FileManager.default.createDirectory(atPath: dir + "/.config/gcloud", withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: dir) }
         try
-            #"{"type":"authorized_user","client_id":"id","client_secret":"s","refresh_token":"r","quota_project_id":"q"}"#
+            (#"{"type":"authorized_user","client_id":"id","client_secret":"s","refresh_token":"r","#
+            + #""quota_project_id":"q"}"#)
             .write(
                 toFile: dir + "/.config/gcloud/application_default_credentials.json", atomically: true, encoding: .utf8)
         let user = try GCSObjectStore(configuration: GCSConfiguration(bucket: "b", environment: ["HOME": dir]))

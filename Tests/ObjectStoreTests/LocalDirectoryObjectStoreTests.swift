@@ -222,6 +222,50 @@ final class LocalDirectoryObjectStoreTests: XCTestCase {
         XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: "\(root)/.bucketfs-local/tmp"), [])
     }
 
+    /// A sparse body (a file truncated up, or written past its end) stays sparse: `truncate -s 10G` on a `file://`
+    /// mount costs neither 10 GiB of disk nor the time to write them. So do a copy (rename) and a multipart upload
+    /// whose parts are sparse.
+    func testSparseBodiesStaySparse() throws {
+        let (store, root) = try makeStore()
+        let path = try makeRoot() + "/sparse"
+        let fd = open(path, O_CREAT | O_RDWR, 0o600)
+        XCTAssertGreaterThanOrEqual(fd, 0)
+        let hole: off_t = 256 << 20
+        XCTAssertEqual(pwrite(fd, "head", 4, 0), 4)
+        XCTAssertEqual(pwrite(fd, "middle", 6, hole), 6)
+        XCTAssertEqual(ftruncate(fd, 2 * hole), 0)
+        close(fd)
+        func blocks(_ file: String) -> Int {
+            var status = stat()
+            XCTAssertEqual(stat(file, &status), 0)
+            return status.st_blocks
+        }
+        func check(_ key: String, file: StaticString = #filePath, line: UInt = #line) throws {
+            XCTAssertEqual(try store.head(key).size, UInt64(2 * hole), file: file, line: line)
+            XCTAssertLessThan(blocks("\(root)/\(key)"), 1 << 12, "holes stay holes", file: file, line: line)
+            XCTAssertEqual(try store.get(key, range: 0..<4).body, Data("head".utf8), file: file, line: line)
+            let middle = UInt64(hole)
+            XCTAssertEqual(
+                try store.get(key, range: middle - 2..<middle + 6).body, Data([0, 0] + Array("middle".utf8)))
+            let end = UInt64(2 * hole)
+            XCTAssertEqual(try store.get(key, range: end - 3..<end).body, Data([0, 0, 0]), file: file, line: line)
+        }
+        try store.put("big", body: .file(path: path), options: PutOptions())
+        try check("big")
+        try store.copy(from: "big", to: "copied", metadata: nil, condition: .none)
+        try check("copied")
+
+        let upload = try store.createMultipartUpload("parts", options: PutOptions())
+        let first = try store.uploadPart("parts", uploadID: upload, number: 1, body: .file(path: path))
+        let second = try store.uploadPart("parts", uploadID: upload, number: 2, body: .file(path: path))
+        let parts = [CompletedPart(number: 1, etag: first), CompletedPart(number: 2, etag: second)]
+        try store.completeMultipartUpload("parts", uploadID: upload, parts: parts, condition: .none)
+        XCTAssertEqual(try store.head("parts").size, UInt64(4 * hole))
+        XCTAssertLessThan(blocks("\(root)/parts"), 1 << 12)
+        let second0 = UInt64(2 * hole)
+        XCTAssertEqual(try store.get("parts", range: second0 - 1..<second0 + 4).body, Data([0] + Array("head".utf8)))
+    }
+
     // MARK: Helpers
 
     private func expectInvalidKey<T>(file: StaticString = #filePath, line: UInt = #line, _ body: () throws -> T) {

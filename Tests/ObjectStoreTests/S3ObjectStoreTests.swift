@@ -248,7 +248,8 @@ final class S3ObjectStoreTests: XCTestCase {
             XCTAssertEqual(
                 $0 as? ObjectStoreError,
                 .unauthorized(
-                    "no AWS credentials found: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or storage.aws_access_key_id"
+                    "no AWS credentials found: "
+                        + "set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or storage.aws_access_key_id"
                 ))
         }
         // Anonymous access is allowed when asked for (requests go unsigned).

@@ -48,7 +48,8 @@ final class PostgresRecordsTests: RecordsBackendTestCase {
         _ = try server.createDatabase(name)
         let admin = try server.admin(name)
         _ = try admin.execute(
-            "CREATE TABLE bucketfs_schema (version integer PRIMARY KEY, description text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())"
+            "CREATE TABLE bucketfs_schema (version integer PRIMARY KEY, description text NOT NULL, "
+                + "applied_at timestamptz NOT NULL DEFAULT now())"
         )
         for statement in PostgresSchema.migrations[0].statements { _ = try admin.execute(statement) }
         _ = try admin.execute("INSERT INTO bucketfs_schema (version, description) VALUES (1, 'records table')")
@@ -113,7 +114,8 @@ final class PostgresRecordsTests: RecordsBackendTestCase {
         try stores.sessions.create(id: "s", userID: "u")
         let database = String(url.split(separator: "/").last!)
         let killed = try server.admin(database).execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'bucketfs' AND datname = $1 AND pid <> pg_backend_pid()",
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                + "WHERE application_name = 'bucketfs' AND datname = $1 AND pid <> pg_backend_pid()",
             [database])
         XCTAssertGreaterThan(killed.rows.count, 0)
         XCTAssertTrue(try stores.sessions.update("s", incrementRequests: 1))

@@ -3,13 +3,13 @@ remount of an unchanged object costs no GET (counted by the daemon's own metrics
 by another writer is read fresh, never from the old blocks."""
 import os
 import re
-import socket
 import time
 import urllib.request
 
 import pytest
 
 from conftest import Mount
+from servers import free_port
 
 pytestmark = pytest.mark.skipif("s3" not in os.environ.get("BUCKETFS_TEST_BACKENDS", "file,s3"),
                                 reason="s3 backend not selected")
@@ -20,26 +20,24 @@ def backend(request):
     return request.param
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class MeteredMount(Mount):
     """A mount serving its metrics on a loopback port; `gets()` is the daemon's count of GETs so far."""
 
-    def __init__(self, tmp, bucket):
+    def __init__(self, tmp, bucket, name="cached", options=()):
         self.port = free_port()
-        super().__init__(tmp, "cached", bucket=bucket, options=["--metrics-addr", f"127.0.0.1:{self.port}"])
+        super().__init__(tmp, name, bucket=bucket, options=["--metrics-addr", f"127.0.0.1:{self.port}", *options])
+
+    def count(self, metric, op):
+        """A counter of the daemon's metrics endpoint (not `.bucketfs/metrics`: reading that is FUSE calls too)."""
+        text = urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5).read().decode()
+        found = re.search(r'^%s\{op="%s"\} (\S+)$' % (metric, op), text, re.M)
+        return int(float(found.group(1))) if found else 0
 
     def gets(self):
-        text = urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5).read().decode()
-        total = 0
-        for op in ("get", "get_streaming"):
-            found = re.search(r'^bucketfs_store_operations_total\{op="%s"\} (\S+)$' % op, text, re.M)
-            total += int(float(found.group(1))) if found else 0
-        return total
+        return sum(self.count("bucketfs_store_operations_total", op) for op in ("get", "get_streaming"))
+
+    def fuse_reads(self):
+        return self.count("bucketfs_fuse_operations_total", "read")
 
 
 def wait_for_blocks(m, count):
@@ -90,6 +88,50 @@ def test_reread_after_remount_costs_no_get_and_a_changed_object_is_read_fresh(re
         assert (m / "small.bin").read_bytes() == small
     finally:
         m.force_cleanup()
+
+
+def test_reopen_keeps_the_page_cache_of_an_unchanged_file_and_another_mounts_write_is_read_fresh(
+        request, backend, tmp_path):
+    """keep_cache: an open that finds the version whose pages the kernel holds lets it keep them (no FUSE read, no
+    GET); one that finds another mount's new version has them dropped (close-to-open across mounts)."""
+    bucket = make_bucket(request, backend)
+    body = os.urandom((3 << 20) + 777)
+    bucket.put("f.bin", body)
+    # metadata_ttl=0: every open revalidates the object (a HEAD), so A sees B's write at its next open.
+    a = MeteredMount(tmp_path, bucket, name="a", options=["-o", "metadata_ttl=0"])
+    b = Mount(tmp_path, "b", bucket=bucket)
+    try:
+        a.mount()
+        b.mount()
+        assert (a / "f.bin").read_bytes() == body
+        assert a.fuse_reads() > 0 and a.gets() > 0
+
+        def reread(expected):
+            """Reopens and reads the file: (FUSE reads, GETs) it cost."""
+            reads, gets = a.fuse_reads(), a.gets()
+            assert (a / "f.bin").read_bytes() == expected
+            return a.fuse_reads() - reads, a.gets() - gets
+
+        # (A drop_caches by another process on this host empties the page cache too: up to 3 tries.)
+        costs = [reread(body) for _ in range(3)]
+        assert (0, 0) in costs, f"the reopened unchanged file is read from the kernel's page cache: {costs}"
+
+        # B changes one byte and puts the mtime back: same size, same mtime — only the version tells that A's cached
+        # pages are old (the kernel drops pages on its own when it sees the mtime or size change).
+        before = (a / "f.bin").stat()
+        changed = bytearray(body)
+        changed[(2 << 20) + 3] ^= 0xFF
+        (b / "f.bin").write_bytes(bytes(changed))    # uploaded when B closes it
+        os.utime(b / "f.bin", ns=(before.st_atime_ns, before.st_mtime_ns))
+        after = (a / "f.bin").stat()
+        assert (after.st_size, after.st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+        reads = reread(bytes(changed))    # "another mount's write is seen after reopen"
+        assert reads[0] > 0, reads
+        costs = [reread(bytes(changed)) for _ in range(3)]
+        assert (0, 0) in costs, f"the new version's pages are kept in turn: {costs}"
+    finally:
+        a.force_cleanup()
+        b.force_cleanup()
 
 
 def test_block_cache_off(request, backend, tmp_path):

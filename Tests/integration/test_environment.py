@@ -1,18 +1,10 @@
 """Configuration from the environment (BUCKETFS_*) and AWS credentials from where the code runs, on real mounts."""
-import json
 import os
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
-from pathlib import Path
 
 import pytest
 
 from conftest import BIN, is_mounted, run
-
-HERE = Path(__file__).resolve().parent
+from servers import CredentialStandIns
 
 
 def clean_env(**extra):
@@ -67,39 +59,9 @@ def test_bad_environment_value_is_one_line(tmp_path):
     assert len(lines) == 1 and "BUCKETFS_PART_SIZE_MIB" in lines[0], result.stderr
 
 
-class StandIns:
-    """Tests/integration/credential_standins.py: IMDSv2 and the container credentials endpoint."""
-
-    def __init__(self, tmp_path):
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            self.port = sock.getsockname()[1]
-        self.endpoint = f"http://127.0.0.1:{self.port}"
-        self.token = "container-token-for-tests"
-        subject = tmp_path / "subject"
-        subject.write_text("subject")
-        self.process = subprocess.Popen([sys.executable, str(HERE / "credential_standins.py"), str(self.port),
-                                         self.token, str(subject)])
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                self.stats()
-                return
-            except OSError:
-                assert time.monotonic() < deadline and self.process.poll() is None, "stand-ins did not start"
-                time.sleep(0.05)
-
-    def stats(self):
-        return json.load(urllib.request.urlopen(self.endpoint + "/_stats", timeout=2))
-
-    def stop(self):
-        self.process.terminate()
-        self.process.wait(timeout=10)
-
-
 @pytest.fixture
 def standins(tmp_path):
-    server = StandIns(tmp_path)
+    server = CredentialStandIns(tmp_path)
     yield server
     server.stop()
 

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from conftest import BIN, is_mounted, run, sh
+from conftest import BIN, mount_error, run, sh
 
 pytestmark = pytest.mark.skipif("gs" not in os.environ.get("BUCKETFS_TEST_BACKENDS", "file,s3,gs"),
                                 reason="gs backend not selected")
@@ -116,15 +116,6 @@ def test_posix_attributes_are_gcs_metadata(mnt):
 
 
 # Mount-time validation: one line, non-zero exit, nothing mounted.
-
-def mount_error(source, mountpoint, *args, env=None):
-    result = run(BIN, "mount", source, str(mountpoint), *args, check=False, env=env)
-    assert result.returncode != 0
-    lines = [l for l in result.stderr.splitlines() if l.strip()]
-    assert len(lines) == 1, result.stderr
-    assert not is_mounted(mountpoint)
-    return lines[0]
-
 
 def test_missing_bucket_is_one_line(fake_gcs, tmp_path):
     line = mount_error("gs://no-such-bucket-here/", tmp_path)

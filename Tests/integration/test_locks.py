@@ -22,6 +22,23 @@ from conftest import BIN, FileBucket, Mount, daemon_pid, run, sh
 SCENARIOS = [("object", "file"), ("object", "s3"), ("object", "gs"), ("redis", "file"), ("file", "file")]
 BACKENDS = os.environ.get("BUCKETFS_TEST_BACKENDS", "file,s3,gs").split(",")
 LEASE = 4
+# The object strategy on SeaweedFS too (a real S3 server, whose conditional writes are its own), for the key
+# scenarios only: exclusion, sharing, conversion, F_GETLK, the counter with readers, fencing tokens.
+ON_SEAWEED = {
+    "test_flock_excludes_other_mount", "test_shared_flocks_coexist_across_mounts_and_exclusive_waits_for_all",
+    "test_flock_conversion_both_ways_across_mounts", "test_lockf_ranges_getlk_and_other_mount",
+    "test_counter_under_contention_loses_no_increment",
+    "test_lock_run_exports_a_growing_fencing_token_and_a_stale_holder_is_refused",
+}
+
+
+def pytest_generate_tests(metafunc):
+    if "pair" not in metafunc.fixturenames:
+        return
+    scenarios = [s for s in SCENARIOS if s[1] in BACKENDS]
+    if metafunc.function.__name__ in ON_SEAWEED and ("s3" in BACKENDS or "seaweed" in BACKENDS):
+        scenarios.append(("object", "seaweed"))
+    metafunc.parametrize("pair", scenarios, ids=[f"{s[0]}-{s[1]}" for s in scenarios], indirect=True)
 
 
 class RedisServer:
@@ -63,7 +80,8 @@ class Pair:
 
     def __init__(self, tmp, strategy, bucket, lock_options):
         self.strategy = strategy
-        self.lock_options = lock_options
+        # `bucketfs lock` needs the store's own options too (SeaweedFS: its endpoint).
+        self.lock_options = list(getattr(bucket, "mount_options", [])) + lock_options
         self.a = Mount(tmp, "a", bucket=bucket, options=lock_options)
         self.b = Mount(tmp, "b", bucket=bucket, options=lock_options)
         self.bucket = bucket
@@ -73,11 +91,13 @@ class Pair:
         self.b.mount()
 
 
-@pytest.fixture(params=[s for s in SCENARIOS if s[1] in BACKENDS], ids=lambda s: f"{s[0]}-{s[1]}")
+@pytest.fixture
 def pair(request, tmp_path):
-    strategy, backend = request.param
+    strategy, backend = request.param  # parametrized by pytest_generate_tests
     if backend == "s3":
         bucket = request.getfixturevalue("moto").new_bucket()
+    elif backend == "seaweed":
+        bucket = request.getfixturevalue("seaweed").new_bucket()
     elif backend == "gs":
         bucket = request.getfixturevalue("fake_gcs").new_bucket()
     else:
@@ -368,6 +388,49 @@ def test_daemon_killed_while_holding_frees_the_lock_after_the_lease(pair):
         assert got.returncode == 0
         assert waited >= LEASE * 0.8, f"B got the lock {waited:.1f}s after A died, before A's lease ({LEASE}s) ran out"
     pair.a.force_cleanup()
+
+
+HAMMER = r"""
+import fcntl, os, sys, time
+path, stop, progress = sys.argv[1], sys.argv[2], sys.argv[3]
+fd = os.open(path, os.O_RDWR)
+rounds = 0
+while not os.path.exists(stop):
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    time.sleep(0.01)
+    fcntl.flock(fd, fcntl.LOCK_UN)
+    rounds += 1
+    if rounds == 20:
+        open(progress, "w").close()
+print(rounds)
+"""
+
+
+def test_busy_mount_does_not_starve_a_waiter_on_the_other_mount(pair, tmp_path):
+    """Three processes on A take the lock back to back, so A always has a local waiter to hand the lease to;
+    a blocking flock on B is still served while they go on (A gives the lease back after its slice)."""
+    a, b = make_lockfile(pair)
+    stop = tmp_path / "stop"
+    progress = [tmp_path / f"progress-{n}" for n in range(3)]
+    hammers = [subprocess.Popen([sys.executable, "-c", HAMMER, str(a), str(stop), str(p)], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True) for p in progress]
+    try:
+        assert wait_for(lambda: all(p.exists() for p in progress), 60), "A's processes never got going"
+        waiter = subprocess.Popen(["flock", "-x", str(b), "-c", f"test ! -e {stop} && echo served"],
+                                  stdout=subprocess.PIPE, text=True)
+        try:
+            out, _ = waiter.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            waiter.kill()
+            raise AssertionError("B's flock was starved by A's processes for 60 s")
+        assert waiter.returncode == 0 and out.strip() == "served", "B served only after A stopped"
+        assert all(h.poll() is None for h in hammers), "A's processes were still at it"
+    finally:
+        stop.touch()
+        for h in hammers:
+            out, err = h.communicate(timeout=60)
+            assert h.returncode == 0, err
+            assert int(out) >= 20
 
 
 COUNTER = 'n=$(cat "$0"); echo $((n + 1)) > "$0"'

@@ -4,73 +4,16 @@ import json
 import os
 import re
 import shutil
-import socket
-import subprocess
-import time
-import urllib.parse
 import urllib.request
 from pathlib import Path
 
 import pytest
 
-from conftest import BIN, Mount, run
+from conftest import Mount
+from servers import PrometheusServer, free_port
 
 PROMETHEUS = shutil.which("prometheus")
 pytestmark = pytest.mark.skipif(PROMETHEUS is None, reason="prometheus is not installed (apt-get install prometheus)")
-
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class Prometheus:
-    def __init__(self, tmp_path, target):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        config = tmp_path / "prometheus.yml"
-        config.write_text(f"""global:
-  scrape_interval: 1s
-scrape_configs:
-  - job_name: bucketfs
-    static_configs:
-      - targets: ["{target}"]
-""")
-        self.log = open(tmp_path / "prometheus.log", "w")
-        self.process = subprocess.Popen(
-            [PROMETHEUS, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-             f"--web.listen-address=127.0.0.1:{self.port}"], stdout=self.log, stderr=subprocess.STDOUT)
-        self.wait(lambda: urllib.request.urlopen(self.url + "/-/ready", timeout=1).status == 200, "ready")
-
-    def wait(self, check, what, seconds=60):
-        deadline = time.monotonic() + seconds
-        last = None
-        while time.monotonic() < deadline:
-            try:
-                if check():
-                    return
-            except Exception as error:  # not up yet, or no sample yet
-                last = error
-            assert self.process.poll() is None, "prometheus exited"
-            time.sleep(0.2)
-        raise AssertionError(f"prometheus: {what} not reached ({last})")
-
-    def query(self, expression):
-        url = self.url + "/api/v1/query?" + urllib.parse.urlencode({"query": expression})
-        answer = json.load(urllib.request.urlopen(url, timeout=5))
-        assert answer["status"] == "success", answer
-        return {json.dumps({k: v for k, v in r["metric"].items() if k not in ("instance", "job")}, sort_keys=True):
-                float(r["value"][1]) for r in answer["data"]["result"]}
-
-    def value(self, expression):
-        result = self.query(expression)
-        assert len(result) == 1, (expression, result)
-        return next(iter(result.values()))
-
-    def stop(self):
-        self.process.terminate()
-        self.process.wait(timeout=20)
 
 
 def test_prometheus_scrapes_fuse_store_and_file_system_metrics(moto, tmp_path):
@@ -82,7 +25,7 @@ def test_prometheus_scrapes_fuse_store_and_file_system_metrics(moto, tmp_path):
     m = Mount(tmp_path, "metrics", bucket=bucket, options=["--metrics-addr", f"127.0.0.1:{metrics_port}",
                                                                 # every lookup revalidates: small files by a GET
                                                                 "-o", "metadata_ttl=0"])
-    prometheus = Prometheus(tmp_path, f"127.0.0.1:{metrics_port}")
+    prometheus = PrometheusServer(PROMETHEUS, tmp_path, f"127.0.0.1:{metrics_port}")
     try:
         m.mount()
         written = os.urandom((3 << 20) + 12345)
@@ -97,8 +40,8 @@ def test_prometheus_scrapes_fuse_store_and_file_system_metrics(moto, tmp_path):
         sent = len(written) + len("hello")
 
         # Prometheus has scraped the state after the I/O once the put bytes show there.
-        prometheus.wait(lambda: prometheus.value('bucketfs_store_bytes_total{op="put",direction="sent"}') == sent,
-                        f"{sent} bytes sent by PUT")
+        prometheus.wait_until(lambda: prometheus.value('bucketfs_store_bytes_total{op="put",direction="sent"}') == sent,
+                              f"{sent} bytes sent by PUT")
         assert prometheus.value('bucketfs_store_operations_total{op="put"}') == 2
         received = prometheus.value('sum(bucketfs_store_bytes_total{direction="received"})')
         assert received >= len(cold) + len(b"small\n"), received

@@ -61,6 +61,38 @@ def test_conformance_through_an_s3_mount(make_mount, backend):
                for k in m.bucket.all_keys())
 
 
+INSTALLED_USE = textwrap.dedent("""
+    import sys
+    import bucketfs_records
+    from bucketfs_records import DirectoryBackend, Records
+    from bucketfs_records.langgraph import BucketfsSaver  # noqa: F401 (importable as installed)
+    Records(DirectoryBackend(sys.argv[1])).checkpoints.store("installed", "c1", data={"from": "pip"})
+    print(bucketfs_records.__file__)
+""")
+
+
+def test_pip_installs_the_package_pure_python_and_it_works_as_installed(tmp_path):
+    target = tmp_path / "site"
+    installed = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target),
+                                os.path.join(ROOT, "clients/python")], capture_output=True, text=True, timeout=600)
+    assert installed.returncode == 0, installed.stderr
+    wheel = (next(target.glob("bucketfs_records-*.dist-info")) / "WHEEL").read_text()
+    assert "Root-Is-Purelib: true" in wheel and "Tag: py3-none-any" in wheel, wheel
+    files = [p for p in target.rglob("*") if p.is_file() and "__pycache__" not in p.parts]
+    assert not [p for p in files if p.suffix in (".so", ".c", ".pyd")], files
+    assert sorted(p.name for p in (target / "bucketfs_records").glob("*.py")) == sorted(
+        n for n in os.listdir(os.path.join(ROOT, "clients/python/src/bucketfs_records")) if n.endswith(".py"))
+    bucket = FileBucket(tmp_path / "bucket")
+    env = dict(os.environ, PYTHONPATH=str(target))
+    used = subprocess.run([sys.executable, "-c", INSTALLED_USE, str(bucket.directory / ".bucketfs")], env=env,
+                          capture_output=True, text=True, cwd=str(tmp_path))
+    assert used.returncode == 0, used.stderr
+    assert used.stdout.strip().startswith(str(target)), "imported from the installed copy"
+    shown = run(BIN, "checkpoints", "show", bucket.url, "installed", "c1").stdout.encode()
+    assert shown == bucket.get(".bucketfs/checkpoints/installed/c1.json")
+    assert json.loads(shown)["data"] == {"from": "pip"}
+
+
 def put_langgraph_checkpoint(saver, thread, step, parent=None):
     from langgraph.checkpoint.base import empty_checkpoint
     checkpoint = empty_checkpoint()
@@ -104,6 +136,31 @@ def test_checkpoint_written_by_swift_is_read_by_python_byte_for_byte(tmp_path):
     record = Records(DirectoryBackend(bucket.directory / ".bucketfs")).checkpoints.get("t 1")
     assert record["data"] == json.loads(data) and record["metadata"] == {"by": "swift"}
     assert coding.encode(record) == stored, "Python writes the same bytes Swift wrote"
+
+
+def test_events_appended_by_python_are_read_by_the_cli_and_a_mounts_events_by_python(make_mount, backend):
+    if backend != "file":
+        pytest.skip("events are records: the same on every store")
+    m = make_mount()
+    events = Records(DirectoryBackend(m.bucket.directory / ".bucketfs")).events
+    for n, kind in enumerate(["started", "step", "step", "done"]):
+        assert events.append("job/7", kind, {"n": n})["sequence"] == n
+    source = m.bucket.url
+    assert run(BIN, "events", "count", source, "job/7").stdout.splitlines() == ["done\t1", "started\t1", "step\t2"]
+    listed = [json.loads(line) for line in run(BIN, "events", "list", source, "job/7", "--json").stdout.splitlines()]
+    assert [(e["sequence"], e["type"], e["data"]) for e in listed] == [
+        (n, kind, {"n": n}) for n, kind in enumerate(["started", "step", "step", "done"])]
+    assert listed == [json.loads(m.bucket.get(f".bucketfs/events/job%2F7/{n:010d}.json")) for n in range(4)]
+    # The daemon's own stream, read by Python: mounted, then unmounted.
+    m.mount()
+    m.unmount()
+    streams = [s for s in events.streams() if s != "job/7"]
+    assert len(streams) == 1
+    written = events.read(streams[0])
+    assert [e["type"] for e in written] == ["mounted", "unmounted"]
+    assert written[0]["data"]["mount_point"] == str(m.path)
+    raw = m.bucket.get(f".bucketfs/events/{streams[0]}/0000000000.json")
+    assert coding.encode(written[0]) == raw, "Python re-encodes the daemon's event byte for byte"
 
 
 def test_records_over_redis_are_shared_with_swift(tmp_path):

@@ -1,5 +1,5 @@
 """PostgreSQL as the records backend (`records_url: postgres://…`) through real mounts and the CLI, on a real
-PostgreSQL server the tests start on loopback (postgres_server.py)."""
+PostgreSQL server the tests start on loopback (servers.py)."""
 import json
 import os
 

@@ -7,14 +7,13 @@ that signed nothing. The URLs go to the daemon through the environment, so no pa
 import importlib.util
 import os
 import pathlib
-import socket
 import subprocess
 import sys
-import time
 
 import pytest
 
 from conftest import BIN, FileBucket, Mount, daemon_pid, run
+from servers import RedisServer
 
 PASSWORD = "tls-r3dis-pw"
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -36,40 +35,18 @@ def make_certificates(directory):
             "-CAcreateserial", "-out", "server.pem", "-days", "2", "-extfile", "san.cnf")
 
 
-class TLSRedis:
+class TLSRedis(RedisServer):
+    """TLS only, with a password; `other_ca` signed nothing."""
+
     def __init__(self, directory):
         make_certificates(directory)
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            self.port = sock.getsockname()[1]
         self.ca = directory / "ca.pem"
         self.other_ca = directory / "other-ca.pem"
-        # The password through the config on stdin, not redis-server's argv.
-        self.process = subprocess.Popen(
-            ["redis-server", "--port", "0", "--tls-port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(directory), "--tls-cert-file", str(directory / "server.pem"),
-             "--tls-key-file", str(directory / "server.key"), "--tls-ca-cert-file", str(self.ca),
-             "--tls-auth-clients", "no", "-"],
-            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        self.process.stdin.write(f"requirepass {PASSWORD}\n".encode())
-        self.process.stdin.close()
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return
-            except OSError:
-                assert self.process.poll() is None, "redis-server exited"
-                time.sleep(0.05)
-        raise RuntimeError("redis-server did not start with TLS")
+        super().__init__(directory, password=PASSWORD, plain=False,
+                         tls={"cert": directory / "server.pem", "key": directory / "server.key", "ca": self.ca})
 
     def url(self, db=0, ca=None):
-        return f"rediss://:{PASSWORD}@127.0.0.1:{self.port}/{db}?ca={ca or self.ca}"
-
-    def stop(self):
-        if self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(timeout=10)
+        return f"rediss://:{PASSWORD}@127.0.0.1:{self.tls_port}/{db}?ca={ca or self.ca}"
 
 
 @pytest.fixture(scope="module")

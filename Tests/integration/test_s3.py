@@ -8,7 +8,8 @@ import time
 
 import pytest
 
-from conftest import BIN, Mount, MotoServer, S3Bucket, daemon_pid, is_daemon_state, is_mounted, listdir, run, sh
+from conftest import BIN, S3Bucket, is_daemon_state, listdir, mount_error, run, sh
+from servers import MotoServer
 
 pytestmark = pytest.mark.skipif("s3" not in os.environ.get("BUCKETFS_TEST_BACKENDS", "file,s3"),
                                 reason="s3 backend not selected")
@@ -193,8 +194,7 @@ def test_request_counts(mnt, counted):
 def test_store_down_then_back(make_mount, backend, tmp_path):
     if backend != "s3":
         pytest.skip("stops and restarts a moto_server of its own")
-    log = open(tmp_path / "moto-fault.log", "w")
-    server = MotoServer(log)
+    server = MotoServer(tmp_path / "moto-fault.log")
     bucket = S3Bucket(server.client, "fault")
     env = dict(os.environ, AWS_ENDPOINT_URL=server.endpoint)
     m = make_mount(bucket=bucket)
@@ -218,15 +218,6 @@ def test_store_down_then_back(make_mount, backend, tmp_path):
         server.stop()
 
 
-def mount_error(source, mountpoint, *args, env=None):
-    result = run(BIN, "mount", source, str(mountpoint), *args, check=False, env=env)
-    assert result.returncode != 0
-    lines = [l for l in result.stderr.splitlines() if l.strip()]
-    assert len(lines) == 1, result.stderr
-    assert not is_mounted(mountpoint)
-    return lines[0]
-
-
 def test_missing_bucket_is_one_line(moto, tmp_path):
     line = mount_error("s3://no-such-bucket-here/", tmp_path)
     assert "no such bucket" in line and "no-such-bucket-here" in line
@@ -239,17 +230,7 @@ def test_unreachable_endpoint_is_one_line(moto, tmp_path):
 
 def test_wrong_credentials_are_one_line(tmp_path):
     # A moto that checks credentials after its first request (which creates the bucket).
-    log = open(tmp_path / "moto-auth.log", "w")
-    env = dict(os.environ, INITIAL_NO_AUTH_ACTION_COUNT="1")
-    saved = os.environ.get("INITIAL_NO_AUTH_ACTION_COUNT")
-    os.environ["INITIAL_NO_AUTH_ACTION_COUNT"] = "1"
-    try:
-        server = MotoServer(log)
-    finally:
-        if saved is None:
-            del os.environ["INITIAL_NO_AUTH_ACTION_COUNT"]
-        else:
-            os.environ["INITIAL_NO_AUTH_ACTION_COUNT"] = saved
+    server = MotoServer(tmp_path / "moto-auth.log", env=dict(os.environ, INITIAL_NO_AUTH_ACTION_COUNT="1"))
     try:
         server.client.create_bucket(Bucket="guarded")
         env = dict(os.environ, AWS_ENDPOINT_URL=server.endpoint, AWS_ACCESS_KEY_ID="AKIAWRONG",

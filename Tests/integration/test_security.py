@@ -7,7 +7,6 @@ import pathlib
 import pwd
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -15,50 +14,16 @@ import time
 import pytest
 
 from conftest import BIN, FileBucket, Mount, daemon_pid, is_mounted, run, sh
+from servers import RedisServer
 
 PASSWORD = "Zq9-hunter2-secret"
 
 
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class SecureRedis:
-    """redis-server on loopback with `requirepass`, an ACL user `alice`, and optionally a TLS port."""
-
-    def __init__(self, directory, tls=None):
-        self.port = free_port()
-        args = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                "--dir", str(directory), "--requirepass", PASSWORD,
-                "--user", "alice", "on", f">{PASSWORD}-alice", "~*", "&*", "+@all"]
-        self.tls_port = None
-        if tls:
-            self.tls_port = free_port()
-            args += ["--tls-port", str(self.tls_port), "--tls-cert-file", tls["cert"], "--tls-key-file", tls["key"],
-                     "--tls-ca-cert-file", tls["ca"], "--tls-auth-clients", "no"]
-        self.process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        for port in filter(None, [self.port, self.tls_port]):
-            deadline = time.monotonic() + 10
-            while True:
-                try:
-                    socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                    break
-                except OSError:
-                    if self.process.poll() is not None or time.monotonic() > deadline:
-                        raise RuntimeError(f"redis-server did not start: {self.process.stdout.read()}")
-                    time.sleep(0.05)
-
-    def stop(self):
-        if self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(timeout=10)
-
-
 @pytest.fixture(scope="module")
 def secure_redis(tmp_path_factory):
-    server = SecureRedis(tmp_path_factory.mktemp("redis-secure"))
+    """redis-server on loopback with `requirepass` and an ACL user `alice`."""
+    server = RedisServer(tmp_path_factory.mktemp("redis-secure"), password=PASSWORD,
+                         users={"alice": f"{PASSWORD}-alice"})
     yield server
     server.stop()
 

@@ -61,7 +61,8 @@ indirect enum S3CredentialSource: Sendable, Equatable, CustomStringConvertible {
             || S3Credentials.nonEmpty(configuration.secretAccessKey) != nil
         {
             throw .unauthorized(
-                "incomplete AWS credentials in the configuration: both an access key id and a secret access key are needed"
+                "incomplete AWS credentials in the configuration: "
+                    + "both an access key id and a secret access key are needed"
             )
         }
         if let id = env("AWS_ACCESS_KEY_ID"), let secret = env("AWS_SECRET_ACCESS_KEY") {

@@ -15,7 +15,8 @@ struct S3Credentials: Sendable, Equatable {
     }
 
     static let missingMessage =
-        "no AWS credentials found: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or storage.aws_access_key_id"
+        "no AWS credentials found: "
+        + "set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or storage.aws_access_key_id"
 
     /// The credentials the chain (`S3CredentialSource.resolve`) gives now, or `nil` for anonymous access. Sources
     /// that ask a service (STS, the container or instance metadata) ask it once here.

@@ -44,7 +44,8 @@ struct SigV4Signer: Sendable {
         let toSign = stringToSign(canonicalRequest: canonical.request, date: date)
         let signature = Hashing.hex(Hashing.hmacSHA256(key: signingKey(date: date), toSign))
         return
-            "AWS4-HMAC-SHA256 Credential=\(accessKeyID)/\(scope(date)), SignedHeaders=\(canonical.signedHeaders), Signature=\(signature)"
+            "AWS4-HMAC-SHA256 Credential=\(accessKeyID)/\(scope(date)), "
+            + "SignedHeaders=\(canonical.signedHeaders), Signature=\(signature)"
     }
 
     func canonicalRequest(

@@ -1,0 +1,28 @@
+# bench/lib.sh — start-up shared by fuse-options.sh and scale.sh (sourced, after ROOT is set): the daemon binary,
+# dummy credentials, a SeaweedFS on loopback when no server is given, and small timing helpers.
+
+# bench_binary NAME: BIN is BUCKETFS_BIN or the release build, as an absolute path (NAME prefixes the error).
+bench_binary() {
+    BIN=${BUCKETFS_BIN:-$ROOT/.build/release/bucketfs}
+    [ -x "$BIN" ] || { echo "$1: no $BIN (swift build -c release, or set BUCKETFS_BIN)" >&2; exit 1; }
+    BIN=$(cd "$(dirname "$BIN")" && pwd)/$(basename "$BIN")
+}
+
+export AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_DEFAULT_REGION=us-east-1
+WEED_PID=
+
+# bench_seaweed DIR PORT: starts SeaweedFS (S3 on PORT; master, volume, filer on PORT+1..3) on loopback with
+# telemetry off, data in DIR, log beside it; sets S3_URL and WEED_PID (the caller's cleanup kills it).
+bench_seaweed() {
+    mkdir -p "$1"
+    weed server -dir="$1" -ip=127.0.0.1 -ip.bind=127.0.0.1 -master.telemetry=false \
+        -master.port=$(($2 + 1)) -master.volumeSizeLimitMB=1024 -volume.port=$(($2 + 2)) -volume.max=200 \
+        -filer -filer.port=$(($2 + 3)) -s3 -s3.port="$2" >> "$1.log" 2>&1 &
+    WEED_PID=$!
+    S3_URL=http://127.0.0.1:$2
+}
+
+load() { cut -d' ' -f1 /proc/loadavg; }
+now() { date +%s.%N; }
+span() { python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.3f}')" "$@"; }
+drop() { sync; echo 3 > /proc/sys/vm/drop_caches; }
