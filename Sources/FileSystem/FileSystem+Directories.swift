@@ -161,6 +161,131 @@ extension FileSystem {
         return markers
     }
 
+    /// Entries whose metadata one `stat` fetches at once (itself and the next ones of its directory).
+    static let siblingFetchBatch = 256
+
+    /// `ls -l` of a directory listed without metadata (an S3 LIST carries none; entries another host wrote, or
+    /// another tool): instead of one request per `stat`, one after the other, the first `stat` of such an entry asks
+    /// for it and the next incomplete entries of its directory (in name order, the order `ls` asks them in), up to
+    /// `siblingFetchBatch`, in parallel (16 at a time, on the worker pool): a HEAD each, or for a small file a GET whose
+    /// bytes the next open reads, as one `stat` would. The `stat`s that follow find them known
+    /// for `metadata_ttl`. A listing alone (`ls`, `find`) costs no HEAD. Returns the entry's attributes if its HEAD
+    /// answered (`retain`: counting a kernel lookup); nil: the caller asks the usual way. (The kernel asks with a
+    /// LOOKUP or a GETATTR, depending on how it listed: both come here.)
+    func fetchIncompleteSiblings(of path: String, retain: Bool) -> FileAttributes? {
+        let batch = state.withLock { s -> [(index: Int, ino: UInt64, path: String, size: UInt64)] in
+            guard let node = s.table.node(at: path), Self.awaitsMetadata(node) else { return [] }
+            let parent = KeyMapping.parent(of: node.path)
+            let next = s.table.nodes.values.filter {
+                $0.ino != node.ino && Self.awaitsMetadata($0) && $0.path > node.path
+                    && KeyMapping.parent(of: $0.path) == parent
+            }
+            .sorted { $0.path < $1.path }.prefix(Self.siblingFetchBatch - 1)
+            return ([node] + next).enumerated().map { ($0, $1.ino, $1.path, $1.size) }
+        }
+        guard batch.count > 1 else { return nil }  // a lone entry: the usual HEAD (or small GET)
+        let backend = store
+        let asks = batch.map { (key: keys.key(for: $0.path), small: $0.size > 0 && $0.size <= Self.smallObjectLimit) }
+        let answers = workers.map(batch.count, width: 16) { i -> ObjectData? in
+            // As a lone stat would: a small file is asked with a GET, whose bytes the next open reads.
+            guard asks[i].small else {
+                return (try? backend.head(asks[i].key)).map { ObjectData(info: $0, body: Data()) }
+            }
+            return try? backend.get(asks[i].key, range: 0..<Self.smallObjectLimit)
+        }
+        return state.withLock { s -> FileAttributes? in
+            var asked: FileAttributes?
+            for (entry, answer) in zip(batch, answers) {
+                guard let answer, let node = s.table[entry.ino], node.path == entry.path, Self.awaitsMetadata(node)
+                else { continue }
+                metadataIndex.learn(answer.info)
+                let attributes = upsert(entry.path, .object(answer.info), in: &s)
+                if entry.index == 0 && attributes.ino == entry.ino {
+                    asked = attributes
+                    if retain { s.table[entry.ino]?.lookups += 1 }
+                }
+                if asks[entry.index].small, UInt64(answer.body.count) == answer.info.size,
+                    s.table[attributes.ino]?.version == answer.info.version
+                {
+                    s.smallContents.put(attributes.ino, version: answer.info.version, data: answer.body)
+                }
+            }
+            return asked
+        }
+    }
+
+    /// An object in the store whose metadata is not known, with nothing of it local.
+    private static func awaitsMetadata(_ node: Node) -> Bool {
+        node.kind != .directory && node.inStore && !node.metadataKnown && node.staged == nil && !node.dirty
+    }
+
+    /// Keys asked for by the LIST that looks a name up: enough to see past names that sort between `name` and
+    /// `name/` (`name.lock`, `name-1`: the bytes below `/`).
+    static let lookupListingKeys = 16
+
+    /// What `path` is, from one LIST of the keys that start with its key (no delimiter): the object `key` itself,
+    /// then its neighbours below `/` (`key.lock`), then the keys under `key/`, the marker `key/` first if there is
+    /// one. So a missing name costs one request (a LIST of `key/` and a HEAD of `key` before); a file or a marker the
+    /// metadata index knows at the listed version costs nothing more; an unknown file then a HEAD (or for a small one
+    /// a GET, whose bytes go to `content`), an unknown marker a HEAD; a directory without a marker nothing more.
+    /// `nil` when the page cannot tell (full before reaching `key/`, or a key gone between the LIST and the HEAD):
+    /// the caller asks the longer way. Not on the local backend, which lists a prefix by reading the whole parent
+    /// directory (and whose requests cost no round trip).
+    func observeWithOneListing(_ path: String, content: inout Data?) throws(FSError) -> Observation?? {
+        guard !store.description.hasPrefix("file://") else { return nil }
+        let key = keys.key(for: path)
+        let marker = key + "/"
+        let page: ListPage
+        do throws(ObjectStoreError) {
+            page = try store.list(ListRequest(prefix: key, maxKeys: Self.lookupListingKeys))
+        } catch .invalidKey {
+            return nil
+        } catch {
+            throw FSError(error)
+        }
+        // A page is in byte order: the first key under `key/` is the marker when there is one.
+        let below = page.objects.first { $0.key.hasPrefix(marker) }
+        if below == nil && page.nextContinuationToken != nil
+            && !page.objects.contains(where: { marker.utf8.lexicographicallyPrecedes($0.key.utf8) })
+        {
+            return nil  // full before where `key/` would be
+        }
+        do throws(ObjectStoreError) {
+            if let below {
+                let metadataKey = directoryMetadataKey(for: path)
+                if let listed = page.objects.first(where: { $0.key == metadataKey }),
+                    let metadata = listed.metadata ?? metadataIndex.metadata(for: listed)
+                {
+                    var known = listed
+                    known.metadata = metadata
+                    return .directory(marker: known)
+                }
+                guard options.directoryMetadataInSidecar || below.key == marker else {
+                    return .some(.implicitDirectory)
+                }
+                do throws(ObjectStoreError) {
+                    return .directory(marker: learnt(try store.head(metadataKey)))
+                } catch .notFound {
+                    return .some(.implicitDirectory)
+                }
+            }
+            guard var info = page.objects.first(where: { $0.key == key }) else { return .some(nil) }
+            if info.metadata != nil { return .object(learnt(info)) }
+            info.metadata = metadataIndex.metadata(for: info)
+            if info.metadata != nil { return .object(info) }
+            if info.size > 0 && info.size <= Self.smallObjectLimit {
+                let data = try store.get(key, range: 0..<Self.smallObjectLimit)
+                if UInt64(data.body.count) == data.info.size { content = data.body }
+                return .object(learnt(data.info))
+            }
+            return .object(learnt(try store.head(key)))
+        } catch .notFound, .invalidKey {
+            return nil  // changed between the LIST and the HEAD: ask again the long way
+        } catch {
+            throw FSError(error)
+        }
+    }
+
     private func acceptName(_ name: String, key: String) -> Bool {
         if KeyMapping.isValidName(name) { return true }
         let first = state.withLock { $0.reportedInvalidKeys.insert(key).inserted }

@@ -27,6 +27,7 @@ extension FileSystem {
             return (trusted ? node.attributes() : nil, node.path)
         }
         if let attributes { return attributes }
+        if let fetched = fetchIncompleteSiblings(of: path, retain: false) { return fetched }  // ls -l: +Directories
         return try resolve(path, retain: false, force: true)
     }
 
@@ -96,6 +97,7 @@ extension FileSystem {
             return (nil, hint != nil, hint.map { $0 <= Self.smallObjectLimit } ?? false, false)
         }
         if let cached = known.cached { return cached }
+        if known.object, let fetched = fetchIncompleteSiblings(of: path, retain: retain) { return fetched }  // ls -l
         var content: Data?
         guard
             let observation = try observe(
@@ -153,6 +155,7 @@ extension FileSystem {
                 throw FSError(error)
             }
         }
+        if let answer = try observeWithOneListing(path, content: &content) { return answer }  // +Directories
         let page: ListPage
         do throws(ObjectStoreError) {
             page = try store.list(ListRequest(prefix: marker, delimiter: "/", maxKeys: 1))

@@ -47,7 +47,19 @@ extension FileSystem {
             let newKey = keys.key(for: to)
             var newVersion: String?
             if node.inStore {
-                let info = try storeCall { try store.copy(from: oldKey, to: newKey, metadata: nil, condition: .none) }
+                // What the node knows of the stored version saves S3 a HEAD of the source before its copy.
+                let known = node.version.map { version in
+                    ObjectInfo(
+                        key: oldKey, size: node.storedSize,
+                        lastModified: Date(timeIntervalSince1970: Double(node.storedModified ?? 0)),
+                        version: version, contentType: node.contentType, metadata: node.writtenMetadata)
+                }
+                let info = try storeCall {
+                    guard let known else {
+                        return try store.copy(from: oldKey, to: newKey, metadata: nil, condition: .none)
+                    }
+                    return try store.copy(from: known, to: newKey, metadata: nil, condition: .none)
+                }
                 newVersion = info.version
                 metadataIndex.moved(from: oldKey, to: newKey, version: info.version)
                 try deleteObject(oldKey)

@@ -97,9 +97,18 @@ extension FileSystem {
         if let info = uploadReusingStoredParts((job.staged, job.node, job.options), key: key) {
             return recordUpload(ino, info, job: job)
         }
+        // A small file goes from memory: the bytes stored are then known, and kept for the reads that follow.
+        var sent: Data?
+        if job.node.size <= Self.smallObjectLimit,
+            let data = try? job.staged.read(at: 0, count: Int(Self.smallObjectLimit) + 1),
+            UInt64(data.count) <= Self.smallObjectLimit
+        {
+            sent = data
+        }
         let info: ObjectInfo
         do {
-            info = try store.put(key, body: .file(path: job.staged.path), options: job.options)
+            info = try store.put(
+                key, body: sent.map { .data($0) } ?? .file(path: job.staged.path), options: job.options)
         } catch {
             let conflict: Bool
             switch (error, job.options.condition) {
@@ -125,12 +134,13 @@ extension FileSystem {
             if conflict { throw FSError.stale("\(key) was changed or deleted by another writer") }
             throw FSError.io("upload of \(key) failed: \(error)")
         }
-        recordUpload(ino, info, job: job)
+        recordUpload(ino, info, job: job, sent: sent)
     }
 
     /// The upload stored `info`: the node's base moves to it, and the lifecycle on (clean, or pending again if
     /// written meanwhile).
-    private func recordUpload(_ ino: UInt64, _ info: ObjectInfo, job: UploadJob) {
+    /// `sent`: the whole content of that version, kept for the next open (`SmallContentCache`).
+    private func recordUpload(_ ino: UInt64, _ info: ObjectInfo, job: UploadJob, sent: Data? = nil) {
         metadataIndex.wrote(
             key: info.key.isEmpty ? keys.key(for: job.node.path) : info.key, version: info.version,
             size: info.size, metadata: job.options.metadata)
@@ -149,6 +159,7 @@ extension FileSystem {
             node.storedSize = info.size
             node.validatedAt = .now
             s.table[ino] = node
+            if let sent, UInt64(sent.count) == info.size { s.smallContents.put(ino, version: info.version, data: sent) }
         }
     }
 

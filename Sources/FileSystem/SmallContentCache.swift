@@ -1,7 +1,8 @@
 import Foundation
 
-/// Whole contents of small files, fetched by the lookup that revalidated them (one ranged GET instead of a HEAD):
-/// the open that usually follows reads them from here, so a cold `cat` of a small file costs one request.
+/// Whole contents of small files, fetched by the lookup that revalidated them (one ranged GET instead of a HEAD), or
+/// just uploaded by this mount (the bytes sent): the open that usually follows reads them from here, so a cold `cat`
+/// of a small file costs one request, and reading back a file just written none.
 /// Bounded in bytes; the oldest entries go first. An entry is used once, and only for the version it was read at.
 struct SmallContentCache {
     private var entries: [UInt64: (version: String, data: Data)] = [:]

@@ -51,6 +51,14 @@ extension ForwardingObjectStore {
         try base.copy(from: source, to: destination, metadata: metadata, condition: condition)
     }
 
+    @discardableResult
+    public func copy(
+        from source: ObjectInfo, to destination: String, metadata: ObjectMetadata?,
+        condition: PutCondition
+    ) throws(ObjectStoreError) -> ObjectInfo {
+        try base.copy(from: source, to: destination, metadata: metadata, condition: condition)
+    }
+
     public func createMultipartUpload(_ key: String, options: PutOptions) throws(ObjectStoreError) -> String {
         try base.createMultipartUpload(key, options: options)
     }

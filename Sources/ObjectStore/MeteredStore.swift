@@ -136,6 +136,15 @@ public final class MeteredStore: ForwardingObjectStore {
         }
     }
 
+    public func copy(
+        from source: ObjectInfo, to destination: String, metadata: ObjectMetadata?,
+        condition: PutCondition
+    ) throws(ObjectStoreError) -> ObjectInfo {
+        try metered("copy") { () throws(ObjectStoreError) in
+            try base.copy(from: source, to: destination, metadata: metadata, condition: condition)
+        }
+    }
+
     public func createMultipartUpload(_ key: String, options: PutOptions) throws(ObjectStoreError) -> String {
         try metered("create_multipart_upload") { () throws(ObjectStoreError) in
             try base.createMultipartUpload(key, options: options)

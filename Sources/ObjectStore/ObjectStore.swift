@@ -33,6 +33,14 @@ public protocol ObjectStore: Sendable {
         from source: String, to destination: String, metadata: ObjectMetadata?,
         condition: PutCondition
     ) throws(ObjectStoreError) -> ObjectInfo
+    /// `copy` of a source the caller knows (its key, version, size, content type and metadata, as a HEAD, a LIST or
+    /// its own upload told it): a backend that would ask for them first (S3) skips that request and pins the copy to
+    /// that version where the server honours it. The default is the plain `copy` of `source.key`.
+    @discardableResult
+    func copy(
+        from source: ObjectInfo, to destination: String, metadata: ObjectMetadata?,
+        condition: PutCondition
+    ) throws(ObjectStoreError) -> ObjectInfo
 
     func createMultipartUpload(_ key: String, options: PutOptions) throws(ObjectStoreError) -> String
     /// Uploads part `number` (1-based). Returns the part's ETag, needed to complete.
@@ -67,6 +75,14 @@ public protocol ObjectStore: Sendable {
 }
 
 extension ObjectStore {
+    @discardableResult
+    public func copy(
+        from source: ObjectInfo, to destination: String, metadata: ObjectMetadata?,
+        condition: PutCondition
+    ) throws(ObjectStoreError) -> ObjectInfo {
+        try copy(from: source.key, to: destination, metadata: metadata, condition: condition)
+    }
+
     public var prefersStreamingReads: Bool { false }
 
     public func validate() throws(ObjectStoreError) {}

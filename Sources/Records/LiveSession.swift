@@ -4,6 +4,9 @@ import Synchronization
 /// A session record kept alive by its owner (the daemon's mount): created at start, its counters refreshed every
 /// few seconds from `counters`, ended with a status at the end. A backend that fails after the start is reported
 /// through `warn` and never stops the owner.
+///
+/// The session keeps the record and version it last wrote, so a refresh is one write conditional on that version
+/// (no read first); only when someone else changed the record (or the version is unknown) does it read and retry.
 public final class LiveSession: @unchecked Sendable {
     public let id: String
     private let sessions: SessionStore
@@ -13,6 +16,8 @@ public final class LiveSession: @unchecked Sendable {
     private let stop = DispatchSemaphore(value: 0)
     private let stopped = DispatchSemaphore(value: 0)
     private let refreshing = Atomic(false)
+    /// The record as this session last wrote it, and its version; nil until known.
+    private let written = Mutex<(record: SessionRecord, version: String)?>(nil)
 
     /// A fresh mount id, `mount-<12 hex digits>`: the session's id and the name of the mount's event stream.
     public static func newMountID() -> String {
@@ -30,8 +35,15 @@ public final class LiveSession: @unchecked Sendable {
         self.counters = counters
         self.warn = warn
         let fields = metadata.merging(["mount_id": .string(id)]) { mine, _ in mine }
-        _ = try sessions.create(id: id, userID: userID, metadata: fields)
+        try RecordKey.validate(id, "session id")
+        let record = SessionRecord(sessionID: id, userID: userID, metadata: fields)
+        guard let version = try sessions.table.backend.create(key, data: try RecordCoding.encode(record)) else {
+            throw .invalid("session \(id) exists already")
+        }
+        written.withLock { $0 = (record, version) }
     }
+
+    private var key: String { RecordKey.session(id) }
 
     /// Refreshes the counters every `interval` seconds on a thread of its own, until `end`.
     public func refresh(every interval: Double) {
@@ -50,8 +62,14 @@ public final class LiveSession: @unchecked Sendable {
             stop.signal()
             _ = stopped.wait(timeout: .now() + 10)
         }
-        update()
-        do { _ = try sessions.end(id, status: status) } catch {
+        let metrics = counters()
+        do {
+            try modify { record in
+                record.metrics = metrics
+                record.status = status
+                record.endedAt = RecordCoding.now()
+            }
+        } catch {
             warn("cannot end the mount's session record", error)
         }
     }
@@ -60,9 +78,38 @@ public final class LiveSession: @unchecked Sendable {
     public func update() {
         let metrics = counters()
         do {
-            _ = try sessions.modify(id) { $0.metrics = metrics }
+            try modify { $0.metrics = metrics }
         } catch {
             warn("cannot refresh the mount's session record", error)
         }
+    }
+
+    /// `change` applied to the record as last written, conditional on its version (one request); when that fails
+    /// (another writer, or a lost answer), the current record is read and changed instead, as
+    /// `SessionStore.modify` does. The refresher thread and `end` never run this at once (`end` stops it first).
+    private func modify(_ change: (inout SessionRecord) -> Void) throws(RecordError) {
+        let backend = sessions.table.backend
+        if let (record, version) = written.withLock({ $0 }) {
+            var changed = record
+            change(&changed)
+            changed.updatedAt = max(RecordCoding.now(), changed.updatedAt)
+            if let next = try backend.replace(key, data: try RecordCoding.encode(changed), ifVersion: version) {
+                written.withLock { $0 = (changed, next) }
+                return
+            }
+        }
+        written.withLock { $0 = nil }
+        for _ in 0..<RecordTable<SessionRecord>.maxAttempts {
+            guard let (current, version) = try sessions.table.load(key) else { return }  // removed: nothing to do
+            var changed = current
+            change(&changed)
+            changed.updatedAt = max(RecordCoding.now(), changed.updatedAt)
+            if let next = try backend.replace(key, data: try RecordCoding.encode(changed), ifVersion: version) {
+                written.withLock { $0 = (changed, next) }
+                return
+            }
+            usleep(1_000 + UInt32.random(in: 0..<1_000))
+        }
+        throw .contended(key)
     }
 }

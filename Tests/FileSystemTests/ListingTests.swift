@@ -86,15 +86,18 @@ final class ListingTests: FileSystemTestCase {
 
         // Written by another tool: the LIST carried no metadata and the index knows none, so the entries say they
         // are incomplete (the kernel does not cache them) and a lookup asks the store once — a small GET, whose
-        // bytes the open that usually follows reuses. Then the node is complete.
+        // bytes the open that usually follows reuses — for it and the incomplete entries after it (`ls -l` asks
+        // them next). Then the nodes are complete.
         XCTAssertTrue(listing.dropFirst(2).allSatisfy { !$0.complete })
         store.reset()
         let third = try fs.lookup(parent: dir.ino, name: "file3")
-        XCTAssertEqual(store.total, 1)
+        XCTAssertEqual(store.count(.get), 3, "file3, file4, file5")
+        XCTAssertEqual(store.total, 3)
         XCTAssertEqual(third.ino, listing[4].attributes.ino)
         XCTAssertEqual(third.size, 3)
         store.reset()
         _ = try fs.lookup(parent: dir.ino, name: "file3")
+        XCTAssertEqual(try fs.lookup(parent: dir.ino, name: "file5").size, 5)
         XCTAssertEqual(store.total, 0)
     }
 

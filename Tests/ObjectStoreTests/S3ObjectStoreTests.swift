@@ -60,6 +60,31 @@ final class S3ObjectStoreTests: XCTestCase {
         XCTAssertEqual(third.version, second.version, "S3: same bytes, same ETag")
     }
 
+    /// A copy from a source the caller knows is one request (no HEAD of the source), and ends as a plain copy.
+    func testCopyOfAKnownSourceIsOneRequest() throws {
+        let store = try makeStore()
+        let body = Data("known".utf8)
+        let source = try store.put(
+            "src", data: body, options: PutOptions(contentType: "text/plain", metadata: ["a": "1"]))
+        let before = store.attemptCount
+        let copied = try store.copy(from: source, to: "dst", metadata: nil, condition: .none)
+        XCTAssertEqual(store.attemptCount - before, 1, "the COPY alone")
+        XCTAssertEqual(copied.size, UInt64(body.count))
+        XCTAssertEqual(try store.get("dst").body, body)
+        XCTAssertEqual(try store.head("dst").metadata, ["a": "1"])
+        XCTAssertEqual(try store.head("dst").version, copied.version)
+        // Known from a LIST (no content type): replacing metadata asks the source first, and keeps its type.
+        let listed = try XCTUnwrap(store.list(ListRequest(prefix: "src")).objects.first)
+        try store.copy(from: listed, to: "meta", metadata: ["b": "2"], condition: .none)
+        XCTAssertEqual(try store.head("meta").contentType, "text/plain")
+        XCTAssertEqual(try store.head("meta").metadata, ["b": "2"])
+        // A source gone since: notFound, as for the plain copy.
+        try store.delete("src")
+        XCTAssertThrowsError(try store.copy(from: source, to: "again", metadata: nil, condition: .none)) { error in
+            guard case ObjectStoreError.notFound = error else { return XCTFail("\(error)") }
+        }
+    }
+
     /// The suite's `copy`, with the stale condition made stale by a content change (a metadata-only copy keeps the
     /// ETag).
     func testCopy() throws {

@@ -13,6 +13,9 @@ public final class CountingStore: ForwardingObjectStore {
 
     public let base: any ObjectStore
     private let counts = Mutex<[Operation: Int]>([:])
+    private let knownSourceCopies = Atomic<Int>(0)
+    /// Copies made with the source's `ObjectInfo` (no HEAD of it needed on S3); never reset.
+    public var copiesKnowingSource: Int { knownSourceCopies.load(ordering: .relaxed) }
 
     public init(_ base: any ObjectStore) { self.base = base }
 
@@ -68,6 +71,16 @@ public final class CountingStore: ForwardingObjectStore {
         condition: PutCondition
     ) throws(ObjectStoreError) -> ObjectInfo {
         record(.copy)
+        return try base.copy(from: source, to: destination, metadata: metadata, condition: condition)
+    }
+
+    /// Counted as `copy`, and apart as `copyKnowingSource`.
+    public func copy(
+        from source: ObjectInfo, to destination: String, metadata: ObjectMetadata?,
+        condition: PutCondition
+    ) throws(ObjectStoreError) -> ObjectInfo {
+        record(.copy)
+        knownSourceCopies.add(1, ordering: .relaxed)
         return try base.copy(from: source, to: destination, metadata: metadata, condition: condition)
     }
 

@@ -43,6 +43,14 @@ public final class FailingStore: ForwardingObjectStore {
         return try base.copy(from: source, to: destination, metadata: metadata, condition: condition)
     }
 
+    public func copy(
+        from source: ObjectInfo, to destination: String, metadata: ObjectMetadata?,
+        condition: PutCondition
+    ) throws(ObjectStoreError) -> ObjectInfo {
+        try check()
+        return try base.copy(from: source, to: destination, metadata: metadata, condition: condition)
+    }
+
     public func createMultipartUpload(_ key: String, options: PutOptions) throws(ObjectStoreError) -> String {
         try check()
         return try base.createMultipartUpload(key, options: options)

@@ -41,4 +41,11 @@ public final class QuirkyStore: ForwardingObjectStore {
         if source == failCopyOf { throw .transport("copy failed") }
         return try base.copy(from: source, to: destination, metadata: metadata, condition: condition)
     }
+
+    public func copy(
+        from source: ObjectInfo, to destination: String, metadata: ObjectMetadata?,
+        condition: PutCondition
+    ) throws(ObjectStoreError) -> ObjectInfo {
+        try copy(from: source.key, to: destination, metadata: metadata, condition: condition)
+    }
 }

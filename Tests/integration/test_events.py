@@ -83,7 +83,8 @@ def test_events_tail_follow_shows_a_new_mount(make_mount, backend):
 
 
 def test_lost_lock_is_an_event(tmp_path):
-    from test_locks import RedisServer, hold
+    from servers import RedisServer
+    from test_locks import hold
     server = RedisServer(tmp_path)
     m = Mount(tmp_path, "lost", options=["--lock-strategy", "redis", "--redis-url", server.url,
                                          "--lock-lease-seconds", "3"])

@@ -17,6 +17,7 @@ import time
 import pytest
 
 from conftest import BIN, FileBucket, Mount, daemon_pid, run, sh
+from servers import RedisServer, free_port
 
 # (strategy, backend): the object strategy on every store, Redis and lock files on the local backend.
 SCENARIOS = [("object", "file"), ("object", "s3"), ("object", "gs"), ("redis", "file"), ("file", "file")]
@@ -39,40 +40,6 @@ def pytest_generate_tests(metafunc):
     if metafunc.function.__name__ in ON_SEAWEED and ("s3" in BACKENDS or "seaweed" in BACKENDS):
         scenarios.append(("object", "seaweed"))
     metafunc.parametrize("pair", scenarios, ids=[f"{s[0]}-{s[1]}" for s in scenarios], indirect=True)
-
-
-class RedisServer:
-    def __init__(self, directory):
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            self.port = sock.getsockname()[1]
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.directory = directory
-        self.start()
-
-    def start(self):
-        self.process = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", str(self.directory)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        for _ in range(100):
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError("redis-server did not start")
-
-    def stop(self):
-        if self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(timeout=10)
-
-
-@pytest.fixture(scope="module")
-def redis(tmp_path_factory):
-    server = RedisServer(tmp_path_factory.mktemp("redis"))
-    yield server
-    server.stop()
 
 
 class Pair:
@@ -586,12 +553,6 @@ def test_lock_list_shows_the_mounts_holder(pair):
         assert records[0]["pid"] == daemon_pid(pair.a.path)
     finally:
         holder.kill()
-
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def scrape(port):

@@ -164,7 +164,7 @@ def test_events_appended_by_python_are_read_by_the_cli_and_a_mounts_events_by_py
 
 
 def test_records_over_redis_are_shared_with_swift(tmp_path):
-    from test_locks import RedisServer
+    from servers import RedisServer
     server = RedisServer(tmp_path)
     try:
         printed = run(BIN, "checkpoints", "put", server.url, "t", "c1", "--data", '{"x": [1, 2.5]}').stdout.encode()

@@ -167,9 +167,9 @@ def test_request_counts(mnt, counted):
     counted.mark()
     run("ls", "-l", str(mnt / "dir"))
     # Written by another tool: the LIST carries no metadata and this host has not seen these versions, so each
-    # entry's `stat` asks once — a GET of a small file, whose bytes the next open reads.
+    # entry is asked once — a GET of a small file, whose bytes the next open reads; all five by the first `stat`.
     requests = counted.since_mark(bucket)
-    # (LISTs: the lookup of `dir`, then its listing.)
+    # (LISTs: the lookup of `dir`, implicit, then its listing.)
     assert requests.count("LIST") == 2 and requests.count("HEAD") == 0 and requests.count("GET") == 5, requests
     counted.mark()
     assert (mnt / "dir" / "f3").read_bytes() == b"xxxx"

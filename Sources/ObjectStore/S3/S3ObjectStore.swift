@@ -293,7 +293,7 @@ public final class S3ObjectStore: HTTPObjectStore {
         }
     }
 
-    /// Always HEADs the source first: for its size and content type (kept when metadata is replaced, since S3 would
+    /// HEADs the source first: for its size and content type (kept when metadata is replaced, since S3 would
     /// otherwise reset it) and for a `.notFound` naming the source. Objects over 5 GiB need a multipart copy, which
     /// this does not do (S3 answers InvalidRequest).
     @discardableResult
@@ -303,9 +303,38 @@ public final class S3ObjectStore: HTTPObjectStore {
     ) throws(ObjectStoreError) -> ObjectInfo {
         try checkKey(source)
         try checkKey(destination)
-        let sourceInfo = try head(source)
+        return try copyObject(try head(source), to: destination, metadata: metadata, condition: condition, pin: false)
+    }
+
+    /// One request when the caller knows the source: the copy is pinned to its version
+    /// (`x-amz-copy-source-if-match`). When that version is gone and the destination has no condition, the source
+    /// is asked (HEAD) and what is there now is copied, as the plain `copy` does. Replacing metadata needs the
+    /// content type: a source known without it (a LIST entry) is asked first too.
+    @discardableResult
+    public func copy(
+        from source: ObjectInfo, to destination: String, metadata: ObjectMetadata?,
+        condition: PutCondition
+    ) throws(ObjectStoreError) -> ObjectInfo {
+        guard !source.version.isEmpty, metadata == nil || source.contentType != nil else {
+            return try copy(from: source.key, to: destination, metadata: metadata, condition: condition)
+        }
+        try checkKey(source.key)
+        try checkKey(destination)
+        do {
+            return try copyObject(source, to: destination, metadata: metadata, condition: condition, pin: true)
+        } catch .preconditionFailed where condition == .none {
+            return try copy(from: source.key, to: destination, metadata: metadata, condition: condition)
+        }
+    }
+
+    private func copyObject(
+        _ sourceInfo: ObjectInfo, to destination: String, metadata: ObjectMetadata?, condition: PutCondition,
+        pin: Bool
+    ) throws(ObjectStoreError) -> ObjectInfo {
+        let source = sourceInfo.key
         try checkConditionByReading(condition, key: destination, current: source == destination ? sourceInfo : nil)
         var headers = [("x-amz-copy-source", "/\(bucket)/\(SigV4Signer.uriEncode(source, keepSlash: true))")]
+        if pin { headers.append(("x-amz-copy-source-if-match", Self.quote(sourceInfo.version))) }
         if let metadata {
             headers.append(("x-amz-metadata-directive", "REPLACE"))
             headers.append(("content-type", sourceInfo.contentType ?? "application/octet-stream"))
