@@ -82,9 +82,6 @@ final class ReadPrefetcher: @unchecked Sendable {
     private var segment: ReadPlanner.Segment?
     private var nextSegments: [ReadPlanner.Segment] = []
     private var stream: SequentialStream?
-    /// The stream of the stretch just left, kept for the kernel's reads of its last bytes that arrive after the
-    /// reader moved on (else each would be a ranged GET), until a read is well past its end.
-    private var tail: (stream: SequentialStream, end: UInt64)?
     /// What the reader got in the current stretch and the seconds it spent in `read` for it; whether the block cache
     /// served any of it (then it measures the disk, not the store: not recorded).
     private var segmentBytes = 0
@@ -145,8 +142,6 @@ final class ReadPrefetcher: @unchecked Sendable {
         condition.lock()
         closed = true
         leaveSegment(record: true)
-        tail?.stream.close()
-        tail = nil
         nextSegments = []
         dropChunks { _ in true }
         condition.unlock()
@@ -174,18 +169,11 @@ final class ReadPrefetcher: @unchecked Sendable {
                 return nil
             }
             guard offset >= current.end, !nextSegments.isEmpty else { break }
-            leaveSegment(record: true, keepTail: true)
+            leaveSegment(record: true)
             enterSegment()
         }
-        if let kept = tail, offset >= kept.end + Self.slack {
-            kept.stream.close()
-            tail = nil
-        }
-        // Reads a little behind a stream's start (the kernel's reads arrive out of order): the previous stretch's
-        // stream if it has them, else ranged reads.
-        guard let current = segment, offset >= current.start else {
-            return tail.flatMap { offset < $0.end ? $0.stream : nil }
-        }
+        // Reads a little behind a stream's start (the kernel's reads arrive out of order) are ranged reads.
+        guard let current = segment, offset >= current.start else { return nil }
         return stream
     }
 
@@ -235,7 +223,7 @@ final class ReadPrefetcher: @unchecked Sendable {
     }
 
     /// Ends the current stretch, recording what it measured. Called with the lock held.
-    private func leaveSegment(record: Bool, keepTail: Bool = false) {
+    private func leaveSegment(record: Bool) {
         guard let current = segment else { return }
         if record && !segmentCached, let method = current.method {
             budget.planner.record(method, bytes: segmentBytes, seconds: segmentSeconds)
@@ -247,16 +235,7 @@ final class ReadPrefetcher: @unchecked Sendable {
         segment = nil
         probeLimit = nil
         probeFirst = false
-        if keepTail, let stream {
-            // It stops at the stretch's end: what comes after is the next stretch's to fetch (and measure).
-            tail?.stream.close()
-            stream.stop(at: current.end)
-            tail = (stream, current.end)
-        } else if !keepTail {
-            tail?.stream.close()
-            tail = nil
-            stream?.close()
-        }
+        stream?.close()
         stream = nil
     }
 
@@ -310,9 +289,7 @@ final class ReadPrefetcher: @unchecked Sendable {
         if probeFirst, let current = segment,
             !chunks.contains(where: { $0.start <= current.start && current.start < $0.end })
         {
-            if offset < current.start {
-                // (a late read of the stretch before: not the probe's)
-            } else if offset < current.start + ReadPlanner.probePart {
+            if offset >= current.start && offset < current.start + ReadPlanner.probePart {
                 let chunk = Chunk(
                     start: current.start, end: min(current.end, current.start + ReadPlanner.probePart),
                     budgeted: false)

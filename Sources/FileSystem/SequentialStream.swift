@@ -29,8 +29,6 @@ final class SequentialStream: @unchecked Sendable {
     private var finished = false
     private var failure: ObjectStoreError?
     private var closed = false
-    /// Nothing past this offset is received (`stop(at:)`).
-    private var limit: UInt64?
     /// Hands each whole block received (and the last, shorter one) to the block cache. Set before the transfer.
     private var keep: ((Int, Data) -> Void)?
     private var blockSize = 1 << 20
@@ -109,17 +107,10 @@ final class SequentialStream: @unchecked Sendable {
             condition.unlock()
             for block in whole { keep?(Int(block.start) / blockSize, block.data) }  // disk I/O without the lock
         }
-        while received >= readTo + Self.ahead && !closed && limit.map({ received < $0 }) ?? true {
+        while received >= readTo + Self.ahead && !closed {
             condition.wait()
         }
         if closed { return false }
-        var piece = piece
-        if let limit {
-            guard received < limit else { return false }
-            if received + UInt64(piece.count) > limit {
-                piece = UnsafeRawBufferPointer(rebasing: piece[..<Int(limit - received)])
-            }
-        }
         // Blocks of `blockSize` (the cache's, aligned when the stream started at 0): a block that is full is handed
         // to the cache. Only the count is looked at: holding a copy of the block would make the append copy it.
         var rest = piece
@@ -141,24 +132,14 @@ final class SequentialStream: @unchecked Sendable {
         }
         received += UInt64(piece.count)
         condition.broadcast()
-        return limit.map { received < $0 } ?? true
-    }
-
-    /// Ends the transfer at `offset` (the reads of what arrived before it go on): the stream of a stretch the reader
-    /// has left, kept for the kernel's late reads of its last bytes.
-    func stop(at offset: UInt64) {
-        condition.lock()
-        limit = offset
-        condition.broadcast()
-        condition.unlock()
+        return true
     }
 
     /// The transfer is over (all of it, or failed). Reads of what arrived go on until `close`.
     private func end(_ error: ObjectStoreError?) {
         condition.lock()
         finished = true
-        // (A transfer stopped at its limit may end with an error of its own making.)
-        if !closed && limit.map({ received < $0 }) ?? true { failure = error }
+        if !closed { failure = error }
         let release = closed
         condition.broadcast()
         condition.unlock()
