@@ -88,28 +88,26 @@ public final class LiveSession: @unchecked Sendable {
     /// (another writer, or a lost answer), the current record is read and changed instead, as
     /// `SessionStore.modify` does. The refresher thread and `end` never run this at once (`end` stops it first).
     private func modify(_ change: (inout SessionRecord) -> Void) throws(RecordError) {
-        let backend = sessions.table.backend
-        if let (record, version) = written.withLock({ $0 }) {
-            var changed = record
-            change(&changed)
-            changed.updatedAt = max(RecordCoding.now(), changed.updatedAt)
-            if let next = try backend.replace(key, data: try RecordCoding.encode(changed), ifVersion: version) {
-                written.withLock { $0 = (changed, next) }
-                return
-            }
-        }
+        if let (record, version) = written.withLock({ $0 }), try replace(record, at: version, change) { return }
         written.withLock { $0 = nil }
         for _ in 0..<RecordTable<SessionRecord>.maxAttempts {
             guard let (current, version) = try sessions.table.load(key) else { return }  // removed: nothing to do
-            var changed = current
-            change(&changed)
-            changed.updatedAt = max(RecordCoding.now(), changed.updatedAt)
-            if let next = try backend.replace(key, data: try RecordCoding.encode(changed), ifVersion: version) {
-                written.withLock { $0 = (changed, next) }
-                return
-            }
+            if try replace(current, at: version, change) { return }
             usleep(1_000 + UInt32.random(in: 0..<1_000))
         }
         throw .contended(key)
+    }
+
+    /// Writes `record` changed, if its version is still `version`; what was written is remembered for the next.
+    private func replace(_ record: SessionRecord, at version: String, _ change: (inout SessionRecord) -> Void)
+        throws(RecordError) -> Bool
+    {
+        var changed = record
+        change(&changed)
+        changed.updatedAt = max(RecordCoding.now(), changed.updatedAt)
+        let data = try RecordCoding.encode(changed)
+        guard let next = try sessions.table.backend.replace(key, data: data, ifVersion: version) else { return false }
+        written.withLock { $0 = (changed, next) }
+        return true
     }
 }
