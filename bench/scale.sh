@@ -13,8 +13,9 @@
 #   SCALE_PARTS="listing" bench/scale.sh                                 only some parts (listing rss cpu)
 #
 # Prints "figure value unit load1" lines, then one "goal" line per goal of issue 13 that this run measured:
-# "goal name value reference ratio limit met|MISSED" (ratio = value / reference, met when ratio <= limit). The objects are created once per server (bucket scale-SCALE_N, 64
-# parallel PUTs) and kept for the next run. Needs root (drop_caches).
+# "goal name value reference ratio limit met|MISSED" (ratio = value / reference, met when ratio <= limit).
+# The objects are created once per server (bucket scale-SCALE_N, 64 parallel PUTs) and kept for the next run.
+# Needs root (drop_caches).
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(dirname "$HERE")"
