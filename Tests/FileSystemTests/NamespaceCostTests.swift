@@ -121,4 +121,15 @@ final class DirectoryMoverCostTests: XCTestCase {
         XCTAssertEqual(versions["f3"], try base.head("e/f3").version)
         XCTAssertEqual(try base.listAll(prefix: "d/").objects.map(\.key), [])
     }
+
+    /// The old files of a large tree are deleted in 4 DeleteObjects at once (a server may go through one key by key).
+    func testManyOldKeysAreDeletedInParallelBatches() throws {
+        let base = MemoryObjectStore()
+        for i in 0..<100 { try base.put("d/f\(i)", data: Data("\(i)".utf8)) }
+        let store = CountingStore(base)
+        _ = try DirectoryMover(store: store, workers: workers, width: 16).move(from: "d/", to: "e/")
+        XCTAssertEqual(store.count(.deleteObjects), 5, "the files in 4 batches, then the directory")
+        XCTAssertEqual(try base.listAll(prefix: "d/").objects.map(\.key), [])
+        XCTAssertEqual(try base.listAll(prefix: "e/").objects.count, 100)
+    }
 }
