@@ -26,3 +26,6 @@ load() { cut -d' ' -f1 /proc/loadavg; }
 now() { date +%s.%N; }
 span() { python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.3f}')" "$@"; }
 drop() { sync; echo 3 > /proc/sys/vm/drop_caches; }
+# daemon_cpu PID: its utime+stime in clock ticks; cpu_since PID TICKS: seconds used since then.
+daemon_cpu() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
+cpu_since() { python3 -c "import os, sys; print(f'{(int(sys.argv[2]) - int(sys.argv[1])) / os.sysconf(\"SC_CLK_TCK\"):.2f}')" "$2" "$(daemon_cpu "$1")"; }

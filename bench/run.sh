@@ -10,6 +10,7 @@
 #   BENCH_TARGETS="bucketfs-gcs gcs-direct" bench/run.sh   gs:// only
 #   BENCH_BUCKETFS_OPTIONS="-o read_ahead_mib=64" bench/run.sh   bucketfs with other mount options
 #   BENCH_BUILD_PATH=.build-mine bench/run.sh    build (release) in another scratch path
+#   BENCH_TARGETS="create8 moto-direct" bench/run.sh   8 writers creating 1,000 x 4 KiB (bucketfs, s3fs)
 #
 # Uses the team's peer harness (PEERS_BENCH, default ../shared/bench beside the project) for moto, s3fs,
 # rclone and the figures (fsbench.sh). Results go to bench/results/ (not committed). Needs root.
@@ -30,6 +31,7 @@ PEERS_BENCH=${PEERS_BENCH:-$(cd "$ROOT/../shared/bench" 2>/dev/null && pwd)}
 [ -x "$PEERS_BENCH/fsbench.sh" ] || { echo "bench: peer harness not found (set PEERS_BENCH)" >&2; exit 1; }
 source "$ROOT/scripts/lib.sh"
 source "$PEERS_BENCH/common.sh"
+source "$HERE/lib.sh"
 
 RESULTS=${BENCH_RESULTS:-$HERE/results}
 TARGETS=(${BENCH_TARGETS:-bucketfs s3fs rclone-off moto-direct peak-rss bucketfs-gcs gcs-direct})
@@ -47,7 +49,7 @@ BUILD_PATH=${BENCH_BUILD_PATH:-.build}
 BIN="$(cd "$ROOT" && cd "$BUILD_PATH" && pwd)/release/bucketfs"
 
 wants() { [[ " ${TARGETS[*]} " == *" $1 "* ]]; }
-if wants bucketfs || wants s3fs || wants rclone-off || wants moto-direct || wants peak-rss; then
+if wants bucketfs || wants s3fs || wants rclone-off || wants moto-direct || wants peak-rss || wants create8; then
 "$PEERS_BENCH/setup.sh" moto >&2
 python3 - <<PY
 import boto3
@@ -149,6 +151,37 @@ PY
     cat "$out" >&2
 }
 
+# 8 writer processes, each creating 125 x 4 KiB files in one fresh directory: files/s until the last close()
+# returns (bucketfs uploads at close, so that is also until in the bucket), for bucketfs and s3fs on the same
+# server, with the daemon's CPU seconds; compare.py sets it beside moto-direct's put_4KiB_x1000_8threads.
+create8() {
+    local out="$RESULTS/create8.txt" dir pid c0 r
+    : > "$out"
+    mount_bucketfs
+    pid=$(pgrep -f -- "$MNT_BUCKETFS.*--foreground" | head -1)
+    dir="$MNT_BUCKETFS/create8-$$"
+    mkdir "$dir"
+    c0=$(daemon_cpu "$pid")
+    r=$(python3 "$HERE/create_parallel.py" "$dir" 8 125 4096) || r="FAIL"
+    echo "bucketfs_create_1000x4KiB_8writers ${r%% *} files/s" >> "$out"
+    echo "bucketfs_create_1000x4KiB_8writers_cpu $(cpu_since "$pid" "$c0") s" >> "$out"
+    echo "bucketfs_create_1000x4KiB_8writers_load $(load) 1min" >> "$out"
+    rm -rf "$dir"
+    unmount_bucketfs
+    "$PEERS_BENCH/setup.sh" mount s3fs >&2
+    pid=$(pgrep -f -- "^s3fs .*$MNT_S3FS" | head -1)
+    dir="$MNT_S3FS/create8-$$"
+    mkdir "$dir"
+    c0=$(daemon_cpu "$pid")
+    r=$(python3 "$HERE/create_parallel.py" "$dir" 8 125 4096) || r="FAIL"
+    echo "s3fs_create_1000x4KiB_8writers ${r%% *} files/s" >> "$out"
+    echo "s3fs_create_1000x4KiB_8writers_cpu $(cpu_since "$pid" "$c0") s" >> "$out"
+    echo "s3fs_create_1000x4KiB_8writers_load $(load) 1min" >> "$out"
+    rm -rf "$dir"
+    "$PEERS_BENCH/setup.sh" umount s3fs >&2
+    cat "$out" >&2
+}
+
 for t in "${TARGETS[@]}"; do
     case "$t" in
         moto-direct)
@@ -174,6 +207,7 @@ for t in "${TARGETS[@]}"; do
             unset RCLONE_BUCKET RCLONE_BUCKET_VERSIONED ;;
         peak-rss) peak_rss ;;
         fio-passes) fio_passes ;;
+        create8) create8 ;;
         bucketfs-gcs)
             # fsbench's visibility probes speak S3 only: bucketfs uploads before close() returns, so the
             # write figures are also the time until the object is in the bucket.

@@ -62,11 +62,24 @@ struct MountCommand: ParsableCommand {
         _ = mallopt(M_ARENA_MAX, 2)
     }
 
+    /// Raises the soft limit on open files to the hard one (at most 65,536): the block cache keeps up to 512 block
+    /// files open for random readers, beside connections and staged files, and a service's soft limit is often
+    /// 1,024.
+    static func raiseOpenFileLimit() {
+        var limit = rlimit()
+        guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0 else { return }
+        let wanted = min(limit.rlim_max, 65_536)
+        guard limit.rlim_cur < wanted else { return }
+        limit.rlim_cur = wanted
+        _ = setrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
+    }
+
     /// The daemon proper: build the filesystem, mount, tell the launcher we're ready, serve until unmounted.
     private func serve(_ assembly: MountAssembly, locking: LockSetup, mountpoint: String) throws {
         let readiness = ReadinessPipe.fromEnvironment()
         let systemd = SystemdNotifier.fromEnvironment()
         Self.boundMallocRetention()
+        Self.raiseOpenFileLimit()
         let location = assembly.location
         do {
             var logger = Logger(label: "bucketfs")

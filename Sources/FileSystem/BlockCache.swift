@@ -24,6 +24,22 @@ final class BlockCache: Sendable {
     }
     private let index = Mutex(Index())
 
+    /// A block file kept open for the next reads of it (a random reader comes back to the same blocks): its header
+    /// was checked when it was opened. Closed when the last reader lets go of it; an evicted block's file is
+    /// unlinked while it may still be open, and its bytes are still the right ones for that key and version.
+    private final class OpenBlock: Sendable {
+        let fd: Int32
+        /// The header it was opened for: another object whose name collides is not served from it.
+        let header: [UInt8]
+        init(fd: Int32, header: [UInt8]) {
+            self.fd = fd
+            self.header = header
+        }
+        deinit { close(fd) }
+    }
+    private let openBlocks = Mutex<[String: OpenBlock]>([:])
+    private static let maxOpenBlocks = 512
+
     /// Creates the directory if needed and indexes what a previous mount left (oldest modification first).
     init(directory: String, limit: UInt64, blockSize: Int = BlockCache.defaultBlockSize) {
         self.directory = directory
@@ -73,19 +89,31 @@ final class BlockCache: Sendable {
             return true
         }
         guard known else { return nil }
-        let fd = open(directory + "/" + name, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { return nil }
-        defer { close(fd) }
         let header = Array(Self.header(key: key, version: version).utf8)
-        var found = [UInt8](repeating: 0, count: header.count)
-        guard pread(fd, &found, header.count, 0) == header.count, found == header else { return nil }
+        guard let file = openBlock(name, header: header) else { return nil }
         var data = Data(count: range.count)
         let got = data.withUnsafeMutableBytes { buffer in
-            pread(fd, buffer.baseAddress, range.count, off_t(header.count + range.lowerBound))
+            pread(file.fd, buffer.baseAddress, range.count, off_t(header.count + range.lowerBound))
         }
         guard got >= 0 else { return nil }
         data.count = got
         return data
+    }
+
+    /// The open block file `name`, opened (and its header checked) if it is not open yet.
+    private func openBlock(_ name: String, header: [UInt8]) -> OpenBlock? {
+        if let file = openBlocks.withLock({ $0[name] }), file.header == header { return file }
+        let fd = open(directory + "/" + name, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return nil }
+        let file = OpenBlock(fd: fd, header: header)
+        var found = [UInt8](repeating: 0, count: header.count)
+        guard pread(fd, &found, header.count, 0) == header.count, found == header else { return nil }
+        openBlocks.withLock { files in
+            // Bounded: any one goes when full (its readers keep it open until they are done).
+            if files.count >= Self.maxOpenBlocks, let any = files.keys.first { files[any] = nil }
+            files[name] = file
+        }
+        return file
     }
 
     /// Whether block `number` of the object at `version` is indexed (without reading it).
@@ -99,25 +127,53 @@ final class BlockCache: Sendable {
         guard !data.isEmpty, data.count <= blockSize, UInt64(data.count) <= limit else { return }
         let name = Self.fileName(key: key, version: version, number: number)
         if index.withLock({ $0.entries[name] != nil }) { return }
-        var contents = Data(Self.header(key: key, version: version).utf8)
-        contents.append(data)
+        let header = Array(Self.header(key: key, version: version).utf8)
         let temporary = directory + "/.tmp-" + UUID().uuidString
-        guard
-            FileManager.default.createFile(
-                atPath: temporary, contents: contents,
-                attributes: [.posixPermissions: 0o600]),
-            rename(temporary, directory + "/" + name) == 0
-        else {
-            try? FileManager.default.removeItem(atPath: temporary)
+        // Header and bytes written straight from where they are (one vectored write, no joined copy).
+        guard Self.write(header, data, to: temporary), rename(temporary, directory + "/" + name) == 0 else {
+            unlink(temporary)
             return
         }
+        let size = UInt64(header.count + data.count)
         index.withLock { index in
             index.clock += 1
             if let old = index.entries[name] { index.total -= old.size }
-            index.entries[name] = (UInt64(contents.count), index.clock)
-            index.total += UInt64(contents.count)
+            index.entries[name] = (size, index.clock)
+            index.total += size
         }
         evict()
+    }
+
+    /// Creates `path` (0600, new) holding `header` then `data`.
+    private static func write(_ header: [UInt8], _ data: Data, to path: String) -> Bool {
+        let fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { return false }
+        defer { close(fd) }
+        return header.withUnsafeBytes { head in
+            data.withUnsafeBytes { body in
+                var parts = [
+                    iovec(iov_base: UnsafeMutableRawPointer(mutating: head.baseAddress), iov_len: head.count),
+                    iovec(iov_base: UnsafeMutableRawPointer(mutating: body.baseAddress), iov_len: body.count),
+                ]
+                var written = 0
+                let total = head.count + body.count
+                // A short write goes on where it stopped.
+                while written < total {
+                    let count = parts.withUnsafeMutableBufferPointer { writev(fd, $0.baseAddress, 2) }
+                    if count < 0 && errno == EINTR { continue }
+                    guard count > 0 else { return false }
+                    written += count
+                    var skip = count
+                    for index in 0..<2 {
+                        let taken = min(skip, parts[index].iov_len)
+                        parts[index].iov_base = parts[index].iov_base.map { $0 + taken }
+                        parts[index].iov_len -= taken
+                        skip -= taken
+                    }
+                }
+                return true
+            }
+        }
     }
 
     /// Bytes held (headers included).
@@ -137,22 +193,30 @@ final class BlockCache: Sendable {
             return names
         }
         for name in victims { unlink(directory + "/" + name) }
+        openBlocks.withLock { files in for name in victims { files[name] = nil } }
     }
 
     private static func header(key: String, version: String) -> String {
-        // Newlines cannot be in a version; a key's are escaped so that the header stays one line.
-        key.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\n", with: "\\n")
-            + "\n" + version + "\n"
+        // Newlines cannot be in a version; a key's are escaped so that the header stays one line (checked first:
+        // this runs for every read, and the replacing is costly).
+        let escaped =
+            key.utf8.contains(where: { $0 == UInt8(ascii: "\\") || $0 == UInt8(ascii: "\n") })
+            ? key.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\n", with: "\\n") : key
+        return escaped + "\n" + version + "\n"
     }
 
     /// Two independent 64-bit FNV-1a hashes of key and version: 128 bits, collisions checked by the header anyway.
     private static func fileName(key: String, version: String, number: Int) -> String {
         var first: UInt64 = 0xcbf2_9ce4_8422_2325
         var second: UInt64 = 0x8422_2325_cbf2_9ce4
-        for byte in key.utf8 + [0] + version.utf8 {
+        func mix(_ byte: UInt8) {
             first = (first ^ UInt64(byte)) &* 0x100_0000_01b3
             second = (second ^ UInt64(byte)) &* 0x100_0000_01b3 &+ 0x9e37_79b9
         }
+        // (Byte by byte, without joining the two into a new array: this runs several times for every read.)
+        for byte in key.utf8 { mix(byte) }
+        mix(0)
+        for byte in version.utf8 { mix(byte) }
         return String(first, radix: 16) + String(second, radix: 16) + "." + String(number)
     }
 }

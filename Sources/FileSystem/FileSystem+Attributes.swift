@@ -32,7 +32,7 @@ extension FileSystem {
             s.table[ino] = node
             return (node.openHandles == 0, fresh)
         }
-        if fresh { journal(ino) }
+        if fresh || staged.takeDeferredJournal() { journal(ino) }
         guard idle else { return }
         defer { dropStagedIfIdle(ino) }
         try upload(ino)

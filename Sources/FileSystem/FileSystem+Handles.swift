@@ -117,7 +117,7 @@ extension FileSystem {
             s.table[ino] = node
             return (node.size, fresh)
         }
-        if fresh { journal(ino) }
+        if fresh || staged.takeDeferredJournal() { journal(ino) }
         if let stream, state.withLock({ $0.table[ino]?.stream }) === stream {
             stream.advance(staged: staged, contiguousEnd: size)
         }

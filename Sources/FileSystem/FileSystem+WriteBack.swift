@@ -31,10 +31,20 @@ extension FileSystem {
 
     /// Writes (or rewrites) the sidecar of a file whose content the store lacks: its key, base and metadata.
     /// Called when it becomes pending, and when its key, base or metadata move while it stays so.
+    ///
+    /// A new file with no byte yet has nothing a crash could lose: its sidecar waits for the first write or
+    /// truncate (`StagedFile.takeDeferredJournal`), or for a close that leaves it unstored. `create` runs
+    /// under the kernel's exclusive lock on the directory, so two fsyncs there would serialise every writer
+    /// creating files in that directory; the first write runs outside it.
     func journal(_ ino: UInt64, closed: Bool = false) {
         guard let stagingJournal else { return }
         let entry = state.withLock { s -> (String, String, StagingJournal.Base, String?, ObjectMetadata)? in
             guard let node = s.table[ino], node.dirty, let staged = node.staged, !node.path.isEmpty else { return nil }
+            if !closed && !node.inStore && node.size == 0 {
+                staged.deferJournal()
+                return nil
+            }
+            _ = staged.takeDeferredJournal()  // written now
             let base: StagingJournal.Base = node.inStore ? node.version.map { .version($0) } ?? .unknown : .absent
             return (staged.path, keys.key(for: node.path), base, node.contentType, node.objectMetadata())
         }
@@ -57,6 +67,7 @@ extension FileSystem {
     }
 
     private func uploadHoldingSerial(_ ino: UInt64) throws(FSError) {
+        var unstarted: StreamingUpload?
         let job: UploadJob? = state.withLock { s in
             guard var node = s.table[ino], let staged = node.staged, !node.path.isEmpty,
                 node.content.beginUpload()
@@ -67,6 +78,7 @@ extension FileSystem {
                 node.stream = nil  // completed by this upload; later writes go to a plain PUT
             } else {
                 job.stream = nil  // not started: a PUT now, and the stream stays for the writes to come
+                unstarted = node.stream
             }
             node.mtimeExplicit = false
             s.table[ino] = node
@@ -79,6 +91,7 @@ extension FileSystem {
                     condition: condition))
         }
         guard let job else { return }
+        unstarted?.releaseBuffers()  // not under `state`: the stream's lock can be held across a store call
         FileSystemMetrics.shared.uploadStarted()
         defer { FileSystemMetrics.shared.uploadFinished() }
         let key = keys.key(for: job.node.path)

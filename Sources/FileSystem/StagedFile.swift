@@ -11,6 +11,8 @@ final class StagedFile: Sendable {
     private let loaded: Mutex<Bool>
     /// The same, readable without waiting for a download in flight (`stat` asks under the state lock).
     private let loadedFlag: Atomic<Bool>
+    /// A new file's sidecar (`StagingJournal`) waits for its first byte: see `FileSystem.journal`.
+    private let journalDeferred = Atomic<Bool>(false)
 
     init(directory: String, loaded: Bool) throws(FSError) {
         var template = Array((directory + "/staged-XXXXXX").utf8CString)
@@ -61,6 +63,14 @@ final class StagedFile: Sendable {
             isLoaded = false
             loadedFlag.store(false, ordering: .releasing)
         }
+    }
+
+    /// The sidecar of this (still empty, new) file was left for the first write to make.
+    func deferJournal() { journalDeferred.store(true, ordering: .releasing) }
+
+    /// Whether a sidecar was deferred and is still to be written; true once (the caller writes it).
+    func takeDeferredJournal() -> Bool {
+        journalDeferred.load(ordering: .acquiring) && journalDeferred.exchange(false, ordering: .acquiringAndReleasing)
     }
 
     func write(_ buffer: UnsafeRawBufferPointer, at offset: UInt64) throws(FSError) {

@@ -9,7 +9,9 @@ import Synchronization
 /// file's condition. A file that never filled a part is left to a single PUT.
 ///
 /// The staged file still holds every byte, so if anything goes wrong the caller aborts the stream and
-/// uploads the staged file the ordinary way.
+/// uploads the staged file the ordinary way. Parts written strictly in order go up from the bytes as written
+/// (`StreamedPartBuffers`); the others are read back from the staged file. Memory per streaming file: at most
+/// `maxInFlight + 3` parts (in flight, two full ones waiting for a slot, the one being filled).
 final class StreamingUpload: @unchecked Sendable {
     private let store: any ObjectStore
     let key: String
@@ -30,6 +32,7 @@ final class StreamingUpload: @unchecked Sendable {
     private var etags: [Int: String] = [:]
     private var inFlight = 0
     private var failure: ObjectStoreError?
+    private var buffers: StreamedPartBuffers
 
     init(
         store: any ObjectStore, key: String, metadata: ObjectMetadata, partSize: Int, maxInFlight: Int,
@@ -42,6 +45,7 @@ final class StreamingUpload: @unchecked Sendable {
         self.partSize = partSize
         self.maxInFlight = maxInFlight
         self.workers = workers
+        self.buffers = StreamedPartBuffers(partSize: partSize, maxReady: 2)
     }
 
     /// Writes into the staged file if that keeps the stream valid (nothing already streamed may change) and
@@ -52,6 +56,7 @@ final class StreamingUpload: @unchecked Sendable {
         defer { condition.unlock() }
         guard failure == nil && offset >= streamed else { return false }
         try staged.write(buffer, at: offset)
+        buffers.absorb(buffer, at: offset, streamed: streamed)
         return true
     }
 
@@ -63,10 +68,19 @@ final class StreamingUpload: @unchecked Sendable {
     /// holding the filesystem's state lock and `condition` may be held across a CreateMultipartUpload.
     private let started = Atomic<Bool>(false)
 
+    /// The file went up with a PUT before any part was sent: the bytes kept for its first part are let go (a
+    /// later write past them reads its parts back), so that a closed file holds no memory.
+    func releaseBuffers() {
+        condition.lock()
+        defer { condition.unlock() }
+        buffers.clear()
+    }
+
     /// Whether truncating to `size` leaves the bytes already streamed alone (dd truncates its output at open).
     func allowsTruncate(to size: UInt64) -> Bool {
         condition.lock()
         defer { condition.unlock() }
+        buffers.clear()  // kept bytes past `size` would outlive the truncate
         return failure == nil && size >= streamed
     }
 
@@ -91,12 +105,13 @@ final class StreamingUpload: @unchecked Sendable {
                 }
             }
             let offset = streamed
-            guard let part = Self.readPart(fd: fd, offset: offset, count: partSize) else {
+            let number = Int(offset / UInt64(partSize)) + 1
+            guard let part = buffers.take(number) ?? Self.readPart(fd: fd, offset: offset, count: partSize)
+            else {
                 failure = .other("cannot read back the staging file of \(key)")
                 return
             }
             streamed += UInt64(partSize)
-            let number = Int(offset / UInt64(partSize)) + 1
             submit(part: part, number: number)
         }
     }
@@ -110,10 +125,14 @@ final class StreamingUpload: @unchecked Sendable {
         defer { condition.unlock() }
         guard let uploadID else { return nil }
         if failure == nil && size > streamed {
-            guard let part = Self.readPart(fd: fd, offset: streamed, count: Int(size - streamed)) else {
+            let number = Int(streamed / UInt64(partSize)) + 1
+            let count = Int(size - streamed)
+            guard
+                let part = buffers.takeLast(number, count: count)
+                    ?? Self.readPart(fd: fd, offset: streamed, count: count)
+            else {
                 throw .other("cannot read back the staging file of \(key)")
             }
-            let number = Int(streamed / UInt64(partSize)) + 1
             streamed = size
             submit(part: part, number: number)
         }
@@ -131,6 +150,7 @@ final class StreamingUpload: @unchecked Sendable {
     func abort() {
         condition.lock()
         if failure == nil { failure = .other("stream abandoned") }
+        buffers.clear()
         while inFlight > 0 { condition.wait() }
         let id = uploadID
         let entry = journalID
@@ -154,7 +174,9 @@ final class StreamingUpload: @unchecked Sendable {
             }
             condition.lock()
             switch result {
-            case .success(let etag): etags[number] = etag
+            case .success(let etag):
+                etags[number] = etag
+                if failure == nil { buffers.recycle(part) }
             case .failure(let error): if failure == nil { failure = error }
             }
             inFlight -= 1
@@ -163,7 +185,9 @@ final class StreamingUpload: @unchecked Sendable {
         }
     }
 
+    /// A part the buffers did not keep, from the staged file.
     private static func readPart(fd: Int32, offset: UInt64, count: Int) -> Data? {
+        FileSystemMetrics.shared.streamedPartsReadBack.add(1, ordering: .relaxed)
         var data = Data(count: count)
         var done = 0
         while done < count {

@@ -48,4 +48,43 @@ final class ReadPrefetcherTests: XCTestCase {
         XCTAssertEqual(found.count, 0, "first failures: \(found.prefix(3))")
         prefetcher.close()
     }
+
+    /// Counts the bytes ranged GETs send.
+    final class ByteCountingStore: ForwardingObjectStore, @unchecked Sendable {
+        let base: any ObjectStore = MemoryObjectStore()
+        let bytes = Mutex(0)
+        func get(_ key: String, range: Range<UInt64>?) throws(ObjectStoreError) -> ObjectData {
+            let got = try base.get(key, range: range)
+            bytes.withLock { $0 += got.body.count }
+            return got
+        }
+    }
+
+    /// A read of the first 4 KiB (a file's header, as SQLite or a parquet reader does), then random 4 KiB reads
+    /// over a 256 MiB object, as a database's lookups or fio's randread: each fetches its own initial window (1 MiB)
+    /// and reads nothing ahead, even when it happens to land just after the one before. The first read put the
+    /// handle on the planner's plan — one ranged stretch for the whole file — and every random read inside that
+    /// stretch counted as planned: read-ahead of 8 to 64 MiB for each 4 KiB read.
+    func testRandomReadsDoNotReadAhead() throws {
+        let store = ByteCountingStore()
+        let size = 256 << 20
+        try store.base.put("big", data: Data(count: size))
+        let workers = WorkerPool(threads: 4, name: "test-prefetch")
+        defer { workers.stop() }
+        let prefetcher = ReadPrefetcher(
+            store: store, key: "big", size: UInt64(size), settings: ReadPrefetcher.Settings(),
+            budget: PrefetchBudget(bytes: 128 << 20), workers: workers)
+        defer { prefetcher.close() }
+        var state: UInt64 = 12345
+        XCTAssertEqual(try prefetcher.read(offset: 0, count: 4096).count, 4096)
+        let reads = 300
+        for _ in 1..<reads {
+            state = state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
+            let offset = Int((state >> 33) % UInt64(size / 4096)) * 4096
+            XCTAssertEqual(try prefetcher.read(offset: UInt64(offset), count: 4096).count, 4096)
+        }
+        let fetched = store.bytes.withLock { $0 } >> 20
+        // One initial window per read, and a little more for the odd read that lands near the one before.
+        XCTAssertLessThanOrEqual(fetched, reads * 21 / 20, "MiB fetched for \(reads) reads")
+    }
 }

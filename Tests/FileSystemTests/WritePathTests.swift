@@ -1,0 +1,178 @@
+import FileSystem
+import Foundation
+import Glibc
+import Logging
+import ObjectStore
+import Synchronization
+import TestSupport
+import XCTest
+
+/// The write path's cost and its crash safety together: a new file's staging sidecar is written when there is
+/// something to lose (its first byte, a truncate up, a close that could not upload), not at `create`, which the
+/// kernel runs under the directory's exclusive lock; streamed parts go up from the bytes as written when the
+/// writes come in order, and from the staged file otherwise — the same bytes either way.
+final class WritePathTests: FileSystemTestCase {
+    static let partSize = 1 << 20
+
+    private func streaming(_ store: any ObjectStore) throws -> FileSystem {
+        let options = FileSystemOptions(
+            uid: 100, gid: 200, metadataTTL: 60, negativeTTL: 60, cacheDirectory: try makeCacheDirectory(),
+            multipartPartSize: Self.partSize)
+        return try FileSystem(store: store, options: options, logger: Logger(label: "test"))
+    }
+
+    private func pattern(_ count: Int, seed: UInt8) -> [UInt8] {
+        (0..<count).map { UInt8(truncatingIfNeeded: ($0 &* 131) >> 3) ^ seed }
+    }
+
+    private func put(_ fs: FileSystem, _ ino: UInt64, _ handle: UInt64, _ bytes: ArraySlice<UInt8>, at offset: Int)
+        throws
+    {
+        _ = try Array(bytes).withUnsafeBytes { (buffer) throws(FSError) in
+            try fs.write(ino, handle: handle, offset: UInt64(offset), data: buffer)
+        }
+    }
+
+    /// Parts sent from memory and read back from the staged file while `body` runs.
+    private func partSources(_ body: () throws -> Void) rethrows -> (memory: Int, readBack: Int) {
+        let metrics = FileSystemMetrics.shared
+        let memory = metrics.streamedPartsFromMemory.load(ordering: .relaxed)
+        let readBack = metrics.streamedPartsReadBack.load(ordering: .relaxed)
+        try body()
+        return (
+            metrics.streamedPartsFromMemory.load(ordering: .relaxed) - memory,
+            metrics.streamedPartsReadBack.load(ordering: .relaxed) - readBack
+        )
+    }
+
+    func testASequentialWriteSendsEveryPartFromTheBytesAsWritten() throws {
+        let store = CountingStore(MemoryObjectStore())
+        let fs = try streaming(store)
+        let content = pattern(3 * Self.partSize + 4321, seed: 3)
+        let sources = try partSources {
+            let (file, handle) = try fs.create(
+                parent: Self.root, name: "seq", permissions: 0o644, flags: O_WRONLY, caller: caller)
+            for offset in stride(from: 0, to: content.count, by: 100_000) {
+                try put(fs, file.ino, handle, content[offset..<min(content.count, offset + 100_000)], at: offset)
+            }
+            try fs.flush(file.ino, handle: handle)
+            fs.release(file.ino, handle: handle)
+        }
+        XCTAssertEqual(Array(try store.get("seq").body), content)
+        XCTAssertEqual(store.count(.uploadPart), 4)
+        XCTAssertEqual(sources.memory, 4, "three full parts and the tail, as written")
+        XCTAssertEqual(sources.readBack, 0, "nothing read back from the staged file")
+    }
+
+    func testRewritesAndTruncatesOfUnsentBytesUploadWhatTheFileHolds() throws {
+        let store = CountingStore(MemoryObjectStore())
+        let fs = try streaming(store)
+        let part = Self.partSize
+        var content = pattern(4 * part + 777, seed: 9)
+        let (file, handle) = try fs.create(
+            parent: Self.root, name: "mixed", permissions: 0o644, flags: O_WRONLY, caller: caller)
+        // Part 1: written, rewritten in its middle, finished; then in order.
+        try put(fs, file.ino, handle, content[0..<5000], at: 0)
+        let patch = pattern(300, seed: 0x5a)
+        content.replaceSubrange(1000..<1300, with: patch)
+        try put(fs, file.ino, handle, patch[...], at: 1000)
+        try put(fs, file.ino, handle, content[5000..<part], at: 5000)
+        try put(fs, file.ino, handle, content[part...], at: part)
+        // A truncate inside the unsent tail, then writing on from there.
+        _ = try fs.setattr(file.ino, AttributeChanges(size: UInt64(4 * part + 100)))
+        content.removeLast(677)
+        let tail = pattern(2 * part, seed: 0x33)
+        try put(fs, file.ino, handle, tail[...], at: 4 * part + 100)
+        content += tail
+        try fs.flush(file.ino, handle: handle)
+        fs.release(file.ino, handle: handle)
+        XCTAssertEqual(Array(try store.get("mixed").body), content)
+        XCTAssertEqual(store.count(.put), 0, "the stream held: every byte went up as parts")
+    }
+
+    func testAFileClosedBeforeItsFirstPartKeepsNoBytesInMemory() throws {
+        let store = CountingStore(MemoryObjectStore())
+        let fs = try streaming(store)
+        let content = pattern(Self.partSize + 10, seed: 1)
+        let sources = try partSources {
+            let (file, handle) = try fs.create(
+                parent: Self.root, name: "late", permissions: 0o644, flags: O_WRONLY, caller: caller)
+            try put(fs, file.ino, handle, content[0..<1000], at: 0)
+            try fs.flush(file.ino, handle: handle)  // a PUT of what is there: the stream has not started
+            try put(fs, file.ino, handle, content[1000...], at: 1000)
+            try fs.flush(file.ino, handle: handle)
+            fs.release(file.ino, handle: handle)
+        }
+        XCTAssertEqual(Array(try store.get("late").body), content)
+        XCTAssertEqual(store.count(.put), 1)
+        XCTAssertEqual(store.count(.uploadPart), 2)
+        XCTAssertEqual(sources.readBack, 1, "the first part's bytes were let go at the PUT: read back")
+    }
+
+    private func journaled(_ store: any ObjectStore) throws -> FileSystem {
+        let cache = try makeCacheDirectory()
+        let journal = try StagingJournal(
+            directory: cache + "/staging", store: store.description, context: [:], logger: Logger(label: "test"))
+        let options = FileSystemOptions(
+            prefix: "", uid: 100, gid: 200, readOnly: false, metadataTTL: 60, negativeTTL: 60,
+            cacheDirectory: cache)
+        return try FileSystem(store: store, options: options, logger: Logger(label: "test"), stagingJournal: journal)
+    }
+
+    private func sidecars(_ fs: FileSystem) -> [String] {
+        let staging = fs.options.cacheDirectory + "/staging"
+        return ((try? FileManager.default.contentsOfDirectory(atPath: staging)) ?? []).filter {
+            $0.hasSuffix(".journal")
+        }
+    }
+
+    func testANewFilesSidecarIsWrittenByItsFirstWriteNotByCreate() throws {
+        let store = MemoryObjectStore()
+        let fs = try journaled(store)
+        let (file, handle) = try fs.create(
+            parent: Self.root, name: "a.txt", permissions: 0o644, flags: O_WRONLY | O_CREAT, caller: caller)
+        XCTAssertEqual(sidecars(fs), [], "nothing written yet: nothing a crash could lose")
+        try write(fs, file.ino, handle: handle, at: 0, "precious")
+        XCTAssertEqual(sidecars(fs).count, 1, "the written bytes survive a crash of the daemon")
+        try write(fs, file.ino, handle: handle, at: 8, " bytes")
+        XCTAssertEqual(sidecars(fs).count, 1)
+        try fs.flush(file.ino, handle: handle)
+        fs.release(file.ino, handle: handle)
+        XCTAssertEqual(sidecars(fs), [], "in the store: nothing left to recover")
+        XCTAssertEqual(try body(store, "a.txt"), "precious bytes")
+    }
+
+    func testATruncateUpOfANewFileWritesItsSidecar() throws {
+        let fs = try journaled(MemoryObjectStore())
+        let (file, handle) = try fs.create(
+            parent: Self.root, name: "sparse", permissions: 0o644, flags: O_WRONLY | O_CREAT, caller: caller)
+        XCTAssertEqual(sidecars(fs), [])
+        _ = try fs.setattr(file.ino, AttributeChanges(size: 4096))
+        XCTAssertEqual(sidecars(fs).count, 1)
+        fs.release(file.ino, handle: handle)
+    }
+
+    func testAnEmptyNewFileWhoseUploadFailedKeepsASidecar() throws {
+        let store = FailingPutStore(MemoryObjectStore())
+        let fs = try journaled(store)
+        let (file, handle) = try fs.create(
+            parent: Self.root, name: "empty", permissions: 0o644, flags: O_WRONLY | O_CREAT, caller: caller)
+        store.failing.store(true, ordering: .relaxed)
+        assertFails(.io("")) { () throws(FSError) in try fs.flush(file.ino, handle: handle) }
+        fs.release(file.ino, handle: handle)
+        XCTAssertEqual(sidecars(fs).count + recoveryFiles(fs).data.count, 1, "the failed close is remembered")
+    }
+}
+
+/// Fails every PUT with a transient error while `failing` is set.
+private final class FailingPutStore: ForwardingObjectStore {
+    let base: any ObjectStore
+    let failing = Atomic<Bool>(false)
+
+    init(_ base: any ObjectStore) { self.base = base }
+
+    func put(_ key: String, body: PutBody, options: PutOptions) throws(ObjectStoreError) -> ObjectInfo {
+        if failing.load(ordering: .relaxed) { throw .transport("injected: store unreachable") }
+        return try base.put(key, body: body, options: options)
+    }
+}
