@@ -70,7 +70,7 @@ final class LargeDirectoryTests: FileSystemTestCase {
         print("heap per listed entry: \(perEntry) bytes")
     }
 
-    static let heapPerEntryLimit = 1_000
+    static let heapPerEntryLimit = 860  // 918 before the rare fields went out of line
 
     /// Files written and not yet uploaded are counted (for `bucketfs status`), and no longer once stored.
     func testPendingUploadsAreCountedUntilStored() throws {
