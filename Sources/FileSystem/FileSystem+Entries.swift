@@ -150,6 +150,9 @@ extension FileSystem {
                 s.table.detach(path: path)
                 s.negative[path] = .now + .seconds(options.negativeTTL)
                 s.entriesChanged(in: KeyMapping.parent(of: path), at: now)
+                s.tailKnowledge.noteUnlinked(
+                    name: KeyMapping.name(of: path), in: KeyMapping.parent(of: path),
+                    until: .now + .seconds(options.negativeTTL))
             }
         }
         dropStagedIfIdle(attributes.ino)
@@ -183,6 +186,7 @@ extension FileSystem {
         state.withLock { s in
             s.table.detach(path: path)
             s.listed.removeValue(forKey: path)
+            s.tailKnowledge.forget(path)
             s.negative[path] = .now + .seconds(options.negativeTTL)
             s.entriesChanged(in: KeyMapping.parent(of: path), at: now)
         }

@@ -62,6 +62,12 @@ extension FileSystem {
 
     // MARK: - Resolving paths against the store
 
+    enum TailAnswer {
+        case known(FileAttributes)
+        case absent
+        case ask
+    }
+
     enum Observation {
         case object(ObjectInfo)
         case implicitDirectory
@@ -72,14 +78,16 @@ extension FileSystem {
     /// then a HEAD). `retain` counts a kernel lookup on the node.
     func resolve(_ path: String, retain: Bool, force: Bool = false) throws(FSError) -> FileAttributes {
         // The cached answer, or whether the store must be asked about what was known to be an object.
-        typealias Known = (cached: FileAttributes?, object: Bool, small: Bool, marker: Bool)
+        typealias Known = (
+            cached: FileAttributes?, object: Bool, small: Bool, marker: Bool, tail: (after: String, keys: Int)?
+        )
         let known: Known = try state.withLock { s throws(FSError) -> Known in
             let node = s.table.node(at: path)
             if let node,
                 path.isEmpty || node.staged != nil || node.dirty || (!force && isFresh(node) && isComplete(node))
             {
                 if retain { s.table[node.ino]?.lookups += 1 }
-                return (node.attributes(), false, false, false)
+                return (node.attributes(), false, false, false, nil)
             }
             if !force, let until = s.negative[path] {
                 if ContinuousClock.now < until { throw FSError.notFound }
@@ -87,16 +95,38 @@ extension FileSystem {
             }
             if !force && node == nil && s.listedAbsent(path, now: .now) { throw FSError.notFound }
             if let node {
+                let object = node.kind != .directory && node.inStore
                 return (
-                    nil, node.kind != .directory && node.inStore,
-                    node.kind == .file && node.inStore && node.size <= Self.smallObjectLimit,
-                    node.kind == .directory && node.inStore && node.version != nil
+                    nil, object, node.kind == .file && node.inStore && node.size <= Self.smallObjectLimit,
+                    node.kind == .directory && node.inStore && node.version != nil,
+                    object ? removalStart(forStale: path, in: s).map { ($0, Self.removalListingKeys) } : nil
                 )
             }
             let hint = s.fileHints[path]
-            return (nil, hint != nil, hint.map { $0 <= Self.smallObjectLimit } ?? false, false)
+            let tail = hint == nil && !force ? tailStart(forMissing: path, in: s) : nil
+            return (
+                nil, hint != nil, hint.map { $0 <= Self.smallObjectLimit } ?? false, false,
+                tail.map { ($0, Self.tailListingKeys) }
+            )
         }
         if let cached = known.cached { return cached }
+        if let tail = known.tail {
+            // FileSystem+Tails: one LIST of the directory's end answers for this name and those after it.
+            try listTail(of: KeyMapping.parent(of: path), after: tail.after, maxKeys: tail.keys)
+            let answer = state.withLock { s -> TailAnswer in
+                if let node = s.table.node(at: path) {
+                    guard isFresh(node) && isComplete(node) else { return .ask }
+                    if retain { s.table[node.ino]?.lookups += 1 }
+                    return .known(node.attributes())
+                }
+                return s.listedAbsent(path, now: .now) ? .absent : .ask
+            }
+            switch answer {
+            case .known(let attributes): return attributes
+            case .absent: throw FSError.notFound
+            case .ask: break
+            }
+        }
         if known.object, let fetched = fetchIncompleteSiblings(of: path, retain: retain) { return fetched }  // ls -l
         var content: Data?
         guard

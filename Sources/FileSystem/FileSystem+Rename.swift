@@ -95,7 +95,9 @@ extension FileSystem {
         try serialised(below) { () throws(FSError) in
             let oldPrefix = keys.directoryPrefix(for: from)
             let newPrefix = keys.directoryPrefix(for: to)
-            let mover = DirectoryMover(store: store, workers: bulkWorkers, width: options.renameParallelism)
+            let mover = DirectoryMover(
+                store: store, workers: bulkWorkers, width: options.renameParallelism,
+                markersCarryMetadata: !options.directoryMetadataInSidecar)
             let versions = try storeCall { try mover.move(from: oldPrefix, to: newPrefix) }
             for (rest, version) in versions {
                 metadataIndex.moved(from: oldPrefix + rest, to: newPrefix + rest, version: version)
@@ -105,6 +107,7 @@ extension FileSystem {
                 s.table.move(from: from, to: to)
                 s.noteExists(to)
                 s.listed = s.listed.filter { !($0.key == from || $0.key.hasPrefix(from + "/")) }
+                s.tailKnowledge.forget(from)
                 for (rest, version) in versions where !rest.isEmpty && !rest.hasSuffix("/") {
                     if let moved = s.table.ino(at: to + "/" + rest) {
                         s.table[moved]?.version = version

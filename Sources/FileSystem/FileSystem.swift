@@ -87,15 +87,19 @@ public final class FileSystem: Sendable {
         mutating func noteExists(_ path: String) {
             let parent = KeyMapping.parent(of: path)
             if listed[parent] != nil { listed[parent]?.names.insert(KeyMapping.name(of: path)) }
+            tailKnowledge.noteExists(name: KeyMapping.name(of: path), in: parent)
         }
 
         /// Whether `path` is known not to exist because its parent's listing is known and lacks it.
         func listedAbsent(_ path: String, now: ContinuousClock.Instant) -> Bool {
             guard !path.isEmpty, let known = listed[KeyMapping.parent(of: path)], now < known.until else {
-                return false
+                return !path.isEmpty
+                    && tailKnowledge.absent(name: KeyMapping.name(of: path), in: KeyMapping.parent(of: path), now: now)
             }
             return !known.names.contains(KeyMapping.name(of: path))
         }
+        /// The ends of directories listed, and removals in progress (FileSystem+Tails).
+        var tailKnowledge = TailKnowledge()
         var reportedInvalidKeys: Set<String> = []
         var smallContents = SmallContentCache(capacity: FileSystem.smallContentCapacity)
         /// Sizes of objects (not directories) seen in listings, kept after their nodes are forgotten: a hint of
@@ -279,9 +283,7 @@ public final class FileSystem: Sendable {
     /// Files whose content has not reached the store yet: written and not uploaded, or an upload running now.
     /// For `bucketfs status`; a snapshot, not a promise.
     public var pendingUploadCount: Int {
-        state.withLock { s in
-            s.table.nodes.values.filter { $0.dirty || ($0.stream?.hasStarted == true && !$0.unlinked) }.count
-        }
+        state.withLock { $0.table.pendingUploadCount }
     }
 
     /// Runs a store call, turning its failure into the errno a program sees.
