@@ -127,25 +127,53 @@ final class BlockCache: Sendable {
         guard !data.isEmpty, data.count <= blockSize, UInt64(data.count) <= limit else { return }
         let name = Self.fileName(key: key, version: version, number: number)
         if index.withLock({ $0.entries[name] != nil }) { return }
-        var contents = Data(Self.header(key: key, version: version).utf8)
-        contents.append(data)
+        let header = Array(Self.header(key: key, version: version).utf8)
         let temporary = directory + "/.tmp-" + UUID().uuidString
-        guard
-            FileManager.default.createFile(
-                atPath: temporary, contents: contents,
-                attributes: [.posixPermissions: 0o600]),
-            rename(temporary, directory + "/" + name) == 0
-        else {
-            try? FileManager.default.removeItem(atPath: temporary)
+        // Header and bytes written straight from where they are (one vectored write, no joined copy).
+        guard Self.write(header, data, to: temporary), rename(temporary, directory + "/" + name) == 0 else {
+            unlink(temporary)
             return
         }
+        let size = UInt64(header.count + data.count)
         index.withLock { index in
             index.clock += 1
             if let old = index.entries[name] { index.total -= old.size }
-            index.entries[name] = (UInt64(contents.count), index.clock)
-            index.total += UInt64(contents.count)
+            index.entries[name] = (size, index.clock)
+            index.total += size
         }
         evict()
+    }
+
+    /// Creates `path` (0600, new) holding `header` then `data`.
+    private static func write(_ header: [UInt8], _ data: Data, to path: String) -> Bool {
+        let fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { return false }
+        defer { close(fd) }
+        return header.withUnsafeBytes { head in
+            data.withUnsafeBytes { body in
+                var parts = [
+                    iovec(iov_base: UnsafeMutableRawPointer(mutating: head.baseAddress), iov_len: head.count),
+                    iovec(iov_base: UnsafeMutableRawPointer(mutating: body.baseAddress), iov_len: body.count),
+                ]
+                var written = 0
+                let total = head.count + body.count
+                // A short write goes on where it stopped.
+                while written < total {
+                    let count = parts.withUnsafeMutableBufferPointer { writev(fd, $0.baseAddress, 2) }
+                    if count < 0 && errno == EINTR { continue }
+                    guard count > 0 else { return false }
+                    written += count
+                    var skip = count
+                    for index in 0..<2 {
+                        let taken = min(skip, parts[index].iov_len)
+                        parts[index].iov_base = parts[index].iov_base.map { $0 + taken }
+                        parts[index].iov_len -= taken
+                        skip -= taken
+                    }
+                }
+                return true
+            }
+        }
     }
 
     /// Bytes held (headers included).

@@ -350,7 +350,9 @@ final class ReadPrefetcher: @unchecked Sendable {
             if chunk === probeChunk { judgeProbe(outcome, seconds: seconds) }
         }
 
-        var result = Data(capacity: Int(end - offset))
+        // (Most reads lie in one chunk: they are a slice of it, not a copy — the FUSE reply copies them anyway.)
+        var result = Data()
+        if parts.count > 1 { result.reserveCapacity(Int(end - offset)) }
         var cached = false
         cursor = offset
         for chunk in parts {
@@ -363,7 +365,10 @@ final class ReadPrefetcher: @unchecked Sendable {
             cached = cached || chunk.cached
             let from = Int(cursor - chunk.start)
             let to = min(data.count, Int(min(end, chunk.end) - chunk.start))
-            if from < to { result.append(data[data.startIndex + from..<data.startIndex + to]) }
+            if from < to {
+                let piece = data[data.startIndex + from..<data.startIndex + to]
+                if parts.count == 1 { result = piece } else { result.append(piece) }
+            }
             if to < Int(min(end, chunk.end) - chunk.start) { break }  // the object is shorter than we thought
             cursor = chunk.end
         }
@@ -462,7 +467,7 @@ final class ReadPrefetcher: @unchecked Sendable {
                     if end - offset == cache.blockSize || base + UInt64(end) == got.info.size {
                         cache.store(
                             key: key, version: got.info.version, number: number,
-                            data: got.body.subdata(in: offset..<end))
+                            data: got.body[got.body.startIndex + offset..<got.body.startIndex + end])
                     }
                     offset = end
                 }
@@ -507,9 +512,10 @@ final class ReadPrefetcher: @unchecked Sendable {
         return data
     }
 
+    /// A view of `count` bytes of `data` from `from` (not a copy: the chunk keeps the GET's buffer).
     private static func slice(_ data: Data, from: UInt64, count: Int) -> Data {
         let start = min(data.count, Int(from))
-        return data.subdata(in: start..<min(data.count, start + count))
+        return data[data.startIndex + start..<data.startIndex + min(data.count, start + count)]
     }
 
     /// Called with the lock held.

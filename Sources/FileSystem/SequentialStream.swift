@@ -84,11 +84,13 @@ final class SequentialStream: @unchecked Sendable {
         if closed { return nil }  // closed meanwhile (revalidated, released): the caller reads by range
         if let failure { throw failure }
         guard offset < received else { return offset >= size ? Data() : nil }  // ended short: ranged reads
-        var data = Data(capacity: Int(min(end, received) - offset))
+        // A read inside one block is a slice of it, not a copy (the FUSE reply copies it anyway).
+        var data = Data()
         for block in blocks where block.start < end && block.start + UInt64(block.data.count) > offset {
             let from = Int(max(offset, block.start) - block.start)
             let to = Int(min(end, block.start + UInt64(block.data.count)) - block.start)
-            data.append(block.data[block.data.startIndex + from..<block.data.startIndex + to])
+            let piece = block.data[block.data.startIndex + from..<block.data.startIndex + to]
+            if data.isEmpty { data = piece } else { data.append(piece) }
         }
         readTo = max(readTo, offset + UInt64(data.count))
         // Drop what lies well behind the reader, and let the transfer go on.
