@@ -17,7 +17,7 @@ bench_seaweed() {
     mkdir -p "$1"
     weed server -dir="$1" -ip=127.0.0.1 -ip.bind=127.0.0.1 -master.telemetry=false \
         -master.port=$(($2 + 1)) -master.volumeSizeLimitMB=1024 -volume.port=$(($2 + 2)) -volume.max=200 \
-        -filer -filer.port=$(($2 + 3)) -s3 -s3.port="$2" >> "$1.log" 2>&1 &
+        -filer -filer.port=$(($2 + 3)) -s3 -s3.port="$2" -s3.port.iceberg=0 -s3.port.lance=0 >> "$1.log" 2>&1 &
     WEED_PID=$!
     S3_URL=http://127.0.0.1:$2
 }

@@ -12,8 +12,10 @@
 #   SCALE_N=10000 SCALE_S3_URL=http://127.0.0.1:19000 bench/scale.sh     smaller, on a running server (moto)
 #   SCALE_PARTS="listing" bench/scale.sh                                 only some parts (listing rss cpu)
 #
-# Prints "figure value unit load1" lines. The objects are created once per server (bucket scale-SCALE_N, 64
-# parallel PUTs) and kept for the next run. Needs root (drop_caches).
+# Prints "figure value unit load1" lines, then one "goal" line per goal of issue 13 that this run measured:
+# "goal name value reference ratio limit met|MISSED" (ratio = value / reference, met when ratio <= limit).
+# The objects are created once per server (bucket scale-SCALE_N, 64 parallel PUTs) and kept for the next run.
+# Needs root (drop_caches).
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(dirname "$HERE")"
@@ -42,13 +44,16 @@ fi
 BUCKET=scale-$N
 
 emit() { echo "$1 $2 $3 $(load)"; }
+GOALS=()
+# goal NAME VALUE REFERENCE LIMIT: VALUE / REFERENCE must stay at or below LIMIT; printed at the end.
+goal() { GOALS+=("$1 $2 $3 $4"); }
 status_kib() { awk -v k="$2:" '$1 == k { print $2 }' "/proc/$1/status"; }
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 daemon_pid() {
     local real; real=$(realpath "$1")
     for d in /proc/[0-9]*; do
-        tr '\0' '\n' < "$d/cmdline" 2>/dev/null | grep -qx -- "--foreground" || continue
-        tr '\0' '\n' < "$d/cmdline" 2>/dev/null | grep -qx -- "$real" && { basename "$d"; return; }
+        { tr '\0' '\n' < "$d/cmdline"; } 2>/dev/null | grep -qx -- "--foreground" || continue
+        { tr '\0' '\n' < "$d/cmdline"; } 2>/dev/null | grep -qx -- "$real" && { basename "$d"; return; }
     done
 }
 mount_it() {
@@ -109,9 +114,12 @@ PY
         t1=$(now)
         rss1=$(status_kib "$PID" VmRSS); hwm=$(status_kib "$PID" VmHWM)
         name=${tool// /_}; name=${name//-/}
-        emit "${name}_${N}_s" "$(span "$t0" "$t1")" s
+        took=$(span "$t0" "$t1")
+        emit "${name}_${N}_s" "$took" s
         emit "${name}_${N}_lines" "$lines" lines
         emit "${name}_${N}_rss_growth" "$(( (rss1 - rss0) / 1024 ))" MiB
+        goal "${name}_${N}_s_vs_list_pages" "$took" "${direct% *}" 1.5
+        goal "${name}_${N}_rss_growth_vs_150MiB" "$(( (rss1 - rss0) / 1024 ))" 150 1
         emit "${name}_${N}_rss_after_hwm" "$(( rss1 / 1024 ))/$(( hwm / 1024 ))" MiB
         # A second pass on the same daemon: what its caches keep.
         t0=$(now); ls -l "$MNT/big" > /dev/null; t1=$(now)
@@ -137,6 +145,7 @@ if [[ " ${PARTS[*]} " == *" rss "* ]]; then
     wait
     emit rss_4r4w_start "$(( rss0 / 1024 ))" MiB
     emit rss_4r4w_peak_hwm "$(( $(status_kib "$PID" VmHWM) / 1024 ))" MiB
+    goal rss_4r4w_peak_vs_256MiB "$(( $(status_kib "$PID" VmHWM) / 1024 ))" 256 1
     rm -rf "$MNT/rss"
     unmount_it
 fi
@@ -151,15 +160,18 @@ cpu_round() {    # $1 name, $2 mount point, $3 pid of its daemon, $4 remount com
     for i in 1 2 3 4; do dd if="$SOURCE_FILE" of="$dir/c$i" bs=1M status=none; done
     sync
     ticks1=$(cpu_ticks "$3")
-    emit "${1}_cpu_s_per_GiB_written" "$(python3 -c "print(f'{($ticks1 - $ticks0) / $hz / $gib:.2f}')")" s/GiB
+    CPU_WRITTEN[$1]=$(python3 -c "print(f'{($ticks1 - $ticks0) / $hz / $gib:.2f}')")
+    emit "${1}_cpu_s_per_GiB_written" "${CPU_WRITTEN[$1]}" s/GiB
     $4    # sets NEWPID
     drop
     ticks0=$(cpu_ticks "$NEWPID")
     for i in 1 2 3 4; do dd if="$dir/c$i" of=/dev/null bs=1M status=none; done
     ticks1=$(cpu_ticks "$NEWPID")
-    emit "${1}_cpu_s_per_GiB_read" "$(python3 -c "print(f'{($ticks1 - $ticks0) / $hz / $gib:.2f}')")" s/GiB
+    CPU_READ[$1]=$(python3 -c "print(f'{($ticks1 - $ticks0) / $hz / $gib:.2f}')")
+    emit "${1}_cpu_s_per_GiB_read" "${CPU_READ[$1]}" s/GiB
     rm -rf "$dir"
 }
+declare -A CPU_WRITTEN CPU_READ
 bucketfs_remount() { unmount_it; mount_it; NEWPID=$PID; }
 rclone_mount() {
     mkdir -p "$RCLONE_MNT"
@@ -191,8 +203,15 @@ if [[ " ${PARTS[*]} " == *" cpu "* ]]; then
         rclone_mount
         cpu_round rclone "$RCLONE_MNT" "$RCLONE_PID" rclone_remount
         fusermount3 -u "$RCLONE_MNT"; wait "$RCLONE_PID" 2>/dev/null || true; RCLONE_PID=
+        goal cpu_s_per_GiB_written_vs_rclone "${CPU_WRITTEN[bucketfs]}" "${CPU_WRITTEN[rclone]}" 0.5
+        goal cpu_s_per_GiB_read_vs_rclone "${CPU_READ[bucketfs]}" "${CPU_READ[rclone]}" 0.5
     else
         emit rclone_cpu_s_per_GiB NOT_INSTALLED -
     fi
 fi
+for g in "${GOALS[@]}"; do
+    set -- $g
+    python3 -c "import sys; n, v, ref, lim = sys.argv[1:]; r = float(v) / float(ref) if float(ref) else float('inf')
+print(f'goal {n} {v} {ref} {r:.2f} {lim} {\"met\" if r <= float(lim) else \"MISSED\"}')" "$@"
+done
 echo "# $(date -u +%FT%TZ) uptime: $(uptime)"

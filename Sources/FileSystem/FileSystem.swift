@@ -283,9 +283,7 @@ public final class FileSystem: Sendable {
     /// Files whose content has not reached the store yet: written and not uploaded, or an upload running now.
     /// For `bucketfs status`; a snapshot, not a promise.
     public var pendingUploadCount: Int {
-        state.withLock { s in
-            s.table.nodes.values.filter { $0.dirty || ($0.stream?.hasStarted == true && !$0.unlinked) }.count
-        }
+        state.withLock { $0.table.pendingUploadCount }
     }
 
     /// Runs a store call, turning its failure into the errno a program sees.

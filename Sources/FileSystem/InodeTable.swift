@@ -13,10 +13,6 @@ struct Node {
     var gid: UInt32
     var mtime: FileTime
     var ctime: FileTime
-    var atime: FileTime? = nil
-    /// Device number of a character or block device.
-    var rdev: UInt32 = 0
-    var symlinkTarget: String?
     /// Directory: the names of its subdirectories, when this mount knows them all (it listed the directory or
     /// made it); nil until then. `st_nlink` is 2 plus their number, as on ext4.
     var subdirectories: Set<String>?
@@ -33,38 +29,116 @@ struct Node {
     /// Directory listings currently holding this node in their snapshot.
     var listingPins: Int = 0
     var openHandles: Int = 0
-    /// Local content being written; present from the first write (or O_TRUNC) until the last close.
-    var staged: StagedFile?
     /// Where the content stands against the store (the lifecycle, `FileLifecycle.swift`).
     var content: ContentState = .clean
     /// Orders this file's store changes (uploads, copies, deletes); shared by every copy of this node value.
     let serial = FileSerial()
     /// The store lacks what the descriptors see.
     var dirty: Bool { content.hasUnstoredChanges }
-    /// Lowest byte offset written or truncated since the staged copy last matched the stored version (nil: none):
-    /// the bytes before it, up to `storedSize`, can be copied on the server instead of uploaded again.
-    var changedFrom: UInt64?
     /// Size of the stored version `version` names.
     var storedSize: UInt64 = 0
     /// Last-Modified (whole seconds) of that version, once the store told it: a copy onto itself with new
     /// metadata keeps an S3 ETag but not this.
     var storedModified: Int64?
+    /// Removed from the namespace while still open: never uploaded again.
+    var unlinked: Bool { content == .detached }
+
+    /// The fields most nodes never set (a file being written, a symlink, a device, other tools' metadata), out
+    /// of line: a listing of 100,000 entries keeps 100,000 nodes, and each would otherwise carry ~130 bytes more
+    /// (and a copy of a node as many more references to retain).
+    private var rare: RareNodeBox?
+
+    /// Copy on write: a copy of the node shares the box until one of them changes a field.
+    private var rareFields: RareNodeFields {
+        get { rare?.fields ?? RareNodeFields() }
+        set {
+            if isKnownUniquelyReferenced(&rare) { rare!.fields = newValue } else { rare = RareNodeBox(newValue) }
+        }
+    }
+
+    var atime: FileTime? {
+        get { rare?.fields.atime }
+        set { rareFields.atime = newValue }
+    }
+    /// Device number of a character or block device.
+    var rdev: UInt32 {
+        get { rare?.fields.rdev ?? 0 }
+        set { rareFields.rdev = newValue }
+    }
+    var symlinkTarget: String? {
+        get { rare?.fields.symlinkTarget }
+        set { rareFields.symlinkTarget = newValue }
+    }
+    /// Local content being written; present from the first write (or O_TRUNC) until the last close.
+    var staged: StagedFile? {
+        get { rare?.fields.staged }
+        set { rareFields.staged = newValue }
+    }
+    /// Lowest byte offset written or truncated since the staged copy last matched the stored version (nil: none):
+    /// the bytes before it, up to `storedSize`, can be copied on the server instead of uploaded again.
+    var changedFrom: UInt64? {
+        get { rare?.fields.changedFrom }
+        set { rareFields.changedFrom = newValue }
+    }
     /// The metadata this mount last wrote to the object: seen again on revalidation, the node's own attributes
     /// stand (they may have moved on in memory, e.g. a directory's mtime), even if the store gave the object a
     /// new version meanwhile (the local backend versions a directory by its entries).
-    var writtenMetadata: ObjectMetadata?
+    var writtenMetadata: ObjectMetadata? {
+        get { rare?.fields.writtenMetadata }
+        set { rareFields.writtenMetadata = newValue }
+    }
     /// A multipart upload fed while a new or truncated file is written sequentially.
-    var stream: StreamingUpload?
+    var stream: StreamingUpload? {
+        get { rare?.fields.stream }
+        set { rareFields.stream = newValue }
+    }
     /// mtime was set by `setattr` (touch, cp -p) rather than by writing.
-    var mtimeExplicit = false
-    /// Removed from the namespace while still open: never uploaded again.
-    var unlinked: Bool { content == .detached }
+    var mtimeExplicit: Bool {
+        get { rare?.fields.mtimeExplicit ?? false }
+        set { rareFields.mtimeExplicit = newValue }
+    }
     /// Keep the staged file on discard: it holds data that could not be uploaded nor saved elsewhere.
-    var preserveStaged = false
-    var lastOpenedVersion: String?
+    var preserveStaged: Bool {
+        get { rare?.fields.preserveStaged ?? false }
+        set { rareFields.preserveStaged = newValue }
+    }
+    var lastOpenedVersion: String? {
+        get { rare?.fields.lastOpenedVersion }
+        set { rareFields.lastOpenedVersion = newValue }
+    }
     /// Set by other tools: kept so that our uploads and metadata changes do not drop them.
-    var contentType: String?
-    var foreignMetadata: ObjectMetadata = [:]
+    var contentType: String? {
+        get { rare?.fields.contentType }
+        set { rareFields.contentType = newValue }
+    }
+    var foreignMetadata: ObjectMetadata {
+        get { rare?.fields.foreignMetadata ?? [:] }
+        set { rareFields.foreignMetadata = newValue }
+    }
+
+    init(
+        ino: UInt64, path: String, kind: NodeKind, size: UInt64, permissions: UInt32, uid: UInt32, gid: UInt32,
+        mtime: FileTime, ctime: FileTime, atime: FileTime? = nil, rdev: UInt32 = 0, symlinkTarget: String? = nil,
+        version: String?, inStore: Bool, metadataKnown: Bool, validatedAt: ContinuousClock.Instant, lookups: UInt64 = 0
+    ) {
+        self.ino = ino
+        self.path = path
+        self.kind = kind
+        self.size = size
+        self.permissions = permissions
+        self.uid = uid
+        self.gid = gid
+        self.mtime = mtime
+        self.ctime = ctime
+        self.version = version
+        self.inStore = inStore
+        self.metadataKnown = metadataKnown
+        self.validatedAt = validatedAt
+        self.lookups = lookups
+        if atime != nil { self.atime = atime }
+        if rdev != 0 { self.rdev = rdev }
+        if symlinkTarget != nil { self.symlinkTarget = symlinkTarget }
+    }
 
     mutating func noteChange(from offset: UInt64) {
         changedFrom = min(changedFrom ?? offset, offset)
@@ -114,6 +188,28 @@ struct Node {
     }
 }
 
+/// Holds a node's `RareNodeFields`; changed only while uniquely referenced (under the state lock).
+final class RareNodeBox: @unchecked Sendable {
+    var fields: RareNodeFields
+    init(_ fields: RareNodeFields) { self.fields = fields }
+}
+
+/// `Node`'s rarely set fields, held once per node that sets any.
+struct RareNodeFields {
+    var atime: FileTime?
+    var rdev: UInt32 = 0
+    var symlinkTarget: String?
+    var staged: StagedFile?
+    var changedFrom: UInt64?
+    var writtenMetadata: ObjectMetadata?
+    var stream: StreamingUpload?
+    var mtimeExplicit = false
+    var preserveStaged = false
+    var lastOpenedVersion: String?
+    var contentType: String?
+    var foreignMetadata: ObjectMetadata = [:]
+}
+
 /// Inodes by number and by path. Not thread-safe by itself: `FileSystem` keeps it inside its state lock.
 struct InodeTable {
     static let rootIno: UInt64 = 1
@@ -123,11 +219,19 @@ struct InodeTable {
     private var nextIno: UInt64 = 2
     /// Nodes that have a staged file, kept so that the staged total is cheap to add up.
     private var stagedInos: Set<UInt64> = []
+    /// Nodes that were seen with unstored changes or an upload stream: a superset of the pending uploads, so that
+    /// counting them (every 2 s, for `bucketfs status`) does not copy every node of a table of 100,000.
+    private var unstoredInos: Set<UInt64> = []
     /// The numbers of nodes evicted while still named (the kernel forgot them, e.g. its dentry cache shrank), by
     /// path: the same path seen again as the same kind gets its number back, so `st_ino` stays stable for as
     /// long as the name does (pjdfstest compares it across steps). Dropped when the name goes.
     private var retired: [String: (ino: UInt64, kind: NodeKind)] = [:]
     static let retiredLimit = 100_000
+
+    /// The entry names of the directories listed last, each in listing order (the order `ls -l` stats them in):
+    /// the next entries awaiting metadata are found there without a pass over every node.
+    private var listingOrders: [String: [String]] = [:]
+    static let listingOrderLimit = 16
 
     init(root: Node) {
         nodes[root.ino] = root
@@ -147,8 +251,20 @@ struct InodeTable {
         stagedInos.reduce(0) { $0 + (nodes[$1]?.size ?? 0) }
     }
 
+    /// Files whose content has not reached the store yet: written and not uploaded, or an upload running now.
+    var pendingUploadCount: Int {
+        unstoredInos.count { ino in
+            nodes[ino].map { $0.dirty || ($0.stream?.hasStarted == true && !$0.unlinked) } ?? false
+        }
+    }
+
     private mutating func noteStaging(_ ino: UInt64) {
         if nodes[ino]?.staged != nil { stagedInos.insert(ino) } else { stagedInos.remove(ino) }
+        if let node = nodes[ino], node.dirty || node.stream != nil {
+            unstoredInos.insert(ino)
+        } else {
+            unstoredInos.remove(ino)
+        }
     }
 
     func ino(at path: String) -> UInt64? { byPath[path] }
@@ -217,6 +333,24 @@ struct InodeTable {
         }
     }
 
+    /// `names`: sorted (`<`), as the listing of `directory` returned them.
+    mutating func noteListingOrder(_ names: [String], of directory: String) {
+        if listingOrders[directory] == nil && listingOrders.count >= Self.listingOrderLimit { listingOrders = [:] }
+        listingOrders[directory] = names
+    }
+
+    /// The names after `name` in the last listing of `directory`, in order; nil if it was not listed lately.
+    func namesListed(after name: String, in directory: String) -> ArraySlice<String>? {
+        guard let names = listingOrders[directory] else { return nil }
+        var low = 0
+        var high = names.count
+        while low < high {
+            let middle = (low + high) / 2
+            if names[middle] <= name { low = middle + 1 } else { high = middle }
+        }
+        return names[low...]
+    }
+
     /// Nodes directly inside directory `path` that exist only locally (created, not yet uploaded).
     func pendingChildren(of path: String) -> [Node] {
         nodes.values.filter {
@@ -235,6 +369,7 @@ struct InodeTable {
         guard let node = nodes[ino], node.isEvictable else { return }
         nodes.removeValue(forKey: ino)
         stagedInos.remove(ino)
+        unstoredInos.remove(ino)
         if !node.path.isEmpty, byPath[node.path] == ino {
             byPath.removeValue(forKey: node.path)
             if retired.count >= Self.retiredLimit { retired = [:] }  // bounded: past it, numbers may change

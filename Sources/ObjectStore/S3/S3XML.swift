@@ -86,7 +86,10 @@ struct S3XML: Sendable {
             var node = S3XML(name: name, text: "", children: [])
             var text: [UInt8] = []
             while index < bytes.count {
-                if starts(with: "</") {
+                if bytes[index] != UInt8(ascii: "<") {
+                    text.append(bytes[index])
+                    index += 1
+                } else if starts(with: "</") {
                     index += 2
                     let closing = readName()
                     guard closing == name, skip(past: ">") else { return nil }
@@ -102,12 +105,9 @@ struct S3XML: Sendable {
                     for byte in bytes[start..<(index - 3)] {
                         if byte == UInt8(ascii: "&") { text += Array("&amp;".utf8) } else { text.append(byte) }
                     }
-                } else if peek == UInt8(ascii: "<") {
+                } else {
                     guard let child = element(depth: depth + 1) else { return nil }
                     node.children.append(child)
-                } else {
-                    text.append(bytes[index])
-                    index += 1
                 }
             }
             return nil
@@ -118,12 +118,17 @@ struct S3XML: Sendable {
         func starts(with literal: StaticString) -> Bool {
             let count = literal.utf8CodeUnitCount
             guard index + count <= bytes.count else { return false }
-            return literal.withUTF8Buffer { Array($0) == Array(bytes[index..<(index + count)]) }
+            // Byte by byte, without copying: this runs at every `<` of a page of 1,000 keys.
+            return literal.withUTF8Buffer { expected in
+                for offset in 0..<count where bytes[index + offset] != expected[offset] { return false }
+                return true
+            }
         }
 
         mutating func skip(past literal: StaticString) -> Bool {
+            let first = literal.withUTF8Buffer { $0[0] }
             while index < bytes.count {
-                if starts(with: literal) {
+                if bytes[index] == first && starts(with: literal) {
                     index += literal.utf8CodeUnitCount
                     return true
                 }
@@ -139,9 +144,9 @@ struct S3XML: Sendable {
         mutating func readName() -> String {
             let start = index
             while let byte = peek, byte != UInt8(ascii: ">"), byte != UInt8(ascii: "/"), byte > 0x20 { index += 1 }
-            let full = String(decoding: bytes[start..<index], as: UTF8.self)
             // Namespaced names (`s3:Key`) are matched by their local part.
-            return full.split(separator: ":").last.map(String.init) ?? full
+            let local = bytes[start..<index].lastIndex(of: UInt8(ascii: ":")).map { $0 + 1 } ?? start
+            return String(decoding: bytes[local..<index], as: UTF8.self)
         }
 
         func decodeEntities(_ raw: [UInt8]) -> String {
