@@ -103,7 +103,7 @@ extension FileSystem {
                 )
             }
             let hint = s.fileHints[path]
-            let tail = hint == nil && !force ? tailStart(forMissing: path, in: s) : nil
+            let tail = hint == nil && !force ? tailStart(forMissing: path, in: &s) : nil
             return (
                 nil, hint != nil, hint.map { $0 <= Self.smallObjectLimit } ?? false, false,
                 tail.map { ($0, Self.tailListingKeys) }

@@ -39,6 +39,8 @@ struct TailKnowledge {
     /// Directory → the name last unlinked there, how many unlinks in a row went up in name order, and until when
     /// that counts as a removal in progress.
     var unlinks: [String: (name: String, run: Int, until: ContinuousClock.Instant)] = [:]
+    /// Directory → the greatest name of its (full) listing, and how many names that listing had then.
+    var greatestListed: [String: (count: Int, name: String)] = [:]
 
     mutating func noteExists(name: String, in parent: String) {
         tails[parent]?.names.insert(name)
@@ -59,6 +61,7 @@ struct TailKnowledge {
     mutating func forget(_ path: String) {
         tails = tails.filter { !($0.key == path || $0.key.hasPrefix(path + "/")) }
         unlinks = unlinks.filter { !($0.key == path || $0.key.hasPrefix(path + "/")) }
+        greatestListed = greatestListed.filter { !($0.key == path || $0.key.hasPrefix(path + "/")) }
     }
 
     /// Unlinks in name order, this many in a row, make the next stale file of the directory revalidate its
@@ -74,14 +77,20 @@ extension FileSystem {
 
     /// Where a tail LIST for the missing `path` would start: after the greatest name its directory was known to hold
     /// (from a listing or an earlier tail, expired), when `path` sorts after it. nil: no such knowledge.
-    func tailStart(forMissing path: String, in s: State) -> String? {
+    func tailStart(forMissing path: String, in s: inout State) -> String? {
         let parent = KeyMapping.parent(of: path)
         let name = KeyMapping.name(of: path)
         let last: String
         if let tail = s.tailKnowledge.tails[parent] {
             last = tail.last
         } else if let listed = s.listed[parent] {
-            last = listed.names.reduce("") { $0.utf8.lexicographicallyPrecedes($1.utf8) ? $1 : $0 }
+            // Kept while the listing has as many names: a lookup in a large directory does not go through them all.
+            if let known = s.tailKnowledge.greatestListed[parent], known.count == listed.names.count {
+                last = known.name
+            } else {
+                last = listed.names.reduce("") { $0.utf8.lexicographicallyPrecedes($1.utf8) ? $1 : $0 }
+                s.tailKnowledge.greatestListed[parent] = (listed.names.count, last)
+            }
         } else {
             return nil
         }

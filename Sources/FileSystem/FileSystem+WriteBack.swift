@@ -67,7 +67,6 @@ extension FileSystem {
     }
 
     private func uploadHoldingSerial(_ ino: UInt64) throws(FSError) {
-        var unstarted: StreamingUpload?
         let job: UploadJob? = state.withLock { s in
             guard var node = s.table[ino], let staged = node.staged, !node.path.isEmpty,
                 node.content.beginUpload()
@@ -78,7 +77,6 @@ extension FileSystem {
                 node.stream = nil  // completed by this upload; later writes go to a plain PUT
             } else {
                 job.stream = nil  // not started: a PUT now, and the stream stays for the writes to come
-                unstarted = node.stream
             }
             node.mtimeExplicit = false
             s.table[ino] = node
@@ -91,7 +89,6 @@ extension FileSystem {
                     condition: condition))
         }
         guard let job else { return }
-        unstarted?.releaseBuffers()  // not under `state`: the stream's lock can be held across a store call
         FileSystemMetrics.shared.uploadStarted()
         defer { FileSystemMetrics.shared.uploadFinished() }
         let key = keys.key(for: job.node.path)

@@ -14,9 +14,6 @@ public final class FileSystemMetrics: Sendable {
     public let smallContentMisses = Atomic<Int>(0)
     /// Uploads (PUT or multipart) sending now; the FileSystem calls `uploadStarted`/`uploadFinished` around them.
     public let uploadsInFlight = Atomic<Int>(0)
-    /// Parts of streamed uploads sent from the bytes as written, and those read back from the staged file.
-    public let streamedPartsFromMemory = Atomic<Int>(0)
-    public let streamedPartsReadBack = Atomic<Int>(0)
 
     public init() {}
 

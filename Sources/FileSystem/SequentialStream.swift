@@ -9,8 +9,11 @@ import ObjectStore
 final class SequentialStream: @unchecked Sendable {
     static let ahead: UInt64 = 8 << 20
     static let behind: UInt64 = 4 << 20
+    /// Whole blocks waiting for the cache writer at most: when it falls further behind (a disk slower than the
+    /// network), the transfer waits for it.
+    static let maxPendingWrites = 8
     /// What the stream may hold at once, counted against the mount's read-ahead budget.
-    static var footprint: Int { Int(ahead + behind + (1 << 20)) }
+    static var footprint: Int { Int(ahead + behind + (1 << 20)) + (maxPendingWrites << 20) }
 
     private struct Block {
         var start: UInt64
@@ -31,6 +34,12 @@ final class SequentialStream: @unchecked Sendable {
     private var closed = false
     /// Hands each whole block received (and the last, shorter one) to the block cache. Set before the transfer.
     private var keep: ((Int, Data) -> Void)?
+    /// Blocks for `keep`, written by a thread of their own: on the transfer's thread the disk writes halved its
+    /// rate (SeaweedFS on loopback, 256 MiB, at load 8-11: 119-203 MiB/s with them there, 213-257 with the writer,
+    /// 280 without a cache). Guarded by `writes`.
+    private let writes = NSCondition()
+    private var pendingWrites: [(number: Int, data: Data)] = []
+    private var writerDone = false
     private var blockSize = 1 << 20
 
     /// Starts the transfer of `start..<size` on a thread of its own, or returns nil when the budget is spent.
@@ -48,6 +57,9 @@ final class SequentialStream: @unchecked Sendable {
         let stream = SequentialStream(size: size, from: start, budget: budget)
         if let cache = budget.cache, let version, start % UInt64(cache.blockSize) == 0 {
             stream.keep = { number, data in cache.store(key: key, version: version, number: number, data: data) }
+            let writer = Thread { stream.writeBlocks() }
+            writer.name = "bucketfs-stream-cache"
+            writer.start()
             stream.blockSize = cache.blockSize
         }
         let thread = Thread {
@@ -107,7 +119,7 @@ final class SequentialStream: @unchecked Sendable {
         condition.lock()
         defer {
             condition.unlock()
-            for block in whole { keep?(Int(block.start) / blockSize, block.data) }  // disk I/O without the lock
+            if keep != nil && !whole.isEmpty { queueWrites(whole) }  // disk I/O on the writer thread
         }
         while received >= readTo + Self.ahead && !closed {
             condition.wait()
@@ -137,8 +149,44 @@ final class SequentialStream: @unchecked Sendable {
         return true
     }
 
+    /// Hands whole blocks to the cache writer, waiting while it has no room.
+    private func queueWrites(_ blocks: [Block]) {
+        writes.lock()
+        for block in blocks {
+            while pendingWrites.count >= Self.maxPendingWrites && !writerDone { writes.wait() }
+            pendingWrites.append((Int(block.start) / blockSize, block.data))
+            writes.broadcast()
+        }
+        writes.unlock()
+    }
+
+    /// The cache writer: stores queued blocks until the transfer is over and the queue empty.
+    private func writeBlocks() {
+        while true {
+            writes.lock()
+            while pendingWrites.isEmpty && !writerDone { writes.wait() }
+            if pendingWrites.isEmpty {
+                writes.unlock()
+                return
+            }
+            let next = pendingWrites.removeFirst()
+            writes.broadcast()
+            writes.unlock()
+            keep?(next.number, next.data)
+        }
+    }
+
+    /// No more blocks will come: the writer finishes the queue and stops.
+    private func stopWriter() {
+        writes.lock()
+        writerDone = true
+        writes.broadcast()
+        writes.unlock()
+    }
+
     /// The transfer is over (all of it, or failed). Reads of what arrived go on until `close`.
     private func end(_ error: ObjectStoreError?) {
+        stopWriter()
         condition.lock()
         finished = true
         if !closed { failure = error }

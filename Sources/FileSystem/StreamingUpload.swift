@@ -9,9 +9,7 @@ import Synchronization
 /// file's condition. A file that never filled a part is left to a single PUT.
 ///
 /// The staged file still holds every byte, so if anything goes wrong the caller aborts the stream and
-/// uploads the staged file the ordinary way. Parts written strictly in order go up from the bytes as written
-/// (`StreamedPartBuffers`); the others are read back from the staged file. Memory per streaming file: at most
-/// `maxInFlight + 3` parts (in flight, two full ones waiting for a slot, the one being filled).
+/// uploads the staged file the ordinary way.
 final class StreamingUpload: @unchecked Sendable {
     private let store: any ObjectStore
     let key: String
@@ -32,7 +30,6 @@ final class StreamingUpload: @unchecked Sendable {
     private var etags: [Int: String] = [:]
     private var inFlight = 0
     private var failure: ObjectStoreError?
-    private var buffers: StreamedPartBuffers
 
     init(
         store: any ObjectStore, key: String, metadata: ObjectMetadata, partSize: Int, maxInFlight: Int,
@@ -45,7 +42,6 @@ final class StreamingUpload: @unchecked Sendable {
         self.partSize = partSize
         self.maxInFlight = maxInFlight
         self.workers = workers
-        self.buffers = StreamedPartBuffers(partSize: partSize, maxReady: 2)
     }
 
     /// Writes into the staged file if that keeps the stream valid (nothing already streamed may change) and
@@ -56,7 +52,6 @@ final class StreamingUpload: @unchecked Sendable {
         defer { condition.unlock() }
         guard failure == nil && offset >= streamed else { return false }
         try staged.write(buffer, at: offset)
-        buffers.absorb(buffer, at: offset, streamed: streamed)
         return true
     }
 
@@ -68,19 +63,10 @@ final class StreamingUpload: @unchecked Sendable {
     /// holding the filesystem's state lock and `condition` may be held across a CreateMultipartUpload.
     private let started = Atomic<Bool>(false)
 
-    /// The file went up with a PUT before any part was sent: the bytes kept for its first part are let go (a
-    /// later write past them reads its parts back), so that a closed file holds no memory.
-    func releaseBuffers() {
-        condition.lock()
-        defer { condition.unlock() }
-        buffers.clear()
-    }
-
     /// Whether truncating to `size` leaves the bytes already streamed alone (dd truncates its output at open).
     func allowsTruncate(to size: UInt64) -> Bool {
         condition.lock()
         defer { condition.unlock() }
-        buffers.clear()  // kept bytes past `size` would outlive the truncate
         return failure == nil && size >= streamed
     }
 
@@ -105,13 +91,12 @@ final class StreamingUpload: @unchecked Sendable {
                 }
             }
             let offset = streamed
-            let number = Int(offset / UInt64(partSize)) + 1
-            guard let part = buffers.take(number) ?? Self.readPart(fd: fd, offset: offset, count: partSize)
-            else {
+            guard let part = Self.readPart(fd: fd, offset: offset, count: partSize) else {
                 failure = .other("cannot read back the staging file of \(key)")
                 return
             }
             streamed += UInt64(partSize)
+            let number = Int(offset / UInt64(partSize)) + 1
             submit(part: part, number: number)
         }
     }
@@ -125,14 +110,10 @@ final class StreamingUpload: @unchecked Sendable {
         defer { condition.unlock() }
         guard let uploadID else { return nil }
         if failure == nil && size > streamed {
-            let number = Int(streamed / UInt64(partSize)) + 1
-            let count = Int(size - streamed)
-            guard
-                let part = buffers.takeLast(number, count: count)
-                    ?? Self.readPart(fd: fd, offset: streamed, count: count)
-            else {
+            guard let part = Self.readPart(fd: fd, offset: streamed, count: Int(size - streamed)) else {
                 throw .other("cannot read back the staging file of \(key)")
             }
+            let number = Int(streamed / UInt64(partSize)) + 1
             streamed = size
             submit(part: part, number: number)
         }
@@ -150,7 +131,6 @@ final class StreamingUpload: @unchecked Sendable {
     func abort() {
         condition.lock()
         if failure == nil { failure = .other("stream abandoned") }
-        buffers.clear()
         while inFlight > 0 { condition.wait() }
         let id = uploadID
         let entry = journalID
@@ -174,9 +154,7 @@ final class StreamingUpload: @unchecked Sendable {
             }
             condition.lock()
             switch result {
-            case .success(let etag):
-                etags[number] = etag
-                if failure == nil { buffers.recycle(part) }
+            case .success(let etag): etags[number] = etag
             case .failure(let error): if failure == nil { failure = error }
             }
             inFlight -= 1
@@ -185,9 +163,7 @@ final class StreamingUpload: @unchecked Sendable {
         }
     }
 
-    /// A part the buffers did not keep, from the staged file.
     private static func readPart(fd: Int32, offset: UInt64, count: Int) -> Data? {
-        FileSystemMetrics.shared.streamedPartsReadBack.add(1, ordering: .relaxed)
         var data = Data(count: count)
         var done = 0
         while done < count {

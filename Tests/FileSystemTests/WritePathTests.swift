@@ -9,8 +9,8 @@ import XCTest
 
 /// The write path's cost and its crash safety together: a new file's staging sidecar is written when there is
 /// something to lose (its first byte, a truncate up, a close that could not upload), not at `create`, which the
-/// kernel runs under the directory's exclusive lock; streamed parts go up from the bytes as written when the
-/// writes come in order, and from the staged file otherwise — the same bytes either way.
+/// kernel runs under the directory's exclusive lock; a streamed upload sends what the staged file holds after
+/// rewrites and truncates of bytes not sent yet.
 final class WritePathTests: FileSystemTestCase {
     static let partSize = 1 << 20
 
@@ -31,37 +31,6 @@ final class WritePathTests: FileSystemTestCase {
         _ = try Array(bytes).withUnsafeBytes { (buffer) throws(FSError) in
             try fs.write(ino, handle: handle, offset: UInt64(offset), data: buffer)
         }
-    }
-
-    /// Parts sent from memory and read back from the staged file while `body` runs.
-    private func partSources(_ body: () throws -> Void) rethrows -> (memory: Int, readBack: Int) {
-        let metrics = FileSystemMetrics.shared
-        let memory = metrics.streamedPartsFromMemory.load(ordering: .relaxed)
-        let readBack = metrics.streamedPartsReadBack.load(ordering: .relaxed)
-        try body()
-        return (
-            metrics.streamedPartsFromMemory.load(ordering: .relaxed) - memory,
-            metrics.streamedPartsReadBack.load(ordering: .relaxed) - readBack
-        )
-    }
-
-    func testASequentialWriteSendsEveryPartFromTheBytesAsWritten() throws {
-        let store = CountingStore(MemoryObjectStore())
-        let fs = try streaming(store)
-        let content = pattern(3 * Self.partSize + 4321, seed: 3)
-        let sources = try partSources {
-            let (file, handle) = try fs.create(
-                parent: Self.root, name: "seq", permissions: 0o644, flags: O_WRONLY, caller: caller)
-            for offset in stride(from: 0, to: content.count, by: 100_000) {
-                try put(fs, file.ino, handle, content[offset..<min(content.count, offset + 100_000)], at: offset)
-            }
-            try fs.flush(file.ino, handle: handle)
-            fs.release(file.ino, handle: handle)
-        }
-        XCTAssertEqual(Array(try store.get("seq").body), content)
-        XCTAssertEqual(store.count(.uploadPart), 4)
-        XCTAssertEqual(sources.memory, 4, "three full parts and the tail, as written")
-        XCTAssertEqual(sources.readBack, 0, "nothing read back from the staged file")
     }
 
     func testRewritesAndTruncatesOfUnsentBytesUploadWhatTheFileHolds() throws {
@@ -90,23 +59,20 @@ final class WritePathTests: FileSystemTestCase {
         XCTAssertEqual(store.count(.put), 0, "the stream held: every byte went up as parts")
     }
 
-    func testAFileClosedBeforeItsFirstPartKeepsNoBytesInMemory() throws {
+    func testAFlushBeforeTheFirstPartIsAPutAndTheStreamGoesOn() throws {
         let store = CountingStore(MemoryObjectStore())
         let fs = try streaming(store)
         let content = pattern(Self.partSize + 10, seed: 1)
-        let sources = try partSources {
-            let (file, handle) = try fs.create(
-                parent: Self.root, name: "late", permissions: 0o644, flags: O_WRONLY, caller: caller)
-            try put(fs, file.ino, handle, content[0..<1000], at: 0)
-            try fs.flush(file.ino, handle: handle)  // a PUT of what is there: the stream has not started
-            try put(fs, file.ino, handle, content[1000...], at: 1000)
-            try fs.flush(file.ino, handle: handle)
-            fs.release(file.ino, handle: handle)
-        }
+        let (file, handle) = try fs.create(
+            parent: Self.root, name: "late", permissions: 0o644, flags: O_WRONLY, caller: caller)
+        try put(fs, file.ino, handle, content[0..<1000], at: 0)
+        try fs.flush(file.ino, handle: handle)  // a PUT of what is there: the stream has not started
+        try put(fs, file.ino, handle, content[1000...], at: 1000)
+        try fs.flush(file.ino, handle: handle)
+        fs.release(file.ino, handle: handle)
         XCTAssertEqual(Array(try store.get("late").body), content)
         XCTAssertEqual(store.count(.put), 1)
         XCTAssertEqual(store.count(.uploadPart), 2)
-        XCTAssertEqual(sources.readBack, 1, "the first part's bytes were let go at the PUT: read back")
     }
 
     private func journaled(_ store: any ObjectStore) throws -> FileSystem {
