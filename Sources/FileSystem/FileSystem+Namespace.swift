@@ -97,7 +97,8 @@ extension FileSystem {
             if let node {
                 let object = node.kind != .directory && node.inStore
                 return (
-                    nil, object, node.kind == .file && node.inStore && node.size <= Self.smallObjectLimit,
+                    nil, object,
+                    node.kind == .file && node.inStore && node.size > 0 && node.size <= Self.smallObjectLimit,
                     node.kind == .directory && node.inStore && node.version != nil,
                     object ? removalStart(forStale: path, in: s).map { ($0, Self.removalListingKeys) } : nil
                 )
@@ -105,7 +106,7 @@ extension FileSystem {
             let hint = s.fileHints[path]
             let tail = hint == nil && !force ? tailStart(forMissing: path, in: &s) : nil
             return (
-                nil, hint != nil, hint.map { $0 <= Self.smallObjectLimit } ?? false, false,
+                nil, hint != nil, hint.map { $0 > 0 && $0 <= Self.smallObjectLimit } ?? false, false,
                 tail.map { ($0, Self.tailListingKeys) }
             )
         }
