@@ -6,7 +6,8 @@ import Synchronization
 /// (best where a ranged GET costs more than its bytes — moto copies the whole object for each one), or parallel
 /// ranged GETs (best where one connection is slower than the store — SeaweedFS, AWS S3 at ~100 MB/s a connection).
 ///
-/// What is compared is the time the reader spends in `read` per byte delivered (waiting for data, and copying it):
+/// What is compared is the time the reader spends in `read` per byte delivered (waiting for data, and copying it;
+/// reads waiting at the same time count once — the wall time during which at least one read waited):
 /// the kernel's own cost per read is the same either way, and a reader that never waits is served as well as it
 /// can be by both. Each method keeps a running estimate (exponentially weighted, half from the newest sample), fed
 /// by every planned sequential read of at least `minimumSample` bytes through it that the block cache did not

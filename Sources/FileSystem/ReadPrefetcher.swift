@@ -93,6 +93,8 @@ final class ReadPrefetcher: @unchecked Sendable {
     private var segmentBytes = 0
     private var segmentSeconds = 0.0
     private var segmentCached = false
+    /// The latest end of a read accounted so far (uptime nanoseconds).
+    private var busyUntil: UInt64 = 0
     /// In a probe's ranged stretch: the seconds in `read` past which ranges have lost it (`ReadPlanner.probeLimit`).
     private var probeLimit: Double?
     /// In a probe's ranged stretch: its first GET (`ReadPlanner.probePart`) is not judged yet; no read-ahead before.
@@ -245,10 +247,16 @@ final class ReadPrefetcher: @unchecked Sendable {
         stream = nil
     }
 
-    /// Counts a read towards the current stretch (if it lies in it).
+    /// Counts a read towards the current stretch (if it lies in it). Its time is the part of its wait that no read
+    /// accounted before it covered: the kernel sends several reads at once, and summing their waits counted a
+    /// stream, which all of them wait on together, several times over (on SeaweedFS it measured 85 ms/MiB while
+    /// its transfer ran at 250 MiB/s).
     private func account(offset: UInt64, bytes: Int, since started: UInt64, cached: Bool, streamed: Bool = false) {
-        let seconds = Double(DispatchTime.now().uptimeNanoseconds - started) / 1e9
         condition.lock()
+        let now = DispatchTime.now().uptimeNanoseconds
+        let from = max(started, busyUntil)
+        let seconds = now > from ? Double(now - from) / 1e9 : 0
+        busyUntil = max(busyUntil, now)
         if streamed { frontier = max(frontier ?? 0, offset + UInt64(bytes)) }
         if let current = segment, offset >= current.start, offset < current.end {
             segmentBytes += bytes
