@@ -168,8 +168,9 @@ public struct RecoveryFolder: Sendable {
         guard fsync(out) == 0 else { throw error("fsync", path) }
     }
 
-    /// Writes `data` to `path` through a temp file, fsynced and renamed in (the caller syncs the directory).
-    static func writeDurably(_ data: Data, to path: String) throws {
+    /// Writes `data` to `path` through a temp file, fsynced (unless `sync` is false) and renamed in (the caller
+    /// syncs the directory).
+    static func writeDurably(_ data: Data, to path: String, sync: Bool = true) throws {
         let temp = path + ".tmp-" + UUID().uuidString.prefix(8)
         let fd = open(temp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
         guard fd >= 0 else { throw error("create", temp) }
@@ -181,7 +182,7 @@ public struct RecoveryFolder: Sendable {
                 if n < 0 { return false }
                 done += n
             }
-            return fsync(fd) == 0
+            return !sync || fsync(fd) == 0
         }
         let failure = error("write", temp)
         close(fd)
