@@ -99,7 +99,7 @@ public struct RecoveryFolder: Sendable {
             if let base { info["base"] = base.recorded }
             if let episode { info["episode"] = episode }
             let json = try JSONSerialization.data(withJSONObject: info, options: [.prettyPrinted, .sortedKeys])
-            try Self.writeDurably(json, to: copy + ".json")
+            try Self.writeAtomically(json, to: copy + ".json")
             try Self.syncDirectory(directory)
         } catch {
             unlink(copy + ".data")
@@ -170,7 +170,7 @@ public struct RecoveryFolder: Sendable {
 
     /// Writes `data` to `path` through a temp file, fsynced (unless `sync` is false) and renamed in (the caller
     /// syncs the directory).
-    static func writeDurably(_ data: Data, to path: String, sync: Bool = true) throws {
+    static func writeAtomically(_ data: Data, to path: String, sync: Bool = true) throws {
         let temp = path + ".tmp-" + UUID().uuidString.prefix(8)
         let fd = open(temp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
         guard fd >= 0 else { throw error("create", temp) }

@@ -120,7 +120,7 @@ public final class StagingJournal: Sendable {
             let encoder = JSONEncoder()
             encoder.dateEncodingStrategy = .iso8601
             encoder.outputFormatting = [.sortedKeys]
-            try RecoveryFolder.writeDurably(try encoder.encode(record), to: sidecar(of: stagedPath), sync: false)
+            try RecoveryFolder.writeAtomically(try encoder.encode(record), to: sidecar(of: stagedPath), sync: false)
             return true
         } catch {
             logger.warning(

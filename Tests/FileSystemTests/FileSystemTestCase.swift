@@ -72,12 +72,13 @@ class FileSystemTestCase: XCTestCase {
         String(decoding: try fs.read(ino, handle: handle, offset: 0, size: 1 << 20), as: UTF8.self)
     }
 
-    /// Every entry of directory `ino`, read through one directory handle with an unbounded reply buffer.
-    func entries(_ fs: FileSystem, _ ino: UInt64) throws(FSError) -> [DirectoryEntry] {
+    /// Every entry of directory `ino`, read through one directory handle with an unbounded reply buffer (`plus`:
+    /// as READDIRPLUS, each entry a lookup).
+    func entries(_ fs: FileSystem, _ ino: UInt64, plus: Bool = false) throws(FSError) -> [DirectoryEntry] {
         let handle = try fs.openDirectory(ino)
         defer { fs.releaseDirectory(handle: handle) }
         var all: [DirectoryEntry] = []
-        try fs.readDirectory(ino, handle: handle, offset: 0, plus: false) {
+        try fs.readDirectory(ino, handle: handle, offset: 0, plus: plus) {
             all.append($0)
             return true
         }
