@@ -147,7 +147,7 @@ extension FileSystem {
                 // `resolve` trusts a node with local content; this one is only a clean copy: ask directly.
                 let info = try storeCall { try store.head(keys.key(for: path)) }
                 changed = info.version != before
-                if changed { replaceCleanCopy(ino, staged: staged, with: info) }
+                if changed { try replaceCleanCopy(ino, at: path, version: before, staged: staged, with: info) }
             } else {
                 _ = try resolve(path, retain: false, force: true)
                 changed = state.withLock { $0.table[ino]?.version } != before
@@ -171,20 +171,26 @@ extension FileSystem {
     }
 
     /// The node's staged copy is clean but of an old version: take the store's attributes and empty the copy,
-    /// which the next read fills from the new version.
-    private func replaceCleanCopy(_ ino: UInt64, staged: StagedFile, with info: ObjectInfo) {
-        let unused: StreamingUpload?? = state.withLock { s in
-            guard let node = s.table[ino], node.staged === staged, !node.dirty, node.stream?.hasStarted != true else {
-                return nil
+    /// which the next read fills from the new version. Holding the file's serial, and only if the node is still
+    /// the one asked about (same path, same version): an unlink meanwhile leaves the copy as the only content
+    /// its open descriptors have, and an upload meanwhile made the copy the newest.
+    private func replaceCleanCopy(
+        _ ino: UInt64, at path: String, version: String?, staged: StagedFile, with info: ObjectInfo
+    ) throws(FSError) {
+        try serialised([ino]) { () throws(FSError) in
+            let unused: StreamingUpload?? = state.withLock { s in
+                guard let node = s.table[ino], node.path == path, !node.unlinked, node.version == version,
+                    node.staged === staged, !node.dirty, node.stream?.hasStarted != true
+                else { return nil }
+                var updated = apply(observation: .object(info), to: node)
+                updated.stream = nil
+                s.table[ino] = updated
+                return .some(node.stream)
             }
-            var updated = apply(observation: .object(info), to: node)
-            updated.stream = nil
-            s.table[ino] = updated
-            return .some(node.stream)
+            guard let unused else { return }
+            unused?.abort()
+            staged.forgetContent()
         }
-        guard let unused else { return }
-        unused?.abort()
-        staged.forgetContent()
     }
 
     /// The writes made under the lock reach the store before another mount can take it.

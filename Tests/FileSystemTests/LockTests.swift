@@ -4,6 +4,7 @@ import Locking
 import Logging
 import ObjectStore
 import Synchronization
+import TestSupport
 import XCTest
 
 /// flock/fcntl semantics through `FileSystem`, as the FUSE bridge calls it: POSIX detail within one mount, and
@@ -280,6 +281,40 @@ final class LockTests: FileSystemTestCase {
         b.unlock(fb, owner: 2, kind: .flock)
         a.release(fa, handle: ha)
         b.release(fb, handle: hb)
+    }
+
+    /// CI, stop 20 (stress-ng's fcntl stressor: ftruncate EINVAL): a lock granted while the file was being
+    /// unlinked revalidated it and emptied the clean copy that the unlinked file's open descriptors read from;
+    /// the next read or truncate then asked the store for an object with no name.
+    func testLockRevalidationKeepsTheCopyOfAFileUnlinkedMeanwhile() throws {
+        let store = MemoryObjectStore()
+        let holding = HoldingStore(store)
+        let options = FileSystemOptions(uid: 100, gid: 200, cacheDirectory: try makeCacheDirectory())
+        let manager = LockManager(strategy: ObjectLockStrategy(store: store), leaseDuration: 30)
+        let fs = try FileSystem(
+            store: holding, options: options, logger: Logger(label: "bucketfs.tests"), lockManager: manager)
+        try put(store, "f", "old")
+        let f = try ino(fs, "f")
+        let h = try fs.open(f, flags: O_RDWR).handle
+        try write(fs, f, handle: h, at: 0, "mine")
+        try fs.flush(f, handle: h)  // uploaded: the staged copy is clean
+        try put(store, "f", "theirs")  // another mount's write: the lock sees a new version
+        holding.holdHeadReply("f")
+        let locked = DispatchSemaphore(value: 0)
+        let request = flock(1, .exclusive)
+        DispatchQueue.global().async {
+            try? fs.setLockWaiting(f, request, wait: false)
+            locked.signal()
+        }
+        holding.entered.wait()  // the lock's HEAD is answered, not yet heard
+        try fs.unlink(parent: root, name: "f")
+        holding.release()
+        locked.wait()
+        XCTAssertEqual(try readAll(fs, f, handle: h), "mine")
+        try fs.setattr(f, AttributeChanges(size: 8))
+        XCTAssertEqual(try fs.getattr(f).size, 8)
+        fs.unlock(f, owner: 1, kind: .flock)
+        fs.release(f, handle: h)
     }
 
     func testLastUnlockUploadsPendingWritesBeforeTheLeaseGoes() throws {

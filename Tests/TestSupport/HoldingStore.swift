@@ -3,10 +3,12 @@ import ObjectStore
 import Synchronization
 
 /// Forwards to another store, but holds the next upload (put or multipart completion) of a chosen key at the
-/// store's door until `release()`: `entered` tells that the upload is in flight.
+/// store's door until `release()`: `entered` tells that the upload is in flight. Or, with `holdHeadReply`, holds
+/// the reply of the next HEAD of a key: the store answered, the caller has not heard yet.
 public final class HoldingStore: ForwardingObjectStore {
     public let base: any ObjectStore
     private let held = Mutex<String?>(nil)
+    private let heldHead = Mutex<String?>(nil)
     /// Signalled once the held upload has arrived.
     public let entered = DispatchSemaphore(value: 0)
     private let gate = DispatchSemaphore(value: 0)
@@ -18,9 +20,12 @@ public final class HoldingStore: ForwardingObjectStore {
     /// The next upload of `key` waits for `release()`.
     public func hold(_ key: String) { held.withLock { $0 = key } }
 
+    /// The next HEAD of `key` is answered by the store, then its reply waits for `release()`.
+    public func holdHeadReply(_ key: String) { heldHead.withLock { $0 = key } }
+
     public func release() { gate.signal() }
 
-    private func wait(for key: String) {
+    private func wait(for key: String, in held: borrowing Mutex<String?>) {
         let mine = held.withLock { current -> Bool in
             guard current == key else { return false }
             current = nil
@@ -32,7 +37,7 @@ public final class HoldingStore: ForwardingObjectStore {
     }
 
     public func put(_ key: String, body: PutBody, options: PutOptions) throws(ObjectStoreError) -> ObjectInfo {
-        wait(for: key)
+        wait(for: key, in: held)
         return try base.put(key, body: body, options: options)
     }
 
@@ -40,7 +45,13 @@ public final class HoldingStore: ForwardingObjectStore {
         _ key: String, uploadID: String, parts: [CompletedPart],
         condition: PutCondition
     ) throws(ObjectStoreError) -> ObjectInfo {
-        wait(for: key)
+        wait(for: key, in: held)
         return try base.completeMultipartUpload(key, uploadID: uploadID, parts: parts, condition: condition)
+    }
+
+    public func head(_ key: String) throws(ObjectStoreError) -> ObjectInfo {
+        let info = try base.head(key)
+        wait(for: key, in: heldHead)
+        return info
     }
 }
