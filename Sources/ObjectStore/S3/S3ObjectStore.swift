@@ -506,6 +506,12 @@ public final class S3ObjectStore: HTTPObjectStore {
         case .file(let path):
             let digest = try Hashing.fileDigest(path: path)
             return (.file(path: path, length: digest.length), Hashing.hex(digest.digest), digest.length)
+        case .fileRange(let path, let offset, let length):
+            let hash =
+                credentialProvider == nil
+                ? SigV4Signer.emptyPayloadHash
+                : Hashing.hex(try Hashing.fileDigest(path: path, offset: offset, length: length).digest)
+            return (.file(path: path, offset: offset, length: length), hash, length)
         }
     }
 
@@ -568,6 +574,8 @@ public final class S3ObjectStore: HTTPObjectStore {
         switch body {
         case .data(let data): return Hashing.hex(Hashing.md5(data))
         case .file(let path): return Hashing.hex(try Hashing.fileDigest(path: path, md5: true).digest)
+        case .fileRange(let path, let offset, let length):
+            return Hashing.hex(try Hashing.fileDigest(path: path, md5: true, offset: offset, length: length).digest)
         }
     }
 
