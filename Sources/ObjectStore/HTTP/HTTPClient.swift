@@ -112,10 +112,12 @@ final class HTTPClient: Sendable {
             case .data(let data):
                 transfer.uploadData = data
                 length = UInt64(data.count)
-            case .file(let path, let fileLength):
+            case .file(let path, let offset, let fileLength):
                 let fd = open(path, O_RDONLY | O_CLOEXEC)
-                guard fd >= 0 else {
-                    throw .invalidRequest("cannot read body file \(path): \(String(cString: strerror(errno)))")
+                guard fd >= 0, lseek(fd, off_t(offset), SEEK_SET) == off_t(offset) else {
+                    let reason = String(cString: strerror(errno))
+                    if fd >= 0 { close(fd) }
+                    throw .invalidRequest("cannot read body file \(path): \(reason)")
                 }
                 transfer.uploadFD = fd
                 transfer.uploadPath = path
