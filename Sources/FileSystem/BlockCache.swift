@@ -1,4 +1,5 @@
 import Foundation
+import ObjectStore
 import Synchronization
 
 /// Object content on local disk, in aligned blocks of `blockSize` bytes, keyed by object key and version: a
@@ -91,13 +92,12 @@ final class BlockCache: Sendable {
         guard known else { return nil }
         let header = Array(Self.header(key: key, version: version).utf8)
         guard let file = openBlock(name, header: header) else { return nil }
-        var data = Data(count: range.count)
-        let got = data.withUnsafeMutableBytes { buffer in
-            pread(file.fd, buffer.baseAddress, range.count, off_t(header.count + range.lowerBound))
-        }
+        // Into a pooled buffer: a fresh MiB would be mmapped, faulted in and zeroed for every read.
+        let buffer = ReceiveBufferPool.shared.take(capacity: range.count)
+        let got = pread(file.fd, buffer.bytes, range.count, off_t(header.count + range.lowerBound))
         guard got >= 0 else { return nil }
-        data.count = got
-        return data
+        buffer.fill(got)
+        return buffer.filled
     }
 
     /// The open block file `name`, opened (and its header checked) if it is not open yet.

@@ -177,7 +177,7 @@ extension FileSystem {
     /// follows with a metadata-only copy. Returns nil when the file never filled a part (plain PUT instead).
     private func completeStream(_ stream: StreamingUpload, job: UploadJob) throws(ObjectStoreError) -> ObjectInfo? {
         guard
-            var info = try stream.finish(stagedFD: job.staged.fd, size: job.node.size, condition: job.options.condition)
+            var info = try stream.finish(staged: job.staged, size: job.node.size, condition: job.options.condition)
         else { return nil }
         var sent = stream.metadata
         sent["mtime"] = job.options.metadata["mtime"]

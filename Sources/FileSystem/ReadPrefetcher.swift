@@ -507,6 +507,15 @@ final class ReadPrefetcher: @unchecked Sendable {
         guard range.lowerBound < upper else { return nil }
         let first = Int(range.lowerBound / blockSize)
         let last = Int((upper - 1) / blockSize)
+        if first == last {  // one block: its bytes as read, no second copy
+            let base = UInt64(first) * blockSize
+            let from = Int(range.lowerBound - base)
+            let to = Int(upper - base)
+            guard let piece = cache.read(key: key, version: version, number: first, range: from..<to),
+                piece.count == to - from
+            else { return nil }
+            return piece
+        }
         var data = Data(capacity: Int(upper - range.lowerBound))
         for number in first...last {
             let base = UInt64(number) * blockSize

@@ -3,10 +3,12 @@ import ObjectStore
 import Synchronization
 
 /// Streams a sequentially written new (or truncated) file to the store as a multipart upload while it is
-/// being written: each time the staged file holds another full part, that part is read back and uploaded on a
-/// worker thread, at most `maxInFlight` at once (the writer waits beyond that, which bounds memory to
-/// `maxInFlight × partSize`). At close the rest goes up as the last part and the upload completes with the
-/// file's condition. A file that never filled a part is left to a single PUT.
+/// being written: each time the staged file holds another full part, that part is uploaded on a worker thread
+/// straight from the staged file (`PutBody.fileRange`: the HTTP client reads it from the page cache as it sends,
+/// so a part in flight holds no copy in memory), at most `maxInFlight` at once (the writer waits beyond that).
+/// The bytes of a part cannot change while it is sent: writes and truncates below `streamed` end the stream.
+/// At close the rest goes up as the last part and the upload completes with the file's condition. A file that
+/// never filled a part is left to a single PUT.
 ///
 /// The staged file still holds every byte, so if anything goes wrong the caller aborts the stream and
 /// uploads the staged file the ordinary way.
@@ -73,7 +75,6 @@ final class StreamingUpload: @unchecked Sendable {
     /// Uploads every full part below `end` (the staged file's contiguous size). Blocks while too many parts
     /// are in flight.
     func advance(staged: StagedFile, contiguousEnd end: UInt64) {
-        let fd = staged.fd
         condition.lock()
         defer { condition.unlock() }
         while failure == nil && end - min(end, streamed) >= UInt64(partSize) {
@@ -91,29 +92,23 @@ final class StreamingUpload: @unchecked Sendable {
                 }
             }
             let offset = streamed
-            guard let part = Self.readPart(fd: fd, offset: offset, count: partSize) else {
-                failure = .other("cannot read back the staging file of \(key)")
-                return
-            }
             streamed += UInt64(partSize)
             let number = Int(offset / UInt64(partSize)) + 1
-            submit(part: part, number: number)
+            submit(part: .fileRange(path: staged.path, offset: offset, length: UInt64(partSize)), number: number)
         }
     }
 
     /// Uploads the remaining bytes up to `size` as the last part and completes. Returns nil when no part was
     /// ever started (the caller does a single PUT); throws when the stream failed (the caller aborts and falls back).
-    func finish(stagedFD fd: Int32, size: UInt64, condition putCondition: PutCondition) throws(ObjectStoreError)
+    func finish(staged: StagedFile, size: UInt64, condition putCondition: PutCondition) throws(ObjectStoreError)
         -> ObjectInfo?
     {
         condition.lock()
         defer { condition.unlock() }
         guard let uploadID else { return nil }
         if failure == nil && size > streamed {
-            guard let part = Self.readPart(fd: fd, offset: streamed, count: Int(size - streamed)) else {
-                throw .other("cannot read back the staging file of \(key)")
-            }
             let number = Int(streamed / UInt64(partSize)) + 1
+            let part = PutBody.fileRange(path: staged.path, offset: streamed, length: size - streamed)
             streamed = size
             submit(part: part, number: number)
         }
@@ -142,13 +137,13 @@ final class StreamingUpload: @unchecked Sendable {
     }
 
     /// Called with the lock held.
-    private func submit(part: Data, number: Int) {
+    private func submit(part: PutBody, number: Int) {
         inFlight += 1
         let (store, key, id) = (store, key, uploadID!)
         workers.submit { [self] in
             let result: Result<String, ObjectStoreError>
             do throws(ObjectStoreError) {
-                result = .success(try store.uploadPart(key, uploadID: id, number: number, body: .data(part)))
+                result = .success(try store.uploadPart(key, uploadID: id, number: number, body: part))
             } catch {
                 result = .failure(error)
             }
@@ -161,19 +156,5 @@ final class StreamingUpload: @unchecked Sendable {
             condition.broadcast()
             condition.unlock()
         }
-    }
-
-    private static func readPart(fd: Int32, offset: UInt64, count: Int) -> Data? {
-        var data = Data(count: count)
-        var done = 0
-        while done < count {
-            let n = data.withUnsafeMutableBytes {
-                pread(fd, $0.baseAddress! + done, count - done, off_t(offset) + off_t(done))
-            }
-            if n < 0 && errno == EINTR { continue }
-            guard n > 0 else { return nil }
-            done += n
-        }
-        return data
     }
 }

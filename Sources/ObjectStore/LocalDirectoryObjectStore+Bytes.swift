@@ -20,6 +20,9 @@ extension LocalDirectoryObjectStore {
             }
             defer { close(source) }
             try copyAll(from: source, to: fd, describing: path)
+        case .fileRange(let path, let offset, let length):
+            let data = try PutBody.read(path: path, offset: offset, length: length)
+            try write(.data(data), to: fd)
         }
     }
 
@@ -115,6 +118,8 @@ extension LocalDirectoryObjectStore {
                 throw .invalidRequest("cannot read body file \(path): \(String(cString: strerror(errno)))")
             }
             return status.st_size == 0
+        case .fileRange(_, _, let length):
+            return length == 0
         }
     }
 }

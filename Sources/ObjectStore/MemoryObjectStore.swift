@@ -219,6 +219,8 @@ public final class MemoryObjectStore: ObjectStore {
                 throw .invalidRequest("cannot read body file \(path)")
             }
             return data
+        case .fileRange(let path, let offset, let length):
+            return try PutBody.read(path: path, offset: offset, length: length)
         }
     }
 

@@ -76,6 +76,7 @@ public final class MeteredStore: ForwardingObjectStore {
         case .file(let path):
             var info = stat()
             return stat(path, &info) == 0 ? Int(info.st_size) : 0
+        case .fileRange(_, _, let length): return Int(length)
         }
     }
 

@@ -299,6 +299,37 @@ public enum PutBody: Sendable {
     case data(Data)
     /// The bytes of a local file, read at upload time (lets large bodies stream without being held in memory).
     case file(path: String)
+    /// `length` bytes of a local file from `offset`, read at upload time: a part of a staged file streams from
+    /// the page cache instead of being copied into memory first.
+    case fileRange(path: String, offset: UInt64, length: UInt64)
+}
+
+extension PutBody {
+    /// The bytes of a `.fileRange` body, for stores that keep or copy bodies whole (memory, tests).
+    public static func read(path: String, offset: UInt64, length: UInt64) throws(ObjectStoreError) -> Data {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else {
+            throw .invalidRequest("cannot read body file \(path): \(String(cString: strerror(errno)))")
+        }
+        defer { close(fd) }
+        var data = Data(count: Int(length))
+        var done = 0
+        while done < data.count {
+            let count = data.count
+            let got = data.withUnsafeMutableBytes {
+                pread(fd, $0.baseAddress! + done, count - done, off_t(offset) + off_t(done))
+            }
+            if got < 0 && errno == EINTR { continue }
+            guard got > 0 else {
+                throw .invalidRequest(
+                    got < 0
+                        ? "cannot read body file \(path): \(String(cString: strerror(errno)))"
+                        : "body file \(path) shrank while it was being uploaded")
+            }
+            done += got
+        }
+        return data
+    }
 }
 
 public enum PutCondition: Sendable, Equatable {

@@ -46,6 +46,7 @@ struct ObjectStoreConformance {
             ("streamingGet", streamingGet),
             ("multipartErrors", multipartErrors),
             ("putFromFile", putFromFile),
+            ("partsFromFileRanges", partsFromFileRanges),
             ("directoryMarker", directoryMarker),
             ("deleteObjects", deleteObjects),
         ]
@@ -425,6 +426,48 @@ struct ObjectStoreConformance {
         let info = try store.put(p + "from-file", body: .file(path: path), options: PutOptions())
         XCTAssertEqual(info.size, UInt64(body.count))
         XCTAssertEqual(try store.get(p + "from-file").body, body)
+    }
+
+    /// Parts (and a PUT) sent as ranges of one local file, as a streamed upload sends its staged file: exactly the
+    /// bytes of each range go up, and a range past the end of the file is refused rather than sent short.
+    func partsFromFileRanges(_ store: any ObjectStore, _ p: String) throws {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("ranges-\(UUID().uuidString)").path
+        let body = Data((0..<(2 * partSize + 1000)).map { UInt8(truncatingIfNeeded: ($0 &* 7) ^ ($0 >> 9)) })
+        try body.write(to: URL(fileURLWithPath: path))
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let key = p + "ranged"
+        let uploadID = try store.createMultipartUpload(key, options: PutOptions())
+        // Part 1 is the file's second stretch, part 2 its first: the offsets, not the file position, decide.
+        let second = try store.uploadPart(
+            key, uploadID: uploadID, number: 2,
+            body: .fileRange(path: path, offset: 0, length: UInt64(partSize)))
+        let first = try store.uploadPart(
+            key, uploadID: uploadID, number: 1,
+            body: .fileRange(path: path, offset: UInt64(partSize), length: UInt64(partSize)))
+        let tail = try store.uploadPart(
+            key, uploadID: uploadID, number: 3,
+            body: .fileRange(path: path, offset: UInt64(2 * partSize + 10), length: 990))
+        let parts = [
+            CompletedPart(number: 1, etag: first), CompletedPart(number: 2, etag: second),
+            CompletedPart(number: 3, etag: tail),
+        ]
+        try store.completeMultipartUpload(key, uploadID: uploadID, parts: parts, condition: .ifAbsent)
+        let whole = body.startIndex
+        let expected =
+            body[(whole + partSize)..<(whole + 2 * partSize)] + body[whole..<(whole + partSize)]
+            + body[(whole + 2 * partSize + 10)...]
+        XCTAssertEqual(try store.get(key).body, Data(expected))
+
+        let info = try store.put(
+            p + "put-range", body: .fileRange(path: path, offset: 5, length: 300), options: PutOptions())
+        XCTAssertEqual(info.size, 300)
+        XCTAssertEqual(try store.get(p + "put-range").body, Data(body[(whole + 5)..<(whole + 305)]))
+        XCTAssertThrowsError(
+            try store.put(
+                p + "past-end", body: .fileRange(path: path, offset: UInt64(body.count - 10), length: 20),
+                options: PutOptions()),
+            "a range past the end of the file is refused")
+        XCTAssertThrowsError(try store.head(p + "past-end"), "nothing stored from a short range")
     }
 
     func directoryMarker(_ store: any ObjectStore, _ p: String) throws {

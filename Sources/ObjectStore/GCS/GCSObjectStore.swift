@@ -482,6 +482,8 @@ public final class GCSObjectStore: HTTPObjectStore {
                 throw .invalidRequest("cannot read body file \(path): \(String(cString: strerror(errno)))")
             }
             return UInt64(status.st_size)
+        case .fileRange(_, _, let length):
+            return length
         }
     }
 
@@ -491,6 +493,8 @@ public final class GCSObjectStore: HTTPObjectStore {
         case .data(let data):
             let start = data.startIndex + Int(offset)
             return data.subdata(in: start..<(start + count))
+        case .fileRange(let path, let start, _):
+            return try PutBody.read(path: path, offset: start + offset, length: UInt64(count))
         case .file(let path):
             let fd = open(path, O_RDONLY | O_CLOEXEC)
             guard fd >= 0 else {

@@ -31,8 +31,8 @@ struct HTTPRequest: Sendable {
 enum HTTPBody: Sendable {
     case none
     case data(Data)
-    /// The first `length` bytes of a file, streamed from disk while sending (never read into memory whole).
-    case file(path: String, length: UInt64)
+    /// `length` bytes of a file from `offset`, streamed from disk while sending (never read into memory whole).
+    case file(path: String, offset: UInt64 = 0, length: UInt64)
 }
 
 struct HTTPResponse: Sendable {

@@ -29,11 +29,10 @@ enum Hashing {
         hmacSHA256(key: key, Data(message.utf8))
     }
 
-    /// Digest of a file's bytes, read in 1 MiB chunks so large bodies never sit in memory; also returns the length
-    /// hashed, which is what the upload then sends.
+    /// Digest of a file's bytes (or of `length` bytes from `offset`), read in 1 MiB chunks so large bodies never sit
+    /// in memory; also returns the length hashed, which is what the upload then sends.
     static func fileDigest(
-        path: String,
-        md5 wantMD5: Bool = false
+        path: String, md5 wantMD5: Bool = false, offset: UInt64 = 0, length: UInt64? = nil
     ) throws(ObjectStoreError) -> (digest: [UInt8], length: UInt64) {
         let fd = open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else {
@@ -47,13 +46,17 @@ enum Hashing {
         let buffer = UnsafeMutableRawPointer.allocate(byteCount: chunk, alignment: 16)
         defer { buffer.deallocate() }
         var total: UInt64 = 0
-        while true {
-            let count = read(fd, buffer, chunk)
+        while length.map({ total < $0 }) ?? true {
+            let wanted = length.map { Int(min(UInt64(chunk), $0 - total)) } ?? chunk
+            let count = pread(fd, buffer, wanted, off_t(offset + total))
             if count < 0 {
                 if errno == EINTR { continue }
                 throw .invalidRequest("cannot read body file \(path): \(String(cString: strerror(errno)))")
             }
-            if count == 0 { break }
+            if count == 0 {
+                if length != nil { throw .invalidRequest("body file \(path) is shorter than the range to send") }
+                break
+            }
             EVP_DigestUpdate(context, buffer, count)
             total += UInt64(count)
         }

@@ -15,6 +15,8 @@ struct SigV4Signer: Sendable {
 
     /// Hash of an empty body, the value of `x-amz-content-sha256` for requests without one.
     static let emptyPayloadHash = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+    /// The value of `x-amz-content-sha256` for a body whose hash is not signed (the rest of the request is).
+    static let unsignedPayload = "UNSIGNED-PAYLOAD"
 
     /// The headers to add to a request: `x-amz-date`, `x-amz-content-sha256`, `x-amz-security-token` when there is a
     /// session token, and `authorization`. `headers` must already contain `host` and every header that will be sent
