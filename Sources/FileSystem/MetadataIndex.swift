@@ -30,6 +30,9 @@ final class MetadataIndex: Sendable {
         var lines = 0
         var fd: Int32 = -1
         var path: String?
+        /// One encoder for every line (used under the lock): making one per line was a measurable part of the
+        /// daemon's CPU in `ls -l` of 100,000 entries, each learnt from a HEAD.
+        let encoder = JSONEncoder()
     }
 
     /// Entries kept at most; beyond, the index starts over (a cache, sized for a few directories of 100,000).
@@ -122,7 +125,7 @@ final class MetadataIndex: Sendable {
     private static func append(_ entry: Entry, to s: inout State) {
         if entry.metadata == nil { s.entries.removeValue(forKey: entry.key) } else { s.entries[entry.key] = entry }
         if s.entries.count > capacity { s.entries = [:] }
-        guard s.fd >= 0, var line = try? JSONEncoder().encode(entry) else { return }
+        guard s.fd >= 0, var line = try? s.encoder.encode(entry) else { return }
         line.append(0x0A)
         _ = line.withUnsafeBytes { write(s.fd, $0.baseAddress, $0.count) }
         s.lines += 1
@@ -131,9 +134,21 @@ final class MetadataIndex: Sendable {
 
     private static func load(_ path: String, into s: inout State) {
         guard let data = FileManager.default.contents(atPath: path) else { return }
+        let lines = data.split(separator: 0x0A)
         let decoder = JSONDecoder()
-        for line in data.split(separator: 0x0A) {
-            guard let entry = try? decoder.decode(Entry.self, from: line) else { continue }
+        // All lines as one JSON array first: one decode instead of one per line (a mount with 100,000 entries
+        // took ~2 s in JSONDecoder's set-up alone). Any torn or undecodable line fails it: then line by line.
+        var joined = Data([0x5B])
+        joined.reserveCapacity(data.count + 2)
+        for (index, line) in lines.enumerated() {
+            if index > 0 { joined.append(0x2C) }
+            joined.append(contentsOf: line)
+        }
+        joined.append(0x5D)
+        let entries: [Entry] =
+            (try? decoder.decode([Entry].self, from: joined))
+            ?? lines.compactMap { try? decoder.decode(Entry.self, from: $0) }
+        for entry in entries {
             if entry.metadata == nil { s.entries.removeValue(forKey: entry.key) } else { s.entries[entry.key] = entry }
             s.lines += 1
         }
