@@ -2,7 +2,9 @@
 # bench/scale.sh — bucketfs at scale on an S3 server (SeaweedFS by default, started here on SCALE_PORT..+3):
 #   - `ls -l` and `find` of one directory of SCALE_N (100,000) objects after a fresh mount, beside the time of
 #     the same listing done directly (ListObjectsV2 pages of 1,000 with delimiter, boto3, one thread);
-#   - the daemon's RSS growth for each (VmRSS before/after, VmHWM, from /proc/<pid>/status);
+#   - the daemon's RSS growth for each (VmRSS before/after, VmHWM, from /proc/<pid>/status), its CPU seconds and
+#     the server's (SeaweedFS started here), its store requests by kind (HEAD, LIST: MOUNT/.bucketfs/metrics);
+#   - `ls -l` again after a remount that keeps cache_dir (the metadata index: what this host learnt of the objects);
 #   - peak RSS (VmHWM of a fresh daemon) with 4 readers + 4 writers of SCALE_MIB (256) MiB at once;
 #   - daemon CPU seconds (utime+stime from /proc/<pid>/stat) per GiB written and per GiB read (4 files of
 #     SCALE_MIB, read after a remount and drop_caches), beside rclone mount's (--vfs-cache-mode off) on the
@@ -11,6 +13,7 @@
 #   bench/scale.sh
 #   SCALE_N=10000 SCALE_S3_URL=http://127.0.0.1:19000 bench/scale.sh     smaller, on a running server (moto)
 #   SCALE_PARTS="listing" bench/scale.sh                                 only some parts (listing rss cpu)
+#   SCALE_SERVER_PID=PID                                                 with SCALE_S3_URL: the server's CPU too
 #
 # Prints "figure value unit load1" lines, then one "goal" line per goal of issue 13 that this run measured:
 # "goal name value reference ratio limit met|MISSED" (ratio = value / reference, met when ratio <= limit).
@@ -38,8 +41,10 @@ cleanup() {
     [ -n "$WEED_PID" ] && kill "$WEED_PID" 2>/dev/null || true
 }
 trap cleanup EXIT
+SERVER_PID=${SCALE_SERVER_PID:-}    # the server's, for its CPU seconds (a server given by SCALE_S3_URL: its pid)
 if [ -z "$S3_URL" ]; then
     bench_seaweed "$WORK/seaweed" "$PORT"
+    SERVER_PID=$WEED_PID
 fi
 BUCKET=scale-$N
 
@@ -56,13 +61,24 @@ daemon_pid() {
         { tr '\0' '\n' < "$d/cmdline"; } 2>/dev/null | grep -qx -- "$real" && { basename "$d"; return; }
     done
 }
-mount_it() {
-    mkdir -p "$MNT"; rm -rf "$WORK/cache"
+mount_it() {    # $1 "keep": keep cache_dir (and its metadata index) from the previous mount
+    mkdir -p "$MNT"; [ "${1:-}" = keep ] || rm -rf "$WORK/cache"
     "$BIN" mount "s3://$BUCKET/" "$MNT" --endpoint-url "$S3_URL" --cache-dir "$WORK/cache" >&2
     PID=$(daemon_pid "$MNT")
     [ -n "$PID" ] || { echo "scale: daemon pid not found" >&2; exit 1; }
 }
 unmount_it() { "$BIN" unmount "$MNT" >&2; }
+# cpu_seconds PID TICKS0: CPU seconds PID used since TICKS0 ("-" without a PID: a server not started here).
+cpu_seconds() {
+    [ -n "$1" ] || { echo -; return; }
+    python3 -c "import sys; print(f'{(int(sys.argv[2]) - int(sys.argv[1])) / int(sys.argv[3]):.1f}')" \
+        "$2" "$(cpu_ticks "$1")" "$(getconf CLK_TCK)"
+}
+# store_requests OP: the mounted daemon's count of store requests of kind OP (head, list, get...).
+store_requests() {
+    awk -v k="bucketfs_store_operations_total{op=\"$1\"}" '$1 == k { print $2 + 0; found = 1 }
+        END { if (!found) print 0 }' "$MNT/.bucketfs/metrics"
+}
 
 # The objects (0 bytes each, as many listings hold) and the direct listing time.
 python3 - "$S3_URL" "$BUCKET" "$N" <<'PY' >&2
@@ -109,11 +125,17 @@ PY
     for tool in "ls -l" "find"; do
         mount_it; drop
         rss0=$(status_kib "$PID" VmRSS)
+        heads0=$(store_requests head); lists0=$(store_requests list)
+        cpu0=$(cpu_ticks "$PID"); server0=$([ -n "$SERVER_PID" ] && cpu_ticks "$SERVER_PID" || echo 0)
         t0=$(now)
         if [ "$tool" = find ]; then lines=$(find "$MNT/big" | wc -l); else lines=$(ls -l "$MNT/big" | wc -l); fi
         t1=$(now)
         rss1=$(status_kib "$PID" VmRSS); hwm=$(status_kib "$PID" VmHWM)
         name=${tool// /_}; name=${name//-/}
+        emit "${name}_${N}_daemon_cpu_s" "$(cpu_seconds "$PID" "$cpu0")" s
+        emit "${name}_${N}_server_cpu_s" "$(cpu_seconds "$SERVER_PID" "$server0")" s
+        emit "${name}_${N}_requests" \
+            "HEAD=$(( $(store_requests head) - heads0 ))/LIST=$(( $(store_requests list) - lists0 ))" requests
         took=$(span "$t0" "$t1")
         emit "${name}_${N}_s" "$took" s
         emit "${name}_${N}_lines" "$lines" lines
@@ -127,6 +149,16 @@ PY
         emit "${name}_${N}_rss_after_second" "$(( $(status_kib "$PID" VmRSS) / 1024 ))" MiB
         unmount_it
     done
+    # After a remount on this host: the metadata index in cache_dir knows every object `ls -l` asked for above.
+    mount_it keep; drop
+    heads0=$(store_requests head); lists0=$(store_requests list)
+    t0=$(now); lines=$(ls -l "$MNT/big" | wc -l); t1=$(now)
+    took=$(span "$t0" "$t1")
+    emit "ls_l_${N}_after_remount_s" "$took" s
+    emit "ls_l_${N}_after_remount_requests" \
+        "HEAD=$(( $(store_requests head) - heads0 ))/LIST=$(( $(store_requests list) - lists0 ))" requests
+    emit "ls_l_${N}_after_remount_vs_list_pages" "$(python3 -c "print(f'{$took / ${direct% *}:.2f}')")" ratio
+    unmount_it
 fi
 
 SOURCE_FILE=$WORK/source-$MIB

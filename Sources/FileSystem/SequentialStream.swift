@@ -15,9 +15,11 @@ final class SequentialStream: @unchecked Sendable {
     /// What the stream may hold at once, counted against the mount's read-ahead budget.
     static var footprint: Int { Int(ahead + behind + (1 << 20)) + (maxPendingWrites << 20) }
 
+    /// Received bytes from `start`, in a pooled buffer (reused: no fresh pages for each MiB received).
     private struct Block {
         var start: UInt64
-        var data: Data
+        var buffer: ReceiveBuffer
+        var count: Int { buffer.count }
     }
 
     private let size: UInt64
@@ -97,16 +99,17 @@ final class SequentialStream: @unchecked Sendable {
         if let failure { throw failure }
         guard offset < received else { return offset >= size ? Data() : nil }  // ended short: ranged reads
         // A read inside one block is a slice of it, not a copy (the FUSE reply copies it anyway).
-        var data = Data()
-        for block in blocks where block.start < end && block.start + UInt64(block.data.count) > offset {
+        var pieces: [Data] = []
+        for block in blocks where block.start < end && block.start + UInt64(block.count) > offset {
             let from = Int(max(offset, block.start) - block.start)
-            let to = Int(min(end, block.start + UInt64(block.data.count)) - block.start)
-            let piece = block.data[block.data.startIndex + from..<block.data.startIndex + to]
-            if data.isEmpty { data = piece } else { data.append(piece) }
+            let to = Int(min(end, block.start + UInt64(block.count)) - block.start)
+            pieces.append(block.buffer.data(from..<to))
         }
+        // (A view is never appended to: its bytes are the buffer's, which other views share.)
+        let data = ReceiveBufferPool.shared.joined(pieces)
         readTo = max(readTo, offset + UInt64(data.count))
         // Drop what lies well behind the reader, and let the transfer go on.
-        while let first = blocks.first, first.start + UInt64(first.data.count) + Self.behind < readTo {
+        while let first = blocks.first, first.start + UInt64(first.count) + Self.behind < readTo {
             blocks.removeFirst()
         }
         condition.broadcast()
@@ -129,18 +132,18 @@ final class SequentialStream: @unchecked Sendable {
         // to the cache. Only the count is looked at: holding a copy of the block would make the append copy it.
         var rest = piece
         while !rest.isEmpty {
-            if let filled = blocks.last?.data.count, filled < blockSize {
-                let take = min(rest.count, blockSize - filled)
-                blocks[blocks.count - 1].data.append(contentsOf: UnsafeRawBufferPointer(rebasing: rest[..<take]))
+            if let last = blocks.last, last.count < blockSize {
+                let take = min(rest.count, blockSize - last.count)
+                last.buffer.append(UnsafeRawBufferPointer(rebasing: rest[..<take]))
                 rest = UnsafeRawBufferPointer(rebasing: rest[take...])
             } else {
-                var data = Data(capacity: blockSize)
                 let take = min(rest.count, blockSize)
-                data.append(contentsOf: UnsafeRawBufferPointer(rebasing: rest[..<take]))
+                let buffer = ReceiveBufferPool.shared.take(capacity: blockSize)
+                buffer.append(UnsafeRawBufferPointer(rebasing: rest[..<take]))
                 rest = UnsafeRawBufferPointer(rebasing: rest[take...])
-                blocks.append(Block(start: received + UInt64(piece.count - rest.count - take), data: data))
+                blocks.append(Block(start: received + UInt64(piece.count - rest.count - take), buffer: buffer))
             }
-            if let last = blocks.last, last.data.count == blockSize || last.start + UInt64(last.data.count) == size {
+            if let last = blocks.last, last.count == blockSize || last.start + UInt64(last.count) == size {
                 whole.append(last)
             }
         }
@@ -154,7 +157,7 @@ final class SequentialStream: @unchecked Sendable {
         writes.lock()
         for block in blocks {
             while pendingWrites.count >= Self.maxPendingWrites && !writerDone { writes.wait() }
-            pendingWrites.append((Int(block.start) / blockSize, block.data))
+            pendingWrites.append((Int(block.start) / blockSize, block.buffer.filled))
             writes.broadcast()
         }
         writes.unlock()

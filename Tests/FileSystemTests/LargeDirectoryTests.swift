@@ -11,9 +11,9 @@ import XCTest
 final class LargeDirectoryTests: FileSystemTestCase {
     static let count = 20_000
 
-    private func makeLargeDirectory() throws -> CountingStore {
+    private func makeLargeDirectory(count: Int = LargeDirectoryTests.count) throws -> CountingStore {
         let base = MemoryObjectStore()
-        for i in 0..<Self.count { try base.put(String(format: "big/f%06d", i), data: Data()) }
+        for i in 0..<count { try base.put(String(format: "big/f%06d", i), data: Data()) }
         return CountingStore(base)
     }
 
@@ -39,6 +39,29 @@ final class LargeDirectoryTests: FileSystemTestCase {
         XCTAssertEqual(store.count(.head), Self.count)
         XCTAssertEqual(store.total, Self.count)
         XCTAssertEqual(fs.pendingUploadCount, 0)
+    }
+
+    /// After a remount on the same host (same cache directory), `ls -l` of the directory is its LIST pages alone:
+    /// the metadata index kept what each HEAD told, an empty set of metadata included (objects another tool wrote),
+    /// so every entry is complete for the kernel (bench/scale.sh `ls_l_100000_after_remount`).
+    func testLsLAfterARemountOnTheSameHostCostsOnlyTheListing() throws {
+        let count = 3_000  // pages of 1,000 and batches of sibling HEADs, as at 100,000
+        let store = try makeLargeDirectory(count: count)
+        let cache = try makeCacheDirectory()
+        let first = try makeFileSystem(store, metadataTTL: 600, cacheDirectory: cache)
+        let firstDir = try first.lookup(parent: Self.root, name: "big")
+        for entry in try entries(first, firstDir.ino, plus: true) where entry.name.hasPrefix("f") {
+            _ = try first.getattr(entry.attributes.ino)
+        }
+        let second = try makeFileSystem(store, metadataTTL: 600, cacheDirectory: cache)
+        let dir = try second.lookup(parent: Self.root, name: "big")
+        store.reset()
+        let listed = try entries(second, dir.ino, plus: true).filter { $0.name.hasPrefix("f") }
+        XCTAssertEqual(listed.count, count)
+        XCTAssertEqual(listed.filter { !$0.complete }.count, 0, "entries the kernel must stat again")
+        for entry in listed { XCTAssertEqual(try second.getattr(entry.attributes.ino).size, 0) }
+        XCTAssertEqual(store.count(.list), count / 1000)
+        XCTAssertEqual(store.total, count / 1000, "no HEAD")
     }
 
     /// The daemon keeps a node per entry the kernel looked up (READDIRPLUS counts one each): the heap it holds

@@ -173,6 +173,16 @@ final class HostileRepliesTests: XCTestCase {
         XCTAssertLessThanOrEqual(server.requests.count, 3)
     }
 
+    /// A ranged GET of 1 MiB is received into a pooled buffer of that size: a server that ignores the range and
+    /// sends the whole object (200) overflows it, and the body goes on in an ordinary buffer, every byte kept.
+    func testS3RangeIgnoredWithALargerBodyIsReceivedWhole() throws {
+        let whole = Data((0..<(3 << 20)).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ $0 >> 12) })
+        let server = try server { _, _ in (200, [("etag", "\"e\"")], whole) }
+        let got = try s3(server).get("k", range: 4096..<(4096 + (1 << 20)))
+        XCTAssertEqual(got.body, whole[4096..<(4096 + (1 << 20))])
+        XCTAssertEqual(server.requests.first?.headers["range"], "bytes=4096-1052671")
+    }
+
     func testS3SizeAboveInt64MaxIsAnError() throws {
         let server = try server { _, _ in
             (200, [], Self.listXML("<Contents><Key>huge</Key><Size>18446744073709551615</Size></Contents>", token: nil))

@@ -81,9 +81,7 @@ final class HTTPClient: Sendable {
                     }
                     return total
                 }
-                UnsafeRawPointer(buffer).withMemoryRebound(to: UInt8.self, capacity: total) {
-                    transfer.body.append($0, count: total)
-                }
+                transfer.receive(UnsafeRawBufferPointer(start: buffer, count: total))
             }
             return total
         }
@@ -147,7 +145,7 @@ final class HTTPClient: Sendable {
         }
         var status = 0
         ccurl_easy_getinfo_long(curl, CURLINFO_RESPONSE_CODE, &status)
-        return HTTPResponse(status: status, headers: transfer.headers, body: transfer.body)
+        return HTTPResponse(status: status, headers: transfer.headers, body: transfer.receivedBody)
     }
 
     private func checkOut() throws(ObjectStoreError) -> CurlHandle {
@@ -203,10 +201,33 @@ private final class Transfer {
         self.reserveFromContentLength = reserveFromContentLength
     }
 
+    /// A body of 1 MiB or more is received into a pooled buffer (`ReceiveBufferPool`), not a fresh allocation.
+    private var pooled: ReceiveBuffer?
+
     func reserve(_ count: Int) {
         reserved = true
-        body.reserveCapacity(count)
+        if count >= ReceiveBufferPool.minimumSize {
+            pooled = ReceiveBufferPool.shared.take(capacity: count)
+        } else {
+            body.reserveCapacity(count)
+        }
     }
+
+    func receive(_ piece: UnsafeRawBufferPointer) {
+        if let buffer = pooled {
+            if piece.count <= buffer.room {
+                buffer.append(piece)
+                return
+            }
+            // More than announced (a server that ignored the range): on in an ordinary Data.
+            body = Data(capacity: buffer.count + piece.count)
+            body.append(buffer.filled)
+            pooled = nil
+        }
+        body.append(contentsOf: piece)
+    }
+
+    var receivedBody: Data { pooled?.filled ?? body }
 
     /// Without ASCII spaces, tabs, CR and LF at either end.
     private static func trimmed(_ bytes: Slice<UnsafeBufferPointer<UInt8>>) -> UnsafeBufferPointer<UInt8> {
