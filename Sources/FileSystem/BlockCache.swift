@@ -82,6 +82,15 @@ final class BlockCache: Sendable {
     /// `range` of block `number` (clipped to the block), read from its file alone — no copy of the whole block, so a
     /// 4 KiB random read served here costs two small preads; nil if not cached (or the header is another object's).
     func read(key: String, version: String, number: Int, range: Range<Int>) -> Data? {
+        // Into a pooled buffer: a fresh MiB would be mmapped, faulted in and zeroed for every read.
+        let buffer = ReceiveBufferPool.shared.take(capacity: range.count)
+        guard read(key: key, version: version, number: number, range: range, into: buffer) != nil else { return nil }
+        return buffer.filled
+    }
+
+    /// `read`, appending the bytes to `buffer` (which has room for `range`); the count read, nil if not cached.
+    func read(key: String, version: String, number: Int, range: Range<Int>, into buffer: ReceiveBuffer) -> Int? {
+        precondition(range.count <= buffer.room, "no room for the block's bytes")
         let name = Self.fileName(key: key, version: version, number: number)
         let known = index.withLock { index -> Bool in
             guard index.entries[name] != nil else { return false }
@@ -92,12 +101,10 @@ final class BlockCache: Sendable {
         guard known else { return nil }
         let header = Array(Self.header(key: key, version: version).utf8)
         guard let file = openBlock(name, header: header) else { return nil }
-        // Into a pooled buffer: a fresh MiB would be mmapped, faulted in and zeroed for every read.
-        let buffer = ReceiveBufferPool.shared.take(capacity: range.count)
-        let got = pread(file.fd, buffer.bytes, range.count, off_t(header.count + range.lowerBound))
+        let got = pread(file.fd, buffer.bytes + buffer.count, range.count, off_t(header.count + range.lowerBound))
         guard got >= 0 else { return nil }
         buffer.fill(got)
-        return buffer.filled
+        return got
     }
 
     /// The open block file `name`, opened (and its header checked) if it is not open yet.

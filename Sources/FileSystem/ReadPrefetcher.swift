@@ -359,8 +359,7 @@ final class ReadPrefetcher: @unchecked Sendable {
         }
 
         // (Most reads lie in one chunk: they are a slice of it, not a copy — the FUSE reply copies them anyway.)
-        var result = Data()
-        if parts.count > 1 { result.reserveCapacity(Int(end - offset)) }
+        var pieces: [Data] = []
         var cached = false
         cursor = offset
         for chunk in parts {
@@ -374,8 +373,7 @@ final class ReadPrefetcher: @unchecked Sendable {
             let from = Int(cursor - chunk.start)
             let to = min(data.count, Int(min(end, chunk.end) - chunk.start))
             if from < to {
-                let piece = data[data.startIndex + from..<data.startIndex + to]
-                if parts.count == 1 { result = piece } else { result.append(piece) }
+                pieces.append(data[data.startIndex + from..<data.startIndex + to])
             }
             if to < Int(min(end, chunk.end) - chunk.start) { break }  // the object is shorter than we thought
             cursor = chunk.end
@@ -384,7 +382,7 @@ final class ReadPrefetcher: @unchecked Sendable {
         // behind), widen the window.
         dropChunks { $0.end + Self.slack <= offset }
         window = min(settings.maxWindow, window * 2)
-        return (result, cached)
+        return (ReceiveBufferPool.shared.joined(pieces), cached)
     }
 
     /// The probe's first ranged GET is in: under `probeRatio` of the stream's rate, ranges lost this probe; else the
@@ -516,17 +514,16 @@ final class ReadPrefetcher: @unchecked Sendable {
             else { return nil }
             return piece
         }
-        var data = Data(capacity: Int(upper - range.lowerBound))
+        // Block after block into one pooled buffer (a fresh one of several MiB is faulted in and zeroed).
+        let buffer = ReceiveBufferPool.shared.take(capacity: Int(upper - range.lowerBound))
         for number in first...last {
             let base = UInt64(number) * blockSize
             let from = Int(max(range.lowerBound, base) - base)
             let to = Int(min(upper, base + blockSize) - base)
-            guard let piece = cache.read(key: key, version: version, number: number, range: from..<to),
-                piece.count == to - from
+            guard cache.read(key: key, version: version, number: number, range: from..<to, into: buffer) == to - from
             else { return nil }
-            data.append(piece)
         }
-        return data
+        return buffer.filled
     }
 
     /// A view of `count` bytes of `data` from `from` (not a copy: the chunk keeps the GET's buffer).

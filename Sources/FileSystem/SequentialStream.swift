@@ -106,8 +106,7 @@ final class SequentialStream: @unchecked Sendable {
             pieces.append(block.buffer.data(from..<to))
         }
         // (A view is never appended to: its bytes are the buffer's, which other views share.)
-        var data = pieces.count == 1 ? pieces[0] : Data(capacity: pieces.reduce(0) { $0 + $1.count })
-        if pieces.count > 1 { for piece in pieces { data.append(piece) } }
+        let data = ReceiveBufferPool.shared.joined(pieces)
         readTo = max(readTo, offset + UInt64(data.count))
         // Drop what lies well behind the reader, and let the transfer go on.
         while let first = blocks.first, first.start + UInt64(first.count) + Self.behind < readTo {

@@ -89,6 +89,16 @@ public final class ReceiveBufferPool: Sendable {
         return ReceiveBuffer(bytes: bytes, capacity: size, pool: self)
     }
 
+    /// `pieces` joined into one pooled buffer (one piece: itself, no copy).
+    public func joined(_ pieces: [Data]) -> Data {
+        guard pieces.count > 1 else { return pieces.first ?? Data() }
+        let total = pieces.reduce(0) { $0 + $1.count }
+        guard total > 0 else { return Data() }
+        let buffer = take(capacity: total)
+        for piece in pieces { piece.withUnsafeBytes { buffer.append($0) } }
+        return buffer.filled
+    }
+
     /// Bytes held by free buffers now.
     public var retained: Int { free.withLock { $0.bytes } }
 

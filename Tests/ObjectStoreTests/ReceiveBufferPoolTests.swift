@@ -43,4 +43,16 @@ final class ReceiveBufferPoolTests: XCTestCase {
         XCTAssertEqual(buffer.room, (1 << 20) - 1)
         XCTAssertEqual(Array(buffer.filled), [7])
     }
+
+    func testJoinedCopiesSeveralPiecesAndPassesOneThrough() {
+        let pool = ReceiveBufferPool(retainedBytes: 0)
+        let a = Data(repeating: 1, count: 700_000)
+        let b = Data(repeating: 2, count: 600_000)
+        let joined = pool.joined([a, b])
+        XCTAssertEqual(joined.count, 1_300_000)
+        XCTAssertEqual(joined.prefix(700_000), a)
+        XCTAssertEqual(joined.suffix(600_000), b)
+        XCTAssertEqual(pool.joined([a]), a)
+        XCTAssertEqual(pool.joined([]), Data())
+    }
 }
