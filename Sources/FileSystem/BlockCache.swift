@@ -82,15 +82,37 @@ final class BlockCache: Sendable {
     /// `range` of block `number` (clipped to the block), read from its file alone — no copy of the whole block, so a
     /// 4 KiB random read served here costs two small preads; nil if not cached (or the header is another object's).
     func read(key: String, version: String, number: Int, range: Range<Int>) -> Data? {
-        // Into a pooled buffer: a fresh MiB would be mmapped, faulted in and zeroed for every read.
-        let buffer = ReceiveBufferPool.shared.take(capacity: range.count)
-        guard read(key: key, version: version, number: number, range: range, into: buffer) != nil else { return nil }
-        return buffer.filled
+        // A MiB or more into a pooled buffer (a fresh one would be mmapped, faulted in and zeroed for every read); a
+        // small random read into a plain Data, which malloc serves from its arena.
+        guard range.count < ReceiveBufferPool.minimumSize else {
+            let buffer = ReceiveBufferPool.shared.take(capacity: range.count)
+            guard read(key: key, version: version, number: number, range: range, into: buffer) != nil else {
+                return nil
+            }
+            return buffer.filled
+        }
+        guard let file = openFile(key: key, version: version, number: number) else { return nil }
+        var data = Data(count: range.count)
+        let got = data.withUnsafeMutableBytes { buffer in
+            pread(file.fd, buffer.baseAddress, range.count, off_t(file.header.count + range.lowerBound))
+        }
+        guard got >= 0 else { return nil }
+        data.count = got
+        return data
     }
 
     /// `read`, appending the bytes to `buffer` (which has room for `range`); the count read, nil if not cached.
     func read(key: String, version: String, number: Int, range: Range<Int>, into buffer: ReceiveBuffer) -> Int? {
         precondition(range.count <= buffer.room, "no room for the block's bytes")
+        guard let file = openFile(key: key, version: version, number: number) else { return nil }
+        let got = pread(file.fd, buffer.bytes + buffer.count, range.count, off_t(file.header.count + range.lowerBound))
+        guard got >= 0 else { return nil }
+        buffer.fill(got)
+        return got
+    }
+
+    /// The open file of an indexed block (its use noted for the LRU), nil if it is not cached.
+    private func openFile(key: String, version: String, number: Int) -> OpenBlock? {
         let name = Self.fileName(key: key, version: version, number: number)
         let known = index.withLock { index -> Bool in
             guard index.entries[name] != nil else { return false }
@@ -99,12 +121,7 @@ final class BlockCache: Sendable {
             return true
         }
         guard known else { return nil }
-        let header = Array(Self.header(key: key, version: version).utf8)
-        guard let file = openBlock(name, header: header) else { return nil }
-        let got = pread(file.fd, buffer.bytes + buffer.count, range.count, off_t(header.count + range.lowerBound))
-        guard got >= 0 else { return nil }
-        buffer.fill(got)
-        return got
+        return openBlock(name, header: Array(Self.header(key: key, version: version).utf8))
     }
 
     /// The open block file `name`, opened (and its header checked) if it is not open yet.
