@@ -114,6 +114,25 @@ final class SigV4SignerTests: XCTestCase {
             byName["authorization"] ?? "")
     }
 
+    /// The dates are formatted by hand: they match ISO 8601 basic format in UTC across the calendar.
+    func testDatesAreBasicISO8601InUTC() {
+        let formatter = DateFormatter()
+        formatter.locale = Locale(identifier: "en_US_POSIX")
+        formatter.timeZone = TimeZone(identifier: "UTC")
+        var generator = SystemRandomNumberGenerator()
+        for seconds in [0, 951_782_400, 1_796_169_600, 4_102_444_799]
+            + (0..<200).map({ _ in
+                Int.random(in: 0..<4_102_444_800, using: &generator)
+            })
+        {
+            let date = Date(timeIntervalSince1970: TimeInterval(seconds))
+            formatter.dateFormat = "yyyyMMdd'T'HHmmss'Z'"
+            XCTAssertEqual(SigV4Signer.amzDate(date), formatter.string(from: date))
+            formatter.dateFormat = "yyyyMMdd"
+            XCTAssertEqual(SigV4Signer.dateStamp(date), formatter.string(from: date))
+        }
+    }
+
     func testURIEncoding() {
         XCTAssertEqual(SigV4Signer.uriEncode("dir/a b+c~d_e-f.g%h", keepSlash: true), "dir/a%20b%2Bc~d_e-f.g%25h")
         XCTAssertEqual(SigV4Signer.uriEncode("a/b", keepSlash: false), "a%2Fb")
