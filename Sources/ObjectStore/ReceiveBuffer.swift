@@ -58,6 +58,8 @@ public final class ReceiveBuffer: @unchecked Sendable {
 /// `retainedBytes` of free ones are kept, the rest freed.
 public final class ReceiveBufferPool: Sendable {
     public static let minimumSize = 1 << 20
+    /// Bodies larger than this are not pooled (a whole-object GET, a Content-Length a server got wrong).
+    public static let maximumSize = 64 << 20
     public static let shared = ReceiveBufferPool(retainedBytes: 16 << 20)
 
     private struct Free: @unchecked Sendable {

@@ -183,6 +183,17 @@ final class HostileRepliesTests: XCTestCase {
         XCTAssertEqual(server.requests.first?.headers["range"], "bytes=4096-1052671")
     }
 
+    /// A Content-Length of 1.5 GiB on a small GET: not a buffer of that size from the pool (which takes 1 GiB at
+    /// most), an ordinary body that ends short (curl reports the transfer cut).
+    func testS3HugeContentLengthOnAGetIsNotPooled() throws {
+        let server = try server { _, _ in (200, [("etag", "\"e\""), ("content-length", "1610612736")], Data("x".utf8)) }
+        let store = try S3ObjectStore(
+            configuration: S3Configuration(
+                bucket: "b", region: "us-east-1", endpointURL: server.endpoint, pathStyle: true, accessKeyID: "AK",
+                secretAccessKey: "SK", lowSpeedTime: 1, maxRetries: 0, environment: [:]))
+        XCTAssertThrowsError(try store.get("k", range: nil))
+    }
+
     func testS3SizeAboveInt64MaxIsAnError() throws {
         let server = try server { _, _ in
             (200, [], Self.listXML("<Contents><Key>huge</Key><Size>18446744073709551615</Size></Contents>", token: nil))

@@ -201,12 +201,12 @@ private final class Transfer {
         self.reserveFromContentLength = reserveFromContentLength
     }
 
-    /// A body of 1 MiB or more is received into a pooled buffer (`ReceiveBufferPool`), not a fresh allocation.
+    /// A body of 1 to 64 MiB is received into a pooled buffer (`ReceiveBufferPool`), not a fresh allocation.
     private var pooled: ReceiveBuffer?
 
     func reserve(_ count: Int) {
         reserved = true
-        if count >= ReceiveBufferPool.minimumSize {
+        if count >= ReceiveBufferPool.minimumSize && count <= ReceiveBufferPool.maximumSize {
             pooled = ReceiveBufferPool.shared.take(capacity: count)
         } else {
             body.reserveCapacity(count)
