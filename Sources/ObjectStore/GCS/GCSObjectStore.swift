@@ -496,27 +496,7 @@ public final class GCSObjectStore: HTTPObjectStore {
         case .fileRange(let path, let start, _):
             return try PutBody.read(path: path, offset: start + offset, length: UInt64(count))
         case .file(let path):
-            let fd = open(path, O_RDONLY | O_CLOEXEC)
-            guard fd >= 0 else {
-                throw .invalidRequest("cannot read body file \(path): \(String(cString: strerror(errno)))")
-            }
-            defer { close(fd) }
-            var data = Data(count: count)
-            var done = 0
-            while done < count {
-                let got = data.withUnsafeMutableBytes {
-                    pread(fd, $0.baseAddress! + done, count - done, off_t(offset) + off_t(done))
-                }
-                if got < 0 && errno == EINTR { continue }
-                guard got > 0 else {
-                    throw .invalidRequest(
-                        got < 0
-                            ? "cannot read body file \(path): \(String(cString: strerror(errno)))"
-                            : "body file \(path) shrank while it was being uploaded")
-                }
-                done += got
-            }
-            return data
+            return try PutBody.read(path: path, offset: offset, length: UInt64(count))
         }
     }
 
