@@ -152,6 +152,22 @@ final class SigV4SignerTests: XCTestCase {
             canonical.request.contains("content-type:text/plain\nx-amz-meta-b:two words\n"), canonical.request)
     }
 
+    /// Values already normal are kept as they are; any other is trimmed and its runs of spaces collapsed, as
+    /// before the fast path (tabs and non-ASCII spaces at either end included).
+    func testHeaderValueNormalisationMatchesTheGeneralRule() {
+        func general(_ value: String) -> String {
+            value.split(separator: " ", omittingEmptySubsequences: true).joined(separator: " ")
+                .trimmingCharacters(in: .whitespaces)
+        }
+        let values = [
+            "", " ", "a", "a b", "a  b", " a", "a ", "\ta b", "a b\t", "a\u{00A0}", "\u{3000}a", "é", "a\tb",
+            "text/plain; charset=utf-8", "bytes=0-1023", "\"etag-1\"", "~!@#$%^&*()_+{}|:<>?", "a\nb", "a  ",
+        ]
+        for value in values {
+            XCTAssertEqual(SigV4Signer.normalizeHeaderValue(value), general(value), "\(value.debugDescription)")
+        }
+    }
+
     func testDigests() {
         XCTAssertEqual(Hashing.hex(Hashing.sha256(Data())), SigV4Signer.emptyPayloadHash)
         XCTAssertEqual(Hashing.hex(Hashing.md5(Data("hello".utf8))), "5d41402abc4b2a76b9719d911017c592")

@@ -122,8 +122,20 @@ struct SigV4Signer: Sendable {
         return String(decoding: out, as: UTF8.self)
     }
 
-    private static func normalizeHeaderValue(_ value: String) -> String {
-        value.split(separator: " ", omittingEmptySubsequences: true).joined(separator: " ")
+    static func normalizeHeaderValue(_ value: String) -> String {
+        // Nearly every value is printable ASCII with single inner spaces, already normal: kept as it is (the
+        // general path, through Foundation's `trimmingCharacters`, was ~5 % of the daemon's CPU per DELETE).
+        var previous = UInt8(ascii: " ")  // a leading space is not normal
+        var normal = true
+        for byte in value.utf8 {
+            if byte == UInt8(ascii: " ") ? previous == byte : (byte < 0x21 || byte > 0x7E) {
+                normal = false
+                break
+            }
+            previous = byte
+        }
+        if normal && previous != UInt8(ascii: " ") { return value }
+        return value.split(separator: " ", omittingEmptySubsequences: true).joined(separator: " ")
             .trimmingCharacters(in: .whitespaces)
     }
 
