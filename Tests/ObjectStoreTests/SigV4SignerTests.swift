@@ -19,6 +19,27 @@ final class SigV4SignerTests: XCTestCase {
         XCTAssertEqual(Hashing.hex(key), "f4780e2d9f65fa895f9c67b32ce1baf0b0d8a43505a000a1a9e090d414db404d")
     }
 
+    /// The last key made is kept: another day, region, service or secret is never signed with it.
+    func testSigningKeysAreRemadeForAnotherScope() {
+        let day = Date(timeIntervalSince1970: 1_329_264_000)  // 2012-02-15
+        let iam = SigV4Signer(
+            accessKeyID: "AKIDEXAMPLE", secretAccessKey: "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY",
+            sessionToken: nil, region: "us-east-1", service: "iam")
+        let expected = "f4780e2d9f65fa895f9c67b32ce1baf0b0d8a43505a000a1a9e090d414db404d"
+        XCTAssertEqual(Hashing.hex(iam.signingKey(date: day)), expected)
+        var other = iam
+        other.service = "s3"
+        XCTAssertNotEqual(Hashing.hex(other.signingKey(date: day)), expected)
+        other = iam
+        other.region = "eu-west-1"
+        XCTAssertNotEqual(Hashing.hex(other.signingKey(date: day)), expected)
+        other = iam
+        other.secretAccessKey = "another"
+        XCTAssertNotEqual(Hashing.hex(other.signingKey(date: day)), expected)
+        XCTAssertNotEqual(Hashing.hex(iam.signingKey(date: day + 86_400)), expected)
+        XCTAssertEqual(Hashing.hex(iam.signingKey(date: day + 3_600)), expected, "the same day")
+    }
+
     func testGetVanilla() {
         let headers = [("Host", "example.amazonaws.com"), ("X-Amz-Date", "20150830T123600Z")]
         let canonical = suiteSigner.canonicalRequest(
