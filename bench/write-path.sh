@@ -15,6 +15,7 @@
 #   BUCKETFS_BIN=.build/release/bucketfs bench/write-path.sh
 #   WRITE_S3_URL=http://127.0.0.1:19000 WRITE_ROUNDS=5 bench/write-path.sh            (on a running moto)
 #   WRITE_OPTIONS="-o parts_in_flight=8" bench/write-path.sh                          (other mount options)
+#   WRITE_S3FS=1 bench/write-path.sh          (s3fs on the same bucket too, each round: the same writer, its CPU)
 #
 # Prints "round N name MiB/s [cpu_s] load1" lines (bucketfs: then tail, writes, parts, ... and weed_cpu), then per
 # round "ratio N bucketfs/best_direct".
@@ -33,6 +34,7 @@ MNT=$WORK/mnt
 mkdir -p "$WORK" "$MNT"
 cleanup() {
     mountpoint -q "$MNT" && "$BIN" unmount "$MNT" >/dev/null 2>&1 || true
+    mountpoint -q "$WORK/s3fs" && fusermount3 -u "$WORK/s3fs" 2>/dev/null || true
     [ -n "$WEED_PID" ] && kill "$WEED_PID" 2>/dev/null || true
 }
 trap cleanup EXIT
@@ -130,6 +132,15 @@ deltas() { python3 "$WORK/deltas.py" "$1" "$2" "$MIB"; }
     ${WRITE_OPTIONS:-} >&2
 PID=$(daemon_pid "$MNT")
 [ -n "$PID" ] || { echo "write-path: daemon pid not found" >&2; exit 1; }
+S3FS_PID=
+if [ -n "${WRITE_S3FS:-}" ]; then
+    mkdir -p "$WORK/s3fs"
+    echo "test:test" > "$WORK/s3fs.passwd"; chmod 600 "$WORK/s3fs.passwd"
+    s3fs "$BUCKET" "$WORK/s3fs" -f -o "url=$S3_URL,use_path_request_style,passwd_file=$WORK/s3fs.passwd,endpoint=us-east-1" \
+        >> "$WORK/s3fs.log" 2>&1 &
+    S3FS_PID=$!
+    for _ in $(seq 1 100); do mountpoint -q "$WORK/s3fs" && break; sleep 0.1; done
+fi
 for round in $(seq 1 "$ROUNDS"); do
     w0=$(weed_cpu)
     put=$(direct put "direct/put-$round")
@@ -139,6 +150,14 @@ for round in $(seq 1 "$ROUNDS"); do
     read -r bfs tail < <(writer "$MNT/bfs-$round")
     cpu=$(cpu_since "$PID" "$c0"); [ -n "$WEED" ] && wcpu=$(cpu_since "$WEED" "$w0") || wcpu=-
     echo "round $round bucketfs $(rate "$bfs") $cpu $(load) tail $tail $(deltas "$m0" "$(scrape)") weed_cpu $wcpu"
+    if [ -n "$S3FS_PID" ]; then
+        w0=$(weed_cpu); c0=$(daemon_cpu "$S3FS_PID")
+        read -r sfs stail < <(writer "$WORK/s3fs/s3fs-$round")
+        [ -n "$WEED" ] && wcpu=$(cpu_since "$WEED" "$w0") || wcpu=-
+        echo "round $round s3fs $(rate "$sfs") $(cpu_since "$S3FS_PID" "$c0") $(load) tail $stail weed_cpu $wcpu" \
+            "bucketfs/s3fs $(python3 -c "import sys; print(f'{float(sys.argv[1]) / float(sys.argv[2]):.2f}')" "$sfs" "$bfs")"
+        rm -f "$WORK/s3fs/s3fs-$round"
+    fi
     mp=$(direct multipart "direct/mp-$round")
     echo "round $round direct_multipart $(rate "$mp") $(load)"
     python3 -c "import sys; b, p, m = map(float, sys.argv[1:]); print(f'ratio $round {min(p, m) / b:.2f}')" \
