@@ -55,7 +55,7 @@ extension FileSystem {
         }
         // The kernel writes a writable handle's data into its pages, and drops them at an open without keep_cache:
         // no push may land after either.
-        if writable || !opened.keepCache { fencePageCache(ino) }
+        if writable || !opened.keepCache { fencePageCache(ino) } else { pageFiller?.reopened(ino) }
         return opened
     }
 

@@ -22,27 +22,26 @@ extension FileSystem {
 
     /// A read of `handle` at `offset` was a seek: offers the block around it, if the kernel may hold pages of this
     /// handle's content at all (a clean file, nothing staged, no writable handle that could change pages, and the
-    /// version the handle opened).
+    /// version the handle opened). Queued under the state lock, so a change made under it after this check finds the
+    /// offer queued (and drops it) in `fencePageCache`.
     func offerPages(_ ino: UInt64, handle: UInt64, at offset: UInt64) {
         guard let filler = pageFiller, let cache = prefetchBudget.cache else { return }
-        let offer = state.withLock { s -> PageCacheFiller.Offer? in
+        state.withLock { s in
             guard let file = s.files[handle], !file.direct, let version = file.version, let node = s.table[ino],
                 node.staged == nil, !node.dirty, node.version == version,
                 !s.files.values.contains(where: { $0.ino == ino && $0.writable })
-            else { return nil }
-            return PageCacheFiller.Offer(
-                ino: ino, key: keys.key(for: node.path), version: version, block: Int(offset / UInt64(cache.blockSize)),
-                size: node.size, generation: filler.generation(of: ino))
+            else { return }
+            filler.offer(
+                PageCacheFiller.Offer(
+                    ino: ino, key: keys.key(for: node.path), version: version,
+                    block: Int(offset / UInt64(cache.blockSize)), size: node.size))
         }
-        if let offer { filler.offer(offer) }
     }
 
     /// Drops the pushes offered for `ino` so far and waits for one in flight. Called once the change that forbids
     /// new offers is made (a writable handle registered, a file staged, a new version taken), before the kernel
     /// hears of it: the kernel then drops or overwrites what was pushed, and nothing older lands after.
     func fencePageCache(_ ino: UInt64) {
-        guard let filler = pageFiller else { return }
-        filler.advance(ino)
-        filler.drain(ino)
+        pageFiller?.advance(ino)
     }
 }

@@ -6,11 +6,11 @@ import Foundation
 /// itself; for random ones it asks for single pages.
 ///
 /// Pushed pages must be the file's content at the time they land, so a push is fenced against every change of it:
-/// offers are made only for handles of a clean, unstaged file with no writable handle (checked by `FileSystem`
-/// under its state lock, with `generation(of:)` read in the same critical section), and whatever may change the
-/// content or let the kernel keep older pages (a writable open, an open of a new version, a truncate, a lock's
-/// revalidation) first calls `advance` under that lock, then `drain` outside it. Offers of an older generation
-/// are dropped, and a push in flight is waited for. Lock order: `FileSystem.state`, then this filler's `condition`.
+/// offers are made only for handles of a clean, unstaged file with no writable handle, and queued in the same
+/// critical section of `FileSystem.state` that checked it; whatever may change the content or let the kernel keep
+/// older pages (a writable open, an open of a new version, a truncate, a lock's revalidation) first makes that
+/// change under the state lock, then calls `advance`: the offers queued for the inode are dropped, and a push in
+/// flight is waited for. Lock order: `FileSystem.state`, then this filler's `condition` (a leaf).
 ///
 /// A push of a page the kernel holds locked (a read of it in flight) waits in the kernel until that read's reply
 /// is in, so pushes never run on a thread that serves FUSE requests or fetches blocks.
@@ -25,19 +25,18 @@ final class PageCacheFiller: @unchecked Sendable {
         let block: Int
         /// The file's size: the last block is pushed only up to it (a push past the end would extend the file).
         let size: UInt64
-        let generation: UInt64
     }
 
     /// Offers waiting beyond this are dropped: a random reader faster than the pushes gets what it can.
     static let queueLimit = 64
-    /// Blocks remembered as pushed per inode (until its next `advance`), so that one block is pushed once.
+    /// Blocks remembered as pushed per inode (until its next open or `advance`), so that one block is pushed once;
+    /// for at most this many inodes and blocks an inode (then forgotten, so pushed again at worst).
     static let pushedLimit = 4096
 
     private let cache: BlockCache
     private let condition = NSCondition()
     // Guarded by `condition`.
     private var queue: [Offer] = []
-    private var generations: [UInt64: UInt64] = [:]
     private var pushed: [UInt64: Set<Int>] = [:]
     /// The inode being pushed, if any.
     private var pushing: UInt64?
@@ -68,49 +67,43 @@ final class PageCacheFiller: @unchecked Sendable {
         condition.unlock()
     }
 
-    /// The generation an offer for `ino` made now carries. Called under `FileSystem.state`.
-    func generation(of ino: UInt64) -> UInt64 {
-        condition.lock()
-        defer { condition.unlock() }
-        return generations[ino, default: 0]
-    }
-
-    /// Queues a push, unless this block was pushed (or queued) already in this generation, or the queue is full.
+    /// Queues a push, unless this block was pushed (or queued) already since the inode's last open, or the queue is
+    /// full. Called under `FileSystem.state`, in the critical section that checked the file may have pages pushed.
     func offer(_ offer: Offer) {
         condition.lock()
         defer { condition.unlock() }
-        guard store.call != nil, generations[offer.ino, default: 0] == offer.generation, queue.count < Self.queueLimit
-        else { return }
+        guard store.call != nil, queue.count < Self.queueLimit else { return }
         var blocks = pushed[offer.ino, default: []]
         guard !blocks.contains(offer.block) else { return }
         if blocks.count >= Self.pushedLimit { blocks.removeAll() }
+        if pushed.count >= Self.pushedLimit && pushed[offer.ino] == nil { pushed.removeAll() }
         blocks.insert(offer.block)
         pushed[offer.ino] = blocks
         queue.append(offer)
         condition.broadcast()
     }
 
-    /// Offers for `ino` made before this are dropped when their turn comes. Called under `FileSystem.state`,
-    /// in the critical section that makes the change; then `drain` once that lock is released.
+    /// Drops the offers queued for `ino` and waits for its push in flight. Called once the change that stops new
+    /// offers is made under `FileSystem.state`, without that lock held, and before the kernel hears of the change.
     func advance(_ ino: UInt64) {
         condition.lock()
-        generations[ino, default: 0] += 1
         pushed[ino] = nil
         queue.removeAll { $0.ino == ino }
+        while pushing == ino { condition.wait() }
         condition.unlock()
     }
 
-    /// Waits until no push of `ino` (nil: of any inode) is in flight. Called without `FileSystem.state` held.
-    func drain(_ ino: UInt64? = nil) {
+    /// Waits until no push is in flight (once the store is unset, before the FUSE session goes).
+    func drain() {
         condition.lock()
-        while let busy = pushing, ino == nil || busy == ino { condition.wait() }
+        while pushing != nil { condition.wait() }
         condition.unlock()
     }
 
-    /// Forgets a removed inode.
-    func forget(_ ino: UInt64) {
+    /// A new open of `ino`: the kernel may have dropped pages pushed before (memory pressure, `drop_caches`), so
+    /// its blocks may be pushed again.
+    func reopened(_ ino: UInt64) {
         condition.lock()
-        generations[ino] = nil
         pushed[ino] = nil
         condition.unlock()
     }
@@ -125,10 +118,6 @@ final class PageCacheFiller: @unchecked Sendable {
                 return
             }
             let offer = queue.removeFirst()
-            guard generations[offer.ino, default: 0] == offer.generation else {
-                condition.unlock()
-                continue
-            }
             pushing = offer.ino
             condition.unlock()
             push(offer, with: call)
