@@ -30,10 +30,15 @@ let package = Package(
         .systemLibrary(name: "CHiredis", pkgConfig: "hiredis", providers: [.apt(["libhiredis-dev"])]),
         .systemLibrary(name: "CPostgres", pkgConfig: "libpq", providers: [.apt(["libpq-dev"])]),
 
+        // CRC-32C with SSE4.2 (the checksum of streamed parts): C, since Swift has no portable crc32 intrinsic.
+        .target(name: "CCRC32C"),
+
         // Bottom layer: the ObjectStore contract and its backends. The only layer that does store I/O.
         .target(
             name: "ObjectStore",
-            dependencies: ["CLibc", "CCurl", "COpenSSL", .product(name: "Logging", package: "swift-log")]),
+            dependencies: [
+                "CLibc", "CCurl", "COpenSSL", "CCRC32C", .product(name: "Logging", package: "swift-log"),
+            ]),
         // A Redis connection (RESP over TCP or TLS), shared by the redis lock strategy and the Redis record backend.
         .target(name: "RedisClient", dependencies: ["CHiredis", "COpenSSL"]),
         // Distributed advisory locks: file, object and Redis strategies, leases, renewal.

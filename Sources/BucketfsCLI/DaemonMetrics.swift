@@ -16,6 +16,7 @@ import Synchronization
 ///   `bucketfs_store_operation_duration_seconds{op}`, `bucketfs_store_bytes_total{op,direction}`,
 ///   `bucketfs_store_retries_total`;
 /// - file system: `bucketfs_read_ahead_total{result}`, `bucketfs_small_content_cache_total{result}`,
+///   `bucketfs_page_cache_pushed_bytes_total`,
 ///   `bucketfs_uploads_pending`, `bucketfs_uploads_in_flight`, `bucketfs_uploads_queued`, `bucketfs_staging_bytes`,
 ///   `bucketfs_recovery_items` (read when scraped).
 ///
@@ -175,6 +176,8 @@ final class DaemonMetrics: Sendable {
                 follow(
                     "bucketfs_small_content_cache_total", [("result", "miss")],
                     counts.smallContentMisses.load(ordering: .relaxed))
+                follow(
+                    "bucketfs_page_cache_pushed_bytes_total", [], counts.pagesPushedBytes.load(ordering: .relaxed))
                 follow("bucketfs_store_retries_total", [], retries())
                 let pending = fileSystem.pendingUploadCount
                 let inFlight = max(0, counts.uploadsInFlight.load(ordering: .relaxed))

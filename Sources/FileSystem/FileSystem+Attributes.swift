@@ -21,6 +21,8 @@ extension FileSystem {
         guard size <= Self.maxFileSize else { throw FSError.fileTooLarge }
         if let stream = node.stream, !stream.allowsTruncate(to: size) { dropStream(stream, of: ino) }
         let staged = try stage(ino, keepContent: size > 0)
+        // Staged: no push is offered any more, and the kernel truncates its pages after this reply.
+        defer { fencePageCache(ino) }
         try staged.truncate(to: size)
         let (idle, fresh) = state.withLock { s -> (Bool, Bool) in
             guard var node = s.table[ino] else { return (false, false) }

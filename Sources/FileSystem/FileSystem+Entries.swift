@@ -111,7 +111,7 @@ extension FileSystem {
         let attributes = insertNew(node, retain: true)
         let handle = state.withLock { s in
             let h = s.allocateHandle()
-            s.files[h] = OpenFile(ino: attributes.ino)
+            s.files[h] = OpenFile(ino: attributes.ino, writable: true)
             return h
         }
         journal(attributes.ino)

@@ -41,17 +41,22 @@ extension FileSystem {
             abandoned?.abort()
             if fresh { journal(ino) }
         }
-        return state.withLock { s in
+        let opened = state.withLock { s in
             let handle = s.allocateHandle()
             let version = s.table[ino]?.version
             let content = s.table[ino]?.staged == nil ? s.smallContents.take(ino, version: version) : nil
-            s.files[handle] = OpenFile(ino: ino, content: content, version: version)
+            s.files[handle] = OpenFile(
+                ino: ino, content: content, version: version, writable: writable, direct: flags & Self.directFlag != 0)
             s.table[ino]?.openHandles += 1
             // (`lastOpenedVersion`: the version of the pages the kernel may hold; a mismatch drops them all.)
             let keep = version != nil && version == s.table[ino]?.lastOpenedVersion && s.table[ino]?.dirty == false
             s.table[ino]?.lastOpenedVersion = version
             return OpenResult(handle: handle, keepCache: keep)
         }
+        // The kernel writes a writable handle's data into its pages, and drops them at an open without keep_cache:
+        // no push may land after either.
+        if writable || !opened.keepCache { fencePageCache(ino) } else { pageFiller?.reopened(ino) }
+        return opened
     }
 
     public func read(_ ino: UInt64, handle: UInt64, offset: UInt64, size: Int) throws(FSError) -> Data {
@@ -83,7 +88,9 @@ extension FileSystem {
             return file.prefetcher
         }
         guard let prefetcher else { throw FSError.badHandle }
-        return try storeCall { try prefetcher.read(offset: offset, count: size) }
+        let (data, seek) = try storeCall { try prefetcher.readNotingSeek(offset: offset, count: size) }
+        if seek { offerPages(ino, handle: handle, at: offset) }
+        return data
     }
 
     public func write(_ ino: UInt64, handle: UInt64, offset: UInt64, data: UnsafeRawBufferPointer) throws(FSError)

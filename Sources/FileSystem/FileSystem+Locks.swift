@@ -167,6 +167,7 @@ extension FileSystem {
             return dropped
         }
         for file in dropped { file.prefetcher?.close() }
+        fencePageCache(ino)
         kernelCacheInvalidator.withLock { $0.invalidate }?(ino)
     }
 

@@ -44,6 +44,8 @@ public final class FileSystem: Sendable {
     let uploadJournal: (any UploadJournal)?
     /// Drops the kernel's cached attributes and pages of an inode (set by the FUSE layer once mounted).
     let kernelCacheInvalidator = Mutex(KernelCacheInvalidator())
+    /// Pushes the block around a random read into the kernel's page cache (nil: no block cache).
+    let pageFiller: PageCacheFiller?
 
     /// The FUSE layer's callback, held in a struct, not as `Mutex<Closure?>`: each `withLock { $0 }` of a bare closure
     /// wrapped it in two more reabstraction thunks and wrote it back, so every call grew slower until the stack
@@ -61,6 +63,10 @@ public final class FileSystem: Sendable {
         var content: Data?
         /// The object's version at open: what this handle's reads put in the kernel's page cache (keep_cache).
         var version: String? = nil
+        /// Opened for writing: while such a handle exists no pages are pushed (`PageCacheFiller`).
+        var writable = false
+        /// O_DIRECT: its reads bypass the page cache, so none are pushed for them.
+        var direct = false
     }
 
     struct State {
@@ -162,6 +168,7 @@ public final class FileSystem: Sendable {
             cache: options.blockCacheSize > 0
                 ? BlockCache(directory: options.cacheDirectory + "/blocks", limit: options.blockCacheSize) : nil,
             logger: logger)
+        self.pageFiller = prefetchBudget.cache.map { PageCacheFiller(cache: $0) }
         self.metadataIndex = MetadataIndex(
             directory: options.persistMetadataIndex ? options.cacheDirectory + "/metadata" : nil,
             name: store.description + "\n" + options.prefix)

@@ -14,6 +14,8 @@ public final class FileSystemMetrics: Sendable {
     public let smallContentMisses = Atomic<Int>(0)
     /// Uploads (PUT or multipart) sending now; the FileSystem calls `uploadStarted`/`uploadFinished` around them.
     public let uploadsInFlight = Atomic<Int>(0)
+    /// Bytes handed to the kernel's page cache after random reads (`PageCacheFiller`).
+    public let pagesPushedBytes = Atomic<Int>(0)
 
     public init() {}
 
@@ -24,6 +26,8 @@ public final class FileSystemMetrics: Sendable {
     public func smallContent(hit: Bool) {
         if hit { smallContentHits.add(1, ordering: .relaxed) } else { smallContentMisses.add(1, ordering: .relaxed) }
     }
+
+    public func pagesPushed(bytes: Int) { pagesPushedBytes.add(bytes, ordering: .relaxed) }
 
     public func uploadStarted() { uploadsInFlight.add(1, ordering: .relaxed) }
     public func uploadFinished() { uploadsInFlight.subtract(1, ordering: .relaxed) }

@@ -124,12 +124,17 @@ final class ReadPrefetcher: @unchecked Sendable {
     }
 
     func read(offset: UInt64, count: Int) throws(ObjectStoreError) -> Data {
-        guard offset < size, count > 0 else { return Data() }
+        try readNotingSeek(offset: offset, count: count).data
+    }
+
+    /// `read`, and whether it was a seek: a ranged read far from where the reader was (a random reader's).
+    func readNotingSeek(offset: UInt64, count: Int) throws(ObjectStoreError) -> (data: Data, seek: Bool) {
+        guard offset < size, count > 0 else { return (Data(), false) }
         let started = DispatchTime.now().uptimeNanoseconds
         if let stream = streamServing(offset: offset) {
             if let data = try stream.read(offset: offset, count: count) {
                 account(offset: offset, bytes: data.count, since: started, cached: false, streamed: true)
-                return data
+                return (data, false)
             }
             // A read the stream cannot serve (far from it): off the plan, ranged reads from here. (Unless another
             // thread's read moved the plan on meanwhile, closing this stream: then the plan goes on.)
@@ -140,9 +145,9 @@ final class ReadPrefetcher: @unchecked Sendable {
             }
             condition.unlock()
         }
-        let (data, cached) = try readRanges(offset: offset, count: count)
+        let (data, cached, seek) = try readRanges(offset: offset, count: count)
         account(offset: offset, bytes: data.count, since: started, cached: cached)
-        return data
+        return (data, seek)
     }
 
     /// Stops read-ahead and the stream; chunks still in flight are dropped when they land.
@@ -269,10 +274,11 @@ final class ReadPrefetcher: @unchecked Sendable {
 
     // MARK: Ranged reads
 
-    /// The bytes at `offset` from read-ahead chunks (fetching what is missing), and whether any came from the cache.
-    private func readRanges(offset: UInt64, count: Int) throws(ObjectStoreError) -> (Data, Bool) {
+    /// The bytes at `offset` from read-ahead chunks (fetching what is missing), whether any came from the cache,
+    /// and whether the read was a seek.
+    private func readRanges(offset: UInt64, count: Int) throws(ObjectStoreError) -> (Data, Bool, Bool) {
         let end = min(size, offset + UInt64(count))
-        guard offset < end else { return (Data(), false) }
+        guard offset < end else { return (Data(), false, false) }
         condition.lock()
         defer { condition.unlock() }
 
@@ -382,7 +388,7 @@ final class ReadPrefetcher: @unchecked Sendable {
         // behind), widen the window.
         dropChunks { $0.end + Self.slack <= offset }
         window = min(settings.maxWindow, window * 2)
-        return (ReceiveBufferPool.shared.joined(pieces), cached)
+        return (ReceiveBufferPool.shared.joined(pieces), cached, !near)
     }
 
     /// The probe's first ranged GET is in: under `probeRatio` of the stream's rate, ranges lost this probe; else the

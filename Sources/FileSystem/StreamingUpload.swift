@@ -12,6 +12,11 @@ import Synchronization
 ///
 /// The staged file still holds every byte, so if anything goes wrong the caller aborts the stream and
 /// uploads the staged file the ordinary way.
+///
+/// Parts go up unsigned (`UNSIGNED-PAYLOAD`) with their CRC-32C, which the server checks: computed here as the
+/// bytes arrive from the kernel (hot in the cache: ~0.07 CPU s per GiB), for as long as the file is written
+/// strictly in order; after any other write (a gap, a rewrite of what is not yet sent, a truncate) the CRC of each
+/// part still to go is read back from the staged file on the worker before it is sent.
 final class StreamingUpload: @unchecked Sendable {
     private let store: any ObjectStore
     let key: String
@@ -32,6 +37,12 @@ final class StreamingUpload: @unchecked Sendable {
     private var etags: [Int: String] = [:]
     private var inFlight = 0
     private var failure: ObjectStoreError?
+    /// CRCs of the parts uploaded, for the completion.
+    private var crcs: [Int: UInt32] = [:]
+    /// The running CRC-32C: `crcEnd` is where in-order writes have reached, `crcRunning` the CRC of the bytes from
+    /// the start of its part to there, `crcDone` the CRCs of full parts not yet sent; nil once a write was out
+    /// of order (the rest are read back).
+    private var running: (crcEnd: UInt64, crcRunning: UInt32, crcDone: [Int: UInt32])? = (0, 0, [:])
 
     init(
         store: any ObjectStore, key: String, metadata: ObjectMetadata, partSize: Int, maxInFlight: Int,
@@ -54,7 +65,30 @@ final class StreamingUpload: @unchecked Sendable {
         defer { condition.unlock() }
         guard failure == nil && offset >= streamed else { return false }
         try staged.write(buffer, at: offset)
+        if let current = running {
+            running = current.crcEnd == offset ? fold(buffer, into: current) : nil
+        }
         return true
+    }
+
+    /// The running CRC with `buffer` appended at its end, a part's CRC set aside at each part boundary.
+    private func fold(
+        _ buffer: UnsafeRawBufferPointer, into current: (crcEnd: UInt64, crcRunning: UInt32, crcDone: [Int: UInt32])
+    ) -> (crcEnd: UInt64, crcRunning: UInt32, crcDone: [Int: UInt32]) {
+        var next = current
+        var rest = buffer
+        while !rest.isEmpty {
+            let partEnd = (next.crcEnd / UInt64(partSize) + 1) * UInt64(partSize)
+            let count = Int(min(UInt64(rest.count), partEnd - next.crcEnd))
+            next.crcRunning = CRC32C.update(next.crcRunning, UnsafeRawBufferPointer(rebasing: rest[..<count]))
+            next.crcEnd += UInt64(count)
+            if next.crcEnd == partEnd {
+                next.crcDone[Int(partEnd / UInt64(partSize))] = next.crcRunning
+                next.crcRunning = 0
+            }
+            rest = UnsafeRawBufferPointer(rebasing: rest[count...])
+        }
+        return next
     }
 
     /// Whether any part has been sent. Until then a flush (dd and shells close a duplicate descriptor before
@@ -66,9 +100,11 @@ final class StreamingUpload: @unchecked Sendable {
     private let started = Atomic<Bool>(false)
 
     /// Whether truncating to `size` leaves the bytes already streamed alone (dd truncates its output at open).
+    /// The caller truncates next: unless that changes nothing the running CRC stops (the rest is read back).
     func allowsTruncate(to size: UInt64) -> Bool {
         condition.lock()
         defer { condition.unlock() }
+        if running?.crcEnd != size { running = nil }
         return failure == nil && size >= streamed
     }
 
@@ -82,7 +118,8 @@ final class StreamingUpload: @unchecked Sendable {
             guard failure == nil else { return }
             if uploadID == nil {
                 do throws(ObjectStoreError) {
-                    let id = try store.createMultipartUpload(key, options: PutOptions(metadata: metadata))
+                    let id = try store.createMultipartUpload(
+                        key, options: PutOptions(metadata: metadata, partChecksums: true))
                     uploadID = id
                     journalID = journal?.begun(key: key, uploadID: id, stagedPath: staged.path)
                     started.store(true, ordering: .releasing)
@@ -94,7 +131,10 @@ final class StreamingUpload: @unchecked Sendable {
             let offset = streamed
             streamed += UInt64(partSize)
             let number = Int(offset / UInt64(partSize)) + 1
-            submit(part: .fileRange(path: staged.path, offset: offset, length: UInt64(partSize)), number: number)
+            let crc = running?.crcDone.removeValue(forKey: number)
+            submit(
+                part: .fileRange(path: staged.path, offset: offset, length: UInt64(partSize)), number: number,
+                crc32c: crc)
         }
     }
 
@@ -109,13 +149,15 @@ final class StreamingUpload: @unchecked Sendable {
         if failure == nil && size > streamed {
             let number = Int(streamed / UInt64(partSize)) + 1
             let part = PutBody.fileRange(path: staged.path, offset: streamed, length: size - streamed)
+            // The running CRC is this part's if in-order writes reached exactly `size` from its start.
+            let crc = running.flatMap { $0.crcEnd == size && size - streamed < UInt64(partSize) ? $0.crcRunning : nil }
             streamed = size
-            submit(part: part, number: number)
+            submit(part: part, number: number, crc32c: crc)
         }
         while inFlight > 0 { condition.wait() }
         if let failure { throw failure }
         guard streamed == size else { throw .other("stream of \(key) does not match the file size") }
-        let parts = etags.keys.sorted().map { CompletedPart(number: $0, etag: etags[$0]!) }
+        let parts = etags.keys.sorted().map { CompletedPart(number: $0, etag: etags[$0]!, crc32c: crcs[$0]) }
         let info = try store.completeMultipartUpload(key, uploadID: uploadID, parts: parts, condition: putCondition)
         if let journalID { journal?.ended(journalID) }
         journalID = nil
@@ -136,20 +178,25 @@ final class StreamingUpload: @unchecked Sendable {
         if let entry { journal?.ended(entry) }
     }
 
-    /// Called with the lock held.
-    private func submit(part: PutBody, number: Int) {
+    /// Called with the lock held. `crc32c` nil: read back from the staged file (its bytes there cannot change).
+    private func submit(part: PutBody, number: Int, crc32c: UInt32?) {
         inFlight += 1
         let (store, key, id) = (store, key, uploadID!)
         workers.submit { [self] in
-            let result: Result<String, ObjectStoreError>
+            let result: Result<(String, UInt32), ObjectStoreError>
             do throws(ObjectStoreError) {
-                result = .success(try store.uploadPart(key, uploadID: id, number: number, body: part))
+                var crc = crc32c ?? 0
+                if crc32c == nil { crc = try CRC32C.checksum(of: part) }
+                result = .success(
+                    (try store.uploadPart(key, uploadID: id, number: number, body: part, crc32c: crc), crc))
             } catch {
                 result = .failure(error)
             }
             condition.lock()
             switch result {
-            case .success(let etag): etags[number] = etag
+            case .success(let (etag, crc)):
+                etags[number] = etag
+                crcs[number] = crc
             case .failure(let error): if failure == nil { failure = error }
             }
             inFlight -= 1

@@ -89,6 +89,18 @@ public final class FuseSession {
             // Attributes and every cached page of the inode (offset 0, length 0: all of it).
             _ = fuse_lowlevel_notify_inval_inode(handle.session, ino, 0, 0)
         }
+        if context.tuning.pagePush {
+            tree.files.setKernelPageStore { ino, offset, data in
+                data.withUnsafeBytes { bytes in
+                    var buffers = fuse_bufvec()
+                    buffers.count = 1
+                    buffers.buf.size = bytes.count
+                    buffers.buf.mem = UnsafeMutableRawPointer(mutating: bytes.baseAddress)
+                    buffers.buf.fd = -1
+                    _ = fuse_lowlevel_notify_store(handle.session, ino, off_t(offset), &buffers, fuse_buf_copy_flags(0))
+                }
+            }
+        }
     }
 
     private let maxThreads: Int
@@ -120,12 +132,15 @@ public final class FuseSession {
         fuse_loop_cfg_set_clone_fd(config, 1)
         let result = cfuse_session_loop_mt(session, config)
         fuse_loop_cfg_destroy(config)
+        context.tree.files.setKernelPageStore(nil)
         context.tree.files.flushAll()
         // Leases go back after the uploads, so another mount that takes a lock next sees the writes.
         context.tree.files.shutdownLocks()
         context.tree.files.setKernelCacheInvalidator { _ in }
         fuse_remove_signal_handlers(session)
         fuse_session_unmount(session)
+        // A push may wait in the kernel for a page whose read nobody answers any more: unmounted, it fails.
+        context.tree.files.waitForKernelPageStores()
         fuse_session_destroy(session)
         session = nil
         if result < 0 { logger.error("FUSE loop ended with an error", metadata: ["errno": "\(-result)"]) }

@@ -25,6 +25,8 @@ public struct FuseTuning: Sendable, Equatable {
     /// Off: the kernel would keep its own size and mtime of a regular file over the store's, so a change made by
     /// another host is not seen at open (close-to-open breaks); bench/README.md shows it.
     public var writebackCache = false
+    /// After a random read, the block around it is stored in the kernel's page cache (`PageCacheFiller`).
+    public var pagePush = true
 
     public init() {}
 
@@ -61,6 +63,7 @@ public struct FuseTuning: Sendable, Equatable {
             case "splice_write": tuning.spliceWrite = try flag()
             case "splice_move": tuning.spliceMove = try flag()
             case "writeback_cache": tuning.writebackCache = try flag()
+            case "page_push": tuning.pagePush = try flag()
             default: throw FuseSessionError(description: "\(environmentVariable): unknown key \(key)")
             }
         }

@@ -65,9 +65,9 @@ extension ForwardingObjectStore {
 
     public func uploadPart(
         _ key: String, uploadID: String, number: Int,
-        body: PutBody
+        body: PutBody, crc32c: UInt32?
     ) throws(ObjectStoreError) -> String {
-        try base.uploadPart(key, uploadID: uploadID, number: number, body: body)
+        try base.uploadPart(key, uploadID: uploadID, number: number, body: body, crc32c: crc32c)
     }
 
     public func uploadPartCopy(

@@ -44,12 +44,13 @@ extension LocalDirectoryObjectStore {
 
     /// The ETag is a random token per part write (not a content hash); `complete` checks it so that a part
     /// re-uploaded meanwhile is not silently mixed in.
-    public func uploadPart(_ key: String, uploadID: String, number: Int, body: PutBody) throws(ObjectStoreError)
-        -> String
+    public func uploadPart(_ key: String, uploadID: String, number: Int, body: PutBody, crc32c: UInt32?)
+        throws(ObjectStoreError) -> String
     {
         guard (1...10_000).contains(number) else {
             throw .invalidRequest("part number \(number) is outside 1...10000")
         }
+        try checkPartChecksum(crc32c, of: body, key: key)
         let directory = try openUpload(key, uploadID: uploadID).directory
         defer { close(directory) }
         let etag = UUID().uuidString.lowercased()

@@ -19,6 +19,7 @@ public final class MemoryObjectStore: ObjectStore {
     private struct Part {
         var etag: String
         var body: Data
+        var crc32c: UInt32?
     }
 
     private struct Upload {
@@ -26,6 +27,8 @@ public final class MemoryObjectStore: ObjectStore {
         var initiated: Date
         var contentType: String?
         var metadata: ObjectMetadata
+        /// Created with `PutOptions.partChecksums`: the completion must give each part's CRC32C, as SeaweedFS wants.
+        var partChecksums = false
         var parts: [Int: Part] = [:]
     }
 
@@ -145,22 +148,25 @@ public final class MemoryObjectStore: ObjectStore {
     public func createMultipartUpload(_ key: String, options: PutOptions) throws(ObjectStoreError) -> String {
         try Self.validate(key)
         let uploadID = UUID().uuidString.lowercased()
-        let upload = Upload(key: key, initiated: Date(), contentType: options.contentType, metadata: options.metadata)
+        let upload = Upload(
+            key: key, initiated: Date(), contentType: options.contentType, metadata: options.metadata,
+            partChecksums: options.partChecksums)
         state.withLock { $0.uploads[uploadID] = upload }
         return uploadID
     }
 
-    public func uploadPart(_ key: String, uploadID: String, number: Int, body: PutBody) throws(ObjectStoreError)
-        -> String
+    public func uploadPart(_ key: String, uploadID: String, number: Int, body: PutBody, crc32c: UInt32?)
+        throws(ObjectStoreError) -> String
     {
         guard (1...10_000).contains(number) else {
             throw .invalidRequest("part number \(number) is outside 1...10000")
         }
         let data = try Self.read(body)
+        try checkPartChecksum(crc32c, of: .data(data), key: key)
         return try state.withLock { (state) throws(ObjectStoreError) -> String in
             guard state.uploads[uploadID]?.key == key else { throw .notFound(key: key) }
             let etag = "part-\(number)-\(state.nextVersion())"
-            state.uploads[uploadID]?.parts[number] = Part(etag: etag, body: data)
+            state.uploads[uploadID]?.parts[number] = Part(etag: etag, body: data, crc32c: crc32c)
             return etag
         }
     }
@@ -177,6 +183,12 @@ public final class MemoryObjectStore: ObjectStore {
             for part in parts {
                 guard let stored = upload.parts[part.number], stored.etag == part.etag else {
                     throw .invalidRequest("part \(part.number) with etag \(part.etag) was not uploaded to \(uploadID)")
+                }
+                if upload.partChecksums {
+                    guard let crc = part.crc32c else { throw .invalidRequest("part \(part.number) has no checksum") }
+                    guard crc == stored.crc32c ?? CRC32C.checksum(stored.body) else {
+                        throw .invalidRequest("BadDigest: part \(part.number)'s checksum does not match")
+                    }
                 }
                 body.append(stored.body)
             }

@@ -154,10 +154,10 @@ public final class MeteredStore: ForwardingObjectStore {
 
     public func uploadPart(
         _ key: String, uploadID: String, number: Int,
-        body: PutBody
+        body: PutBody, crc32c: UInt32?
     ) throws(ObjectStoreError) -> String {
         try metered("upload_part", sent: Self.size(body)) { () throws(ObjectStoreError) in
-            try base.uploadPart(key, uploadID: uploadID, number: number, body: body)
+            try base.uploadPart(key, uploadID: uploadID, number: number, body: body, crc32c: crc32c)
         }
     }
 

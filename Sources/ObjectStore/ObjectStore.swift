@@ -43,8 +43,11 @@ public protocol ObjectStore: Sendable {
     ) throws(ObjectStoreError) -> ObjectInfo
 
     func createMultipartUpload(_ key: String, options: PutOptions) throws(ObjectStoreError) -> String
-    /// Uploads part `number` (1-based). Returns the part's ETag, needed to complete.
-    func uploadPart(_ key: String, uploadID: String, number: Int, body: PutBody) throws(ObjectStoreError) -> String
+    /// Uploads part `number` (1-based). Returns the part's ETag, needed to complete. `crc32c`, the CRC-32C of the
+    /// body, is checked by the store where it can (S3 servers that check it, memory, local directory): a part
+    /// whose bytes do not match fails with `.invalidRequest` (S3 BadDigest), and is stored nowhere.
+    func uploadPart(_ key: String, uploadID: String, number: Int, body: PutBody, crc32c: UInt32?)
+        throws(ObjectStoreError) -> String
     /// Uploads part `number` as `range` of the object `source`, which must still be at `sourceVersion` (if given:
     /// `.preconditionFailed` otherwise). S3 copies on the server (UploadPartCopy); the default reads the range and
     /// uploads it. Returns the part's ETag.
@@ -114,6 +117,24 @@ extension ObjectStore {
             } catch {
                 return .failure(error)
             }
+        }
+    }
+
+    /// A part without a checksum.
+    public func uploadPart(_ key: String, uploadID: String, number: Int, body: PutBody) throws(ObjectStoreError)
+        -> String
+    {
+        try uploadPart(key, uploadID: uploadID, number: number, body: body, crc32c: nil)
+    }
+
+    /// Fails as S3's BadDigest does unless `crc32c` (if given) is the CRC-32C of `body`; for stores that check it
+    /// themselves (memory, local directory).
+    public func checkPartChecksum(_ crc32c: UInt32?, of body: PutBody, key: String) throws(ObjectStoreError) {
+        guard let crc32c else { return }
+        let actual = try CRC32C.checksum(of: body)
+        guard actual == crc32c else {
+            throw .invalidRequest(
+                "BadDigest: part of \(key) has CRC32C \(CRC32C.base64(actual)), not \(CRC32C.base64(crc32c))")
         }
     }
 
@@ -349,20 +370,31 @@ public struct PutOptions: Sendable {
     public var contentType: String?
     public var metadata: ObjectMetadata
     public var condition: PutCondition
+    /// Multipart only: every part will carry its CRC-32C (`uploadPart(…, crc32c:)`, `CompletedPart.crc32c`), part
+    /// numbers 1, 2, 3… S3 declares it at CreateMultipartUpload (`x-amz-checksum-algorithm: CRC32C`), as AWS
+    /// requires before it takes part checksums.
+    public var partChecksums: Bool
 
-    public init(contentType: String? = nil, metadata: ObjectMetadata = [:], condition: PutCondition = .none) {
+    public init(
+        contentType: String? = nil, metadata: ObjectMetadata = [:], condition: PutCondition = .none,
+        partChecksums: Bool = false
+    ) {
         self.contentType = contentType
         self.metadata = metadata
         self.condition = condition
+        self.partChecksums = partChecksums
     }
 }
 
 public struct CompletedPart: Sendable, Equatable {
     public var number: Int
     public var etag: String
-    public init(number: Int, etag: String) {
+    /// The part's CRC-32C as uploaded, for an upload created with `PutOptions.partChecksums`.
+    public var crc32c: UInt32?
+    public init(number: Int, etag: String, crc32c: UInt32? = nil) {
         self.number = number
         self.etag = etag
+        self.crc32c = crc32c
     }
 }
 

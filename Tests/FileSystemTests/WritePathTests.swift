@@ -101,6 +101,46 @@ final class WritePathTests: FileSystemTestCase {
         XCTAssertEqual(Set(sent.map(\.path)).count, 1, "all from the one staged file")
     }
 
+    /// Streamed parts go unsigned, each with the CRC32C of its bytes (which the server checks): computed as the
+    /// bytes arrive while the file is written in order, read back from the staged file after a write out of order.
+    /// The memory store, as SeaweedFS, refuses a wrong one and a completion that lacks one.
+    func testStreamedPartsCarryTheCRC32COfTheirBytes() throws {
+        let part = Self.partSize
+        for inOrder in [true, false] {
+            let store = BodyRecordingStore(MemoryObjectStore())
+            let fs = try streaming(store)
+            var content = pattern(3 * part + 500, seed: inOrder ? 6 : 7)
+            let (file, handle) = try fs.create(
+                parent: Self.root, name: "crc", permissions: 0o644, flags: O_WRONLY, caller: caller)
+            if inOrder {
+                // Pieces that straddle part boundaries.
+                for offset in stride(from: 0, to: content.count, by: 100_000) {
+                    try put(fs, file.ino, handle, content[offset..<min(content.count, offset + 100_000)], at: offset)
+                }
+            } else {
+                // A gap left and filled, and a rewrite of bytes not yet sent.
+                try put(fs, file.ino, handle, content[0..<1000], at: 0)
+                try put(fs, file.ino, handle, content[2000..<5000], at: 2000)
+                try put(fs, file.ino, handle, content[1000..<2000], at: 1000)
+                let patch = pattern(100, seed: 0x77)
+                content.replaceSubrange(3000..<3100, with: patch)
+                try put(fs, file.ino, handle, patch[...], at: 3000)
+                try put(fs, file.ino, handle, content[5000...], at: 5000)
+            }
+            try fs.flush(file.ino, handle: handle)
+            fs.release(file.ino, handle: handle)
+            XCTAssertEqual(Array(try store.get("crc").body), content)
+            let sent = store.parts.withLock { $0 }.sorted { $0.number < $1.number }
+            XCTAssertEqual(sent.map(\.number), [1, 2, 3, 4])
+            for piece in sent {
+                let range = try XCTUnwrap(piece.range)
+                XCTAssertEqual(
+                    piece.crc32c, CRC32C.checksum(Data(content[Int(range.lowerBound)..<Int(range.upperBound)])),
+                    "part \(piece.number), in order: \(inOrder)")
+            }
+        }
+    }
+
     private func journaled(_ store: any ObjectStore) throws -> FileSystem {
         let cache = try makeCacheDirectory()
         let journal = try StagingJournal(
@@ -162,22 +202,25 @@ private final class BodyRecordingStore: ForwardingObjectStore {
         var number: Int
         var path: String?
         var range: Range<UInt64>?
+        var crc32c: UInt32?
     }
     let base: any ObjectStore
     let parts = Mutex<[Part]>([])
 
     init(_ base: any ObjectStore) { self.base = base }
 
-    func uploadPart(_ key: String, uploadID: String, number: Int, body: PutBody) throws(ObjectStoreError) -> String {
+    func uploadPart(_ key: String, uploadID: String, number: Int, body: PutBody, crc32c: UInt32?)
+        throws(ObjectStoreError) -> String
+    {
         let part: Part
         switch body {
         case .fileRange(let path, let offset, let length):
-            part = Part(number: number, path: path, range: offset..<(offset + length))
+            part = Part(number: number, path: path, range: offset..<(offset + length), crc32c: crc32c)
         default:
-            part = Part(number: number)
+            part = Part(number: number, crc32c: crc32c)
         }
         parts.withLock { $0.append(part) }
-        return try base.uploadPart(key, uploadID: uploadID, number: number, body: body)
+        return try base.uploadPart(key, uploadID: uploadID, number: number, body: body, crc32c: crc32c)
     }
 }
 

@@ -37,7 +37,9 @@ final class GCSObjectStoreTests: XCTestCase {
 
     func testConformance() throws {
         let store = try makeStore()
-        ObjectStoreConformance(keyPrefix: "conformance/", partSize: 64 << 10, makeStore: { store }).run()
+        ObjectStoreConformance(
+            keyPrefix: "conformance/", partSize: 64 << 10, checksPartChecksums: false, makeStore: { store }
+        ).run()
     }
 
     // MARK: GCS specifics

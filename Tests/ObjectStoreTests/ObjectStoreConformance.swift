@@ -21,6 +21,9 @@ struct ObjectStoreConformance {
     /// A directory marker (`d/`) keeps the metadata it was written with. SeaweedFS drops it (it keeps `d/` as a
     /// directory of its own): bucketfs then keeps a directory's metadata in the sidecar object beside the marker.
     var markersKeepMetadata = true
+    /// A part whose CRC32C does not match its bytes is refused. moto takes it (it checks no checksum); GCS is not
+    /// sent it.
+    var checksPartChecksums = true
     var makeStore: () throws -> any ObjectStore
 
     typealias Check = (ObjectStoreConformance) -> (any ObjectStore, String) throws -> Void
@@ -47,6 +50,7 @@ struct ObjectStoreConformance {
             ("multipartErrors", multipartErrors),
             ("putFromFile", putFromFile),
             ("partsFromFileRanges", partsFromFileRanges),
+            ("partChecksums", partChecksums),
             ("directoryMarker", directoryMarker),
             ("deleteObjects", deleteObjects),
         ]
@@ -417,6 +421,37 @@ struct ObjectStoreConformance {
     }
 
     // MARK: Bodies from files, directory markers
+
+    /// Parts with their CRC32C, as a streamed upload sends them (declared at creation, given at completion): the
+    /// object is their bytes; a part whose checksum is wrong is refused where the store checks.
+    func partChecksums(_ store: any ObjectStore, _ p: String) throws {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("crc-\(UUID().uuidString)").path
+        let body = Data((0..<(partSize + 3000)).map { UInt8(truncatingIfNeeded: ($0 &* 13) ^ ($0 >> 7)) })
+        try body.write(to: URL(fileURLWithPath: path))
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let key = p + "checksummed"
+        let uploadID = try store.createMultipartUpload(key, options: PutOptions(partChecksums: true))
+        let whole = body.startIndex
+        let ranges = [0..<partSize, partSize..<body.count]
+        var parts: [CompletedPart] = []
+        for (index, range) in ranges.enumerated() {
+            let crc = CRC32C.checksum(Data(body[(whole + range.lowerBound)..<(whole + range.upperBound)]))
+            let etag = try store.uploadPart(
+                key, uploadID: uploadID, number: index + 1,
+                body: .fileRange(path: path, offset: UInt64(range.lowerBound), length: UInt64(range.count)),
+                crc32c: crc)
+            parts.append(CompletedPart(number: index + 1, etag: etag, crc32c: crc))
+        }
+        if checksPartChecksums {
+            XCTAssertThrowsError(
+                try store.uploadPart(
+                    key, uploadID: uploadID, number: 2, body: .data(Data("damaged".utf8)),
+                    crc32c: CRC32C.checksum(Data("damages".utf8))),
+                "a part whose bytes do not match its CRC32C is refused")
+        }
+        try store.completeMultipartUpload(key, uploadID: uploadID, parts: parts, condition: .ifAbsent)
+        XCTAssertEqual(try store.get(key).body, body, "the refused part replaced nothing")
+    }
 
     func putFromFile(_ store: any ObjectStore, _ p: String) throws {
         let path = FileManager.default.temporaryDirectory.appendingPathComponent("body-\(UUID().uuidString)").path

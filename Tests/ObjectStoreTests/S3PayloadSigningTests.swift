@@ -52,4 +52,24 @@ final class S3PayloadSigningTests: XCTestCase {
         _ = try store.put("k", body: .file(path: try bodyFile(bytes)), options: PutOptions())
         XCTAssertEqual(server.requests.last?.headers["x-amz-content-sha256"], hash)
     }
+
+    /// An upload whose parts carry checksums declares the algorithm at creation (AWS takes part checksums only
+    /// then), and each part sends its CRC32C: what the server checks instead of the payload hash.
+    func testAChecksummedUploadDeclaresCRC32CAndEachPartSendsIt() throws {
+        let (store, server) = try store()
+        _ = try? store.createMultipartUpload("k", options: PutOptions(partChecksums: true))
+        let create = try XCTUnwrap(server.requests.last)
+        XCTAssertEqual(create.headers["x-amz-checksum-algorithm"], "CRC32C")
+        let bytes = Data("123456789".utf8)
+        let path = try bodyFile(bytes)
+        _ = try store.uploadPart(
+            "k", uploadID: "u", number: 1, body: .fileRange(path: path, offset: 0, length: 9), crc32c: 0xE306_9283)
+        let part = try XCTUnwrap(server.requests.last)
+        XCTAssertEqual(part.headers["x-amz-checksum-crc32c"], "4waSgw==")
+        XCTAssertEqual(part.headers["x-amz-content-sha256"], "UNSIGNED-PAYLOAD")
+        _ = try store.uploadPart("k", uploadID: "u", number: 2, body: .fileRange(path: path, offset: 0, length: 9))
+        XCTAssertNil(server.requests.last?.headers["x-amz-checksum-crc32c"], "none given, none sent")
+        _ = try? store.createMultipartUpload("k", options: PutOptions())
+        XCTAssertNil(server.requests.last?.headers["x-amz-checksum-algorithm"])
+    }
 }

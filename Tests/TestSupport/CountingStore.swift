@@ -91,10 +91,10 @@ public final class CountingStore: ForwardingObjectStore {
 
     public func uploadPart(
         _ key: String, uploadID: String, number: Int,
-        body: PutBody
+        body: PutBody, crc32c: UInt32?
     ) throws(ObjectStoreError) -> String {
         record(.uploadPart)
-        return try base.uploadPart(key, uploadID: uploadID, number: number, body: body)
+        return try base.uploadPart(key, uploadID: uploadID, number: number, body: body, crc32c: crc32c)
     }
 
     public func uploadPartCopy(

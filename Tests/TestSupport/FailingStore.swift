@@ -58,10 +58,10 @@ public final class FailingStore: ForwardingObjectStore {
 
     public func uploadPart(
         _ key: String, uploadID: String, number: Int,
-        body: PutBody
+        body: PutBody, crc32c: UInt32?
     ) throws(ObjectStoreError) -> String {
         try check()
-        return try base.uploadPart(key, uploadID: uploadID, number: number, body: body)
+        return try base.uploadPart(key, uploadID: uploadID, number: number, body: body, crc32c: crc32c)
     }
 
     /// Through `uploadPart`, so that it fails too.

@@ -3,6 +3,7 @@ remount of an unchanged object costs no GET (counted by the daemon's own metrics
 by another writer is read fresh, never from the old blocks."""
 import os
 import re
+import subprocess
 import time
 import urllib.request
 
@@ -132,6 +133,50 @@ def test_reopen_keeps_the_page_cache_of_an_unchanged_file_and_another_mounts_wri
     finally:
         a.force_cleanup()
         b.force_cleanup()
+
+
+def resident_bytes(path):
+    """Bytes of the file in the kernel's page cache (fincore, util-linux)."""
+    out = subprocess.run(["fincore", "--bytes", "--noheadings", "--output", "RES", str(path)],
+                         capture_output=True, text=True, check=True).stdout
+    return int(out.split()[0])
+
+
+def test_a_random_read_fills_the_page_cache_with_its_block_and_a_write_after_it_is_read_back(
+        request, backend, tmp_path):
+    """After a random 4 KiB read the daemon stores the whole 1 MiB block around it in the kernel's page cache, so
+    the next reads in that block cost no FUSE read; a write through another descriptor afterwards is what is read."""
+    bucket = make_bucket(request, backend)
+    body = os.urandom(8 << 20)
+    bucket.put("r.bin", body)
+    m = MeteredMount(tmp_path, bucket, name="pages")
+    block = 5 << 20
+    try:
+        m.mount()
+        path = m / "r.bin"
+        with open(path, "rb") as f:
+            os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_RANDOM)    # the kernel itself reads single pages
+            f.seek(block + 4096 * 7)
+            assert f.read(4096) == body[block + 4096 * 7:block + 4096 * 8]
+            deadline = time.monotonic() + 10
+            while resident_bytes(path) < (1 << 20) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert resident_bytes(path) >= 1 << 20, "the whole block is in the page cache"
+            reads = m.fuse_reads()
+            f.seek(block)
+            assert f.read(1 << 20) == body[block:block + (1 << 20)]
+            assert m.fuse_reads() == reads, "the block's pages are read from the page cache"
+        with open(path, "r+b") as f:
+            f.seek(block + 100)
+            f.write(b"new" * 1000)
+        expected = bytearray(body)
+        expected[block + 100:block + 3100] = b"new" * 1000
+        with open(path, "rb") as f:
+            f.seek(block)
+            assert f.read(1 << 20) == bytes(expected[block:block + (1 << 20)])
+        assert bucket.get("r.bin") == bytes(expected)
+    finally:
+        m.force_cleanup()
 
 
 def test_block_cache_off(request, backend, tmp_path):

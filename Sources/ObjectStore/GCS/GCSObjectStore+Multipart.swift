@@ -40,8 +40,9 @@ extension GCSObjectStore {
 
     public func uploadPart(
         _ key: String, uploadID: String, number: Int,
-        body: PutBody
+        body: PutBody, crc32c: UInt32?
     ) throws(ObjectStoreError) -> String {
+        // `crc32c` is not sent: a part is an object PUT whose body GCS's JSON API takes signed by TLS (https).
         try checkKey(key)
         guard (1...10_000).contains(number) else { throw .invalidRequest("part number \(number) is not in 1...10000") }
         if !openUploads.withLock({ $0.contains(uploadID) }) { _ = try manifest(key, uploadID: uploadID) }

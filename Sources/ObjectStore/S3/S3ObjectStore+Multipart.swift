@@ -8,6 +8,8 @@ extension S3ObjectStore {
         try checkKey(key)
         var headers = [("content-type", options.contentType ?? "application/octet-stream")]
         headers += try metadataHeaders(options.metadata)
+        // AWS takes part checksums only for an upload that declared their algorithm (and then wants every part's).
+        if options.partChecksums { headers.append(("x-amz-checksum-algorithm", "CRC32C")) }
         let sent = try send(Request(method: "POST", key: key, query: [("uploads", "")], headers: headers))
         guard sent.response.status == 200, let uploadID = S3XML.parse(sent.response.body)?.value("UploadId"),
             !uploadID.isEmpty
@@ -19,11 +21,14 @@ extension S3ObjectStore {
 
     public func uploadPart(
         _ key: String, uploadID: String, number: Int,
-        body: PutBody
+        body: PutBody, crc32c: UInt32?
     ) throws(ObjectStoreError) -> String {
         try checkKey(key)
         let query = [("partNumber", String(number)), ("uploadId", uploadID)]
-        let sent = try send(Request(method: "PUT", key: key, query: query, body: body, probeUpload: uploadID))
+        // The server checks the part's bytes against it (BadDigest, retried): what guards an unsigned part.
+        let headers = crc32c.map { [("x-amz-checksum-crc32c", CRC32C.base64($0))] } ?? []
+        let sent = try send(
+            Request(method: "PUT", key: key, query: query, headers: headers, body: body, probeUpload: uploadID))
         guard sent.response.status == 200, let etag = sent.response.headers["etag"] else {
             throw mapError(sent.response, key: key)
         }
@@ -70,7 +75,8 @@ extension S3ObjectStore {
         for part in parts {
             xml +=
                 "<Part><PartNumber>\(part.number)</PartNumber>"
-                + "<ETag>\(S3XML.escape(Self.quote(part.etag)))</ETag></Part>"
+                + "<ETag>\(S3XML.escape(Self.quote(part.etag)))</ETag>"
+                + (part.crc32c.map { "<ChecksumCRC32C>\(CRC32C.base64($0))</ChecksumCRC32C>" } ?? "") + "</Part>"
         }
         xml += "</CompleteMultipartUpload>"
         let headers = [("content-type", "application/xml")] + conditionHeaders(condition)

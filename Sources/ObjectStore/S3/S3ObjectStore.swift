@@ -439,48 +439,6 @@ public final class S3ObjectStore: HTTPObjectStore {
         return Sent(response: answer.response, attempts: answer.attempts, bodyLength: length)
     }
 
-    /// One line per request that failed for good (after its retries): operation, key, status, S3 error code and
-    /// retry count. Headers and URLs are never logged (they carry signatures and tokens). Answers callers expect
-    /// and turn into a result (404 on reading or deleting an object, 412 condition failed, 304) are debug; the rest
-    /// (a 404 on a write means the bucket is gone) are warnings.
-    private func logFailure(_ request: Request, status: String, code: String?, attempts: Int, error: String? = nil) {
-        guard !request.quiet else { return }
-        var metadata: Logger.Metadata = [
-            "operation": "\(Self.operationName(request))", "bucket": "\(bucket)",
-            "key": "\(request.key ?? "")", "status": "\(status)",
-            "retries": "\(attempts - 1)",
-        ]
-        if let code { metadata["code"] = "\(code)" }
-        if let error { metadata["error"] = "\(error)" }
-        let expected =
-            status == "412" || status == "304"
-            || (status == "404" && request.key != nil && ["HEAD", "GET", "DELETE"].contains(request.method))
-        Logger(label: "bucketfs.s3").log(
-            level: expected ? .debug : .warning, "store request failed",
-            metadata: metadata)
-    }
-
-    /// The S3 API name of a request, as AWS's documentation and error messages call it.
-    private static func operationName(_ request: Request) -> String {
-        let query = Set(request.query.map(\.0))
-        let copy = request.headers.contains { $0.0.lowercased() == "x-amz-copy-source" }
-        switch request.method {
-        case "HEAD": return request.key == nil ? "HeadBucket" : "HeadObject"
-        case "GET":
-            if request.key == nil { return query.contains("uploads") ? "ListMultipartUploads" : "ListObjectsV2" }
-            return query.contains("uploadId") ? "ListParts" : "GetObject"
-        case "PUT":
-            if query.contains("partNumber") { return copy ? "UploadPartCopy" : "UploadPart" }
-            return copy ? "CopyObject" : "PutObject"
-        case "POST":
-            if query.contains("uploads") { return "CreateMultipartUpload" }
-            if query.contains("uploadId") { return "CompleteMultipartUpload" }
-            return query.contains("delete") ? "DeleteObjects" : "POST"
-        case "DELETE": return query.contains("uploadId") ? "AbortMultipartUpload" : "DeleteObject"
-        default: return request.method
-        }
-    }
-
     /// The NoSuchUpload answer of ListParts when the upload does not exist; `nil` when it does (or we can't tell).
     private func missingUploadResponse(key: String, uploadID: String) throws(ObjectStoreError) -> HTTPResponse? {
         let probe = Request(method: "GET", key: key, query: [("uploadId", uploadID), ("max-parts", "1")])
@@ -491,7 +449,8 @@ public final class S3ObjectStore: HTTPObjectStore {
     @Sendable private static func isRetryable(_ response: HTTPResponse) -> Bool {
         switch response.status {
         case 429, 500, 502, 503, 504: return true
-        case 400: return S3XML.parse(response.body)?.value("Code") == "RequestTimeout"
+        // BadDigest: the bytes were damaged on the way (the part's CRC32C did not match); send them again.
+        case 400: return ["RequestTimeout", "BadDigest"].contains(S3XML.parse(response.body)?.value("Code"))
         default: return false
         }
     }
