@@ -1,6 +1,14 @@
 import Foundation
 import ObjectStore
 
+/// A directory's last listing: its entries' names and inodes in listing order, reused until `until`.
+struct RecentListing {
+    var path: String
+    var parent: UInt64
+    var children: [(name: String, ino: UInt64)]
+    var until: ContinuousClock.Instant
+}
+
 /// Directory handles and listings: one LIST per 1,000 keys. Each entry's metadata comes from the LIST (GCS, the
 /// local backend) or the metadata index (what this host wrote or saw of that exact version); zero-byte objects
 /// that neither describes (symlink? FIFO?) and subdirectories' markers (their mode and mtime) are asked with
@@ -58,6 +66,7 @@ extension FileSystem {
     private func list(directory ino: UInt64) throws(FSError) -> [DirectoryEntry] {
         let node = try existingNode(ino)
         guard node.kind == .directory else { throw FSError.notDirectory }
+        if let reused = state.withLock({ reuseListing(of: ino, at: node.path, in: &$0) }) { return reused }
         let prefix = keys.directoryPrefix(for: node.path)
         let page = try storeCall { try store.listAll(prefix: prefix, delimiter: "/") }
 
@@ -109,15 +118,51 @@ extension FileSystem {
             }
             entries.sort { $0.0 < $1.0 }
             s.table.noteListingOrder(entries.map(\.0), of: node.path)
-            for (_, attributes) in entries { s.table[attributes.ino]?.listingPins += 1 }
             s.listed[node.path] = (Set(entries.map(\.0)), .now + .seconds(options.negativeTTL))
-            let dots = [(".", s.table[ino]?.attributes()), ("..", s.table[parentIno]?.attributes())]
-            let named = dots.compactMap { name, attributes in attributes.map { (name, $0) } }
-            let all = named + entries
-            return all.enumerated().map { index, item in
-                let known = s.table[item.1.ino].map(isComplete) ?? true
-                return DirectoryEntry(name: item.0, attributes: item.1, nextOffset: UInt64(index + 1), complete: known)
+            let now = ContinuousClock.now
+            s.recentListings = s.recentListings.filter { now < $0.value.until }
+            if options.metadataTTL > 0 {
+                s.recentListings[ino] = RecentListing(
+                    path: node.path, parent: parentIno, children: entries.map { ($0.0, $0.1.ino) },
+                    until: now + .seconds(options.metadataTTL))
             }
+            return directoryEntries(ino, parent: parentIno, entries, in: &s)
+        }
+    }
+
+    /// The directory's last listing, if taken less than `metadata_ttl` ago and no entry came or went since (as
+    /// far as this mount knows: `State.entriesChanged`, a lookup finding a new name or a name gone), with each
+    /// entry's attributes as they are now. `rm -rf` reads a directory twice (is it empty? then all of it), and
+    /// directory entries are trusted for `metadata_ttl` (docs/SEMANTICS.md): the second read costs no LIST.
+    private func reuseListing(of ino: UInt64, at path: String, in s: inout State) -> [DirectoryEntry]? {
+        guard let recent = s.recentListings[ino] else { return nil }
+        guard recent.path == path, ContinuousClock.now < recent.until else {
+            s.recentListings.removeValue(forKey: ino)
+            return nil
+        }
+        var entries: [(String, FileAttributes)] = []
+        entries.reserveCapacity(recent.children.count)
+        for (name, child) in recent.children {
+            guard let node = s.table[child], node.path == KeyMapping.join(path, name) else {
+                s.recentListings.removeValue(forKey: ino)  // renamed, or forgotten: list again
+                return nil
+            }
+            entries.append((name, node.attributes()))
+        }
+        return directoryEntries(ino, parent: recent.parent, entries, in: &s)
+    }
+
+    /// `.`, `..` and `entries` (each pinned while the handle keeps the listing) as readdir hands them out.
+    private func directoryEntries(
+        _ ino: UInt64, parent: UInt64, _ entries: [(String, FileAttributes)], in s: inout State
+    ) -> [DirectoryEntry] {
+        for (_, attributes) in entries { s.table[attributes.ino]?.listingPins += 1 }
+        let dots = [(".", s.table[ino]?.attributes()), ("..", s.table[parent]?.attributes())]
+        let named = dots.compactMap { name, attributes in attributes.map { (name, $0) } }
+        let all = named + entries
+        return all.enumerated().map { index, item in
+            let known = s.table[item.1.ino].map(isComplete) ?? true
+            return DirectoryEntry(name: item.0, attributes: item.1, nextOffset: UInt64(index + 1), complete: known)
         }
     }
 

@@ -136,6 +136,7 @@ extension FileSystem {
                 knownMarker: known.marker, content: &content)
         else {
             state.withLock { s in
+                if s.table.node(at: path) != nil { s.namesChanged(in: KeyMapping.parent(of: path)) }
                 s.table.detach(path: path)
                 s.negative[path] = .now + .seconds(options.negativeTTL)
             }
@@ -256,6 +257,7 @@ extension FileSystem {
             inStore: false, metadataKnown: false, validatedAt: .now)
         let node = apply(observation: observation, to: blank)
         s.table.insert(node)
+        s.namesChanged(in: KeyMapping.parent(of: path))
         return node.attributes()
     }
 

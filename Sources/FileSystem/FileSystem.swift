@@ -80,13 +80,22 @@ public final class FileSystem: Sendable {
         /// Directories whose complete list of names is known (listed, or made by us), until the instant given:
         /// a name not in it does not exist, with no request (a fresh directory fills up at one PUT per file).
         var listed: [String: (names: Set<String>, until: ContinuousClock.Instant)] = [:]
+        /// Directory inode → its last listing, reused by the next readdir for `metadata_ttl` (+Directories).
+        var recentListings: [UInt64: RecentListing] = [:]
 
         /// An entry was added to or removed from directory `path`: POSIX moves its mtime and ctime. Kept in
         /// memory (a stored directory keeps the mtime set on it explicitly, see docs/SEMANTICS.md).
         mutating func entriesChanged(in path: String, at time: FileTime) {
             guard let ino = table.ino(at: path) else { return }
+            recentListings.removeValue(forKey: ino)
             table[ino]?.mtime = time
             table[ino]?.ctime = time
+        }
+
+        /// A name in directory `path` appeared or went without this mount changing it (seen by a lookup): its
+        /// last listing is not reused.
+        mutating func namesChanged(in path: String) {
+            if let ino = table.ino(at: path) { recentListings.removeValue(forKey: ino) }
         }
 
         /// Records that `path` exists, in its parent's known listing.

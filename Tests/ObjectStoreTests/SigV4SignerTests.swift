@@ -19,6 +19,27 @@ final class SigV4SignerTests: XCTestCase {
         XCTAssertEqual(Hashing.hex(key), "f4780e2d9f65fa895f9c67b32ce1baf0b0d8a43505a000a1a9e090d414db404d")
     }
 
+    /// The last key made is kept: another day, region, service or secret is never signed with it.
+    func testSigningKeysAreRemadeForAnotherScope() {
+        let day = Date(timeIntervalSince1970: 1_329_264_000)  // 2012-02-15
+        let iam = SigV4Signer(
+            accessKeyID: "AKIDEXAMPLE", secretAccessKey: "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY",
+            sessionToken: nil, region: "us-east-1", service: "iam")
+        let expected = "f4780e2d9f65fa895f9c67b32ce1baf0b0d8a43505a000a1a9e090d414db404d"
+        XCTAssertEqual(Hashing.hex(iam.signingKey(date: day)), expected)
+        var other = iam
+        other.service = "s3"
+        XCTAssertNotEqual(Hashing.hex(other.signingKey(date: day)), expected)
+        other = iam
+        other.region = "eu-west-1"
+        XCTAssertNotEqual(Hashing.hex(other.signingKey(date: day)), expected)
+        other = iam
+        other.secretAccessKey = "another"
+        XCTAssertNotEqual(Hashing.hex(other.signingKey(date: day)), expected)
+        XCTAssertNotEqual(Hashing.hex(iam.signingKey(date: day + 86_400)), expected)
+        XCTAssertEqual(Hashing.hex(iam.signingKey(date: day + 3_600)), expected, "the same day")
+    }
+
     func testGetVanilla() {
         let headers = [("Host", "example.amazonaws.com"), ("X-Amz-Date", "20150830T123600Z")]
         let canonical = suiteSigner.canonicalRequest(
@@ -150,6 +171,22 @@ final class SigV4SignerTests: XCTestCase {
         XCTAssertEqual(canonical.signedHeaders, "content-type;x-amz-meta-b")
         XCTAssertTrue(
             canonical.request.contains("content-type:text/plain\nx-amz-meta-b:two words\n"), canonical.request)
+    }
+
+    /// Values already normal are kept as they are; any other is trimmed and its runs of spaces collapsed, as
+    /// before the fast path (tabs and non-ASCII spaces at either end included).
+    func testHeaderValueNormalisationMatchesTheGeneralRule() {
+        func general(_ value: String) -> String {
+            value.split(separator: " ", omittingEmptySubsequences: true).joined(separator: " ")
+                .trimmingCharacters(in: .whitespaces)
+        }
+        let values = [
+            "", " ", "a", "a b", "a  b", " a", "a ", "\ta b", "a b\t", "a\u{00A0}", "\u{3000}a", "é", "a\tb",
+            "text/plain; charset=utf-8", "bytes=0-1023", "\"etag-1\"", "~!@#$%^&*()_+{}|:<>?", "a\nb", "a  ",
+        ]
+        for value in values {
+            XCTAssertEqual(SigV4Signer.normalizeHeaderValue(value), general(value), "\(value.debugDescription)")
+        }
     }
 
     func testDigests() {

@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import Synchronization
 
 /// AWS Signature Version 4 for header-based authentication.
 ///
@@ -78,11 +79,20 @@ struct SigV4Signer: Sendable {
 
     /// kSigning = HMAC(HMAC(HMAC(HMAC("AWS4" + secret, date), region), service), "aws4_request").
     func signingKey(date: Date) -> [UInt8] {
-        let dateKey = Hashing.hmacSHA256(key: Array("AWS4\(secretAccessKey)".utf8), Self.dateStamp(date))
+        let stamp = Self.dateStamp(date)
+        let scope = [secretAccessKey, stamp, region, service]
+        if let cached = Self.lastSigningKey.withLock({ $0 }), cached.scope == scope { return cached.key }
+        let dateKey = Hashing.hmacSHA256(key: Array("AWS4\(secretAccessKey)".utf8), stamp)
         let regionKey = Hashing.hmacSHA256(key: dateKey, region)
         let serviceKey = Hashing.hmacSHA256(key: regionKey, service)
-        return Hashing.hmacSHA256(key: serviceKey, "aws4_request")
+        let key = Hashing.hmacSHA256(key: serviceKey, "aws4_request")
+        Self.lastSigningKey.withLock { $0 = (scope, key) }
+        return key
     }
+
+    /// The last signing key made, with what it was made of: it changes once a day, and making it is 4 of the 5
+    /// HMACs a request costs (OpenSSL 3's one-shot HMAC is not cheap: ~6 % of the daemon's CPU per DELETE).
+    private static let lastSigningKey = Mutex<(scope: [String], key: [UInt8])?>(nil)
 
     func scope(_ date: Date) -> String {
         "\(Self.dateStamp(date))/\(region)/\(service)/aws4_request"
@@ -122,8 +132,20 @@ struct SigV4Signer: Sendable {
         return String(decoding: out, as: UTF8.self)
     }
 
-    private static func normalizeHeaderValue(_ value: String) -> String {
-        value.split(separator: " ", omittingEmptySubsequences: true).joined(separator: " ")
+    static func normalizeHeaderValue(_ value: String) -> String {
+        // Nearly every value is printable ASCII with single inner spaces, already normal: kept as it is (the
+        // general path, through Foundation's `trimmingCharacters`, was ~5 % of the daemon's CPU per DELETE).
+        var previous = UInt8(ascii: " ")  // a leading space is not normal
+        var normal = true
+        for byte in value.utf8 {
+            if byte == UInt8(ascii: " ") ? previous == byte : (byte < 0x21 || byte > 0x7E) {
+                normal = false
+                break
+            }
+            previous = byte
+        }
+        if normal && previous != UInt8(ascii: " ") { return value }
+        return value.split(separator: " ", omittingEmptySubsequences: true).joined(separator: " ")
             .trimmingCharacters(in: .whitespaces)
     }
 
