@@ -11,18 +11,22 @@ import Synchronization
 /// the kernel's own cost per read is the same either way, and a reader that never waits is served as well as it
 /// can be by both. Each method keeps a running estimate (exponentially weighted, half from the newest sample), fed
 /// by every planned sequential read of at least `minimumSample` bytes through it that the block cache did not
-/// serve. While either method is unmeasured, and on every `probeEvery`-th large read after that, a read of at least
-/// `probeFileSize` bytes tries both in turn (`probeSegment` bytes streamed, the next `probeSegment` by ranges) and
-/// goes on with the faster: the first large read of a mount is already mostly the right method, and a change of
-/// the store (load, another network path) is noticed. A tie (within `tolerance`) goes to the stream: one request
-/// instead of many.
+/// serve.
 ///
-/// The ranged half of a probe starts with one GET of `probePart` from its start, alone (the kernel's first reads of
-/// the stretch wait for it): if that GET moved under `probeRatio` of the stream's rate, ranges lost this probe — a
-/// store that pays a fixed cost per GET as large as the stream's (moto copies the whole object for each) — and the
-/// stream takes over at once. Otherwise the stretch reads ahead in parallel, and still stops as soon as the reader
-/// has spent in it what the stream took for all of it (`probeLimit`). A probe ended early records ranges as costing
-/// what it saw, and at least as much as the stream (`recordLostProbe`).
+/// Until the stream is measured, a large read streams the whole file: one request, the least work for the store
+/// and the daemon (SeaweedFS on this bed: half the daemon's CPU of ranges, and faster), measured over a whole file,
+/// its start-up included as every later stream pays it. (A probe that streamed only its first stretch measured
+/// mostly SeaweedFS's slow start of a large GET, and chose ranges that were slower over the file.) After that,
+/// while ranges are unmeasured and on every `probeEvery`-th large read, a read of at least `probeFileSize` bytes
+/// probes ranges: its first `probeSegment` bytes by ranges, the rest by the faster. A tie (within `tolerance`) goes
+/// to the stream: one request instead of many.
+///
+/// The probe's ranged stretch starts with one GET of `probePart` from its start, alone (the kernel's first reads of
+/// the stretch wait for it): if that GET moved under `probeRatio` of the stream's measured rate, ranges lost this
+/// probe — a store that pays a fixed cost per GET as large as the stream's (moto copies the whole object for each)
+/// — and the stream takes over at once. Otherwise the stretch reads ahead in parallel, and still stops as soon as
+/// the reader has spent in it what the stream took for all of it (`probeLimit`). A probe ended early records ranges
+/// as costing what it saw, and at least as much as the stream (`recordLostProbe`).
 ///
 /// Ranged reads are sized from measurements too: a part is what one GET moves in `partDuration` at the measured
 /// rate of one ranged GET (so its fixed cost, the time to the first byte, stays small beside its transfer), within
@@ -60,6 +64,8 @@ final class ReadPlanner: Sendable {
         var samples: [Method: Int] = [:]
         /// Bytes per second of one ranged GET of at least 1 MiB.
         var requestRate: Double?
+        /// Bytes per second of a stream, wall clock, over a stretch of at least `minimumSample` bytes.
+        var streamRate: Double?
         var plans = 0
     }
     private let state = Mutex(State())
@@ -75,12 +81,11 @@ final class ReadPlanner: Sendable {
         guard streaming, size >= Self.threshold else { return [Segment(method: .ranges, start: 0, end: size)] }
         return state.withLock { s in
             s.plans += 1
-            let unmeasured = s.cost[.stream] == nil || s.cost[.ranges] == nil
-            if size >= Self.probeFileSize && (unmeasured || s.plans % Self.probeEvery == 0) {
+            guard s.cost[.stream] != nil else { return [Segment(method: .stream, start: 0, end: size)] }
+            if size >= Self.probeFileSize && (s.cost[.ranges] == nil || s.plans % Self.probeEvery == 0) {
                 return [
-                    Segment(method: .stream, start: 0, end: Self.probeSegment),
-                    Segment(method: .ranges, start: Self.probeSegment, end: 2 * Self.probeSegment),
-                    Segment(method: nil, start: 2 * Self.probeSegment, end: size),
+                    Segment(method: .ranges, start: 0, end: Self.probeSegment),
+                    Segment(method: nil, start: Self.probeSegment, end: size),
                 ]
             }
             return [Segment(method: Self.best(s), start: 0, end: size)]
@@ -128,6 +133,16 @@ final class ReadPlanner: Sendable {
         let stream = state.withLock { $0.cost[.stream] } ?? 0
         record(.ranges, bytes: Int(bytes), seconds: max(seconds, stream * mib))
     }
+
+    /// A stream's stretch moved `bytes` in `seconds` of wall time.
+    func recordStreamRate(bytes: Int, seconds: Double) {
+        guard bytes >= Self.minimumSample, seconds > 0 else { return }
+        let rate = Double(bytes) / seconds
+        state.withLock { s in s.streamRate = s.streamRate.map { ($0 + rate) / 2 } ?? rate }
+    }
+
+    /// Bytes per second of a stream, wall clock (nil: not measured): what a probe's first ranged GET is judged by.
+    var streamRate: Double? { state.withLock { $0.streamRate } }
 
     /// One ranged GET of `bytes` that took `seconds`.
     func recordRequest(bytes: Int, seconds: Double) {

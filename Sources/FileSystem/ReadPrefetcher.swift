@@ -99,8 +99,6 @@ final class ReadPrefetcher: @unchecked Sendable {
     private var probeLimit: Double?
     /// In a probe's ranged stretch: its first GET (`ReadPlanner.probePart`) is not judged yet; no read-ahead before.
     private var probeFirst = false
-    /// Bytes per second of the probe's stream stretch, wall clock (nil: not measured).
-    private var streamRate: Double?
     private var segmentStarted: UInt64 = 0
     private let streaming: Bool
     /// Where a planned ranged stretch starts its window: wide enough to be parallel at once, small enough that a
@@ -240,10 +238,9 @@ final class ReadPrefetcher: @unchecked Sendable {
         guard let current = segment else { return }
         if record && !segmentCached, let method = current.method {
             budget.planner.record(method, bytes: segmentBytes, seconds: segmentSeconds)
-            let wall = Double(DispatchTime.now().uptimeNanoseconds - segmentStarted) / 1e9
-            if method == .stream && segmentBytes >= ReadPlanner.minimumSample && wall > 0 {
-                streamRate = Double(segmentBytes) / wall
-            }
+            // (Until its last read ended: a reader that keeps the file open after reading it is not slower.)
+            let wall = Double(max(busyUntil, segmentStarted) - segmentStarted) / 1e9
+            if method == .stream { budget.planner.recordStreamRate(bytes: segmentBytes, seconds: wall) }
         }
         segment = nil
         probeLimit = nil
@@ -398,7 +395,8 @@ final class ReadPrefetcher: @unchecked Sendable {
     ) {
         guard probeFirst else { return }
         probeFirst = false
-        guard case .success(let got) = outcome, !got.cached, let streamRate, seconds > 0 else { return }
+        guard case .success(let got) = outcome, !got.cached, let streamRate = budget.planner.streamRate, seconds > 0
+        else { return }
         if Double(got.data.count) / seconds < streamRate * ReadPlanner.probeRatio { abandonProbe() }
     }
 

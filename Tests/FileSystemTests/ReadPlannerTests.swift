@@ -30,14 +30,18 @@ final class ReadPlannerTests: XCTestCase {
         return data.prefix(count)
     }
 
-    func testUnmeasuredLargeReadsProbeBothThenTheFasterIsUsed() {
+    func testTheFirstLargeReadStreamsThenRangesAreProbedAndTheFasterIsUsed() {
         let planner = ReadPlanner()
         let size: UInt64 = 256 << 20
-        let probe = planner.plan(size: size, streaming: true)
-        XCTAssertEqual(probe.map(\.method), [.stream, .ranges, nil])
-        XCTAssertEqual(probe.last?.end, size)
+        XCTAssertEqual(
+            planner.plan(size: size, streaming: true), [.init(method: .stream, start: 0, end: size)],
+            "unmeasured: the whole file by one stream")
         XCTAssertEqual(planner.best, .stream, "unmeasured: the stream, one request")
-        planner.record(.stream, bytes: 16 << 20, seconds: 0.16)
+        planner.record(.stream, bytes: 256 << 20, seconds: 2.56)
+        let probe = planner.plan(size: size, streaming: true)
+        XCTAssertEqual(probe.map(\.method), [.ranges, nil], "then a probe of ranges, the rest by the faster")
+        XCTAssertEqual(probe.first?.end, ReadPlanner.probeSegment)
+        XCTAssertEqual(probe.last?.end, size)
         planner.record(.ranges, bytes: 16 << 20, seconds: 0.04)
         XCTAssertEqual(planner.best, .ranges)
         XCTAssertEqual(planner.plan(size: size, streaming: true), [.init(method: .ranges, start: 0, end: size)])
@@ -46,7 +50,7 @@ final class ReadPlannerTests: XCTestCase {
         XCTAssertEqual(planner.best, .stream)
         // Every 8th large read probes again, so that a change is noticed.
         let plans = (0..<16).map { _ in planner.plan(size: size, streaming: true) }
-        XCTAssertEqual(plans.filter { $0.count == 3 }.count, 2)
+        XCTAssertEqual(plans.filter { $0.count == 2 }.count, 2)
     }
 
     func testTiesSmallSamplesAndStoresWithoutAStream() {
@@ -61,6 +65,11 @@ final class ReadPlannerTests: XCTestCase {
         XCTAssertEqual(
             planner.plan(size: 20 << 20, streaming: true).map(\.method), [.stream],
             "too small to probe: the best so far")
+        let fresh = ReadPlanner()
+        fresh.recordStreamRate(bytes: 1 << 20, seconds: 0.01)
+        XCTAssertNil(fresh.streamRate, "a stream's rate from under 8 MiB says little: ignored")
+        fresh.recordStreamRate(bytes: 64 << 20, seconds: 0.5)
+        XCTAssertEqual(fresh.streamRate, Double(128 << 20))
     }
 
     func testPartSizeFollowsTheRateOfOneRequest() {
@@ -167,11 +176,13 @@ final class ReadPlannerTests: XCTestCase {
         try store.base.put("f", data: body)
         let budget = PrefetchBudget(bytes: 128 << 20)
         XCTAssertEqual(try readAll(store, key: "f", size: body.count, budget: budget), body)
-        XCTAssertEqual(store.streams.value, 1, "the probe streamed its first stretch")
-        XCTAssertEqual(budget.planner.best, .ranges, "\(budget.planner.estimates)")
-        let streams = store.streams.value
+        XCTAssertEqual(store.streams.value, 1, "the first large read streamed")
+        XCTAssertEqual(store.rangedBytes.value, 0, "all of it")
         XCTAssertEqual(try readAll(store, key: "f", size: body.count, budget: budget), body)
-        XCTAssertEqual(store.streams.value, streams, "then ranges only")
+        XCTAssertEqual(budget.planner.best, .ranges, "the second probed ranges: \(budget.planner.estimates)")
+        XCTAssertEqual(store.streams.value, 1, "and went on with them")
+        XCTAssertEqual(try readAll(store, key: "f", size: body.count, budget: budget), body)
+        XCTAssertEqual(store.streams.value, 1, "then ranges only")
     }
 
     func testCostlyRangesChooseTheStream() throws {
@@ -181,11 +192,13 @@ final class ReadPlannerTests: XCTestCase {
         try store.base.put("f", data: body)
         let budget = PrefetchBudget(bytes: 128 << 20)
         XCTAssertEqual(try readAll(store, key: "f", size: body.count, budget: budget), body)
+        XCTAssertEqual(store.streams.value, 1, "the first large read streamed")
+        XCTAssertEqual(try readAll(store, key: "f", size: body.count, budget: budget), body)
         XCTAssertEqual(budget.planner.best, .stream, "\(budget.planner.estimates)")
         // The probe's first ranged GET (4 MiB) ran far slower than the stream: the probe ended there, instead of
         // fetching its 16 MiB by ranges (on moto each GET costs a copy of the whole object).
         XCTAssertLessThan(store.rangedBytes.value, 8 << 20, "\(store.gets.value) GETs")
-        XCTAssertEqual(store.streams.value, 2, "the probe's stream, then one from where its ranges stopped")
+        XCTAssertEqual(store.streams.value, 2, "then one stream from where the probe's ranges stopped")
         let gets = store.gets.value
         XCTAssertEqual(try readAll(store, key: "f", size: body.count, budget: budget), body)
         XCTAssertLessThanOrEqual(store.gets.value - gets, 2, "then one stream (and the out-of-order reads before it)")

@@ -127,7 +127,7 @@ final class StreamingAndReadAheadTests: FileSystemTestCase {
         }
         fs.release(ino, handle: handle)
         XCTAssertEqual(offset, 96 << 20)
-        // The probe's stream, then parts of at least 1 MiB (a quarter of the window while it grows), never a 128 KiB
+        // A stream (the first large read), or parts of at least 1 MiB (a quarter of the window while it grows), never a 128 KiB
         // sliver per kernel read at the window's edge (that was ~700 GETs).
         XCTAssertLessThanOrEqual(store.count(.get), 40)
     }
