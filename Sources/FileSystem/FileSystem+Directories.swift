@@ -49,6 +49,10 @@ extension FileSystem {
     public func releaseDirectory(handle: UInt64) {
         state.withLock { s in
             if let listing = s.listings.removeValue(forKey: handle) { unpin(listing, in: &s) }
+            let now = ContinuousClock.now
+            if s.recentListings.contains(where: { now >= $0.value.until }) {
+                s.recentListings = s.recentListings.filter { now < $0.value.until }
+            }
         }
     }
 

@@ -12,8 +12,8 @@ import Synchronization
 /// metadata (same ETag, later Last-Modified), is never shown with the old metadata: the caller asks the store.
 ///
 /// On disk: one JSON line per learnt entry, appended; replayed at start (later lines win; a torn or undecodable
-/// line is skipped); rewritten compactly when it holds twice as many lines as entries. It is a cache: losing it
-/// costs requests, never correctness, so it is not fsynced.
+/// line is skipped); rewritten compactly when it holds twice as many lines as entries (and over 20,000). It is a
+/// cache: losing it costs requests, never correctness, so it is not fsynced.
 final class MetadataIndex: Sendable {
     struct Entry: Codable, Equatable {
         var key: String
@@ -127,7 +127,9 @@ final class MetadataIndex: Sendable {
         entry.appendLine(to: &line)
         _ = line.withUnsafeBytes { write(s.fd, $0.baseAddress, $0.count) }
         s.lines += 1
-        if s.lines > 2 * max(s.entries.count, 1_000) { compact(&s) }
+        // Not below 10,000 lines: an `rm -rf` of a few thousand files (a tombstone each, entries falling) would
+        // otherwise rewrite the whole journal several times.
+        if s.lines > 2 * max(s.entries.count, 10_000) { compact(&s) }
     }
 
     private static func load(_ path: String, into s: inout State) {

@@ -129,4 +129,44 @@ final class MetadataIndexLineTests: XCTestCase {
         XCTAssertNil(
             second.metadata(for: ObjectInfo(key: "gone", size: 0, lastModified: info.lastModified, version: "1")))
     }
+
+    /// Removing the 3,000 files of a 3,000-entry index appends a tombstone each and never rewrites the journal
+    /// (it did twice); a journal of mostly dead lines is still rewritten once over 20,000 lines.
+    func testTombstonesOfAnRmRfDoNotRewriteTheJournal() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("index-\(UUID())").path
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        func info(_ i: Int) -> ObjectInfo {
+            ObjectInfo(
+                key: "d/f\(i)", size: 1, lastModified: Date(timeIntervalSince1970: 1_700_000_000), version: "v",
+                metadata: ["mode": "100644"])
+        }
+        func journal() throws -> (inode: UInt64, lines: Int) {
+            let name = try XCTUnwrap(FileManager.default.contentsOfDirectory(atPath: directory).first)
+            let path = directory + "/" + name
+            let inode = try XCTUnwrap(FileManager.default.attributesOfItem(atPath: path)[.systemFileNumber] as? UInt64)
+            return (inode, try Data(contentsOf: URL(fileURLWithPath: path)).filter { $0 == 0x0A }.count)
+        }
+        let index = MetadataIndex(directory: directory, name: "b")
+        for i in 0..<3_000 { index.learn(info(i)) }
+        let before = try journal()
+        for i in 0..<3_000 { index.forget(key: "d/f\(i)") }
+        let after = try journal()
+        XCTAssertEqual(after.inode, before.inode, "not rewritten")
+        XCTAssertEqual(after.lines, 6_000)
+        XCTAssertNil(MetadataIndex(directory: directory, name: "b").metadata(for: info(5)))
+        index.learn(info(3))
+        func learnE(_ count: Int) {
+            for i in 0..<count {
+                index.learn(ObjectInfo(key: "e", size: UInt64(i), lastModified: .now, version: "v", metadata: [:]))
+            }
+        }
+        learnE(13_000)  // 19,001 lines, 2 live entries
+        XCTAssertEqual(try journal().inode, before.inode)
+        learnE(1_000)
+        XCTAssertNotEqual(try journal().inode, before.inode, "rewritten once over 20,000 lines")
+        XCTAssertLessThan(try journal().lines, 1_000)
+        let replayed = MetadataIndex(directory: directory, name: "b")
+        XCTAssertEqual(replayed.metadata(for: info(3)), ["mode": "100644"])
+        XCTAssertNil(replayed.metadata(for: info(2_000)))
+    }
 }
