@@ -127,8 +127,8 @@ final class MetadataIndex: Sendable {
         entry.appendLine(to: &line)
         _ = line.withUnsafeBytes { write(s.fd, $0.baseAddress, $0.count) }
         s.lines += 1
-        // Not below 10,000 lines: an `rm -rf` of a few thousand files (a tombstone each, entries falling) would
-        // otherwise rewrite the whole journal several times.
+        // Not at 20,000 lines or fewer: an `rm -rf` of a few thousand files (a tombstone each, entries falling)
+        // would otherwise rewrite the whole journal several times.
         if s.lines > 2 * max(s.entries.count, 10_000) { compact(&s) }
     }
 

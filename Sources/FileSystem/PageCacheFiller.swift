@@ -18,7 +18,7 @@ final class PageCacheFiller: @unchecked Sendable {
     /// Stores `data` at `offset` of inode `ino` in the kernel's page cache.
     typealias Store = @Sendable (_ ino: UInt64, _ offset: UInt64, _ data: Data) -> Void
 
-    struct Offer: Hashable {
+    struct Offer {
         let ino: UInt64
         let key: String
         let version: String

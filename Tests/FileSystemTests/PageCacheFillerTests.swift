@@ -72,20 +72,27 @@ final class PageCacheFillerTests: FileSystemTestCase {
         fs.release(file.ino, handle: handle)
     }
 
-    /// A writable open waits for the push in flight and drops those queued: the kernel writes that handle's data into
-    /// its pages, and an older push landing after would put the old bytes back. While it is open nothing is pushed.
-    func testAWritableOpenFencesThePushes() throws {
+    /// A filesystem whose kernel store holds the push of block 9 of "big" (read by `reader`), with block 5's
+    /// offered behind it.
+    func holdingAPush() throws -> (FileSystem, KernelPages, FileAttributes, UInt64) {
         let store = MemoryObjectStore()
         _ = try makeFile(store)
         let fs = try makeFileSystem(store)
         let pages = KernelPages(holdFirst: true)
         fs.setKernelPageStore { pages.store($0, $1, $2) }
-        defer { fs.setKernelPageStore(nil) }
         let file = try fs.lookup(parent: Self.root, name: "big")
         let reader = try fs.open(file.ino, flags: O_RDONLY).handle
         _ = try fs.read(file.ino, handle: reader, offset: 9 * Self.mebibyte + 1, size: 4096)
         XCTAssertEqual(pages.next(), 9 * Self.mebibyte)  // held in the kernel's store
         _ = try fs.read(file.ino, handle: reader, offset: 5 * Self.mebibyte + 1, size: 4096)  // queued behind it
+        return (fs, pages, file, reader)
+    }
+
+    /// A writable open waits for the push in flight and drops those queued: the kernel writes that handle's data into
+    /// its pages, and an older push landing after would put the old bytes back. While it is open nothing is pushed.
+    func testAWritableOpenFencesThePushes() throws {
+        let (fs, pages, file, reader) = try holdingAPush()
+        defer { fs.setKernelPageStore(nil) }
 
         let opened = DispatchSemaphore(value: 0)
         let writer = Mutex<UInt64?>(nil)
@@ -111,17 +118,8 @@ final class PageCacheFillerTests: FileSystemTestCase {
 
     /// truncate(2) by path: the kernel truncates its pages after the reply, so a push queued before it is dropped.
     func testATruncateDropsQueuedPushes() throws {
-        let store = MemoryObjectStore()
-        _ = try makeFile(store)
-        let fs = try makeFileSystem(store)
-        let pages = KernelPages(holdFirst: true)
-        fs.setKernelPageStore { pages.store($0, $1, $2) }
+        let (fs, pages, file, reader) = try holdingAPush()
         defer { fs.setKernelPageStore(nil) }
-        let file = try fs.lookup(parent: Self.root, name: "big")
-        let reader = try fs.open(file.ino, flags: O_RDONLY).handle
-        _ = try fs.read(file.ino, handle: reader, offset: 9 * Self.mebibyte + 1, size: 4096)
-        XCTAssertEqual(pages.next(), 9 * Self.mebibyte)
-        _ = try fs.read(file.ino, handle: reader, offset: 5 * Self.mebibyte + 1, size: 4096)
 
         let truncated = DispatchSemaphore(value: 0)
         DispatchQueue.global().async {
