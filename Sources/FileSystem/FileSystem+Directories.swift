@@ -70,7 +70,10 @@ extension FileSystem {
     private func list(directory ino: UInt64) throws(FSError) -> [DirectoryEntry] {
         let node = try existingNode(ino)
         guard node.kind == .directory else { throw FSError.notDirectory }
-        if let reused = state.withLock({ reuseListing(of: ino, at: node.path, in: &$0) }) { return reused }
+        let (reused, changesBefore) = state.withLock { s in
+            (reuseListing(of: ino, at: node.path, in: &s), s.namespaceChanges)
+        }
+        if let reused { return reused }
         let prefix = keys.directoryPrefix(for: node.path)
         let page = try storeCall { try store.listAll(prefix: prefix, delimiter: "/") }
 
@@ -100,6 +103,7 @@ extension FileSystem {
         let directoryNames = Set(directories)
         let markers = headUnknownMetadata(in: node.path, objects: &objects, directories: directories)
         return state.withLock { s in
+            let keepable = s.namespaceChanges == changesBefore  // (before this listing's own upserts count)
             if let marker { s.table[ino].map { s.table[ino] = apply(observation: .object(marker), to: $0) } }
             let parentIno = node.path.isEmpty ? ino : (s.table.ino(at: KeyMapping.parent(of: node.path)) ?? ino)
             var entries: [(String, FileAttributes)] = []
@@ -125,7 +129,7 @@ extension FileSystem {
             s.listed[node.path] = (Set(entries.map(\.0)), .now + .seconds(options.negativeTTL))
             let now = ContinuousClock.now
             s.recentListings = s.recentListings.filter { now < $0.value.until }
-            if options.metadataTTL > 0 {
+            if options.metadataTTL > 0 && keepable {
                 s.recentListings[ino] = RecentListing(
                     path: node.path, parent: parentIno, children: entries.map { ($0.0, $0.1.ino) },
                     until: now + .seconds(options.metadataTTL))
@@ -134,9 +138,9 @@ extension FileSystem {
         }
     }
 
-    /// The directory's last listing, if taken less than `metadata_ttl` ago and no entry came or went since (as
-    /// far as this mount knows: `State.entriesChanged`, a lookup finding a new name or a name gone), with each
-    /// entry's attributes as they are now. `rm -rf` reads a directory twice (is it empty? then all of it), and
+    /// The directory's last listing, if taken less than `metadata_ttl` ago and no entry came or went since, nor
+    /// while it was taken (as far as this mount knows: `State.entriesChanged`, a lookup finding a new name or a name
+    /// gone), with each entry's attributes as they are now. `rm -rf` reads a directory twice (is it empty? then all of it), and
     /// directory entries are trusted for `metadata_ttl` (docs/SEMANTICS.md): the second read costs no LIST.
     private func reuseListing(of ino: UInt64, at path: String, in s: inout State) -> [DirectoryEntry]? {
         guard let recent = s.recentListings[ino] else { return nil }

@@ -82,10 +82,14 @@ public final class FileSystem: Sendable {
         var listed: [String: (names: Set<String>, until: ContinuousClock.Instant)] = [:]
         /// Directory inode → its last listing, reused by the next readdir for `metadata_ttl` (+Directories).
         var recentListings: [UInt64: RecentListing] = [:]
+        /// Counts the calls of `entriesChanged` and `namesChanged`: a listing whose LIST ran across one is not kept
+        /// for reuse (it may show a name removed, or miss one made, while its reply was on the way).
+        var namespaceChanges: UInt64 = 0
 
         /// An entry was added to or removed from directory `path`: POSIX moves its mtime and ctime. Kept in
         /// memory (a stored directory keeps the mtime set on it explicitly, see docs/SEMANTICS.md).
         mutating func entriesChanged(in path: String, at time: FileTime) {
+            namespaceChanges &+= 1
             guard let ino = table.ino(at: path) else { return }
             recentListings.removeValue(forKey: ino)
             table[ino]?.mtime = time
@@ -95,6 +99,7 @@ public final class FileSystem: Sendable {
         /// A name in directory `path` appeared or went without this mount changing it (seen by a lookup): its
         /// last listing is not reused.
         mutating func namesChanged(in path: String) {
+            namespaceChanges &+= 1
             if let ino = table.ino(at: path) { recentListings.removeValue(forKey: ino) }
         }
 

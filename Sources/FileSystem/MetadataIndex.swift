@@ -12,7 +12,7 @@ import Synchronization
 /// metadata (same ETag, later Last-Modified), is never shown with the old metadata: the caller asks the store.
 ///
 /// On disk: one JSON line per learnt entry, appended; replayed at start (later lines win; a torn or undecodable
-/// line is skipped); rewritten compactly when it holds twice as many lines as entries (and over 20,000). It is a
+/// line is skipped, and the line after a torn one starts on a line of its own); rewritten compactly when it holds twice as many lines as entries (and over 20,000). It is a
 /// cache: losing it costs requests, never correctness, so it is not fsynced.
 final class MetadataIndex: Sendable {
     struct Entry: Codable, Equatable {
@@ -30,6 +30,8 @@ final class MetadataIndex: Sendable {
         var lines = 0
         var fd: Int32 = -1
         var path: String?
+        /// The journal ends in a line cut short (a crash, a full disk): the next line starts on a line of its own.
+        var torn = false
     }
 
     /// Entries kept at most; beyond, the index starts over (a cache, sized for a few directories of 100,000).
@@ -123,9 +125,10 @@ final class MetadataIndex: Sendable {
         if entry.metadata == nil { s.entries.removeValue(forKey: entry.key) } else { s.entries[entry.key] = entry }
         if s.entries.count > capacity { s.entries = [:] }
         guard s.fd >= 0 else { return }
-        var line: [UInt8] = []
+        var line: [UInt8] = s.torn ? [0x0A] : []
         entry.appendLine(to: &line)
-        _ = line.withUnsafeBytes { write(s.fd, $0.baseAddress, $0.count) }
+        let written = line.withUnsafeBytes { write(s.fd, $0.baseAddress, $0.count) }
+        if written == line.count { s.torn = false } else if written > 0 { s.torn = true }
         s.lines += 1
         // Not at 20,000 lines or fewer: an `rm -rf` of a few thousand files (a tombstone each, entries falling)
         // would otherwise rewrite the whole journal several times.
@@ -134,6 +137,7 @@ final class MetadataIndex: Sendable {
 
     private static func load(_ path: String, into s: inout State) {
         guard let data = FileManager.default.contents(atPath: path) else { return }
+        s.torn = !data.isEmpty && data.last != 0x0A
         let decoder = JSONDecoder()
         // All lines as one JSON array first (each newline a comma; no split into 100,000 `Data` slices, which cost
         // more than the decoding); a torn or undecodable line (or an empty one) fails it: then line by line.
@@ -168,6 +172,7 @@ final class MetadataIndex: Sendable {
         close(s.fd)
         s.fd = open(current, O_WRONLY | O_APPEND | O_CLOEXEC | O_NOFOLLOW)
         s.lines = s.entries.count
+        s.torn = false
     }
 }
 
