@@ -100,9 +100,9 @@ final class StagedFile: Sendable {
         }
     }
 
-    /// Closes and deletes the file.
-    func discard() {
+    /// Closes and deletes the file; `handOver` may take it first (moving it away, then returning true).
+    func discard(handOver: (String) -> Bool = { _ in false }) {
         close(fd)
-        unlink(path)
+        if !handOver(path) { unlink(path) }
     }
 }
