@@ -78,7 +78,7 @@ extension FileSystem {
         let page = try storeCall { try store.listAll(prefix: prefix, delimiter: "/") }
 
         var directories: [String] = []
-        var objects: [String: ObjectInfo] = [:]
+        var objects: [ExactPath: ObjectInfo] = [:]  // byte for byte: `caf\u{e9}` and `cafe\u{301}` are two
         var marker: ObjectInfo?
         for commonPrefix in page.commonPrefixes {
             let name = String(commonPrefix.dropFirst(prefix.count).dropLast())
@@ -97,10 +97,10 @@ extension FileSystem {
             if acceptName(name, key: object.key) {
                 var object = object
                 if object.metadata == nil { object.metadata = metadataIndex.metadata(for: object) }
-                objects[name] = object
+                objects[ExactPath(name)] = object
             }
         }
-        let directoryNames = Set(directories)
+        let directoryNames = Set(directories.map(ExactPath.init))
         let markers = headUnknownMetadata(in: node.path, objects: &objects, directories: directories)
         return state.withLock { s in
             let keepable = s.namespaceChanges == changesBefore  // (before this listing's own upserts count)
@@ -108,19 +108,21 @@ extension FileSystem {
             let parentIno = node.path.isEmpty ? ino : (s.table.ino(at: KeyMapping.parent(of: node.path)) ?? ino)
             var entries: [(String, FileAttributes)] = []
             for name in directories {
-                let observation: Observation = markers[name].map { .directory(marker: $0) } ?? .implicitDirectory
+                let observation: Observation =
+                    markers[ExactPath(name)].map { .directory(marker: $0) } ?? .implicitDirectory
                 entries.append((name, upsert(KeyMapping.join(node.path, name), observation, in: &s)))
             }
             s.table[ino]?.subdirectories = Set(directories)  // st_nlink
             // A directory shadows an object of the same name.
             if s.fileHints.count + objects.count > Self.fileHintLimit { s.fileHints = [:] }
-            for (name, object) in objects where !directoryNames.contains(name) {
+            for (exact, object) in objects where !directoryNames.contains(exact) {
+                let name = exact.string
                 s.fileHints[KeyMapping.join(node.path, name)] = object.size
                 entries.append((name, upsert(KeyMapping.join(node.path, name), .object(object), in: &s)))
             }
             for pending in s.table.pendingChildren(of: node.path) {
                 let name = KeyMapping.name(of: pending.path)
-                if objects[name] == nil && !directoryNames.contains(name) {
+                if objects[ExactPath(name)] == nil && !directoryNames.contains(ExactPath(name)) {
                     entries.append((name, pending.attributes()))
                 }
             }
@@ -178,16 +180,16 @@ extension FileSystem {
     /// tells a symlink or a FIFO from an empty file), and the markers of subdirectories not known fresh (a
     /// directory's mode and mtime live in its marker). Returns the markers found, by name.
     private func headUnknownMetadata(
-        in path: String, objects: inout [String: ObjectInfo],
+        in path: String, objects: inout [ExactPath: ObjectInfo],
         directories: [String]
-    ) -> [String: ObjectInfo] {
-        let directoryNames = Set(directories)
+    ) -> [ExactPath: ObjectInfo] {
+        let directoryNames = Set(directories.map(ExactPath.init))
         let (unknownObjects, unknownDirectories) = state.withLock { s -> ([String], [String]) in
             let objectNames = objects.filter { name, object in
                 guard object.metadata == nil, object.size == 0, !directoryNames.contains(name) else { return false }
-                let known = s.table.node(at: KeyMapping.join(path, name))
+                let known = s.table.node(at: KeyMapping.join(path, name.string))
                 return !(known?.version == object.version && known?.metadataKnown == true)
-            }.map(\.key).sorted()
+            }.map(\.key.string).sorted()
             let directoryNames = directories.filter { name in
                 guard let known = s.table.node(at: KeyMapping.join(path, name)), known.kind == .directory else {
                     return true
@@ -206,11 +208,15 @@ extension FileSystem {
         let answers = workers.map(keysToAsk.count, width: 16) { i -> ObjectInfo? in
             try? backend.head(keysToAsk[i].key)
         }
-        var markers: [String: ObjectInfo] = [:]
+        var markers: [ExactPath: ObjectInfo] = [:]
         for (asked, answer) in zip(keysToAsk, answers) {
             guard let answer else { continue }
             metadataIndex.learn(answer)
-            if asked.directory { markers[asked.name] = answer } else { objects[asked.name] = answer }
+            if asked.directory {
+                markers[ExactPath(asked.name)] = answer
+            } else {
+                objects[ExactPath(asked.name)] = answer
+            }
         }
         return markers
     }

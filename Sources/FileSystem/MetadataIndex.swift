@@ -26,7 +26,8 @@ final class MetadataIndex: Sendable {
     }
 
     private struct State {
-        var entries: [String: Entry] = [:]
+        /// By key, byte for byte (`ExactPath`): canonically equivalent keys are two objects.
+        var entries: [ExactPath: Entry] = [:]
         var lines = 0
         var fd: Int32 = -1
         var path: String?
@@ -59,7 +60,7 @@ final class MetadataIndex: Sendable {
     /// The metadata known for exactly this version of the object, if any.
     func metadata(for info: ObjectInfo) -> ObjectMetadata? {
         return state.withLock { s in
-            guard let entry = s.entries[info.key], entry.version == info.version, entry.size == info.size,
+            guard let entry = s.entries[ExactPath(info.key)], entry.version == info.version, entry.size == info.size,
                 let metadata = entry.metadata
             else { return nil }
             let seconds = Int64(info.lastModified.timeIntervalSince1970.rounded(.down))
@@ -82,7 +83,7 @@ final class MetadataIndex: Sendable {
             key: info.key, version: info.version, size: info.size,
             modified: seconds > 0 ? seconds : nil, metadata: metadata)
         state.withLock { s in
-            if s.entries[info.key] != entry { Self.append(entry, to: &s) }
+            if s.entries[ExactPath(info.key)] != entry { Self.append(entry, to: &s) }
         }
     }
 
@@ -95,7 +96,7 @@ final class MetadataIndex: Sendable {
     /// A server-side copy made `newKey` from `oldKey` with the same metadata.
     func moved(from oldKey: String, to newKey: String, version: String) {
         state.withLock { s in
-            guard var entry = s.entries[oldKey] else { return }
+            guard var entry = s.entries[ExactPath(oldKey)] else { return }
             (entry.key, entry.version, entry.modified) = (newKey, version, nil)
             Self.append(entry, to: &s)
         }
@@ -104,7 +105,7 @@ final class MetadataIndex: Sendable {
     /// The object is gone.
     func forget(key: String) {
         state.withLock { s in
-            guard s.entries[key] != nil else { return }
+            guard s.entries[ExactPath(key)] != nil else { return }
             Self.append(Entry(key: key, version: "", size: 0, modified: nil, metadata: nil), to: &s)
         }
     }
@@ -122,7 +123,11 @@ final class MetadataIndex: Sendable {
     }
 
     private static func append(_ entry: Entry, to s: inout State) {
-        if entry.metadata == nil { s.entries.removeValue(forKey: entry.key) } else { s.entries[entry.key] = entry }
+        if entry.metadata == nil {
+            s.entries.removeValue(forKey: ExactPath(entry.key))
+        } else {
+            s.entries[ExactPath(entry.key)] = entry
+        }
         if s.entries.count > capacity { s.entries = [:] }
         guard s.fd >= 0 else { return }
         var line: [UInt8] = s.torn ? [0x0A] : []
@@ -154,7 +159,11 @@ final class MetadataIndex: Sendable {
             (try? decoder.decode([Entry].self, from: joined))
             ?? data.split(separator: 0x0A).compactMap { try? decoder.decode(Entry.self, from: $0) }
         for entry in entries {
-            if entry.metadata == nil { s.entries.removeValue(forKey: entry.key) } else { s.entries[entry.key] = entry }
+            if entry.metadata == nil {
+                s.entries.removeValue(forKey: ExactPath(entry.key))
+            } else {
+                s.entries[ExactPath(entry.key)] = entry
+            }
             s.lines += 1
         }
     }
