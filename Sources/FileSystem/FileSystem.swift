@@ -76,10 +76,10 @@ public final class FileSystem: Sendable {
         var listings: [UInt64: [DirectoryEntry]] = [:]
         var nextHandle: UInt64 = 1
         /// Paths known not to exist, until the instant given.
-        var negative: [String: ContinuousClock.Instant] = [:]
+        var negative: ExactPathMap<ContinuousClock.Instant> = [:]
         /// Directories whose complete list of names is known (listed, or made by us), until the instant given:
         /// a name not in it does not exist, with no request (a fresh directory fills up at one PUT per file).
-        var listed: [String: (names: Set<String>, until: ContinuousClock.Instant)] = [:]
+        var listed: ExactPathMap<(names: Set<String>, until: ContinuousClock.Instant)> = [:]
         /// Directory inode → its last listing, reused by the next readdir for `metadata_ttl` (+Directories).
         var recentListings: [UInt64: RecentListing] = [:]
         /// Counts the calls of `entriesChanged` and `namesChanged`: a listing whose LIST ran across one is not kept
@@ -125,7 +125,7 @@ public final class FileSystem: Sendable {
         /// Sizes of objects (not directories) seen in listings, kept after their nodes are forgotten: a hint of
         /// which question to ask the store first when such a path is looked up again (a HEAD or small GET, not a
         /// LIST). Never trusted for existence. Emptied when it holds `fileHintLimit` paths.
-        var fileHints: [String: UInt64] = [:]
+        var fileHints: ExactPathMap<UInt64> = [:]
 
         mutating func allocateHandle() -> UInt64 {
             defer { nextHandle += 1 }

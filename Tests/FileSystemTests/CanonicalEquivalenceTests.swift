@@ -60,4 +60,24 @@ final class CanonicalEquivalenceTests: FileSystemTestCase {
         XCTAssertEqual(index.metadata(for: info(composed)), ["symlink": "one"])
         XCTAssertNil(index.metadata(for: info(decomposed)))
     }
+
+    /// What this mount knows absent is known by exact name: removing one of the two, or making an empty directory
+    /// of one name, says nothing of the other.
+    func testAbsenceIsKnownByExactName() throws {
+        let root = try makeCacheDirectory() + "/bucket"
+        try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
+        let store = try LocalDirectoryObjectStore(root: root)
+        try put(store, composed, "composed")
+        try put(store, decomposed, "decomposed")
+        try put(store, "d" + composed + "/x", "x")
+        let fs = try makeFileSystem(store)
+        _ = try fs.lookup(parent: Self.root, name: decomposed)
+        try fs.unlink(parent: Self.root, name: decomposed)
+        let kept = try fs.lookup(parent: Self.root, name: composed)
+        XCTAssertEqual(try read(fs, kept.ino), "composed")
+
+        _ = try fs.mkdir(parent: Self.root, name: "d" + decomposed, permissions: 0o755, caller: caller)
+        let other = try fs.lookup(parent: Self.root, name: "d" + composed)
+        XCTAssertEqual(try read(fs, try fs.lookup(parent: other.ino, name: "x").ino), "x")
+    }
 }
