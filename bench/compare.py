@@ -6,7 +6,7 @@ Usage: compare.py RESULTS_DIR   (reads <target>.txt files of "name value unit" l
 import pathlib
 import sys
 
-TARGETS = ["bucketfs", "s3fs", "rclone-off", "moto-direct", "peak-rss", "bucketfs-gcs", "gcs-direct", "create8"]
+TARGETS = ["bucketfs", "s3fs", "rclone-off", "moto-direct", "peak-rss", "bucketfs-gcs", "gcs-direct", "create8", "cold-read"]
 
 # (label, bucketfs figure, peer target, peer figure, kind, goal): kind "higher" means bucketfs/peer ≥ goal,
 # "lower" means bucketfs/peer ≤ goal (times), "max" means the bucketfs figure itself ≤ goal.
@@ -19,6 +19,8 @@ GOALS = [
     ("seq read 256 MiB after remount vs best direct download", "seq_read_256MiB_remount", "moto-direct", BEST_GET, "higher", 1.0),
     ("seq read 256 MiB cold vs s3fs", "seq_read_256MiB", "s3fs", "seq_read_256MiB", "higher", 1.5),
     ("seq read 256 MiB after remount vs s3fs", "seq_read_256MiB_remount", "s3fs", "seq_read_256MiB_remount", "higher", 1.5),
+    ("seq read 256 MiB cold, object put by boto3, vs best direct download also cold", ("cold-read", "bucketfs_seq_read_foreign_cold_256MiB"), "cold-read", ("direct_get_cold_256MiB", "direct_ranged_cold_256MiB"), "higher", 1.0),
+    ("seq read 256 MiB cold, object put by boto3, vs s3fs", ("cold-read", "bucketfs_seq_read_foreign_cold_256MiB"), "cold-read", "s3fs_seq_read_foreign_cold_256MiB", "higher", 1.5),
     ("seq write 256 MiB until in bucket vs best direct upload", "seq_write_256MiB_until_in_s3", "moto-direct", BEST_PUT, "higher", 0.9),
     ("seq write 256 MiB until in bucket vs s3fs", "seq_write_256MiB_until_in_s3", "s3fs", "seq_write_256MiB_until_in_s3", "higher", 1.5),
     ("create 1000 x 4 KiB (files/s) vs direct 1-thread PUT/s", "create_1000x4KiB", "moto-direct", "put_4KiB_x1000_1thread", "higher", 0.9),
@@ -45,12 +47,18 @@ GCS_GOALS = [
 
 
 def load(path):
-    rows = {}
+    """name -> (value, unit); a name given once per round (cold-read.txt) -> the mean of its numeric values."""
+    rows, repeated = {}, {}
     if path.exists():
         for line in path.read_text().splitlines():
             parts = line.split()
             if len(parts) >= 3 and not line.startswith("#"):
                 rows[parts[0]] = (parts[1], parts[2])
+                if number(parts[1]) is not None:
+                    repeated.setdefault(parts[0], []).append(number(parts[1]))
+    for name, values in repeated.items():
+        if len(values) > 1:
+            rows[name] = (f"{sum(values) / len(values):.1f}", rows[name][1])
     return rows
 
 
@@ -76,7 +84,7 @@ def main():
 
     print("\n| goal | bucketfs | peer | ratio | target | met |")
     print("| --- | --- | --- | --- | --- | --- |")
-    goals = [(g, "bucketfs") for g in GOALS if data["bucketfs"] or data["peak-rss"] or data["create8"]]
+    goals = [(g, "bucketfs") for g in GOALS if data["bucketfs"] or data["peak-rss"] or data["create8"] or data["cold-read"]]
     goals += [(g, "bucketfs-gcs") for g in GCS_GOALS if data["bucketfs-gcs"]]
     for (label, mine, peer, peer_fig, kind, goal), target in goals:
         source = peer if kind in ("max", "min") else target
@@ -99,6 +107,9 @@ def main():
         sign = "≥" if kind == "higher" else "≤"
         shown_ratio = f"{ratio:.2f}" if ratio is not None else "n/a"
         print(f"| {label} | {a} | {b} | {shown_ratio} | {sign} {goal} | {'yes' if ok else 'no'} |")
+    if data["cold-read"]:
+        print("\nCold read of another tool's object (cold-read.txt, means over rounds): "
+              + ", ".join(f"{k} {v[0]} {v[1]}" for k, v in data["cold-read"].items()))
     if data["create8"]:
         print("\n8-writer create (create8.txt): " + ", ".join(f"{k} {v[0]} {v[1]}" for k, v in data["create8"].items()))
     print("\nNot measured by fsbench.sh (create with 8 writers: target create8), ls/find of 100,000 objects (time, RSS), "

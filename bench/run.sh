@@ -11,6 +11,7 @@
 #   BENCH_BUCKETFS_OPTIONS="-o read_ahead_mib=64" bench/run.sh   bucketfs with other mount options
 #   BENCH_BUILD_PATH=.build-mine bench/run.sh    build (release) in another scratch path
 #   BENCH_TARGETS="create8 moto-direct" bench/run.sh   8 writers creating 1,000 x 4 KiB (bucketfs, s3fs)
+#   BENCH_TARGETS="cold-read" bench/run.sh   another tool's object read cold: direct, bucketfs, s3fs (COLD_ROUNDS=2)
 #
 # Uses the team's peer harness (PEERS_BENCH, default ../shared/bench beside the project) for moto, s3fs,
 # rclone and the figures (fsbench.sh). Results go to bench/results/ (not committed). Needs root.
@@ -49,7 +50,7 @@ BUILD_PATH=${BENCH_BUILD_PATH:-.build}
 BIN="$(cd "$ROOT" && cd "$BUILD_PATH" && pwd)/release/bucketfs"
 
 wants() { [[ " ${TARGETS[*]} " == *" $1 "* ]]; }
-if wants bucketfs || wants s3fs || wants rclone-off || wants moto-direct || wants peak-rss || wants create8; then
+if wants bucketfs || wants s3fs || wants rclone-off || wants moto-direct || wants peak-rss || wants create8 || wants cold-read; then
 "$PEERS_BENCH/setup.sh" moto >&2
 python3 - <<PY
 import boto3
@@ -151,6 +152,62 @@ PY
     cat "$out" >&2
 }
 
+# A 256 MiB object another tool put (boto3: no block-cache entry, no metadata this host knows), read cold: the page
+# cache dropped before each read, so the server reads its own files from disk too — by one direct GET and by
+# boto3's 8 MiB x 10 parallel ranges (the fair reference: fsbench's direct GETs run with the server's files
+# cached), then by bucketfs on a fresh mount with an empty cache_dir, then by s3fs; interleaved COLD_ROUNDS times.
+seconds_of() { local t0 t1; t0=$(date +%s.%N); "$@" > /dev/null || return 1; t1=$(date +%s.%N); echo "$t0 $t1"; }
+mib_per_s() { awk -v t="$1" 'BEGIN { split(t, a, " "); printf "%.1f", 256 / (a[2] - a[1]) }'; }
+cold_read() {
+    local src=/tmp/fsbench-src-256M out="$RESULTS/cold-read.txt" round t
+    [ -s "$src" ] || head -c $((256 << 20)) /dev/urandom > "$src"
+    cat > "$RESULTS/cold-direct.py" <<PY
+import boto3, os, sys, time
+from boto3.s3.transfer import TransferConfig
+s3 = boto3.client("s3", endpoint_url="$MOTO_URL", region_name="us-east-1",
+                  aws_access_key_id="test", aws_secret_access_key="test")
+def drop():
+    os.sync()
+    open("/proc/sys/vm/drop_caches", "w").write("3\\n")
+if sys.argv[1] == "put":
+    for bucket in ("$BFS_BUCKET", "$BUCKET"):
+        s3.upload_file(sys.argv[2], bucket, "cold-read/big")
+    sys.exit()
+drop()
+t = time.monotonic()
+body = s3.get_object(Bucket="$BUCKET", Key="cold-read/big")["Body"]
+while body.read(1 << 20):
+    pass
+print(f"direct_get_cold_256MiB {256 / (time.monotonic() - t):.1f} MiB/s")
+drop()
+t = time.monotonic()
+config = TransferConfig(multipart_chunksize=8 << 20, max_concurrency=10)
+s3.download_file("$BUCKET", "cold-read/big", "/tmp/cold-read-dl", Config=config)
+print(f"direct_ranged_cold_256MiB {256 / (time.monotonic() - t):.1f} MiB/s")
+os.unlink("/tmp/cold-read-dl")
+PY
+    python3 "$RESULTS/cold-direct.py" put "$src"
+    : > "$out"
+    for round in $(seq "${COLD_ROUNDS:-2}"); do
+        python3 "$RESULTS/cold-direct.py" get >> "$out"
+        rm -rf /tmp/bench-bucketfs-cold-cache
+        mkdir -p "$MNT_BUCKETFS"
+        "$BIN" mount "s3://$BFS_BUCKET/" "$MNT_BUCKETFS" --endpoint-url "$MOTO_URL" \
+            --cache-dir /tmp/bench-bucketfs-cold-cache ${BENCH_BUCKETFS_OPTIONS:-} >&2
+        sync; echo 3 > /proc/sys/vm/drop_caches
+        t=$(seconds_of dd if="$MNT_BUCKETFS/cold-read/big" of=/dev/null bs=1M status=none) \
+            && echo "bucketfs_seq_read_foreign_cold_256MiB $(mib_per_s "$t") MiB/s" >> "$out"
+        unmount_bucketfs
+        "$PEERS_BENCH/setup.sh" mount s3fs >&2
+        sync; echo 3 > /proc/sys/vm/drop_caches
+        t=$(seconds_of dd if="$MNT_S3FS/cold-read/big" of=/dev/null bs=1M status=none) \
+            && echo "s3fs_seq_read_foreign_cold_256MiB $(mib_per_s "$t") MiB/s" >> "$out"
+        "$PEERS_BENCH/setup.sh" umount s3fs >&2
+        echo "cold_read_load_round_$round $(load) 1min" >> "$out"
+    done
+    cat "$out" >&2
+}
+
 # 8 writer processes, each creating 125 x 4 KiB files in one fresh directory: files/s until the last close()
 # returns (bucketfs uploads at close, so that is also until in the bucket), for bucketfs and s3fs on the same
 # server, with the daemon's CPU seconds; compare.py sets it beside moto-direct's put_4KiB_x1000_8threads.
@@ -208,6 +265,7 @@ for t in "${TARGETS[@]}"; do
         peak-rss) peak_rss ;;
         fio-passes) fio_passes ;;
         create8) create8 ;;
+        cold-read) cold_read ;;
         bucketfs-gcs)
             # fsbench's visibility probes speak S3 only: bucketfs uploads before close() returns, so the
             # write figures are also the time until the object is in the bucket.

@@ -10,6 +10,10 @@ import Synchronization
 /// A block is one file `<directory>/<hash of key and version>.<block index>`, whose first line repeats the key
 /// and version (checked on every read: a hash collision is a miss, never wrong bytes). Written to a temporary
 /// name and renamed, so a crash leaves whole blocks or none. Files are 0600 in a 0700 directory.
+///
+/// A whole object can also be one file, `<hash>.o`: a file this mount wrote and uploaded, moved in from staging
+/// rather than copied (`adopt`). Its bytes start at offset 0 and the same key-and-version line follows them, then
+/// that line's length (4 bytes, little-endian); every block of the object is served from it.
 final class BlockCache: Sendable {
     static let defaultBlockSize = 1 << 20
 
@@ -32,11 +36,23 @@ final class BlockCache: Sendable {
         let fd: Int32
         /// The header it was opened for: another object whose name collides is not served from it.
         let header: [UInt8]
-        init(fd: Int32, header: [UInt8]) {
+        /// A whole-object file (`.o`): block `number` starts at `number × blockSize`, and the content ends at `end`.
+        let wholeObject: Bool
+        let end: Int
+        init(fd: Int32, header: [UInt8], wholeObject: Bool, end: Int) {
             self.fd = fd
             self.header = header
+            self.wholeObject = wholeObject
+            self.end = end
         }
         deinit { close(fd) }
+
+        /// Reads `range` of block `number` to `pointer`: the count read, or -1.
+        func read(_ range: Range<Int>, of number: Int, blockSize: Int, to pointer: UnsafeMutableRawPointer?) -> Int {
+            guard wholeObject else { return pread(fd, pointer, range.count, off_t(header.count + range.lowerBound)) }
+            let start = number * blockSize + range.lowerBound
+            return pread(fd, pointer, max(0, min(range.count, end - start)), off_t(start))
+        }
     }
     private let openBlocks = Mutex<[String: OpenBlock]>([:])
     private static let maxOpenBlocks = 512
@@ -94,7 +110,7 @@ final class BlockCache: Sendable {
         guard let file = openFile(key: key, version: version, number: number) else { return nil }
         var data = Data(count: range.count)
         let got = data.withUnsafeMutableBytes { buffer in
-            pread(file.fd, buffer.baseAddress, range.count, off_t(file.header.count + range.lowerBound))
+            file.read(range, of: number, blockSize: blockSize, to: buffer.baseAddress)
         }
         guard got >= 0 else { return nil }
         data.count = got
@@ -105,33 +121,51 @@ final class BlockCache: Sendable {
     func read(key: String, version: String, number: Int, range: Range<Int>, into buffer: ReceiveBuffer) -> Int? {
         precondition(range.count <= buffer.room, "no room for the block's bytes")
         guard let file = openFile(key: key, version: version, number: number) else { return nil }
-        let got = pread(file.fd, buffer.bytes + buffer.count, range.count, off_t(file.header.count + range.lowerBound))
+        let got = file.read(range, of: number, blockSize: blockSize, to: buffer.bytes + buffer.count)
         guard got >= 0 else { return nil }
         buffer.fill(got)
         return got
     }
 
-    /// The open file of an indexed block (its use noted for the LRU), nil if it is not cached.
+    /// The open file of an indexed block, or of the whole object (its use noted for the LRU), nil if not cached.
     private func openFile(key: String, version: String, number: Int) -> OpenBlock? {
-        let name = Self.fileName(key: key, version: version, number: number)
-        let known = index.withLock { index -> Bool in
-            guard index.entries[name] != nil else { return false }
-            index.clock += 1
-            index.entries[name]?.used = index.clock
-            return true
+        let stem = Self.stem(key: key, version: version)
+        let name = index.withLock { index -> String? in
+            for name in [stem + "." + String(number), stem + ".o"] where index.entries[name] != nil {
+                index.clock += 1
+                index.entries[name]?.used = index.clock
+                return name
+            }
+            return nil
         }
-        guard known else { return nil }
+        guard let name else { return nil }
         return openBlock(name, header: Array(Self.header(key: key, version: version).utf8))
     }
 
-    /// The open block file `name`, opened (and its header checked) if it is not open yet.
+    /// The open file `name`, opened (and its header checked) if it is not open yet.
     private func openBlock(_ name: String, header: [UInt8]) -> OpenBlock? {
         if let file = openBlocks.withLock({ $0[name] }), file.header == header { return file }
         let fd = open(directory + "/" + name, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { return nil }
-        let file = OpenBlock(fd: fd, header: header)
+        let wholeObject = name.hasSuffix(".o")
+        var end = Int.max
+        if wholeObject {
+            // The header sits after the content, its length in the last 4 bytes.
+            var status = stat()
+            var length: UInt32 = 0
+            guard fstat(fd, &status) == 0, status.st_size >= header.count + 4,
+                pread(fd, &length, 4, off_t(status.st_size) - 4) == 4, Int(UInt32(littleEndian: length)) == header.count
+            else {
+                close(fd)
+                return nil
+            }
+            end = Int(status.st_size) - 4 - header.count
+        }
+        let file = OpenBlock(fd: fd, header: header, wholeObject: wholeObject, end: end)
         var found = [UInt8](repeating: 0, count: header.count)
-        guard pread(fd, &found, header.count, 0) == header.count, found == header else { return nil }
+        guard pread(fd, &found, header.count, off_t(wholeObject ? end : 0)) == header.count, found == header else {
+            return nil
+        }
         openBlocks.withLock { files in
             // Bounded: any one goes when full (its readers keep it open until they are done).
             if files.count >= Self.maxOpenBlocks, let any = files.keys.first { files[any] = nil }
@@ -140,10 +174,47 @@ final class BlockCache: Sendable {
         return file
     }
 
-    /// Whether block `number` of the object at `version` is indexed (without reading it).
+    /// Whether block `number` of the object at `version` is indexed (without reading it): a whole-object file holds
+    /// every block of it.
     func contains(key: String, version: String, number: Int) -> Bool {
-        let name = Self.fileName(key: key, version: version, number: number)
-        return index.withLock { $0.entries[name] != nil }
+        let stem = Self.stem(key: key, version: version)
+        return index.withLock { $0.entries[stem + "." + String(number)] != nil || $0.entries[stem + ".o"] != nil }
+    }
+
+    /// Takes the file at `path`, exactly the `size` bytes of the object at `version` and written by nobody any more
+    /// (a staged copy just uploaded), as the cached content of the whole object: moved in, not copied, so that
+    /// reading back what this mount wrote costs no GET. Returns false, leaving `path` where it was, when it does not
+    /// fit (over half the limit, which keeps one file from evicting everything) or cannot be moved; true once the
+    /// file is the cache's (kept, or deleted if it could not be finished: the store has the bytes).
+    func adopt(key: String, version: String, path: String, size: UInt64) -> Bool {
+        let header = Array(Self.header(key: key, version: version).utf8)
+        let total = size + UInt64(header.count) + 4
+        guard size > 0, total <= limit / 2 else { return false }
+        let name = Self.stem(key: key, version: version) + ".o"
+        let temporary = directory + "/.tmp-" + UUID().uuidString
+        guard rename(path, temporary) == 0 else { return false }
+        // From here the file is the cache's: a failure deletes it (the store has the bytes).
+        var trailer = header
+        withUnsafeBytes(of: UInt32(header.count).littleEndian) { trailer.append(contentsOf: $0) }
+        let fd = open(temporary, O_WRONLY | O_CLOEXEC)
+        var status = stat()
+        let written =
+            fd >= 0 && fstat(fd, &status) == 0 && UInt64(status.st_size) == size
+            && pwrite(fd, trailer, trailer.count, off_t(size)) == trailer.count
+        if fd >= 0 { close(fd) }
+        guard written, rename(temporary, directory + "/" + name) == 0 else {
+            unlink(temporary)
+            return true
+        }
+        openBlocks.withLock { $0[name] = nil }
+        index.withLock { index in
+            index.clock += 1
+            if let old = index.entries[name] { index.total -= old.size }
+            index.entries[name] = (total, index.clock)
+            index.total += total
+        }
+        evict()
+        return true
     }
 
     /// Keeps block `number` (`data` is the whole block, or the object's shorter last block).
@@ -229,8 +300,12 @@ final class BlockCache: Sendable {
         return escaped + "\n" + version + "\n"
     }
 
-    /// Two independent 64-bit FNV-1a hashes of key and version: 128 bits, collisions checked by the header anyway.
     private static func fileName(key: String, version: String, number: Int) -> String {
+        stem(key: key, version: version) + "." + String(number)
+    }
+
+    /// Two independent 64-bit FNV-1a hashes of key and version: 128 bits, collisions checked by the header anyway.
+    private static func stem(key: String, version: String) -> String {
         var first: UInt64 = 0xcbf2_9ce4_8422_2325
         var second: UInt64 = 0x8422_2325_cbf2_9ce4
         func mix(_ byte: UInt8) {
@@ -241,6 +316,6 @@ final class BlockCache: Sendable {
         for byte in key.utf8 { mix(byte) }
         mix(0)
         for byte in version.utf8 { mix(byte) }
-        return String(first, radix: 16) + String(second, radix: 16) + "." + String(number)
+        return String(first, radix: 16) + String(second, radix: 16)
     }
 }

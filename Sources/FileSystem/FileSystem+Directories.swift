@@ -70,12 +70,15 @@ extension FileSystem {
     private func list(directory ino: UInt64) throws(FSError) -> [DirectoryEntry] {
         let node = try existingNode(ino)
         guard node.kind == .directory else { throw FSError.notDirectory }
-        if let reused = state.withLock({ reuseListing(of: ino, at: node.path, in: &$0) }) { return reused }
+        let (reused, changesBefore) = state.withLock { s in
+            (reuseListing(of: ino, at: node.path, in: &s), s.namespaceChanges)
+        }
+        if let reused { return reused }
         let prefix = keys.directoryPrefix(for: node.path)
         let page = try storeCall { try store.listAll(prefix: prefix, delimiter: "/") }
 
         var directories: [String] = []
-        var objects: [String: ObjectInfo] = [:]
+        var objects: [ExactPath: ObjectInfo] = [:]  // byte for byte: `caf\u{e9}` and `cafe\u{301}` are two
         var marker: ObjectInfo?
         for commonPrefix in page.commonPrefixes {
             let name = String(commonPrefix.dropFirst(prefix.count).dropLast())
@@ -94,29 +97,32 @@ extension FileSystem {
             if acceptName(name, key: object.key) {
                 var object = object
                 if object.metadata == nil { object.metadata = metadataIndex.metadata(for: object) }
-                objects[name] = object
+                objects[ExactPath(name)] = object
             }
         }
-        let directoryNames = Set(directories)
+        let directoryNames = Set(directories.map(ExactPath.init))
         let markers = headUnknownMetadata(in: node.path, objects: &objects, directories: directories)
         return state.withLock { s in
+            let keepable = s.namespaceChanges == changesBefore  // (before this listing's own upserts count)
             if let marker { s.table[ino].map { s.table[ino] = apply(observation: .object(marker), to: $0) } }
             let parentIno = node.path.isEmpty ? ino : (s.table.ino(at: KeyMapping.parent(of: node.path)) ?? ino)
             var entries: [(String, FileAttributes)] = []
             for name in directories {
-                let observation: Observation = markers[name].map { .directory(marker: $0) } ?? .implicitDirectory
+                let observation: Observation =
+                    markers[ExactPath(name)].map { .directory(marker: $0) } ?? .implicitDirectory
                 entries.append((name, upsert(KeyMapping.join(node.path, name), observation, in: &s)))
             }
             s.table[ino]?.subdirectories = Set(directories)  // st_nlink
             // A directory shadows an object of the same name.
             if s.fileHints.count + objects.count > Self.fileHintLimit { s.fileHints = [:] }
-            for (name, object) in objects where !directoryNames.contains(name) {
+            for (exact, object) in objects where !directoryNames.contains(exact) {
+                let name = exact.string
                 s.fileHints[KeyMapping.join(node.path, name)] = object.size
                 entries.append((name, upsert(KeyMapping.join(node.path, name), .object(object), in: &s)))
             }
             for pending in s.table.pendingChildren(of: node.path) {
                 let name = KeyMapping.name(of: pending.path)
-                if objects[name] == nil && !directoryNames.contains(name) {
+                if objects[ExactPath(name)] == nil && !directoryNames.contains(ExactPath(name)) {
                     entries.append((name, pending.attributes()))
                 }
             }
@@ -125,7 +131,7 @@ extension FileSystem {
             s.listed[node.path] = (Set(entries.map(\.0)), .now + .seconds(options.negativeTTL))
             let now = ContinuousClock.now
             s.recentListings = s.recentListings.filter { now < $0.value.until }
-            if options.metadataTTL > 0 {
+            if options.metadataTTL > 0 && keepable {
                 s.recentListings[ino] = RecentListing(
                     path: node.path, parent: parentIno, children: entries.map { ($0.0, $0.1.ino) },
                     until: now + .seconds(options.metadataTTL))
@@ -134,9 +140,9 @@ extension FileSystem {
         }
     }
 
-    /// The directory's last listing, if taken less than `metadata_ttl` ago and no entry came or went since (as
-    /// far as this mount knows: `State.entriesChanged`, a lookup finding a new name or a name gone), with each
-    /// entry's attributes as they are now. `rm -rf` reads a directory twice (is it empty? then all of it), and
+    /// The directory's last listing, if taken less than `metadata_ttl` ago and no entry came or went since, nor
+    /// while it was taken (as far as this mount knows: `State.entriesChanged`, a lookup finding a new name or a name
+    /// gone), with each entry's attributes as they are now. `rm -rf` reads a directory twice (is it empty? then all of it), and
     /// directory entries are trusted for `metadata_ttl` (docs/SEMANTICS.md): the second read costs no LIST.
     private func reuseListing(of ino: UInt64, at path: String, in s: inout State) -> [DirectoryEntry]? {
         guard let recent = s.recentListings[ino] else { return nil }
@@ -174,16 +180,16 @@ extension FileSystem {
     /// tells a symlink or a FIFO from an empty file), and the markers of subdirectories not known fresh (a
     /// directory's mode and mtime live in its marker). Returns the markers found, by name.
     private func headUnknownMetadata(
-        in path: String, objects: inout [String: ObjectInfo],
+        in path: String, objects: inout [ExactPath: ObjectInfo],
         directories: [String]
-    ) -> [String: ObjectInfo] {
-        let directoryNames = Set(directories)
+    ) -> [ExactPath: ObjectInfo] {
+        let directoryNames = Set(directories.map(ExactPath.init))
         let (unknownObjects, unknownDirectories) = state.withLock { s -> ([String], [String]) in
             let objectNames = objects.filter { name, object in
                 guard object.metadata == nil, object.size == 0, !directoryNames.contains(name) else { return false }
-                let known = s.table.node(at: KeyMapping.join(path, name))
+                let known = s.table.node(at: KeyMapping.join(path, name.string))
                 return !(known?.version == object.version && known?.metadataKnown == true)
-            }.map(\.key).sorted()
+            }.map(\.key.string).sorted()
             let directoryNames = directories.filter { name in
                 guard let known = s.table.node(at: KeyMapping.join(path, name)), known.kind == .directory else {
                     return true
@@ -202,11 +208,15 @@ extension FileSystem {
         let answers = workers.map(keysToAsk.count, width: 16) { i -> ObjectInfo? in
             try? backend.head(keysToAsk[i].key)
         }
-        var markers: [String: ObjectInfo] = [:]
+        var markers: [ExactPath: ObjectInfo] = [:]
         for (asked, answer) in zip(keysToAsk, answers) {
             guard let answer else { continue }
             metadataIndex.learn(answer)
-            if asked.directory { markers[asked.name] = answer } else { objects[asked.name] = answer }
+            if asked.directory {
+                markers[ExactPath(asked.name)] = answer
+            } else {
+                objects[ExactPath(asked.name)] = answer
+            }
         }
         return markers
     }

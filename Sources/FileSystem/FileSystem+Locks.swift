@@ -183,6 +183,7 @@ extension FileSystem {
                 guard let node = s.table[ino], node.path == path, !node.unlinked, node.version == version,
                     node.staged === staged, !node.dirty, node.stream?.hasStarted != true
                 else { return nil }
+                staged.markOutdated()  // before the new version is visible (`dropStagedIfIdle` checks it)
                 var updated = apply(observation: .object(info), to: node)
                 updated.stream = nil
                 s.table[ino] = updated

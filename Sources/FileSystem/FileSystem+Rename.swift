@@ -106,7 +106,7 @@ extension FileSystem {
             state.withLock { s in
                 s.table.move(from: from, to: to)
                 s.noteExists(to)
-                s.listed = s.listed.filter { !($0.key == from || $0.key.hasPrefix(from + "/")) }
+                s.listed = s.listed.filter { !($0.key == ExactPath(from) || $0.key.isBelow(from + "/")) }
                 s.tailKnowledge.forget(from)
                 for (rest, version) in versions where !rest.isEmpty && !rest.hasSuffix("/") {
                     if let moved = s.table.ino(at: to + "/" + rest) {

@@ -288,20 +288,38 @@ extension FileSystem {
         }
     }
 
-    /// Drops the staged copy of a file nobody has open once nothing of it waits for an upload.
+    /// Drops the staged copy of a file nobody has open once nothing of it waits for an upload. A whole clean copy
+    /// of the stored version becomes that version's entry in the block cache (`BlockCache.adopt`): moved, not
+    /// copied, so reading back what was just written costs no GET.
     func dropStagedIfIdle(_ ino: UInt64) {
-        let staged: StagedFile? = state.withLock { s in
+        /// The object version a dropped copy holds whole, for the block cache.
+        struct CachedAs {
+            var key: String
+            var version: String
+            var size: UInt64
+        }
+        let drop: (staged: StagedFile, cacheAs: CachedAs?)? = state.withLock { s in
             guard var node = s.table[ino], node.openHandles == 0, let staged = node.staged,
                 !node.content.hasUnstoredChanges || node.path.isEmpty
             else { return nil }
             if node.path.isEmpty { node.content.detach() }
             node.staged = nil
             let preserve = node.preserveStaged
+            // Clean (nothing written since the upload or download that set `version`) and whole (loaded).
+            var cacheAs: CachedAs?
+            if node.content == .clean, node.inStore, !node.path.isEmpty, staged.isLoaded,
+                node.size == node.storedSize, let version = node.version
+            {
+                cacheAs = CachedAs(key: keys.key(for: node.path), version: version, size: node.size)
+            }
             s.table[ino] = node
             s.table.evictIfUnused(ino)
-            return preserve ? nil : staged
+            return preserve ? nil : (staged, cacheAs)
         }
-        unjournal(staged)
-        staged?.discard()
+        guard let drop else { return }
+        unjournal(drop.staged)
+        guard let cache = prefetchBudget.cache, let entry = drop.cacheAs else { return drop.staged.discard() }
+        drop.staged.discard { path in cache.adopt(key: entry.key, version: entry.version, path: path, size: entry.size)
+        }
     }
 }

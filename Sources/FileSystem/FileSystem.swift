@@ -76,16 +76,20 @@ public final class FileSystem: Sendable {
         var listings: [UInt64: [DirectoryEntry]] = [:]
         var nextHandle: UInt64 = 1
         /// Paths known not to exist, until the instant given.
-        var negative: [String: ContinuousClock.Instant] = [:]
+        var negative: ExactPathMap<ContinuousClock.Instant> = [:]
         /// Directories whose complete list of names is known (listed, or made by us), until the instant given:
         /// a name not in it does not exist, with no request (a fresh directory fills up at one PUT per file).
-        var listed: [String: (names: Set<String>, until: ContinuousClock.Instant)] = [:]
+        var listed: ExactPathMap<(names: Set<String>, until: ContinuousClock.Instant)> = [:]
         /// Directory inode → its last listing, reused by the next readdir for `metadata_ttl` (+Directories).
         var recentListings: [UInt64: RecentListing] = [:]
+        /// Counts the calls of `entriesChanged` and `namesChanged`: a listing whose LIST ran across one is not kept
+        /// for reuse (it may show a name removed, or miss one made, while its reply was on the way).
+        var namespaceChanges: UInt64 = 0
 
         /// An entry was added to or removed from directory `path`: POSIX moves its mtime and ctime. Kept in
         /// memory (a stored directory keeps the mtime set on it explicitly, see docs/SEMANTICS.md).
         mutating func entriesChanged(in path: String, at time: FileTime) {
+            namespaceChanges &+= 1
             guard let ino = table.ino(at: path) else { return }
             recentListings.removeValue(forKey: ino)
             table[ino]?.mtime = time
@@ -95,6 +99,7 @@ public final class FileSystem: Sendable {
         /// A name in directory `path` appeared or went without this mount changing it (seen by a lookup): its
         /// last listing is not reused.
         mutating func namesChanged(in path: String) {
+            namespaceChanges &+= 1
             if let ino = table.ino(at: path) { recentListings.removeValue(forKey: ino) }
         }
 
@@ -120,7 +125,7 @@ public final class FileSystem: Sendable {
         /// Sizes of objects (not directories) seen in listings, kept after their nodes are forgotten: a hint of
         /// which question to ask the store first when such a path is looked up again (a HEAD or small GET, not a
         /// LIST). Never trusted for existence. Emptied when it holds `fileHintLimit` paths.
-        var fileHints: [String: UInt64] = [:]
+        var fileHints: ExactPathMap<UInt64> = [:]
 
         mutating func allocateHandle() -> UInt64 {
             defer { nextHandle += 1 }

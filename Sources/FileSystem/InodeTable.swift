@@ -215,7 +215,8 @@ struct InodeTable {
     static let rootIno: UInt64 = 1
 
     private(set) var nodes: [UInt64: Node] = [:]
-    private var byPath: [String: UInt64] = [:]
+    /// Byte for byte (`ExactPath`): two keys that are canonically equivalent strings are two names.
+    private var byPath: [ExactPath: UInt64] = [:]
     private var nextIno: UInt64 = 2
     /// Nodes that have a staged file, kept so that the staged total is cheap to add up.
     private var stagedInos: Set<UInt64> = []
@@ -225,7 +226,7 @@ struct InodeTable {
     /// The numbers of nodes evicted while still named (the kernel forgot them, e.g. its dentry cache shrank), by
     /// path: the same path seen again as the same kind gets its number back, so `st_ino` stays stable for as
     /// long as the name does (pjdfstest compares it across steps). Dropped when the name goes.
-    private var retired: [String: (ino: UInt64, kind: NodeKind)] = [:]
+    private var retired: [ExactPath: (ino: UInt64, kind: NodeKind)] = [:]
     static let retiredLimit = 100_000
 
     /// The entry names of the directories listed last, each in listing order (the order `ls -l` stats them in):
@@ -235,7 +236,7 @@ struct InodeTable {
 
     init(root: Node) {
         nodes[root.ino] = root
-        byPath[""] = root.ino
+        byPath[ExactPath("")] = root.ino
     }
 
     subscript(ino: UInt64) -> Node? {
@@ -267,9 +268,9 @@ struct InodeTable {
         }
     }
 
-    func ino(at path: String) -> UInt64? { byPath[path] }
+    func ino(at path: String) -> UInt64? { byPath[ExactPath(path)] }
 
-    func node(at path: String) -> Node? { byPath[path].flatMap { nodes[$0] } }
+    func node(at path: String) -> Node? { byPath[ExactPath(path)].flatMap { nodes[$0] } }
 
     mutating func allocateIno() -> UInt64 {
         defer { nextIno += 1 }
@@ -278,25 +279,27 @@ struct InodeTable {
 
     /// The number for a node the store shows at `path`: the one it had before it was evicted, else a new one.
     mutating func ino(reusedFor path: String, kind: NodeKind) -> UInt64 {
-        if let old = retired.removeValue(forKey: path), old.kind == kind, nodes[old.ino] == nil { return old.ino }
+        if let old = retired.removeValue(forKey: ExactPath(path)), old.kind == kind, nodes[old.ino] == nil {
+            return old.ino
+        }
         return allocateIno()
     }
 
     /// Adds `node` at its path, detaching whatever node held the path before.
     mutating func insert(_ node: Node) {
         detach(path: node.path)
-        retired.removeValue(forKey: node.path)
+        retired.removeValue(forKey: ExactPath(node.path))
         nodes[node.ino] = node
         noteStaging(node.ino)
-        byPath[node.path] = node.ino
+        byPath[ExactPath(node.path)] = node.ino
         if node.kind == .directory { noteSubdirectory(node.path, present: true) }
     }
 
     /// The node at `path` leaves the namespace (it stays known by number until the kernel forgets it).
     /// `parentCounts`: a directory leaving is one subdirectory less for its parent.
     mutating func detach(path: String, parentCounts: Bool = true) {
-        retired.removeValue(forKey: path)
-        guard !path.isEmpty, let ino = byPath.removeValue(forKey: path) else { return }
+        retired.removeValue(forKey: ExactPath(path))
+        guard !path.isEmpty, let ino = byPath.removeValue(forKey: ExactPath(path)) else { return }
         if parentCounts && nodes[ino]?.kind == .directory { noteSubdirectory(path, present: false) }
         nodes[ino]?.path = ""
         nodes[ino]?.content.detach()
@@ -309,13 +312,14 @@ struct InodeTable {
         let isDirectory = node(at: from)?.kind == .directory
         if isDirectory { noteSubdirectory(from, present: false) }
         let below = from + "/"
-        retired = retired.filter { $0.key != from && !$0.key.hasPrefix(below) }  // (evicted below: new numbers)
-        let moved = byPath.filter { $0.key == from || $0.key.hasPrefix(below) }
+        let exact = ExactPath(from)
+        retired = retired.filter { $0.key != exact && !$0.key.isBelow(below) }  // (evicted below: new numbers)
+        let moved = byPath.filter { $0.key == exact || $0.key.isBelow(below) }
         for (path, ino) in moved {
             byPath.removeValue(forKey: path)
-            let newPath = to + path.dropFirst(from.count)
+            let newPath = to + String(decoding: path.string.utf8.dropFirst(from.utf8.count), as: UTF8.self)
             detach(path: newPath, parentCounts: false)  // a stale node: the moved tree brings its own counts
-            byPath[newPath] = ino
+            byPath[ExactPath(newPath)] = ino
             nodes[ino]?.path = newPath
         }
         if isDirectory { noteSubdirectory(to, present: true) }
@@ -323,7 +327,8 @@ struct InodeTable {
 
     /// The directory at `path` appeared or went: its parent's subdirectory names follow, when they are known.
     private mutating func noteSubdirectory(_ path: String, present: Bool) {
-        guard !path.isEmpty, let parent = byPath[KeyMapping.parent(of: path)], nodes[parent]?.subdirectories != nil
+        guard !path.isEmpty, let parent = byPath[ExactPath(KeyMapping.parent(of: path))],
+            nodes[parent]?.subdirectories != nil
         else { return }
         let name = KeyMapping.name(of: path)
         if present {
@@ -362,7 +367,8 @@ struct InodeTable {
     /// Nodes at `path` or below it (a directory's whole known subtree), by inode.
     func nodes(under path: String) -> [Node] {
         let below = path + "/"
-        return byPath.compactMap { p, ino in (p == path || p.hasPrefix(below)) ? nodes[ino] : nil }
+        let exact = ExactPath(path)
+        return byPath.compactMap { p, ino in (p == exact || p.isBelow(below)) ? nodes[ino] : nil }
     }
 
     mutating func evictIfUnused(_ ino: UInt64) {
@@ -370,10 +376,10 @@ struct InodeTable {
         nodes.removeValue(forKey: ino)
         stagedInos.remove(ino)
         unstoredInos.remove(ino)
-        if !node.path.isEmpty, byPath[node.path] == ino {
-            byPath.removeValue(forKey: node.path)
+        if !node.path.isEmpty, byPath[ExactPath(node.path)] == ino {
+            byPath.removeValue(forKey: ExactPath(node.path))
             if retired.count >= Self.retiredLimit { retired = [:] }  // bounded: past it, numbers may change
-            retired[node.path] = (node.ino, node.kind)
+            retired[ExactPath(node.path)] = (node.ino, node.kind)
         }
     }
 }

@@ -12,7 +12,7 @@ import Synchronization
 /// metadata (same ETag, later Last-Modified), is never shown with the old metadata: the caller asks the store.
 ///
 /// On disk: one JSON line per learnt entry, appended; replayed at start (later lines win; a torn or undecodable
-/// line is skipped); rewritten compactly when it holds twice as many lines as entries (and over 20,000). It is a
+/// line is skipped, and the line after a torn one starts on a line of its own); rewritten compactly when it holds twice as many lines as entries (and over 20,000). It is a
 /// cache: losing it costs requests, never correctness, so it is not fsynced.
 final class MetadataIndex: Sendable {
     struct Entry: Codable, Equatable {
@@ -26,10 +26,13 @@ final class MetadataIndex: Sendable {
     }
 
     private struct State {
-        var entries: [String: Entry] = [:]
+        /// By key, byte for byte (`ExactPath`): canonically equivalent keys are two objects.
+        var entries: [ExactPath: Entry] = [:]
         var lines = 0
         var fd: Int32 = -1
         var path: String?
+        /// The journal ends in a line cut short (a crash, a full disk): the next line starts on a line of its own.
+        var torn = false
     }
 
     /// Entries kept at most; beyond, the index starts over (a cache, sized for a few directories of 100,000).
@@ -57,7 +60,7 @@ final class MetadataIndex: Sendable {
     /// The metadata known for exactly this version of the object, if any.
     func metadata(for info: ObjectInfo) -> ObjectMetadata? {
         return state.withLock { s in
-            guard let entry = s.entries[info.key], entry.version == info.version, entry.size == info.size,
+            guard let entry = s.entries[ExactPath(info.key)], entry.version == info.version, entry.size == info.size,
                 let metadata = entry.metadata
             else { return nil }
             let seconds = Int64(info.lastModified.timeIntervalSince1970.rounded(.down))
@@ -80,7 +83,7 @@ final class MetadataIndex: Sendable {
             key: info.key, version: info.version, size: info.size,
             modified: seconds > 0 ? seconds : nil, metadata: metadata)
         state.withLock { s in
-            if s.entries[info.key] != entry { Self.append(entry, to: &s) }
+            if s.entries[ExactPath(info.key)] != entry { Self.append(entry, to: &s) }
         }
     }
 
@@ -93,7 +96,7 @@ final class MetadataIndex: Sendable {
     /// A server-side copy made `newKey` from `oldKey` with the same metadata.
     func moved(from oldKey: String, to newKey: String, version: String) {
         state.withLock { s in
-            guard var entry = s.entries[oldKey] else { return }
+            guard var entry = s.entries[ExactPath(oldKey)] else { return }
             (entry.key, entry.version, entry.modified) = (newKey, version, nil)
             Self.append(entry, to: &s)
         }
@@ -102,7 +105,7 @@ final class MetadataIndex: Sendable {
     /// The object is gone.
     func forget(key: String) {
         state.withLock { s in
-            guard s.entries[key] != nil else { return }
+            guard s.entries[ExactPath(key)] != nil else { return }
             Self.append(Entry(key: key, version: "", size: 0, modified: nil, metadata: nil), to: &s)
         }
     }
@@ -120,12 +123,17 @@ final class MetadataIndex: Sendable {
     }
 
     private static func append(_ entry: Entry, to s: inout State) {
-        if entry.metadata == nil { s.entries.removeValue(forKey: entry.key) } else { s.entries[entry.key] = entry }
+        if entry.metadata == nil {
+            s.entries.removeValue(forKey: ExactPath(entry.key))
+        } else {
+            s.entries[ExactPath(entry.key)] = entry
+        }
         if s.entries.count > capacity { s.entries = [:] }
         guard s.fd >= 0 else { return }
-        var line: [UInt8] = []
+        var line: [UInt8] = s.torn ? [0x0A] : []
         entry.appendLine(to: &line)
-        _ = line.withUnsafeBytes { write(s.fd, $0.baseAddress, $0.count) }
+        let written = line.withUnsafeBytes { write(s.fd, $0.baseAddress, $0.count) }
+        if written == line.count { s.torn = false } else if written > 0 { s.torn = true }
         s.lines += 1
         // Not at 20,000 lines or fewer: an `rm -rf` of a few thousand files (a tombstone each, entries falling)
         // would otherwise rewrite the whole journal several times.
@@ -134,6 +142,7 @@ final class MetadataIndex: Sendable {
 
     private static func load(_ path: String, into s: inout State) {
         guard let data = FileManager.default.contents(atPath: path) else { return }
+        s.torn = !data.isEmpty && data.last != 0x0A
         let decoder = JSONDecoder()
         // All lines as one JSON array first (each newline a comma; no split into 100,000 `Data` slices, which cost
         // more than the decoding); a torn or undecodable line (or an empty one) fails it: then line by line.
@@ -150,7 +159,11 @@ final class MetadataIndex: Sendable {
             (try? decoder.decode([Entry].self, from: joined))
             ?? data.split(separator: 0x0A).compactMap { try? decoder.decode(Entry.self, from: $0) }
         for entry in entries {
-            if entry.metadata == nil { s.entries.removeValue(forKey: entry.key) } else { s.entries[entry.key] = entry }
+            if entry.metadata == nil {
+                s.entries.removeValue(forKey: ExactPath(entry.key))
+            } else {
+                s.entries[ExactPath(entry.key)] = entry
+            }
             s.lines += 1
         }
     }
@@ -168,6 +181,7 @@ final class MetadataIndex: Sendable {
         close(s.fd)
         s.fd = open(current, O_WRONLY | O_APPEND | O_CLOEXEC | O_NOFOLLOW)
         s.lines = s.entries.count
+        s.torn = false
     }
 }
 

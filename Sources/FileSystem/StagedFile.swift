@@ -55,6 +55,11 @@ final class StagedFile: Sendable {
         }
     }
 
+    /// The node's version just moved past this copy's content (called under the state lock, so it cannot wait for
+    /// a download): from now on the copy counts as not whole — never handed to the block cache as that version —
+    /// until `forgetContent` empties it and a download fills it again.
+    func markOutdated() { loadedFlag.store(false, ordering: .releasing) }
+
     /// The object changed in the store and nothing here was written: empty the copy, so that the next read
     /// downloads the new content.
     func forgetContent() {
@@ -100,9 +105,9 @@ final class StagedFile: Sendable {
         }
     }
 
-    /// Closes and deletes the file.
-    func discard() {
+    /// Closes and deletes the file; `handOver` may take it first (moving it away, then returning true).
+    func discard(handOver: (String) -> Bool = { _ in false }) {
         close(fd)
-        unlink(path)
+        if !handOver(path) { unlink(path) }
     }
 }

@@ -138,4 +138,47 @@ final class BlockCacheTests: XCTestCase {
                 store: memory, key: "s", version: info.version, from: 0,
                 size: UInt64(size), budget: budget))
     }
+
+    /// A file handed over whole (a staged copy just uploaded) is moved in, serves every block of that version alone
+    /// (the last one ends with the object), survives a new cache over the directory, and is evicted as one entry.
+    func testAnAdoptedFileServesEveryBlockOfItsVersionOnly() throws {
+        let size = (3 << 20) + 4321
+        let body = ReadPrefetcherTests.content(size)
+        let staged = directory + "-staged"
+        XCTAssertTrue(FileManager.default.createFile(atPath: staged, contents: body))
+        defer { unlink(staged) }
+        let cache = BlockCache(directory: directory, limit: 64 << 20)
+        XCTAssertTrue(cache.adopt(key: "d/f", version: "v1", path: staged, size: UInt64(size)))
+        XCTAssertFalse(FileManager.default.fileExists(atPath: staged), "moved, not copied")
+        for number in 0..<4 {
+            XCTAssertTrue(cache.contains(key: "d/f", version: "v1", number: number))
+            let expected = body[(number << 20)..<min(size, (number + 1) << 20)]
+            XCTAssertEqual(cache.block(key: "d/f", version: "v1", number: number), Data(expected), "block \(number)")
+        }
+        XCTAssertEqual(
+            cache.read(key: "d/f", version: "v1", number: 2, range: 100..<4196),
+            body[((2 << 20) + 100)..<((2 << 20) + 4196)])
+        XCTAssertNil(cache.block(key: "d/f", version: "v2", number: 0), "another version is not served")
+        XCTAssertNil(cache.block(key: "d/g", version: "v1", number: 0), "another key is not served")
+
+        let remounted = BlockCache(directory: directory, limit: 64 << 20)
+        XCTAssertEqual(remounted.block(key: "d/f", version: "v1", number: 3), Data(body[(3 << 20)...]))
+
+        // Too large for the cache (over half its limit): refused, the file stays where it was.
+        let small = BlockCache(directory: directory + "-small", limit: UInt64(size))
+        defer { try? FileManager.default.removeItem(atPath: directory + "-small") }
+        XCTAssertTrue(FileManager.default.createFile(atPath: staged, contents: body))
+        XCTAssertFalse(small.adopt(key: "d/h", version: "v1", path: staged, size: UInt64(size)))
+        XCTAssertTrue(FileManager.default.fileExists(atPath: staged))
+        // A size that is not the file's is not kept.
+        XCTAssertTrue(remounted.adopt(key: "d/h", version: "v1", path: staged, size: UInt64(size) + 1))
+        XCTAssertNil(remounted.block(key: "d/h", version: "v1", number: 0))
+
+        // Blocks stored after it push it out once the limit is reached: the whole object goes at once.
+        let tight = BlockCache(directory: directory, limit: UInt64(size) + (2 << 20))
+        XCTAssertNotNil(tight.block(key: "d/f", version: "v1", number: 0))
+        for number in 0..<3 { tight.store(key: "other", version: "v", number: number, data: Data(count: 1 << 20)) }
+        XCTAssertFalse(tight.contains(key: "d/f", version: "v1", number: 1))
+        XCTAssertNil(tight.block(key: "d/f", version: "v1", number: 1))
+    }
 }

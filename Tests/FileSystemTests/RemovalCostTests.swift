@@ -1,6 +1,7 @@
 import Foundation
 import Glibc
 import ObjectStore
+import Synchronization
 import TestSupport
 import XCTest
 
@@ -89,6 +90,35 @@ final class RemovalCostTests: FileSystemTestCase {
         }
         assertFails(.notFound) { () throws(FSError) in try fs.lookup(parent: dir.ino, name: "e") }
         XCTAssertEqual(try names(fs, dir.ino), [".", "..", "b", "c"], "a name found gone lists again")
+    }
+
+    /// A listing whose LIST was answered before an unlink on this mount and arrived after it is not kept for
+    /// reuse: the next read of the directory lists again and no longer shows the name removed.
+    func testAListingThatRacedAnUnlinkIsNotReused() throws {
+        let base = MemoryObjectStore()
+        let store = HoldingStore(base)
+        let fs = try makeFileSystem(store)
+        let dir = try fs.mkdir(parent: Self.root, name: "d", permissions: 0o755, caller: caller)
+        for name in ["a", "x"] { try createFile(fs, dir.ino, name) }
+        store.holdListReply("d/")
+        let first = Mutex<[String]>([])
+        let listed = DispatchSemaphore(value: 0)
+        Thread {  // readdirplus, as the kernel reads: its lookups keep the entries' nodes
+            if let handle = try? fs.openDirectory(dir.ino) {
+                try? fs.readDirectory(dir.ino, handle: handle, offset: 0, plus: true) { entry in
+                    first.withLock { $0.append(entry.name) }
+                    return true
+                }
+                fs.releaseDirectory(handle: handle)
+            }
+            listed.signal()
+        }.start()
+        XCTAssertEqual(store.entered.wait(timeout: .now() + 10), .success, "the LIST is answered, not yet heard")
+        try fs.unlink(parent: dir.ino, name: "x")
+        store.release()
+        XCTAssertEqual(listed.wait(timeout: .now() + 10), .success)
+        XCTAssertEqual(first.withLock { $0 }, [".", "..", "a", "x"], "answered before the unlink")
+        XCTAssertEqual(try names(fs, dir.ino), [".", "..", "a"])
     }
 }
 

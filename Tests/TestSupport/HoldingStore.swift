@@ -4,11 +4,13 @@ import Synchronization
 
 /// Forwards to another store, but holds the next upload (put or multipart completion) of a chosen key at the
 /// store's door until `release()`: `entered` tells that the upload is in flight. Or, with `holdHeadReply`, holds
-/// the reply of the next HEAD of a key: the store answered, the caller has not heard yet.
+/// the reply of the next HEAD of a key (or LIST of a prefix, `holdListReply`): the store answered, the caller has
+/// not heard yet.
 public final class HoldingStore: ForwardingObjectStore {
     public let base: any ObjectStore
     private let held = Mutex<String?>(nil)
     private let heldHead = Mutex<String?>(nil)
+    private let heldList = Mutex<String?>(nil)
     /// Signalled once the held upload has arrived.
     public let entered = DispatchSemaphore(value: 0)
     private let gate = DispatchSemaphore(value: 0)
@@ -22,6 +24,9 @@ public final class HoldingStore: ForwardingObjectStore {
 
     /// The next HEAD of `key` is answered by the store, then its reply waits for `release()`.
     public func holdHeadReply(_ key: String) { heldHead.withLock { $0 = key } }
+
+    /// The next LIST of `prefix` is answered by the store, then its reply waits for `release()`.
+    public func holdListReply(_ prefix: String) { heldList.withLock { $0 = prefix } }
 
     public func release() { gate.signal() }
 
@@ -53,5 +58,11 @@ public final class HoldingStore: ForwardingObjectStore {
         let info = try base.head(key)
         wait(for: key, in: heldHead)
         return info
+    }
+
+    public func list(_ request: ListRequest) throws(ObjectStoreError) -> ListPage {
+        let page = try base.list(request)
+        wait(for: request.prefix, in: heldList)
+        return page
     }
 }

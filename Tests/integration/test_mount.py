@@ -237,3 +237,19 @@ def test_unlinked_file_stays_readable_through_open_descriptor(mnt):
         assert not mnt.bucket.exists("tmpfile")
         assert f.read() == b"still here" * 1000
     assert not os.path.exists(mnt / "tmpfile")
+
+
+def test_names_that_differ_only_in_unicode_normalisation_are_two_files(mnt):
+    # Precomposed (NFC) and decomposed (NFD, as macOS writes names) are two names to Linux and to the bucket.
+    # Before, the second write went to the first file (its object overwritten) and `ls` showed one name.
+    nfc, nfd = "caf\u00e9", "cafe\u0301"
+    (mnt / nfc).write_text("composed")
+    (mnt / nfd).write_text("decomposed")
+    assert sorted(n for n in os.listdir(mnt.path) if n.startswith("caf")) == sorted([nfc, nfd])
+    assert (mnt / nfc).read_text() == "composed"
+    assert (mnt / nfd).read_text() == "decomposed"
+    assert mnt.bucket.get(nfc) == b"composed"
+    assert mnt.bucket.get(nfd) == b"decomposed"
+    os.unlink(mnt / nfd)
+    assert (mnt / nfc).read_text() == "composed"
+    assert not mnt.bucket.exists(nfd)
