@@ -20,28 +20,29 @@ extension FileSystem {
         guard copyEnd >= partSize else { return nil }
         var uploadID: String?
         do throws(ObjectStoreError) {
-            let id = try store.createMultipartUpload(key, options: job.options)
+            // Part checksums, as a streamed upload has: each part uploaded carries its CRC-32C (the server checks
+            // it), each copied part the CRC the server answers for its copy (the completion must list every one
+            // where the server gives them: SeaweedFS refuses it otherwise).
+            var options = job.options
+            options.partChecksums = true
+            let id = try store.createMultipartUpload(key, options: options)
             uploadID = id
             var parts: [CompletedPart] = []
             var offset: UInt64 = 0
             while offset < copyEnd {
-                let number = parts.count + 1
-                let etag = try store.uploadPartCopy(
-                    key, uploadID: id, number: number, source: key,
-                    range: offset..<(offset + partSize), sourceVersion: version)
-                parts.append(CompletedPart(number: number, etag: etag))
+                parts.append(
+                    try store.uploadPartCopy(
+                        key, uploadID: id, number: parts.count + 1, source: key,
+                        range: offset..<(offset + partSize), sourceVersion: version))
                 offset += partSize
             }
             while offset < job.node.size {
                 let count = Int(min(partSize, job.node.size - offset))
                 let body = try readStaged(job.staged, at: offset, count: count)
                 let number = parts.count + 1
-                parts.append(
-                    CompletedPart(
-                        number: number,
-                        etag: try store.uploadPart(
-                            key, uploadID: id, number: number,
-                            body: .data(body))))
+                let crc = CRC32C.checksum(body)
+                let etag = try store.uploadPart(key, uploadID: id, number: number, body: .data(body), crc32c: crc)
+                parts.append(CompletedPart(number: number, etag: etag, crc32c: crc))
                 offset += UInt64(count)
             }
             var info = try store.completeMultipartUpload(

@@ -34,6 +34,12 @@ public enum CRC32C {
         withUnsafeBytes(of: crc.bigEndian) { Data($0).base64EncodedString() }
     }
 
+    /// The CRC written as `base64` writes it; nil unless that is four bytes.
+    public static func parseBase64(_ text: String) -> UInt32? {
+        guard let bytes = Data(base64Encoded: text), bytes.count == 4 else { return nil }
+        return bytes.reduce(0) { $0 << 8 | UInt32($1) }
+    }
+
     /// The CRC of a body's bytes, reading a file body (in 1 MiB pieces) where the caller does not know it.
     public static func checksum(of body: PutBody) throws(ObjectStoreError) -> UInt32 {
         switch body {

@@ -73,7 +73,7 @@ extension ForwardingObjectStore {
     public func uploadPartCopy(
         _ key: String, uploadID: String, number: Int, source: String, range: Range<UInt64>,
         sourceVersion: String?
-    ) throws(ObjectStoreError) -> String {
+    ) throws(ObjectStoreError) -> CompletedPart {
         try base.uploadPartCopy(
             key, uploadID: uploadID, number: number, source: source, range: range,
             sourceVersion: sourceVersion)

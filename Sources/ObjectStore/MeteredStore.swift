@@ -164,7 +164,7 @@ public final class MeteredStore: ForwardingObjectStore {
     public func uploadPartCopy(
         _ key: String, uploadID: String, number: Int, source: String, range: Range<UInt64>,
         sourceVersion: String?
-    ) throws(ObjectStoreError) -> String {
+    ) throws(ObjectStoreError) -> CompletedPart {
         try metered("upload_part_copy") { () throws(ObjectStoreError) in
             try base.uploadPartCopy(
                 key, uploadID: uploadID, number: number, source: source, range: range,

@@ -50,11 +50,13 @@ public protocol ObjectStore: Sendable {
         throws(ObjectStoreError) -> String
     /// Uploads part `number` as `range` of the object `source`, which must still be at `sourceVersion` (if given:
     /// `.preconditionFailed` otherwise). S3 copies on the server (UploadPartCopy); the default reads the range and
-    /// uploads it. Returns the part's ETag.
+    /// uploads it with its CRC-32C. Returns the part as the completion lists it: its ETag and its CRC-32C where the
+    /// store gives one (an S3 server computes it for an upload created with `PutOptions.partChecksums`: SeaweedFS
+    /// and AWS do, and then refuse a completion that leaves it out; moto gives none and checks none).
     func uploadPartCopy(
         _ key: String, uploadID: String, number: Int, source: String, range: Range<UInt64>,
         sourceVersion: String?
-    ) throws(ObjectStoreError) -> String
+    ) throws(ObjectStoreError) -> CompletedPart
     /// Hands `range` of `key` to `consumer` in the pieces it arrives in, for as long as `consumer` returns true;
     /// blocks until the range is done or `consumer` stops it. The object must be at `version`, if given
     /// (`.preconditionFailed` otherwise). S3 sends one streaming GET (resumed where it broke off); the default
@@ -95,7 +97,7 @@ extension ObjectStore {
     public func uploadPartCopy(
         _ key: String, uploadID: String, number: Int, source: String, range: Range<UInt64>,
         sourceVersion: String?
-    ) throws(ObjectStoreError) -> String {
+    ) throws(ObjectStoreError) -> CompletedPart {
         try uploadPartCopyByReading(
             key, uploadID: uploadID, number: number, source: source, range: range,
             sourceVersion: sourceVersion)
@@ -139,18 +141,21 @@ extension ObjectStore {
     }
 
     /// The default `uploadPartCopy`, a client-side UploadPartCopy: GET of the range (checked against
-    /// `sourceVersion`), then UploadPart.
+    /// `sourceVersion`), then UploadPart with the
+    /// range's CRC-32C.
     public func uploadPartCopyByReading(
         _ key: String, uploadID: String, number: Int, source: String,
         range: Range<UInt64>,
         sourceVersion: String?
-    ) throws(ObjectStoreError) -> String {
+    ) throws(ObjectStoreError) -> CompletedPart {
         let data = try get(source, range: range)
         if let sourceVersion, data.info.version != sourceVersion { throw .preconditionFailed(key: source) }
         guard data.body.count == range.count else {
             throw .invalidRequest("\(source) has no bytes \(range.lowerBound)..<\(range.upperBound)")
         }
-        return try uploadPart(key, uploadID: uploadID, number: number, body: .data(data.body))
+        let crc = CRC32C.checksum(data.body)
+        let etag = try uploadPart(key, uploadID: uploadID, number: number, body: .data(data.body), crc32c: crc)
+        return CompletedPart(number: number, etag: etag, crc32c: crc)
     }
 
     /// The default `getStreaming`: ranged GETs of 8 MiB, one after another.

@@ -49,7 +49,7 @@ final class ForwardingObjectStoreTests: XCTestCase {
             "m", uploadID: upload,
             parts: [
                 CompletedPart(number: 1, etag: part),
-                CompletedPart(number: 2, etag: copied),
+                CompletedPart(number: 2, etag: copied.etag),
             ],
             condition: .none)
         let other = try store.createMultipartUpload("n", options: PutOptions())

@@ -100,7 +100,7 @@ public final class CountingStore: ForwardingObjectStore {
     public func uploadPartCopy(
         _ key: String, uploadID: String, number: Int, source: String, range: Range<UInt64>,
         sourceVersion: String?
-    ) throws(ObjectStoreError) -> String {
+    ) throws(ObjectStoreError) -> CompletedPart {
         record(.uploadPartCopy)
         return try base.uploadPartCopy(
             key, uploadID: uploadID, number: number, source: source, range: range,

@@ -46,7 +46,7 @@ public final class DelayingStore: ForwardingObjectStore {
     public func uploadPartCopy(
         _ key: String, uploadID: String, number: Int, source: String, range: Range<UInt64>,
         sourceVersion: String?
-    ) throws(ObjectStoreError) -> String {
+    ) throws(ObjectStoreError) -> CompletedPart {
         try uploadPartCopyByReading(
             key, uploadID: uploadID, number: number, source: source, range: range,
             sourceVersion: sourceVersion)

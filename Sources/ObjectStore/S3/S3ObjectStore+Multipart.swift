@@ -36,11 +36,13 @@ extension S3ObjectStore {
     }
 
     /// UploadPartCopy: the server copies `range` of `source` into the part. `x-amz-copy-source-if-match` guards
-    /// the version (not every S3-compatible server honours it; the completion's own condition still does).
+    /// the version (not every S3-compatible server honours it; the completion's own condition still does). In an
+    /// upload declared with part checksums the server answers the copy's CRC-32C (`ChecksumCRC32C`), which the
+    /// completion must list (SeaweedFS refuses it with InvalidRequest otherwise); moto answers none.
     public func uploadPartCopy(
         _ key: String, uploadID: String, number: Int, source: String, range: Range<UInt64>,
         sourceVersion: String?
-    ) throws(ObjectStoreError) -> String {
+    ) throws(ObjectStoreError) -> CompletedPart {
         try checkKey(key)
         guard !range.isEmpty else { throw .invalidRequest("empty copy range") }
         let query = [("partNumber", String(number)), ("uploadId", uploadID)]
@@ -58,7 +60,8 @@ extension S3ObjectStore {
         else {
             throw mapError(sent.response, key: source, conditionKey: source)
         }
-        return Self.unquote(etag)
+        return CompletedPart(
+            number: number, etag: Self.unquote(etag), crc32c: xml.value("ChecksumCRC32C").flatMap(CRC32C.parseBase64))
     }
 
     /// The size and date of the new object come from a HEAD after completion (the response carries neither).
