@@ -107,4 +107,31 @@ final class CanonicalEquivalenceTests: FileSystemTestCase {
         XCTAssertEqual(KeyMapping.parent(of: "d/\u{301}y"), "d")
         XCTAssertEqual(KeyMapping.name(of: "d/\u{301}y"), "\u{301}y")
     }
+
+    /// A directory's rename moves each key to its own new key: `\u{301}x` was cut after two `Character`s of `a/`
+    /// (`a`, `/\u{301}`) and copied onto `b/x`, replacing that file; NFC and NFD names kept one version between
+    /// them, so the next write to one was refused as a conflict.
+    func testARenamedDirectoryKeepsEveryName() throws {
+        let root = try makeCacheDirectory() + "/bucket"
+        try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
+        let store = try LocalDirectoryObjectStore(root: root)
+        let names = ["x", "\u{301}x", "\u{301}d/y", composed, decomposed]
+        for name in names { try put(store, "a/" + name, name) }
+        let fs = try makeFileSystem(store)
+        let a = try fs.lookup(parent: Self.root, name: "a")
+        _ = try names.filter { !$0.contains("/") }.map { try fs.lookup(parent: a.ino, name: $0) }
+        try fs.rename(parent: Self.root, name: "a", newParent: Self.root, newName: "b", noReplace: false)
+        for name in names { XCTAssertEqual(try body(store, "b/" + name), name, "\(Array(name.utf8))") }
+        XCTAssertEqual(try keys(store, prefix: "a/"), [])
+
+        let b = try fs.lookup(parent: Self.root, name: "b")
+        for name in [composed, decomposed] {
+            let file = try fs.lookup(parent: b.ino, name: name)
+            let handle = try fs.open(file.ino, flags: O_WRONLY | O_TRUNC).handle
+            try write(fs, file.ino, handle: handle, at: 0, "new " + name)
+            try fs.flush(file.ino, handle: handle)
+            fs.release(file.ino, handle: handle)
+            XCTAssertEqual(try body(store, "b/" + name), "new " + name)
+        }
+    }
 }
