@@ -37,12 +37,12 @@ struct DirectoryMover {
     /// are two keys).
     func move(from oldPrefix: String, to newPrefix: String) throws(ObjectStoreError) -> ExactPathMap<String> {
         precondition(oldPrefix.hasSuffix("/") && newPrefix.hasSuffix("/"), "prefixes end in /")
-        let listed = try store.listAll(prefix: oldPrefix).objects
+        // (Only keys under the prefix, byte for byte: a server's stray key is neither moved nor deleted.)
+        let listed = try store.listAll(prefix: oldPrefix).objects.filter { $0.key.utf8.starts(with: oldPrefix.utf8) }
         let backend = store
         let markers = listed.filter { $0.key.hasSuffix("/") }.sorted { $0.key < $1.key }
         let files = listed.filter { !$0.key.hasSuffix("/") }
-        let cut = oldPrefix.utf8.count  // bytes: `/\u{301}` is one `Character`
-        let relative: @Sendable (String) -> String = { String(KeyMapping.dropping(cut, of: $0)) }
+        let relative: @Sendable (String) -> String = { String(KeyMapping.relative($0, below: oldPrefix) ?? "") }
 
         var created: [String] = []
         var versions: ExactPathMap<String> = [:]

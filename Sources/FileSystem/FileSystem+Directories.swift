@@ -81,11 +81,13 @@ extension FileSystem {
         var objects: [ExactPath: ObjectInfo] = [:]  // byte for byte: `caf\u{e9}` and `cafe\u{301}` are two
         var marker: ObjectInfo?
         for commonPrefix in page.commonPrefixes {
-            let name = String(KeyMapping.dropping(prefix.utf8.count, of: commonPrefix).dropLast())
+            guard let rest = KeyMapping.relative(commonPrefix, below: prefix) else { continue }
+            let name = String(rest.dropLast())
             if acceptName(name, key: commonPrefix) { directories.append(name) }
         }
         for object in page.objects {
-            let name = String(KeyMapping.dropping(prefix.utf8.count, of: object.key))
+            guard let rest = KeyMapping.relative(object.key, below: prefix) else { continue }
+            let name = String(rest)
             if name == DirectoryMarkers.sidecarName {
                 if options.directoryMetadataInSidecar { marker = object }
                 continue

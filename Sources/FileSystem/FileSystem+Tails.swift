@@ -127,13 +127,15 @@ extension FileSystem {
         var names = Set<String>()
         var versions: [String: String] = [:]
         for object in page.objects {
-            let name = String(KeyMapping.dropping(prefix.utf8.count, of: object.key))
+            guard let rest = KeyMapping.relative(object.key, below: prefix) else { continue }
+            let name = String(rest)
             guard !name.isEmpty, name != DirectoryMarkers.sidecarName else { continue }
             names.insert(name)
             versions[name] = object.version
         }
         for commonPrefix in page.commonPrefixes {
-            let name = String(KeyMapping.dropping(prefix.utf8.count, of: commonPrefix).dropLast())
+            guard let rest = KeyMapping.relative(commonPrefix, below: prefix) else { continue }
+            let name = String(rest.dropLast())
             names.insert(name)
             versions.removeValue(forKey: name)  // a directory shadows the object: not a file any more
         }

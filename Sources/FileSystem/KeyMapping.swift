@@ -22,9 +22,11 @@ struct KeyMapping: Sendable {
         return String(path.unicodeScalars[path.utf8.index(after: slash)...])
     }
 
-    /// `key` without its first `count` UTF-8 bytes (a listing prefix it starts with), whatever graphemes span them.
-    static func dropping(_ count: Int, of key: String) -> Substring {
-        Substring(key.unicodeScalars[key.utf8.index(key.startIndex, offsetBy: count)...])
+    /// `key` without `prefix`, compared byte for byte (`/\u{301}` is one `Character` of `d/\u{301}x`); nil when
+    /// the key does not start with it (a store listing keys outside the prefix asked for).
+    static func relative(_ key: String, below prefix: String) -> Substring? {
+        guard key.utf8.starts(with: prefix.utf8) else { return nil }
+        return Substring(key.unicodeScalars[key.utf8.index(key.startIndex, offsetBy: prefix.utf8.count)...])
     }
 
     /// Whether a name taken from a key can be shown as a directory entry.

@@ -134,4 +134,13 @@ final class CanonicalEquivalenceTests: FileSystemTestCase {
             XCTAssertEqual(try body(store, "b/" + name), "new " + name)
         }
     }
+
+    func testAKeyIsRelativeToAPrefixByteForByte() {
+        XCTAssertEqual(KeyMapping.relative("d/\u{301}x", below: "d/").map(String.init), "\u{301}x")
+        XCTAssertEqual(KeyMapping.relative("d/", below: "d/").map(String.init), "")
+        XCTAssertNil(KeyMapping.relative("d", below: "d/"), "shorter than the prefix")
+        XCTAssertNil(KeyMapping.relative("e/x", below: "d/"))
+        XCTAssertNil(KeyMapping.relative("cafe\u{301}/x", below: "caf\u{e9}/"), "equivalent is not equal")
+        XCTAssertNil(KeyMapping.relative("\u{e9}", below: "\u{e9}\u{e9}"))
+    }
 }
