@@ -33,18 +33,19 @@ struct DirectoryMover {
     }
 
     /// Moves the tree; returns the new version of every key moved, by its key relative to the prefixes (`""` is the
-    /// directory's own marker, `sub/` a subdirectory's, `sub/f` a file).
-    func move(from oldPrefix: String, to newPrefix: String) throws(ObjectStoreError) -> [String: String] {
+    /// directory's own marker, `sub/` a subdirectory's, `sub/f` a file), byte for byte (`caf\u{e9}` and `cafe\u{301}`
+    /// are two keys).
+    func move(from oldPrefix: String, to newPrefix: String) throws(ObjectStoreError) -> ExactPathMap<String> {
         precondition(oldPrefix.hasSuffix("/") && newPrefix.hasSuffix("/"), "prefixes end in /")
         let listed = try store.listAll(prefix: oldPrefix).objects
         let backend = store
         let markers = listed.filter { $0.key.hasSuffix("/") }.sorted { $0.key < $1.key }
         let files = listed.filter { !$0.key.hasSuffix("/") }
-        let cut = oldPrefix.count
-        let relative: @Sendable (String) -> String = { String($0.dropFirst(cut)) }
+        let cut = oldPrefix.utf8.count  // bytes: `/\u{301}` is one `Character`
+        let relative: @Sendable (String) -> String = { String(KeyMapping.dropping(cut, of: $0)) }
 
         var created: [String] = []
-        var versions: [String: String] = [:]
+        var versions: ExactPathMap<String> = [:]
         var failure: ObjectStoreError?
         // Markers first, shallowest first (a local directory exists before its content is copied in).
         for marker in markers {
@@ -90,15 +91,15 @@ struct DirectoryMover {
             throw failure
         }
 
-        var directories = Set(markers.map(\.key))
-        directories.insert(oldPrefix)
+        var directories = Set(markers.map { ExactPath($0.key) })
+        directories.insert(ExactPath(oldPrefix))
         for file in files {
-            let parts = relative(file.key).split(separator: "/", omittingEmptySubsequences: false)
-            for depth in stride(from: 1, to: parts.count, by: 1) {
-                directories.insert(oldPrefix + parts[0..<depth].joined(separator: "/") + "/")
+            let rest = relative(file.key)
+            for slash in rest.utf8.indices where rest.utf8[slash] == UInt8(ascii: "/") {
+                directories.insert(ExactPath(oldPrefix + String(rest.unicodeScalars[..<slash]) + "/"))
             }
         }
-        let left = deleteAll(files.map(\.key)) + deleteAll(directories.sorted(by: >))
+        let left = deleteAll(files.map(\.key)) + deleteAll(directories.map(\.string).sorted(by: >))
         if let (key, error) = left.first {
             throw .other(
                 "renamed to \(newPrefix), but \(left.count) old key(s) could not be deleted "

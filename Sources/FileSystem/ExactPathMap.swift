@@ -1,6 +1,6 @@
 /// A dictionary by path, byte for byte (`ExactPath`), with the `Dictionary` calls the state's caches make: the
-/// negative cache, the directories known listed, the size hints.
-struct ExactPathMap<Value>: ExpressibleByDictionaryLiteral {
+/// negative cache, the directories known listed, the size hints; and the versions a directory's rename made.
+struct ExactPathMap<Value>: ExpressibleByDictionaryLiteral, Sequence {
     private var storage: [ExactPath: Value]
 
     init(dictionaryLiteral elements: (String, Value)...) {
@@ -21,5 +21,10 @@ struct ExactPathMap<Value>: ExpressibleByDictionaryLiteral {
 
     func filter(_ isIncluded: ((key: ExactPath, value: Value)) throws -> Bool) rethrows -> ExactPathMap {
         ExactPathMap(storage: try storage.filter(isIncluded))
+    }
+
+    /// Each path (as a `String`) with its value, in no particular order.
+    func makeIterator() -> LazyMapSequence<[ExactPath: Value], (String, Value)>.Iterator {
+        storage.lazy.map { ($0.key.string, $0.value) }.makeIterator()
     }
 }

@@ -81,11 +81,11 @@ extension FileSystem {
         var objects: [ExactPath: ObjectInfo] = [:]  // byte for byte: `caf\u{e9}` and `cafe\u{301}` are two
         var marker: ObjectInfo?
         for commonPrefix in page.commonPrefixes {
-            let name = String(commonPrefix.dropFirst(prefix.count).dropLast())
+            let name = String(KeyMapping.dropping(prefix.utf8.count, of: commonPrefix).dropLast())
             if acceptName(name, key: commonPrefix) { directories.append(name) }
         }
         for object in page.objects {
-            let name = String(object.key.dropFirst(prefix.count))
+            let name = String(KeyMapping.dropping(prefix.utf8.count, of: object.key))
             if name == DirectoryMarkers.sidecarName {
                 if options.directoryMetadataInSidecar { marker = object }
                 continue

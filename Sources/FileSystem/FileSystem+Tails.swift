@@ -127,13 +127,13 @@ extension FileSystem {
         var names = Set<String>()
         var versions: [String: String] = [:]
         for object in page.objects {
-            let name = String(object.key.dropFirst(prefix.count))
+            let name = String(KeyMapping.dropping(prefix.utf8.count, of: object.key))
             guard !name.isEmpty, name != DirectoryMarkers.sidecarName else { continue }
             names.insert(name)
             versions[name] = object.version
         }
         for commonPrefix in page.commonPrefixes {
-            let name = String(commonPrefix.dropFirst(prefix.count).dropLast())
+            let name = String(KeyMapping.dropping(prefix.utf8.count, of: commonPrefix).dropLast())
             names.insert(name)
             versions.removeValue(forKey: name)  // a directory shadows the object: not a file any more
         }

@@ -10,14 +10,21 @@ struct KeyMapping: Sendable {
 
     static func join(_ parent: String, _ name: String) -> String { parent.isEmpty ? name : parent + "/" + name }
 
+    // The last `/` byte, not `Character`: a name may start with a combining mark, which makes one grapheme of
+    // the slash before it (`/\u{301}`).
     static func parent(of path: String) -> String {
-        guard let slash = path.lastIndex(of: "/") else { return "" }
-        return String(path[..<slash])
+        guard let slash = path.utf8.lastIndex(of: UInt8(ascii: "/")) else { return "" }
+        return String(path.unicodeScalars[..<slash])
     }
 
     static func name(of path: String) -> String {
-        guard let slash = path.lastIndex(of: "/") else { return path }
-        return String(path[path.index(after: slash)...])
+        guard let slash = path.utf8.lastIndex(of: UInt8(ascii: "/")) else { return path }
+        return String(path.unicodeScalars[path.utf8.index(after: slash)...])
+    }
+
+    /// `key` without its first `count` UTF-8 bytes (a listing prefix it starts with), whatever graphemes span them.
+    static func dropping(_ count: Int, of key: String) -> Substring {
+        Substring(key.unicodeScalars[key.utf8.index(key.startIndex, offsetBy: count)...])
     }
 
     /// Whether a name taken from a key can be shown as a directory entry.

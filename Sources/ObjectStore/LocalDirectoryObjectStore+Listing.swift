@@ -73,7 +73,7 @@ extension LocalDirectoryObjectStore {
     /// names that are not UTF-8, links to anything but files beneath the root, and everything that is neither file
     /// nor directory.
     private func readDirectory(_ directory: String) throws(ObjectStoreError) -> [DirectoryEntry] {
-        let segments = directory.split(separator: "/")
+        let segments = LocalRoot.segments(of: directory)
         return try withRoot { (rootFD) throws(ObjectStoreError) -> [DirectoryEntry] in
             let fd = paths.openDirectory(segments, at: rootFD)
             if fd < 0 {

@@ -188,7 +188,7 @@ public final class LocalDirectoryObjectStore: ObjectStore {
         let isMarker = key.hasSuffix("/")
         let relative = isMarker ? String(key.dropLast()) : key
         if let reason = Self.problem(withPath: relative) { throw .invalidKey(key: key, reason: reason) }
-        var segments = relative.split(separator: "/")
+        var segments = LocalRoot.segments(of: relative)
         let name = String(segments.removeLast())
         return Location(key: key, parent: segments, name: name, path: absolutePath(relative), isMarker: isMarker)
     }
@@ -197,7 +197,7 @@ public final class LocalDirectoryObjectStore: ObjectStore {
     static func problem(withPath relative: String) -> String? {
         if relative.isEmpty { return "an empty key (or `/`) names no file" }
         if relative.utf8.contains(0) { return "contains a NUL byte" }
-        let segments = relative.split(separator: "/", omittingEmptySubsequences: false)
+        let segments = LocalRoot.segments(of: relative, omittingEmpty: false)
         if segments.contains(where: \.isEmpty) { return "empty path segment (`//`, or a leading `/`)" }
         if segments.contains(where: { $0 == "." || $0 == ".." }) { return "`.` and `..` segments are not allowed" }
         if segments[0] == stateFolderName { return "\(stateFolderName)/ is reserved for the local backend's state" }

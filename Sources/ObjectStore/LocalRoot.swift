@@ -27,6 +27,16 @@ struct LocalRoot: Sendable {
     }
 
     /// The root itself (the configured path may contain links: that is the administrator's choice).
+    /// `path` split at each `/` byte. Not `split(separator: "/")`, which compares `Character`s: a slash followed
+    /// by a combining mark is one grapheme (`/\u{301}`), so `../\u{301}x` came out as one segment, inside the
+    /// root to the lexical checks and two to the kernel (which left the root).
+    static func segments(of path: some StringProtocol, omittingEmpty: Bool = true) -> [Substring] {
+        let text = Substring(path)
+        return text.utf8.split(separator: UInt8(ascii: "/"), omittingEmptySubsequences: omittingEmpty).map {
+            Substring(text.unicodeScalars[$0.startIndex..<$0.endIndex])
+        }
+    }
+
     func open() -> Int32 {
         Glibc.open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
     }
@@ -110,7 +120,7 @@ struct LocalRoot: Sendable {
         } else {
             base = parent
         }
-        for segment in rest.split(separator: "/") {
+        for segment in Self.segments(of: rest) {
             switch segment {
             case ".": continue
             case "..":

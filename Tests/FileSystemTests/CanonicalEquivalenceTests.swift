@@ -80,4 +80,58 @@ final class CanonicalEquivalenceTests: FileSystemTestCase {
         let other = try fs.lookup(parent: Self.root, name: "d" + composed)
         XCTAssertEqual(try read(fs, try fs.lookup(parent: other.ino, name: "x").ino), "x")
     }
+
+    /// A name may start with a combining mark: the `/` before it is still where the parent's path ends, though
+    /// `Character`-wise the two are one grapheme (`/\u{301}`).
+    func testANameStartingWithACombiningMark() throws {
+        let root = try makeCacheDirectory() + "/bucket"
+        try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
+        let store = try LocalDirectoryObjectStore(root: root)
+        let mark = "\u{301}x"
+        try put(store, "d/" + mark, "mark")
+        try put(store, "d/\u{301}e/f", "below")
+        let fs = try makeFileSystem(store)
+        let dir = try fs.lookup(parent: Self.root, name: "d")
+        XCTAssertEqual(
+            try names(fs, dir.ino).map { Array($0.utf8) }.sorted { $0.lexicographicallyPrecedes($1) },
+            [".", "..", "\u{301}e", mark].map { Array($0.utf8) }.sorted { $0.lexicographicallyPrecedes($1) })
+        XCTAssertEqual(try read(fs, try fs.lookup(parent: dir.ino, name: mark).ino), "mark")
+        let sub = try fs.lookup(parent: dir.ino, name: "\u{301}e")
+        XCTAssertEqual(try read(fs, try fs.lookup(parent: sub.ino, name: "f").ino), "below")
+
+        let made = try fs.create(parent: dir.ino, name: "\u{301}y", permissions: 0o644, flags: O_WRONLY, caller: caller)
+        try write(fs, made.attributes.ino, handle: made.handle, at: 0, "new")
+        try fs.flush(made.attributes.ino, handle: made.handle)
+        fs.release(made.attributes.ino, handle: made.handle)
+        XCTAssertEqual(try body(store, "d/\u{301}y"), "new")
+        XCTAssertEqual(KeyMapping.parent(of: "d/\u{301}y"), "d")
+        XCTAssertEqual(KeyMapping.name(of: "d/\u{301}y"), "\u{301}y")
+    }
+
+    /// A directory's rename moves each key to its own new key: `\u{301}x` was cut after two `Character`s of `a/`
+    /// (`a`, `/\u{301}`) and copied onto `b/x`, replacing that file; NFC and NFD names kept one version between
+    /// them, so the next write to one was refused as a conflict.
+    func testARenamedDirectoryKeepsEveryName() throws {
+        let root = try makeCacheDirectory() + "/bucket"
+        try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
+        let store = try LocalDirectoryObjectStore(root: root)
+        let names = ["x", "\u{301}x", "\u{301}d/y", composed, decomposed]
+        for name in names { try put(store, "a/" + name, name) }
+        let fs = try makeFileSystem(store)
+        let a = try fs.lookup(parent: Self.root, name: "a")
+        _ = try names.filter { !$0.contains("/") }.map { try fs.lookup(parent: a.ino, name: $0) }
+        try fs.rename(parent: Self.root, name: "a", newParent: Self.root, newName: "b", noReplace: false)
+        for name in names { XCTAssertEqual(try body(store, "b/" + name), name, "\(Array(name.utf8))") }
+        XCTAssertEqual(try keys(store, prefix: "a/"), [])
+
+        let b = try fs.lookup(parent: Self.root, name: "b")
+        for name in [composed, decomposed] {
+            let file = try fs.lookup(parent: b.ino, name: name)
+            let handle = try fs.open(file.ino, flags: O_WRONLY | O_TRUNC).handle
+            try write(fs, file.ino, handle: handle, at: 0, "new " + name)
+            try fs.flush(file.ino, handle: handle)
+            fs.release(file.ino, handle: handle)
+            XCTAssertEqual(try body(store, "b/" + name), "new " + name)
+        }
+    }
 }

@@ -31,7 +31,7 @@ final class DirectoryMoverTests: XCTestCase {
     }
 
     /// The local backend lists every directory as a marker, and a directory's version changes with its content.
-    func checkMoved(_ store: any ObjectStore, versions: [String: String], local: Bool = false) throws {
+    func checkMoved(_ store: any ObjectStore, versions: ExactPathMap<String>, local: Bool = false) throws {
         XCTAssertEqual(try keys(store, "top/d/").filter { !$0.hasSuffix("/") }, [], "nothing left under the old name")
         XCTAssertEqual(try store.get("top/e/f7").body, Data("file 7".utf8))
         XCTAssertEqual(try store.head("top/e/f7").metadata, ["mode": "100600"])

@@ -149,4 +149,29 @@ final class LocalDirectorySafetyTests: XCTestCase {
         XCTAssertEqual(try String(contentsOfFile: "\(outside)/secret", encoding: .utf8), "secret")
         XCTAssertEqual(try store.get("leak").body, Data("mine".utf8))
     }
+
+    /// A `/` followed by a combining mark is one `Character` (`/\u{301}`) but still a separator to the kernel: a
+    /// link to `../\u{301}secret` leaves the root (it was taken for one segment, inside), and a key whose name
+    /// starts with a combining mark is a file in its directory.
+    func testASlashBeforeACombiningMarkStillSeparates() throws {
+        let parent = try makeDirectory()
+        let root = parent + "/root"
+        try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
+        try Data("secret".utf8).write(to: URL(fileURLWithPath: "\(parent)/\u{301}secret"))
+        try FileManager.default.createSymbolicLink(atPath: "\(root)/leak", withDestinationPath: "../\u{301}secret")
+        let store = try LocalDirectoryObjectStore(root: root)
+        XCTAssertThrowsError(try store.get("leak")) { XCTAssertEqual($0 as? ObjectStoreError, .notFound(key: "leak")) }
+        XCTAssertEqual(try store.listAll(prefix: "", delimiter: nil).objects.map(\.key), [])
+
+        try store.put("d/\u{301}x", data: Data("mark".utf8))
+        XCTAssertTrue(FileManager.default.fileExists(atPath: "\(root)/d/\u{301}x"))
+        XCTAssertEqual(try store.get("d/\u{301}x").body, Data("mark".utf8))
+        XCTAssertEqual(
+            try store.listAll(prefix: "d/", delimiter: "/").objects.map { Array($0.key.utf8) },
+            [Array("d/".utf8), Array("d/\u{301}x".utf8)])
+        XCTAssertThrowsError(try store.put("../\u{301}y", data: Data())) {
+            guard case .invalidKey = $0 as? ObjectStoreError else { return XCTFail("\($0)") }
+        }
+        XCTAssertFalse(FileManager.default.fileExists(atPath: "\(parent)/\u{301}y"))
+    }
 }
