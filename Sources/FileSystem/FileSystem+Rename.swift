@@ -74,6 +74,9 @@ extension FileSystem {
                 s.table.move(from: from, to: to)
                 s.noteExists(to)
                 if let newVersion {
+                    // The copy may hold another writer's bytes (the source is copied as it is now): a clean copy
+                    // here is never handed to the block cache as that version.
+                    if s.table[ino]?.dirty == false { s.table[ino]?.staged?.markOutdated() }
                     s.table[ino]?.version = newVersion
                     s.table[ino]?.storedModified = nil
                 }
@@ -110,6 +113,8 @@ extension FileSystem {
                 s.tailKnowledge.forget(from)
                 for (rest, version) in versions where !rest.isEmpty && !rest.hasSuffix("/") {
                     if let moved = s.table.ino(at: to + "/" + rest) {
+                        // Copied at the version listed, maybe another writer's: as for a file's rename.
+                        if s.table[moved]?.dirty == false { s.table[moved]?.staged?.markOutdated() }
                         s.table[moved]?.version = version
                         s.table[moved]?.storedModified = nil
                     }

@@ -55,8 +55,9 @@ final class StagedFile: Sendable {
         }
     }
 
-    /// The node's version just moved past this copy's content (called under the state lock, so it cannot wait for
-    /// a download): from now on the copy counts as not whole — never handed to the block cache as that version —
+    /// The node's version just moved past this copy's content, or to a version whose bytes may not be the copy's (a
+    /// lock's revalidation, a rename's server-side copy; called under the state lock, so it cannot wait for a
+    /// download): from now on the copy counts as not whole — never handed to the block cache as that version —
     /// until `forgetContent` empties it and a download fills it again.
     func markOutdated() { loadedFlag.store(false, ordering: .releasing) }
 
