@@ -143,4 +143,16 @@ final class CanonicalEquivalenceTests: FileSystemTestCase {
         XCTAssertNil(KeyMapping.relative("cafe\u{301}/x", below: "caf\u{e9}/"), "equivalent is not equal")
         XCTAssertNil(KeyMapping.relative("\u{e9}", below: "\u{e9}\u{e9}"))
     }
+
+    /// A file not uploaded yet belongs to its own directory only, not to one whose name is equivalent.
+    func testAPendingFileIsListedInItsOwnDirectoryOnly() throws {
+        let fs = try makeFileSystem(MemoryObjectStore())
+        let one = try fs.mkdir(parent: Self.root, name: "d" + composed, permissions: 0o755, caller: caller)
+        let other = try fs.mkdir(parent: Self.root, name: "d" + decomposed, permissions: 0o755, caller: caller)
+        let made = try fs.create(parent: other.ino, name: "f", permissions: 0o644, flags: O_WRONLY, caller: caller)
+        XCTAssertEqual(try names(fs, other.ino), [".", "..", "f"])
+        XCTAssertEqual(try names(fs, one.ino), [".", ".."])
+        try fs.rmdir(parent: Self.root, name: "d" + composed)
+        fs.release(made.attributes.ino, handle: made.handle)
+    }
 }
