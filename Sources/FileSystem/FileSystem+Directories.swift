@@ -249,7 +249,7 @@ extension FileSystem {
             } else {
                 next = s.table.nodes.values.filter {
                     $0.ino != node.ino && Self.awaitsMetadata($0) && $0.path > node.path
-                        && KeyMapping.parent(of: $0.path) == parent
+                        && ExactPath(KeyMapping.parent(of: $0.path)) == ExactPath(parent)
                 }
                 .sorted { $0.path < $1.path }.prefix(Self.siblingFetchBatch - 1).map { $0 }
             }

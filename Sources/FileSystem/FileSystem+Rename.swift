@@ -13,8 +13,8 @@ extension FileSystem {
         let from = try childPath(parent: parent, name: name)
         let to = try childPath(parent: newParent, name: newName)
         let source = try resolve(from, retain: false)
-        guard from != to else { return }
-        if source.kind == .directory && (to + "/").hasPrefix(from + "/") { throw FSError.invalidArgument }
+        guard ExactPath(from) != ExactPath(to) else { return }  // (`caf\u{e9}` to `cafe\u{301}` is a rename)
+        if source.kind == .directory && ExactPath(to + "/").isBelow(from + "/") { throw FSError.invalidArgument }
         var destination: FileAttributes?
         do throws(FSError) { destination = try resolve(to, retain: false) } catch .notFound { destination = nil }
         if let destination {

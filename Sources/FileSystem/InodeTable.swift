@@ -360,7 +360,7 @@ struct InodeTable {
     func pendingChildren(of path: String) -> [Node] {
         nodes.values.filter {
             !$0.inStore && $0.staged != nil && !$0.unlinked && !$0.path.isEmpty
-                && $0.kind == .file && KeyMapping.parent(of: $0.path) == path
+                && $0.kind == .file && ExactPath(KeyMapping.parent(of: $0.path)) == ExactPath(path)
         }
     }
 

@@ -144,7 +144,7 @@ public final class LocalDirectoryObjectStore: ObjectStore {
     ) throws(ObjectStoreError) -> ObjectInfo {
         let from = try locate(source)
         let to = try locate(destination)
-        if source == destination {
+        if source.utf8.elementsEqual(destination.utf8) {  // bytes: `caf\u{e9}` and `cafe\u{301}` are two keys
             guard let metadata else {
                 throw .invalidRequest("copying \(source) onto itself requires new metadata")
             }

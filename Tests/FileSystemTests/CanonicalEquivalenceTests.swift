@@ -143,4 +143,36 @@ final class CanonicalEquivalenceTests: FileSystemTestCase {
         XCTAssertNil(KeyMapping.relative("cafe\u{301}/x", below: "caf\u{e9}/"), "equivalent is not equal")
         XCTAssertNil(KeyMapping.relative("\u{e9}", below: "\u{e9}\u{e9}"))
     }
+
+    /// A file not uploaded yet belongs to its own directory only, not to one whose name is equivalent.
+    func testAPendingFileIsListedInItsOwnDirectoryOnly() throws {
+        let fs = try makeFileSystem(MemoryObjectStore())
+        let one = try fs.mkdir(parent: Self.root, name: "d" + composed, permissions: 0o755, caller: caller)
+        let other = try fs.mkdir(parent: Self.root, name: "d" + decomposed, permissions: 0o755, caller: caller)
+        let made = try fs.create(parent: other.ino, name: "f", permissions: 0o644, flags: O_WRONLY, caller: caller)
+        XCTAssertEqual(try names(fs, other.ino), [".", "..", "f"])
+        XCTAssertEqual(try names(fs, one.ino), [".", ".."])
+        try fs.rmdir(parent: Self.root, name: "d" + composed)
+        fs.release(made.attributes.ino, handle: made.handle)
+    }
+
+    /// Renaming a name to its other normal form is a rename (`convmv --nfc`), not a no-op.
+    func testARenameToTheOtherNormalFormMovesTheFile() throws {
+        let root = try makeCacheDirectory() + "/bucket"
+        try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
+        let store = try LocalDirectoryObjectStore(root: root)
+        try put(store, decomposed, "bytes")
+        try put(store, "d" + decomposed + "/f", "below")
+        let fs = try makeFileSystem(store)
+        _ = try fs.lookup(parent: Self.root, name: decomposed)
+        try fs.rename(parent: Self.root, name: decomposed, newParent: Self.root, newName: composed, noReplace: false)
+        _ = try fs.lookup(parent: Self.root, name: "d" + decomposed)
+        try fs.rename(
+            parent: Self.root, name: "d" + decomposed, newParent: Self.root, newName: "d" + composed, noReplace: false)
+        XCTAssertEqual(
+            try keys(store).map { Array($0.utf8) },
+            [composed, "d" + composed + "/", "d" + composed + "/f"].map { Array($0.utf8) })
+        XCTAssertEqual(try read(fs, try fs.lookup(parent: Self.root, name: composed).ino), "bytes")
+        assertFails(.notFound) { () throws(FSError) in _ = try fs.lookup(parent: Self.root, name: decomposed) }
+    }
 }

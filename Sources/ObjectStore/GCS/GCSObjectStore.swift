@@ -270,7 +270,8 @@ public final class GCSObjectStore: HTTPObjectStore {
         try checkKey(destination)
         let sourceInfo = try head(source)
         if emulator {
-            try checkConditionByReading(condition, key: destination, current: source == destination ? sourceInfo : nil)
+            try checkConditionByReading(
+                condition, key: destination, current: source.utf8.elementsEqual(destination.utf8) ? sourceInfo : nil)
         }
         var resource: [String: Any] = [:]
         if let metadata {

@@ -332,7 +332,8 @@ public final class S3ObjectStore: HTTPObjectStore {
         pin: Bool
     ) throws(ObjectStoreError) -> ObjectInfo {
         let source = sourceInfo.key
-        try checkConditionByReading(condition, key: destination, current: source == destination ? sourceInfo : nil)
+        try checkConditionByReading(
+            condition, key: destination, current: source.utf8.elementsEqual(destination.utf8) ? sourceInfo : nil)
         var headers = [("x-amz-copy-source", "/\(bucket)/\(SigV4Signer.uriEncode(source, keepSlash: true))")]
         if pin { headers.append(("x-amz-copy-source-if-match", Self.quote(sourceInfo.version))) }
         if let metadata {
