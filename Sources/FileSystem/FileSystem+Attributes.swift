@@ -14,12 +14,18 @@ extension FileSystem {
     }
 
     /// truncate(2)/ftruncate(2): the staged copy takes the new size; a file nobody has open is uploaded now,
-    /// since no close will.
+    /// since no close will. truncate(2) holds no descriptor: the staged copy is pinned meanwhile, so that a last
+    /// close cannot drop it under the download into it or the truncate (its drop waits for the end of this one).
     private func truncate(_ ino: UInt64, to size: UInt64, mtime: FileTime, now: FileTime) throws(FSError) {
         let node = try existingNode(ino)
         guard node.kind == .file else { throw node.kind == .directory ? FSError.isDirectory : FSError.invalidArgument }
         guard size <= Self.maxFileSize else { throw FSError.fileTooLarge }
         if let stream = node.stream, !stream.allowsTruncate(to: size) { dropStream(stream, of: ino) }
+        state.withLock { $0.table[ino]?.stagedUsers += 1 }
+        defer {
+            state.withLock { $0.table[ino]?.stagedUsers -= 1 }
+            dropStagedIfIdle(ino)
+        }
         let staged = try stage(ino, keepContent: size > 0)
         // Staged: no push is offered any more, and the kernel truncates its pages after this reply.
         defer { fencePageCache(ino) }
@@ -36,7 +42,6 @@ extension FileSystem {
         }
         if fresh || staged.takeDeferredJournal() { journal(ino) }
         guard idle else { return }
-        defer { dropStagedIfIdle(ino) }
         try upload(ino)
     }
 

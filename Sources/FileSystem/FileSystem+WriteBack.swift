@@ -299,7 +299,7 @@ extension FileSystem {
             var size: UInt64
         }
         let drop: (staged: StagedFile, cacheAs: CachedAs?)? = state.withLock { s in
-            guard var node = s.table[ino], node.openHandles == 0, let staged = node.staged,
+            guard var node = s.table[ino], node.openHandles == 0, node.stagedUsers == 0, let staged = node.staged,
                 !node.content.hasUnstoredChanges || node.path.isEmpty
             else { return nil }
             if node.path.isEmpty { node.content.detach() }

@@ -102,6 +102,11 @@ struct Node {
         get { rare?.fields.preserveStaged ?? false }
         set { rareFields.preserveStaged = newValue }
     }
+    /// Operations working on the staged copy without a descriptor (truncate(2)): it is not dropped meanwhile.
+    var stagedUsers: Int {
+        get { rare?.fields.stagedUsers ?? 0 }
+        set { rareFields.stagedUsers = newValue }
+    }
     var lastOpenedVersion: String? {
         get { rare?.fields.lastOpenedVersion }
         set { rareFields.lastOpenedVersion = newValue }
@@ -205,6 +210,7 @@ struct RareNodeFields {
     var stream: StreamingUpload?
     var mtimeExplicit = false
     var preserveStaged = false
+    var stagedUsers = 0
     var lastOpenedVersion: String?
     var contentType: String?
     var foreignMetadata: ObjectMetadata = [:]

@@ -1,6 +1,7 @@
 import Foundation
 import Glibc
 import ObjectStore
+import Synchronization
 import TestSupport
 import XCTest
 
@@ -202,5 +203,59 @@ final class LifecycleTests: FileSystemTestCase {
         XCTAssertEqual(try readAll(fs, file.ino, handle: opened.handle), "kept")
         fs.release(file.ino, handle: opened.handle)
         XCTAssertEqual(try keys(store), [])
+    }
+
+    /// truncate(2) by name downloads the object into a new staged copy; the last descriptor closing meanwhile must
+    /// not drop that copy under it (it wrote into a closed descriptor: EIO, or another file's once the number is
+    /// reused), and the truncated content is uploaded.
+    func testATruncateByNameOutlivesTheLastCloseDuringItsDownload() throws {
+        let base = MemoryObjectStore()
+        let content = String(repeating: "a", count: 100_000)
+        try put(base, "f", content)
+        let store = GetGateStore(base)
+        let fs = try makeFileSystem(store)
+        let file = try fs.lookup(parent: Self.root, name: "f")
+        let reader = try fs.open(file.ino, flags: O_RDONLY)
+        store.holdNextGet()
+        let failure = Locked<FSError?>(nil)
+        let done = DispatchSemaphore(value: 0)
+        Thread {
+            do throws(FSError) {
+                _ = try fs.setattr(file.ino, AttributeChanges(size: 50_000))
+            } catch { failure.update { $0 = error } }
+            done.signal()
+        }.start()
+        store.entered.wait()
+        fs.release(file.ino, handle: reader.handle)
+        store.release()
+        done.wait()
+        XCTAssertNil(failure.value)
+        let stored = try base.get("f").body
+        XCTAssertEqual(stored.count, 50_000)
+        XCTAssertTrue(stored == Data(content.utf8.prefix(50_000)), "the object's first 50,000 bytes")
+    }
+}
+
+/// Holds the next GET at the store's door until `release()`; `entered` says it arrived.
+private final class GetGateStore: ForwardingObjectStore {
+    let base: any ObjectStore
+    let entered = DispatchSemaphore(value: 0)
+    private let gate = DispatchSemaphore(value: 0)
+    private let armed = Mutex(false)
+
+    init(_ base: any ObjectStore) { self.base = base }
+
+    func holdNextGet() { armed.withLock { $0 = true } }
+    func release() { gate.signal() }
+
+    func get(_ key: String, range: Range<UInt64>?) throws(ObjectStoreError) -> ObjectData {
+        if armed.withLock({ was in
+            defer { was = false }
+            return was
+        }) {
+            entered.signal()
+            gate.wait()
+        }
+        return try base.get(key, range: range)
     }
 }
