@@ -26,7 +26,8 @@ import Synchronization
 /// probe — a store that pays a fixed cost per GET as large as the stream's (moto copies the whole object for each)
 /// — and the stream takes over at once. Otherwise the stretch reads ahead in parallel, and still stops as soon as
 /// the reader has spent in it what the stream took for all of it (`probeLimit`). A probe ended early records ranges
-/// as costing what it saw, and at least as much as the stream (`recordLostProbe`).
+/// as costing what it saw, and at least as much as the stream (`recordLostProbe`), and the stream is used until a
+/// later probe finds ranges faster.
 ///
 /// Ranged reads are sized from measurements too: a part is what one GET moves in `partDuration` at the measured
 /// rate of one ranged GET (so its fixed cost, the time to the first byte, stays small beside its transfer), within
@@ -67,6 +68,9 @@ final class ReadPlanner: Sendable {
         /// Bytes per second of a stream, wall clock, over a stretch of at least `minimumSample` bytes.
         var streamRate: Double?
         var plans = 0
+        /// The last probe of ranges ended early, lost: the stream is used until a later probe finds ranges faster
+        /// (the lost probe's cost is anchored to the stream's estimate of that moment, which moves on).
+        var rangesLostProbe = false
     }
     private let state = Mutex(State())
     private let logger: Logger?
@@ -96,16 +100,21 @@ final class ReadPlanner: Sendable {
     var best: Method { state.withLock { Self.best($0) } }
 
     private static func best(_ s: State) -> Method {
-        guard let stream = s.cost[.stream], let ranges = s.cost[.ranges] else { return .stream }
+        guard !s.rangesLostProbe, let stream = s.cost[.stream], let ranges = s.cost[.ranges] else { return .stream }
         return ranges < stream * (1 - tolerance) ? .ranges : .stream
     }
 
     /// A planned stretch read by `method`: `bytes` delivered in `seconds` spent in `read`.
     func record(_ method: Method, bytes: Int, seconds: Double) {
+        record(method, bytes: bytes, seconds: seconds, lostProbe: false)
+    }
+
+    private func record(_ method: Method, bytes: Int, seconds: Double, lostProbe: Bool) {
         guard bytes >= Self.minimumSample else { return }
         let cost = seconds / (Double(bytes) / Double(1 << 20))
         let (before, after, costs) = state.withLock { s in
             let before = Self.best(s)
+            if method == .ranges { s.rangesLostProbe = lostProbe }
             s.cost[method] = s.cost[method].map { ($0 + cost) / 2 } ?? cost
             s.samples[method, default: 0] += 1
             return (before, Self.best(s), s.cost)
@@ -126,12 +135,12 @@ final class ReadPlanner: Sendable {
     }
 
     /// A probe's ranged stretch of `bytes` ended early, lost, after the reader spent `seconds` in it: ranges cost at
-    /// least that for the stretch, and no less than the stream (then a tie, which the stream wins; a later probe
-    /// that finds ranges faster turns the choice at once).
+    /// least that for the stretch, and no less than the stream; the stream is used until a later probe finds
+    /// ranges faster, which turns the choice at once.
     func recordLostProbe(bytes: UInt64, seconds: Double) {
         let mib = Double(bytes) / Double(1 << 20)
         let stream = state.withLock { $0.cost[.stream] } ?? 0
-        record(.ranges, bytes: Int(bytes), seconds: max(seconds, stream * mib))
+        record(.ranges, bytes: Int(bytes), seconds: max(seconds, stream * mib), lostProbe: true)
     }
 
     /// A stream's stretch moved `bytes` in `seconds` of wall time.
