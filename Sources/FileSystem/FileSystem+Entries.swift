@@ -136,7 +136,10 @@ extension FileSystem {
             let node = try existingNode(attributes.ino)
             guard node.path == path else { throw FSError.notFound }  // renamed or removed while we waited
             if node.kind == .file && node.openHandles > 0 && node.inStore {
-                // POSIX keeps an unlinked file readable through descriptors still open: keep a local copy.
+                // POSIX keeps an unlinked file readable through descriptors still open: keep a local copy (pinned
+                // while it downloads: their last close meanwhile must not drop it; the drop below follows).
+                state.withLock { $0.table[node.ino]?.stagedUsers += 1 }
+                defer { state.withLock { $0.table[node.ino]?.stagedUsers -= 1 } }
                 _ = try stage(node.ino, keepContent: true)
             }
             if node.inStore {

@@ -102,7 +102,8 @@ struct Node {
         get { rare?.fields.preserveStaged ?? false }
         set { rareFields.preserveStaged = newValue }
     }
-    /// Operations working on the staged copy without a descriptor (truncate(2)): it is not dropped meanwhile.
+    /// Operations working on the staged copy without a descriptor (truncate(2), unlink's copy for open
+    /// descriptors): it is not dropped meanwhile.
     var stagedUsers: Int {
         get { rare?.fields.stagedUsers ?? 0 }
         set { rareFields.stagedUsers = newValue }

@@ -234,6 +234,34 @@ final class LifecycleTests: FileSystemTestCase {
         XCTAssertEqual(stored.count, 50_000)
         XCTAssertTrue(stored == Data(content.utf8.prefix(50_000)), "the object's first 50,000 bytes")
     }
+
+    /// unlink of a file still open downloads a copy for its descriptors; their last close meanwhile must not drop
+    /// that copy under the download (the unlink failed with EIO).
+    func testAnUnlinkOutlivesTheLastCloseDuringItsDownload() throws {
+        let base = MemoryObjectStore()
+        try put(base, "f", String(repeating: "a", count: 100_000))
+        let store = GetGateStore(base)
+        let fs = try makeFileSystem(store)
+        let file = try fs.lookup(parent: Self.root, name: "f")
+        let reader = try fs.open(file.ino, flags: O_RDONLY)
+        store.holdNextGet()
+        let failure = Locked<FSError?>(nil)
+        let done = DispatchSemaphore(value: 0)
+        Thread {
+            do throws(FSError) {
+                try fs.unlink(parent: Self.root, name: "f")
+            } catch { failure.update { $0 = error } }
+            done.signal()
+        }.start()
+        store.entered.wait()
+        fs.release(file.ino, handle: reader.handle)
+        store.release()
+        done.wait()
+        XCTAssertNil(failure.value)
+        XCTAssertEqual(try keys(base), [])
+        let staging = try FileManager.default.contentsOfDirectory(atPath: fs.options.cacheDirectory + "/staging")
+        XCTAssertEqual(staging.filter { $0.hasPrefix("staged-") }, [], "the copy went with the unlink")
+    }
 }
 
 /// Holds the next GET at the store's door until `release()`; `entered` says it arrived.
