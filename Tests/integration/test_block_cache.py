@@ -215,6 +215,34 @@ def test_what_this_mount_wrote_is_read_back_from_the_block_cache_and_another_wri
         m.force_cleanup()
 
 
+def test_a_file_renamed_while_open_after_another_writers_change_is_read_back_as_stored(request, backend, tmp_path):
+    """A file written and uploaded here, replaced by another writer, then renamed while still open: the rename's
+    server-side copy holds the other writer's bytes, so this mount's copy must not become the cache's entry for the
+    new key's version (it was, and a read after a remount served this mount's old bytes)."""
+    bucket = make_bucket(request, backend)
+    ours, theirs = os.urandom((3 << 20) + 99), os.urandom((3 << 20) + 99)
+    m = MeteredMount(tmp_path, bucket, name="renamed")
+    try:
+        m.mount()
+        with open(m / "f.bin", "wb") as f:
+            f.write(ours)
+            f.flush()
+            os.fsync(f.fileno())
+            assert bucket.get("f.bin") == ours
+            bucket.put("f.bin", theirs)
+            os.rename(m / "f.bin", m / "g.bin")
+        assert bucket.get("g.bin") == theirs, "the rename copied what the store had"
+        # The staged copy goes (into the cache or not) at the release that follows close: wait for it.
+        deadline = time.monotonic() + 30
+        while list((m.cache / "staging").glob("staged-*")) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not list((m.cache / "staging").glob("staged-*"))
+        m.remount()
+        assert (m / "g.bin").read_bytes() == theirs
+    finally:
+        m.force_cleanup()
+
+
 def test_block_cache_off(request, backend, tmp_path):
     bucket = make_bucket(request, backend)
     body = os.urandom(2 << 20)
