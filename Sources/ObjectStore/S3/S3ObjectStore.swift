@@ -303,7 +303,10 @@ public final class S3ObjectStore: HTTPObjectStore {
     ) throws(ObjectStoreError) -> ObjectInfo {
         try checkKey(source)
         try checkKey(destination)
-        return try copyObject(try head(source), to: destination, metadata: metadata, condition: condition, pin: false)
+        // A copy onto itself is pinned to the version the HEAD found (the one the condition was checked against):
+        // another writer's bytes stored in between are refused, not copied under the caller's metadata.
+        let onto = source.utf8.elementsEqual(destination.utf8)
+        return try copyObject(try head(source), to: destination, metadata: metadata, condition: condition, pin: onto)
     }
 
     /// One request when the caller knows the source: the copy is pinned to its version
