@@ -11,6 +11,8 @@ final class StagedFile: Sendable {
     private let loaded: Mutex<Bool>
     /// The same, readable without waiting for a download in flight (`stat` asks under the state lock).
     private let loadedFlag: Atomic<Bool>
+    /// Set by `markOutdated`, cleared by `forgetContent` only: a download finishing meanwhile does not undo it.
+    private let outdated = Atomic<Bool>(false)
     /// A new file's sidecar (`StagingJournal`) waits for its first byte: see `FileSystem.journal`.
     private let journalDeferred = Atomic<Bool>(false)
 
@@ -27,7 +29,7 @@ final class StagedFile: Sendable {
     }
 
     /// Whether the file holds the whole content (nothing left to download).
-    var isLoaded: Bool { loadedFlag.load(ordering: .acquiring) }
+    var isLoaded: Bool { loadedFlag.load(ordering: .acquiring) && !outdated.load(ordering: .acquiring) }
 
     /// 512-byte blocks the file takes on the local disk: holes (truncate up, a write past the end) take none.
     func allocatedBlocks() -> UInt64? {
@@ -59,7 +61,7 @@ final class StagedFile: Sendable {
     /// lock's revalidation, a rename's server-side copy; called under the state lock, so it cannot wait for a
     /// download): from now on the copy counts as not whole — never handed to the block cache as that version —
     /// until `forgetContent` empties it and a download fills it again.
-    func markOutdated() { loadedFlag.store(false, ordering: .releasing) }
+    func markOutdated() { outdated.store(true, ordering: .releasing) }
 
     /// The object changed in the store and nothing here was written: empty the copy, so that the next read
     /// downloads the new content.
@@ -68,6 +70,7 @@ final class StagedFile: Sendable {
             _ = ftruncate(fd, 0)
             isLoaded = false
             loadedFlag.store(false, ordering: .releasing)
+            outdated.store(false, ordering: .releasing)
         }
     }
 

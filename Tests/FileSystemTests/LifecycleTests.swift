@@ -262,6 +262,20 @@ final class LifecycleTests: FileSystemTestCase {
         let staging = try FileManager.default.contentsOfDirectory(atPath: fs.options.cacheDirectory + "/staging")
         XCTAssertEqual(staging.filter { $0.hasPrefix("staged-") }, [], "the copy went with the unlink")
     }
+
+    /// A copy marked outdated (a rename's copy or a lock's revalidation moved the version) while its download runs
+    /// stays so when the download ends: it is never taken as whole, so never cached as the new version; emptied for
+    /// the new version, it is whole again once filled.
+    func testACopyMarkedOutdatedDuringItsDownloadStaysOutdated() throws {
+        let directory = try makeCacheDirectory()
+        let staged = try StagedFile(directory: directory, loaded: false)
+        defer { staged.discard() }
+        try staged.prepare { _ throws(FSError) in staged.markOutdated() }
+        XCTAssertFalse(staged.isLoaded, "outdated during the download")
+        staged.forgetContent()
+        try staged.prepare { _ throws(FSError) in }
+        XCTAssertTrue(staged.isLoaded, "filled again after it was emptied")
+    }
 }
 
 /// Holds the next GET at the store's door until `release()`; `entered` says it arrived.
