@@ -207,14 +207,19 @@ final class BlockCache: Sendable {
             return true
         }
         openBlocks.withLock { $0[name] = nil }
+        noteStored(name, size: total)
+        return true
+    }
+
+    /// Indexes the file `name` just renamed into place (`size` bytes on disk), then evicts down to the limit.
+    private func noteStored(_ name: String, size: UInt64) {
         index.withLock { index in
             index.clock += 1
             if let old = index.entries[name] { index.total -= old.size }
-            index.entries[name] = (total, index.clock)
-            index.total += total
+            index.entries[name] = (size, index.clock)
+            index.total += size
         }
         evict()
-        return true
     }
 
     /// Keeps block `number` (`data` is the whole block, or the object's shorter last block).
@@ -229,14 +234,7 @@ final class BlockCache: Sendable {
             unlink(temporary)
             return
         }
-        let size = UInt64(header.count + data.count)
-        index.withLock { index in
-            index.clock += 1
-            if let old = index.entries[name] { index.total -= old.size }
-            index.entries[name] = (size, index.clock)
-            index.total += size
-        }
-        evict()
+        noteStored(name, size: UInt64(header.count + data.count))
     }
 
     /// Creates `path` (0600, new) holding `header` then `data`.
