@@ -260,12 +260,23 @@ extension FileSystem {
     func download(path: String, into fd: Int32, ino: UInt64) throws(FSError) {
         let key = keys.key(for: path)
         // The version seen at open: the content written on top of must be that one.
-        var version = state.withLock { $0.table[ino]?.version }
+        let opened = state.withLock { $0.table[ino]?.version }
+        var version = opened
         var offset: UInt64 = 0
         while true {
             let chunk = try storeCall { try store.get(key, range: offset..<(offset + Self.downloadChunk)) }
-            if let version, version != chunk.info.version {
-                throw FSError.stale("\(key) was changed by another writer")
+            if let known = version, known != chunk.info.version {
+                // The node moved to it meanwhile (a staged node moves only by this mount's own changes: a chmod's
+                // metadata copy, a lock's revalidation): content as good to write on. Again from its start.
+                guard state.withLock({ $0.table[ino]?.version }) == chunk.info.version else {
+                    throw FSError.stale("\(key) was changed by another writer")
+                }
+                version = chunk.info.version
+                if offset > 0 {
+                    offset = 0
+                    _ = ftruncate(fd, 0)
+                    continue
+                }
             }
             if version == nil || offset == 0 { keepForeignAttributes(of: chunk.info, ino: ino) }
             version = chunk.info.version
@@ -275,7 +286,9 @@ extension FileSystem {
             if offset >= chunk.info.size || chunk.body.isEmpty { break }
         }
         state.withLock { s in
-            if let version { s.table[ino]?.version = version }
+            // Only if nothing moved it since: a chmod's copy after the last GET keeps these bytes under a new
+            // version; a rename's copy, or a revalidation, marked the staged copy outdated (`markOutdated`).
+            if let version, s.table[ino]?.version == opened { s.table[ino]?.version = version }
         }
     }
 

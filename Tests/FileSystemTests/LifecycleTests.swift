@@ -263,6 +263,40 @@ final class LifecycleTests: FileSystemTestCase {
         XCTAssertEqual(staging.filter { $0.hasPrefix("staged-") }, [], "the copy went with the unlink")
     }
 
+    /// A chmod while the content downloads into the staged copy (truncate(2) here) moves the node to the version of
+    /// its metadata copy (a new one on GCS, local, memory), whose bytes are those downloaded: the download goes on
+    /// from that version and leaves the node at it. Before, a chmod before the GET's answer failed the download
+    /// with ESTALE (another version than the one at open), one after it was undone (the node set back to the version
+    /// downloaded), so the next upload, conditional on it, failed with ESTALE.
+    func testAChmodDuringADownloadLeavesTheNodeAtTheVersionOfItsCopy() throws {
+        for heldReply in [false, true] {
+            let base = MemoryObjectStore()
+            try put(base, "f", "hello world")
+            let store = GetGateStore(base)
+            let fs = try makeFileSystem(store)
+            let file = try fs.lookup(parent: Self.root, name: "f")
+            let handle = try fs.open(file.ino, flags: O_RDWR).handle
+            store.holdNextGet(reply: heldReply)
+            let failure = Locked<FSError?>(nil)
+            let done = DispatchSemaphore(value: 0)
+            Thread {
+                do throws(FSError) {
+                    _ = try fs.setattr(file.ino, AttributeChanges(size: 5))
+                } catch { failure.update { $0 = error } }
+                done.signal()
+            }.start()
+            store.entered.wait()
+            _ = try fs.setattr(file.ino, AttributeChanges(permissions: 0o600))
+            store.release()
+            done.wait()
+            XCTAssertNil(failure.value, "the truncate (the GET's reply held: \(heldReply))")
+            XCTAssertNoThrow(try fs.flush(file.ino, handle: handle), "the upload (the GET's reply held: \(heldReply))")
+            fs.release(file.ino, handle: handle)
+            XCTAssertEqual(try body(base, "f"), "hello")
+            XCTAssertEqual(try base.head("f").metadata?["mode"], String(UInt32(S_IFREG) | 0o600))
+        }
+    }
+
     /// A copy marked outdated (a rename's copy or a lock's revalidation moved the version) while its download runs
     /// stays so when the download ends: it is never taken as whole, so never cached as the new version; emptied for
     /// the new version, it is whole again once filled.
@@ -278,26 +312,34 @@ final class LifecycleTests: FileSystemTestCase {
     }
 }
 
-/// Holds the next GET at the store's door until `release()`; `entered` says it arrived.
+/// Holds the next GET at the store's door until `release()` (with `reply`: once the store has answered it, so the
+/// caller has not heard yet); `entered` says it arrived.
 private final class GetGateStore: ForwardingObjectStore {
     let base: any ObjectStore
     let entered = DispatchSemaphore(value: 0)
     private let gate = DispatchSemaphore(value: 0)
-    private let armed = Mutex(false)
+    /// nil: not armed; else whether the reply is held (true) or the request (false).
+    private let armed = Mutex<Bool?>(nil)
 
     init(_ base: any ObjectStore) { self.base = base }
 
-    func holdNextGet() { armed.withLock { $0 = true } }
+    func holdNextGet(reply: Bool = false) { armed.withLock { $0 = reply } }
     func release() { gate.signal() }
 
     func get(_ key: String, range: Range<UInt64>?) throws(ObjectStoreError) -> ObjectData {
-        if armed.withLock({ was in
-            defer { was = false }
-            return was
-        }) {
+        let held = armed.withLock { armed in
+            defer { armed = nil }
+            return armed
+        }
+        if held == false {
             entered.signal()
             gate.wait()
         }
-        return try base.get(key, range: range)
+        let data = try base.get(key, range: range)
+        if held == true {
+            entered.signal()
+            gate.wait()
+        }
+        return data
     }
 }
