@@ -256,6 +256,20 @@ extension FileSystem {
         return staged
     }
 
+    /// Stages the node's copy and runs `change` on it (a write, a truncate, and the node marked changed) so that no
+    /// lock's revalidation empties a clean copy between the bytes and the mark (`StagedFile.change`), which would
+    /// let the next upload go without them. A copy emptied before `change` is staged again, from the new version.
+    func changeStaged<T>(
+        _ ino: UInt64, keepContent: Bool, _ change: (StagedFile) throws(FSError) -> T
+    ) throws(FSError) -> (StagedFile, T) {
+        while true {
+            let staged = try stage(ino, keepContent: keepContent)
+            if let changed = try staged.change({ () throws(FSError) in try change(staged) }) {
+                return (staged, changed)
+            }
+        }
+    }
+
     /// Copies the object into `fd` in bounded ranges. Later uploads are conditional on the version downloaded.
     func download(path: String, into fd: Int32, ino: UInt64) throws(FSError) {
         let key = keys.key(for: path)

@@ -306,9 +306,67 @@ final class LifecycleTests: FileSystemTestCase {
         defer { staged.discard() }
         try staged.prepare { _ throws(FSError) in staged.markOutdated() }
         XCTAssertFalse(staged.isLoaded, "outdated during the download")
-        staged.forgetContent()
+        _ = staged.forgetContent { () }
         try staged.prepare { _ throws(FSError) in }
         XCTAssertTrue(staged.isLoaded, "filled again after it was emptied")
+    }
+
+    /// Session 9's review: a lock's revalidation checked the copy clean, then emptied it; a write that had staged
+    /// the copy before the check put its bytes in between, and the next upload went without them. The emptying
+    /// now decides holding the copy, so it waits for a write in flight and sees it marked.
+    func testEmptyingACleanCopyWaitsForAWriteInFlightAndKeepsIt() throws {
+        let directory = try makeCacheDirectory()
+        let staged = try StagedFile(directory: directory, loaded: true)
+        defer { staged.discard() }
+        let marked = Atomic<Bool>(false)  // the node's `contentChanged`, as `write` does it after the bytes
+        let bytesIn = DispatchSemaphore(value: 0)
+        let finishWrite = DispatchSemaphore(value: 0)
+        let writeDone = DispatchSemaphore(value: 0)
+        DispatchQueue.global().async {
+            _ = try? staged.change { () throws(FSError) in
+                var failure: FSError?
+                Array("mine".utf8).withUnsafeBytes { bytes in
+                    do throws(FSError) { try staged.write(bytes, at: 0) } catch { failure = error }
+                }
+                if let failure { throw failure }
+                bytesIn.signal()
+                finishWrite.wait()
+                marked.store(true, ordering: .releasing)
+            }
+            writeDone.signal()
+        }
+        bytesIn.wait()
+        let emptied = Mutex<Bool?>(nil)
+        let decided = DispatchSemaphore(value: 0)
+        DispatchQueue.global().async {
+            let outcome = staged.forgetContent { marked.load(ordering: .acquiring) ? nil : () }
+            emptied.withLock { $0 = outcome != nil }
+            decided.signal()
+        }
+        // Not a speed check: the emptying must not decide at all while the write is between its bytes and its mark.
+        let early = decided.wait(timeout: .now() + .milliseconds(300))
+        XCTAssertEqual(early, .timedOut, "decided under a write")
+        finishWrite.signal()
+        writeDone.wait()
+        if early == .timedOut { decided.wait() }
+        XCTAssertEqual(emptied.withLock { $0 }, false, "a copy with a write on it is not clean")
+        XCTAssertEqual(String(decoding: try staged.read(at: 0, count: 16), as: UTF8.self), "mine")
+        XCTAssertTrue(staged.isLoaded)
+    }
+
+    /// A write that staged the copy before a revalidation emptied it does not write into the empty file (whose
+    /// next read would download the new version over it): `change` refuses, and the caller stages again.
+    func testAChangeToACopyEmptiedSinceItWasStagedIsRefused() throws {
+        let directory = try makeCacheDirectory()
+        let staged = try StagedFile(directory: directory, loaded: true)
+        defer { staged.discard() }
+        XCTAssertNotNil(staged.forgetContent { () })
+        var ran = false
+        XCTAssertNil(try staged.change { () throws(FSError) in ran = true })
+        XCTAssertFalse(ran)
+        try staged.prepare { _ throws(FSError) in }  // staged again
+        XCTAssertNotNil(try staged.change { () throws(FSError) in ran = true })
+        XCTAssertTrue(ran)
     }
 }
 
