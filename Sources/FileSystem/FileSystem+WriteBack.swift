@@ -280,8 +280,9 @@ extension FileSystem {
         while true {
             let chunk = try storeCall { try store.get(key, range: offset..<(offset + Self.downloadChunk)) }
             if let known = version, known != chunk.info.version {
-                // The node moved to it meanwhile (a staged node moves only by this mount's own changes: a chmod's
-                // metadata copy, a lock's revalidation): content as good to write on. Again from its start.
+                // The node moved to it meanwhile: while its copy downloads, only this mount's chmod or touch (a
+                // metadata copy: the same bytes) moves it (a revalidation waits for the download, `forgetContent`).
+                // Content as good to write on; again from its start.
                 guard state.withLock({ $0.table[ino]?.version }) == chunk.info.version else {
                     throw FSError.stale("\(key) was changed by another writer")
                 }
@@ -301,7 +302,7 @@ extension FileSystem {
         }
         state.withLock { s in
             // Only if nothing moved it since: a chmod's copy after the last GET keeps these bytes under a new
-            // version; a rename's copy, or a revalidation, marked the staged copy outdated (`markOutdated`).
+            // version; a rename's copy marked the staged copy outdated (`markOutdated`).
             if let version, s.table[ino]?.version == opened { s.table[ino]?.version = version }
         }
     }
