@@ -156,6 +156,24 @@ final class CanonicalEquivalenceTests: FileSystemTestCase {
         fs.release(made.attributes.ino, handle: made.handle)
     }
 
+    /// What a LIST of a directory's end told is kept by the directory's exact path: after 8 unlinks in name order in
+    /// `dcaf\u{e9}` had one LIST of its last names, a name of `dcafe\u{301}`, another directory, was taken for
+    /// missing (ENOENT) from that listing.
+    func testTailKnowledgeIsKeptByExactDirectory() throws {
+        let store = MemoryObjectStore()
+        let files = (1...10).map { String(format: "f%02d", $0) }
+        for name in files { try put(store, "d" + composed + "/" + name) }
+        try put(store, "d" + decomposed + "/g", "g")
+        let fs = try makeFileSystem(store, metadataTTL: 0)  // every file stale: each lookup asks the store
+        let one = try fs.lookup(parent: Self.root, name: "d" + composed)
+        let other = try fs.lookup(parent: Self.root, name: "d" + decomposed)
+        _ = try fs.lookup(parent: one.ino, name: "f09")
+        for name in files.prefix(8) { try fs.unlink(parent: one.ino, name: name) }
+        _ = try fs.lookup(parent: one.ino, name: "f09")  // `rm -rf` at work: one LIST of the names after f08
+        XCTAssertEqual(fs.state.withLock { $0.tailKnowledge.tails["d" + composed]?.complete }, true)
+        XCTAssertEqual(try read(fs, try fs.lookup(parent: other.ino, name: "g").ino), "g")
+    }
+
     /// Renaming a name to its other normal form is a rename (`convmv --nfc`), not a no-op.
     func testARenameToTheOtherNormalFormMovesTheFile() throws {
         let root = try makeCacheDirectory() + "/bucket"
