@@ -114,7 +114,7 @@ extension FileSystem {
                     markers[ExactPath(name)].map { .directory(marker: $0) } ?? .implicitDirectory
                 entries.append((name, upsert(KeyMapping.join(node.path, name), observation, in: &s)))
             }
-            s.table[ino]?.subdirectories = Set(directories)  // st_nlink
+            s.table[ino]?.subdirectories = directoryNames  // st_nlink
             // A directory shadows an object of the same name.
             if s.fileHints.count + objects.count > Self.fileHintLimit { s.fileHints = [:] }
             for (exact, object) in objects where !directoryNames.contains(exact) {

@@ -174,6 +174,26 @@ final class CanonicalEquivalenceTests: FileSystemTestCase {
         XCTAssertEqual(try read(fs, try fs.lookup(parent: other.ino, name: "g").ino), "g")
     }
 
+    /// A directory's link count is 2 plus its subdirectories by exact name: `dcaf\u{e9}` and `dcafe\u{301}` are two,
+    /// listed or made here, and removing one leaves the other counted.
+    func testEquivalentSubdirectoriesAreTwoLinks() throws {
+        let store = MemoryObjectStore()
+        try put(store, "p/d" + composed + "/x")
+        try put(store, "p/d" + decomposed + "/x")
+        let fs = try makeFileSystem(store)
+        let listed = try fs.lookup(parent: Self.root, name: "p")
+        XCTAssertEqual(try names(fs, listed.ino).count, 4)
+        XCTAssertEqual(try fs.getattr(listed.ino).linkCount, 4, "listed: 2 + two subdirectories")
+
+        let made = try fs.mkdir(parent: Self.root, name: "q", permissions: 0o755, caller: caller)
+        for name in [composed, decomposed] {
+            _ = try fs.mkdir(parent: made.ino, name: "d" + name, permissions: 0o755, caller: caller)
+        }
+        XCTAssertEqual(try fs.getattr(made.ino).linkCount, 4, "made: 2 + two subdirectories")
+        try fs.rmdir(parent: made.ino, name: "d" + composed)
+        XCTAssertEqual(try fs.getattr(made.ino).linkCount, 3, "the other one is still there")
+    }
+
     /// Renaming a name to its other normal form is a rename (`convmv --nfc`), not a no-op.
     func testARenameToTheOtherNormalFormMovesTheFile() throws {
         let root = try makeCacheDirectory() + "/bucket"
