@@ -200,8 +200,11 @@ public final class FileSystem: Sendable {
         self.bulkWorkers = WorkerPool(threads: max(1, options.renameParallelism), name: "bucketfs-bulk")
         self.prefetchBudget = PrefetchBudget(
             bytes: options.readAheadBudget,
+            // Named by the store (bucket and endpoint) its entries come from: other stores may share the directory.
             cache: options.blockCacheSize > 0
-                ? BlockCache(directory: options.cacheDirectory + "/blocks", limit: options.blockCacheSize) : nil,
+                ? BlockCache(
+                    directory: options.cacheDirectory + "/blocks", limit: options.blockCacheSize,
+                    store: store.description + " " + (options.recoveryContext["endpoint_url"] ?? "")) : nil,
             logger: logger)
         self.pageFiller = prefetchBudget.cache.map { PageCacheFiller(cache: $0) }
         self.metadataIndex = MetadataIndex(
