@@ -91,33 +91,34 @@ one_variant() {
     emit dd_read_1M "$(rate "$MIB" "$t0" "$t1")" MiB/s
     cmp -s "$SOURCE_FILE" "$MNT/big" || emit dd_content_ok n bool
     mkdir -p "$MNT/many"
-    t0=$(now)
+    # (Each `wait` names its jobs: a bare one would also wait for the SeaweedFS started above, forever.)
+    t0=$(now); jobs_=()
     for p in 0 1 2 3; do
         python3 -c "
 import os, sys
 block = os.urandom(4096)
 for i in range(250):
     with open(f'{sys.argv[1]}/f{sys.argv[2]}-{i:04d}', 'wb') as f:
-        f.write(block)" "$MNT/many" "$p" &
+        f.write(block)" "$MNT/many" "$p" & jobs_+=($!)
     done
-    wait; t1=$(now)
+    wait "${jobs_[@]}"; t1=$(now)
     emit create_4x250_parallel "$(rate 1000 "$t0" "$t1")" files/s
     remount; drop
-    t0=$(now)
+    t0=$(now); jobs_=()
     for p in 0 1 2 3; do
         python3 -c "
 import os, sys
 names = sorted(os.listdir(sys.argv[1]))
 k = int(sys.argv[2]) * len(names) // 4
 for n in names[k:] + names[:k]:
-    os.stat(os.path.join(sys.argv[1], n))" "$MNT/many" "$p" &
+    os.stat(os.path.join(sys.argv[1], n))" "$MNT/many" "$p" & jobs_+=($!)
     done
-    wait; t1=$(now)
+    wait "${jobs_[@]}"; t1=$(now)
     emit stat_1000_4procs_cold "$(span "$t0" "$t1")" s
     remount; drop
-    t0=$(now)
-    for p in 0 1 2 3; do ls -l "$MNT/many" > /dev/null & done
-    wait; t1=$(now)
+    t0=$(now); jobs_=()
+    for p in 0 1 2 3; do ls -l "$MNT/many" > /dev/null & jobs_+=($!); done
+    wait "${jobs_[@]}"; t1=$(now)
     emit ls_l_1000_4procs_cold "$(span "$t0" "$t1")" s
     rm -rf "$MNT/many" "$MNT/big"
     "$BIN" unmount "$MNT" >&2

@@ -167,14 +167,18 @@ SOURCE_FILE=$WORK/source-$MIB
 if [[ " ${PARTS[*]} " == *" rss "* ]]; then
     mount_it
     mkdir -p "$MNT/rss"
-    for i in 1 2 3 4; do dd if="$SOURCE_FILE" of="$MNT/rss/r$i" bs=1M status=none & done; wait
+    # (`wait` names its jobs: a bare one would also wait for the SeaweedFS started above, forever.)
+    jobs_=()
+    for i in 1 2 3 4; do dd if="$SOURCE_FILE" of="$MNT/rss/r$i" bs=1M status=none & jobs_+=($!); done
+    wait "${jobs_[@]}"
     unmount_it; mount_it; drop
     rss0=$(status_kib "$PID" VmRSS)
+    jobs_=()
     for i in 1 2 3 4; do
-        dd if="$MNT/rss/r$i" of=/dev/null bs=1M status=none &
-        dd if="$SOURCE_FILE" of="$MNT/rss/w$i" bs=1M status=none &
+        dd if="$MNT/rss/r$i" of=/dev/null bs=1M status=none & jobs_+=($!)
+        dd if="$SOURCE_FILE" of="$MNT/rss/w$i" bs=1M status=none & jobs_+=($!)
     done
-    wait
+    wait "${jobs_[@]}"
     emit rss_4r4w_start "$(( rss0 / 1024 ))" MiB
     emit rss_4r4w_peak_hwm "$(( $(status_kib "$PID" VmHWM) / 1024 ))" MiB
     goal rss_4r4w_peak_vs_256MiB "$(( $(status_kib "$PID" VmHWM) / 1024 ))" 256 1
