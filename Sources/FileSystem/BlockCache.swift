@@ -2,24 +2,33 @@ import Foundation
 import ObjectStore
 import Synchronization
 
-/// Object content on local disk, in aligned blocks of `blockSize` bytes, keyed by object key and version: a
-/// changed object has another version, so its old blocks are never served (they age out). Shared by every
-/// handle of the mount; the files stay in the cache directory, so a remount reads what it already fetched while
-/// the version is unchanged. Bounded by `limit` bytes, least recently used blocks evicted first.
+/// Object content on local disk, in aligned blocks of `blockSize` bytes, keyed by store, object key and version: a
+/// changed object has another version, so its old blocks are never served (they age out). The store (`store`: its
+/// bucket and endpoint) is part of the key because two stores sharing a cache directory may both have a key at one
+/// version (GCS and local generations, counters). Shared by every handle of the mount; the files stay in the cache
+/// directory, so a remount of the same store reads what it already fetched while the version is unchanged. Bounded
+/// by `limit` bytes, least recently used blocks evicted first.
 ///
-/// A block is one file `<directory>/<hash of key and version>.<block index>`, whose first line repeats the key
-/// and version (checked on every read: a hash collision is a miss, never wrong bytes). Written to a temporary
-/// name and renamed, so a crash leaves whole blocks or none. Files are 0600 in a 0700 directory.
+/// A block is one file `<directory>/<hash of store, key and version>.<block index>`, whose first lines repeat the
+/// store, key and version (checked on every open: a hash collision is a miss, never wrong bytes). Written to a
+/// temporary name and renamed, not synced: after a crash the file may be cut short (journaling file systems keep a
+/// prefix of a new file's bytes, maybe none, never others), which the header check refuses, or which reads short
+/// and the reader takes for a miss (`forget`). Files are 0600 in a 0700 directory.
 ///
 /// A whole object can also be one file, `<hash>.o`: a file this mount wrote and uploaded, moved in from staging
-/// rather than copied (`adopt`). Its bytes start at offset 0 and the same key-and-version line follows them, then
-/// that line's length (4 bytes, little-endian); every block of the object is served from it.
+/// rather than copied (`adopt`). Its bytes start at offset 0 and the same header follows them, then its length
+/// (4 bytes, little-endian); every block of the object is served from it. Its bytes may have been written long
+/// before, in any order, over older ones: a crash could keep the trailer but not all of them, so it is synced
+/// before it takes its name.
 final class BlockCache: Sendable {
     static let defaultBlockSize = 1 << 20
 
     let directory: String
     let blockSize: Int
     let limit: UInt64
+    /// The store's line of every header, and the hashes' state after it (see `stem`).
+    private let storeLine: [UInt8]
+    private let seeds: (UInt64, UInt64)
 
     private struct Index {
         /// File name → size on disk and last use (a counter, not a clock).
@@ -57,11 +66,16 @@ final class BlockCache: Sendable {
     private let openBlocks = Mutex<[String: OpenBlock]>([:])
     private static let maxOpenBlocks = 512
 
-    /// Creates the directory if needed and indexes what a previous mount left (oldest modification first).
-    init(directory: String, limit: UInt64, blockSize: Int = BlockCache.defaultBlockSize) {
+    /// Creates the directory if needed and indexes what a previous mount left (oldest modification first); entries of
+    /// other stores (and of the layout before stores were named) are never served, and age out.
+    init(directory: String, limit: UInt64, blockSize: Int = BlockCache.defaultBlockSize, store: String = "") {
         self.directory = directory
         self.limit = limit
         self.blockSize = blockSize
+        self.storeLine = Array(Self.escaped(store).utf8) + [UInt8(ascii: "\n")]
+        var seeds: (UInt64, UInt64) = (0xcbf2_9ce4_8422_2325, 0x8422_2325_cbf2_9ce4)
+        for byte in storeLine { Self.mix(byte, into: &seeds) }
+        self.seeds = seeds
         try? FileManager.default.createDirectory(
             atPath: directory, withIntermediateDirectories: true,
             attributes: [.posixPermissions: 0o700])
@@ -129,7 +143,7 @@ final class BlockCache: Sendable {
 
     /// The open file of an indexed block, or of the whole object (its use noted for the LRU), nil if not cached.
     private func openFile(key: String, version: String, number: Int) -> OpenBlock? {
-        let stem = Self.stem(key: key, version: version)
+        let stem = self.stem(key: key, version: version)
         let name = index.withLock { index -> String? in
             for name in [stem + "." + String(number), stem + ".o"] where index.entries[name] != nil {
                 index.clock += 1
@@ -139,7 +153,33 @@ final class BlockCache: Sendable {
             return nil
         }
         guard let name else { return nil }
-        return openBlock(name, header: Array(Self.header(key: key, version: version).utf8))
+        guard let file = openBlock(name, header: header(key: key, version: version)) else {
+            drop(name)  // cut short by a crash (or, as good as never, another object's): fetched and kept anew
+            return nil
+        }
+        return file
+    }
+
+    /// Block `number` read short (`read` gave fewer bytes than the object has there): its file was cut short by a
+    /// crash. Dropped, so that the block fetched instead is kept.
+    func forget(key: String, version: String, number: Int) {
+        let stem = self.stem(key: key, version: version)
+        let served = index.withLock { index in
+            [stem + "." + String(number), stem + ".o"].first { index.entries[$0] != nil }
+        }
+        if let served { drop(served) }
+    }
+
+    /// Unindexes and deletes the file `name`, if indexed.
+    private func drop(_ name: String) {
+        let dropped = index.withLock { index -> Bool in
+            guard let entry = index.entries.removeValue(forKey: name) else { return false }
+            index.total -= entry.size
+            return true
+        }
+        guard dropped else { return }
+        unlink(directory + "/" + name)
+        openBlocks.withLock { $0[name] = nil }
     }
 
     /// The open file `name`, opened (and its header checked) if it is not open yet.
@@ -177,7 +217,7 @@ final class BlockCache: Sendable {
     /// Whether block `number` of the object at `version` is indexed (without reading it): a whole-object file holds
     /// every block of it.
     func contains(key: String, version: String, number: Int) -> Bool {
-        let stem = Self.stem(key: key, version: version)
+        let stem = self.stem(key: key, version: version)
         return index.withLock { $0.entries[stem + "." + String(number)] != nil || $0.entries[stem + ".o"] != nil }
     }
 
@@ -187,10 +227,10 @@ final class BlockCache: Sendable {
     /// fit (over half the limit, which keeps one file from evicting everything) or cannot be moved; true once the
     /// file is the cache's (kept, or deleted if it could not be finished: the store has the bytes).
     func adopt(key: String, version: String, path: String, size: UInt64) -> Bool {
-        let header = Array(Self.header(key: key, version: version).utf8)
+        let header = self.header(key: key, version: version)
         let total = size + UInt64(header.count) + 4
         guard size > 0, total <= limit / 2 else { return false }
-        let name = Self.stem(key: key, version: version) + ".o"
+        let name = stem(key: key, version: version) + ".o"
         let temporary = directory + "/.tmp-" + UUID().uuidString
         guard rename(path, temporary) == 0 else { return false }
         // From here the file is the cache's: a failure deletes it (the store has the bytes).
@@ -198,9 +238,10 @@ final class BlockCache: Sendable {
         withUnsafeBytes(of: UInt32(header.count).littleEndian) { trailer.append(contentsOf: $0) }
         let fd = open(temporary, O_WRONLY | O_CLOEXEC)
         var status = stat()
+        // Synced: its bytes were written over time, maybe over others (see the type's comment). Not on a read path.
         let written =
             fd >= 0 && fstat(fd, &status) == 0 && UInt64(status.st_size) == size
-            && pwrite(fd, trailer, trailer.count, off_t(size)) == trailer.count
+            && pwrite(fd, trailer, trailer.count, off_t(size)) == trailer.count && fdatasync(fd) == 0
         if fd >= 0 { close(fd) }
         guard written, rename(temporary, directory + "/" + name) == 0 else {
             unlink(temporary)
@@ -225,9 +266,9 @@ final class BlockCache: Sendable {
     /// Keeps block `number` (`data` is the whole block, or the object's shorter last block).
     func store(key: String, version: String, number: Int, data: Data) {
         guard !data.isEmpty, data.count <= blockSize, UInt64(data.count) <= limit else { return }
-        let name = Self.fileName(key: key, version: version, number: number)
+        let name = stem(key: key, version: version) + "." + String(number)
         if index.withLock({ $0.entries[name] != nil }) { return }
-        let header = Array(Self.header(key: key, version: version).utf8)
+        let header = self.header(key: key, version: version)
         let temporary = directory + "/.tmp-" + UUID().uuidString
         // Header and bytes written straight from where they are (one vectored write, no joined copy).
         guard Self.write(header, data, to: temporary), rename(temporary, directory + "/" + name) == 0 else {
@@ -289,31 +330,39 @@ final class BlockCache: Sendable {
         openBlocks.withLock { files in for name in victims { files[name] = nil } }
     }
 
-    private static func header(key: String, version: String) -> String {
-        // Newlines cannot be in a version; a key's are escaped so that the header stays one line (checked first:
-        // this runs for every read, and the replacing is costly).
-        let escaped =
-            key.utf8.contains(where: { $0 == UInt8(ascii: "\\") || $0 == UInt8(ascii: "\n") })
-            ? key.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\n", with: "\\n") : key
-        return escaped + "\n" + version + "\n"
+    /// The store's line, then the key's and the version's.
+    private func header(key: String, version: String) -> [UInt8] {
+        let key = Self.escaped(key)
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(storeLine.count + key.utf8.count + version.utf8.count + 2)
+        bytes += storeLine
+        bytes += key.utf8
+        bytes.append(UInt8(ascii: "\n"))
+        bytes += version.utf8
+        bytes.append(UInt8(ascii: "\n"))
+        return bytes
     }
 
-    private static func fileName(key: String, version: String, number: Int) -> String {
-        stem(key: key, version: version) + "." + String(number)
+    /// Newlines cannot be in a version; a key's (or a store's) are escaped so that each stays one line (checked
+    /// first: this runs for every read, and the replacing is costly).
+    private static func escaped(_ text: String) -> String {
+        text.utf8.contains(where: { $0 == UInt8(ascii: "\\") || $0 == UInt8(ascii: "\n") })
+            ? text.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\n", with: "\\n") : text
     }
 
-    /// Two independent 64-bit FNV-1a hashes of key and version: 128 bits, collisions checked by the header anyway.
-    private static func stem(key: String, version: String) -> String {
-        var first: UInt64 = 0xcbf2_9ce4_8422_2325
-        var second: UInt64 = 0x8422_2325_cbf2_9ce4
-        func mix(_ byte: UInt8) {
-            first = (first ^ UInt64(byte)) &* 0x100_0000_01b3
-            second = (second ^ UInt64(byte)) &* 0x100_0000_01b3 &+ 0x9e37_79b9
-        }
+    private static func mix(_ byte: UInt8, into hashes: inout (UInt64, UInt64)) {
+        hashes.0 = (hashes.0 ^ UInt64(byte)) &* 0x100_0000_01b3
+        hashes.1 = (hashes.1 ^ UInt64(byte)) &* 0x100_0000_01b3 &+ 0x9e37_79b9
+    }
+
+    /// Two independent 64-bit FNV-1a hashes of store, key and version (the store's part hashed once, in `seeds`):
+    /// 128 bits, collisions checked by the header anyway.
+    private func stem(key: String, version: String) -> String {
+        var hashes = seeds
         // (Byte by byte, without joining the two into a new array: this runs several times for every read.)
-        for byte in key.utf8 { mix(byte) }
-        mix(0)
-        for byte in version.utf8 { mix(byte) }
-        return String(first, radix: 16) + String(second, radix: 16)
+        for byte in key.utf8 { Self.mix(byte, into: &hashes) }
+        Self.mix(0, into: &hashes)
+        for byte in version.utf8 { Self.mix(byte, into: &hashes) }
+        return String(hashes.0, radix: 16) + String(hashes.1, radix: 16)
     }
 }

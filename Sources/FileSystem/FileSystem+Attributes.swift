@@ -26,19 +26,21 @@ extension FileSystem {
             state.withLock { $0.table[ino]?.stagedUsers -= 1 }
             dropStagedIfIdle(ino)
         }
-        let staged = try stage(ino, keepContent: size > 0)
         // Staged: no push is offered any more, and the kernel truncates its pages after this reply.
         defer { fencePageCache(ino) }
-        try staged.truncate(to: size)
-        let (idle, fresh) = state.withLock { s -> (Bool, Bool) in
-            guard var node = s.table[ino] else { return (false, false) }
-            node.size = size
-            let fresh = node.content.contentChanged()
-            node.noteChange(from: size)
-            node.mtime = mtime
-            node.touchChange(now)
-            s.table[ino] = node
-            return (node.openHandles == 0, fresh)
+        let (staged, (idle, fresh)) = try changeStaged(ino, keepContent: size > 0) {
+            staged throws(FSError) -> (Bool, Bool) in
+            try staged.truncate(to: size)
+            return state.withLock { s -> (Bool, Bool) in
+                guard var node = s.table[ino] else { return (false, false) }
+                node.size = size
+                let fresh = node.content.contentChanged()
+                node.noteChange(from: size)
+                node.mtime = mtime
+                node.touchChange(now)
+                s.table[ino] = node
+                return (node.openHandles == 0, fresh)
+            }
         }
         if fresh || staged.takeDeferredJournal() { journal(ino) }
         guard idle else { return }

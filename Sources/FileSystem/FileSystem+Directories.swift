@@ -71,9 +71,12 @@ extension FileSystem {
         let node = try existingNode(ino)
         guard node.kind == .directory else { throw FSError.notDirectory }
         let (reused, changesBefore) = state.withLock { s in
-            (reuseListing(of: ino, at: node.path, in: &s), s.namespaceChanges)
+            let reused = reuseListing(of: ino, at: node.path, in: &s)
+            if reused == nil { s.listingStarted(of: node.path) }
+            return (reused, s.namespaceChanges)
         }
         if let reused { return reused }
+        defer { state.withLock { $0.listingEnded(of: node.path) } }
         let prefix = keys.directoryPrefix(for: node.path)
         let page = try storeCall { try store.listAll(prefix: prefix, delimiter: "/") }
 
@@ -109,25 +112,33 @@ extension FileSystem {
             if let marker { s.table[ino].map { s.table[ino] = apply(observation: .object(marker), to: $0) } }
             let parentIno = node.path.isEmpty ? ino : (s.table.ino(at: KeyMapping.parent(of: node.path)) ?? ino)
             var entries: [(String, FileAttributes)] = []
-            for name in directories {
+            // Made, removed or renamed by this mount while the reply was on the way: the reply is older than the table
+            // there (it would bring back a name removed), so those names are listed as the table has them.
+            let changed = s.changedNames(in: node.path, since: changesBefore)
+            for name in directories where changed.isEmpty || !changed.contains(ExactPath(name)) {
                 let observation: Observation =
                     markers[ExactPath(name)].map { .directory(marker: $0) } ?? .implicitDirectory
                 entries.append((name, upsert(KeyMapping.join(node.path, name), observation, in: &s)))
             }
-            s.table[ino]?.subdirectories = Set(directories)  // st_nlink
             // A directory shadows an object of the same name.
             if s.fileHints.count + objects.count > Self.fileHintLimit { s.fileHints = [:] }
-            for (exact, object) in objects where !directoryNames.contains(exact) {
+            for (exact, object) in objects where !directoryNames.contains(exact) && !changed.contains(exact) {
                 let name = exact.string
                 s.fileHints[KeyMapping.join(node.path, name)] = object.size
                 entries.append((name, upsert(KeyMapping.join(node.path, name), .object(object), in: &s)))
             }
             for pending in s.table.pendingChildren(of: node.path) {
-                let name = KeyMapping.name(of: pending.path)
-                if objects[ExactPath(name)] == nil && !directoryNames.contains(ExactPath(name)) {
-                    entries.append((name, pending.attributes()))
+                let name = ExactPath(KeyMapping.name(of: pending.path))
+                if objects[name] == nil && !directoryNames.contains(name) && !changed.contains(name) {
+                    entries.append((name.string, pending.attributes()))
                 }
             }
+            for name in changed {
+                if let current = s.table.node(at: KeyMapping.join(node.path, name.string)) {
+                    entries.append((name.string, current.attributes()))
+                }
+            }
+            s.table[ino]?.subdirectories = Set(entries.filter { $0.1.kind == .directory }.map { ExactPath($0.0) })
             entries.sort { $0.0 < $1.0 }
             s.table.noteListingOrder(entries.map(\.0), of: node.path)
             s.listed[node.path] = (Set(entries.map(\.0)), .now + .seconds(options.negativeTTL))

@@ -151,6 +151,7 @@ extension FileSystem {
             state.withLock { s in
                 s.table[node.ino]?.touchChange(now)
                 s.table.detach(path: path)
+                s.noteNameChanged(path)
                 s.negative[path] = .now + .seconds(options.negativeTTL)
                 s.entriesChanged(in: KeyMapping.parent(of: path), at: now)
                 s.tailKnowledge.noteUnlinked(
@@ -188,6 +189,7 @@ extension FileSystem {
         let now = FileTime.now()
         state.withLock { s in
             s.table.detach(path: path)
+            s.noteNameChanged(path)
             s.listed.removeValue(forKey: path)
             s.tailKnowledge.forget(path)
             s.negative[path] = .now + .seconds(options.negativeTTL)

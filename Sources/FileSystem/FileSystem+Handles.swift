@@ -24,19 +24,21 @@ extension FileSystem {
             node = try existingNode(ino)
         }
         if writable && flags & O_TRUNC != 0 {
-            let staged = try stage(ino, keepContent: false)
-            try staged.truncate(to: 0)
-            let (abandoned, fresh) = state.withLock { s -> (StreamingUpload?, Bool) in
-                guard var node = s.table[ino] else { return (nil, false) }
-                let old = node.stream
-                node.size = 0
-                let fresh = node.content.contentChanged()
-                node.noteChange(from: 0)
-                node.mtime = .now()
-                node.touchChange(node.mtime)
-                node.stream = makeStream(for: node)
-                s.table[ino] = node
-                return (old, fresh)
+            let (_, (abandoned, fresh)) = try changeStaged(ino, keepContent: false) {
+                staged throws(FSError) -> (StreamingUpload?, Bool) in
+                try staged.truncate(to: 0)
+                return state.withLock { s -> (StreamingUpload?, Bool) in
+                    guard var node = s.table[ino] else { return (nil, false) }
+                    let old = node.stream
+                    node.size = 0
+                    let fresh = node.content.contentChanged()
+                    node.noteChange(from: 0)
+                    node.mtime = .now()
+                    node.touchChange(node.mtime)
+                    node.stream = makeStream(for: node)
+                    s.table[ino] = node
+                    return (old, fresh)
+                }
             }
             abandoned?.abort()
             if fresh { journal(ino) }
@@ -104,25 +106,28 @@ extension FileSystem {
             }
             if over { throw FSError.noSpace }  // the staging area is full: ENOSPC, nothing half-written
         }
-        let staged = try stage(ino, keepContent: true)
-        let stream = state.withLock { $0.table[ino]?.stream }
-        if let stream, try stream.write(data, at: offset, into: staged) {
-            // Sequential so far: the stream took the write.
-        } else {
-            if let stream { dropStream(stream, of: ino) }
-            try staged.write(data, at: offset)
-        }
-        let end = offset + UInt64(data.count)
-        let (size, fresh) = state.withLock { s -> (UInt64, Bool) in
-            guard var node = s.table[ino] else { return (end, false) }
-            node.size = max(node.size, end)
-            node.noteChange(from: offset)
-            node.mtime = .now()
-            node.touchChange(node.mtime)
-            // (An unlinked or replaced file stays detached: its bytes serve its open descriptors only.)
-            let fresh = node.content.contentChanged()
-            s.table[ino] = node
-            return (node.size, fresh)
+        let (staged, (size, fresh, stream)) = try changeStaged(ino, keepContent: true) {
+            staged throws(FSError) -> (UInt64, Bool, StreamingUpload?) in
+            let stream = state.withLock { $0.table[ino]?.stream }
+            if let stream, try stream.write(data, at: offset, into: staged) {
+                // Sequential so far: the stream took the write.
+            } else {
+                if let stream { dropStream(stream, of: ino) }
+                try staged.write(data, at: offset)
+            }
+            let end = offset + UInt64(data.count)
+            let (size, fresh) = state.withLock { s -> (UInt64, Bool) in
+                guard var node = s.table[ino] else { return (end, false) }
+                node.size = max(node.size, end)
+                node.noteChange(from: offset)
+                node.mtime = .now()
+                node.touchChange(node.mtime)
+                // (An unlinked or replaced file stays detached: its bytes serve its open descriptors only.)
+                let fresh = node.content.contentChanged()
+                s.table[ino] = node
+                return (node.size, fresh)
+            }
+            return (size, fresh, stream)
         }
         if fresh || staged.takeDeferredJournal() { journal(ino) }
         if let stream, state.withLock({ $0.table[ino]?.stream }) === stream {

@@ -179,19 +179,21 @@ extension FileSystem {
         _ ino: UInt64, at path: String, version: String?, staged: StagedFile, with info: ObjectInfo
     ) throws(FSError) {
         try serialised([ino]) { () throws(FSError) in
-            let unused: StreamingUpload?? = state.withLock { s in
-                guard let node = s.table[ino], node.path == path, !node.unlinked, node.version == version,
-                    node.staged === staged, !node.dirty, node.stream?.hasStarted != true
-                else { return nil }
-                staged.markOutdated()  // before the new version is visible (`dropStagedIfIdle` checks it)
-                var updated = apply(observation: .object(info), to: node)
-                updated.stream = nil
-                s.table[ino] = updated
-                return .some(node.stream)
+            // Holding the copy (`forgetContent(if:)`): a write that staged it before this check cannot land its
+            // bytes between the check and the emptying; it waits, finds the copy empty and stages the new version.
+            let unused: StreamingUpload?? = staged.forgetContent {
+                state.withLock { s in
+                    guard let node = s.table[ino], node.path == path, !node.unlinked, node.version == version,
+                        node.staged === staged, !node.dirty, node.stream?.hasStarted != true
+                    else { return nil }
+                    staged.markOutdated()  // before the new version is visible (`dropStagedIfIdle` checks it)
+                    var updated = apply(observation: .object(info), to: node)
+                    updated.stream = nil
+                    s.table[ino] = updated
+                    return .some(node.stream)
+                }
             }
-            guard let unused else { return }
-            unused?.abort()
-            staged.forgetContent()
+            unused??.abort()
         }
     }
 

@@ -34,7 +34,18 @@ extension FileSystem {
             filler.offer(
                 PageCacheFiller.Offer(
                     ino: ino, key: keys.key(for: node.path), version: version,
-                    block: Int(offset / UInt64(cache.blockSize)), size: node.size))
+                    block: Int(offset / UInt64(cache.blockSize)), size: node.size,
+                    stillCurrent: { [weak self] in self?.mayPushPages(ino, version: version) ?? false }))
+        }
+    }
+
+    /// Whether pages of `version` may still be pushed for `ino`: it is clean, nothing staged, and still that version.
+    /// The changes of content fence the pushes (`fencePageCache`); a refresh that takes another host's version does
+    /// not (under the state lock it cannot wait for one), so a push checks this when its turn comes.
+    private func mayPushPages(_ ino: UInt64, version: String) -> Bool {
+        state.withLock { s in
+            guard let node = s.table[ino] else { return false }
+            return node.staged == nil && !node.dirty && node.version == version
         }
     }
 

@@ -72,6 +72,8 @@ extension FileSystem {
                     s.table[ino]?.version = replacedNode.version
                 }
                 s.table.move(from: from, to: to)
+                s.noteNameChanged(from)
+                s.noteNameChanged(to)
                 s.noteExists(to)
                 if let newVersion {
                     // The copy may hold another writer's bytes (the source is copied as it is now): a clean copy
@@ -108,6 +110,8 @@ extension FileSystem {
             }
             state.withLock { s in
                 s.table.move(from: from, to: to)
+                s.noteNameChanged(from)
+                s.noteNameChanged(to)
                 s.noteExists(to)
                 s.listed = s.listed.filter { !($0.key == ExactPath(from) || $0.key.isBelow(from + "/")) }
                 s.tailKnowledge.forget(from)

@@ -12,8 +12,8 @@ import ObjectStore
 struct ListedTail {
     /// Names (in byte order of their keys) strictly after this one were listed.
     var after: String
-    /// The names listed after `after`, and those this mount made since.
-    var names: Set<String>
+    /// The names listed after `after`, and those this mount made since (byte for byte, as the store tells them).
+    var names: Set<ExactPath>
     var until: ContinuousClock.Instant
     /// Whether the page was the last one: no name after `after` exists but `names`. Otherwise only the versions
     /// of the files listed are known.
@@ -30,26 +30,29 @@ struct ListedTail {
     }
 
     /// The greatest name known here: where the next tail listing starts.
-    var last: String { names.reduce(after) { $0.utf8.lexicographicallyPrecedes($1.utf8) ? $1 : $0 } }
+    var last: String { names.reduce(after) { $0.utf8.lexicographicallyPrecedes($1.string.utf8) ? $1.string : $0 } }
 }
 
-/// Per-directory tail knowledge, and the run of unlinks in name order that shows an `rm -rf` at work.
+/// Per-directory tail knowledge, and the run of unlinks in name order that shows an `rm -rf` at work. By directory
+/// path byte for byte (`ExactPathMap`): keyed by `String`, a complete tail of `caf\u{e9}` answered ENOENT for names
+/// of `cafe\u{301}`, another directory.
 struct TailKnowledge {
-    var tails: [String: ListedTail] = [:]
+    var tails: ExactPathMap<ListedTail> = [:]
     /// Directory → the name last unlinked there, how many unlinks in a row went up in name order, when the first of
     /// them was, and until when that counts as a removal in progress.
-    var unlinks: [String: (name: String, run: Int, since: ContinuousClock.Instant, until: ContinuousClock.Instant)] =
-        [:]
+    var unlinks:
+        ExactPathMap<(name: String, run: Int, since: ContinuousClock.Instant, until: ContinuousClock.Instant)> =
+            [:]
     /// Directory → the greatest name of its (full) listing, and how many names that listing had then.
-    var greatestListed: [String: (count: Int, name: String)] = [:]
+    var greatestListed: ExactPathMap<(count: Int, name: String)> = [:]
 
     mutating func noteExists(name: String, in parent: String) {
-        tails[parent]?.names.insert(name)
+        tails[parent]?.names.insert(ExactPath(name))
     }
 
     func absent(name: String, in parent: String, now: ContinuousClock.Instant) -> Bool {
         guard let tail = tails[parent], now < tail.until, tail.complete, tail.covers(name) else { return false }
-        return !tail.names.contains(name)
+        return !tail.names.contains(ExactPath(name))
     }
 
     mutating func noteUnlinked(
@@ -66,9 +69,10 @@ struct TailKnowledge {
 
     /// Everything known of `path` and below goes (the directory was removed or renamed).
     mutating func forget(_ path: String) {
-        tails = tails.filter { !($0.key == path || $0.key.hasPrefix(path + "/")) }
-        unlinks = unlinks.filter { !($0.key == path || $0.key.hasPrefix(path + "/")) }
-        greatestListed = greatestListed.filter { !($0.key == path || $0.key.hasPrefix(path + "/")) }
+        let exact = ExactPath(path)
+        tails = tails.filter { !($0.key == exact || $0.key.isBelow(path + "/")) }
+        unlinks = unlinks.filter { !($0.key == exact || $0.key.isBelow(path + "/")) }
+        greatestListed = greatestListed.filter { !($0.key == exact || $0.key.isBelow(path + "/")) }
     }
 
     /// Unlinks in name order, this many in a row, make the next stale file of the directory revalidate its
@@ -147,30 +151,30 @@ extension FileSystem {
         } catch {
             throw FSError(error)
         }
-        var names = Set<String>()
-        var versions: [String: String] = [:]
+        var names = Set<ExactPath>()
+        var versions: [ExactPath: String] = [:]
         for object in page.objects {
             guard let rest = KeyMapping.relative(object.key, below: prefix) else { continue }
             let name = String(rest)
             guard !name.isEmpty, name != DirectoryMarkers.sidecarName else { continue }
-            names.insert(name)
-            versions[name] = object.version
+            names.insert(ExactPath(name))
+            versions[ExactPath(name)] = object.version
         }
         for commonPrefix in page.commonPrefixes {
             guard let rest = KeyMapping.relative(commonPrefix, below: prefix) else { continue }
             let name = String(rest.dropLast())
-            names.insert(name)
-            versions.removeValue(forKey: name)  // a directory shadows the object: not a file any more
+            names.insert(ExactPath(name))
+            versions.removeValue(forKey: ExactPath(name))  // a directory shadows the object: not a file any more
         }
         let now = ContinuousClock.now
         state.withLock { s in
             for (name, version) in versions {
-                guard let node = s.table.node(at: KeyMapping.join(parent, name)), node.kind != .directory,
+                guard let node = s.table.node(at: KeyMapping.join(parent, name.string)), node.kind != .directory,
                     node.inStore, node.version == version, node.staged == nil, !node.dirty
                 else { continue }
                 s.table[node.ino]?.validatedAt = now
             }
-            let through = names.reduce(after) { $0.utf8.lexicographicallyPrecedes($1.utf8) ? $1 : $0 }
+            let through = names.reduce(after) { $0.utf8.lexicographicallyPrecedes($1.string.utf8) ? $1.string : $0 }
             s.tailKnowledge.tails[parent] = ListedTail(
                 after: after, names: names, until: now + .seconds(options.negativeTTL),
                 complete: page.nextContinuationToken == nil, through: through)

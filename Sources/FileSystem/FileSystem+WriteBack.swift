@@ -256,16 +256,42 @@ extension FileSystem {
         return staged
     }
 
+    /// Stages the node's copy and runs `change` on it (a write, a truncate, and the node marked changed) so that no
+    /// lock's revalidation empties a clean copy between the bytes and the mark (`StagedFile.change`), which would
+    /// let the next upload go without them. A copy emptied before `change` is staged again, from the new version.
+    func changeStaged<T>(
+        _ ino: UInt64, keepContent: Bool, _ change: (StagedFile) throws(FSError) -> T
+    ) throws(FSError) -> (StagedFile, T) {
+        while true {
+            let staged = try stage(ino, keepContent: keepContent)
+            if let changed = try staged.change({ () throws(FSError) in try change(staged) }) {
+                return (staged, changed)
+            }
+        }
+    }
+
     /// Copies the object into `fd` in bounded ranges. Later uploads are conditional on the version downloaded.
     func download(path: String, into fd: Int32, ino: UInt64) throws(FSError) {
         let key = keys.key(for: path)
         // The version seen at open: the content written on top of must be that one.
-        var version = state.withLock { $0.table[ino]?.version }
+        let opened = state.withLock { $0.table[ino]?.version }
+        var version = opened
         var offset: UInt64 = 0
         while true {
             let chunk = try storeCall { try store.get(key, range: offset..<(offset + Self.downloadChunk)) }
-            if let version, version != chunk.info.version {
-                throw FSError.stale("\(key) was changed by another writer")
+            if let known = version, known != chunk.info.version {
+                // The node moved to it meanwhile: while its copy downloads, only this mount's chmod or touch (a
+                // metadata copy: the same bytes) moves it (a revalidation waits for the download, `forgetContent`).
+                // Content as good to write on; again from its start.
+                guard state.withLock({ $0.table[ino]?.version }) == chunk.info.version else {
+                    throw FSError.stale("\(key) was changed by another writer")
+                }
+                version = chunk.info.version
+                if offset > 0 {
+                    offset = 0
+                    _ = ftruncate(fd, 0)
+                    continue
+                }
             }
             if version == nil || offset == 0 { keepForeignAttributes(of: chunk.info, ino: ino) }
             version = chunk.info.version
@@ -275,7 +301,9 @@ extension FileSystem {
             if offset >= chunk.info.size || chunk.body.isEmpty { break }
         }
         state.withLock { s in
-            if let version { s.table[ino]?.version = version }
+            // Only if nothing moved it since: a chmod's copy after the last GET keeps these bytes under a new
+            // version; a rename's copy marked the staged copy outdated (`markOutdated`).
+            if let version, s.table[ino]?.version == opened { s.table[ino]?.version = version }
         }
     }
 

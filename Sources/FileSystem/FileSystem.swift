@@ -82,9 +82,12 @@ public final class FileSystem: Sendable {
         var listed: ExactPathMap<(names: Set<String>, until: ContinuousClock.Instant)> = [:]
         /// Directory inode → its last listing, reused by the next readdir for `metadata_ttl` (+Directories).
         var recentListings: [UInt64: RecentListing] = [:]
-        /// Counts the calls of `entriesChanged` and `namesChanged`: a listing whose LIST ran across one is not kept
-        /// for reuse (it may show a name removed, or miss one made, while its reply was on the way).
+        /// Counts the calls of `entriesChanged`, `namesChanged` and `noteNameChanged`: a listing whose LIST ran across
+        /// one is not kept for reuse (it may show a name removed, or miss one made, while its reply was on the way).
         var namespaceChanges: UInt64 = 0
+        /// Directory → its listings whose LIST is on the way, and the names this mount made, removed or renamed there
+        /// meanwhile (with `namespaceChanges` then): for those names such a reply is older than the table.
+        var listingsUnderway: ExactPathMap<(count: Int, changed: [ExactPath: UInt64])> = [:]
 
         /// An entry was added to or removed from directory `path`: POSIX moves its mtime and ctime. Kept in
         /// memory (a stored directory keeps the mtime set on it explicitly, see docs/SEMANTICS.md).
@@ -101,6 +104,33 @@ public final class FileSystem: Sendable {
         mutating func namesChanged(in path: String) {
             namespaceChanges &+= 1
             if let ino = table.ino(at: path) { recentListings.removeValue(forKey: ino) }
+        }
+
+        /// This mount made, removed or renamed (from or onto) `path`, in the critical section that changes the table.
+        mutating func noteNameChanged(_ path: String) {
+            namespaceChanges &+= 1
+            let parent = KeyMapping.parent(of: path)
+            guard listingsUnderway[parent] != nil else { return }
+            listingsUnderway[parent]?.changed[ExactPath(KeyMapping.name(of: path))] = namespaceChanges
+        }
+
+        mutating func listingStarted(of path: String) {
+            var underway = listingsUnderway[path] ?? (0, [:])
+            underway.count += 1
+            listingsUnderway[path] = underway
+        }
+
+        mutating func listingEnded(of path: String) {
+            guard var underway = listingsUnderway[path] else { return }
+            underway.count -= 1
+            listingsUnderway[path] = underway.count > 0 ? underway : nil
+        }
+
+        /// The names of directory `path` this mount changed after `changes` (a listing's `namespaceChanges` when its
+        /// LIST was sent).
+        func changedNames(in path: String, since changes: UInt64) -> Set<ExactPath> {
+            guard let changed = listingsUnderway[path]?.changed else { return [] }
+            return Set(changed.lazy.filter { $0.value > changes }.map(\.key))
         }
 
         /// Records that `path` exists, in its parent's known listing.
@@ -170,8 +200,11 @@ public final class FileSystem: Sendable {
         self.bulkWorkers = WorkerPool(threads: max(1, options.renameParallelism), name: "bucketfs-bulk")
         self.prefetchBudget = PrefetchBudget(
             bytes: options.readAheadBudget,
+            // Named by the store (bucket and endpoint) its entries come from: other stores may share the directory.
             cache: options.blockCacheSize > 0
-                ? BlockCache(directory: options.cacheDirectory + "/blocks", limit: options.blockCacheSize) : nil,
+                ? BlockCache(
+                    directory: options.cacheDirectory + "/blocks", limit: options.blockCacheSize,
+                    store: store.description + " " + (options.recoveryContext["endpoint_url"] ?? "")) : nil,
             logger: logger)
         self.pageFiller = prefetchBudget.cache.map { PageCacheFiller(cache: $0) }
         self.metadataIndex = MetadataIndex(
@@ -277,6 +310,7 @@ public final class FileSystem: Sendable {
             node.lookups = retain ? 1 : 0
             if node.kind == .directory { node.subdirectories = [] }  // new: none yet
             s.table.insert(node)
+            s.noteNameChanged(node.path)
             s.negative.removeValue(forKey: node.path)
             s.noteExists(node.path)
             s.entriesChanged(in: KeyMapping.parent(of: node.path), at: node.ctime)

@@ -28,7 +28,8 @@ public struct FileSystemOptions: Sendable, Equatable {
     /// Bytes that files being written may hold in the staging area together; 0 means no bound but the disk's.
     /// A write beyond it fails with ENOSPC.
     public var stagingLimit: UInt64
-    /// Written beside each saved upload (e.g. the S3 endpoint and region), so that it can be pushed back later.
+    /// Written beside each saved upload (e.g. the S3 endpoint and region), so that it can be pushed back later. Its
+    /// `endpoint_url` also names the store of the block cache's entries.
     public var recoveryContext: [String: String]
     /// Keep the metadata index (`MetadataIndex`) in the cache directory across mounts; off, it lives in memory.
     public var persistMetadataIndex: Bool

@@ -14,8 +14,9 @@ struct Node {
     var mtime: FileTime
     var ctime: FileTime
     /// Directory: the names of its subdirectories, when this mount knows them all (it listed the directory or
-    /// made it); nil until then. `st_nlink` is 2 plus their number, as on ext4.
-    var subdirectories: Set<String>?
+    /// made it); nil until then. `st_nlink` is 2 plus their number, as on ext4. Byte for byte: `caf\u{e9}` and
+    /// `cafe\u{301}` are two.
+    var subdirectories: Set<ExactPath>?
     /// The store's version of the object (file, symlink) or marker (directory) this node was read from.
     var version: String?
     /// File/symlink: the object exists. Directory: an explicit marker `dir/` exists.
@@ -337,7 +338,7 @@ struct InodeTable {
         guard !path.isEmpty, let parent = byPath[ExactPath(KeyMapping.parent(of: path))],
             nodes[parent]?.subdirectories != nil
         else { return }
-        let name = KeyMapping.name(of: path)
+        let name = ExactPath(KeyMapping.name(of: path))
         if present {
             nodes[parent]?.subdirectories?.insert(name)
         } else {

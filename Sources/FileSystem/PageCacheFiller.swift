@@ -10,7 +10,9 @@ import Foundation
 /// critical section of `FileSystem.state` that checked it; whatever may change the content or let the kernel keep
 /// older pages (a writable open, an open of a new version, a truncate, a lock's revalidation) first makes that
 /// change under the state lock, then calls `advance`: the offers queued for the inode are dropped, and a push in
-/// flight is waited for. Lock order: `FileSystem.state`, then this filler's `condition` (a leaf).
+/// flight is waited for. A refresh that takes another host's version fences nothing: each push checks, when its turn
+/// comes, that the file is still at the version offered (`Offer.stillCurrent`, under `FileSystem.state`, taken with
+/// `condition` not held). Lock order: `FileSystem.state`, then this filler's `condition` (a leaf).
 ///
 /// A push of a page the kernel holds locked (a read of it in flight) waits in the kernel until that read's reply
 /// is in, so pushes never run on a thread that serves FUSE requests or fetches blocks.
@@ -25,6 +27,9 @@ final class PageCacheFiller: @unchecked Sendable {
         let block: Int
         /// The file's size: the last block is pushed only up to it (a push past the end would extend the file).
         let size: UInt64
+        /// Asked just before the push: whether the file is still at `version` (clean, nothing staged). A refresh
+        /// may have taken another host's version since the offer (a smaller size, which the kernel may have heard).
+        let stillCurrent: @Sendable () -> Bool
     }
 
     /// Offers waiting beyond this are dropped: a random reader faster than the pushes gets what it can.
@@ -131,7 +136,7 @@ final class PageCacheFiller: @unchecked Sendable {
     private func push(_ offer: Offer, with call: Store) {
         let start = UInt64(offer.block) * UInt64(cache.blockSize)
         guard start < offer.size,
-            let data = cache.block(key: offer.key, version: offer.version, number: offer.block)
+            let data = cache.block(key: offer.key, version: offer.version, number: offer.block), offer.stillCurrent()
         else { return }
         let length = Int(min(UInt64(data.count), offer.size - start))
         call(offer.ino, start, length == data.count ? data : data.prefix(length))

@@ -513,9 +513,13 @@ final class ReadPrefetcher: @unchecked Sendable {
             let base = UInt64(first) * blockSize
             let from = Int(range.lowerBound - base)
             let to = Int(upper - base)
-            guard let piece = cache.read(key: key, version: version, number: first, range: from..<to),
-                piece.count == to - from
-            else { return nil }
+            guard let piece = cache.read(key: key, version: version, number: first, range: from..<to) else {
+                return nil
+            }
+            guard piece.count == to - from else {
+                cache.forget(key: key, version: version, number: first)  // cut short by a crash
+                return nil
+            }
             return piece
         }
         // Block after block into one pooled buffer (a fresh one of several MiB is faulted in and zeroed).
@@ -524,8 +528,12 @@ final class ReadPrefetcher: @unchecked Sendable {
             let base = UInt64(number) * blockSize
             let from = Int(max(range.lowerBound, base) - base)
             let to = Int(min(upper, base + blockSize) - base)
-            guard cache.read(key: key, version: version, number: number, range: from..<to, into: buffer) == to - from
+            guard let got = cache.read(key: key, version: version, number: number, range: from..<to, into: buffer)
             else { return nil }
+            guard got == to - from else {
+                cache.forget(key: key, version: version, number: number)  // cut short by a crash
+                return nil
+            }
         }
         return buffer.filled
     }

@@ -64,13 +64,28 @@ final class StagedFile: Sendable {
     func markOutdated() { outdated.store(true, ordering: .releasing) }
 
     /// The object changed in the store and nothing here was written: empty the copy, so that the next read
-    /// downloads the new content.
-    func forgetContent() {
+    /// downloads the new content. `decide` (called holding the copy, so no `change` runs meanwhile; it may take the
+    /// state lock: `loaded` → `state`) says whether the copy is still clean, and makes the new version visible;
+    /// nil leaves the copy as it is.
+    func forgetContent<T>(if decide: () -> T?) -> T? {
         loaded.withLock { isLoaded in
+            guard let decided = decide() else { return nil }
             _ = ftruncate(fd, 0)
             isLoaded = false
             loadedFlag.store(false, ordering: .releasing)
             outdated.store(false, ordering: .releasing)
+            return decided
+        }
+    }
+
+    /// Runs `body` — a write into the copy and the node marked changed — with no `forgetContent` between the two,
+    /// which would otherwise empty the copy under the write and let the next upload go without it. Nil, without
+    /// running `body`, if the copy was emptied since `stage` filled it: the caller stages again. Order: `loaded` →
+    /// `state` (and → a stream's condition).
+    func change<T>(_ body: () throws(FSError) -> T) throws(FSError) -> T? {
+        try loaded.withLock { (isLoaded: inout Bool) throws(FSError) -> T? in
+            guard isLoaded else { return nil }
+            return try body()
         }
     }
 

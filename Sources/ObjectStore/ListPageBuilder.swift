@@ -33,7 +33,7 @@ extension PutCondition {
 extension MultipartUploadInfo {
     /// By key, then oldest first — the order S3 lists uploads in.
     static func listOrder(_ a: MultipartUploadInfo, _ b: MultipartUploadInfo) -> Bool {
-        if a.key != b.key { return a.key.precedesInKeyOrder(b.key) }
+        if !a.key.utf8.elementsEqual(b.key.utf8) { return a.key.precedesInKeyOrder(b.key) }  // (`!=`: canonical)
         return a.initiated < b.initiated
     }
 }
@@ -75,7 +75,9 @@ struct ListPageBuilder {
     mutating func add(key: String, info: () -> ObjectInfo?) -> Bool {
         guard key.hasKeyPrefix(prefix) else { return true }
         if let commonPrefix = commonPrefix(of: key) {
-            guard commonPrefix != lastCommonPrefix, isAfterMarker(commonPrefix) else { return true }
+            // Byte for byte (`!=` is canonical): `caf\u{e9}/` and `cafe\u{301}/` are two prefixes.
+            let repeated = lastCommonPrefix.map { $0.utf8.elementsEqual(commonPrefix.utf8) } ?? false
+            guard !repeated, isAfterMarker(commonPrefix) else { return true }
             guard makeRoom() else { return false }
             lastCommonPrefix = commonPrefix
             page.commonPrefixes.append(commonPrefix)

@@ -4,12 +4,27 @@ import Synchronization
 /// An object store held in process memory (`memory://name`), for tests and throwaway mounts.
 ///
 /// All state sits behind one mutex, so every conditional write is checked and applied atomically.
-/// Versions come from a counter that grows on every write (put, copy, completed upload).
+/// Versions come from a counter that grows on every write (put, copy, completed upload). Keys are compared byte for
+/// byte, as S3 does (`Key`).
 public final class MemoryObjectStore: ObjectStore {
     public let name: String
     public var description: String { "memory://\(name)" }
     public var supportsConditionalWrites: Bool { true }
     public var prefersStreamingReads: Bool { true }
+
+    /// A key as a dictionary key, byte for byte: `String` equality is canonical equivalence, so `caf\u{e9}` and
+    /// `cafe\u{301}` were one object here, where a bucket holds two.
+    private struct Key: Hashable {
+        let string: String
+        init(_ string: String) { self.string = string }
+        static func == (a: Key, b: Key) -> Bool { a.string.utf8.elementsEqual(b.string.utf8) }
+        func hash(into hasher: inout Hasher) {
+            let hashed = string.utf8.withContiguousStorageIfAvailable {
+                hasher.combine(bytes: UnsafeRawBufferPointer($0))
+            }
+            if hashed == nil { Array(string.utf8).withUnsafeBytes { hasher.combine(bytes: $0) } }
+        }
+    }
 
     private struct StoredObject {
         var info: ObjectInfo
@@ -33,7 +48,7 @@ public final class MemoryObjectStore: ObjectStore {
     }
 
     private struct State {
-        var objects: [String: StoredObject] = [:]
+        var objects: [Key: StoredObject] = [:]
         var uploads: [String: Upload] = [:]
         var counter: UInt64 = 0
 
@@ -67,14 +82,14 @@ public final class MemoryObjectStore: ObjectStore {
 
     public func head(_ key: String) throws(ObjectStoreError) -> ObjectInfo {
         try state.withLock { (state) throws(ObjectStoreError) -> ObjectInfo in
-            guard let object = state.objects[key] else { throw .notFound(key: key) }
+            guard let object = state.objects[Key(key)] else { throw .notFound(key: key) }
             return object.info
         }
     }
 
     public func get(_ key: String, range: Range<UInt64>?) throws(ObjectStoreError) -> ObjectData {
         let object = try state.withLock { (state) throws(ObjectStoreError) -> StoredObject in
-            guard let object = state.objects[key] else { throw .notFound(key: key) }
+            guard let object = state.objects[Key(key)] else { throw .notFound(key: key) }
             return object
         }
         guard let range else { return ObjectData(info: object.info, body: object.body) }
@@ -109,7 +124,7 @@ public final class MemoryObjectStore: ObjectStore {
         try Self.validate(key)
         let data = try Self.read(body)
         return try state.withLock { (state) throws(ObjectStoreError) -> ObjectInfo in
-            try options.condition.check(key: key, currentVersion: state.objects[key]?.info.version)
+            try options.condition.check(key: key, currentVersion: state.objects[Key(key)]?.info.version)
             return Self.store(data, at: key, contentType: options.contentType, metadata: options.metadata, in: &state)
         }
     }
@@ -117,10 +132,10 @@ public final class MemoryObjectStore: ObjectStore {
     public func delete(_ key: String, condition: DeleteCondition) throws(ObjectStoreError) {
         try state.withLock { (state) throws(ObjectStoreError) in
             if case .ifVersionMatches(let version) = condition {
-                guard let current = state.objects[key] else { throw .notFound(key: key) }
+                guard let current = state.objects[Key(key)] else { throw .notFound(key: key) }
                 guard current.info.version == version else { throw .preconditionFailed(key: key) }
             }
-            state.objects[key] = nil
+            state.objects[Key(key)] = nil
         }
     }
 
@@ -135,8 +150,8 @@ public final class MemoryObjectStore: ObjectStore {
             throw .invalidRequest("copying \(source) onto itself requires new metadata")
         }
         return try state.withLock { (state) throws(ObjectStoreError) -> ObjectInfo in
-            guard let original = state.objects[source] else { throw .notFound(key: source) }
-            try condition.check(key: destination, currentVersion: state.objects[destination]?.info.version)
+            guard let original = state.objects[Key(source)] else { throw .notFound(key: source) }
+            try condition.check(key: destination, currentVersion: state.objects[Key(destination)]?.info.version)
             return Self.store(
                 original.body, at: destination, contentType: original.info.contentType,
                 metadata: metadata ?? original.info.metadata ?? [:], in: &state)
@@ -164,7 +179,7 @@ public final class MemoryObjectStore: ObjectStore {
         let data = try Self.read(body)
         try checkPartChecksum(crc32c, of: .data(data), key: key)
         return try state.withLock { (state) throws(ObjectStoreError) -> String in
-            guard state.uploads[uploadID]?.key == key else { throw .notFound(key: key) }
+            guard state.uploads[uploadID]?.key.utf8.elementsEqual(key.utf8) == true else { throw .notFound(key: key) }
             let etag = "part-\(number)-\(state.nextVersion())"
             state.uploads[uploadID]?.parts[number] = Part(etag: etag, body: data, crc32c: crc32c)
             return etag
@@ -178,7 +193,9 @@ public final class MemoryObjectStore: ObjectStore {
     ) throws(ObjectStoreError) -> ObjectInfo {
         try validatePartList(parts)
         return try state.withLock { (state) throws(ObjectStoreError) -> ObjectInfo in
-            guard let upload = state.uploads[uploadID], upload.key == key else { throw .notFound(key: key) }
+            guard let upload = state.uploads[uploadID], upload.key.utf8.elementsEqual(key.utf8) else {
+                throw .notFound(key: key)
+            }
             var body = Data()
             for part in parts {
                 guard let stored = upload.parts[part.number], stored.etag == part.etag else {
@@ -193,7 +210,7 @@ public final class MemoryObjectStore: ObjectStore {
                 body.append(stored.body)
             }
             // A failed condition leaves the upload in place, as S3 does: the caller may retry or abort.
-            try condition.check(key: key, currentVersion: state.objects[key]?.info.version)
+            try condition.check(key: key, currentVersion: state.objects[Key(key)]?.info.version)
             state.uploads[uploadID] = nil
             return Self.store(body, at: key, contentType: upload.contentType, metadata: upload.metadata, in: &state)
         }
@@ -201,7 +218,7 @@ public final class MemoryObjectStore: ObjectStore {
 
     public func abortMultipartUpload(_ key: String, uploadID: String) throws(ObjectStoreError) {
         try state.withLock { (state) throws(ObjectStoreError) in
-            guard state.uploads[uploadID]?.key == key else { throw .notFound(key: key) }
+            guard state.uploads[uploadID]?.key.utf8.elementsEqual(key.utf8) == true else { throw .notFound(key: key) }
             state.uploads[uploadID] = nil
         }
     }
@@ -243,7 +260,7 @@ public final class MemoryObjectStore: ObjectStore {
         let info = ObjectInfo(
             key: key, size: UInt64(body.count), lastModified: Date(), version: state.nextVersion(),
             contentType: contentType, metadata: metadata)
-        state.objects[key] = StoredObject(info: info, body: body)
+        state.objects[Key(key)] = StoredObject(info: info, body: body)
         return info
     }
 }

@@ -181,4 +181,47 @@ final class BlockCacheTests: XCTestCase {
         XCTAssertFalse(tight.contains(key: "d/f", version: "v1", number: 1))
         XCTAssertNil(tight.block(key: "d/f", version: "v1", number: 1))
     }
+
+    /// A crash can leave a file renamed into the cache whose bytes were never all written back: journaling file
+    /// systems (ordered data) keep a prefix of a new file then, down to nothing. A block file shorter than its header
+    /// is refused at open; one whose bytes end early reads short, which the reader takes for a miss. Either is fetched
+    /// again and replaced (before, it stayed indexed: a GET at every read of it). A whole-object file cut short has
+    /// lost its trailer, and is refused.
+    func testAFileCutShortByACrashIsNotServedAndIsReplaced() throws {
+        let memory = MemoryObjectStore()
+        let store = CountingStore(memory)
+        // The middle block of three cut to its header and half its bytes; a one-block object's cut inside its header.
+        for (key, size, block, kept) in [("f", (2 << 20) + 100, 1, 8 + (1 << 19)), ("g", 100_000, 0, 3)] {
+            let body = ReadPrefetcherTests.content(size)
+            let info = try memory.put(key, data: body)
+            let first = PrefetchBudget(bytes: 64 << 20, cache: BlockCache(directory: directory, limit: 64 << 20))
+            XCTAssertEqual(try readAll(store, key: key, size: size, budget: first, version: info.version), body)
+            let cut = try FileManager.default.contentsOfDirectory(atPath: directory).sorted().first { name in
+                name.hasSuffix(".\(block)")
+                    && (try? Data(contentsOf: URL(fileURLWithPath: directory + "/" + name)).prefix(64))?
+                        .range(of: Data("\(key)\n\(info.version)\n".utf8)) != nil
+            }
+            XCTAssertEqual(truncate(directory + "/" + (try XCTUnwrap(cut, key)), off_t(kept)), 0)
+
+            store.reset()
+            let remounted = PrefetchBudget(bytes: 64 << 20, cache: BlockCache(directory: directory, limit: 64 << 20))
+            XCTAssertEqual(try readAll(store, key: key, size: size, budget: remounted, version: info.version), body)
+            XCTAssertGreaterThan(store.count(.get), 0, "the block cut short is fetched (\(key))")
+            store.reset()
+            XCTAssertEqual(try readAll(store, key: key, size: size, budget: remounted, version: info.version), body)
+            XCTAssertEqual(store.count(.get), 0, "and kept again (\(key))")
+        }
+
+        let size = (2 << 20) + 100
+        let body = ReadPrefetcherTests.content(size)
+        let cache = BlockCache(directory: directory, limit: 64 << 20)
+        let staged = directory + "-staged"
+        XCTAssertTrue(FileManager.default.createFile(atPath: staged, contents: body))
+        defer { unlink(staged) }
+        XCTAssertTrue(cache.adopt(key: "h", version: "v", path: staged, size: UInt64(size)))
+        let whole = try XCTUnwrap(
+            try FileManager.default.contentsOfDirectory(atPath: directory).first { $0.hasSuffix(".o") })
+        XCTAssertEqual(truncate(directory + "/" + whole, off_t(size + 10)), 0)
+        XCTAssertNil(BlockCache(directory: directory, limit: 64 << 20).block(key: "h", version: "v", number: 0))
+    }
 }

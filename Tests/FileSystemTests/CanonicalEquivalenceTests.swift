@@ -156,6 +156,44 @@ final class CanonicalEquivalenceTests: FileSystemTestCase {
         fs.release(made.attributes.ino, handle: made.handle)
     }
 
+    /// What a LIST of a directory's end told is kept by the directory's exact path: after 8 unlinks in name order in
+    /// `dcaf\u{e9}` had one LIST of its last names, a name of `dcafe\u{301}`, another directory, was taken for
+    /// missing (ENOENT) from that listing.
+    func testTailKnowledgeIsKeptByExactDirectory() throws {
+        let store = MemoryObjectStore()
+        let files = (1...10).map { String(format: "f%02d", $0) }
+        for name in files { try put(store, "d" + composed + "/" + name) }
+        try put(store, "d" + decomposed + "/g", "g")
+        let fs = try makeFileSystem(store, metadataTTL: 0)  // every file stale: each lookup asks the store
+        let one = try fs.lookup(parent: Self.root, name: "d" + composed)
+        let other = try fs.lookup(parent: Self.root, name: "d" + decomposed)
+        _ = try fs.lookup(parent: one.ino, name: "f09")
+        for name in files.prefix(8) { try fs.unlink(parent: one.ino, name: name) }
+        _ = try fs.lookup(parent: one.ino, name: "f09")  // `rm -rf` at work: one LIST of the names after f08
+        XCTAssertEqual(fs.state.withLock { $0.tailKnowledge.tails["d" + composed]?.complete }, true)
+        XCTAssertEqual(try read(fs, try fs.lookup(parent: other.ino, name: "g").ino), "g")
+    }
+
+    /// A directory's link count is 2 plus its subdirectories by exact name: `dcaf\u{e9}` and `dcafe\u{301}` are two,
+    /// listed or made here, and removing one leaves the other counted.
+    func testEquivalentSubdirectoriesAreTwoLinks() throws {
+        let store = MemoryObjectStore()
+        try put(store, "p/d" + composed + "/x")
+        try put(store, "p/d" + decomposed + "/x")
+        let fs = try makeFileSystem(store)
+        let listed = try fs.lookup(parent: Self.root, name: "p")
+        XCTAssertEqual(try names(fs, listed.ino).count, 4)
+        XCTAssertEqual(try fs.getattr(listed.ino).linkCount, 4, "listed: 2 + two subdirectories")
+
+        let made = try fs.mkdir(parent: Self.root, name: "q", permissions: 0o755, caller: caller)
+        for name in [composed, decomposed] {
+            _ = try fs.mkdir(parent: made.ino, name: "d" + name, permissions: 0o755, caller: caller)
+        }
+        XCTAssertEqual(try fs.getattr(made.ino).linkCount, 4, "made: 2 + two subdirectories")
+        try fs.rmdir(parent: made.ino, name: "d" + composed)
+        XCTAssertEqual(try fs.getattr(made.ino).linkCount, 3, "the other one is still there")
+    }
+
     /// Renaming a name to its other normal form is a rename (`convmv --nfc`), not a no-op.
     func testARenameToTheOtherNormalFormMovesTheFile() throws {
         let root = try makeCacheDirectory() + "/bucket"

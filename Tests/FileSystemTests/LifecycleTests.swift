@@ -263,6 +263,40 @@ final class LifecycleTests: FileSystemTestCase {
         XCTAssertEqual(staging.filter { $0.hasPrefix("staged-") }, [], "the copy went with the unlink")
     }
 
+    /// A chmod while the content downloads into the staged copy (truncate(2) here) moves the node to the version of
+    /// its metadata copy (a new one on GCS, local, memory), whose bytes are those downloaded: the download goes on
+    /// from that version and leaves the node at it. Before, a chmod before the GET's answer failed the download
+    /// with ESTALE (another version than the one at open), one after it was undone (the node set back to the version
+    /// downloaded), so the next upload, conditional on it, failed with ESTALE.
+    func testAChmodDuringADownloadLeavesTheNodeAtTheVersionOfItsCopy() throws {
+        for heldReply in [false, true] {
+            let base = MemoryObjectStore()
+            try put(base, "f", "hello world")
+            let store = GetGateStore(base)
+            let fs = try makeFileSystem(store)
+            let file = try fs.lookup(parent: Self.root, name: "f")
+            let handle = try fs.open(file.ino, flags: O_RDWR).handle
+            store.holdNextGet(reply: heldReply)
+            let failure = Locked<FSError?>(nil)
+            let done = DispatchSemaphore(value: 0)
+            Thread {
+                do throws(FSError) {
+                    _ = try fs.setattr(file.ino, AttributeChanges(size: 5))
+                } catch { failure.update { $0 = error } }
+                done.signal()
+            }.start()
+            store.entered.wait()
+            _ = try fs.setattr(file.ino, AttributeChanges(permissions: 0o600))
+            store.release()
+            done.wait()
+            XCTAssertNil(failure.value, "the truncate (the GET's reply held: \(heldReply))")
+            XCTAssertNoThrow(try fs.flush(file.ino, handle: handle), "the upload (the GET's reply held: \(heldReply))")
+            fs.release(file.ino, handle: handle)
+            XCTAssertEqual(try body(base, "f"), "hello")
+            XCTAssertEqual(try base.head("f").metadata?["mode"], String(UInt32(S_IFREG) | 0o600))
+        }
+    }
+
     /// A copy marked outdated (a rename's copy or a lock's revalidation moved the version) while its download runs
     /// stays so when the download ends: it is never taken as whole, so never cached as the new version; emptied for
     /// the new version, it is whole again once filled.
@@ -272,32 +306,98 @@ final class LifecycleTests: FileSystemTestCase {
         defer { staged.discard() }
         try staged.prepare { _ throws(FSError) in staged.markOutdated() }
         XCTAssertFalse(staged.isLoaded, "outdated during the download")
-        staged.forgetContent()
+        _ = staged.forgetContent { () }
         try staged.prepare { _ throws(FSError) in }
         XCTAssertTrue(staged.isLoaded, "filled again after it was emptied")
     }
+
+    /// Session 9's review: a lock's revalidation checked the copy clean, then emptied it; a write that had staged
+    /// the copy before the check put its bytes in between, and the next upload went without them. The emptying
+    /// now decides holding the copy, so it waits for a write in flight and sees it marked.
+    func testEmptyingACleanCopyWaitsForAWriteInFlightAndKeepsIt() throws {
+        let directory = try makeCacheDirectory()
+        let staged = try StagedFile(directory: directory, loaded: true)
+        defer { staged.discard() }
+        let marked = Atomic<Bool>(false)  // the node's `contentChanged`, as `write` does it after the bytes
+        let bytesIn = DispatchSemaphore(value: 0)
+        let finishWrite = DispatchSemaphore(value: 0)
+        let writeDone = DispatchSemaphore(value: 0)
+        DispatchQueue.global().async {
+            _ = try? staged.change { () throws(FSError) in
+                var failure: FSError?
+                Array("mine".utf8).withUnsafeBytes { bytes in
+                    do throws(FSError) { try staged.write(bytes, at: 0) } catch { failure = error }
+                }
+                if let failure { throw failure }
+                bytesIn.signal()
+                finishWrite.wait()
+                marked.store(true, ordering: .releasing)
+            }
+            writeDone.signal()
+        }
+        bytesIn.wait()
+        let emptied = Mutex<Bool?>(nil)
+        let decided = DispatchSemaphore(value: 0)
+        DispatchQueue.global().async {
+            let outcome = staged.forgetContent { marked.load(ordering: .acquiring) ? nil : () }
+            emptied.withLock { $0 = outcome != nil }
+            decided.signal()
+        }
+        // Not a speed check: the emptying must not decide at all while the write is between its bytes and its mark.
+        let early = decided.wait(timeout: .now() + .milliseconds(300))
+        XCTAssertEqual(early, .timedOut, "decided under a write")
+        finishWrite.signal()
+        writeDone.wait()
+        if early == .timedOut { decided.wait() }
+        XCTAssertEqual(emptied.withLock { $0 }, false, "a copy with a write on it is not clean")
+        XCTAssertEqual(String(decoding: try staged.read(at: 0, count: 16), as: UTF8.self), "mine")
+        XCTAssertTrue(staged.isLoaded)
+    }
+
+    /// A write that staged the copy before a revalidation emptied it does not write into the empty file (whose
+    /// next read would download the new version over it): `change` refuses, and the caller stages again.
+    func testAChangeToACopyEmptiedSinceItWasStagedIsRefused() throws {
+        let directory = try makeCacheDirectory()
+        let staged = try StagedFile(directory: directory, loaded: true)
+        defer { staged.discard() }
+        XCTAssertNotNil(staged.forgetContent { () })
+        var ran = false
+        XCTAssertNil(try staged.change { () throws(FSError) in ran = true })
+        XCTAssertFalse(ran)
+        try staged.prepare { _ throws(FSError) in }  // staged again
+        XCTAssertNotNil(try staged.change { () throws(FSError) in ran = true })
+        XCTAssertTrue(ran)
+    }
 }
 
-/// Holds the next GET at the store's door until `release()`; `entered` says it arrived.
+/// Holds the next GET at the store's door until `release()` (with `reply`: once the store has answered it, so the
+/// caller has not heard yet); `entered` says it arrived.
 private final class GetGateStore: ForwardingObjectStore {
     let base: any ObjectStore
     let entered = DispatchSemaphore(value: 0)
     private let gate = DispatchSemaphore(value: 0)
-    private let armed = Mutex(false)
+    /// nil: not armed; else whether the reply is held (true) or the request (false).
+    private let armed = Mutex<Bool?>(nil)
 
     init(_ base: any ObjectStore) { self.base = base }
 
-    func holdNextGet() { armed.withLock { $0 = true } }
+    func holdNextGet(reply: Bool = false) { armed.withLock { $0 = reply } }
     func release() { gate.signal() }
 
     func get(_ key: String, range: Range<UInt64>?) throws(ObjectStoreError) -> ObjectData {
-        if armed.withLock({ was in
-            defer { was = false }
-            return was
-        }) {
+        let held = armed.withLock { armed in
+            defer { armed = nil }
+            return armed
+        }
+        if held == false {
             entered.signal()
             gate.wait()
         }
-        return try base.get(key, range: range)
+        let data = try base.get(key, range: range)
+        if held == true {
+            entered.signal()
+            gate.wait()
+        }
+        return data
     }
 }

@@ -272,6 +272,99 @@ final class ListingTests: FileSystemTestCase {
         assertFails(.notFound) { () throws(FSError) in try fs.getattr(file.attributes.ino) }
     }
 
+    // MARK: A reply older than this mount's own changes
+
+    /// Reads directory `d` (readdirplus, as the kernel does: its lookups keep the entries' nodes) with its LIST held
+    /// at the store's door until `meanwhile` ran; returns the names that reading listed.
+    private func namesListed(
+        _ fs: FileSystem, _ store: HoldingStore, _ dir: UInt64, meanwhile: () throws -> Void
+    ) throws -> [String]? {
+        store.holdListReply("d/")
+        let listed = Locked<[String]?>(nil)
+        let done = DispatchSemaphore(value: 0)
+        Thread {
+            if let handle = try? fs.openDirectory(dir) {
+                var names: [String] = []
+                try? fs.readDirectory(dir, handle: handle, offset: 0, plus: true) { entry in
+                    names.append(entry.name)
+                    return true
+                }
+                fs.releaseDirectory(handle: handle)
+                listed.update { $0 = names }
+            }
+            done.signal()
+        }.start()
+        XCTAssertEqual(store.entered.wait(timeout: .now() + 10), .success, "the LIST is answered, not yet heard")
+        try meanwhile()
+        store.release()
+        XCTAssertEqual(done.wait(timeout: .now() + 10), .success)
+        return listed.value
+    }
+
+    /// A LIST answered before an unlink on this mount and heard after it does not bring the file back: it put the
+    /// node back in the table, complete and fresh (the local backend lists metadata), so `stat` found the file
+    /// removed for `metadata_ttl`.
+    func testALateListingDoesNotBringBackAFileUnlinkedMeanwhile() throws {
+        let root = try makeCacheDirectory() + "/bucket"
+        try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
+        let base = try LocalDirectoryObjectStore(root: root)
+        for name in ["a", "x"] { try put(base, "d/" + name, name) }
+        let store = HoldingStore(base)
+        let fs = try makeFileSystem(store)
+        let dir = try fs.lookup(parent: Self.root, name: "d")
+        _ = try fs.lookup(parent: dir.ino, name: "x")
+        let listed = try namesListed(fs, store, dir.ino) { try fs.unlink(parent: dir.ino, name: "x") }
+        XCTAssertEqual(listed, [".", "..", "a"])
+        assertFails(.notFound) { () throws(FSError) in _ = try fs.lookup(parent: dir.ino, name: "x") }
+        XCTAssertEqual(try names(fs, dir.ino), [".", "..", "a"])
+    }
+
+    /// Nor does it undo a rename onto a name: the old file's version and size no longer stand for the file moved
+    /// there (its next upload would be conditional on a version the store no longer has), and the name moved away
+    /// stays gone.
+    func testALateListingDoesNotUndoARenameMeanwhile() throws {
+        let root = try makeCacheDirectory() + "/bucket"
+        try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
+        let base = try LocalDirectoryObjectStore(root: root)
+        try put(base, "d/x", "xx")
+        try put(base, "d/y", "yyyy")
+        let store = HoldingStore(base)
+        let fs = try makeFileSystem(store)
+        let dir = try fs.lookup(parent: Self.root, name: "d")
+        _ = try fs.lookup(parent: dir.ino, name: "x")
+        let moved = try fs.lookup(parent: dir.ino, name: "y")
+        let listed = try namesListed(fs, store, dir.ino) {
+            try fs.rename(parent: dir.ino, name: "y", newParent: dir.ino, newName: "x", noReplace: false)
+        }
+        XCTAssertEqual(listed, [".", "..", "x"])
+        let now = try fs.lookup(parent: dir.ino, name: "x")
+        XCTAssertEqual(now.ino, moved.ino)
+        XCTAssertEqual(now.size, 4, "y's size, not the replaced file's")
+        assertFails(.notFound) { () throws(FSError) in _ = try fs.lookup(parent: dir.ino, name: "y") }
+    }
+
+    /// A name removed and made again while such a reply was on the way is listed as it is now: the new file.
+    func testALateListingShowsANameMadeAgainMeanwhileAsItIsNow() throws {
+        let root = try makeCacheDirectory() + "/bucket"
+        try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
+        let base = try LocalDirectoryObjectStore(root: root)
+        for name in ["a", "x"] { try put(base, "d/" + name, name) }
+        let store = HoldingStore(base)
+        let fs = try makeFileSystem(store)
+        let dir = try fs.lookup(parent: Self.root, name: "d")
+        let old = try fs.lookup(parent: dir.ino, name: "x")
+        var made: (attributes: FileAttributes, handle: UInt64)?
+        let listed = try namesListed(fs, store, dir.ino) {
+            try fs.unlink(parent: dir.ino, name: "x")
+            made = try fs.create(parent: dir.ino, name: "x", permissions: 0o644, flags: O_WRONLY, caller: self.caller)
+        }
+        XCTAssertEqual(listed, [".", "..", "a", "x"])
+        let now = try fs.lookup(parent: dir.ino, name: "x")
+        XCTAssertNotEqual(now.ino, old.ino)
+        XCTAssertEqual(now.ino, made?.attributes.ino)
+        if let made { fs.release(made.attributes.ino, handle: made.handle) }
+    }
+
     func testPlainReaddirEntriesAreEvictedWhenHandleIsReleased() throws {
         let store = MemoryObjectStore()
         try put(store, "f", "x")

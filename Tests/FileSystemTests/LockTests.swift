@@ -317,6 +317,24 @@ final class LockTests: FileSystemTestCase {
         fs.release(f, handle: h)
     }
 
+    /// A lock's revalidation empties a clean copy of an old version; a write through a descriptor opened before
+    /// lands on the new version (staged again), and its upload keeps the other mount's bytes around it.
+    func testAWriteAfterALockEmptiedTheCleanCopyLandsOnTheNewVersion() throws {
+        let (store, a, _) = try makeMounts()
+        try put(store, "f", "old")
+        let f = try ino(a, "f")
+        let h = try a.open(f, flags: O_RDWR).handle
+        try write(a, f, handle: h, at: 0, "mine")
+        try a.flush(f, handle: h)  // uploaded: the staged copy is clean
+        try put(store, "f", "theirs!")  // another mount's write, seen by the lock
+        try a.setLockWaiting(f, flock(1, .exclusive), wait: false)
+        try write(a, f, handle: h, at: 0, "M")
+        try a.flush(f, handle: h)
+        XCTAssertEqual(String(decoding: try store.get("f", range: nil).body, as: UTF8.self), "Mheirs!")
+        a.unlock(f, owner: 1, kind: .flock)
+        a.release(f, handle: h)
+    }
+
     func testLastUnlockUploadsPendingWritesBeforeTheLeaseGoes() throws {
         let (store, a, b) = try makeMounts()
         try put(store, "f", "old")

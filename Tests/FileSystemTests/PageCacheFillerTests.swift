@@ -74,10 +74,11 @@ final class PageCacheFillerTests: FileSystemTestCase {
 
     /// A filesystem whose kernel store holds the push of block 9 of "big" (read by `reader`), with block 5's
     /// offered behind it.
-    func holdingAPush() throws -> (FileSystem, KernelPages, FileAttributes, UInt64) {
-        let store = MemoryObjectStore()
+    func holdingAPush(_ store: MemoryObjectStore = MemoryObjectStore(), metadataTTL: Double = 60) throws -> (
+        FileSystem, KernelPages, FileAttributes, UInt64
+    ) {
         _ = try makeFile(store)
-        let fs = try makeFileSystem(store)
+        let fs = try makeFileSystem(store, metadataTTL: metadataTTL)
         let pages = KernelPages(holdFirst: true)
         fs.setKernelPageStore { pages.store($0, $1, $2) }
         let file = try fs.lookup(parent: Self.root, name: "big")
@@ -130,6 +131,29 @@ final class PageCacheFillerTests: FileSystemTestCase {
         pages.release.signal()
         XCTAssertEqual(truncated.wait(timeout: .now() + 10), .success)
         XCTAssertEqual(pages.pushes.withLock { $0.map(\.offset) }, [9 * Self.mebibyte])
+        fs.release(file.ino, handle: reader)
+    }
+
+    /// Another host shrinks the file and this mount hears of it (a getattr: the kernel then drops its pages past the
+    /// new end) while a push of the old version waits its turn: it is dropped. Pushed, it would have put the old
+    /// bytes back and moved the kernel's end of the file past the new one, until the next attribute refresh.
+    func testAPushOfAVersionReplacedSinceItWasOfferedIsDropped() throws {
+        let store = MemoryObjectStore()
+        let (fs, pages, file, reader) = try holdingAPush(store, metadataTTL: 0)
+        defer { fs.setKernelPageStore(nil) }
+        try store.put("big", data: Data(count: 2 << 20))
+        XCTAssertEqual(try fs.getattr(file.ino).size, 2 << 20)
+        // Another file's push, queued behind, tells when the turn of block 5's has come and gone.
+        try store.put("other", data: Data(repeating: 1, count: 16 << 20))
+        let other = try fs.lookup(parent: Self.root, name: "other")
+        let handle = try fs.open(other.ino, flags: O_RDONLY).handle
+        _ = try fs.read(other.ino, handle: handle, offset: 11 * Self.mebibyte + 1, size: 4096)
+        pages.release.signal()
+        while let offset = pages.next(), offset != 11 * Self.mebibyte {}
+        XCTAssertEqual(
+            pages.pushes.withLock { $0.map(\.offset) }, [9 * Self.mebibyte, 11 * Self.mebibyte],
+            "block 5 of the old version was not pushed")
+        fs.release(other.ino, handle: handle)
         fs.release(file.ino, handle: reader)
     }
 }

@@ -117,7 +117,7 @@ final class RemovalCostTests: FileSystemTestCase {
         try fs.unlink(parent: dir.ino, name: "x")
         store.release()
         XCTAssertEqual(listed.wait(timeout: .now() + 10), .success)
-        XCTAssertEqual(first.withLock { $0 }, [".", "..", "a", "x"], "answered before the unlink")
+        XCTAssertEqual(first.withLock { $0 }, [".", "..", "a"], "answered before the unlink: x not brought back")
         XCTAssertEqual(try names(fs, dir.ino), [".", "..", "a"])
     }
 }

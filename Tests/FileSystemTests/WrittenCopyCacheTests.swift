@@ -76,4 +76,25 @@ final class WrittenCopyCacheTests: FileSystemTestCase {
         XCTAssertEqual(try readBack(store, cache: cache, ["f"]), Data(ours.utf8))
         XCTAssertEqual(store.count(.get), 0, "served from the copy this mount kept")
     }
+
+    /// Two stores sharing a cache directory may both have an object of one key at one version (a counter here, a
+    /// generation number on GCS or local): a mount of one is never served the other's entry.
+    func testAMountOfAnotherStoreIsNotServedThisOnesCopy() throws {
+        let ours = MemoryObjectStore(name: "ours")
+        let counted = CountingStore(ours)
+        let cache = try makeCacheDirectory()
+        let fs = try makeFileSystem(counted, cacheDirectory: cache)
+        let made = try fs.create(parent: Self.root, name: "f", permissions: 0o644, flags: O_RDWR, caller: caller)
+        try write(fs, made.attributes.ino, handle: made.handle, at: 0, String(repeating: "a", count: Self.size))
+        try fs.flush(made.attributes.ino, handle: made.handle)
+        fs.release(made.attributes.ino, handle: made.handle)
+        let other = MemoryObjectStore(name: "other")
+        let theirs = Data(String(repeating: "b", count: Self.size).utf8)
+        try other.put("f", data: theirs, options: PutOptions())
+        XCTAssertEqual(try other.head("f").version, try ours.head("f").version, "the same key and version")
+        XCTAssertEqual(try readBack(other, cache: cache, ["f"]), theirs)
+        counted.reset()
+        XCTAssertEqual(try readBack(counted, cache: cache, ["f"]), Data(String(repeating: "a", count: Self.size).utf8))
+        XCTAssertEqual(counted.count(.get), 0, "a remount of ours is still served its copy")
+    }
 }

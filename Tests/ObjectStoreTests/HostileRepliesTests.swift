@@ -257,4 +257,25 @@ final class HostileRepliesTests: XCTestCase {
         XCTAssertFalse(GCSObjectStore.sameOrigin("https://127.0.0.1:\(server.port)/u", server.endpoint))
         XCTAssertFalse(GCSObjectStore.sameOrigin("http://u:p@127.0.0.1:\(server.port)/u", server.endpoint))
     }
+
+    /// BadDigest to a part whose CRC-32C was sent with it: the bytes were damaged on the way, sending them again
+    /// helps. To a completion (the checksums it lists do not match the parts stored) or a request without one, a
+    /// retry gets the same answer: it is final.
+    func testS3BadDigestIsRetriedOnlyForBytesSentWithTheirChecksum() throws {
+        let badDigest = Data("<Error><Code>BadDigest</Code><Message>no match</Message></Error>".utf8)
+        let server = try server { _, _ in (400, [("content-type", "application/xml")], badDigest) }
+        let store = try S3ObjectStore(
+            configuration: S3Configuration(
+                bucket: "b", region: "us-east-1", endpointURL: server.endpoint, pathStyle: true, accessKeyID: "AK",
+                secretAccessKey: "SK", maxRetries: 1, environment: [:]))
+        XCTAssertThrowsError(
+            try store.uploadPart(
+                "k", uploadID: "u", number: 1, body: .data(Data("x".utf8)), crc32c: CRC32C.checksum(Data("x".utf8)))
+        )
+        XCTAssertEqual(server.requests.count, 2, "the part is sent again")
+        XCTAssertThrowsError(
+            try store.completeMultipartUpload(
+                "k", uploadID: "u", parts: [CompletedPart(number: 1, etag: "e")], condition: .none))
+        XCTAssertEqual(server.requests.count, 3, "the completion is sent once")
+    }
 }

@@ -647,4 +647,35 @@ final class MemoryObjectStoreConformanceTests: XCTestCase {
         let shared = MemoryObjectStore()
         ObjectStoreConformance(keyPrefix: "some/prefix/", partSize: 64 << 10, makeStore: { shared }).run()
     }
+
+    /// Keys are bytes, as in a bucket: `caf\u{e9}` (NFC) and `cafe\u{301}` (NFD), equal as Swift strings, are two
+    /// objects, each written, read, copied onto, uploaded to and deleted apart from the other.
+    func testCanonicallyEquivalentKeysAreTwoObjects() throws {
+        let store = MemoryObjectStore()
+        let composed = "d/caf\u{e9}"
+        let decomposed = "d/cafe\u{301}"
+        try store.put(composed, data: Data("composed".utf8))
+        try store.put(decomposed, data: Data("decomposed".utf8), options: PutOptions(condition: .ifAbsent))
+        XCTAssertEqual(try store.get(composed).body, Data("composed".utf8))
+        XCTAssertEqual(try store.get(decomposed).body, Data("decomposed".utf8))
+        XCTAssertEqual(
+            try store.listAll(prefix: "d/").objects.map { Array($0.key.utf8) },
+            [decomposed, composed].map { Array($0.utf8) })
+        try store.put(composed + "/x", data: Data())
+        try store.put(decomposed + "/x", data: Data())
+        XCTAssertEqual(
+            try store.listAll(prefix: "d/", delimiter: "/").commonPrefixes.map { Array($0.utf8) },
+            [decomposed + "/", composed + "/"].map { Array($0.utf8) }, "two directories")
+
+        try store.copy(from: composed, to: decomposed, metadata: nil, condition: .none)
+        XCTAssertEqual(try store.get(decomposed).body, Data("composed".utf8))
+        let upload = try store.createMultipartUpload(composed, options: PutOptions())
+        XCTAssertThrowsError(
+            try store.uploadPart(decomposed, uploadID: upload, number: 1, body: .data(Data()), crc32c: nil))
+        try store.abortMultipartUpload(composed, uploadID: upload)
+
+        try store.delete(decomposed)
+        XCTAssertEqual(try store.get(composed).body, Data("composed".utf8))
+        XCTAssertThrowsError(try store.head(decomposed))
+    }
 }

@@ -28,7 +28,9 @@ extension S3ObjectStore {
         // The server checks the part's bytes against it (BadDigest, retried): what guards an unsigned part.
         let headers = crc32c.map { [("x-amz-checksum-crc32c", CRC32C.base64($0))] } ?? []
         let sent = try send(
-            Request(method: "PUT", key: key, query: query, headers: headers, body: body, probeUpload: uploadID))
+            Request(
+                method: "PUT", key: key, query: query, headers: headers, body: body, probeUpload: uploadID,
+                bodyChecksummed: crc32c != nil))
         guard sent.response.status == 200, let etag = sent.response.headers["etag"] else {
             throw mapError(sent.response, key: key)
         }

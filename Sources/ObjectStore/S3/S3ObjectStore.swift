@@ -379,6 +379,8 @@ public final class S3ObjectStore: HTTPObjectStore {
         var probeUpload: String?
         /// The caller reports a failure itself (the check before mounting prints one line): not logged.
         var quiet = false
+        /// The body's bytes go with their checksum (a part's CRC-32C): BadDigest means they were damaged on the way.
+        var bodyChecksummed = false
     }
 
     struct Sent {
@@ -423,6 +425,10 @@ public final class S3ObjectStore: HTTPObjectStore {
                 {
                     response.status = xml.value("Code") == "SlowDown" ? 503 : 500
                 }
+                // BadDigest to anything else (a completion whose part checksums do not match): the same again.
+                if response.status == 400, !request.bodyChecksummed, errorCode(response) == "BadDigest" {
+                    return .final
+                }
                 if response.status == 500, let uploadID = request.probeUpload, let key = request.key,
                     let missing = try? missingUploadResponse(key: key, uploadID: uploadID)
                 {
@@ -453,7 +459,8 @@ public final class S3ObjectStore: HTTPObjectStore {
     @Sendable private static func isRetryable(_ response: HTTPResponse) -> Bool {
         switch response.status {
         case 429, 500, 502, 503, 504: return true
-        // BadDigest: the bytes were damaged on the way (the part's CRC32C did not match); send them again.
+        // BadDigest: the bytes were damaged on the way (the part's CRC32C did not match); send them again (only a
+        // part sent with its checksum: `send` takes it as final for any other request).
         case 400: return ["RequestTimeout", "BadDigest"].contains(S3XML.parse(response.body)?.value("Code"))
         default: return false
         }
