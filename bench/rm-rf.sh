@@ -11,8 +11,12 @@
 # RMRF_MODE=fsbench (default): before the rm, the steps of the shared harness's fsbench.sh that touch the files
 # (create, ls -l cold and warm, remount keeping cache_dir, ls -l, stat, cat, a file and a directory renamed
 # beside them), so that the files' attributes have aged out as they have there; RMRF_MODE=fresh: rm right after
-# the create. Prints one line per target and round: "target round seconds cpu_s store{...} fuse{...} load1".
-# Needs root (drop_caches) and, with RMRF_S3FS=1, s3fs.
+# the create. Prints one line per target and round: "target round seconds cpu_s store{...} fuse{...} load1"; in
+# fsbench mode first a line "target round rename seconds store{...} ..." for the rename of the directory of 100.
+# RMRF_SERVER_LOG=FILE: the S3 server's request log (moto_server's stderr), whose lines written during the rm (and
+# the rename) are counted as server{DELETE=,GET=,HEAD=,LIST=,POST=,PUT=} for every target, s3fs included (a
+# CopyObject counts as a PUT, DeleteObjects as a POST: moto logs no headers). Needs root (drop_caches) and, with
+# RMRF_S3FS=1, s3fs.
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(dirname "$HERE")"
@@ -108,6 +112,23 @@ else:
 PY
 }
 
+# server_mark: lines in the server's log so far; server_count MARK: its request lines since, by kind.
+server_mark() { if [ -n "${RMRF_SERVER_LOG:-}" ]; then wc -l < "$RMRF_SERVER_LOG"; else echo 0; fi; }
+server_count() {
+    [ -n "${RMRF_SERVER_LOG:-}" ] || return 0
+    sleep 0.3  # the log line is written after the reply
+    tail -n +"$(($1 + 1))" "$RMRF_SERVER_LOG" | python3 -c '
+import re, sys, collections
+c = collections.Counter()
+for line in sys.stdin:
+    m = re.search(r"\"(GET|PUT|HEAD|POST|DELETE) (\S+)", line)
+    if not m: continue
+    method, target = m.groups()
+    if method == "GET" and re.search(r"[?&](list-type|prefix|delimiter)=", target): method = "LIST"
+    c[method] += 1
+print(" server{" + ",".join(f"{k}={v}" for k, v in sorted(c.items())) + "}", end="")'
+}
+
 run_one() {  # run_one LABEL BIN ROUND
     local label=$1 bin=$2 round=$3 W rc
     mount_it "$bin"
@@ -122,10 +143,17 @@ run_one() {  # run_one LABEL BIN ROUND
         drop; python3 "$HELPER" cat "$W/many" "$N" 4096 300 > /dev/null
         head -c 4096 /dev/urandom > "$W/ren_src"; python3 "$HELPER" rename "$W/ren_src" "$W/ren_dst" > /dev/null
         python3 "$HELPER" create "$W/rdir" 100 4096 300 > /dev/null
-        python3 "$HELPER" rename "$W/rdir" "$W/rdir2" > /dev/null
+        local seconds mark
+        metrics "$WORK/m0"; mark=$(server_mark)
+        seconds=$(python3 "$HELPER" rename "$W/rdir" "$W/rdir2")
+        metrics "$WORK/m1"; metrics "$WORK/m2"
+        echo "$label $round rename $seconds store$(delta "$WORK/m0" "$WORK/m1" "$WORK/m2" \
+            bucketfs_store_operations_total) fuse$(delta "$WORK/m0" "$WORK/m1" "$WORK/m2" \
+            bucketfs_fuse_operations_total)$(server_count "$mark") $(load)"
     fi
     metrics "$WORK/m0"
-    local ticks t0 t1 cpu
+    local ticks t0 t1 cpu mark
+    mark=$(server_mark)
     ticks=$(daemon_cpu "$PID")
     t0=$(now)
     rm -rf "$W/many"; rc=$?
@@ -137,7 +165,7 @@ run_one() {  # run_one LABEL BIN ROUND
         bucketfs_store_operations_total) fuse$(delta "$WORK/m0" "$WORK/m1" "$WORK/m2" \
         bucketfs_fuse_operations_total) fuse_s$(delta "$WORK/m0" "$WORK/m1" "$WORK/m2" \
         bucketfs_fuse_operation_duration_seconds_sum) store_s$(delta "$WORK/m0" "$WORK/m1" "$WORK/m2" \
-        bucketfs_store_operation_duration_seconds_sum) $(load)"
+        bucketfs_store_operation_duration_seconds_sum)$(server_count "$mark") $(load)"
     rm -rf "$W"
     unmount_it
 }

@@ -155,7 +155,7 @@ extension FileSystem {
                 s.negative[path] = .now + .seconds(options.negativeTTL)
                 s.entriesChanged(in: KeyMapping.parent(of: path), at: now)
                 s.tailKnowledge.noteUnlinked(
-                    name: KeyMapping.name(of: path), in: KeyMapping.parent(of: path),
+                    name: KeyMapping.name(of: path), in: KeyMapping.parent(of: path), at: .now,
                     until: .now + .seconds(options.negativeTTL))
             }
         }

@@ -100,7 +100,7 @@ extension FileSystem {
                     nil, object,
                     node.kind == .file && node.inStore && node.size > 0 && node.size <= Self.smallObjectLimit,
                     node.kind == .directory && node.inStore && node.version != nil,
-                    object ? removalStart(forStale: path, in: s).map { ($0, Self.removalListingKeys) } : nil
+                    object ? removalStart(forStale: path, in: s) : nil
                 )
             }
             let hint = s.fileHints[path]

@@ -1,6 +1,7 @@
 import Foundation
 import Glibc
 import ObjectStore
+import Synchronization
 import TestSupport
 import XCTest
 
@@ -115,6 +116,61 @@ final class NamespaceCostTests: FileSystemTestCase {
         XCTAssertEqual(store.count(.list), 2, "one revalidating f08 and after; rmdir's emptiness check")
         XCTAssertEqual(store.count(.get) + store.count(.head), 9, "f00-f07 before the run shows; the changed f20")
         XCTAssertEqual(try keys(base), [])
+    }
+
+    /// Records the keys asked for by each LIST that starts after a name (a tail or removal LIST).
+    final class TailListSizes: ForwardingObjectStore {
+        let base: any ObjectStore
+        let sizes = Mutex<[Int]>([])
+        init(_ base: any ObjectStore) { self.base = base }
+        func list(_ request: ListRequest) throws(ObjectStoreError) -> ListPage {
+            if request.startAfter != nil { sizes.withLock { $0.append(request.maxKeys) } }
+            return try base.list(request)
+        }
+    }
+
+    /// A removal that reaches few names per `metadata_ttl` (on moto a DELETE takes ~15 ms, and its LIST ~1.5 ms per
+    /// key listed) revalidates the files ahead of it with LISTs of about as many keys as it will reach while their
+    /// answer stays fresh, not 256 each (most of which aged out again unread); once it has passed the names listed,
+    /// it lists the next ones.
+    func testASlowRemovalListsAboutAsManyKeysAsItReaches() throws {
+        let base = MemoryObjectStore()
+        let recorder = TailListSizes(base)
+        let store = CountingStore(recorder)
+        let fs = try makeFileSystem(store)  // metadata_ttl 60 s
+        let dir = try fs.mkdir(parent: Self.root, name: "d", permissions: 0o755, caller: caller)
+        let names = (0..<40).map { String(format: "f%02d", $0) }
+        for name in names { try createFile(fs, dir.ino, name) }
+        fs.state.withLock { s in  // every file's attributes aged out
+            for ino in s.table.nodes.keys where s.table[ino]?.kind == .file {
+                s.table[ino]?.validatedAt = .now - .seconds(120)
+            }
+        }
+        store.reset()
+        for (index, name) in names.enumerated() {
+            if index == 8 {
+                // The 8 unlinks so far took 60 s (one per 7.5 s): 10 names within the 60 s of metadata_ttl.
+                fs.state.withLock { $0.tailKnowledge.unlinks["d"]?.since = .now - .seconds(60) }
+            }
+            XCTAssertEqual(try fs.lookup(parent: dir.ino, name: name).size, 1, name)
+            try fs.unlink(parent: dir.ino, name: name)
+        }
+        let listed = recorder.sizes.withLock { $0 }
+        XCTAssertEqual(listed.first, FileSystem.removalListingMinimumKeys, "f08 and after: 16, not 256")
+        XCTAssertEqual(listed.count, 2, "f24 and after, once f08-f23 were passed")
+        XCTAssertLessThan(listed.last ?? 0, FileSystem.removalListingKeys)
+        XCTAssertEqual(store.count(.get) + store.count(.head), 8, "f00-f07 before the run shows")
+        XCTAssertEqual(store.count(.delete), 40)
+    }
+
+    /// The keys of a removal LIST follow the removal's pace: names reached within `metadata_ttl`, and a quarter more.
+    func testRemovalListingKeysFollowThePace() throws {
+        let fs = try makeFileSystem(MemoryObjectStore(), metadataTTL: 1)
+        let now = ContinuousClock.now
+        XCTAssertEqual(fs.removalListingKeys(run: 8, since: now - .milliseconds(8), now: now), 256, "1,000 a second")
+        XCTAssertEqual(fs.removalListingKeys(run: 100, since: now - .seconds(2), now: now), 63, "50 a second")
+        XCTAssertEqual(fs.removalListingKeys(run: 8, since: now - .seconds(4), now: now), 16, "2 a second")
+        XCTAssertEqual(fs.removalListingKeys(run: 8, since: now, now: now), 256)
     }
 
     private func createFile(_ fs: FileSystem, _ parent: UInt64, _ name: String) throws {
