@@ -79,38 +79,53 @@ extension FileSystem {
     func resolve(_ path: String, retain: Bool, force: Bool = false) throws(FSError) -> FileAttributes {
         // The cached answer, or whether the store must be asked about what was known to be an object.
         typealias Known = (
-            cached: FileAttributes?, object: Bool, small: Bool, marker: Bool, tail: (after: String, keys: Int)?
+            cached: FileAttributes?, object: Bool, small: Bool, marker: Bool, tail: (after: String, keys: Int)?,
+            changes: UInt64
         )
+        let parent = KeyMapping.parent(of: path)
         let known: Known = try state.withLock { s throws(FSError) -> Known in
             let node = s.table.node(at: path)
             if let node,
                 path.isEmpty || node.staged != nil || node.dirty || (!force && isFresh(node) && isComplete(node))
             {
                 if retain { s.table[node.ino]?.lookups += 1 }
-                return (node.attributes(), false, false, false, nil)
+                return (node.attributes(), false, false, false, nil, 0)
             }
             if !force, let until = s.negative[path] {
                 if ContinuousClock.now < until { throw FSError.notFound }
                 s.negative.removeValue(forKey: path)
             }
             if !force && node == nil && s.listedAbsent(path, now: .now) { throw FSError.notFound }
+            // The store is asked: a name this mount changes meanwhile is newer in the table than the reply.
+            s.listingStarted(of: parent)
             if let node {
                 let object = node.kind != .directory && node.inStore
                 return (
                     nil, object,
                     node.kind == .file && node.inStore && node.size > 0 && node.size <= Self.smallObjectLimit,
                     node.kind == .directory && node.inStore && node.version != nil,
-                    object ? removalStart(forStale: path, in: s) : nil
+                    object ? removalStart(forStale: path, in: s) : nil, s.namespaceChanges
                 )
             }
             let hint = s.fileHints[path]
             let tail = hint == nil && !force ? tailStart(forMissing: path, in: &s) : nil
             return (
                 nil, hint != nil, hint.map { $0 > 0 && $0 <= Self.smallObjectLimit } ?? false, false,
-                tail.map { ($0, Self.tailListingKeys) }
+                tail.map { ($0, Self.tailListingKeys) }, s.namespaceChanges
             )
         }
         if let cached = known.cached { return cached }
+        defer { state.withLock { $0.listingEnded(of: parent) } }
+        /// Made, removed or renamed here while the question was on the way (a `stat` takes no directory lock, so
+        /// an unlink or a create can run beside it): the table's answer, not the reply's, which would bring back a
+        /// name removed, or detach a new file's node (never to be uploaded).
+        func answeredLocally(_ s: inout State) -> FileAttributes?? {
+            guard s.changedNames(in: parent, since: known.changes).contains(ExactPath(KeyMapping.name(of: path)))
+            else { return nil }
+            guard let node = s.table.node(at: path) else { return .some(nil) }
+            if retain { s.table[node.ino]?.lookups += 1 }
+            return node.attributes()
+        }
         if let tail = known.tail {
             // FileSystem+Tails: one LIST of the directory's end answers for this name and those after it.
             try listTail(of: KeyMapping.parent(of: path), after: tail.after, maxKeys: tail.keys)
@@ -135,14 +150,21 @@ extension FileSystem {
                 path, knownObject: known.object, fetchSmall: known.small,
                 knownMarker: known.marker, content: &content)
         else {
-            state.withLock { s in
+            let local = state.withLock { s -> FileAttributes?? in
+                if let local = answeredLocally(&s) { return local }
                 if s.table.node(at: path) != nil { s.namesChanged(in: KeyMapping.parent(of: path)) }
                 s.table.detach(path: path)
                 s.negative[path] = .now + .seconds(options.negativeTTL)
+                return nil
             }
+            if let local, let attributes = local { return attributes }
             throw FSError.notFound
         }
-        return state.withLock { s in
+        return try state.withLock { s throws(FSError) in
+            if let local = answeredLocally(&s) {
+                guard let attributes = local else { throw FSError.notFound }
+                return attributes
+            }
             let attributes = upsert(path, observation, in: &s)
             if retain { s.table[attributes.ino]?.lookups += 1 }
             s.noteExists(path)

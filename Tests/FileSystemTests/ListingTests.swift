@@ -373,4 +373,53 @@ final class ListingTests: FileSystemTestCase {
         let file = try XCTUnwrap(listing.first { $0.name == "f" })
         assertFails(.notFound) { () throws(FSError) in try fs.getattr(file.attributes.ino) }
     }
+
+    /// A `stat` takes no directory lock: its HEAD, answered before an unlink here and heard after it, no longer
+    /// brings the name back.
+    func testAStatHeardAfterAnUnlinkDoesNotBringTheFileBack() throws {
+        let base = MemoryObjectStore()
+        try put(base, "f", "")  // empty: revalidated with a HEAD (a small file's is a GET)
+        let store = HoldingStore(base)
+        let fs = try makeFileSystem(store, metadataTTL: 0)
+        let f = try fs.lookup(parent: Self.root, name: "f")
+        store.holdHeadReply("f")
+        let statted = DispatchSemaphore(value: 0)
+        DispatchQueue.global().async {
+            _ = try? fs.getattr(f.ino)
+            statted.signal()
+        }
+        store.entered.wait()  // the HEAD found the object; its reply is on the way
+        try fs.unlink(parent: Self.root, name: "f")
+        store.release()
+        statted.wait()
+        assertFails(.notFound) { () throws(FSError) in _ = try fs.lookup(parent: Self.root, name: "f") }
+    }
+
+    /// Nor does one that found the object gone detach a file made here under that name meanwhile: its writes
+    /// are uploaded at its close.
+    func testAStatHeardAfterACreateDoesNotDetachTheNewFile() throws {
+        let base = MemoryObjectStore()
+        try put(base, "f", "")  // empty: revalidated with a HEAD (a small file's is a GET)
+        let store = HoldingStore(base)
+        let fs = try makeFileSystem(store, metadataTTL: 0)
+        let old = try fs.lookup(parent: Self.root, name: "f")
+        try base.delete("f")  // another host removed it
+        store.holdHeadReply("f")
+        let statted = DispatchSemaphore(value: 0)
+        DispatchQueue.global().async {
+            _ = try? fs.getattr(old.ino)
+            statted.signal()
+        }
+        store.entered.wait()  // the HEAD found nothing; its reply is on the way
+        try? fs.unlink(parent: Self.root, name: "f")  // ENOENT from the store; the name is free here
+        let (made, handle) = try fs.create(
+            parent: Self.root, name: "f", permissions: 0o644, flags: O_WRONLY, caller: caller)
+        try write(fs, made.ino, handle: handle, at: 0, "new")
+        store.release()
+        statted.wait()
+        try fs.flush(made.ino, handle: handle)
+        fs.release(made.ino, handle: handle)
+        XCTAssertEqual(String(decoding: try base.get("f", range: nil).body, as: UTF8.self), "new")
+    }
+
 }

@@ -22,7 +22,7 @@ public final class HoldingStore: ForwardingObjectStore {
     /// The next upload of `key` waits for `release()`.
     public func hold(_ key: String) { held.withLock { $0 = key } }
 
-    /// The next HEAD of `key` is answered by the store, then its reply waits for `release()`.
+    /// The next HEAD of `key` is answered by the store, then its reply (or its error) waits for `release()`.
     public func holdHeadReply(_ key: String) { heldHead.withLock { $0 = key } }
 
     /// The next LIST of `prefix` is answered by the store, then its reply waits for `release()`.
@@ -55,9 +55,10 @@ public final class HoldingStore: ForwardingObjectStore {
     }
 
     public func head(_ key: String) throws(ObjectStoreError) -> ObjectInfo {
-        let info = try base.head(key)
-        wait(for: key, in: heldHead)
-        return info
+        let reply: Result<ObjectInfo, ObjectStoreError>
+        do throws(ObjectStoreError) { reply = .success(try base.head(key)) } catch { reply = .failure(error) }
+        wait(for: key, in: heldHead)  // a "not found" is held too
+        return try reply.get()
     }
 
     public func list(_ request: ListRequest) throws(ObjectStoreError) -> ListPage {
