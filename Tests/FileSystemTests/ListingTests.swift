@@ -305,9 +305,7 @@ final class ListingTests: FileSystemTestCase {
     /// node back in the table, complete and fresh (the local backend lists metadata), so `stat` found the file
     /// removed for `metadata_ttl`.
     func testALateListingDoesNotBringBackAFileUnlinkedMeanwhile() throws {
-        let root = try makeCacheDirectory() + "/bucket"
-        try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
-        let base = try LocalDirectoryObjectStore(root: root)
+        let base = try makeLocalStore()
         for name in ["a", "x"] { try put(base, "d/" + name, name) }
         let store = HoldingStore(base)
         let fs = try makeFileSystem(store)
@@ -323,9 +321,7 @@ final class ListingTests: FileSystemTestCase {
     /// there (its next upload would be conditional on a version the store no longer has), and the name moved away
     /// stays gone.
     func testALateListingDoesNotUndoARenameMeanwhile() throws {
-        let root = try makeCacheDirectory() + "/bucket"
-        try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
-        let base = try LocalDirectoryObjectStore(root: root)
+        let base = try makeLocalStore()
         try put(base, "d/x", "xx")
         try put(base, "d/y", "yyyy")
         let store = HoldingStore(base)
@@ -345,9 +341,7 @@ final class ListingTests: FileSystemTestCase {
 
     /// A name removed and made again while such a reply was on the way is listed as it is now: the new file.
     func testALateListingShowsANameMadeAgainMeanwhileAsItIsNow() throws {
-        let root = try makeCacheDirectory() + "/bucket"
-        try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
-        let base = try LocalDirectoryObjectStore(root: root)
+        let base = try makeLocalStore()
         for name in ["a", "x"] { try put(base, "d/" + name, name) }
         let store = HoldingStore(base)
         let fs = try makeFileSystem(store)
@@ -383,11 +377,7 @@ final class ListingTests: FileSystemTestCase {
         let fs = try makeFileSystem(store, metadataTTL: 0)
         let f = try fs.lookup(parent: Self.root, name: "f")
         store.holdHeadReply("f")
-        let statted = DispatchSemaphore(value: 0)
-        DispatchQueue.global().async {
-            _ = try? fs.getattr(f.ino)
-            statted.signal()
-        }
+        let statted = getattrInFlight(fs, f.ino)
         store.entered.wait()  // the HEAD found the object; its reply is on the way
         try fs.unlink(parent: Self.root, name: "f")
         store.release()
@@ -405,11 +395,7 @@ final class ListingTests: FileSystemTestCase {
         let old = try fs.lookup(parent: Self.root, name: "f")
         try base.delete("f")  // another host removed it
         store.holdHeadReply("f")
-        let statted = DispatchSemaphore(value: 0)
-        DispatchQueue.global().async {
-            _ = try? fs.getattr(old.ino)
-            statted.signal()
-        }
+        let statted = getattrInFlight(fs, old.ino)
         store.entered.wait()  // the HEAD found nothing; its reply is on the way
         try? fs.unlink(parent: Self.root, name: "f")  // ENOENT from the store; the name is free here
         let (made, handle) = try fs.create(
@@ -420,6 +406,23 @@ final class ListingTests: FileSystemTestCase {
         try fs.flush(made.ino, handle: handle)
         fs.release(made.ino, handle: handle)
         XCTAssertEqual(String(decoding: try base.get("f", range: nil).body, as: UTF8.self), "new")
+    }
+
+    /// A local-directory store (its LIST carries metadata, so a node a late reply brings back is complete).
+    private func makeLocalStore() throws -> LocalDirectoryObjectStore {
+        let root = try makeCacheDirectory() + "/bucket"
+        try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
+        return try LocalDirectoryObjectStore(root: root)
+    }
+
+    /// Starts a `getattr` of `ino` on another thread; the semaphore is signalled when it returns.
+    private func getattrInFlight(_ fs: FileSystem, _ ino: UInt64) -> DispatchSemaphore {
+        let done = DispatchSemaphore(value: 0)
+        DispatchQueue.global().async {
+            _ = try? fs.getattr(ino)
+            done.signal()
+        }
+        return done
     }
 
 }
