@@ -67,9 +67,14 @@ extension FileSystem {
     /// one LIST per 1,000 keys).
     static let listingHeadLimit = 1_000
 
-    private func list(directory ino: UInt64) throws(FSError) -> [DirectoryEntry] {
+    /// Times a listing is taken again because its directory was renamed while its LIST was on the way.
+    static let listingAttemptsAcrossRenames = 3
+
+    private func list(directory ino: UInt64, attempt: Int = 1) throws(FSError) -> [DirectoryEntry] {
         let node = try existingNode(ino)
         guard node.kind == .directory else { throw FSError.notDirectory }
+        // Removed while open (a detached node has no path): it lists nothing, as the kernel's own check says.
+        guard ino == InodeTable.rootIno || !node.path.isEmpty else { throw FSError.notFound }
         let (reused, changesBefore) = state.withLock { s in
             let reused = reuseListing(of: ino, at: node.path, in: &s)
             if reused == nil { s.listingStarted(of: node.path) }
@@ -107,7 +112,10 @@ extension FileSystem {
         }
         let directoryNames = Set(directories.map(ExactPath.init))
         let markers = headUnknownMetadata(in: node.path, objects: &objects, directories: directories)
-        return state.withLock { s in
+        let listing = state.withLock { s -> [DirectoryEntry]? in
+            // Renamed (or removed) meanwhile, itself or an ancestor: the reply names keys under the old path, and
+            // its entries would become nodes there, under a path no directory holds any more. Listed again.
+            guard s.table[ino]?.path == node.path else { return nil }
             let keepable = s.namespaceChanges == changesBefore  // (before this listing's own upserts count)
             if let marker { s.table[ino].map { s.table[ino] = apply(observation: .object(marker), to: $0) } }
             let parentIno = node.path.isEmpty ? ino : (s.table.ino(at: KeyMapping.parent(of: node.path)) ?? ino)
@@ -151,6 +159,9 @@ extension FileSystem {
             }
             return directoryEntries(ino, parent: parentIno, entries, in: &s)
         }
+        if let listing { return listing }
+        guard attempt < Self.listingAttemptsAcrossRenames else { throw FSError.notFound }
+        return try list(directory: ino, attempt: attempt + 1)
     }
 
     /// The directory's last listing, if taken less than `metadata_ttl` ago and no entry came or went since, nor

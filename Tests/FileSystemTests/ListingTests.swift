@@ -274,12 +274,12 @@ final class ListingTests: FileSystemTestCase {
 
     // MARK: A reply older than this mount's own changes
 
-    /// Reads directory `d` (readdirplus, as the kernel does: its lookups keep the entries' nodes) with its LIST held
+    /// Reads directory `d` (or the one whose keys start with `prefix`; readdirplus, as the kernel does: its lookups keep the entries' nodes) with its LIST held
     /// at the store's door until `meanwhile` ran; returns the names that reading listed.
     private func namesListed(
-        _ fs: FileSystem, _ store: HoldingStore, _ dir: UInt64, meanwhile: () throws -> Void
+        _ fs: FileSystem, _ store: HoldingStore, _ dir: UInt64, prefix: String = "d/", meanwhile: () throws -> Void
     ) throws -> [String]? {
-        store.holdListReply("d/")
+        store.holdListReply(prefix)
         let listed = Locked<[String]?>(nil)
         let done = DispatchSemaphore(value: 0)
         Thread {
@@ -357,6 +357,42 @@ final class ListingTests: FileSystemTestCase {
         XCTAssertNotEqual(now.ino, old.ino)
         XCTAssertEqual(now.ino, made?.attributes.ino)
         if let made { fs.release(made.attributes.ino, handle: made.handle) }
+    }
+
+    /// A listing of `d/sub` heard after `d` was renamed to `e` lists `e/sub`: its reply's entries were nodes under
+    /// `d/sub`, a path no directory held, so a `d/sub` made later showed a file that is not there, and the entries
+    /// handed to the kernel stood for keys gone.
+    func testALateListingOfADirectoryRenamedMeanwhileListsItWhereItIsNow() throws {
+        let base = try makeLocalStore()
+        try put(base, "d/sub/a", "a")
+        let store = HoldingStore(base)
+        let fs = try makeFileSystem(store)
+        let d = try fs.lookup(parent: Self.root, name: "d")
+        let sub = try fs.lookup(parent: d.ino, name: "sub")
+        let listed = try namesListed(fs, store, sub.ino, prefix: "d/sub/") {
+            try fs.rename(parent: Self.root, name: "d", newParent: Self.root, newName: "e", noReplace: false)
+        }
+        XCTAssertEqual(listed, [".", "..", "a"])
+        let a = try fs.lookup(parent: sub.ino, name: "a")
+        XCTAssertEqual(try fs.getattr(a.ino).size, 1, "the entry stands for e/sub/a")
+        let newD = try fs.mkdir(parent: Self.root, name: "d", permissions: 0o755, caller: caller)
+        let newSub = try fs.mkdir(parent: newD.ino, name: "sub", permissions: 0o755, caller: caller)
+        assertFails(.notFound) { () throws(FSError) in _ = try fs.lookup(parent: newSub.ino, name: "a") }
+        XCTAssertEqual(try names(fs, newSub.ino), [".", ".."])
+    }
+
+    /// A directory removed while open lists nothing (the kernel answers ENOENT itself); it listed the bucket root.
+    func testListingADirectoryRemovedWhileOpenIsNotFound() throws {
+        let store = MemoryObjectStore()
+        try put(store, "f", "x")
+        let fs = try makeFileSystem(store)
+        let d = try fs.mkdir(parent: Self.root, name: "d", permissions: 0o755, caller: caller)
+        let handle = try fs.openDirectory(d.ino)
+        try fs.rmdir(parent: Self.root, name: "d")
+        assertFails(.notFound) { () throws(FSError) in
+            try fs.readDirectory(d.ino, handle: handle, offset: 0, plus: false) { _ in true }
+        }
+        fs.releaseDirectory(handle: handle)
     }
 
     func testPlainReaddirEntriesAreEvictedWhenHandleIsReleased() throws {
