@@ -206,7 +206,7 @@ extension FileSystem {
         for key in ["mtime", "ctime", "atime"] { metadata[key] = nil }
         return StreamingUpload(
             store: store, key: keys.key(for: node.path), metadata: metadata, partSize: partSize,
-            maxInFlight: options.multipartMaxInFlight, workers: workers, journal: uploadJournal)
+            maxInFlight: options.multipartMaxInFlight, lane: uploadLane, journal: uploadJournal)
     }
 
     /// The file stopped being a sequential write: abandon its stream; the close uploads the staged file.

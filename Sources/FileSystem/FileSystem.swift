@@ -27,8 +27,10 @@ public final class FileSystem: Sendable {
     let stagingDirectory: String
     let mountTime: FileTime
     let state: Mutex<State>
-    /// Read-ahead and part uploads.
+    /// Read-ahead and the metadata fetches of listings.
     let workers: WorkerPool
+    /// Part uploads of streamed files, on threads of their own, with the mount's bound on parts in flight.
+    let uploadLane: UploadLane
     /// Bulk copies and deletes of a directory rename, kept apart so that a large rename cannot starve read-ahead.
     let bulkWorkers: WorkerPool
     let prefetchBudget: PrefetchBudget
@@ -197,6 +199,7 @@ public final class FileSystem: Sendable {
             context: options.recoveryContext, logger: logger)
         self.mountTime = FileTime.now()
         self.workers = WorkerPool(threads: 16, name: "bucketfs-io")
+        self.uploadLane = UploadLane(limit: options.uploadPartsInFlightLimit)
         self.bulkWorkers = WorkerPool(threads: max(1, options.renameParallelism), name: "bucketfs-bulk")
         self.prefetchBudget = PrefetchBudget(
             bytes: options.readAheadBudget,
@@ -229,6 +232,7 @@ public final class FileSystem: Sendable {
     deinit {
         locks.shutdown()
         workers.stop()
+        uploadLane.stop()
         bulkWorkers.stop()
     }
 

@@ -23,6 +23,8 @@ public struct FileSystemOptions: Sendable, Equatable {
     public var multipartPartSize: Int?
     /// Parts uploaded at once per file; the writer waits beyond that.
     public var multipartMaxInFlight: Int
+    /// Parts uploaded at once for the whole mount (`UploadLane`), whatever the number of files streaming.
+    public var uploadPartsInFlightLimit = 16
     /// Objects copied (then deleted) at once when a directory is renamed.
     public var renameParallelism: Int
     /// Bytes that files being written may hold in the staging area together; 0 means no bound but the disk's.

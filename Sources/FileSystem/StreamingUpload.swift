@@ -3,9 +3,10 @@ import ObjectStore
 import Synchronization
 
 /// Streams a sequentially written new (or truncated) file to the store as a multipart upload while it is
-/// being written: each time the staged file holds another full part, that part is uploaded on a worker thread
-/// straight from the staged file (`PutBody.fileRange`: the HTTP client reads it from the page cache as it sends,
-/// so a part in flight holds no copy in memory), at most `maxInFlight` at once (the writer waits beyond that).
+/// being written: each time the staged file holds another full part, that part is uploaded on a thread of the mount's
+/// `UploadLane` straight from the staged file (`PutBody.fileRange`: the HTTP client reads it from the page cache as it
+/// sends, so a part in flight holds no copy in memory), at most `maxInFlight` at once and only while it holds one of
+/// the lane's slots (the writer waits beyond either).
 /// The bytes of a part cannot change while it is sent: writes and truncates below `streamed` end the stream.
 /// At close the rest goes up as the last part and the upload completes with the file's condition. A file that
 /// never filled a part is left to a single PUT.
@@ -22,7 +23,7 @@ final class StreamingUpload: @unchecked Sendable {
     let key: String
     private let partSize: Int
     private let maxInFlight: Int
-    private let workers: WorkerPool
+    private let lane: UploadLane
     private let journal: (any UploadJournal)?
     /// Sent with CreateMultipartUpload; mtime is left out so that the store's Last-Modified (completion) is it.
     let metadata: ObjectMetadata
@@ -36,6 +37,9 @@ final class StreamingUpload: @unchecked Sendable {
     private var streamed: UInt64 = 0
     private var etags: [Int: String] = [:]
     private var inFlight = 0
+    /// Callers waiting for a slot of the lane, the condition let go meanwhile: `finish` and `abort` wait for them to
+    /// give up or submit, as for parts in flight.
+    private var awaitingSlot = 0
     private var failure: ObjectStoreError?
     /// CRCs of the parts uploaded, for the completion.
     private var crcs: [Int: UInt32] = [:]
@@ -46,7 +50,7 @@ final class StreamingUpload: @unchecked Sendable {
 
     init(
         store: any ObjectStore, key: String, metadata: ObjectMetadata, partSize: Int, maxInFlight: Int,
-        workers: WorkerPool, journal: (any UploadJournal)? = nil
+        lane: UploadLane, journal: (any UploadJournal)? = nil
     ) {
         self.store = store
         self.journal = journal
@@ -54,7 +58,7 @@ final class StreamingUpload: @unchecked Sendable {
         self.metadata = metadata
         self.partSize = partSize
         self.maxInFlight = maxInFlight
-        self.workers = workers
+        self.lane = lane
     }
 
     /// Writes into the staged file if that keeps the stream valid (nothing already streamed may change) and
@@ -128,6 +132,9 @@ final class StreamingUpload: @unchecked Sendable {
                     return
                 }
             }
+            guard takeSlot(while: { end - min(end, streamed) >= UInt64(partSize) && inFlight < maxInFlight }) else {
+                continue
+            }
             let offset = streamed
             streamed += UInt64(partSize)
             let number = Int(offset / UInt64(partSize)) + 1
@@ -146,7 +153,7 @@ final class StreamingUpload: @unchecked Sendable {
         condition.lock()
         defer { condition.unlock() }
         guard let uploadID else { return nil }
-        if failure == nil && size > streamed {
+        if failure == nil && size > streamed && takeSlot(while: { size > streamed }) {
             let number = Int(streamed / UInt64(partSize)) + 1
             let part = PutBody.fileRange(path: staged.path, offset: streamed, length: size - streamed)
             // The running CRC is this part's if in-order writes reached exactly `size` from its start.
@@ -154,7 +161,7 @@ final class StreamingUpload: @unchecked Sendable {
             streamed = size
             submit(part: part, number: number, crc32c: crc)
         }
-        while inFlight > 0 { condition.wait() }
+        while inFlight > 0 || awaitingSlot > 0 { condition.wait() }
         if let failure { throw failure }
         guard streamed == size else { throw .other("stream of \(key) does not match the file size") }
         let parts = etags.keys.sorted().map { CompletedPart(number: $0, etag: etags[$0]!, crc32c: crcs[$0]) }
@@ -168,7 +175,7 @@ final class StreamingUpload: @unchecked Sendable {
     func abort() {
         condition.lock()
         if failure == nil { failure = .other("stream abandoned") }
-        while inFlight > 0 { condition.wait() }
+        while inFlight > 0 || awaitingSlot > 0 { condition.wait() }
         let id = uploadID
         let entry = journalID
         uploadID = nil
@@ -178,11 +185,29 @@ final class StreamingUpload: @unchecked Sendable {
         if let entry { journal?.ended(entry) }
     }
 
-    /// Called with the lock held. `crc32c` nil: read back from the staged file (its bytes there cannot change).
+    /// Takes a slot of the lane for the next part: called with the lock held, which it lets go while it waits (parts
+    /// finishing need it). True with the slot taken if the stream has not failed and `stillDue` holds once the lock is
+    /// back (another writer of the file, or the close, may have moved it on meanwhile); false with no slot otherwise.
+    private func takeSlot(while stillDue: () -> Bool) -> Bool {
+        awaitingSlot += 1
+        condition.unlock()
+        lane.acquire()
+        condition.lock()
+        awaitingSlot -= 1
+        condition.broadcast()
+        guard failure == nil && stillDue() else {
+            lane.release()
+            return false
+        }
+        return true
+    }
+
+    /// Called with the lock held and a slot of the lane taken, which the part gives back when the store has answered.
+    /// `crc32c` nil: read back from the staged file (its bytes there cannot change).
     private func submit(part: PutBody, number: Int, crc32c: UInt32?) {
         inFlight += 1
-        let (store, key, id) = (store, key, uploadID!)
-        workers.submit { [self] in
+        let (store, key, id, lane) = (store, key, uploadID!, lane)
+        lane.submit { [self] in
             let result: Result<(String, UInt32), ObjectStoreError>
             do throws(ObjectStoreError) {
                 var crc = crc32c ?? 0
@@ -192,6 +217,7 @@ final class StreamingUpload: @unchecked Sendable {
             } catch {
                 result = .failure(error)
             }
+            lane.release()
             condition.lock()
             switch result {
             case .success(let (etag, crc)):
