@@ -125,9 +125,8 @@ final class BlockCacheTests: XCTestCase {
             data.append(try XCTUnwrap(try stream.read(offset: UInt64(data.count), count: 128 << 10)))
         }
         XCTAssertEqual(data, body)
-        // The transfer thread writes each block after handing it on: wait for the last one.
-        let deadline = Date().addingTimeInterval(10)
-        while cache.block(key: "s", version: info.version, number: 4) == nil && Date() < deadline { usleep(10_000) }
+        // The writer thread stores each block after the transfer handed it on.
+        stream.waitForCacheWrites()
         stream.close()
         for number in 0...4 {
             let expected = body.subdata(in: (number << 20)..<min(size, (number + 1) << 20))
