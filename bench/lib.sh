@@ -15,6 +15,12 @@ WEED_PID=
 # telemetry off, data in DIR, log beside it; sets S3_URL and WEED_PID (the caller's cleanup kills it).
 bench_seaweed() {
     mkdir -p "$1"
+    # The server of a run just ended may still hold the ports while it shuts down: a new one would fail to bind.
+    local i
+    for i in $(seq 60); do
+        (: > "/dev/tcp/127.0.0.1/$2") 2>/dev/null || (: > "/dev/tcp/127.0.0.1/$(($2 + 1))") 2>/dev/null || break
+        sleep 0.5
+    done
     weed server -dir="$1" -ip=127.0.0.1 -ip.bind=127.0.0.1 -master.telemetry=false \
         -master.port=$(($2 + 1)) -master.volumeSizeLimitMB=1024 -volume.port=$(($2 + 2)) -volume.max=200 \
         -filer -filer.port=$(($2 + 3)) -s3 -s3.port="$2" -s3.port.iceberg=0 -s3.port.lance=0 >> "$1.log" 2>&1 &
