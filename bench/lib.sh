@@ -28,6 +28,24 @@ bench_seaweed() {
     S3_URL=http://127.0.0.1:$2
 }
 
+# bench_create_bucket URL BUCKET: creates BUCKET (kept if it exists), waiting up to 60 s for a server just started.
+bench_create_bucket() {
+    python3 - "$1" "$2" <<'PY'
+import sys, time, boto3
+s3 = boto3.client("s3", endpoint_url=sys.argv[1], region_name="us-east-1", aws_access_key_id="test",
+                  aws_secret_access_key="test")
+deadline = time.monotonic() + 60
+while True:
+    try:
+        s3.create_bucket(Bucket=sys.argv[2]); break
+    except (s3.exceptions.BucketAlreadyOwnedByYou, s3.exceptions.BucketAlreadyExists):
+        break
+    except Exception:
+        if time.monotonic() > deadline: raise
+        time.sleep(0.5)
+PY
+}
+
 load() { cut -d' ' -f1 /proc/loadavg; }
 now() { date +%s.%N; }
 span() { python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.3f}')" "$@"; }

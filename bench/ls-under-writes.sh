@@ -34,20 +34,12 @@ trap cleanup EXIT
 SOURCE_FILE=$WORK/source-$MIB
 [ -s "$SOURCE_FILE" ] || head -c "$((MIB << 20))" /dev/urandom > "$SOURCE_FILE"
 
+bench_create_bucket "$S3_URL" "$BUCKET" >&2
 python3 - "$S3_URL" "$BUCKET" "$FILES" <<'PY' >&2
-import sys, time, concurrent.futures, boto3, botocore.config
+import sys, concurrent.futures, boto3, botocore.config
 url, bucket, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
 s3 = boto3.client("s3", endpoint_url=url, region_name="us-east-1", aws_access_key_id="test",
                   aws_secret_access_key="test", config=botocore.config.Config(max_pool_connections=32))
-deadline = time.monotonic() + 60
-while True:
-    try:
-        s3.create_bucket(Bucket=bucket); break
-    except (s3.exceptions.BucketAlreadyOwnedByYou, s3.exceptions.BucketAlreadyExists):
-        break
-    except Exception:
-        if time.monotonic() > deadline: raise
-        time.sleep(0.5)
 with concurrent.futures.ThreadPoolExecutor(32) as pool:
     list(pool.map(lambda i: s3.put_object(Bucket=bucket, Key=f"theirs/f{i:05d}", Body=b"x" * 100), range(n)))
 PY
