@@ -72,7 +72,7 @@ let package = Package(
 
         // Store decorators shared by the test targets (counting, failing, delaying, holding, quirky).
         .target(name: "TestSupport", dependencies: ["ObjectStore"], path: "Tests/TestSupport"),
-        .testTarget(name: "ObjectStoreTests", dependencies: ["ObjectStore", "TestSupport"]),
+        .testTarget(name: "ObjectStoreTests", dependencies: ["CLibc", "ObjectStore", "TestSupport"]),
         .testTarget(
             name: "FileSystemTests", dependencies: ["FileSystem", "ObjectStore", "Locking", "Records", "TestSupport"]),
         .testTarget(

@@ -1,3 +1,4 @@
+import CLibc
 import Foundation
 import ObjectStore
 import XCTest
@@ -43,6 +44,9 @@ final class ReceiveBufferPoolTests: XCTestCase {
         let probe = UnsafeMutableRawPointer.allocate(byteCount: size, alignment: 4096)
         defer { probe.deallocate() }
         try XCTSkipUnless(madvise(probe, size, 23) == 0, "no MADV_POPULATE_WRITE here")
+        // The daemon's malloc policy (MountCommand): blocks of 1 MiB or more are fresh mmaps. Without it, glibc's
+        // threshold rises after an earlier test frees a big block, and the buffer reuses resident heap pages.
+        XCTAssertEqual(mallopt(M_MMAP_THRESHOLD, 1 << 20), 1)
         let buffer = ReceiveBufferPool(retainedBytes: 0).take(capacity: size - 4096 * 10 - 1)
         XCTAssertEqual(buffer.capacity, size)
         var resident = [UInt8](repeating: 0, count: size / 4096)
