@@ -303,6 +303,8 @@ extension FileSystem {
         let ours =
             info.metadata != nil
             && node.writtenMetadata.map { PosixMetadata($0) == PosixMetadata(info.metadata!) } == true
+        // Under the state lock: a page push of the old version in flight is outdated (PageCacheFiller).
+        if let old = node.version, old != info.version { pageFiller?.versionTaken(node.ino) }
         node.inStore = true
         node.version = info.version
         node.storedModified = modified

@@ -12,7 +12,11 @@ extension FileSystem {
 
     /// Sets the FUSE layer's store into the kernel's page cache (nil: none, as before mounting and after).
     public func setKernelPageStore(_ store: (@Sendable (UInt64, UInt64, Data) -> Void)?) {
-        pageFiller?.setStore(store)
+        guard let store else { return pageFiller?.setStore(nil, invalidate: nil) ?? () }
+        pageFiller?.setStore(store) { [weak self] ino in
+            let invalidate = self?.kernelCacheInvalidator.withLock { $0.invalidate }
+            invalidate?(ino)
+        }
     }
 
     /// Waits for a push in flight: once the store is unset, before the FUSE session it writes to is destroyed.

@@ -10,9 +10,12 @@ import Foundation
 /// critical section of `FileSystem.state` that checked it; whatever may change the content or let the kernel keep
 /// older pages (a writable open, an open of a new version, a truncate, a lock's revalidation) first makes that
 /// change under the state lock, then calls `advance`: the offers queued for the inode are dropped, and a push in
-/// flight is waited for. A refresh that takes another host's version fences nothing: each push checks, when its turn
-/// comes, that the file is still at the version offered (`Offer.stillCurrent`, under `FileSystem.state`, taken with
-/// `condition` not held). Lock order: `FileSystem.state`, then this filler's `condition` (a leaf).
+/// flight is waited for. A refresh that takes another host's version cannot wait (it holds the state lock, which a
+/// read the push waits for in the kernel may need): it calls `versionTaken`, which drops the queued offers; each push
+/// checks, when its turn comes, that the file is still at the version offered (`Offer.stillCurrent`, under
+/// `FileSystem.state`, taken with `condition` not held); and a push already past that check when the version was
+/// taken is followed by an invalidation of the inode's pages (`invalidate`), so old bytes, or an end of file moved
+/// past the new one, do not stay. Lock order: `FileSystem.state`, then this filler's `condition` (a leaf).
 ///
 /// A push of a page the kernel holds locked (a read of it in flight) waits in the kernel until that read's reply
 /// is in, so pushes never run on a thread that serves FUSE requests or fetches blocks.
@@ -45,22 +48,28 @@ final class PageCacheFiller: @unchecked Sendable {
     private var pushed: [UInt64: Set<Int>] = [:]
     /// The inode being pushed, if any.
     private var pushing: UInt64?
+    /// Another version of `pushing` was taken during its push: once the push is made, its pages are invalidated.
+    private var pushOutdated = false
     private var store: StoreBox = StoreBox()
     private var thread: Thread?
 
-    /// The FUSE layer's callback, held in a struct (see `FileSystem.KernelCacheInvalidator`).
+    /// The FUSE layer's callbacks, held in a struct (see `FileSystem.KernelCacheInvalidator`).
     private struct StoreBox {
         var call: Store?
+        /// Drops the kernel's pages of an inode (FUSE's NOTIFY_INVAL_INODE), from this filler's thread.
+        var invalidate: (@Sendable (UInt64) -> Void)?
     }
 
     init(cache: BlockCache) {
         self.cache = cache
     }
 
-    /// Sets the kernel's store (nil: none; offers are then dropped and the thread ends).
-    func setStore(_ call: Store?) {
+    /// Sets the kernel's store, and how to invalidate an inode's pages (nil: none; offers are then dropped and the
+    /// thread ends).
+    func setStore(_ call: Store?, invalidate: (@Sendable (UInt64) -> Void)?) {
         condition.lock()
         store.call = call
+        store.invalidate = invalidate
         if call == nil { queue.removeAll() }
         if call != nil && thread == nil {
             let started = Thread { [self] in run() }
@@ -98,6 +107,16 @@ final class PageCacheFiller: @unchecked Sendable {
         condition.unlock()
     }
 
+    /// A refresh took another version of `ino` (under `FileSystem.state`): drops its queued offers, and marks a push
+    /// of it in flight as outdated, without waiting for it.
+    func versionTaken(_ ino: UInt64) {
+        condition.lock()
+        pushed[ino] = nil
+        queue.removeAll { $0.ino == ino }
+        if pushing == ino { pushOutdated = true }
+        condition.unlock()
+    }
+
     /// Waits until no push is in flight (once the store is unset, before the FUSE session goes).
     func drain() {
         condition.lock()
@@ -117,15 +136,24 @@ final class PageCacheFiller: @unchecked Sendable {
         while true {
             condition.lock()
             while queue.isEmpty && store.call != nil { condition.wait() }
-            guard let call = store.call else {
+            guard let call = store.call, let invalidate = store.invalidate else {
                 thread = nil
                 condition.unlock()
                 return
             }
             let offer = queue.removeFirst()
             pushing = offer.ino
+            pushOutdated = false
             condition.unlock()
-            push(offer, with: call)
+            let made = push(offer, with: call)
+            condition.lock()
+            let outdated = made && pushOutdated
+            if !outdated { pushing = nil }
+            condition.broadcast()
+            condition.unlock()
+            guard outdated else { continue }
+            // Still `pushing`, so that an `advance` meanwhile waits for the invalidation too.
+            invalidate(offer.ino)
             condition.lock()
             pushing = nil
             condition.broadcast()
@@ -133,13 +161,15 @@ final class PageCacheFiller: @unchecked Sendable {
         }
     }
 
-    private func push(_ offer: Offer, with call: Store) {
+    /// Whether the push was made.
+    private func push(_ offer: Offer, with call: Store) -> Bool {
         let start = UInt64(offer.block) * UInt64(cache.blockSize)
         guard start < offer.size,
             let data = cache.block(key: offer.key, version: offer.version, number: offer.block), offer.stillCurrent()
-        else { return }
+        else { return false }
         let length = Int(min(UInt64(data.count), offer.size - start))
         call(offer.ino, start, length == data.count ? data : data.prefix(length))
         FileSystemMetrics.shared.pagesPushed(bytes: length)
+        return true
     }
 }

@@ -56,6 +56,8 @@ final class PageCacheFillerTests: FileSystemTestCase {
         let pages = KernelPages()
         fs.setKernelPageStore { pages.store($0, $1, $2) }
         defer { fs.setKernelPageStore(nil) }
+        let invalidated = Mutex<[UInt64]>([])
+        fs.setKernelCacheInvalidator { ino in invalidated.withLock { $0.append(ino) } }
         let file = try fs.lookup(parent: Self.root, name: "big")
         let handle = try fs.open(file.ino, flags: O_RDONLY).handle
 
@@ -69,6 +71,7 @@ final class PageCacheFillerTests: FileSystemTestCase {
         _ = try fs.read(file.ino, handle: handle, offset: 2 * Self.mebibyte + 1, size: 4096)
         XCTAssertEqual(pages.next(), 2 * Self.mebibyte)
         XCTAssertEqual(pages.pushes.withLock { $0.count }, 2)
+        XCTAssertEqual(invalidated.withLock { $0 }, [], "pushes of the current version invalidate nothing")
         fs.release(file.ino, handle: handle)
     }
 
@@ -154,6 +157,30 @@ final class PageCacheFillerTests: FileSystemTestCase {
             pages.pushes.withLock { $0.map(\.offset) }, [9 * Self.mebibyte, 11 * Self.mebibyte],
             "block 5 of the old version was not pushed")
         fs.release(other.ino, handle: handle)
+        fs.release(file.ino, handle: reader)
+    }
+
+    /// Another host replaces the file and this mount takes the new version while a push of the old one is already in
+    /// the kernel's store (past its version check: a refresh holds the state lock and cannot wait for it). Once the
+    /// push is made, the inode's pages are invalidated: the old bytes, and an end of file the push may have moved past
+    /// the new one, do not stay.
+    func testAPushInFlightWhenAnotherVersionIsTakenIsFollowedByAnInvalidation() throws {
+        let store = MemoryObjectStore()
+        let (fs, pages, file, reader) = try holdingAPush(store, metadataTTL: 0)
+        defer { fs.setKernelPageStore(nil) }
+        let invalidated = Mutex<[UInt64]>([])
+        let heard = DispatchSemaphore(value: 0)
+        fs.setKernelCacheInvalidator { ino in
+            invalidated.withLock { $0.append(ino) }
+            heard.signal()
+        }
+        try store.put("big", data: Data(count: 2 << 20))
+        XCTAssertEqual(try fs.getattr(file.ino).size, 2 << 20)
+        XCTAssertEqual(invalidated.withLock { $0 }, [], "not before the push is made")
+        pages.release.signal()
+        XCTAssertEqual(heard.wait(timeout: .now() + 10), .success, "the outdated push was followed by an invalidation")
+        XCTAssertEqual(invalidated.withLock { $0 }, [file.ino])
+        XCTAssertEqual(pages.pushes.withLock { $0.map(\.offset) }, [9 * Self.mebibyte], "block 5's offer was dropped")
         fs.release(file.ino, handle: reader)
     }
 }
