@@ -149,7 +149,7 @@ extension FileSystem {
             s.table[ino]?.subdirectories = Set(entries.filter { $0.1.kind == .directory }.map { ExactPath($0.0) })
             entries.sort { $0.0 < $1.0 }
             s.table.noteListingOrder(entries.map(\.0), of: node.path)
-            s.listed[node.path] = (Set(entries.map(\.0)), .now + .seconds(options.negativeTTL))
+            s.listed[node.path] = (Set(entries.map { ExactPath($0.0) }), .now + .seconds(options.negativeTTL))
             let now = ContinuousClock.now
             s.recentListings = s.recentListings.filter { now < $0.value.until }
             if options.metadataTTL > 0 && keepable {

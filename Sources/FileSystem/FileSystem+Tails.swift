@@ -113,7 +113,7 @@ extension FileSystem {
             if let known = s.tailKnowledge.greatestListed[parent], known.count == listed.names.count {
                 last = known.name
             } else {
-                last = listed.names.reduce("") { $0.utf8.lexicographicallyPrecedes($1.utf8) ? $1 : $0 }
+                last = listed.names.reduce("") { $0.utf8.lexicographicallyPrecedes($1.string.utf8) ? $1.string : $0 }
                 s.tailKnowledge.greatestListed[parent] = (listed.names.count, last)
             }
         } else {

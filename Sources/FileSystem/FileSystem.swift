@@ -81,7 +81,7 @@ public final class FileSystem: Sendable {
         var negative: ExactPathMap<ContinuousClock.Instant> = [:]
         /// Directories whose complete list of names is known (listed, or made by us), until the instant given:
         /// a name not in it does not exist, with no request (a fresh directory fills up at one PUT per file).
-        var listed: ExactPathMap<(names: Set<String>, until: ContinuousClock.Instant)> = [:]
+        var listed: ExactPathMap<(names: Set<ExactPath>, until: ContinuousClock.Instant)> = [:]
         /// Directory inode → its last listing, reused by the next readdir for `metadata_ttl` (+Directories).
         var recentListings: [UInt64: RecentListing] = [:]
         /// Counts the calls of `entriesChanged`, `namesChanged` and `noteNameChanged`: a listing whose LIST ran across
@@ -138,7 +138,7 @@ public final class FileSystem: Sendable {
         /// Records that `path` exists, in its parent's known listing.
         mutating func noteExists(_ path: String) {
             let parent = KeyMapping.parent(of: path)
-            if listed[parent] != nil { listed[parent]?.names.insert(KeyMapping.name(of: path)) }
+            if listed[parent] != nil { listed[parent]?.names.insert(ExactPath(KeyMapping.name(of: path))) }
             tailKnowledge.noteExists(name: KeyMapping.name(of: path), in: parent)
         }
 
@@ -148,7 +148,7 @@ public final class FileSystem: Sendable {
                 return !path.isEmpty
                     && tailKnowledge.absent(name: KeyMapping.name(of: path), in: KeyMapping.parent(of: path), now: now)
             }
-            return !known.names.contains(KeyMapping.name(of: path))
+            return !known.names.contains(ExactPath(KeyMapping.name(of: path)))
         }
         /// The ends of directories listed, and removals in progress (FileSystem+Tails).
         var tailKnowledge = TailKnowledge()

@@ -1,6 +1,7 @@
 import Foundation
 import Glibc
 import ObjectStore
+import TestSupport
 import XCTest
 
 @testable import FileSystem
@@ -79,6 +80,23 @@ final class CanonicalEquivalenceTests: FileSystemTestCase {
         _ = try fs.mkdir(parent: Self.root, name: "d" + decomposed, permissions: 0o755, caller: caller)
         let other = try fs.lookup(parent: Self.root, name: "d" + composed)
         XCTAssertEqual(try read(fs, try fs.lookup(parent: other.ino, name: "x").ino), "x")
+    }
+
+    /// A listed directory answers for the names it lacks with no request, by exact name: one with only the
+    /// composed name knows the decomposed one absent. (Names kept as `String`s found it there, and asked the store.)
+    func testAListedDirectoryKnowsTheOtherNormalFormAbsent() throws {
+        let base = MemoryObjectStore()
+        try put(base, "d/" + composed, "composed")
+        let store = CountingStore(base)
+        let fs = try makeFileSystem(store)
+        let dir = try fs.lookup(parent: Self.root, name: "d")
+        XCTAssertEqual(
+            try names(fs, dir.ino).filter { !$0.hasPrefix(".") }.map { Array($0.utf8) }, [Array(composed.utf8)])
+        store.reset()
+        XCTAssertThrowsError(try fs.lookup(parent: dir.ino, name: decomposed)) {
+            XCTAssertEqual($0 as? FSError, .notFound)
+        }
+        XCTAssertEqual(store.total, 0, "known absent from the listing")
     }
 
     /// A name may start with a combining mark: the `/` before it is still where the parent's path ends, though
