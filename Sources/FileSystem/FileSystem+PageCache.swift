@@ -12,7 +12,10 @@ extension FileSystem {
 
     /// Sets the FUSE layer's store into the kernel's page cache (nil: none, as before mounting and after).
     public func setKernelPageStore(_ store: (@Sendable (UInt64, UInt64, Data) -> Void)?) {
-        guard let store else { return pageFiller?.setStore(nil, invalidate: nil) ?? () }
+        guard let store else {
+            pageFiller?.setStore(nil, invalidate: nil)
+            return
+        }
         pageFiller?.setStore(store) { [weak self] ino in
             let invalidate = self?.kernelCacheInvalidator.withLock { $0.invalidate }
             invalidate?(ino)
