@@ -37,22 +37,22 @@ final class ReceiveBufferPoolTests: XCTestCase {
     }
 
     /// A fresh buffer comes with the pages asked for mapped (MADV_POPULATE_WRITE): receiving into it costs no page
-    /// fault per 4 KiB. Before, none of them was resident until written. The rest of its size class is not mapped
-    /// (it may never be used). Skipped on kernels without it (before 5.14).
+    /// fault per 4 KiB. Before, none of them was resident until written. (Whether the rest of its size class is
+    /// resident is malloc's business: a big free chunk left in the heap by earlier tests is reused whatever the mmap
+    /// threshold, with its pages resident; CI failed an assertion of it twice.) Skipped on kernels without it
+    /// (before 5.14).
     func testAFreshBufferIsAlreadyMapped() throws {
         let size = 2 << 20
         let probe = UnsafeMutableRawPointer.allocate(byteCount: size, alignment: 4096)
         defer { probe.deallocate() }
         try XCTSkipUnless(madvise(probe, size, 23) == 0, "no MADV_POPULATE_WRITE here")
-        // The daemon's malloc policy (MountCommand): blocks of 1 MiB or more are fresh mmaps. Without it, glibc's
-        // threshold rises after an earlier test frees a big block, and the buffer reuses resident heap pages.
+        // The daemon's malloc policy (MountCommand): blocks of 1 MiB or more are mmapped when the heap has no room.
         XCTAssertEqual(mallopt(M_MMAP_THRESHOLD, 1 << 20), 1)
         let buffer = ReceiveBufferPool(retainedBytes: 0).take(capacity: size - 4096 * 10 - 1)
         XCTAssertEqual(buffer.capacity, size)
         var resident = [UInt8](repeating: 0, count: size / 4096)
         XCTAssertEqual(mincore(buffer.bytes, size, &resident), 0)
         XCTAssertEqual(resident.prefix(size / 4096 - 10).filter { $0 & 1 != 0 }.count, size / 4096 - 10, "asked for")
-        XCTAssertEqual(resident.suffix(10).filter { $0 & 1 != 0 }.count, 0, "the rest of the size class")
     }
 
     func testFillAndViewsCoverOnlyFilledBytes() {
