@@ -41,20 +41,7 @@ trap cleanup EXIT
 if [ -z "$S3_URL" ]; then
     bench_seaweed "$WORK/seaweed" "$PORT"
 fi
-python3 - "$S3_URL" "$BUCKET" <<'PY' >&2
-import sys, time, boto3
-s3 = boto3.client("s3", endpoint_url=sys.argv[1], region_name="us-east-1", aws_access_key_id="test",
-                  aws_secret_access_key="test")
-deadline = time.monotonic() + 60
-while True:
-    try:
-        s3.create_bucket(Bucket=sys.argv[2]); break
-    except (s3.exceptions.BucketAlreadyOwnedByYou, s3.exceptions.BucketAlreadyExists):
-        break
-    except Exception:
-        if time.monotonic() > deadline: raise
-        time.sleep(0.5)
-PY
+bench_create_bucket "$S3_URL" "$BUCKET" >&2
 echo "test:test" > "$WORK/s3fs.passwd"; chmod 600 "$WORK/s3fs.passwd"
 
 PID=

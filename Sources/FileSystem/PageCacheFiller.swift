@@ -101,8 +101,7 @@ final class PageCacheFiller: @unchecked Sendable {
     /// offers is made under `FileSystem.state`, without that lock held, and before the kernel hears of the change.
     func advance(_ ino: UInt64) {
         condition.lock()
-        pushed[ino] = nil
-        queue.removeAll { $0.ino == ino }
+        dropOffers(ino)
         while pushing == ino { condition.wait() }
         condition.unlock()
     }
@@ -111,10 +110,15 @@ final class PageCacheFiller: @unchecked Sendable {
     /// of it in flight as outdated, without waiting for it.
     func versionTaken(_ ino: UInt64) {
         condition.lock()
-        pushed[ino] = nil
-        queue.removeAll { $0.ino == ino }
+        dropOffers(ino)
         if pushing == ino { pushOutdated = true }
         condition.unlock()
+    }
+
+    /// Forgets what was pushed of `ino` and drops its queued offers. With `condition` held.
+    private func dropOffers(_ ino: UInt64) {
+        pushed[ino] = nil
+        queue.removeAll { $0.ino == ino }
     }
 
     /// Waits until no push is in flight (once the store is unset, before the FUSE session goes).
